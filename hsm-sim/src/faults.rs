@@ -1,0 +1,253 @@
+//! Fault injection driven by a TOML control file that another process may
+//! rewrite at any time. The file is stat'ed at most every 50 ms and
+//! re-parsed only when its mtime or size changes, so the hot path costs an
+//! atomic load and a clock read.
+use crate::Rv;
+use cryptoki_sys::*;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::{Duration, Instant, SystemTime};
+
+const CHECK_EVERY_MS: u64 = 50;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Latency {
+    Fixed(u64),
+    Range([u64; 2]),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    latency_ms: Option<Latency>,
+    error_rate: Option<f64>,
+    error: Option<String>,
+    functions: Option<Vec<String>>,
+    fail_next: Option<u64>,
+    unplugged: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct RawFile {
+    #[serde(flatten)]
+    top: RawRule,
+    #[serde(default)]
+    slot: HashMap<String, RawRule>,
+}
+
+#[derive(Debug, Default)]
+struct Rule {
+    latency: Option<(u64, u64)>,
+    error_rate: f64,
+    error_rv: CK_RV,
+    functions: Option<Vec<String>>,
+    fail_next: AtomicU64,
+    unplugged: bool,
+}
+
+fn rv_by_name(name: &str) -> Result<CK_RV, String> {
+    Ok(match name {
+        "CKR_DEVICE_ERROR" => CKR_DEVICE_ERROR,
+        "CKR_FUNCTION_FAILED" => CKR_FUNCTION_FAILED,
+        "CKR_GENERAL_ERROR" => CKR_GENERAL_ERROR,
+        "CKR_DEVICE_MEMORY" => CKR_DEVICE_MEMORY,
+        "CKR_TOKEN_NOT_PRESENT" => CKR_TOKEN_NOT_PRESENT,
+        "CKR_DEVICE_REMOVED" => CKR_DEVICE_REMOVED,
+        other => return Err(format!("unknown error name {other}")),
+    })
+}
+
+impl Rule {
+    fn from_raw(r: &RawRule) -> Result<Rule, String> {
+        Ok(Rule {
+            latency: r.latency_ms.as_ref().map(|l| match l {
+                Latency::Fixed(ms) => (*ms, *ms),
+                Latency::Range([a, b]) => (*a.min(b), *a.max(b)),
+            }),
+            error_rate: r.error_rate.unwrap_or(0.0).clamp(0.0, 1.0),
+            error_rv: rv_by_name(r.error.as_deref().unwrap_or("CKR_DEVICE_ERROR"))?,
+            functions: r.functions.clone(),
+            fail_next: AtomicU64::new(r.fail_next.unwrap_or(0)),
+            unplugged: r.unplugged.unwrap_or(false),
+        })
+    }
+
+    fn applies(&self, func: &str) -> bool {
+        self.functions
+            .as_ref()
+            .is_none_or(|fs| fs.iter().any(|f| f == func || f == "*"))
+    }
+
+    fn is_active(&self) -> bool {
+        self.latency.is_some()
+            || self.error_rate > 0.0
+            || self.fail_next.load(Ordering::Relaxed) > 0
+            || self.unplugged
+    }
+}
+
+#[derive(Default)]
+struct State {
+    stamp: Option<(SystemTime, u64)>,
+    top: Rule,
+    slots: HashMap<usize, Rule>,
+}
+
+impl State {
+    fn rule(&self, slot: usize) -> &Rule {
+        self.slots.get(&slot).unwrap_or(&self.top)
+    }
+}
+
+pub struct Faults {
+    path: PathBuf,
+    start: Instant,
+    next_check_ms: AtomicU64,
+    active: AtomicBool,
+    state: RwLock<State>,
+    /// Bumped each time a slot becomes unplugged: sessions opened in an
+    /// older epoch are dead.
+    epochs: Vec<AtomicU64>,
+}
+
+fn random_unit() -> f64 {
+    let mut b = [0u8; 8];
+    if SystemRandom::new().fill(&mut b).is_err() {
+        return 1.0;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Faults {
+    pub fn new(path: PathBuf, slots: usize) -> Faults {
+        let f = Faults {
+            path,
+            start: Instant::now(),
+            next_check_ms: AtomicU64::new(0),
+            active: AtomicBool::new(false),
+            state: RwLock::new(State::default()),
+            epochs: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+        };
+        f.refresh();
+        f
+    }
+
+    fn refresh(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        let due = self.next_check_ms.load(Ordering::Relaxed);
+        if now < due
+            || self
+                .next_check_ms
+                .compare_exchange(
+                    due,
+                    now + CHECK_EVERY_MS,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        let stamp = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        if self.state.read().map(|s| s.stamp == stamp).unwrap_or(true) {
+            return;
+        }
+        let parsed = match stamp {
+            None => Ok(RawFile::default()),
+            Some(_) => std::fs::read_to_string(&self.path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| toml::from_str::<RawFile>(&t).map_err(|e| e.to_string())),
+        };
+        let built = parsed.and_then(|raw| {
+            let mut slots = HashMap::new();
+            for (k, r) in &raw.slot {
+                let n: usize = k.parse().map_err(|_| format!("bad slot number {k}"))?;
+                slots.insert(n, Rule::from_raw(r)?);
+            }
+            Ok(State {
+                stamp,
+                top: Rule::from_raw(&raw.top)?,
+                slots,
+            })
+        });
+        let mut st = match self.state.write() {
+            Ok(st) => st,
+            Err(_) => return,
+        };
+        match built {
+            Ok(new) => {
+                for (i, e) in self.epochs.iter().enumerate() {
+                    if new.rule(i).unplugged && !st.rule(i).unplugged {
+                        e.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+                let active = new.top.is_active() || new.slots.values().any(Rule::is_active);
+                *st = new;
+                self.active.store(active, Ordering::Release);
+            }
+            Err(e) => {
+                // Keep the previous rules; remember the stamp to warn once.
+                eprintln!("hsm-sim: ignoring fault file {}: {e}", self.path.display());
+                st.stamp = stamp;
+            }
+        }
+    }
+
+    pub fn epoch(&self, slot: usize) -> u64 {
+        self.epochs
+            .get(slot)
+            .map_or(0, |e| e.load(Ordering::Acquire))
+    }
+
+    pub fn unplugged(&self, slot: usize) -> bool {
+        self.refresh();
+        self.active.load(Ordering::Acquire)
+            && self
+                .state
+                .read()
+                .map(|s| s.rule(slot).unplugged)
+                .unwrap_or(false)
+    }
+
+    /// Applies the configured faults to one call of `func` on `slot`.
+    pub fn check(&self, slot: usize, func: &str, session_call: bool) -> Rv<()> {
+        self.refresh();
+        if !self.active.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (latency, result) = {
+            let Ok(st) = self.state.read() else {
+                return Ok(());
+            };
+            let rule = st.rule(slot);
+            if rule.unplugged {
+                return Err(if session_call {
+                    CKR_DEVICE_REMOVED
+                } else {
+                    CKR_TOKEN_NOT_PRESENT
+                });
+            }
+            if !rule.applies(func) {
+                return Ok(());
+            }
+            let fail = rule
+                .fail_next
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
+                || (rule.error_rate > 0.0 && random_unit() < rule.error_rate);
+            (rule.latency, if fail { Err(rule.error_rv) } else { Ok(()) })
+        };
+        if let Some((lo, hi)) = latency {
+            let ms = lo + ((hi - lo) as f64 * random_unit()) as u64;
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        result
+    }
+}

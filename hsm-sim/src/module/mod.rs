@@ -1,0 +1,336 @@
+//! The loaded module: configuration, tokens, the session table and the
+//! fault injector. One instance lives between C_Initialize and C_Finalize.
+mod crypto;
+mod keys;
+mod objects;
+
+pub use objects::AttrValue;
+
+use crate::config::Config;
+use crate::faults::Faults;
+use crate::object::next_handle;
+use crate::session::Session;
+use crate::token::{Token, MAX_PIN, MIN_PIN};
+use crate::Rv;
+use cryptoki_sys::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+static STATE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
+
+pub struct Module {
+    pub cfg: Arc<Config>,
+    tokens: Vec<Token>,
+    sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Mutex<SessionEntry>>>>,
+    faults: Faults,
+    /// Last unplug epoch each token has reacted to.
+    seen_epoch: Vec<AtomicU64>,
+}
+
+/// A session plus the unplug epoch it was opened in.
+pub struct SessionEntry {
+    pub session: Session,
+    epoch: u64,
+}
+
+pub fn initialize() -> Rv<()> {
+    let mut st = STATE.write().unwrap_or_else(|e| e.into_inner());
+    if st.is_some() {
+        return Err(CKR_CRYPTOKI_ALREADY_INITIALIZED);
+    }
+    let cfg = Arc::new(Config::load().map_err(|e| {
+        eprintln!("hsm-sim: bad configuration: {e}");
+        CKR_GENERAL_ERROR
+    })?);
+    let tokens = (0..cfg.slots)
+        .map(|i| Token::open(i, cfg.clone()))
+        .collect();
+    let faults = Faults::new(cfg.fault_file.clone(), cfg.slots);
+    let seen_epoch = (0..cfg.slots)
+        .map(|i| AtomicU64::new(faults.epoch(i)))
+        .collect();
+    *st = Some(Arc::new(Module {
+        cfg,
+        tokens,
+        sessions: RwLock::new(HashMap::new()),
+        faults,
+        seen_epoch,
+    }));
+    Ok(())
+}
+
+pub fn finalize() -> Rv<()> {
+    STATE
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .map(|_| ())
+        .ok_or(CKR_CRYPTOKI_NOT_INITIALIZED)
+}
+
+pub fn get() -> Rv<Arc<Module>> {
+    STATE
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or(CKR_CRYPTOKI_NOT_INITIALIZED)
+}
+
+/// What C_GetTokenInfo reports.
+pub struct TokenInfo {
+    pub label: String,
+    pub serial: String,
+    pub flags: CK_FLAGS,
+    pub sessions: usize,
+    pub rw_sessions: usize,
+    pub min_pin: usize,
+    pub max_pin: usize,
+}
+
+pub struct SessionInfo {
+    pub slot: CK_SLOT_ID,
+    pub state: CK_STATE,
+    pub flags: CK_FLAGS,
+}
+
+impl Module {
+    fn token(&self, slot: CK_SLOT_ID) -> Rv<&Token> {
+        self.tokens.get(slot as usize).ok_or(CKR_SLOT_ID_INVALID)
+    }
+
+    /// Reacts once to a new unplug: logout and drop session objects.
+    fn sync(&self, slot: usize) {
+        let e = self.faults.epoch(slot);
+        if let Some(seen) = self.seen_epoch.get(slot) {
+            if seen.swap(e, Ordering::AcqRel) != e {
+                self.tokens[slot].reset();
+            }
+        }
+    }
+
+    /// Entry check of slot-level calls.
+    pub fn slot_gate(&self, slot: CK_SLOT_ID, func: &str) -> Rv<&Token> {
+        let t = self.token(slot)?;
+        self.sync(t.slot);
+        self.faults.check(t.slot, func, false)?;
+        Ok(t)
+    }
+
+    /// Runs `f` on a live session with the session locked.
+    pub fn with_session<R>(
+        &self,
+        h: CK_SESSION_HANDLE,
+        func: &str,
+        f: impl FnOnce(&Token, &mut Session) -> Rv<R>,
+    ) -> Rv<R> {
+        let entry = self
+            .sessions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&h)
+            .cloned()
+            .ok_or(CKR_SESSION_HANDLE_INVALID)?;
+        let mut entry = entry.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = entry.session.slot;
+        self.sync(slot);
+        self.faults.check(slot, func, true)?;
+        if entry.epoch != self.faults.epoch(slot) {
+            return Err(CKR_SESSION_HANDLE_INVALID);
+        }
+        f(&self.tokens[slot], &mut entry.session)
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn slot_present(&self, slot: CK_SLOT_ID) -> Rv<bool> {
+        let t = self.token(slot)?;
+        Ok(!self.faults.unplugged(t.slot))
+    }
+
+    /// (all, read-write) live sessions of a slot.
+    fn session_counts(&self, slot: usize) -> (usize, usize) {
+        let epoch = self.faults.epoch(slot);
+        let map = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        let mut all = 0;
+        let mut rw = 0;
+        for e in map.values() {
+            let e = e.lock().unwrap_or_else(|e| e.into_inner());
+            if e.session.slot == slot && e.epoch == epoch {
+                all += 1;
+                rw += usize::from(e.session.rw);
+            }
+        }
+        (all, rw)
+    }
+
+    pub fn token_info(&self, slot: CK_SLOT_ID) -> Rv<TokenInfo> {
+        let t = self.slot_gate(slot, "C_GetTokenInfo")?;
+        let (sessions, rw_sessions) = self.session_counts(t.slot);
+        let inner = t.read();
+        let mut flags = CKF_RNG | CKF_LOGIN_REQUIRED | CKF_RESTORE_KEY_NOT_NEEDED;
+        let max = t.max_attempts();
+        let (label, serial) = match &inner.meta {
+            Some(m) => {
+                flags |= CKF_TOKEN_INITIALIZED;
+                if m.user.is_some() {
+                    flags |= CKF_USER_PIN_INITIALIZED;
+                }
+                flags |= pin_flags(
+                    m.user_failures,
+                    max,
+                    CKF_USER_PIN_COUNT_LOW,
+                    CKF_USER_PIN_FINAL_TRY,
+                    CKF_USER_PIN_LOCKED,
+                );
+                flags |= pin_flags(
+                    m.so_failures,
+                    max,
+                    CKF_SO_PIN_COUNT_LOW,
+                    CKF_SO_PIN_FINAL_TRY,
+                    CKF_SO_PIN_LOCKED,
+                );
+                (m.label.clone(), m.serial.clone())
+            }
+            None => (String::new(), format!("{:016}", t.slot)),
+        };
+        Ok(TokenInfo {
+            label,
+            serial,
+            flags,
+            sessions,
+            rw_sessions,
+            min_pin: MIN_PIN,
+            max_pin: MAX_PIN,
+        })
+    }
+
+    pub fn init_token(&self, slot: CK_SLOT_ID, so_pin: &[u8], label: &str) -> Rv<()> {
+        let t = self.slot_gate(slot, "C_InitToken")?;
+        if self.session_counts(t.slot).0 > 0 {
+            return Err(CKR_SESSION_EXISTS);
+        }
+        t.init_token(so_pin, label)
+    }
+
+    pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> Rv<CK_SESSION_HANDLE> {
+        let t = self.slot_gate(slot, "C_OpenSession")?;
+        if flags & CKF_SERIAL_SESSION == 0 {
+            return Err(CKR_SESSION_PARALLEL_NOT_SUPPORTED);
+        }
+        let rw = flags & CKF_RW_SESSION != 0;
+        if !rw && t.read().login == Some(CKU_SO) {
+            return Err(CKR_SESSION_READ_WRITE_SO_EXISTS);
+        }
+        let h = next_handle();
+        let entry = SessionEntry {
+            session: Session::new(h, t.slot, rw),
+            epoch: self.faults.epoch(t.slot),
+        };
+        self.sessions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(h, Arc::new(Mutex::new(entry)));
+        Ok(h)
+    }
+
+    /// Closes one session; the last one on a token logs it out.
+    pub fn close_session(&self, h: CK_SESSION_HANDLE) -> Rv<()> {
+        let removed = self
+            .sessions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&h)
+            .ok_or(CKR_SESSION_HANDLE_INVALID)?;
+        let slot = removed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .session
+            .slot;
+        let t = &self.tokens[slot];
+        t.drop_session_objects(h);
+        if self.session_counts(slot).0 == 0 {
+            let _ = t.logout();
+        }
+        Ok(())
+    }
+
+    pub fn close_all(&self, slot: CK_SLOT_ID) -> Rv<()> {
+        let t = self.token(slot)?;
+        let handles: Vec<_> = self
+            .sessions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, e)| e.lock().unwrap_or_else(|e| e.into_inner()).session.slot == t.slot)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in handles {
+            let _ = self.close_session(h);
+        }
+        self.faults.check(t.slot, "C_CloseAllSessions", false)
+    }
+
+    pub fn session_info(&self, h: CK_SESSION_HANDLE) -> Rv<SessionInfo> {
+        self.with_session(h, "C_GetSessionInfo", |t, s| {
+            let state = match (t.read().login, s.rw) {
+                (Some(CKU_SO), _) => CKS_RW_SO_FUNCTIONS,
+                (Some(_), true) => CKS_RW_USER_FUNCTIONS,
+                (Some(_), false) => CKS_RO_USER_FUNCTIONS,
+                (None, true) => CKS_RW_PUBLIC_SESSION,
+                (None, false) => CKS_RO_PUBLIC_SESSION,
+            };
+            let flags = CKF_SERIAL_SESSION | if s.rw { CKF_RW_SESSION } else { 0 };
+            Ok(SessionInfo {
+                slot: s.slot as CK_SLOT_ID,
+                state,
+                flags,
+            })
+        })
+    }
+
+    fn has_ro_session(&self, slot: usize) -> bool {
+        let (all, rw) = self.session_counts(slot);
+        all > rw
+    }
+
+    pub fn login(&self, h: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &[u8]) -> Rv<()> {
+        let slot = self.with_session(h, "C_Login", |t, _| Ok(t.slot))?;
+        let ro = self.has_ro_session(slot);
+        self.tokens[slot].login(user, pin, ro)
+    }
+
+    pub fn logout(&self, h: CK_SESSION_HANDLE) -> Rv<()> {
+        self.with_session(h, "C_Logout", |t, _| t.logout())
+    }
+
+    pub fn init_pin(&self, h: CK_SESSION_HANDLE, pin: &[u8]) -> Rv<()> {
+        self.with_session(h, "C_InitPIN", |t, s| {
+            if !s.rw {
+                return Err(CKR_SESSION_READ_ONLY);
+            }
+            t.init_pin(pin)
+        })
+    }
+
+    pub fn set_pin(&self, h: CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Rv<()> {
+        let slot = self.with_session(h, "C_SetPIN", |t, s| {
+            if !s.rw {
+                return Err(CKR_SESSION_READ_ONLY);
+            }
+            Ok(t.slot)
+        })?;
+        self.tokens[slot].set_pin(old, new)
+    }
+}
+
+fn pin_flags(failures: u32, max: u32, low: CK_FLAGS, last: CK_FLAGS, locked: CK_FLAGS) -> CK_FLAGS {
+    match failures {
+        0 => 0,
+        f if f >= max => locked,
+        f if f + 1 == max => last | low,
+        _ => low,
+    }
+}

@@ -1,0 +1,330 @@
+//! Operation state for encrypt/decrypt, sign/verify and digest, including
+//! multi-part accumulation.
+use crate::mechanisms::digest::{digest_hash, Hash};
+use crate::mechanisms::{aes, hmac as hm, require, rsa, Material, Mechanism, OaepParams, Param};
+use crate::object::Object;
+use crate::pin::ct_eq;
+use crate::Rv;
+use cryptoki_sys::*;
+use ring::{digest, hmac};
+use std::sync::Arc;
+
+enum Cipher {
+    Gcm { iv: [u8; aes::IV_LEN], aad: Vec<u8> },
+    Oaep(OaepParams),
+}
+
+pub struct CipherOp {
+    key: Arc<Material>,
+    cipher: Cipher,
+    encrypt: bool,
+    /// Multi-part input: GCM and OAEP both need the whole message.
+    buf: Vec<u8>,
+}
+
+/// Validated GCM parameters: 96-bit IV, 128-bit tag.
+pub fn gcm_params(p: &Param) -> Rv<([u8; aes::IV_LEN], Vec<u8>)> {
+    match p {
+        Param::Gcm { iv, aad, tag_bits } => {
+            if *tag_bits != 128 {
+                return Err(CKR_MECHANISM_PARAM_INVALID);
+            }
+            let iv: [u8; aes::IV_LEN] = iv
+                .as_slice()
+                .try_into()
+                .map_err(|_| CKR_MECHANISM_PARAM_INVALID)?;
+            Ok((iv, aad.clone()))
+        }
+        _ => Err(CKR_MECHANISM_PARAM_INVALID),
+    }
+}
+
+pub fn oaep_params(p: &Param) -> Rv<OaepParams> {
+    match p {
+        Param::Oaep(o) => {
+            rsa::check_oaep(o)?;
+            Ok(o.clone())
+        }
+        _ => Err(CKR_MECHANISM_PARAM_INVALID),
+    }
+}
+
+impl CipherOp {
+    pub fn init(m: &Mechanism, obj: &Object, encrypt: bool) -> Rv<CipherOp> {
+        require(&obj.attrs, if encrypt { CKA_ENCRYPT } else { CKA_DECRYPT })?;
+        let key = obj.material()?;
+        let cipher = match m.mech {
+            CKM_AES_GCM => {
+                if !matches!(*key, Material::Aes(_)) {
+                    return Err(CKR_KEY_TYPE_INCONSISTENT);
+                }
+                let (iv, aad) = gcm_params(&m.param)?;
+                Cipher::Gcm { iv, aad }
+            }
+            CKM_RSA_PKCS_OAEP => {
+                match (&*key, encrypt) {
+                    (Material::RsaPublic(_), true) | (Material::RsaPrivate(_), false) => {}
+                    _ => return Err(CKR_KEY_TYPE_INCONSISTENT),
+                }
+                Cipher::Oaep(oaep_params(&m.param)?)
+            }
+            _ => return Err(CKR_MECHANISM_INVALID),
+        };
+        Ok(CipherOp {
+            key,
+            cipher,
+            encrypt,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Output size that suffices for `more` further input bytes.
+    pub fn hint(&self, more: usize) -> usize {
+        let n = self.buf.len() + more;
+        match (&self.cipher, &*self.key) {
+            (Cipher::Gcm { .. }, _) if self.encrypt => n + aes::TAG_LEN,
+            (Cipher::Gcm { .. }, _) => n.saturating_sub(aes::TAG_LEN),
+            (Cipher::Oaep(_), Material::RsaPublic(k)) => rsa::size(k),
+            (Cipher::Oaep(_), Material::RsaPrivate(k)) => rsa::private_size(k),
+            _ => n,
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Processes buffered input plus `data`, leaving the state untouched so
+    /// a too-small buffer can be retried.
+    pub fn compute(&self, data: &[u8]) -> Rv<Vec<u8>> {
+        let joined;
+        let input = if self.buf.is_empty() {
+            data
+        } else {
+            joined = [self.buf.as_slice(), data].concat();
+            &joined
+        };
+        match (&self.cipher, &*self.key) {
+            (Cipher::Gcm { iv, aad }, Material::Aes(k)) => {
+                if self.encrypt {
+                    k.gcm_seal(iv, aad, input)
+                } else {
+                    k.gcm_open(iv, aad, input)
+                }
+            }
+            (Cipher::Oaep(p), Material::RsaPublic(k)) => rsa::oaep_encrypt(k, p, input),
+            (Cipher::Oaep(p), Material::RsaPrivate(k)) => {
+                rsa::oaep_decrypt(k, p, input).map(|v| v.to_vec())
+            }
+            _ => Err(CKR_GENERAL_ERROR),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Accum {
+    Hmac(hmac::Context),
+    Digest(digest::Context),
+    Raw(Vec<u8>),
+}
+
+#[derive(Clone, Copy)]
+enum Signer {
+    Hmac(usize),
+    Rsa(rsa::Scheme),
+    Ecdsa,
+}
+
+pub struct SignOp {
+    key: Arc<Material>,
+    hmac_key: Option<hmac::Key>,
+    signer: Signer,
+    acc: Accum,
+}
+
+fn hashed(m: CK_MECHANISM_TYPE) -> Option<Hash> {
+    match m {
+        CKM_SHA256_RSA_PKCS | CKM_SHA256_RSA_PKCS_PSS | CKM_ECDSA_SHA256 => Some(Hash::Sha256),
+        CKM_SHA384_RSA_PKCS | CKM_SHA384_RSA_PKCS_PSS | CKM_ECDSA_SHA384 => Some(Hash::Sha384),
+        CKM_SHA512_RSA_PKCS | CKM_SHA512_RSA_PKCS_PSS => Some(Hash::Sha512),
+        _ => None,
+    }
+}
+
+fn pss_scheme(p: &Param, expect: Option<Hash>) -> Rv<rsa::Scheme> {
+    let Param::Pss {
+        hash,
+        mgf,
+        salt_len,
+    } = p
+    else {
+        return Err(CKR_MECHANISM_PARAM_INVALID);
+    };
+    let hash = Hash::from_mech(*hash)?;
+    if *mgf != hash.mgf() || expect.is_some_and(|e| e != hash) || hash == Hash::Sha1 {
+        return Err(CKR_MECHANISM_PARAM_INVALID);
+    }
+    Ok(rsa::Scheme::Pss {
+        hash,
+        salt: *salt_len as usize,
+    })
+}
+
+impl SignOp {
+    pub fn init(m: &Mechanism, obj: &Object, sign: bool) -> Rv<SignOp> {
+        require(&obj.attrs, if sign { CKA_SIGN } else { CKA_VERIFY })?;
+        let key = obj.material()?;
+        let prehash = hashed(m.mech);
+        let acc = match prehash {
+            Some(h) => Accum::Digest(digest::Context::new(h.ring())),
+            None => Accum::Raw(Vec::new()),
+        };
+        let mut hmac_key = None;
+        let (signer, acc) = match m.mech {
+            CKM_SHA256_HMAC | CKM_SHA384_HMAC | CKM_SHA512_HMAC => {
+                hm::key_type_ok(obj.attrs.key_type())?;
+                let alg = hm::algorithm(m.mech).ok_or(CKR_MECHANISM_INVALID)?;
+                let raw: &[u8] = match &*key {
+                    Material::Aes(k) => k.raw(),
+                    Material::Generic(v) => v,
+                    _ => return Err(CKR_KEY_TYPE_INCONSISTENT),
+                };
+                let k = hmac::Key::new(alg, raw);
+                let acc = Accum::Hmac(hmac::Context::with_key(&k));
+                hmac_key = Some(k);
+                (Signer::Hmac(alg.digest_algorithm().output_len()), acc)
+            }
+            CKM_ECDSA | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384 => {
+                match (&*key, sign) {
+                    (Material::EcPrivate(_), true) | (Material::EcPublic(_), false) => {}
+                    _ => return Err(CKR_KEY_TYPE_INCONSISTENT),
+                }
+                (Signer::Ecdsa, acc)
+            }
+            CKM_RSA_PKCS | CKM_SHA256_RSA_PKCS | CKM_SHA384_RSA_PKCS | CKM_SHA512_RSA_PKCS => {
+                rsa_key_ok(&key, sign)?;
+                (Signer::Rsa(rsa::Scheme::Pkcs1(prehash)), acc)
+            }
+            CKM_RSA_PKCS_PSS
+            | CKM_SHA256_RSA_PKCS_PSS
+            | CKM_SHA384_RSA_PKCS_PSS
+            | CKM_SHA512_RSA_PKCS_PSS => {
+                rsa_key_ok(&key, sign)?;
+                (Signer::Rsa(pss_scheme(&m.param, prehash)?), acc)
+            }
+            _ => return Err(CKR_MECHANISM_INVALID),
+        };
+        Ok(SignOp {
+            key,
+            hmac_key,
+            signer,
+            acc,
+        })
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match &mut self.acc {
+            Accum::Hmac(c) => c.update(data),
+            Accum::Digest(c) => c.update(data),
+            Accum::Raw(v) => v.extend_from_slice(data),
+        }
+    }
+
+    /// Signature length.
+    pub fn len(&self) -> usize {
+        match (self.signer, &*self.key) {
+            (Signer::Hmac(n), _) => n,
+            (_, Material::RsaPrivate(k)) => rsa::private_size(k),
+            (_, Material::RsaPublic(k)) => rsa::size(k),
+            (_, Material::EcPrivate(k)) => 2 * k.curve().size(),
+            (_, Material::EcPublic(k)) => 2 * k.curve().size(),
+            _ => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes the signature covers: HMAC tag, digest or raw input.
+    fn input(&self, data: &[u8]) -> Vec<u8> {
+        let mut acc = self.acc.clone();
+        match &mut acc {
+            Accum::Hmac(c) => {
+                c.update(data);
+                c.clone().sign().as_ref().to_vec()
+            }
+            Accum::Digest(c) => {
+                c.update(data);
+                c.clone().finish().as_ref().to_vec()
+            }
+            Accum::Raw(v) => {
+                v.extend_from_slice(data);
+                std::mem::take(v)
+            }
+        }
+    }
+
+    pub fn sign(&self, data: &[u8]) -> Rv<Vec<u8>> {
+        let input = self.input(data);
+        match (self.signer, &*self.key) {
+            (Signer::Hmac(_), _) => Ok(input),
+            (Signer::Rsa(s), Material::RsaPrivate(k)) => rsa::sign(k, s, &input),
+            (Signer::Ecdsa, Material::EcPrivate(k)) => k.sign_prehash(&input),
+            _ => Err(CKR_GENERAL_ERROR),
+        }
+    }
+
+    pub fn verify(&self, data: &[u8], sig: &[u8]) -> Rv<()> {
+        let input = self.input(data);
+        match (self.signer, &*self.key) {
+            (Signer::Hmac(n), _) => {
+                if sig.len() != n || self.hmac_key.is_none() {
+                    return Err(CKR_SIGNATURE_LEN_RANGE);
+                }
+                if ct_eq(&input, sig) {
+                    Ok(())
+                } else {
+                    Err(CKR_SIGNATURE_INVALID)
+                }
+            }
+            (Signer::Rsa(s), Material::RsaPublic(k)) => rsa::verify(k, s, &input, sig),
+            (Signer::Ecdsa, Material::EcPublic(k)) => k.verify_prehash(&input, sig),
+            _ => Err(CKR_GENERAL_ERROR),
+        }
+    }
+}
+
+fn rsa_key_ok(key: &Material, sign: bool) -> Rv<()> {
+    match (key, sign) {
+        (Material::RsaPrivate(_), true) | (Material::RsaPublic(_), false) => Ok(()),
+        _ => Err(CKR_KEY_TYPE_INCONSISTENT),
+    }
+}
+
+#[derive(Clone)]
+pub struct DigestOp {
+    ctx: digest::Context,
+}
+
+impl DigestOp {
+    pub fn init(m: &Mechanism) -> Rv<DigestOp> {
+        Ok(DigestOp {
+            ctx: digest::Context::new(digest_hash(m.mech)?.ring()),
+        })
+    }
+    pub fn len(&self) -> usize {
+        self.ctx.algorithm().output_len()
+    }
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        self.ctx.update(data)
+    }
+    pub fn compute(&self, data: &[u8]) -> Vec<u8> {
+        let mut c = self.ctx.clone();
+        c.update(data);
+        c.finish().as_ref().to_vec()
+    }
+}

@@ -1,0 +1,149 @@
+//! PIN handling: PBKDF2-HMAC-SHA256 turns a PIN into a verifier and a
+//! key-encryption key; AES-256-GCM seals the token key and object secrets.
+use crate::Rv;
+use cryptoki_sys::*;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::{hmac, pbkdf2};
+use serde::{Deserialize, Serialize};
+use std::num::NonZeroU32;
+use zeroize::Zeroizing;
+
+pub type Key32 = Zeroizing<[u8; 32]>;
+
+/// What the token file keeps for one PIN: never the PIN itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PinRecord {
+    pub salt: String,
+    pub iterations: u32,
+    /// HMAC(master, "verifier"), compared in constant time.
+    pub verifier: String,
+    /// The token key sealed under HMAC(master, "kek").
+    pub wrapped_key: String,
+}
+
+pub fn random_bytes(buf: &mut [u8]) -> Rv<()> {
+    SystemRandom::new()
+        .fill(buf)
+        .map_err(|_| CKR_FUNCTION_FAILED)
+}
+
+pub fn new_key() -> Rv<Key32> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    random_bytes(&mut k[..])?;
+    Ok(k)
+}
+
+struct Derived {
+    verifier: [u8; 32],
+    kek: Key32,
+}
+
+fn derive(pin: &[u8], salt: &[u8], iterations: u32) -> Derived {
+    let mut master = Zeroizing::new([0u8; 32]);
+    let iters = NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN);
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        iters,
+        salt,
+        pin,
+        &mut master[..],
+    );
+    let mk = hmac::Key::new(hmac::HMAC_SHA256, &master[..]);
+    let mut verifier = [0u8; 32];
+    verifier.copy_from_slice(hmac::sign(&mk, b"hsm-sim pin verifier").as_ref());
+    let mut kek = Zeroizing::new([0u8; 32]);
+    kek.copy_from_slice(hmac::sign(&mk, b"hsm-sim key encryption key").as_ref());
+    Derived { verifier, kek }
+}
+
+const TOKEN_KEY_AAD: &[u8] = b"hsm-sim token key";
+
+impl PinRecord {
+    /// Records `pin` as the one that unlocks `token_key`.
+    pub fn new(pin: &[u8], token_key: &Key32, iterations: u32) -> Rv<PinRecord> {
+        let mut salt = [0u8; 16];
+        random_bytes(&mut salt)?;
+        let d = derive(pin, &salt, iterations);
+        Ok(PinRecord {
+            salt: hex(&salt),
+            iterations,
+            verifier: hex(&d.verifier),
+            wrapped_key: hex(&seal(&d.kek, TOKEN_KEY_AAD, &token_key[..])?),
+        })
+    }
+
+    /// Checks `pin`; on success returns the token key.
+    pub fn unlock(&self, pin: &[u8]) -> Rv<Key32> {
+        let salt = unhex(&self.salt)?;
+        let d = derive(pin, &salt, self.iterations);
+        let stored = unhex(&self.verifier)?;
+        if !ct_eq(&stored, &d.verifier) {
+            return Err(CKR_PIN_INCORRECT);
+        }
+        let raw = open(&d.kek, TOKEN_KEY_AAD, &unhex(&self.wrapped_key)?)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        if raw.len() != 32 {
+            return Err(CKR_GENERAL_ERROR);
+        }
+        key.copy_from_slice(&raw);
+        Ok(key)
+    }
+}
+
+/// Constant-time equality: compares HMAC tags instead of the raw bytes.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, b"hsm-sim compare");
+    let tag = hmac::sign(&k, a);
+    hmac::verify(&k, b, tag.as_ref()).is_ok()
+}
+
+/// AES-256-GCM with a random nonce; output is nonce || ciphertext || tag.
+pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Rv<Vec<u8>> {
+    let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CKR_GENERAL_ERROR)?);
+    let mut nonce = [0u8; NONCE_LEN];
+    random_bytes(&mut nonce)?;
+    let mut buf = plaintext.to_vec();
+    k.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut buf,
+    )
+    .map_err(|_| CKR_GENERAL_ERROR)?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&buf);
+    Ok(out)
+}
+
+pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Rv<Zeroizing<Vec<u8>>> {
+    if sealed.len() < NONCE_LEN {
+        return Err(CKR_GENERAL_ERROR);
+    }
+    let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CKR_GENERAL_ERROR)?);
+    let nonce =
+        Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).map_err(|_| CKR_GENERAL_ERROR)?;
+    let mut buf = Zeroizing::new(sealed[NONCE_LEN..].to_vec());
+    let len = k
+        .open_in_place(nonce, Aad::from(aad), &mut buf)
+        .map_err(|_| CKR_GENERAL_ERROR)?
+        .len();
+    buf.truncate(len);
+    Ok(buf)
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Rv<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return Err(CKR_GENERAL_ERROR);
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(s.get(i..i + 2).ok_or(CKR_GENERAL_ERROR)?, 16)
+                .map_err(|_| CKR_GENERAL_ERROR)
+        })
+        .collect()
+}

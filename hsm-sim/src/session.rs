@@ -1,0 +1,70 @@
+//! Per-session state: flags, the find cursor and the active operations.
+use crate::ops::{CipherOp, DigestOp, SignOp};
+use crate::Rv;
+use cryptoki_sys::*;
+
+pub struct Session {
+    pub handle: CK_SESSION_HANDLE,
+    pub slot: usize,
+    pub rw: bool,
+    /// Set when the token was unplugged: the handle is no longer usable.
+    pub dead: bool,
+    pub find: Option<Vec<CK_OBJECT_HANDLE>>,
+    pub encrypt: Option<CipherOp>,
+    pub decrypt: Option<CipherOp>,
+    pub sign: Option<SignOp>,
+    pub verify: Option<SignOp>,
+    pub digest: Option<DigestOp>,
+}
+
+impl Session {
+    pub fn new(handle: CK_SESSION_HANDLE, slot: usize, rw: bool) -> Session {
+        Session {
+            handle,
+            slot,
+            rw,
+            dead: false,
+            find: None,
+            encrypt: None,
+            decrypt: None,
+            sign: None,
+            verify: None,
+            digest: None,
+        }
+    }
+}
+
+/// Outcome of an output-producing call under the PKCS#11 length
+/// convention (section 5.2 of the base specification).
+pub enum Out {
+    /// Caller passed no buffer: this many bytes suffice.
+    Len(usize),
+    /// Buffer too small: this many bytes are needed.
+    TooSmall(usize),
+    Data(Vec<u8>),
+}
+
+/// Runs the final step of an operation: a length query or too-small buffer
+/// keeps the operation active; success or any error ends it.
+pub fn produce<T>(
+    slot: &mut Option<T>,
+    capacity: Option<usize>,
+    hint: impl FnOnce(&T) -> usize,
+    run: impl FnOnce(&mut T) -> Rv<Vec<u8>>,
+) -> Rv<Out> {
+    let op = slot.as_mut().ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
+    let Some(cap) = capacity else {
+        return Ok(Out::Len(hint(op)));
+    };
+    match run(op) {
+        Err(e) => {
+            *slot = None;
+            Err(e)
+        }
+        Ok(v) if v.len() > cap => Ok(Out::TooSmall(v.len())),
+        Ok(v) => {
+            *slot = None;
+            Ok(Out::Data(v))
+        }
+    }
+}

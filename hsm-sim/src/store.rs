@@ -1,0 +1,203 @@
+//! On-disk token: `token.json` plus one file per token object under
+//! `objects/`. Every write is atomic (temp file, fsync, rename, fsync dir),
+//! and key material only ever reaches disk sealed under the token key.
+use crate::attrs::{is_secret, Attrs};
+use crate::pin::{hex, open, seal, unhex, Key32, PinRecord};
+use crate::Rv;
+use cryptoki_sys::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenMeta {
+    pub label: String,
+    pub serial: String,
+    pub so: PinRecord,
+    pub user: Option<PinRecord>,
+    #[serde(default)]
+    pub so_failures: u32,
+    #[serde(default)]
+    pub user_failures: u32,
+}
+
+/// One token object file. Private objects are sealed whole; public ones
+/// keep non-secret attributes readable so they load before login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectFile {
+    pub private: bool,
+    pub public: BTreeMap<String, String>,
+    pub sealed: Option<String>,
+}
+
+pub struct Store {
+    dir: PathBuf,
+}
+
+fn io_err(_: std::io::Error) -> cryptoki_sys::CK_RV {
+    CKR_DEVICE_ERROR
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the
+/// new content, never a torn file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+fn encode(attrs: impl Iterator<Item = (CK_ATTRIBUTE_TYPE, Vec<u8>)>) -> BTreeMap<String, String> {
+    attrs.map(|(t, v)| (format!("{t:x}"), hex(&v))).collect()
+}
+
+fn decode(map: &BTreeMap<String, String>, into: &mut Attrs) -> Rv<()> {
+    for (t, v) in map {
+        let t = CK_ATTRIBUTE_TYPE::from_str_radix(t, 16).map_err(|_| CKR_DEVICE_ERROR)?;
+        into.set(t, unhex(v).map_err(|_| CKR_DEVICE_ERROR)?);
+    }
+    Ok(())
+}
+
+fn aad(id: &str) -> Vec<u8> {
+    format!("hsm-sim object {id}").into_bytes()
+}
+
+impl ObjectFile {
+    /// Fails with CKR_USER_NOT_LOGGED_IN when secrets must be sealed but the
+    /// token key is locked.
+    pub fn encode(id: &str, a: &Attrs, key: Option<&Key32>) -> Rv<ObjectFile> {
+        let private = a.bool(CKA_PRIVATE);
+        let class = a.class();
+        let (secret, public): (Vec<_>, Vec<_>) =
+            a.0.iter()
+                .map(|(t, v)| (*t, v.clone()))
+                .partition(|(t, _)| private || is_secret(class, *t));
+        let sealed = if secret.is_empty() {
+            None
+        } else {
+            let key = key.ok_or(CKR_USER_NOT_LOGGED_IN)?;
+            let json =
+                serde_json::to_vec(&encode(secret.into_iter())).map_err(|_| CKR_GENERAL_ERROR)?;
+            let json = zeroize::Zeroizing::new(json);
+            Some(hex(&seal(key, &aad(id), &json)?))
+        };
+        Ok(ObjectFile {
+            private,
+            public: encode(public.into_iter()),
+            sealed,
+        })
+    }
+
+    /// Returns the attributes that can be recovered with `key`, and whether
+    /// some stayed sealed.
+    pub fn decode(&self, id: &str, key: Option<&Key32>) -> Rv<(Attrs, bool)> {
+        let mut a = Attrs::default();
+        decode(&self.public, &mut a)?;
+        let mut locked = false;
+        if let Some(sealed) = &self.sealed {
+            match key {
+                Some(key) => {
+                    let plain =
+                        open(key, &aad(id), &unhex(sealed)?).map_err(|_| CKR_DEVICE_ERROR)?;
+                    let map: BTreeMap<String, String> =
+                        serde_json::from_slice(&plain).map_err(|_| CKR_DEVICE_ERROR)?;
+                    decode(&map, &mut a)?;
+                }
+                None => locked = true,
+            }
+        }
+        Ok((a, locked))
+    }
+}
+
+impl Store {
+    pub fn new(dir: PathBuf) -> Store {
+        Store { dir }
+    }
+
+    fn objects_dir(&self) -> PathBuf {
+        self.dir.join("objects")
+    }
+
+    fn ensure(&self) -> Rv<()> {
+        fs::create_dir_all(self.objects_dir()).map_err(io_err)
+    }
+
+    pub fn load_meta(&self) -> Rv<Option<TokenMeta>> {
+        match fs::read(self.dir.join("token.json")) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|_| CKR_DEVICE_ERROR),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    pub fn save_meta(&self, meta: &TokenMeta) -> Rv<()> {
+        self.ensure()?;
+        let bytes = serde_json::to_vec_pretty(meta).map_err(|_| CKR_GENERAL_ERROR)?;
+        write_atomic(&self.dir.join("token.json"), &bytes).map_err(io_err)
+    }
+
+    /// Ids of the stored objects; leftovers of interrupted writes are skipped.
+    pub fn object_ids(&self) -> Rv<Vec<String>> {
+        let rd = match fs::read_dir(self.objects_dir()) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(e)),
+        };
+        let mut ids = Vec::new();
+        for entry in rd {
+            let name = entry.map_err(io_err)?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name.strip_suffix(".json") {
+                if !id.starts_with('.') {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub fn read_object(&self, id: &str) -> Rv<ObjectFile> {
+        let bytes = fs::read(self.objects_dir().join(format!("{id}.json"))).map_err(io_err)?;
+        serde_json::from_slice(&bytes).map_err(|_| CKR_DEVICE_ERROR)
+    }
+
+    pub fn write_object(&self, id: &str, file: &ObjectFile) -> Rv<()> {
+        self.ensure()?;
+        let bytes = serde_json::to_vec(file).map_err(|_| CKR_GENERAL_ERROR)?;
+        write_atomic(&self.objects_dir().join(format!("{id}.json")), &bytes).map_err(io_err)
+    }
+
+    pub fn delete_object(&self, id: &str) -> Rv<()> {
+        fs::remove_file(self.objects_dir().join(format!("{id}.json"))).map_err(io_err)?;
+        File::open(self.objects_dir())
+            .and_then(|d| d.sync_all())
+            .map_err(io_err)
+    }
+
+    /// Removes every object (C_InitToken).
+    pub fn wipe_objects(&self) -> Rv<()> {
+        for id in self.object_ids()? {
+            self.delete_object(&id)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,346 @@
+//! A token: its persistent metadata (label, PIN records), login state, the
+//! unlocked token key and the objects currently visible to the module.
+use crate::attrs::Attrs;
+use crate::config::Config;
+use crate::object::{next_handle, Object};
+use crate::pin::{hex, new_key, random_bytes, Key32, PinRecord};
+use crate::store::{ObjectFile, Store, TokenMeta};
+use crate::Rv;
+use cryptoki_sys::*;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub const MIN_PIN: usize = 4;
+pub const MAX_PIN: usize = 255;
+
+pub struct Token {
+    pub slot: usize,
+    store: Store,
+    cfg: Arc<Config>,
+    inner: RwLock<TokenInner>,
+}
+
+#[derive(Default)]
+pub struct TokenInner {
+    pub meta: Option<TokenMeta>,
+    pub login: Option<CK_USER_TYPE>,
+    key: Option<Key32>,
+    pub objects: HashMap<CK_OBJECT_HANDLE, Arc<Object>>,
+    /// File id -> handle, so a token object keeps its handle across logins.
+    handles: HashMap<String, CK_OBJECT_HANDLE>,
+}
+
+impl TokenInner {
+    /// Private objects are only visible to a logged-in user.
+    pub fn visible(&self, o: &Object) -> bool {
+        !o.is_private() || self.login == Some(CKU_USER)
+    }
+
+    pub fn get(&self, h: CK_OBJECT_HANDLE) -> Rv<Arc<Object>> {
+        match self.objects.get(&h) {
+            Some(o) if self.visible(o) => Ok(o.clone()),
+            _ => Err(CKR_OBJECT_HANDLE_INVALID),
+        }
+    }
+}
+
+fn check_pin_len(pin: &[u8]) -> Rv<()> {
+    if (MIN_PIN..=MAX_PIN).contains(&pin.len()) {
+        Ok(())
+    } else {
+        Err(CKR_PIN_LEN_RANGE)
+    }
+}
+
+impl Token {
+    pub fn open(slot: usize, cfg: Arc<Config>) -> Token {
+        let store = Store::new(cfg.token_dir.join(format!("slot-{slot}")));
+        let t = Token {
+            slot,
+            store,
+            cfg,
+            inner: RwLock::new(TokenInner::default()),
+        };
+        {
+            let mut inner = t.write();
+            // An unreadable token.json reads as an uninitialized token.
+            inner.meta = t.store.load_meta().ok().flatten();
+            if inner.meta.is_some() {
+                let _ = t.load_objects(&mut inner);
+            }
+        }
+        t
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, TokenInner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn write(&self) -> RwLockWriteGuard<'_, TokenInner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn max_attempts(&self) -> u32 {
+        self.cfg.max_pin_attempts
+    }
+
+    /// (Re)loads token objects the current key can open; private ones need
+    /// the token key, public ones load without it (secrets stay sealed).
+    fn load_objects(&self, inner: &mut TokenInner) -> Rv<()> {
+        inner.objects.retain(|_, o| !o.is_token());
+        for id in self.store.object_ids()? {
+            let Ok(file) = self.store.read_object(&id) else {
+                continue;
+            };
+            if file.private && inner.key.is_none() {
+                continue;
+            }
+            let Ok((attrs, locked)) = file.decode(&id, inner.key.as_ref()) else {
+                continue;
+            };
+            let h = *inner.handles.entry(id.clone()).or_insert_with(next_handle);
+            inner
+                .objects
+                .insert(h, Arc::new(Object::new(h, attrs, None, Some(id), locked)));
+        }
+        Ok(())
+    }
+
+    pub fn init_token(&self, so_pin: &[u8], label: &str) -> Rv<()> {
+        check_pin_len(so_pin)?;
+        let old = self.read().meta.clone();
+        if let Some(meta) = old {
+            if meta.so_failures >= self.max_attempts() {
+                return Err(CKR_PIN_LOCKED);
+            }
+            if let Err(e) = meta.so.unlock(so_pin) {
+                self.record_failure(true)?;
+                return Err(e);
+            }
+        }
+        let key = new_key()?;
+        let mut serial = [0u8; 8];
+        random_bytes(&mut serial)?;
+        let meta = TokenMeta {
+            label: label.to_string(),
+            serial: hex(&serial),
+            so: PinRecord::new(so_pin, &key, self.cfg.pbkdf2_iterations)?,
+            user: None,
+            so_failures: 0,
+            user_failures: 0,
+        };
+        let mut inner = self.write();
+        self.store.wipe_objects()?;
+        self.store.save_meta(&meta)?;
+        inner.objects.clear();
+        inner.handles.clear();
+        inner.meta = Some(meta);
+        inner.login = None;
+        inner.key = None;
+        Ok(())
+    }
+
+    fn record_failure(&self, so: bool) -> Rv<()> {
+        let mut inner = self.write();
+        if let Some(meta) = inner.meta.as_mut() {
+            if so {
+                meta.so_failures += 1;
+            } else {
+                meta.user_failures += 1;
+            }
+            let m = meta.clone();
+            self.store.save_meta(&m)?;
+        }
+        Ok(())
+    }
+
+    /// Verifies a PIN (outside the lock: the KDF is slow) and counts failures.
+    fn unlock(&self, so: bool, pin: &[u8]) -> Rv<Key32> {
+        let meta = self
+            .read()
+            .meta
+            .clone()
+            .ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
+        let (record, failures) = if so {
+            (Some(meta.so), meta.so_failures)
+        } else {
+            (meta.user, meta.user_failures)
+        };
+        let record = record.ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
+        if failures >= self.max_attempts() {
+            return Err(CKR_PIN_LOCKED);
+        }
+        match record.unlock(pin) {
+            Ok(k) => {
+                if failures > 0 {
+                    let mut inner = self.write();
+                    if let Some(m) = inner.meta.as_mut() {
+                        if so {
+                            m.so_failures = 0;
+                        } else {
+                            m.user_failures = 0;
+                        }
+                        let m = m.clone();
+                        self.store.save_meta(&m)?;
+                    }
+                }
+                Ok(k)
+            }
+            Err(e) => {
+                self.record_failure(so)?;
+                Err(e)
+            }
+        }
+    }
+
+    pub fn login(&self, user: CK_USER_TYPE, pin: &[u8], ro_session_exists: bool) -> Rv<()> {
+        {
+            let inner = self.read();
+            if inner.meta.is_none() {
+                return Err(CKR_USER_PIN_NOT_INITIALIZED);
+            }
+            match (inner.login, user) {
+                (Some(CKU_USER), CKU_CONTEXT_SPECIFIC) => {}
+                (_, CKU_CONTEXT_SPECIFIC) => return Err(CKR_USER_NOT_LOGGED_IN),
+                (Some(cur), _) if cur == user => return Err(CKR_USER_ALREADY_LOGGED_IN),
+                (Some(_), _) => return Err(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
+                (None, CKU_SO) if ro_session_exists => return Err(CKR_SESSION_READ_ONLY_EXISTS),
+                (None, CKU_SO | CKU_USER) => {}
+                _ => return Err(CKR_USER_TYPE_INVALID),
+            }
+        }
+        let so = user == CKU_SO;
+        let key = self.unlock(so, pin)?;
+        if user == CKU_CONTEXT_SPECIFIC {
+            return Ok(());
+        }
+        let mut inner = self.write();
+        if inner.login.is_some() {
+            return Err(CKR_USER_ALREADY_LOGGED_IN);
+        }
+        inner.key = Some(key);
+        inner.login = Some(user);
+        self.load_objects(&mut inner)
+    }
+
+    pub fn logout(&self) -> Rv<()> {
+        let mut inner = self.write();
+        if inner.login.is_none() {
+            return Err(CKR_USER_NOT_LOGGED_IN);
+        }
+        self.forget(&mut inner);
+        Ok(())
+    }
+
+    /// Drops the login, the token key and private token objects.
+    fn forget(&self, inner: &mut TokenInner) {
+        inner.login = None;
+        inner.key = None;
+        inner
+            .objects
+            .retain(|_, o| !(o.is_token() && o.is_private()));
+    }
+
+    /// Token pulled out: logout and drop session objects.
+    pub fn reset(&self) {
+        let mut inner = self.write();
+        self.forget(&mut inner);
+        inner.objects.retain(|_, o| o.is_token());
+    }
+
+    pub fn init_pin(&self, pin: &[u8]) -> Rv<()> {
+        check_pin_len(pin)?;
+        let mut inner = self.write();
+        if inner.login != Some(CKU_SO) {
+            return Err(CKR_USER_NOT_LOGGED_IN);
+        }
+        let key = inner.key.clone().ok_or(CKR_USER_NOT_LOGGED_IN)?;
+        let record = PinRecord::new(pin, &key, self.cfg.pbkdf2_iterations)?;
+        let meta = inner.meta.as_mut().ok_or(CKR_GENERAL_ERROR)?;
+        meta.user = Some(record);
+        meta.user_failures = 0;
+        let m = meta.clone();
+        self.store.save_meta(&m)
+    }
+
+    /// Re-wraps the token key under the new PIN; objects are untouched.
+    pub fn set_pin(&self, old: &[u8], new: &[u8]) -> Rv<()> {
+        check_pin_len(new)?;
+        let so = self.read().login == Some(CKU_SO);
+        let key = self.unlock(so, old)?;
+        let record = PinRecord::new(new, &key, self.cfg.pbkdf2_iterations)?;
+        let mut inner = self.write();
+        let meta = inner.meta.as_mut().ok_or(CKR_GENERAL_ERROR)?;
+        if so {
+            meta.so = record;
+        } else {
+            meta.user = Some(record);
+        }
+        let m = meta.clone();
+        self.store.save_meta(&m)
+    }
+
+    /// Adds an object; token objects are written to disk first.
+    pub fn insert(&self, attrs: Attrs, owner: CK_SESSION_HANDLE) -> Rv<CK_OBJECT_HANDLE> {
+        let mut inner = self.write();
+        if attrs.bool(CKA_PRIVATE) && inner.login != Some(CKU_USER) {
+            return Err(CKR_USER_NOT_LOGGED_IN);
+        }
+        let h = next_handle();
+        let obj = if attrs.bool(CKA_TOKEN) {
+            let mut raw = [0u8; 16];
+            random_bytes(&mut raw)?;
+            let id = hex(&raw);
+            let file = ObjectFile::encode(&id, &attrs, inner.key.as_ref())?;
+            self.store.write_object(&id, &file)?;
+            inner.handles.insert(id.clone(), h);
+            Object::new(h, attrs, None, Some(id), false)
+        } else {
+            Object::new(h, attrs, Some(owner), None, false)
+        };
+        inner.objects.insert(h, Arc::new(obj));
+        Ok(h)
+    }
+
+    pub fn destroy(&self, h: CK_OBJECT_HANDLE) -> Rv<()> {
+        let mut inner = self.write();
+        let obj = inner.get(h)?;
+        if let Some(id) = &obj.file_id {
+            self.store.delete_object(id)?;
+            inner.handles.remove(id);
+        }
+        inner.objects.remove(&h);
+        Ok(())
+    }
+
+    /// Replaces an object's attributes (C_SetAttributeValue).
+    pub fn replace(&self, h: CK_OBJECT_HANDLE, attrs: Attrs) -> Rv<()> {
+        let mut inner = self.write();
+        let obj = inner.get(h)?;
+        if obj.locked {
+            return Err(CKR_USER_NOT_LOGGED_IN);
+        }
+        if let Some(id) = &obj.file_id {
+            let file = ObjectFile::encode(id, &attrs, inner.key.as_ref())?;
+            self.store.write_object(id, &file)?;
+        }
+        inner.objects.insert(h, Arc::new(obj.with_attrs(attrs)));
+        Ok(())
+    }
+
+    pub fn drop_session_objects(&self, session: CK_SESSION_HANDLE) {
+        self.write().objects.retain(|_, o| o.owner != Some(session));
+    }
+
+    pub fn find(&self, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Vec<CK_OBJECT_HANDLE> {
+        let inner = self.read();
+        let mut found: Vec<_> = inner
+            .objects
+            .values()
+            .filter(|o| inner.visible(o) && o.attrs.matches(template))
+            .map(|o| o.handle)
+            .collect();
+        found.sort_unstable();
+        found
+    }
+}
