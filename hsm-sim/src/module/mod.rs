@@ -134,7 +134,11 @@ impl Module {
         let mut entry = entry.lock().unwrap_or_else(|e| e.into_inner());
         let slot = entry.session.slot;
         self.sync(slot);
-        self.faults.check(slot, func, true)?;
+        if let Err(rv) = self.faults.check(slot, func, true) {
+            // A failed call ends the operation it belongs to, as on a device.
+            end_operation(&mut entry.session, func);
+            return Err(rv);
+        }
         if entry.epoch != self.faults.epoch(slot) {
             return Err(CKR_SESSION_HANDLE_INVALID);
         }
@@ -323,6 +327,23 @@ impl Module {
             Ok(t.slot)
         })?;
         self.tokens[slot].set_pin(old, new)
+    }
+}
+
+fn end_operation(s: &mut Session, func: &str) {
+    if func.ends_with("Init") {
+        return;
+    }
+    if func.starts_with("C_Encrypt") {
+        s.encrypt = None;
+    } else if func.starts_with("C_Decrypt") {
+        s.decrypt = None;
+    } else if func.starts_with("C_Sign") {
+        s.sign = None;
+    } else if func.starts_with("C_Verify") {
+        s.verify = None;
+    } else if func.starts_with("C_Digest") {
+        s.digest = None;
     }
 }
 
