@@ -47,21 +47,15 @@ impl Attrs {
         self.ulong(CKA_CLASS).unwrap_or(CK_UNAVAILABLE_INFORMATION)
     }
     pub fn key_type(&self) -> CK_KEY_TYPE {
-        self.ulong(CKA_KEY_TYPE)
-            .unwrap_or(CK_UNAVAILABLE_INFORMATION)
+        self.ulong(CKA_KEY_TYPE).unwrap_or(CK_UNAVAILABLE_INFORMATION)
     }
     /// True when every template attribute is present with the same value.
     pub fn matches(&self, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> bool {
-        template
-            .iter()
-            .all(|(t, v)| self.get(*t) == Some(v.as_slice()))
+        template.iter().all(|(t, v)| self.get(*t) == Some(v.as_slice()))
     }
 }
 
-pub fn template_ulong(
-    t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
-    a: CK_ATTRIBUTE_TYPE,
-) -> Rv<Option<CK_ULONG>> {
+pub fn template_ulong(t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)], a: CK_ATTRIBUTE_TYPE) -> Rv<Option<CK_ULONG>> {
     match t.iter().rev().find(|(k, _)| *k == a) {
         None => Ok(None),
         Some((_, v)) => dec_ulong(v).map(Some).ok_or(CKR_ATTRIBUTE_VALUE_INVALID),
@@ -367,10 +361,7 @@ fn defaults(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE) -> Attrs {
     let mut a = Attrs::default();
     a.set_ulong(CKA_CLASS, class);
     a.set_bool(CKA_TOKEN, false);
-    a.set_bool(
-        CKA_PRIVATE,
-        matches!(class, CKO_PRIVATE_KEY | CKO_SECRET_KEY),
-    );
+    a.set_bool(CKA_PRIVATE, matches!(class, CKO_PRIVATE_KEY | CKO_SECRET_KEY));
     a.set_bool(CKA_MODIFIABLE, true);
     a.set_bool(CKA_COPYABLE, true);
     a.set_bool(CKA_DESTROYABLE, true);

@@ -33,8 +33,8 @@ impl Config {
     pub fn load() -> Result<Config, String> {
         let raw = match std::env::var_os(CONF_ENV) {
             Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{}: {e}", PathBuf::from(&path).display()))?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", PathBuf::from(&path).display()))?;
                 toml::from_str::<RawConfig>(&text).map_err(|e| e.to_string())?
             }
             None => RawConfig {
@@ -52,9 +52,7 @@ impl Config {
                 PathBuf::from(home).join(".hsm-sim").join("tokens")
             }
         };
-        let fault_file = raw
-            .fault_file
-            .unwrap_or_else(|| token_dir.join("faults.toml"));
+        let fault_file = raw.fault_file.unwrap_or_else(|| token_dir.join("faults.toml"));
         Ok(Config {
             token_dir,
             slots: raw.slots.unwrap_or(1).clamp(1, 64),

@@ -84,10 +84,7 @@ impl Rule {
     }
 
     fn is_active(&self) -> bool {
-        self.latency.is_some()
-            || self.error_rate > 0.0
-            || self.fail_next.load(Ordering::Relaxed) > 0
-            || self.unplugged
+        self.latency.is_some() || self.error_rate > 0.0 || self.fail_next.load(Ordering::Relaxed) > 0 || self.unplugged
     }
 }
 
@@ -143,12 +140,7 @@ impl Faults {
         if now < due
             || self
                 .next_check_ms
-                .compare_exchange(
-                    due,
-                    now + CHECK_EVERY_MS,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
+                .compare_exchange(due, now + CHECK_EVERY_MS, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
         {
             return;
@@ -201,19 +193,12 @@ impl Faults {
     }
 
     pub fn epoch(&self, slot: usize) -> u64 {
-        self.epochs
-            .get(slot)
-            .map_or(0, |e| e.load(Ordering::Acquire))
+        self.epochs.get(slot).map_or(0, |e| e.load(Ordering::Acquire))
     }
 
     pub fn unplugged(&self, slot: usize) -> bool {
         self.refresh();
-        self.active.load(Ordering::Acquire)
-            && self
-                .state
-                .read()
-                .map(|s| s.rule(slot).unplugged)
-                .unwrap_or(false)
+        self.active.load(Ordering::Acquire) && self.state.read().map(|s| s.rule(slot).unplugged).unwrap_or(false)
     }
 
     /// Applies the configured faults to one call of `func` on `slot`.

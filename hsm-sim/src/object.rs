@@ -64,12 +64,6 @@ impl Object {
 
     /// Same object with new attributes (key material re-parsed lazily).
     pub fn with_attrs(&self, attrs: Attrs) -> Object {
-        Object::new(
-            self.handle,
-            attrs,
-            self.owner,
-            self.file_id.clone(),
-            self.locked,
-        )
+        Object::new(self.handle, attrs, self.owner, self.file_id.clone(), self.locked)
     }
 }

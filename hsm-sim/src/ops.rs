@@ -29,10 +29,7 @@ pub fn gcm_params(p: &Param) -> Rv<([u8; aes::IV_LEN], Vec<u8>)> {
             if *tag_bits != 128 {
                 return Err(CKR_MECHANISM_PARAM_INVALID);
             }
-            let iv: [u8; aes::IV_LEN] = iv
-                .as_slice()
-                .try_into()
-                .map_err(|_| CKR_MECHANISM_PARAM_INVALID)?;
+            let iv: [u8; aes::IV_LEN] = iv.as_slice().try_into().map_err(|_| CKR_MECHANISM_PARAM_INVALID)?;
             Ok((iv, aad.clone()))
         }
         _ => Err(CKR_MECHANISM_PARAM_INVALID),
@@ -113,9 +110,7 @@ impl CipherOp {
                 }
             }
             (Cipher::Oaep(p), Material::RsaPublic(k)) => rsa::oaep_encrypt(k, p, input),
-            (Cipher::Oaep(p), Material::RsaPrivate(k)) => {
-                rsa::oaep_decrypt(k, p, input).map(|v| v.to_vec())
-            }
+            (Cipher::Oaep(p), Material::RsaPrivate(k)) => rsa::oaep_decrypt(k, p, input).map(|v| v.to_vec()),
             _ => Err(CKR_GENERAL_ERROR),
         }
     }
@@ -152,12 +147,7 @@ fn hashed(m: CK_MECHANISM_TYPE) -> Option<Hash> {
 }
 
 fn pss_scheme(p: &Param, expect: Option<Hash>) -> Rv<rsa::Scheme> {
-    let Param::Pss {
-        hash,
-        mgf,
-        salt_len,
-    } = p
-    else {
+    let Param::Pss { hash, mgf, salt_len } = p else {
         return Err(CKR_MECHANISM_PARAM_INVALID);
     };
     let hash = Hash::from_mech(*hash)?;
@@ -205,10 +195,7 @@ impl SignOp {
                 rsa_key_ok(&key, sign)?;
                 (Signer::Rsa(rsa::Scheme::Pkcs1(prehash)), acc)
             }
-            CKM_RSA_PKCS_PSS
-            | CKM_SHA256_RSA_PKCS_PSS
-            | CKM_SHA384_RSA_PKCS_PSS
-            | CKM_SHA512_RSA_PKCS_PSS => {
+            CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS | CKM_SHA384_RSA_PKCS_PSS | CKM_SHA512_RSA_PKCS_PSS => {
                 rsa_key_ok(&key, sign)?;
                 (Signer::Rsa(pss_scheme(&m.param, prehash)?), acc)
             }

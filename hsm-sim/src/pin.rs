@@ -23,9 +23,7 @@ pub struct PinRecord {
 }
 
 pub fn random_bytes(buf: &mut [u8]) -> Rv<()> {
-    SystemRandom::new()
-        .fill(buf)
-        .map_err(|_| CKR_FUNCTION_FAILED)
+    SystemRandom::new().fill(buf).map_err(|_| CKR_FUNCTION_FAILED)
 }
 
 pub fn new_key() -> Rv<Key32> {
@@ -42,13 +40,7 @@ struct Derived {
 fn derive(pin: &[u8], salt: &[u8], iterations: u32) -> Derived {
     let mut master = Zeroizing::new([0u8; 32]);
     let iters = NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN);
-    pbkdf2::derive(
-        pbkdf2::PBKDF2_HMAC_SHA256,
-        iters,
-        salt,
-        pin,
-        &mut master[..],
-    );
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iters, salt, pin, &mut master[..]);
     let mk = hmac::Key::new(hmac::HMAC_SHA256, &master[..]);
     let mut verifier = [0u8; 32];
     verifier.copy_from_slice(hmac::sign(&mk, b"hsm-sim pin verifier").as_ref());
@@ -104,12 +96,8 @@ pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Rv<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
     random_bytes(&mut nonce)?;
     let mut buf = plaintext.to_vec();
-    k.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(aad),
-        &mut buf,
-    )
-    .map_err(|_| CKR_GENERAL_ERROR)?;
+    k.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
+        .map_err(|_| CKR_GENERAL_ERROR)?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
     Ok(out)
@@ -120,8 +108,7 @@ pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Rv<Zeroizing<Vec<u8>>>
         return Err(CKR_GENERAL_ERROR);
     }
     let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CKR_GENERAL_ERROR)?);
-    let nonce =
-        Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).map_err(|_| CKR_GENERAL_ERROR)?;
+    let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).map_err(|_| CKR_GENERAL_ERROR)?;
     let mut buf = Zeroizing::new(sealed[NONCE_LEN..].to_vec());
     let len = k
         .open_in_place(nonce, Aad::from(aad), &mut buf)
@@ -141,9 +128,6 @@ pub fn unhex(s: &str) -> Rv<Vec<u8>> {
     }
     (0..s.len())
         .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(s.get(i..i + 2).ok_or(CKR_GENERAL_ERROR)?, 16)
-                .map_err(|_| CKR_GENERAL_ERROR)
-        })
+        .map(|i| u8::from_str_radix(s.get(i..i + 2).ok_or(CKR_GENERAL_ERROR)?, 16).map_err(|_| CKR_GENERAL_ERROR))
         .collect()
 }

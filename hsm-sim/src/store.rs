@@ -91,8 +91,7 @@ impl ObjectFile {
             None
         } else {
             let key = key.ok_or(CKR_USER_NOT_LOGGED_IN)?;
-            let json =
-                serde_json::to_vec(&encode(secret.into_iter())).map_err(|_| CKR_GENERAL_ERROR)?;
+            let json = serde_json::to_vec(&encode(secret.into_iter())).map_err(|_| CKR_GENERAL_ERROR)?;
             let json = zeroize::Zeroizing::new(json);
             Some(hex(&seal(key, &aad(id), &json)?))
         };
@@ -112,10 +111,8 @@ impl ObjectFile {
         if let Some(sealed) = &self.sealed {
             match key {
                 Some(key) => {
-                    let plain =
-                        open(key, &aad(id), &unhex(sealed)?).map_err(|_| CKR_DEVICE_ERROR)?;
-                    let map: BTreeMap<String, String> =
-                        serde_json::from_slice(&plain).map_err(|_| CKR_DEVICE_ERROR)?;
+                    let plain = open(key, &aad(id), &unhex(sealed)?).map_err(|_| CKR_DEVICE_ERROR)?;
+                    let map: BTreeMap<String, String> = serde_json::from_slice(&plain).map_err(|_| CKR_DEVICE_ERROR)?;
                     decode(&map, &mut a)?;
                 }
                 None => locked = true,
@@ -140,9 +137,7 @@ impl Store {
 
     pub fn load_meta(&self) -> Rv<Option<TokenMeta>> {
         match fs::read(self.dir.join("token.json")) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|_| CKR_DEVICE_ERROR),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|_| CKR_DEVICE_ERROR),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(e)),
         }

@@ -156,11 +156,7 @@ impl Token {
 
     /// Verifies a PIN (outside the lock: the KDF is slow) and counts failures.
     fn unlock(&self, so: bool, pin: &[u8]) -> Rv<Key32> {
-        let meta = self
-            .read()
-            .meta
-            .clone()
-            .ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
+        let meta = self.read().meta.clone().ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
         let (record, failures) = if so {
             (Some(meta.so), meta.so_failures)
         } else {
@@ -236,9 +232,7 @@ impl Token {
     fn forget(&self, inner: &mut TokenInner) {
         inner.login = None;
         inner.key = None;
-        inner
-            .objects
-            .retain(|_, o| !(o.is_token() && o.is_private()));
+        inner.objects.retain(|_, o| !(o.is_token() && o.is_private()));
     }
 
     /// Token pulled out: logout and drop session objects.

@@ -18,15 +18,9 @@ fn value_of(n: u32) -> Vec<u8> {
 /// This test binary re-executed as the writer child (see `writer_child`).
 fn writer(mode: &str, conf: &std::path::Path) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "--exact",
-        "writer_child",
-        "--nocapture",
-        "--test-threads",
-        "1",
-    ])
-    .env("HSM_SIM_CRASH_CHILD", mode)
-    .env("HSM_SIM_CONF", conf);
+    c.args(["--exact", "writer_child", "--nocapture", "--test-threads", "1"])
+        .env("HSM_SIM_CRASH_CHILD", mode)
+        .env("HSM_SIM_CONF", conf);
     c
 }
 
@@ -81,11 +75,7 @@ fn writer_child() {
 }
 
 fn parse(line: &str) -> Option<u32> {
-    line.strip_prefix("created ")?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    line.strip_prefix("created ")?.split_whitespace().next()?.parse().ok()
 }
 
 #[test]
@@ -94,18 +84,12 @@ fn objects_reported_created_survive_sigkill() {
     let token_dir = dir.join("tokens");
     let conf = write_conf(&dir, &token_dir, "");
     let so = module_path();
-    let st = writer("init", &conf)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
+    let st = writer("init", &conf).stdout(Stdio::null()).status().unwrap();
     assert!(st.success());
 
     let mut reported = Vec::new();
     for round in 0..3 {
-        let mut child = writer("write", &conf)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = writer("write", &conf).stdout(Stdio::piped()).spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let target = 20 + round * 7;
         let mut seen = 0;

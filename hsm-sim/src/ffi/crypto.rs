@@ -4,20 +4,12 @@ use super::ptr::{bytes, capacity, deliver, guard};
 use crate::module;
 use cryptoki_sys::*;
 
-pub unsafe extern "C" fn C_EncryptInit(
-    h: CK_SESSION_HANDLE,
-    m: *mut CK_MECHANISM,
-    k: CK_OBJECT_HANDLE,
-) -> CK_RV {
+pub unsafe extern "C" fn C_EncryptInit(h: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, k: CK_OBJECT_HANDLE) -> CK_RV {
     // SAFETY: the caller passes a readable CK_MECHANISM.
     guard(|| module::get()?.encrypt_init(h, &unsafe { mechanism(m) }?, k, true))
 }
 
-pub unsafe extern "C" fn C_DecryptInit(
-    h: CK_SESSION_HANDLE,
-    m: *mut CK_MECHANISM,
-    k: CK_OBJECT_HANDLE,
-) -> CK_RV {
+pub unsafe extern "C" fn C_DecryptInit(h: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, k: CK_OBJECT_HANDLE) -> CK_RV {
     // SAFETY: the caller passes a readable CK_MECHANISM.
     guard(|| module::get()?.encrypt_init(h, &unsafe { mechanism(m) }?, k, false))
 }
@@ -85,11 +77,7 @@ pub unsafe extern "C" fn C_EncryptUpdate(
     unsafe { crypt(d, n, o, on, |m, d, c| m.crypt_update(h, d, c, true)) }
 }
 
-pub unsafe extern "C" fn C_EncryptFinal(
-    h: CK_SESSION_HANDLE,
-    o: *mut u8,
-    on: *mut CK_ULONG,
-) -> CK_RV {
+pub unsafe extern "C" fn C_EncryptFinal(h: CK_SESSION_HANDLE, o: *mut u8, on: *mut CK_ULONG) -> CK_RV {
     // SAFETY: caller buffers per the standard.
     unsafe { finish(o, on, |m, c| m.crypt_final(h, c, true)) }
 }
@@ -116,11 +104,7 @@ pub unsafe extern "C" fn C_DecryptUpdate(
     unsafe { crypt(d, n, o, on, |m, d, c| m.crypt_update(h, d, c, false)) }
 }
 
-pub unsafe extern "C" fn C_DecryptFinal(
-    h: CK_SESSION_HANDLE,
-    o: *mut u8,
-    on: *mut CK_ULONG,
-) -> CK_RV {
+pub unsafe extern "C" fn C_DecryptFinal(h: CK_SESSION_HANDLE, o: *mut u8, on: *mut CK_ULONG) -> CK_RV {
     // SAFETY: caller buffers per the standard.
     unsafe { finish(o, on, |m, c| m.crypt_final(h, c, false)) }
 }
@@ -146,31 +130,17 @@ pub unsafe extern "C" fn C_DigestUpdate(h: CK_SESSION_HANDLE, d: *mut u8, n: CK_
     guard(|| module::get()?.digest_update(h, unsafe { bytes(d, n) }?))
 }
 
-pub unsafe extern "C" fn C_DigestFinal(
-    h: CK_SESSION_HANDLE,
-    o: *mut u8,
-    on: *mut CK_ULONG,
-) -> CK_RV {
+pub unsafe extern "C" fn C_DigestFinal(h: CK_SESSION_HANDLE, o: *mut u8, on: *mut CK_ULONG) -> CK_RV {
     // SAFETY: caller buffers per the standard.
     unsafe { finish(o, on, |m, c| m.digest_final(h, c)) }
 }
 
-pub unsafe extern "C" fn C_SignInit(
-    h: CK_SESSION_HANDLE,
-    m: *mut CK_MECHANISM,
-    k: CK_OBJECT_HANDLE,
-) -> CK_RV {
+pub unsafe extern "C" fn C_SignInit(h: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, k: CK_OBJECT_HANDLE) -> CK_RV {
     // SAFETY: the caller passes a readable CK_MECHANISM.
     guard(|| module::get()?.sign_init(h, &unsafe { mechanism(m) }?, k, true))
 }
 
-pub unsafe extern "C" fn C_Sign(
-    h: CK_SESSION_HANDLE,
-    d: *mut u8,
-    n: CK_ULONG,
-    o: *mut u8,
-    on: *mut CK_ULONG,
-) -> CK_RV {
+pub unsafe extern "C" fn C_Sign(h: CK_SESSION_HANDLE, d: *mut u8, n: CK_ULONG, o: *mut u8, on: *mut CK_ULONG) -> CK_RV {
     // SAFETY: caller buffers per the standard.
     unsafe { crypt(d, n, o, on, |m, d, c| m.sign(h, d, c)) }
 }
@@ -185,22 +155,12 @@ pub unsafe extern "C" fn C_SignFinal(h: CK_SESSION_HANDLE, o: *mut u8, on: *mut 
     unsafe { finish(o, on, |m, c| m.sign_final(h, c)) }
 }
 
-pub unsafe extern "C" fn C_VerifyInit(
-    h: CK_SESSION_HANDLE,
-    m: *mut CK_MECHANISM,
-    k: CK_OBJECT_HANDLE,
-) -> CK_RV {
+pub unsafe extern "C" fn C_VerifyInit(h: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, k: CK_OBJECT_HANDLE) -> CK_RV {
     // SAFETY: the caller passes a readable CK_MECHANISM.
     guard(|| module::get()?.sign_init(h, &unsafe { mechanism(m) }?, k, false))
 }
 
-pub unsafe extern "C" fn C_Verify(
-    h: CK_SESSION_HANDLE,
-    d: *mut u8,
-    n: CK_ULONG,
-    s: *mut u8,
-    sn: CK_ULONG,
-) -> CK_RV {
+pub unsafe extern "C" fn C_Verify(h: CK_SESSION_HANDLE, d: *mut u8, n: CK_ULONG, s: *mut u8, sn: CK_ULONG) -> CK_RV {
     guard(|| {
         let m = module::get()?;
         // SAFETY: the caller passes n readable bytes.
@@ -225,11 +185,7 @@ pub unsafe extern "C" fn C_VerifyFinal(h: CK_SESSION_HANDLE, s: *mut u8, sn: CK_
     })
 }
 
-pub unsafe extern "C" fn C_GenerateRandom(
-    h: CK_SESSION_HANDLE,
-    out: *mut u8,
-    n: CK_ULONG,
-) -> CK_RV {
+pub unsafe extern "C" fn C_GenerateRandom(h: CK_SESSION_HANDLE, out: *mut u8, n: CK_ULONG) -> CK_RV {
     guard(|| {
         let m = module::get()?;
         if n == 0 {

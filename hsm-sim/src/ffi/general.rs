@@ -5,10 +5,7 @@ use crate::module;
 use cryptoki_sys::*;
 use std::ffi::c_void;
 
-pub const VERSION: CK_VERSION = CK_VERSION {
-    major: 2,
-    minor: 40,
-};
+pub const VERSION: CK_VERSION = CK_VERSION { major: 2, minor: 40 };
 const LIB_VERSION: CK_VERSION = CK_VERSION { major: 0, minor: 1 };
 const MANUFACTURER: &str = "hsm-sim";
 
@@ -62,11 +59,7 @@ pub unsafe extern "C" fn C_GetInfo(out: *mut CK_INFO) -> CK_RV {
     })
 }
 
-pub unsafe extern "C" fn C_GetSlotList(
-    present: CK_BBOOL,
-    slots: *mut CK_SLOT_ID,
-    count: *mut CK_ULONG,
-) -> CK_RV {
+pub unsafe extern "C" fn C_GetSlotList(present: CK_BBOOL, slots: *mut CK_SLOT_ID, count: *mut CK_ULONG) -> CK_RV {
     guard(|| {
         let m = module::get()?;
         let mut ids = Vec::new();
@@ -167,18 +160,12 @@ pub unsafe extern "C" fn C_InitToken(
         let pin = unsafe { bytes(pin, pin_len) }?;
         // SAFETY: the label is a 32-byte blank-padded field per the standard.
         let label = unsafe { bytes(label, 32) }?;
-        let label = String::from_utf8_lossy(label)
-            .trim_end_matches([' ', '\0'])
-            .to_string();
+        let label = String::from_utf8_lossy(label).trim_end_matches([' ', '\0']).to_string();
         m.init_token(slot, pin, &label)
     })
 }
 
-pub unsafe extern "C" fn C_WaitForSlotEvent(
-    _flags: CK_FLAGS,
-    _slot: *mut CK_SLOT_ID,
-    _r: *mut c_void,
-) -> CK_RV {
+pub unsafe extern "C" fn C_WaitForSlotEvent(_flags: CK_FLAGS, _slot: *mut CK_SLOT_ID, _r: *mut c_void) -> CK_RV {
     guard(|| {
         module::get()?;
         Err(CKR_FUNCTION_NOT_SUPPORTED)

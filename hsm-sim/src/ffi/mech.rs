@@ -30,10 +30,7 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Rv<Mechanism> {
             // SAFETY: the caller's OAEP parameters are readable.
             Param::Oaep(unsafe { oaep(&o) }?)
         }
-        CKM_RSA_PKCS_PSS
-        | CKM_SHA256_RSA_PKCS_PSS
-        | CKM_SHA384_RSA_PKCS_PSS
-        | CKM_SHA512_RSA_PKCS_PSS => {
+        CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS | CKM_SHA384_RSA_PKCS_PSS | CKM_SHA512_RSA_PKCS_PSS => {
             // SAFETY: size checked inside.
             let p: CK_RSA_PKCS_PSS_PARAMS = unsafe { param_struct(&m) }?;
             Param::Pss {

@@ -118,12 +118,7 @@ pub unsafe extern "C" fn C_GetFunctionList(out: *mut *mut CK_FUNCTION_LIST) -> C
     guard(|| {
         // SAFETY: the caller passes a writable pointer slot; callers never
         // write through the returned pointer.
-        unsafe {
-            store(
-                out,
-                &FUNCTION_LIST as *const CK_FUNCTION_LIST as *mut CK_FUNCTION_LIST,
-            )
-        }
+        unsafe { store(out, &FUNCTION_LIST as *const CK_FUNCTION_LIST as *mut CK_FUNCTION_LIST) }
     })
 }
 
@@ -133,10 +128,7 @@ pub unsafe extern "C" fn C_GetFunctionList(out: *mut *mut CK_FUNCTION_LIST) -> C
 /// `count` must be readable/writable; `list_out` null or holding `*count`
 /// entries.
 #[no_mangle]
-pub unsafe extern "C" fn C_GetInterfaceList(
-    list_out: *mut CK_INTERFACE,
-    count: *mut CK_ULONG,
-) -> CK_RV {
+pub unsafe extern "C" fn C_GetInterfaceList(list_out: *mut CK_INTERFACE, count: *mut CK_ULONG) -> CK_RV {
     // SAFETY: forwarded caller guarantees.
     guard(|| unsafe { list(list_out, count, &[INTERFACE.0]) })
 }
@@ -172,11 +164,6 @@ pub unsafe extern "C" fn C_GetInterface(
             return Err(CKR_ARGUMENTS_BAD);
         }
         // SAFETY: `out` is writable per the caller; the interface is static.
-        unsafe {
-            store(
-                out,
-                &INTERFACE.0 as *const CK_INTERFACE as *mut CK_INTERFACE,
-            )
-        }
+        unsafe { store(out, &INTERFACE.0 as *const CK_INTERFACE as *mut CK_INTERFACE) }
     })
 }

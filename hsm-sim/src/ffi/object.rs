@@ -46,11 +46,7 @@ pub unsafe extern "C" fn C_DestroyObject(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HA
     guard(|| module::get()?.destroy_object(h, obj))
 }
 
-pub unsafe extern "C" fn C_GetObjectSize(
-    h: CK_SESSION_HANDLE,
-    obj: CK_OBJECT_HANDLE,
-    out: *mut CK_ULONG,
-) -> CK_RV {
+pub unsafe extern "C" fn C_GetObjectSize(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, out: *mut CK_ULONG) -> CK_RV {
     guard(|| {
         let n = module::get()?.object_size(h, obj)?;
         // SAFETY: the caller passes a writable CK_ULONG.
@@ -69,10 +65,7 @@ pub unsafe extern "C" fn C_GetAttributeValue(
     guard(|| {
         let m = module::get()?;
         // SAFETY: the caller passes n attributes.
-        let types: Vec<CK_ATTRIBUTE_TYPE> = unsafe { attributes(t, n) }?
-            .iter()
-            .map(|a| a.type_)
-            .collect();
+        let types: Vec<CK_ATTRIBUTE_TYPE> = unsafe { attributes(t, n) }?.iter().map(|a| a.type_).collect();
         let values = m.get_attributes(h, obj, &types)?;
         let mut rv = CKR_OK;
         for (i, v) in values.into_iter().enumerate() {
@@ -89,13 +82,7 @@ pub unsafe extern "C" fn C_GetAttributeValue(
                         CK_UNAVAILABLE_INFORMATION
                     } else {
                         // SAFETY: pValue holds ulValueLen >= bytes.len() writable bytes.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                bytes.as_ptr(),
-                                a.pValue as *mut u8,
-                                bytes.len(),
-                            )
-                        };
+                        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), a.pValue as *mut u8, bytes.len()) };
                         bytes.len() as CK_ULONG
                     }
                 }
@@ -133,11 +120,7 @@ pub unsafe extern "C" fn C_SetAttributeValue(
     })
 }
 
-pub unsafe extern "C" fn C_FindObjectsInit(
-    h: CK_SESSION_HANDLE,
-    t: *mut CK_ATTRIBUTE,
-    n: CK_ULONG,
-) -> CK_RV {
+pub unsafe extern "C" fn C_FindObjectsInit(h: CK_SESSION_HANDLE, t: *mut CK_ATTRIBUTE, n: CK_ULONG) -> CK_RV {
     guard(|| {
         let m = module::get()?;
         // SAFETY: the caller passes n readable attributes.

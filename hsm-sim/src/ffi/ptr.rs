@@ -90,11 +90,7 @@ pub unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Rv<Template> {
 pub unsafe fn capacity(buf: *const u8, len: *const CK_ULONG) -> Rv<Option<usize>> {
     // SAFETY: forwarded caller guarantee.
     let n = unsafe { load(len) }?;
-    Ok(if buf.is_null() {
-        None
-    } else {
-        Some(n as usize)
-    })
+    Ok(if buf.is_null() { None } else { Some(n as usize) })
 }
 
 /// Writes an [`Out`] following the length convention.

@@ -4,11 +4,7 @@ use crate::module;
 use cryptoki_sys::*;
 use std::ffi::c_void;
 
-pub unsafe extern "C" fn C_InitPIN(
-    h: CK_SESSION_HANDLE,
-    pin: *mut CK_UTF8CHAR,
-    len: CK_ULONG,
-) -> CK_RV {
+pub unsafe extern "C" fn C_InitPIN(h: CK_SESSION_HANDLE, pin: *mut CK_UTF8CHAR, len: CK_ULONG) -> CK_RV {
     guard(|| {
         let m = module::get()?;
         // SAFETY: the caller passes len readable bytes.
@@ -59,10 +55,7 @@ pub unsafe extern "C" fn C_CloseAllSessions(slot: CK_SLOT_ID) -> CK_RV {
     guard(|| module::get()?.close_all(slot))
 }
 
-pub unsafe extern "C" fn C_GetSessionInfo(
-    h: CK_SESSION_HANDLE,
-    out: *mut CK_SESSION_INFO,
-) -> CK_RV {
+pub unsafe extern "C" fn C_GetSessionInfo(h: CK_SESSION_HANDLE, out: *mut CK_SESSION_INFO) -> CK_RV {
     guard(|| {
         let i = module::get()?.session_info(h)?;
         let info = CK_SESSION_INFO {

@@ -58,11 +58,7 @@ impl AesKey {
         buf.extend_from_slice(data);
         match &self.gcm {
             Gcm::Ring(k) => k
-                .seal_in_place_append_tag(
-                    Nonce::assume_unique_for_key(*iv),
-                    Aad::from(aad),
-                    &mut buf,
-                )
+                .seal_in_place_append_tag(Nonce::assume_unique_for_key(*iv), Aad::from(aad), &mut buf)
                 .map_err(|_| CKR_DATA_LEN_RANGE)?,
             Gcm::Aes192(k) => k
                 .encrypt_in_place(iv.into(), aad, &mut buf)

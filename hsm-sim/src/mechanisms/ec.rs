@@ -78,17 +78,11 @@ pub fn generate(curve: Curve) -> (Parts, Parts) {
     let (point, scalar) = match curve {
         Curve::P256 => {
             let sk = p256::SecretKey::random(&mut OsRng);
-            (
-                sk.public_key().to_sec1_bytes().to_vec(),
-                sk.to_bytes().to_vec(),
-            )
+            (sk.public_key().to_sec1_bytes().to_vec(), sk.to_bytes().to_vec())
         }
         Curve::P384 => {
             let sk = p384::SecretKey::random(&mut OsRng);
-            (
-                sk.public_key().to_sec1_bytes().to_vec(),
-                sk.to_bytes().to_vec(),
-            )
+            (sk.public_key().to_sec1_bytes().to_vec(), sk.to_bytes().to_vec())
         }
     };
     parts(curve, point, scalar)
@@ -127,10 +121,7 @@ fn padded(v: &[u8], size: usize) -> Rv<Zeroizing<Vec<u8>>> {
 impl EcPrivate {
     pub fn from_attrs(a: &Attrs) -> Rv<EcPrivate> {
         let curve = Curve::from_params(a.get(CKA_EC_PARAMS).ok_or(CKR_TEMPLATE_INCOMPLETE)?)?;
-        let d = padded(
-            a.get(CKA_VALUE).ok_or(CKR_TEMPLATE_INCOMPLETE)?,
-            curve.size(),
-        )?;
+        let d = padded(a.get(CKA_VALUE).ok_or(CKR_TEMPLATE_INCOMPLETE)?, curve.size())?;
         let bad = |_| CKR_ATTRIBUTE_VALUE_INVALID;
         Ok(match curve {
             Curve::P256 => EcPrivate::P256(p256::ecdsa::SigningKey::from_slice(&d).map_err(bad)?),
@@ -148,10 +139,12 @@ impl EcPrivate {
     /// Signs a digest; returns r || s.
     pub fn sign_prehash(&self, digest: &[u8]) -> Rv<Vec<u8>> {
         let r = match self {
-            EcPrivate::P256(k) => PrehashSigner::<p256::ecdsa::Signature>::sign_prehash(k, digest)
-                .map(|s| s.to_bytes().to_vec()),
-            EcPrivate::P384(k) => PrehashSigner::<p384::ecdsa::Signature>::sign_prehash(k, digest)
-                .map(|s| s.to_bytes().to_vec()),
+            EcPrivate::P256(k) => {
+                PrehashSigner::<p256::ecdsa::Signature>::sign_prehash(k, digest).map(|s| s.to_bytes().to_vec())
+            }
+            EcPrivate::P384(k) => {
+                PrehashSigner::<p384::ecdsa::Signature>::sign_prehash(k, digest).map(|s| s.to_bytes().to_vec())
+            }
         };
         r.map_err(|_| CKR_DATA_LEN_RANGE)
     }
@@ -161,9 +154,7 @@ impl EcPrivate {
             EcPrivate::P256(k) => p256::SecretKey::from(k.as_nonzero_scalar()).to_pkcs8_der(),
             EcPrivate::P384(k) => p384::SecretKey::from(k.as_nonzero_scalar()).to_pkcs8_der(),
         };
-        Ok(Zeroizing::new(
-            doc.map_err(|_| CKR_GENERAL_ERROR)?.as_bytes().to_vec(),
-        ))
+        Ok(Zeroizing::new(doc.map_err(|_| CKR_GENERAL_ERROR)?.as_bytes().to_vec()))
     }
 }
 
@@ -173,12 +164,8 @@ impl EcPublic {
         let point = unwrap_octets(a.get(CKA_EC_POINT).ok_or(CKR_TEMPLATE_INCOMPLETE)?);
         let bad = |_| CKR_ATTRIBUTE_VALUE_INVALID;
         Ok(match curve {
-            Curve::P256 => {
-                EcPublic::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(bad)?)
-            }
-            Curve::P384 => {
-                EcPublic::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(bad)?)
-            }
+            Curve::P256 => EcPublic::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(bad)?),
+            Curve::P384 => EcPublic::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(bad)?),
         })
     }
 

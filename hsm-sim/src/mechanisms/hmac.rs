@@ -15,9 +15,7 @@ pub fn algorithm(m: CK_MECHANISM_TYPE) -> Option<hmac::Algorithm> {
 /// HMAC keys may be generic secrets or AES keys, as on SoftHSM2.
 pub fn key_type_ok(kt: CK_KEY_TYPE) -> Rv<()> {
     match kt {
-        CKK_GENERIC_SECRET | CKK_SHA256_HMAC | CKK_SHA384_HMAC | CKK_SHA512_HMAC | CKK_AES => {
-            Ok(())
-        }
+        CKK_GENERIC_SECRET | CKK_SHA256_HMAC | CKK_SHA384_HMAC | CKK_SHA512_HMAC | CKK_AES => Ok(()),
         _ => Err(CKR_KEY_TYPE_INCONSISTENT),
     }
 }

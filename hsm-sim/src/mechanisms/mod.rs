@@ -66,12 +66,8 @@ impl Material {
             (CKO_SECRET_KEY, _) => Ok(Material::Generic(Zeroizing::new(
                 a.get(CKA_VALUE).ok_or(CKR_KEY_HANDLE_INVALID)?.to_vec(),
             ))),
-            (CKO_PRIVATE_KEY, CKK_RSA) => {
-                Ok(Material::RsaPrivate(Box::new(rsa::private_from_attrs(a)?)))
-            }
-            (CKO_PUBLIC_KEY, CKK_RSA) => {
-                Ok(Material::RsaPublic(Box::new(rsa::public_from_attrs(a)?)))
-            }
+            (CKO_PRIVATE_KEY, CKK_RSA) => Ok(Material::RsaPrivate(Box::new(rsa::private_from_attrs(a)?))),
+            (CKO_PUBLIC_KEY, CKK_RSA) => Ok(Material::RsaPublic(Box::new(rsa::public_from_attrs(a)?))),
             (CKO_PRIVATE_KEY, CKK_EC) => Ok(Material::EcPrivate(ec::EcPrivate::from_attrs(a)?)),
             (CKO_PUBLIC_KEY, CKK_EC) => Ok(Material::EcPublic(ec::EcPublic::from_attrs(a)?)),
             _ => Err(CKR_KEY_TYPE_INCONSISTENT),

@@ -21,8 +21,7 @@ pub fn generate(bits: usize, exponent: Option<&[u8]>) -> Rv<(Parts, Parts)> {
         return Err(CKR_KEY_SIZE_RANGE);
     }
     let e = BigUint::from_bytes_be(exponent.unwrap_or(&[1, 0, 1]));
-    let key =
-        RsaPrivateKey::new_with_exp(&mut OsRng, bits, &e).map_err(|_| CKR_TEMPLATE_INCONSISTENT)?;
+    let key = RsaPrivateKey::new_with_exp(&mut OsRng, bits, &e).map_err(|_| CKR_TEMPLATE_INCONSISTENT)?;
     Ok(parts(&key))
 }
 
@@ -32,10 +31,7 @@ fn parts(key: &RsaPrivateKey) -> (Parts, Parts) {
     let public = vec![
         (CKA_MODULUS, n.clone()),
         (CKA_PUBLIC_EXPONENT, e.clone()),
-        (
-            CKA_MODULUS_BITS,
-            crate::attrs::enc_ulong(key.n().bits() as CK_ULONG),
-        ),
+        (CKA_MODULUS_BITS, crate::attrs::enc_ulong(key.n().bits() as CK_ULONG)),
     ];
     let mut private = vec![
         (CKA_MODULUS, n),
@@ -55,14 +51,11 @@ fn parts(key: &RsaPrivateKey) -> (Parts, Parts) {
 }
 
 fn big(a: &Attrs, t: CK_ATTRIBUTE_TYPE) -> Rv<BigUint> {
-    Ok(BigUint::from_bytes_be(
-        a.get(t).ok_or(CKR_TEMPLATE_INCOMPLETE)?,
-    ))
+    Ok(BigUint::from_bytes_be(a.get(t).ok_or(CKR_TEMPLATE_INCOMPLETE)?))
 }
 
 pub fn public_from_attrs(a: &Attrs) -> Rv<RsaPublicKey> {
-    RsaPublicKey::new(big(a, CKA_MODULUS)?, big(a, CKA_PUBLIC_EXPONENT)?)
-        .map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)
+    RsaPublicKey::new(big(a, CKA_MODULUS)?, big(a, CKA_PUBLIC_EXPONENT)?).map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)
 }
 
 pub fn private_from_attrs(a: &Attrs) -> Rv<RsaPrivateKey> {
@@ -105,8 +98,7 @@ fn oaep(p: &OaepParams) -> Rv<Oaep> {
         _ => return Err(CKR_MECHANISM_PARAM_INVALID),
     };
     if !p.label.is_empty() {
-        o.label =
-            Some(String::from_utf8(p.label.clone()).map_err(|_| CKR_MECHANISM_PARAM_INVALID)?);
+        o.label = Some(String::from_utf8(p.label.clone()).map_err(|_| CKR_MECHANISM_PARAM_INVALID)?);
     }
     Ok(o)
 }
@@ -116,8 +108,7 @@ pub fn check_oaep(p: &OaepParams) -> Rv<()> {
 }
 
 pub fn oaep_encrypt(key: &RsaPublicKey, p: &OaepParams, data: &[u8]) -> Rv<Vec<u8>> {
-    key.encrypt(&mut OsRng, oaep(p)?, data)
-        .map_err(|_| CKR_DATA_LEN_RANGE)
+    key.encrypt(&mut OsRng, oaep(p)?, data).map_err(|_| CKR_DATA_LEN_RANGE)
 }
 
 pub fn oaep_decrypt(key: &RsaPrivateKey, p: &OaepParams, data: &[u8]) -> Rv<Zeroizing<Vec<u8>>> {

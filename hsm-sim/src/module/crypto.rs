@@ -28,18 +28,8 @@ fn cipher_update(op: &mut Option<CipherOp>, data: &[u8], capacity: Option<usize>
 }
 
 impl Module {
-    pub fn encrypt_init(
-        &self,
-        h: CK_SESSION_HANDLE,
-        m: &Mechanism,
-        k: CK_OBJECT_HANDLE,
-        enc: bool,
-    ) -> Rv<()> {
-        let func = if enc {
-            "C_EncryptInit"
-        } else {
-            "C_DecryptInit"
-        };
+    pub fn encrypt_init(&self, h: CK_SESSION_HANDLE, m: &Mechanism, k: CK_OBJECT_HANDLE, enc: bool) -> Rv<()> {
+        let func = if enc { "C_EncryptInit" } else { "C_DecryptInit" };
         self.with_session(h, func, |t, s| {
             let slot = if enc { &mut s.encrypt } else { &mut s.decrypt };
             if slot.is_some() {
@@ -50,13 +40,7 @@ impl Module {
         })
     }
 
-    pub fn crypt(
-        &self,
-        h: CK_SESSION_HANDLE,
-        data: &[u8],
-        cap: Option<usize>,
-        enc: bool,
-    ) -> Rv<Out> {
+    pub fn crypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>, enc: bool) -> Rv<Out> {
         let func = if enc { "C_Encrypt" } else { "C_Decrypt" };
         self.with_session(h, func, |_, s| {
             let slot = if enc { &mut s.encrypt } else { &mut s.decrypt };
@@ -64,18 +48,8 @@ impl Module {
         })
     }
 
-    pub fn crypt_update(
-        &self,
-        h: CK_SESSION_HANDLE,
-        data: &[u8],
-        cap: Option<usize>,
-        enc: bool,
-    ) -> Rv<Out> {
-        let func = if enc {
-            "C_EncryptUpdate"
-        } else {
-            "C_DecryptUpdate"
-        };
+    pub fn crypt_update(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>, enc: bool) -> Rv<Out> {
+        let func = if enc { "C_EncryptUpdate" } else { "C_DecryptUpdate" };
         self.with_session(h, func, |_, s| {
             let slot = if enc { &mut s.encrypt } else { &mut s.decrypt };
             cipher_update(slot, data, cap)
@@ -83,24 +57,14 @@ impl Module {
     }
 
     pub fn crypt_final(&self, h: CK_SESSION_HANDLE, cap: Option<usize>, enc: bool) -> Rv<Out> {
-        let func = if enc {
-            "C_EncryptFinal"
-        } else {
-            "C_DecryptFinal"
-        };
+        let func = if enc { "C_EncryptFinal" } else { "C_DecryptFinal" };
         self.with_session(h, func, |_, s| {
             let slot = if enc { &mut s.encrypt } else { &mut s.decrypt };
             produce(slot, cap, |op| op.hint(0), |op| op.compute(&[]))
         })
     }
 
-    pub fn sign_init(
-        &self,
-        h: CK_SESSION_HANDLE,
-        m: &Mechanism,
-        k: CK_OBJECT_HANDLE,
-        sign: bool,
-    ) -> Rv<()> {
+    pub fn sign_init(&self, h: CK_SESSION_HANDLE, m: &Mechanism, k: CK_OBJECT_HANDLE, sign: bool) -> Rv<()> {
         let func = if sign { "C_SignInit" } else { "C_VerifyInit" };
         self.with_session(h, func, |t, s| {
             let slot = if sign { &mut s.sign } else { &mut s.verify };
@@ -119,16 +83,10 @@ impl Module {
     }
 
     pub fn sign_update(&self, h: CK_SESSION_HANDLE, data: &[u8], sign: bool) -> Rv<()> {
-        let func = if sign {
-            "C_SignUpdate"
-        } else {
-            "C_VerifyUpdate"
-        };
+        let func = if sign { "C_SignUpdate" } else { "C_VerifyUpdate" };
         self.with_session(h, func, |_, s| {
             let slot = if sign { &mut s.sign } else { &mut s.verify };
-            slot.as_mut()
-                .ok_or(CKR_OPERATION_NOT_INITIALIZED)?
-                .update(data);
+            slot.as_mut().ok_or(CKR_OPERATION_NOT_INITIALIZED)?.update(data);
             Ok(())
         })
     }
@@ -142,11 +100,7 @@ impl Module {
     /// C_Verify (with data) or C_VerifyFinal (data = None); always ends the
     /// operation.
     pub fn verify(&self, h: CK_SESSION_HANDLE, data: Option<&[u8]>, sig: &[u8]) -> Rv<()> {
-        let func = if data.is_some() {
-            "C_Verify"
-        } else {
-            "C_VerifyFinal"
-        };
+        let func = if data.is_some() { "C_Verify" } else { "C_VerifyFinal" };
         self.with_session(h, func, |_, s| {
             let op = s.verify.take().ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
             op.verify(data.unwrap_or_default(), sig)
@@ -171,10 +125,7 @@ impl Module {
 
     pub fn digest_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Rv<()> {
         self.with_session(h, "C_DigestUpdate", |_, s| {
-            s.digest
-                .as_mut()
-                .ok_or(CKR_OPERATION_NOT_INITIALIZED)?
-                .update(data);
+            s.digest.as_mut().ok_or(CKR_OPERATION_NOT_INITIALIZED)?.update(data);
             Ok(())
         })
     }

@@ -64,15 +64,9 @@ fn unwrapping_error(e: CK_RV) -> CK_RV {
 }
 
 impl Module {
-    pub fn generate_key(
-        &self,
-        h: CK_SESSION_HANDLE,
-        m: &Mechanism,
-        template: &Template,
-    ) -> Rv<CK_OBJECT_HANDLE> {
+    pub fn generate_key(&self, h: CK_SESSION_HANDLE, m: &Mechanism, template: &Template) -> Rv<CK_OBJECT_HANDLE> {
         self.with_session(h, "C_GenerateKey", |t, s| {
-            let len =
-                template_ulong(template, CKA_VALUE_LEN)?.ok_or(CKR_TEMPLATE_INCOMPLETE)? as usize;
+            let len = template_ulong(template, CKA_VALUE_LEN)?.ok_or(CKR_TEMPLATE_INCOMPLETE)? as usize;
             let key_type = match m.mech {
                 CKM_AES_KEY_GEN => {
                     if !matches!(len, 16 | 24 | 32) {
@@ -85,10 +79,7 @@ impl Module {
                         return Err(CKR_KEY_SIZE_RANGE);
                     }
                     match template_ulong(template, CKA_KEY_TYPE)? {
-                        Some(
-                            kt @ (CKK_GENERIC_SECRET | CKK_SHA256_HMAC | CKK_SHA384_HMAC
-                            | CKK_SHA512_HMAC),
-                        ) => kt,
+                        Some(kt @ (CKK_GENERIC_SECRET | CKK_SHA256_HMAC | CKK_SHA384_HMAC | CKK_SHA512_HMAC)) => kt,
                         None => CKK_GENERIC_SECRET,
                         Some(_) => return Err(CKR_TEMPLATE_INCONSISTENT),
                     }
@@ -98,13 +89,7 @@ impl Module {
             if !matches!(m.param, Param::None) {
                 return Err(CKR_MECHANISM_PARAM_INVALID);
             }
-            let mut a = build(
-                CKO_SECRET_KEY,
-                key_type,
-                template,
-                Origin::Generate(m.mech),
-                so(t),
-            )?;
+            let mut a = build(CKO_SECRET_KEY, key_type, template, Origin::Generate(m.mech), so(t))?;
             let mut value = Zeroizing::new(vec![0u8; len]);
             random_bytes(&mut value)?;
             a.set(CKA_VALUE, value.to_vec());
@@ -124,8 +109,7 @@ impl Module {
         self.with_session(h, "C_GenerateKeyPair", |t, s| {
             let (key_type, (pub_parts, priv_parts)) = match m.mech {
                 CKM_RSA_PKCS_KEY_PAIR_GEN => {
-                    let bits =
-                        template_ulong(pub_t, CKA_MODULUS_BITS)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
+                    let bits = template_ulong(pub_t, CKA_MODULUS_BITS)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
                     let exp = pub_t
                         .iter()
                         .rev()
@@ -174,9 +158,7 @@ impl Module {
             let (wk, key) = {
                 let inner = t.read();
                 (
-                    inner
-                        .get(wrapping)
-                        .map_err(|_| CKR_WRAPPING_KEY_HANDLE_INVALID)?,
+                    inner.get(wrapping).map_err(|_| CKR_WRAPPING_KEY_HANDLE_INVALID)?,
                     inner.get(target).map_err(|_| CKR_KEY_HANDLE_INVALID)?,
                 )
             };
@@ -188,12 +170,7 @@ impl Module {
                 return Err(CKR_KEY_NOT_WRAPPABLE);
             }
             let value: Zeroizing<Vec<u8>> = match (key.attrs.class(), &*key.material()?) {
-                (CKO_SECRET_KEY, _) => Zeroizing::new(
-                    key.attrs
-                        .get(CKA_VALUE)
-                        .ok_or(CKR_KEY_NOT_WRAPPABLE)?
-                        .to_vec(),
-                ),
+                (CKO_SECRET_KEY, _) => Zeroizing::new(key.attrs.get(CKA_VALUE).ok_or(CKR_KEY_NOT_WRAPPABLE)?.to_vec()),
                 (CKO_PRIVATE_KEY, Material::RsaPrivate(k)) => rsa::to_pkcs8(k)?,
                 (CKO_PRIVATE_KEY, Material::EcPrivate(k)) => k.to_pkcs8()?,
                 _ => return Err(CKR_KEY_NOT_WRAPPABLE),
@@ -209,8 +186,7 @@ impl Module {
                     k.wrap(&value, true)?
                 }
                 (CKM_RSA_PKCS_OAEP, Material::RsaPublic(k)) => {
-                    rsa::oaep_encrypt(k, &oaep_params(&m.param)?, &value)
-                        .map_err(|_| CKR_KEY_SIZE_RANGE)?
+                    rsa::oaep_encrypt(k, &oaep_params(&m.param)?, &value).map_err(|_| CKR_KEY_SIZE_RANGE)?
                 }
                 (CKM_RSA_AES_KEY_WRAP, Material::RsaPublic(k)) => {
                     let (aes_len, oaep) = rsa_aes_params(&m.param)?;
@@ -220,11 +196,9 @@ impl Module {
                     out.extend(aes::AesKey::new(&tmp)?.wrap(&value, true)?);
                     out
                 }
-                (
-                    CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD | CKM_RSA_PKCS_OAEP
-                    | CKM_RSA_AES_KEY_WRAP,
-                    _,
-                ) => return Err(CKR_WRAPPING_KEY_TYPE_INCONSISTENT),
+                (CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD | CKM_RSA_PKCS_OAEP | CKM_RSA_AES_KEY_WRAP, _) => {
+                    return Err(CKR_WRAPPING_KEY_TYPE_INCONSISTENT)
+                }
                 _ => return Err(CKR_MECHANISM_INVALID),
             };
             Ok(match cap {
@@ -260,8 +234,7 @@ impl Module {
                     k.unwrap(wrapped, true)?
                 }
                 (CKM_RSA_PKCS_OAEP, Material::RsaPrivate(k)) => {
-                    rsa::oaep_decrypt(k, &oaep_params(&m.param)?, wrapped)
-                        .map_err(unwrapping_error)?
+                    rsa::oaep_decrypt(k, &oaep_params(&m.param)?, wrapped).map_err(unwrapping_error)?
                 }
                 (CKM_RSA_AES_KEY_WRAP, Material::RsaPrivate(k)) => {
                     let (aes_len, oaep) = rsa_aes_params(&m.param)?;
@@ -269,23 +242,19 @@ impl Module {
                     if wrapped.len() <= n {
                         return Err(CKR_WRAPPED_KEY_LEN_RANGE);
                     }
-                    let tmp =
-                        rsa::oaep_decrypt(k, &oaep, &wrapped[..n]).map_err(unwrapping_error)?;
+                    let tmp = rsa::oaep_decrypt(k, &oaep, &wrapped[..n]).map_err(unwrapping_error)?;
                     if tmp.len() != aes_len {
                         return Err(CKR_WRAPPED_KEY_INVALID);
                     }
                     aes::AesKey::new(&tmp)?.unwrap(&wrapped[n..], true)?
                 }
-                (
-                    CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD | CKM_RSA_PKCS_OAEP
-                    | CKM_RSA_AES_KEY_WRAP,
-                    _,
-                ) => return Err(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
+                (CKM_AES_KEY_WRAP | CKM_AES_KEY_WRAP_PAD | CKM_RSA_PKCS_OAEP | CKM_RSA_AES_KEY_WRAP, _) => {
+                    return Err(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT)
+                }
                 _ => return Err(CKR_MECHANISM_INVALID),
             };
             let class = template_ulong(template, CKA_CLASS)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
-            let key_type =
-                template_ulong(template, CKA_KEY_TYPE)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
+            let key_type = template_ulong(template, CKA_KEY_TYPE)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
             let mut a = build(class, key_type, template, Origin::Unwrap, so(t))?;
             match (class, key_type) {
                 (CKO_SECRET_KEY, _) => {

@@ -43,13 +43,9 @@ pub fn initialize() -> Rv<()> {
         eprintln!("hsm-sim: bad configuration: {e}");
         CKR_GENERAL_ERROR
     })?);
-    let tokens = (0..cfg.slots)
-        .map(|i| Token::open(i, cfg.clone()))
-        .collect();
+    let tokens = (0..cfg.slots).map(|i| Token::open(i, cfg.clone())).collect();
     let faults = Faults::new(cfg.fault_file.clone(), cfg.slots);
-    let seen_epoch = (0..cfg.slots)
-        .map(|i| AtomicU64::new(faults.epoch(i)))
-        .collect();
+    let seen_epoch = (0..cfg.slots).map(|i| AtomicU64::new(faults.epoch(i))).collect();
     *st = Some(Arc::new(Module {
         cfg,
         tokens,
@@ -248,11 +244,7 @@ impl Module {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&h)
             .ok_or(CKR_SESSION_HANDLE_INVALID)?;
-        let slot = removed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .session
-            .slot;
+        let slot = removed.lock().unwrap_or_else(|e| e.into_inner()).session.slot;
         let t = &self.tokens[slot];
         t.drop_session_objects(h);
         if self.session_counts(slot).0 == 0 {

@@ -33,8 +33,7 @@ pub(crate) fn complete_key(a: &mut Attrs) -> Rv<()> {
     if class == CKO_SECRET_KEY {
         let len = a.get(CKA_VALUE).ok_or(CKR_TEMPLATE_INCOMPLETE)?.len();
         if a.key_type() == CKK_AES {
-            aes::AesKey::new(a.get(CKA_VALUE).unwrap_or_default())
-                .map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
+            aes::AesKey::new(a.get(CKA_VALUE).unwrap_or_default()).map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
         }
         a.set_ulong(CKA_VALUE_LEN, len as CK_ULONG);
         return Ok(());
@@ -58,11 +57,7 @@ fn so(t: &Token) -> bool {
 }
 
 impl Module {
-    pub fn create_object(
-        &self,
-        h: CK_SESSION_HANDLE,
-        template: &attrs::Template,
-    ) -> Rv<CK_OBJECT_HANDLE> {
+    pub fn create_object(&self, h: CK_SESSION_HANDLE, template: &attrs::Template) -> Rv<CK_OBJECT_HANDLE> {
         self.with_session(h, "C_CreateObject", |t, s| {
             let class = template_ulong(template, CKA_CLASS)?.ok_or(CKR_TEMPLATE_INCOMPLETE)?;
             let key_type = match class {
@@ -72,8 +67,7 @@ impl Module {
                 CKO_DATA | CKO_CERTIFICATE => CK_UNAVAILABLE_INFORMATION,
                 _ => return Err(CKR_ATTRIBUTE_VALUE_INVALID),
             };
-            if class == CKO_CERTIFICATE && template_ulong(template, CKA_CERTIFICATE_TYPE)?.is_none()
-            {
+            if class == CKO_CERTIFICATE && template_ulong(template, CKA_CERTIFICATE_TYPE)?.is_none() {
                 return Err(CKR_TEMPLATE_INCOMPLETE);
             }
             let mut a = build(class, key_type, template, Origin::Create, so(t))?;
@@ -141,12 +135,7 @@ impl Module {
         })
     }
 
-    pub fn set_attributes(
-        &self,
-        h: CK_SESSION_HANDLE,
-        obj: CK_OBJECT_HANDLE,
-        template: &attrs::Template,
-    ) -> Rv<()> {
+    pub fn set_attributes(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, template: &attrs::Template) -> Rv<()> {
         self.with_session(h, "C_SetAttributeValue", |t, s| {
             let o = t.read().get(obj)?;
             check_writable(s, &o.attrs)?;
@@ -187,10 +176,7 @@ impl Module {
 
     pub fn find_final(&self, h: CK_SESSION_HANDLE) -> Rv<()> {
         self.with_session(h, "C_FindObjectsFinal", |_, s| {
-            s.find
-                .take()
-                .map(|_| ())
-                .ok_or(CKR_OPERATION_NOT_INITIALIZED)
+            s.find.take().map(|_| ()).ok_or(CKR_OPERATION_NOT_INITIALIZED)
         })
     }
 }

@@ -12,13 +12,17 @@ pub const SO_PIN: &str = "12345678";
 pub const USER_PIN: &str = "87654321";
 pub const SLOTS: usize = 16;
 
-/// The .so next to the test executable's directory (target/debug).
+/// The built module. `cargo test` always rebuilds target/debug/deps/
+/// libhsm_sim.so (beside the test executable) but only refreshes the copy
+/// two levels up on some invocations, so the deps/ one is preferred.
 pub fn module_path() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .join("libhsm_sim.so")
+    let deps = exe.parent().expect("deps dir");
+    let fresh = deps.join("libhsm_sim.so");
+    if fresh.exists() {
+        return fresh;
+    }
+    deps.parent().expect("target dir").join("libhsm_sim.so")
 }
 
 /// Fresh directory under the system temp dir.
@@ -65,11 +69,7 @@ pub fn env() -> &'static Env {
         pkcs11
             .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
             .expect("C_Initialize");
-        Env {
-            pkcs11,
-            dir,
-            token_dir,
-        }
+        Env { pkcs11, dir, token_dir }
     })
 }
 
