@@ -1,0 +1,410 @@
+//! The `kms.v1.KeyManagementService` implementation: each method unpacks its request, calls the
+//! operation, audits the outcome and packs the response. No cryptography here.
+
+use std::sync::Arc;
+
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
+
+use super::convert::{alias_entry, key_metadata, tags_in, tags_out};
+use super::status::{to_status, REQUEST_ID};
+use crate::audit::AuditEvent;
+use crate::error::Result;
+use crate::keys::context::EncryptionContext;
+use crate::ops::{CreateKeyInput, DataKeySpec, Kms};
+use crate::proto as pb;
+use crate::proto::key_management_service_server::KeyManagementService;
+
+/// Until authentication exists every caller is anonymous.
+const ANONYMOUS: &str = "anonymous";
+
+pub struct GrpcService {
+    kms: Arc<Kms>,
+}
+
+impl GrpcService {
+    pub fn new(kms: Arc<Kms>) -> Self {
+        GrpcService { kms }
+    }
+
+    fn begin<T>(&self, operation: &'static str, request: &Request<T>) -> AuditEvent {
+        AuditEvent::new(
+            operation,
+            ANONYMOUS.into(),
+            request.remote_addr().map(|a| a.ip().to_string()),
+        )
+    }
+
+    /// Audits the outcome, then answers. A request whose record can't be written fails.
+    async fn finish<T>(&self, mut ev: AuditEvent, result: Result<T>) -> Result<Response<T>, Status> {
+        ev.outcome = match &result {
+            Ok(_) => "Success".into(),
+            Err(e) => e.name().into(),
+        };
+        let audited = self.kms.audit(&ev).await;
+        match (result, audited) {
+            (Ok(v), Ok(())) => {
+                let mut response = Response::new(v);
+                if let Ok(id) = MetadataValue::try_from(ev.request_id.as_str()) {
+                    response.metadata_mut().insert(REQUEST_ID, id);
+                }
+                Ok(response)
+            }
+            (Err(e), _) | (Ok(_), Err(e)) => Err(to_status(&e, &ev.request_id)),
+        }
+    }
+}
+
+fn context(field: &str, map: std::collections::HashMap<String, String>) -> Result<EncryptionContext> {
+    EncryptionContext::new(field, map)
+}
+
+#[tonic::async_trait]
+impl KeyManagementService for GrpcService {
+    async fn create_key(
+        &self,
+        request: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        let mut ev = self.begin("CreateKey", &request);
+        let r = request.into_inner();
+        let input = CreateKeyInput {
+            description: r.description,
+            key_usage: r.key_usage,
+            key_spec: r.key_spec,
+            customer_master_key_spec: r.customer_master_key_spec,
+            origin: r.origin,
+            tags: tags_in(r.tags),
+            multi_region: r.multi_region,
+        };
+        let result = self.kms.create_key(input, &mut ev).await;
+        let result = result.map(|k| pb::CreateKeyResponse {
+            key_metadata: Some(key_metadata(self.kms.scope(), &k)),
+        });
+        self.finish(ev, result).await
+    }
+
+    async fn describe_key(
+        &self,
+        request: Request<pb::DescribeKeyRequest>,
+    ) -> Result<Response<pb::DescribeKeyResponse>, Status> {
+        let mut ev = self.begin("DescribeKey", &request);
+        let r = request.into_inner();
+        let result = self.kms.describe_key(&r.key_id, &mut ev).await;
+        let result = result.map(|k| pb::DescribeKeyResponse {
+            key_metadata: Some(key_metadata(self.kms.scope(), &k)),
+        });
+        self.finish(ev, result).await
+    }
+
+    async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let ev = self.begin("ListKeys", &request);
+        let r = request.into_inner();
+        let result = self
+            .kms
+            .list_keys(r.limit, r.marker.as_deref())
+            .await
+            .map(|page| pb::ListKeysResponse {
+                keys: page
+                    .items
+                    .into_iter()
+                    .map(|id| pb::KeyListEntry {
+                        key_arn: self.kms.key_arn(&id),
+                        key_id: id,
+                    })
+                    .collect(),
+                next_marker: page.next_marker,
+                truncated: page.truncated,
+            });
+        self.finish(ev, result).await
+    }
+
+    async fn update_key_description(
+        &self,
+        request: Request<pb::UpdateKeyDescriptionRequest>,
+    ) -> Result<Response<pb::UpdateKeyDescriptionResponse>, Status> {
+        let mut ev = self.begin("UpdateKeyDescription", &request);
+        let r = request.into_inner();
+        let result = self.kms.update_key_description(&r.key_id, r.description, &mut ev).await;
+        self.finish(ev, result.map(|()| pb::UpdateKeyDescriptionResponse {}))
+            .await
+    }
+
+    async fn enable_key(
+        &self,
+        request: Request<pb::EnableKeyRequest>,
+    ) -> Result<Response<pb::EnableKeyResponse>, Status> {
+        let mut ev = self.begin("EnableKey", &request);
+        let r = request.into_inner();
+        let result = self.kms.enable_key(&r.key_id, &mut ev).await;
+        self.finish(ev, result.map(|()| pb::EnableKeyResponse {})).await
+    }
+
+    async fn disable_key(
+        &self,
+        request: Request<pb::DisableKeyRequest>,
+    ) -> Result<Response<pb::DisableKeyResponse>, Status> {
+        let mut ev = self.begin("DisableKey", &request);
+        let r = request.into_inner();
+        let result = self.kms.disable_key(&r.key_id, &mut ev).await;
+        self.finish(ev, result.map(|()| pb::DisableKeyResponse {})).await
+    }
+
+    async fn schedule_key_deletion(
+        &self,
+        request: Request<pb::ScheduleKeyDeletionRequest>,
+    ) -> Result<Response<pb::ScheduleKeyDeletionResponse>, Status> {
+        let mut ev = self.begin("ScheduleKeyDeletion", &request);
+        let r = request.into_inner();
+        let result = self
+            .kms
+            .schedule_key_deletion(&r.key_id, r.pending_window_in_days, &mut ev)
+            .await;
+        let result = result.map(|k| pb::ScheduleKeyDeletionResponse {
+            key_id: self.kms.key_arn(&k.key_id),
+            deletion_date: k.deletion_date.unwrap_or_default(),
+            key_state: k.state.as_str().into(),
+            pending_window_in_days: k.pending_window_days.unwrap_or_default(),
+        });
+        self.finish(ev, result).await
+    }
+
+    async fn cancel_key_deletion(
+        &self,
+        request: Request<pb::CancelKeyDeletionRequest>,
+    ) -> Result<Response<pb::CancelKeyDeletionResponse>, Status> {
+        let mut ev = self.begin("CancelKeyDeletion", &request);
+        let r = request.into_inner();
+        let result = self.kms.cancel_key_deletion(&r.key_id, &mut ev).await;
+        let arn = ev.key_arn.clone().unwrap_or_default();
+        self.finish(ev, result.map(|()| pb::CancelKeyDeletionResponse { key_id: arn }))
+            .await
+    }
+
+    async fn create_alias(
+        &self,
+        request: Request<pb::CreateAliasRequest>,
+    ) -> Result<Response<pb::CreateAliasResponse>, Status> {
+        let mut ev = self.begin("CreateAlias", &request);
+        let r = request.into_inner();
+        let result = self.kms.create_alias(&r.alias_name, &r.target_key_id, &mut ev).await;
+        self.finish(ev, result.map(|()| pb::CreateAliasResponse {})).await
+    }
+
+    async fn update_alias(
+        &self,
+        request: Request<pb::UpdateAliasRequest>,
+    ) -> Result<Response<pb::UpdateAliasResponse>, Status> {
+        let mut ev = self.begin("UpdateAlias", &request);
+        let r = request.into_inner();
+        let result = self.kms.update_alias(&r.alias_name, &r.target_key_id, &mut ev).await;
+        self.finish(ev, result.map(|()| pb::UpdateAliasResponse {})).await
+    }
+
+    async fn delete_alias(
+        &self,
+        request: Request<pb::DeleteAliasRequest>,
+    ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
+        let ev = self.begin("DeleteAlias", &request);
+        let r = request.into_inner();
+        let result = self.kms.delete_alias(&r.alias_name).await;
+        self.finish(ev, result.map(|()| pb::DeleteAliasResponse {})).await
+    }
+
+    async fn list_aliases(
+        &self,
+        request: Request<pb::ListAliasesRequest>,
+    ) -> Result<Response<pb::ListAliasesResponse>, Status> {
+        let mut ev = self.begin("ListAliases", &request);
+        let r = request.into_inner();
+        let result = self
+            .kms
+            .list_aliases(r.key_id.as_deref(), r.limit, r.marker.as_deref(), &mut ev)
+            .await;
+        let result = result.map(|page| pb::ListAliasesResponse {
+            aliases: page
+                .items
+                .into_iter()
+                .map(|a| alias_entry(self.kms.scope(), a))
+                .collect(),
+            next_marker: page.next_marker,
+            truncated: page.truncated,
+        });
+        self.finish(ev, result).await
+    }
+
+    async fn tag_resource(
+        &self,
+        request: Request<pb::TagResourceRequest>,
+    ) -> Result<Response<pb::TagResourceResponse>, Status> {
+        let mut ev = self.begin("TagResource", &request);
+        let r = request.into_inner();
+        let result = self.kms.tag_resource(&r.key_id, tags_in(r.tags), &mut ev).await;
+        self.finish(ev, result.map(|()| pb::TagResourceResponse {})).await
+    }
+
+    async fn untag_resource(
+        &self,
+        request: Request<pb::UntagResourceRequest>,
+    ) -> Result<Response<pb::UntagResourceResponse>, Status> {
+        let mut ev = self.begin("UntagResource", &request);
+        let r = request.into_inner();
+        let result = self.kms.untag_resource(&r.key_id, r.tag_keys, &mut ev).await;
+        self.finish(ev, result.map(|()| pb::UntagResourceResponse {})).await
+    }
+
+    async fn list_resource_tags(
+        &self,
+        request: Request<pb::ListResourceTagsRequest>,
+    ) -> Result<Response<pb::ListResourceTagsResponse>, Status> {
+        let mut ev = self.begin("ListResourceTags", &request);
+        let r = request.into_inner();
+        let result = self
+            .kms
+            .list_resource_tags(&r.key_id, r.limit, r.marker.as_deref(), &mut ev)
+            .await;
+        let result = result.map(|page| pb::ListResourceTagsResponse {
+            tags: tags_out(page.items),
+            next_marker: page.next_marker,
+            truncated: page.truncated,
+        });
+        self.finish(ev, result).await
+    }
+
+    async fn encrypt(&self, request: Request<pb::EncryptRequest>) -> Result<Response<pb::EncryptResponse>, Status> {
+        let mut ev = self.begin("Encrypt", &request);
+        let r = request.into_inner();
+        let plaintext = Zeroizing::new(r.plaintext);
+        let result = async {
+            let ctx = context("encryptionContext", r.encryption_context)?;
+            let alg = r.encryption_algorithm.as_deref();
+            let (blob, arn) = self
+                .kms
+                .encrypt(&r.key_id, plaintext, &ctx, alg, &r.grant_tokens, &mut ev)
+                .await?;
+            Ok(pb::EncryptResponse {
+                ciphertext_blob: blob,
+                key_id: arn,
+                encryption_algorithm: "SYMMETRIC_DEFAULT".into(),
+            })
+        }
+        .await;
+        self.finish(ev, result).await
+    }
+
+    async fn decrypt(&self, request: Request<pb::DecryptRequest>) -> Result<Response<pb::DecryptResponse>, Status> {
+        let mut ev = self.begin("Decrypt", &request);
+        let r = request.into_inner();
+        let result = async {
+            let ctx = context("encryptionContext", r.encryption_context)?;
+            let (key_id, alg) = (r.key_id.as_deref(), r.encryption_algorithm.as_deref());
+            let mut d = self
+                .kms
+                .decrypt(&r.ciphertext_blob, &ctx, key_id, alg, &r.grant_tokens, &mut ev)
+                .await?;
+            Ok(pb::DecryptResponse {
+                key_id: d.key_arn,
+                plaintext: std::mem::take(&mut *d.plaintext),
+                encryption_algorithm: "SYMMETRIC_DEFAULT".into(),
+            })
+        }
+        .await;
+        self.finish(ev, result).await
+    }
+
+    async fn re_encrypt(
+        &self,
+        request: Request<pb::ReEncryptRequest>,
+    ) -> Result<Response<pb::ReEncryptResponse>, Status> {
+        let mut ev = self.begin("ReEncrypt", &request);
+        let r = request.into_inner();
+        let result = async {
+            let source_ctx = context("sourceEncryptionContext", r.source_encryption_context)?;
+            let dest_ctx = context("destinationEncryptionContext", r.destination_encryption_context)?;
+            let algorithms = (
+                r.source_encryption_algorithm.as_deref(),
+                r.destination_encryption_algorithm.as_deref(),
+            );
+            let out = self
+                .kms
+                .re_encrypt(
+                    &r.ciphertext_blob,
+                    &source_ctx,
+                    r.source_key_id.as_deref(),
+                    &r.destination_key_id,
+                    &dest_ctx,
+                    algorithms,
+                    &r.grant_tokens,
+                    &mut ev,
+                )
+                .await?;
+            Ok(pb::ReEncryptResponse {
+                ciphertext_blob: out.ciphertext,
+                source_key_id: out.source_key_arn,
+                key_id: out.key_arn,
+                source_encryption_algorithm: "SYMMETRIC_DEFAULT".into(),
+                destination_encryption_algorithm: "SYMMETRIC_DEFAULT".into(),
+            })
+        }
+        .await;
+        self.finish(ev, result).await
+    }
+
+    async fn generate_data_key(
+        &self,
+        request: Request<pb::GenerateDataKeyRequest>,
+    ) -> Result<Response<pb::GenerateDataKeyResponse>, Status> {
+        let mut ev = self.begin("GenerateDataKey", &request);
+        let r = request.into_inner();
+        let result = async {
+            let ctx = context("encryptionContext", r.encryption_context)?;
+            let spec = DataKeySpec::from_request(r.key_spec.as_deref(), r.number_of_bytes)?;
+            let mut dk = self
+                .kms
+                .generate_data_key(&r.key_id, &ctx, spec, &r.grant_tokens, &mut ev)
+                .await?;
+            Ok(pb::GenerateDataKeyResponse {
+                ciphertext_blob: dk.ciphertext,
+                plaintext: std::mem::take(&mut *dk.plaintext),
+                key_id: dk.key_arn,
+            })
+        }
+        .await;
+        self.finish(ev, result).await
+    }
+
+    async fn generate_data_key_without_plaintext(
+        &self,
+        request: Request<pb::GenerateDataKeyWithoutPlaintextRequest>,
+    ) -> Result<Response<pb::GenerateDataKeyWithoutPlaintextResponse>, Status> {
+        let mut ev = self.begin("GenerateDataKeyWithoutPlaintext", &request);
+        let r = request.into_inner();
+        let result = async {
+            let ctx = context("encryptionContext", r.encryption_context)?;
+            let spec = DataKeySpec::from_request(r.key_spec.as_deref(), r.number_of_bytes)?;
+            let dk = self
+                .kms
+                .generate_data_key(&r.key_id, &ctx, spec, &r.grant_tokens, &mut ev)
+                .await?;
+            Ok(pb::GenerateDataKeyWithoutPlaintextResponse {
+                ciphertext_blob: dk.ciphertext,
+                key_id: dk.key_arn,
+            })
+        }
+        .await;
+        self.finish(ev, result).await
+    }
+
+    async fn generate_random(
+        &self,
+        request: Request<pb::GenerateRandomRequest>,
+    ) -> Result<Response<pb::GenerateRandomResponse>, Status> {
+        let ev = self.begin("GenerateRandom", &request);
+        let r = request.into_inner();
+        let result = self.kms.generate_random(r.number_of_bytes).await;
+        let result = result.map(|mut bytes| pb::GenerateRandomResponse {
+            plaintext: std::mem::take(&mut *bytes),
+        });
+        self.finish(ev, result).await
+    }
+}

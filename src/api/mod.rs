@@ -1,0 +1,8 @@
+//! Transports. gRPC only for now: `grpc` maps proto <-> domain types and errors, `server` runs it.
+
+mod convert;
+mod grpc;
+mod server;
+mod status;
+
+pub use server::serve;

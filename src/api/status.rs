@@ -1,0 +1,55 @@
+//! Domain errors as gRPC statuses: a status code derived from the AWS exception, and the exception
+//! name in the `x-kms-error-type` metadata.
+
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+use crate::error::KmsError;
+
+pub const ERROR_TYPE: &str = "x-kms-error-type";
+pub const REQUEST_ID: &str = "x-kms-request-id";
+
+pub fn code(e: &KmsError) -> Code {
+    match e {
+        KmsError::NotFound(_) => Code::NotFound,
+        KmsError::Disabled(_) | KmsError::InvalidState(_) => Code::FailedPrecondition,
+        KmsError::InvalidCiphertext(_)
+        | KmsError::IncorrectKey(_)
+        | KmsError::InvalidKeyUsage(_)
+        | KmsError::Validation(_)
+        | KmsError::InvalidAliasName(_)
+        | KmsError::InvalidMarker(_)
+        | KmsError::InvalidArn(_)
+        | KmsError::Tag(_) => Code::InvalidArgument,
+        KmsError::AlreadyExists(_) => Code::AlreadyExists,
+        KmsError::LimitExceeded(_) => Code::ResourceExhausted,
+        KmsError::UnsupportedOperation(_) => Code::Unimplemented,
+        KmsError::KeyUnavailable(_) => Code::Unavailable,
+        KmsError::DependencyTimeout(_) => Code::DeadlineExceeded,
+        KmsError::Internal(_) => Code::Internal,
+    }
+}
+
+pub fn to_status(e: &KmsError, request_id: &str) -> Status {
+    let mut status = Status::new(code(e), e.to_string());
+    let md = status.metadata_mut();
+    md.insert(ERROR_TYPE, MetadataValue::from_static(e.name()));
+    if let Ok(v) = MetadataValue::try_from(request_id) {
+        md.insert(REQUEST_ID, v);
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_carries_the_exception_name() {
+        let s = to_status(&KmsError::Disabled("k is disabled.".into()), "r-1");
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(s.message(), "k is disabled.");
+        assert_eq!(s.metadata().get(ERROR_TYPE).unwrap(), "DisabledException");
+        assert_eq!(s.metadata().get(REQUEST_ID).unwrap(), "r-1");
+    }
+}

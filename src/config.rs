@@ -1,0 +1,185 @@
+//! One typed configuration: a TOML file plus command-line flags, with defaults that run with no file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address; port 0 picks a free port (the bound address is printed at start).
+    pub listen: SocketAddr,
+    /// Directory of the SQLite store and the audit log.
+    pub data_dir: PathBuf,
+    /// The region and account that appear in key ARNs.
+    pub region: String,
+    pub account_id: String,
+    pub partition: String,
+    pub hsm: HsmConfig,
+    pub cache: CacheConfig,
+    pub deletion: DeletionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HsmConfig {
+    /// Path of the PKCS#11 module (.so).
+    pub module: PathBuf,
+    /// Label of the token that holds the root key.
+    pub token_label: String,
+    /// File holding the user PIN (CloudHSM: `CU_user:password`). Takes precedence over `pin_env`.
+    pub pin_file: Option<PathBuf>,
+    /// Environment variable holding the user PIN.
+    pub pin_env: String,
+    /// CKA_ID of the root key, as hex.
+    pub root_key_id: String,
+    /// Create the root key when it is absent and the store holds no keys yet. With keys in the
+    /// store a missing root key always stops the server: making a new one would orphan them.
+    pub create_root_key: bool,
+    /// Upper bound on PKCS#11 sessions open at once.
+    pub max_sessions: usize,
+    /// Give up on one HSM call after this long (DependencyTimeoutException).
+    pub timeout_ms: u64,
+    /// Attempts for a call that fails with a device error (KeyUnavailableException after the last).
+    pub retry_attempts: u32,
+    /// Vendor quirks: "auto" (from C_GetInfo), "softhsm2", "cloudhsm", "hsm-sim", "generic".
+    pub vendor: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How long unwrapped key material stays in memory; 0 unwraps in the HSM on every use.
+    pub material_ttl_seconds: u64,
+    /// At most this many unwrapped materials in memory.
+    pub material_capacity: usize,
+    /// At most this many key records and aliases in memory.
+    pub metadata_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeletionConfig {
+    /// How often the scheduler looks for keys whose pending window has ended.
+    pub check_interval_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7300".parse().expect("static address"),
+            data_dir: PathBuf::from("data"),
+            region: "us-east-1".into(),
+            account_id: "111122223333".into(),
+            partition: "aws".into(),
+            hsm: HsmConfig::default(),
+            cache: CacheConfig::default(),
+            deletion: DeletionConfig::default(),
+        }
+    }
+}
+
+impl Default for HsmConfig {
+    fn default() -> Self {
+        HsmConfig {
+            module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
+            token_label: "kms".into(),
+            pin_file: None,
+            pin_env: "KMS_HSM_PIN".into(),
+            root_key_id: "6b6d732d726f6f742d7631".into(), // "kms-root-v1"
+            create_root_key: true,
+            max_sessions: 32,
+            timeout_ms: 5000,
+            retry_attempts: 3,
+            vendor: "auto".into(),
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            material_ttl_seconds: 300,
+            material_capacity: 10_000,
+            metadata_capacity: 100_000,
+        }
+    }
+}
+
+impl Default for DeletionConfig {
+    fn default() -> Self {
+        DeletionConfig {
+            check_interval_seconds: 60,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; keys it does not name keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("account_id must be 12 digits, got {:?}", self.account_id));
+        }
+        if self.region.is_empty() || self.partition.is_empty() {
+            return Err("region and partition must not be empty".into());
+        }
+        if hex_decode(&self.hsm.root_key_id).is_none_or(|id| id.is_empty()) {
+            return Err(format!(
+                "hsm.root_key_id must be non-empty hex, got {:?}",
+                self.hsm.root_key_id
+            ));
+        }
+        if self.hsm.max_sessions == 0 || self.hsm.retry_attempts == 0 {
+            return Err("hsm.max_sessions and hsm.retry_attempts must be at least 1".into());
+        }
+        if self.deletion.check_interval_seconds == 0 {
+            return Err("deletion.check_interval_seconds must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_files_override() {
+        assert!(Config::default().validate().is_ok());
+        let c: Config = toml::from_str("region = \"eu-west-1\"\n[hsm]\ntoken_label = \"t\"\n").unwrap();
+        assert_eq!(c.region, "eu-west-1");
+        assert_eq!(c.hsm.token_label, "t");
+        assert_eq!(c.hsm.max_sessions, 32);
+        assert!(toml::from_str::<Config>("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let mut c = Config {
+            account_id: "12".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        c.account_id = "111122223333".into();
+        c.hsm.root_key_id = "xyz".into();
+        assert!(c.validate().is_err());
+        assert_eq!(hex_decode("6b6d"), Some(b"km".to_vec()));
+    }
+}

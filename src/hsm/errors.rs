@@ -1,0 +1,45 @@
+//! Which PKCS#11 failures are worth a retry, and what the client is told when they persist.
+
+use cryptoki::error::{Error, RvError};
+
+use crate::error::KmsError;
+
+/// Device-level failures: drop the session, back off and try again. CKR_FUNCTION_FAILED is how
+/// CloudHSM answers when throttled; CKR_USER_NOT_LOGGED_IN follows a token reset.
+pub fn is_retryable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Pkcs11(
+            RvError::DeviceError
+                | RvError::DeviceMemory
+                | RvError::DeviceRemoved
+                | RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::SessionCount
+                | RvError::TokenNotPresent
+                | RvError::TokenNotRecognized
+                | RvError::FunctionFailed
+                | RvError::UserNotLoggedIn
+                | RvError::CantLock,
+            _
+        )
+    )
+}
+
+/// The answer once retries are spent: the key can't be used now, and no wrong result is given.
+pub fn unavailable(e: &Error) -> KmsError {
+    KmsError::KeyUnavailable(format!("The HSM that holds the root key is unavailable ({})", short(e)))
+}
+
+/// A failure that is not the device's: a bug, a misconfiguration or tampered stored material.
+pub fn rejected(what: &str, e: &Error) -> KmsError {
+    KmsError::Internal(format!("HSM refused to {what} ({})", short(e)))
+}
+
+/// The return value name only; never data.
+fn short(e: &Error) -> String {
+    match e {
+        Error::Pkcs11(rv, func) => format!("{func}: {rv}"),
+        other => other.to_string(),
+    }
+}

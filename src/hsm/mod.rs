@@ -1,0 +1,248 @@
+//! The HSM boundary: the root key lives in a PKCS#11 token and wraps every key material.
+//! All calls block, so they run on tokio's blocking pool, bounded by `max_sessions` permits and a
+//! timeout, with bounded retries for device errors.
+
+mod errors;
+mod module;
+mod pool;
+mod quirks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki::types::AuthPin;
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use crate::config::{hex_decode, HsmConfig};
+use crate::error::{KmsError, Result};
+use pool::{find_root, PooledSession, RootLookup, SessionPool};
+pub use quirks::Quirks;
+
+const GCM_IV_LEN: usize = 12;
+const GCM_TAG_BITS: u64 = 128;
+
+pub struct Hsm {
+    pool: SessionPool,
+    quirks: Quirks,
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+    attempts: u32,
+    rng: ring::rand::SystemRandom,
+}
+
+/// What `Hsm::open` found about the root key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootKey {
+    Found,
+    Created,
+}
+
+impl Hsm {
+    /// Loads the module, finds the token by label, logs in and finds the root key by CKA_ID.
+    /// Creates the root key only when `may_create` (the store holds no keys yet) and the config
+    /// allows it. Errors are startup errors, for the operator.
+    pub fn open(cfg: &HsmConfig, pin: AuthPin, may_create: bool) -> Result<(Hsm, RootKey), String> {
+        let module = module::load(&cfg.module)?;
+        let quirks = Quirks::select(&cfg.vendor, &module)?;
+        let slot = find_slot(&module, &cfg.token_label)?;
+        let root_id = hex_decode(&cfg.root_key_id).ok_or("hsm.root_key_id is not hex")?;
+        let pool = SessionPool::new(module, slot, pin, root_id.clone());
+        let session = pool
+            .open()
+            .map_err(|e| format!("cannot log in to token {:?}: {e}", cfg.token_label))?;
+        let root = match find_root(&session, &root_id).map_err(|e| format!("root key lookup failed: {e}"))? {
+            RootLookup::One(_) => RootKey::Found,
+            RootLookup::Many(n) => {
+                return Err(format!(
+                    "{n} secret keys on token {:?} have CKA_ID {}: the root key is ambiguous, refusing to start",
+                    cfg.token_label, cfg.root_key_id
+                ))
+            }
+            RootLookup::None if may_create && cfg.create_root_key => {
+                create_root(&session, &root_id).map_err(|e| format!("cannot create the root key: {e}"))?;
+                RootKey::Created
+            }
+            RootLookup::None => {
+                return Err(format!(
+                    "no root key with CKA_ID {} on token {:?}, and it may not be created here{}",
+                    cfg.root_key_id,
+                    cfg.token_label,
+                    if may_create {
+                        " (hsm.create_root_key = false)"
+                    } else {
+                        ": the store already holds keys wrapped under a root key"
+                    }
+                ))
+            }
+        };
+        drop(session);
+        let hsm = Hsm {
+            pool,
+            quirks,
+            permits: Arc::new(Semaphore::new(cfg.max_sessions)),
+            timeout: Duration::from_millis(cfg.timeout_ms),
+            attempts: cfg.retry_attempts,
+            rng: ring::rand::SystemRandom::new(),
+        };
+        Ok((hsm, root))
+    }
+
+    pub fn quirks(&self) -> Quirks {
+        self.quirks
+    }
+
+    /// Runs a blocking HSM call on the blocking pool, with a session permit and the timeout.
+    pub async fn call<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Hsm) -> Result<T> + Send + 'static,
+    {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| KmsError::internal("HSM closed"))?;
+        let hsm = self.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit; // held until the call returns, even past a timeout
+            f(&hsm)
+        });
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(KmsError::internal("an HSM call panicked")),
+            Err(_) => Err(KmsError::DependencyTimeout(format!(
+                "The HSM did not answer within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Random bytes from the HSM's RNG.
+    pub fn random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>> {
+        self.with_session("generate random bytes", |s| {
+            let mut out = Zeroizing::new(vec![0u8; len]);
+            s.session.generate_random_slice(&mut out)?;
+            Ok(out)
+        })
+    }
+
+    /// Encrypts `plaintext` under the root key with AES-256-GCM inside the HSM.
+    /// Returns iv (12) || ciphertext || tag (16).
+    pub fn wrap(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        self.with_session("wrap key material", |s| {
+            let mut iv = [0u8; GCM_IV_LEN];
+            if !self.quirks.gcm_iv_from_hsm {
+                ring::rand::SecureRandom::fill(&self.rng, &mut iv).map_err(|_| {
+                    cryptoki::error::Error::Pkcs11(
+                        cryptoki::error::RvError::RandomNoRng,
+                        cryptoki::context::Function::GenerateRandom,
+                    )
+                })?;
+            }
+            let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())?;
+            let sealed = s.session.encrypt(&Mechanism::AesGcm(params), s.root, plaintext)?;
+            let mut out = Vec::with_capacity(GCM_IV_LEN + sealed.len());
+            out.extend_from_slice(&iv);
+            out.extend_from_slice(&sealed);
+            Ok(out)
+        })
+    }
+
+    /// Reverses `wrap`. A failed integrity check means the stored material or the root key is not
+    /// what it should be: an internal error, never a guess.
+    pub fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        if wrapped.len() < GCM_IV_LEN + 16 {
+            return Err(KmsError::internal("wrapped key material is truncated"));
+        }
+        let (iv, sealed) = wrapped.split_at(GCM_IV_LEN);
+        self.with_session("unwrap key material", |s| {
+            let mut iv: [u8; GCM_IV_LEN] = iv.try_into().expect("split at GCM_IV_LEN");
+            let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())?;
+            Ok(Zeroizing::new(s.session.decrypt(
+                &Mechanism::AesGcm(params),
+                s.root,
+                sealed,
+            )?))
+        })
+    }
+
+    /// Runs `f` on a pooled session; device errors drop the session and retry with backoff.
+    fn with_session<T>(
+        &self,
+        what: &str,
+        f: impl Fn(&PooledSession) -> std::result::Result<T, cryptoki::error::Error>,
+    ) -> Result<T> {
+        let mut delay = Duration::from_millis(20);
+        let mut attempt = 1;
+        loop {
+            let outcome = self.pool.take().and_then(|s| f(&s).map(|v| (v, s)));
+            match outcome {
+                Ok((v, s)) => {
+                    self.pool.put(s);
+                    return Ok(v);
+                }
+                Err(e) if errors::is_retryable(&e) => {
+                    self.pool.clear();
+                    if attempt >= self.attempts {
+                        tracing::error!(error = %e, attempts = attempt, "HSM unavailable: {what}");
+                        return Err(errors::unavailable(&e));
+                    }
+                    tracing::warn!(error = %e, attempt, "HSM device error, retrying: {what}");
+                    std::thread::sleep(delay);
+                    delay *= 4;
+                    attempt += 1;
+                }
+                Err(e) => return Err(errors::rejected(what, &e)),
+            }
+        }
+    }
+}
+
+fn find_slot(module: &cryptoki::context::Pkcs11, label: &str) -> Result<cryptoki::slot::Slot, String> {
+    let slots = module
+        .get_slots_with_initialized_token()
+        .map_err(|e| format!("C_GetSlotList failed: {e}"))?;
+    let mut found = Vec::new();
+    for slot in slots {
+        let info = module
+            .get_token_info(slot)
+            .map_err(|e| format!("C_GetTokenInfo failed: {e}"))?;
+        if info.label().trim_end() == label {
+            found.push(slot);
+        }
+    }
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(format!("no initialized token labelled {label:?} in the PKCS#11 module")),
+        _ => Err(format!(
+            "{} tokens are labelled {label:?}: refusing to guess",
+            found.len()
+        )),
+    }
+}
+
+/// An AES-256 token key that never leaves the HSM: sensitive, not extractable, encrypt/decrypt only.
+fn create_root(session: &cryptoki::session::Session, id: &[u8]) -> std::result::Result<(), cryptoki::error::Error> {
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(b"kms-root".to_vec()),
+    ];
+    session.generate_key(&Mechanism::AesKeyGen, &template)?;
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! Parsing the `KeyId` parameter: a key id, key ARN, alias name or alias ARN.
+
+use crate::error::{KmsError, Result};
+
+/// What a `KeyId` parameter names, before it is resolved against the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRef {
+    Key(String),
+    Alias(String),
+}
+
+/// Which forms an operation accepts, as in AWS KMS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// Key id, key ARN, alias name, alias ARN (DescribeKey, Encrypt, GenerateDataKey, ...).
+    KeyOrAlias,
+    /// Key id or key ARN only (EnableKey, TagResource, ScheduleKeyDeletion, ...).
+    KeyOnly,
+}
+
+/// The region and account whose ARNs this server answers for.
+#[derive(Debug, Clone)]
+pub struct ArnScope {
+    pub partition: String,
+    pub region: String,
+    pub account: String,
+}
+
+impl ArnScope {
+    pub fn key_arn(&self, key_id: &str) -> String {
+        format!(
+            "arn:{}:kms:{}:{}:key/{key_id}",
+            self.partition, self.region, self.account
+        )
+    }
+
+    pub fn alias_arn(&self, alias: &str) -> String {
+        format!("arn:{}:kms:{}:{}:{alias}", self.partition, self.region, self.account)
+    }
+
+    /// Parses a `KeyId` parameter. Malformed ids and ARNs of other accounts or regions are
+    /// NotFoundException, as AWS answers them.
+    pub fn parse(&self, field: &str, input: &str, accept: Accept) -> Result<KeyRef> {
+        if input.is_empty() {
+            return Err(KmsError::validation(format!(
+                "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
+                 Member must have length greater than or equal to 1"
+            )));
+        }
+        if input.len() > 2048 {
+            return Err(KmsError::validation(format!(
+                "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
+                 Member must have length less than or equal to 2048"
+            )));
+        }
+        let parsed = if let Some(resource) = input.strip_prefix("arn:") {
+            self.parse_arn(input, resource)?
+        } else if input.starts_with("alias/") {
+            KeyRef::Alias(input.to_string())
+        } else if is_key_id(input) {
+            KeyRef::Key(input.to_string())
+        } else {
+            return Err(KmsError::NotFound(format!("Invalid keyId '{input}'")));
+        };
+        if accept == Accept::KeyOnly {
+            if let KeyRef::Alias(_) = parsed {
+                return Err(KmsError::NotFound(format!(
+                    "Invalid keyId '{input}': this operation takes a key ID or key ARN, not an alias"
+                )));
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn parse_arn(&self, input: &str, rest: &str) -> Result<KeyRef> {
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let invalid = || KmsError::NotFound(format!("Invalid keyId '{input}': not a KMS key or alias ARN"));
+        let [partition, service, region, account, resource] = parts[..] else {
+            return Err(invalid());
+        };
+        if service != "kms" {
+            return Err(invalid());
+        }
+        if partition != self.partition || region != self.region || account != self.account {
+            return Err(KmsError::NotFound(format!(
+                "Key '{input}' does not exist: this server holds keys of {}:{}:{}",
+                self.partition, self.region, self.account
+            )));
+        }
+        if let Some(id) = resource.strip_prefix("key/") {
+            if is_key_id(id) {
+                return Ok(KeyRef::Key(id.to_string()));
+            }
+        } else if resource.starts_with("alias/") {
+            return Ok(KeyRef::Alias(resource.to_string()));
+        }
+        Err(invalid())
+    }
+}
+
+/// A key id is a lowercase hyphenated UUID.
+pub fn is_key_id(s: &str) -> bool {
+    s.len() == 36 && uuid::Uuid::parse_str(s).is_ok() && !s.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> ArnScope {
+        ArnScope {
+            partition: "aws".into(),
+            region: "us-east-1".into(),
+            account: "111122223333".into(),
+        }
+    }
+    const ID: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    #[test]
+    fn accepts_the_four_forms() {
+        let s = scope();
+        assert_eq!(
+            s.parse("keyId", ID, Accept::KeyOrAlias).unwrap(),
+            KeyRef::Key(ID.into())
+        );
+        let arn = s.key_arn(ID);
+        assert_eq!(s.parse("keyId", &arn, Accept::KeyOnly).unwrap(), KeyRef::Key(ID.into()));
+        assert_eq!(
+            s.parse("keyId", "alias/a", Accept::KeyOrAlias).unwrap(),
+            KeyRef::Alias("alias/a".into())
+        );
+        let alias_arn = s.alias_arn("alias/a");
+        assert_eq!(
+            s.parse("keyId", &alias_arn, Accept::KeyOrAlias).unwrap(),
+            KeyRef::Alias("alias/a".into())
+        );
+    }
+
+    #[test]
+    fn refuses_bad_forms() {
+        let s = scope();
+        assert!(matches!(
+            s.parse("keyId", "", Accept::KeyOrAlias),
+            Err(KmsError::Validation(_))
+        ));
+        assert!(matches!(
+            s.parse("keyId", "nope", Accept::KeyOrAlias),
+            Err(KmsError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.parse("keyId", "alias/a", Accept::KeyOnly),
+            Err(KmsError::NotFound(_))
+        ));
+        let other_account = format!("arn:aws:kms:us-east-1:999999999999:key/{ID}");
+        assert!(matches!(
+            s.parse("keyId", &other_account, Accept::KeyOnly),
+            Err(KmsError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.parse("keyId", "arn:aws:s3:::bucket", Accept::KeyOnly),
+            Err(KmsError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.parse("keyId", &ID.to_uppercase(), Accept::KeyOnly),
+            Err(KmsError::NotFound(_))
+        ));
+    }
+}

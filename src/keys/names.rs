@@ -1,0 +1,130 @@
+//! Validation of names and free-text fields with the AWS KMS limits and messages.
+
+use super::Tag;
+use crate::error::{KmsError, Result};
+
+pub const MAX_DESCRIPTION: usize = 8192;
+pub const MAX_TAGS_PER_KEY: usize = 50;
+pub const MAX_TAG_KEY: usize = 128;
+pub const MAX_TAG_VALUE: usize = 256;
+pub const MAX_ALIAS: usize = 256;
+
+fn too_long(field: &str, max: usize) -> KmsError {
+    KmsError::validation(format!(
+        "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
+         Member must have length less than or equal to {max}"
+    ))
+}
+
+pub fn description(s: &str) -> Result<()> {
+    if s.chars().count() > MAX_DESCRIPTION {
+        return Err(too_long("description", MAX_DESCRIPTION));
+    }
+    Ok(())
+}
+
+/// Alias names: `alias/` then letters, digits, `/`, `_`, `-`; at most 256 characters; `alias/aws/`
+/// is reserved for AWS managed keys.
+pub fn alias_name(s: &str) -> Result<()> {
+    if s.is_empty() {
+        return Err(KmsError::validation(
+            "1 validation error detected: Value at 'aliasName' failed to satisfy constraint: \
+             Member must have length greater than or equal to 1",
+        ));
+    }
+    if s.len() > MAX_ALIAS {
+        return Err(too_long("aliasName", MAX_ALIAS));
+    }
+    let Some(rest) = s.strip_prefix("alias/") else {
+        return Err(KmsError::validation(format!(
+            "Alias name '{s}' must begin with 'alias/'"
+        )));
+    };
+    if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b)) {
+        return Err(KmsError::validation(format!(
+            "Alias name '{s}' must be 'alias/' followed by one or more of a-z, A-Z, 0-9, '/', '_' and '-'"
+        )));
+    }
+    if s.starts_with("alias/aws/") {
+        return Err(KmsError::InvalidAliasName(format!(
+            "Alias name '{s}' is reserved: names beginning with 'alias/aws/' belong to AWS managed keys"
+        )));
+    }
+    Ok(())
+}
+
+/// Tag keys 1-128 characters, values 0-256; keys starting with `aws:` are reserved.
+pub fn tags(tags: &[Tag]) -> Result<()> {
+    for t in tags {
+        tag_key(&t.key)?;
+        if t.value.chars().count() > MAX_TAG_VALUE {
+            return Err(KmsError::Tag(format!(
+                "Tag value of tag key '{}' is longer than {MAX_TAG_VALUE} characters",
+                t.key
+            )));
+        }
+    }
+    for (i, t) in tags.iter().enumerate() {
+        if tags[..i].iter().any(|o| o.key == t.key) {
+            return Err(KmsError::Tag(format!("Duplicate tag key '{}' in the request", t.key)));
+        }
+    }
+    if tags.len() > MAX_TAGS_PER_KEY {
+        return Err(KmsError::Tag(format!(
+            "Too many tags: {} given, a key can have at most {MAX_TAGS_PER_KEY}",
+            tags.len()
+        )));
+    }
+    Ok(())
+}
+
+pub fn tag_key(k: &str) -> Result<()> {
+    let n = k.chars().count();
+    if n == 0 || n > MAX_TAG_KEY {
+        return Err(KmsError::Tag(format!(
+            "Tag key must be 1 to {MAX_TAG_KEY} characters long, got {n}"
+        )));
+    }
+    if k.starts_with("aws:") {
+        return Err(KmsError::Tag(format!(
+            "Tag key '{k}' is reserved: the 'aws:' prefix belongs to AWS"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alias_rules() {
+        assert!(alias_name("alias/my-key_1/x").is_ok());
+        assert!(matches!(alias_name(""), Err(KmsError::Validation(_))));
+        assert!(matches!(alias_name("alias/"), Err(KmsError::Validation(_))));
+        assert!(matches!(alias_name("my-key"), Err(KmsError::Validation(_))));
+        assert!(matches!(alias_name("alias/a b"), Err(KmsError::Validation(_))));
+        assert!(matches!(alias_name("alias/aws/s3"), Err(KmsError::InvalidAliasName(_))));
+        assert!(matches!(
+            alias_name(&format!("alias/{}", "a".repeat(251))),
+            Err(KmsError::Validation(_))
+        ));
+        assert!(alias_name(&format!("alias/{}", "a".repeat(250))).is_ok());
+    }
+
+    #[test]
+    fn tag_rules() {
+        let t = |k: &str, v: &str| Tag {
+            key: k.into(),
+            value: v.into(),
+        };
+        assert!(tags(&[t("a", ""), t(&"k".repeat(128), &"v".repeat(256))]).is_ok());
+        assert!(tags(&[t("", "v")]).is_err());
+        assert!(tags(&[t(&"k".repeat(129), "v")]).is_err());
+        assert!(tags(&[t("k", &"v".repeat(257))]).is_err());
+        assert!(tags(&[t("a", "1"), t("a", "2")]).is_err());
+        assert!(tags(&[t("aws:x", "1")]).is_err());
+        let many: Vec<Tag> = (0..51).map(|i| t(&format!("k{i}"), "v")).collect();
+        assert!(tags(&many).is_err());
+    }
+}

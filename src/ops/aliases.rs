@@ -1,0 +1,81 @@
+//! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases. An alias points to exactly one key.
+
+use super::paging::{self, Page};
+use super::{refuse_pending_deletion, Kms};
+use crate::audit::AuditEvent;
+use crate::error::{KmsError, Result};
+use crate::keys::key_ref::Accept;
+use crate::keys::{names, now_secs, AliasRecord};
+
+impl Kms {
+    pub async fn create_alias(&self, name: &str, target: &str, ev: &mut AuditEvent) -> Result<()> {
+        names::alias_name(name)?;
+        let key = self.resolve("targetKeyId", target, Accept::KeyOnly, ev).await?;
+        refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
+        let now = now_secs();
+        let alias = AliasRecord {
+            name: name.to_string(),
+            target_key_id: key.key_id.clone(),
+            creation_date: now,
+            last_updated_date: now,
+        };
+        self.store(move |s| s.create_alias(&alias)).await?;
+        self.aliases.invalidate(&name.to_string());
+        Ok(())
+    }
+
+    /// Moves an alias to another key of the same key spec and usage, as AWS requires.
+    pub async fn update_alias(&self, name: &str, target: &str, ev: &mut AuditEvent) -> Result<()> {
+        names::alias_name(name)?;
+        let owned = name.to_string();
+        let current = self
+            .store(move |s| s.get_alias(&owned))
+            .await?
+            .ok_or_else(|| KmsError::NotFound(format!("Alias {} is not found.", self.scope.alias_arn(name))))?;
+        let key = self.resolve("targetKeyId", target, Accept::KeyOnly, ev).await?;
+        refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
+        if let Some(old) = self.key(&current.target_key_id).await? {
+            if old.key_spec != key.key_spec || old.key_usage != key.key_usage {
+                return Err(KmsError::validation(format!(
+                    "Alias {name} points to a {} {} key; the new target must have the same key spec and usage",
+                    old.key_spec.as_str(),
+                    old.key_usage.as_str()
+                )));
+            }
+        }
+        let (owned, key_id) = (name.to_string(), key.key_id.clone());
+        let result = self.store(move |s| s.update_alias(&owned, &key_id, now_secs())).await;
+        self.aliases.invalidate(&name.to_string());
+        result
+    }
+
+    pub async fn delete_alias(&self, name: &str) -> Result<()> {
+        names::alias_name(name)?;
+        let owned = name.to_string();
+        let result = self.store(move |s| s.delete_alias(&owned)).await;
+        self.aliases.invalidate(&name.to_string());
+        result.map_err(|e| match e {
+            KmsError::NotFound(_) => KmsError::NotFound(format!("Alias {} is not found.", self.scope.alias_arn(name))),
+            other => other,
+        })
+    }
+
+    pub async fn list_aliases(
+        &self,
+        key_id: Option<&str>,
+        limit: Option<i32>,
+        marker: Option<&str>,
+        ev: &mut AuditEvent,
+    ) -> Result<Page<AliasRecord>> {
+        let limit = paging::limit(limit, 100, 1000)?;
+        let after = paging::decode_marker(marker)?;
+        let key_id = match key_id {
+            Some(k) => Some(self.resolve("keyId", k, Accept::KeyOnly, ev).await?.key_id.clone()),
+            None => None,
+        };
+        let items = self
+            .store(move |s| s.list_aliases(key_id.as_deref(), after.as_deref(), limit + 1))
+            .await?;
+        Ok(paging::page(items, limit, |a| &a.name))
+    }
+}

@@ -1,0 +1,191 @@
+//! Key lifecycle: CreateKey, DescribeKey, ListKeys, UpdateKeyDescription, EnableKey, DisableKey,
+//! ScheduleKeyDeletion, CancelKeyDeletion.
+
+use std::sync::Arc;
+
+use super::material::{wrap_aad, Material, MATERIAL_LEN};
+use super::paging::{self, Page};
+use super::{refuse_pending_deletion, Kms};
+use crate::audit::AuditEvent;
+use crate::error::{KmsError, Result};
+use crate::keys::key_ref::Accept;
+use crate::keys::{names, now_secs, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialRecord, Origin, Tag};
+
+/// CreateKey parameters, as the caller gave them.
+#[derive(Debug, Default, Clone)]
+pub struct CreateKeyInput {
+    pub description: String,
+    pub key_usage: Option<String>,
+    pub key_spec: Option<String>,
+    pub customer_master_key_spec: Option<String>,
+    pub origin: Option<String>,
+    pub tags: Vec<Tag>,
+    pub multi_region: bool,
+}
+
+pub const FIRST_MATERIAL: u32 = 1;
+const DAY: i64 = 86_400;
+
+impl Kms {
+    pub async fn create_key(&self, input: CreateKeyInput, ev: &mut AuditEvent) -> Result<KeyRecord> {
+        names::description(&input.description)?;
+        let spec = match (&input.key_spec, &input.customer_master_key_spec) {
+            (Some(a), Some(b)) if a != b => return Err(KmsError::validation(
+                "KeySpec and CustomerMasterKeySpec disagree; give only KeySpec (CustomerMasterKeySpec is deprecated)",
+            )),
+            (Some(s), _) | (None, Some(s)) => KeySpec::parse("keySpec", s)?,
+            (None, None) => KeySpec::SymmetricDefault,
+        };
+        let usage = input
+            .key_usage
+            .as_deref()
+            .map(KeyUsage::parse)
+            .transpose()?
+            .unwrap_or(KeyUsage::EncryptDecrypt);
+        let origin = input
+            .origin
+            .as_deref()
+            .map(Origin::parse)
+            .transpose()?
+            .unwrap_or(Origin::AwsKms);
+        if input.multi_region {
+            return Err(KmsError::UnsupportedOperation(
+                "Multi-Region keys are not supported by this server yet".into(),
+            ));
+        }
+        names::tags(&input.tags)?;
+
+        let key_id = uuid::Uuid::new_v4().to_string();
+        ev.key_arn = Some(self.key_arn(&key_id));
+        let aad = wrap_aad(&key_id, FIRST_MATERIAL);
+        let (plain, wrapped) = self
+            .hsm
+            .call(move |h| {
+                let plain = h.random(MATERIAL_LEN)?;
+                let wrapped = h.wrap(&plain, &aad)?;
+                Ok((plain, wrapped))
+            })
+            .await?;
+        let now = now_secs();
+        let key = KeyRecord {
+            key_id: key_id.clone(),
+            creation_date: now,
+            description: input.description,
+            state: KeyState::Enabled,
+            deletion_date: None,
+            pending_window_days: None,
+            key_spec: spec,
+            key_usage: usage,
+            origin,
+            current_material: FIRST_MATERIAL,
+            version: 1,
+        };
+        let material = MaterialRecord {
+            key_id: key_id.clone(),
+            material_id: FIRST_MATERIAL,
+            wrapped,
+            created: now,
+        };
+        let (record, tags) = (key.clone(), input.tags);
+        self.store(move |s| s.create_key(&record, &material, &tags)).await?;
+        // The first use of a new key need not go back to the HSM.
+        let cache_key = (key_id, FIRST_MATERIAL);
+        let seen = self.materials.generation(&cache_key);
+        self.materials
+            .insert_if_unchanged(cache_key, seen, Arc::new(Material::new(&plain)?));
+        Ok(key)
+    }
+
+    pub async fn describe_key(&self, key_id: &str, ev: &mut AuditEvent) -> Result<KeyRecord> {
+        Ok(self
+            .resolve("keyId", key_id, Accept::KeyOrAlias, ev)
+            .await?
+            .as_ref()
+            .clone())
+    }
+
+    pub async fn list_keys(&self, limit: Option<i32>, marker: Option<&str>) -> Result<Page<String>> {
+        let limit = paging::limit(limit, 100, 1000)?;
+        let after = paging::decode_marker(marker)?;
+        let ids = self.store(move |s| s.list_keys(after.as_deref(), limit + 1)).await?;
+        Ok(paging::page(ids, limit, |id| id))
+    }
+
+    pub async fn update_key_description(&self, key_id: &str, description: String, ev: &mut AuditEvent) -> Result<()> {
+        names::description(&description)?;
+        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        let arn = self.key_arn(&key.key_id);
+        self.update_key(&key.key_id, move |k| {
+            refuse_pending_deletion(&arn, k)?;
+            k.description = description.clone();
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn enable_key(&self, key_id: &str, ev: &mut AuditEvent) -> Result<()> {
+        self.set_enabled(key_id, KeyState::Enabled, ev).await
+    }
+
+    pub async fn disable_key(&self, key_id: &str, ev: &mut AuditEvent) -> Result<()> {
+        self.set_enabled(key_id, KeyState::Disabled, ev).await
+    }
+
+    async fn set_enabled(&self, key_id: &str, state: KeyState, ev: &mut AuditEvent) -> Result<()> {
+        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        let arn = self.key_arn(&key.key_id);
+        self.update_key(&key.key_id, move |k| {
+            refuse_pending_deletion(&arn, k)?;
+            k.state = state;
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Returns the key as it is after scheduling (state, deletion date, window).
+    pub async fn schedule_key_deletion(
+        &self,
+        key_id: &str,
+        window: Option<i32>,
+        ev: &mut AuditEvent,
+    ) -> Result<KeyRecord> {
+        let days = match window {
+            None => 30,
+            Some(d @ 7..=30) => d,
+            Some(d) => {
+                return Err(KmsError::validation(format!(
+                    "1 validation error detected: Value '{d}' at 'pendingWindowInDays' failed to satisfy \
+                     constraint: Member must have value between 7 and 30"
+                )))
+            }
+        };
+        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        let arn = self.key_arn(&key.key_id);
+        self.update_key(&key.key_id, move |k| {
+            refuse_pending_deletion(&arn, k)?;
+            k.state = KeyState::PendingDeletion;
+            k.deletion_date = Some(now_secs() + i64::from(days) * DAY);
+            k.pending_window_days = Some(days);
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn cancel_key_deletion(&self, key_id: &str, ev: &mut AuditEvent) -> Result<()> {
+        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        let arn = self.key_arn(&key.key_id);
+        self.update_key(&key.key_id, move |k| {
+            if k.state != KeyState::PendingDeletion {
+                return Err(KmsError::InvalidState(format!("{arn} is not pending deletion.")));
+            }
+            k.state = KeyState::Disabled;
+            k.deletion_date = None;
+            k.pending_window_days = None;
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+}

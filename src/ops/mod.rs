@@ -1,0 +1,180 @@
+//! The operations: one `Kms` value holds the store, the HSM, the caches and the config, and is
+//! shared by reference. Nothing here knows about gRPC.
+
+mod aliases;
+mod cache;
+mod crypto;
+mod deletion;
+mod keys;
+mod material;
+mod paging;
+mod tags;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cryptoki::types::AuthPin;
+use ring::rand::SystemRandom;
+
+use crate::audit::{AuditEvent, AuditLog};
+use crate::config::Config;
+use crate::error::{KmsError, Result};
+use crate::hsm::{Hsm, RootKey};
+use crate::keys::key_ref::{Accept, ArnScope, KeyRef};
+use crate::keys::{KeyRecord, KeyState};
+use crate::store::{SqliteStore, Store};
+use cache::ShardedCache;
+pub use crypto::{DataKeySpec, Decrypted, ReEncrypted};
+pub use deletion::spawn_deletion_task;
+pub use keys::CreateKeyInput;
+pub use material::Material;
+pub use paging::Page;
+
+pub struct Kms {
+    store: Arc<dyn Store>,
+    hsm: Arc<Hsm>,
+    scope: ArnScope,
+    audit: AuditLog,
+    rng: SystemRandom,
+    keys: ShardedCache<String, Arc<KeyRecord>>,
+    aliases: ShardedCache<String, String>,
+    materials: ShardedCache<(String, u32), Arc<Material>>,
+    deletion_interval: Duration,
+}
+
+impl Kms {
+    /// Opens the store in the data directory, the HSM and the audit log. Errors are for the operator.
+    pub fn open(config: &Config, pin: AuthPin) -> std::result::Result<Kms, String> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+        let store = SqliteStore::open(&config.data_dir.join("kms.db"))?;
+        let empty = store.is_empty().map_err(|e| e.to_string())?;
+        let (hsm, root) = Hsm::open(&config.hsm, pin, empty)?;
+        if root == RootKey::Created {
+            tracing::warn!(token = %config.hsm.token_label, key_id = %config.hsm.root_key_id, "created a new root key in the HSM");
+        }
+        tracing::info!(vendor = hsm.quirks().vendor, "HSM ready");
+        let audit = AuditLog::open(&config.data_dir.join("audit.log"))?;
+        let ttl = Duration::from_secs(config.cache.material_ttl_seconds);
+        Ok(Kms {
+            store: Arc::new(store),
+            hsm: Arc::new(hsm),
+            scope: ArnScope {
+                partition: config.partition.clone(),
+                region: config.region.clone(),
+                account: config.account_id.clone(),
+            },
+            audit,
+            rng: SystemRandom::new(),
+            keys: ShardedCache::new(config.cache.metadata_capacity, None),
+            aliases: ShardedCache::new(config.cache.metadata_capacity, None),
+            materials: ShardedCache::new(config.cache.material_capacity, Some(ttl)),
+            deletion_interval: Duration::from_secs(config.deletion.check_interval_seconds),
+        })
+    }
+
+    pub fn scope(&self) -> &ArnScope {
+        &self.scope
+    }
+
+    pub fn key_arn(&self, key_id: &str) -> String {
+        self.scope.key_arn(key_id)
+    }
+
+    /// Appends the request's audit record and waits until it is durable.
+    pub async fn audit(&self, event: &AuditEvent) -> Result<()> {
+        self.audit.record(event).await
+    }
+
+    /// Runs a blocking store call on the blocking pool.
+    async fn store<T: Send + 'static>(&self, f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static) -> Result<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|_| KmsError::internal("a store call panicked"))?
+    }
+
+    /// Resolves a `KeyId` parameter to its key, through the caches.
+    async fn resolve(&self, field: &str, input: &str, accept: Accept, ev: &mut AuditEvent) -> Result<Arc<KeyRecord>> {
+        let key_id = match self.scope.parse(field, input, accept)? {
+            KeyRef::Key(id) => id,
+            KeyRef::Alias(name) => self.alias_target(&name).await?,
+        };
+        ev.key_arn = Some(self.key_arn(&key_id));
+        self.key(&key_id)
+            .await?
+            .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&key_id))))
+    }
+
+    async fn alias_target(&self, name: &str) -> Result<String> {
+        if let Some(id) = self.aliases.get(&name.to_string()) {
+            return Ok(id);
+        }
+        let seen = self.aliases.generation(&name.to_string());
+        let owned = name.to_string();
+        let alias = self.store(move |s| s.get_alias(&owned)).await?;
+        let alias =
+            alias.ok_or_else(|| KmsError::NotFound(format!("Alias {} is not found.", self.scope.alias_arn(name))))?;
+        self.aliases
+            .insert_if_unchanged(name.to_string(), seen, alias.target_key_id.clone());
+        Ok(alias.target_key_id)
+    }
+
+    async fn key(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>> {
+        if let Some(k) = self.keys.get(&key_id.to_string()) {
+            return Ok(Some(k));
+        }
+        let seen = self.keys.generation(&key_id.to_string());
+        let owned = key_id.to_string();
+        let Some(record) = self.store(move |s| s.get_key(&owned)).await? else {
+            return Ok(None);
+        };
+        let record = Arc::new(record);
+        self.keys.insert_if_unchanged(key_id.to_string(), seen, record.clone());
+        Ok(Some(record))
+    }
+
+    /// Changes a key in the store and invalidates its cached record.
+    async fn update_key(
+        &self,
+        key_id: &str,
+        mut change: impl FnMut(&mut KeyRecord) -> Result<()> + Send + 'static,
+    ) -> Result<KeyRecord> {
+        let owned = key_id.to_string();
+        let result = self.store(move |s| s.update_key(&owned, &mut change)).await;
+        self.keys.invalidate(&key_id.to_string());
+        result
+    }
+}
+
+/// Refuses keys pending deletion, for the calls AWS refuses in that state.
+fn refuse_pending_deletion(arn: &str, k: &KeyRecord) -> Result<()> {
+    if k.state == KeyState::PendingDeletion {
+        return Err(KmsError::InvalidState(format!("{arn} is pending deletion.")));
+    }
+    Ok(())
+}
+
+/// Reads the HSM user PIN from the configured file or environment variable.
+pub fn read_pin(config: &crate::config::HsmConfig) -> std::result::Result<AuthPin, String> {
+    let pin = match &config.pin_file {
+        Some(path) => read_pin_file(path)?,
+        None => std::env::var(&config.pin_env).map_err(|_| {
+            format!(
+                "no HSM PIN: set hsm.pin_file or the environment variable {}",
+                config.pin_env
+            )
+        })?,
+    };
+    let pin = pin.trim_end_matches(['\n', '\r']).to_string();
+    if pin.is_empty() {
+        return Err("the HSM PIN is empty".into());
+    }
+    Ok(AuthPin::from(pin))
+}
+
+fn read_pin_file(path: &Path) -> std::result::Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read the HSM PIN file {}: {e}", path.display()))
+}

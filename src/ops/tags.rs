@@ -1,0 +1,52 @@
+//! Tags: TagResource, UntagResource, ListResourceTags.
+
+use super::paging::{self, Page};
+use super::{refuse_pending_deletion, Kms};
+use crate::audit::AuditEvent;
+use crate::error::{KmsError, Result};
+use crate::keys::key_ref::Accept;
+use crate::keys::names::{self, MAX_TAGS_PER_KEY};
+use crate::keys::Tag;
+
+impl Kms {
+    pub async fn tag_resource(&self, key_id: &str, tags: Vec<Tag>, ev: &mut AuditEvent) -> Result<()> {
+        names::tags(&tags)?;
+        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
+        let id = key.key_id.clone();
+        self.store(move |s| s.tag_key(&id, &tags, MAX_TAGS_PER_KEY)).await
+    }
+
+    pub async fn untag_resource(&self, key_id: &str, tag_keys: Vec<String>, ev: &mut AuditEvent) -> Result<()> {
+        if tag_keys.len() > MAX_TAGS_PER_KEY {
+            return Err(KmsError::Tag(format!(
+                "At most {MAX_TAGS_PER_KEY} tag keys per request, got {}",
+                tag_keys.len()
+            )));
+        }
+        for k in &tag_keys {
+            names::tag_key(k)?;
+        }
+        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
+        let id = key.key_id.clone();
+        self.store(move |s| s.untag_key(&id, &tag_keys)).await
+    }
+
+    pub async fn list_resource_tags(
+        &self,
+        key_id: &str,
+        limit: Option<i32>,
+        marker: Option<&str>,
+        ev: &mut AuditEvent,
+    ) -> Result<Page<Tag>> {
+        let limit = paging::limit(limit, 50, 50)?;
+        let after = paging::decode_marker(marker)?;
+        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        let id = key.key_id.clone();
+        let items = self
+            .store(move |s| s.list_tags(&id, after.as_deref(), limit + 1))
+            .await?;
+        Ok(paging::page(items, limit, |t| &t.key))
+    }
+}

@@ -1,0 +1,503 @@
+//! The embedded store: one SQLite file in the data directory, WAL mode with synchronous=FULL so
+//! every acknowledged write survives a crash, and secure_delete so destroyed material is overwritten.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use super::Store;
+use crate::error::{KmsError, Result};
+use crate::keys::{AliasRecord, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialRecord, Origin, Tag};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS keys (
+    key_id TEXT PRIMARY KEY,
+    creation_date INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    state TEXT NOT NULL,
+    deletion_date INTEGER,
+    pending_window_days INTEGER,
+    key_spec TEXT NOT NULL,
+    key_usage TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    current_material INTEGER NOT NULL,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS keys_deletion ON keys(deletion_date) WHERE deletion_date IS NOT NULL;
+CREATE TABLE IF NOT EXISTS materials (
+    key_id TEXT NOT NULL,
+    material_id INTEGER NOT NULL,
+    wrapped BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (key_id, material_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    creation_date INTEGER NOT NULL,
+    last_updated_date INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS aliases_key ON aliases(key_id, name);
+CREATE TABLE IF NOT EXISTS tags (
+    key_id TEXT NOT NULL,
+    tag_key TEXT NOT NULL,
+    tag_value TEXT NOT NULL,
+    PRIMARY KEY (key_id, tag_key)
+) WITHOUT ROWID;
+";
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn db(e: rusqlite::Error) -> KmsError {
+    KmsError::internal(format!("store: {e}"))
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> std::result::Result<SqliteStore, String> {
+        let conn = Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+        )
+        .and_then(|_| conn.execute_batch(SCHEMA))
+        .map_err(|e| format!("cannot prepare {}: {e}", path.display()))?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn
+            .lock()
+            .map_err(|_| KmsError::internal("store connection poisoned"))
+    }
+}
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecordRow> {
+    Ok(KeyRecordRow {
+        key_id: r.get(0)?,
+        creation_date: r.get(1)?,
+        description: r.get(2)?,
+        state: r.get(3)?,
+        deletion_date: r.get(4)?,
+        pending_window_days: r.get(5)?,
+        key_spec: r.get(6)?,
+        key_usage: r.get(7)?,
+        origin: r.get(8)?,
+        current_material: r.get(9)?,
+        version: r.get(10)?,
+    })
+}
+
+/// A row as SQLite gives it; turned into a `KeyRecord` after the enums are checked.
+struct KeyRecordRow {
+    key_id: String,
+    creation_date: i64,
+    description: String,
+    state: String,
+    deletion_date: Option<i64>,
+    pending_window_days: Option<i32>,
+    key_spec: String,
+    key_usage: String,
+    origin: String,
+    current_material: u32,
+    version: i64,
+}
+
+impl KeyRecordRow {
+    fn into_record(self) -> Result<KeyRecord> {
+        Ok(KeyRecord {
+            key_id: self.key_id,
+            creation_date: self.creation_date,
+            description: self.description,
+            state: KeyState::parse(&self.state)?,
+            deletion_date: self.deletion_date,
+            pending_window_days: self.pending_window_days,
+            key_spec: KeySpec::parse("keySpec", &self.key_spec)
+                .map_err(|_| KmsError::internal("bad key spec in store"))?,
+            key_usage: KeyUsage::parse(&self.key_usage).map_err(|_| KmsError::internal("bad key usage in store"))?,
+            origin: Origin::parse(&self.origin).map_err(|_| KmsError::internal("bad origin in store"))?,
+            current_material: self.current_material,
+            version: self.version as u64,
+        })
+    }
+}
+
+const KEY_COLUMNS: &str = "key_id, creation_date, description, state, deletion_date, pending_window_days, \
+                           key_spec, key_usage, origin, current_material, version";
+
+fn read_key(conn: &Connection, key_id: &str) -> Result<Option<KeyRecord>> {
+    conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?1"))
+        .and_then(|mut st| st.query_row([key_id], key_from_row).optional())
+        .map_err(db)?
+        .map(KeyRecordRow::into_record)
+        .transpose()
+}
+
+fn write_key(conn: &Connection, k: &KeyRecord) -> Result<()> {
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ))
+    .and_then(|mut st| {
+        st.execute(params![
+            k.key_id,
+            k.creation_date,
+            k.description,
+            k.state.as_str(),
+            k.deletion_date,
+            k.pending_window_days,
+            k.key_spec.as_str(),
+            k.key_usage.as_str(),
+            k.origin.as_str(),
+            k.current_material,
+            k.version as i64,
+        ])
+    })
+    .map_err(db)?;
+    Ok(())
+}
+
+fn alias_from_row(r: &Row<'_>) -> rusqlite::Result<AliasRecord> {
+    Ok(AliasRecord {
+        name: r.get(0)?,
+        target_key_id: r.get(1)?,
+        creation_date: r.get(2)?,
+        last_updated_date: r.get(3)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn is_empty(&self) -> Result<bool> {
+        let conn = self.conn()?;
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM (SELECT 1 FROM keys LIMIT 1)", [], |r| r.get(0))
+            .map_err(db)?;
+        Ok(n == 0)
+    }
+
+    fn create_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[Tag]) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db)?;
+        write_key(&tx, key)?;
+        tx.execute(
+            "INSERT INTO materials (key_id, material_id, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                material.key_id,
+                material.material_id,
+                material.wrapped,
+                material.created
+            ],
+        )
+        .map_err(db)?;
+        for t in tags {
+            tx.execute(
+                "INSERT INTO tags (key_id, tag_key, tag_value) VALUES (?1, ?2, ?3)",
+                params![key.key_id, t.key, t.value],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)
+    }
+
+    fn get_key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
+        read_key(&*self.conn()?, key_id)
+    }
+
+    fn update_key(&self, key_id: &str, change: &mut dyn FnMut(&mut KeyRecord) -> Result<()>) -> Result<KeyRecord> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let mut key =
+            read_key(&tx, key_id)?.ok_or_else(|| KmsError::NotFound(format!("Key '{key_id}' does not exist")))?;
+        change(&mut key)?;
+        key.version += 1;
+        write_key(&tx, &key)?;
+        tx.commit().map_err(db)?;
+        Ok(key)
+    }
+
+    fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare_cached("SELECT key_id FROM keys WHERE key_id > ?1 ORDER BY key_id LIMIT ?2")
+            .map_err(db)?;
+        let rows = st
+            .query_map(params![after.unwrap_or(""), limit as i64], |r| r.get(0))
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<String>>>().map_err(db)
+    }
+
+    fn get_material(&self, key_id: &str, material_id: u32) -> Result<Option<MaterialRecord>> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare_cached("SELECT wrapped, created FROM materials WHERE key_id = ?1 AND material_id = ?2")
+            .map_err(db)?;
+        st.query_row(params![key_id, material_id], |r| {
+            Ok(MaterialRecord {
+                key_id: key_id.to_string(),
+                material_id,
+                wrapped: r.get(0)?,
+                created: r.get(1)?,
+            })
+        })
+        .optional()
+        .map_err(db)
+    }
+
+    fn keys_due_for_deletion(&self, now: i64) -> Result<Vec<String>> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare_cached("SELECT key_id FROM keys WHERE deletion_date IS NOT NULL AND deletion_date <= ?1 AND state = 'PendingDeletion'")
+            .map_err(db)?;
+        let rows = st.query_map([now], |r| r.get(0)).map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<String>>>().map_err(db)
+    }
+
+    fn delete_key_if_due(&self, key_id: &str, now: i64) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let due = matches!(read_key(&tx, key_id)?, Some(k) if k.state == KeyState::PendingDeletion && k.deletion_date.is_some_and(|d| d <= now));
+        if !due {
+            return Ok(false);
+        }
+        for table in ["materials", "tags", "aliases", "keys"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE key_id = ?1"), [key_id])
+                .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(true)
+    }
+
+    fn create_alias(&self, a: &AliasRecord) -> Result<()> {
+        let conn = self.conn()?;
+        let n = conn
+            .execute(
+                "INSERT OR IGNORE INTO aliases (name, key_id, creation_date, last_updated_date) VALUES (?1, ?2, ?3, ?4)",
+                params![a.name, a.target_key_id, a.creation_date, a.last_updated_date],
+            )
+            .map_err(db)?;
+        if n == 0 {
+            return Err(KmsError::AlreadyExists(format!(
+                "An alias with the name {} already exists",
+                a.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn update_alias(&self, name: &str, target_key_id: &str, now: i64) -> Result<()> {
+        let conn = self.conn()?;
+        let n = conn
+            .execute(
+                "UPDATE aliases SET key_id = ?2, last_updated_date = ?3 WHERE name = ?1",
+                params![name, target_key_id, now],
+            )
+            .map_err(db)?;
+        if n == 0 {
+            return Err(KmsError::NotFound(format!("Alias {name} does not exist")));
+        }
+        Ok(())
+    }
+
+    fn delete_alias(&self, name: &str) -> Result<()> {
+        let conn = self.conn()?;
+        if conn
+            .execute("DELETE FROM aliases WHERE name = ?1", [name])
+            .map_err(db)?
+            == 0
+        {
+            return Err(KmsError::NotFound(format!("Alias {name} does not exist")));
+        }
+        Ok(())
+    }
+
+    fn get_alias(&self, name: &str) -> Result<Option<AliasRecord>> {
+        let conn = self.conn()?;
+        conn.prepare_cached("SELECT name, key_id, creation_date, last_updated_date FROM aliases WHERE name = ?1")
+            .and_then(|mut st| st.query_row([name], alias_from_row).optional())
+            .map_err(db)
+    }
+
+    fn list_aliases(&self, key_id: Option<&str>, after: Option<&str>, limit: usize) -> Result<Vec<AliasRecord>> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT name, key_id, creation_date, last_updated_date FROM aliases
+                 WHERE (?1 IS NULL OR key_id = ?1) AND name > ?2 ORDER BY name LIMIT ?3",
+            )
+            .map_err(db)?;
+        let rows = st
+            .query_map(params![key_id, after.unwrap_or(""), limit as i64], alias_from_row)
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+    }
+
+    fn tag_key(&self, key_id: &str, tags: &[Tag], max_tags: usize) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        for t in tags {
+            tx.execute(
+                "INSERT INTO tags (key_id, tag_key, tag_value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
+                params![key_id, t.key, t.value],
+            )
+            .map_err(db)?;
+        }
+        let n: i64 = tx
+            .query_row("SELECT COUNT(*) FROM tags WHERE key_id = ?1", [key_id], |r| r.get(0))
+            .map_err(db)?;
+        if n as usize > max_tags {
+            return Err(KmsError::Tag(format!(
+                "The key would have {n} tags; a key can have at most {max_tags}"
+            )));
+        }
+        tx.commit().map_err(db)
+    }
+
+    fn untag_key(&self, key_id: &str, tag_keys: &[String]) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db)?;
+        for k in tag_keys {
+            tx.execute(
+                "DELETE FROM tags WHERE key_id = ?1 AND tag_key = ?2",
+                params![key_id, k],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)
+    }
+
+    fn list_tags(&self, key_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Tag>> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT tag_key, tag_value FROM tags WHERE key_id = ?1 AND tag_key > ?2 ORDER BY tag_key LIMIT ?3",
+            )
+            .map_err(db)?;
+        let rows = st
+            .query_map(params![key_id, after.unwrap_or(""), limit as i64], |r| {
+                Ok(Tag {
+                    key: r.get(0)?,
+                    value: r.get(1)?,
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> KeyRecord {
+        KeyRecord {
+            key_id: id.into(),
+            creation_date: 1,
+            description: "d".into(),
+            state: KeyState::Enabled,
+            deletion_date: None,
+            pending_window_days: None,
+            key_spec: KeySpec::SymmetricDefault,
+            key_usage: KeyUsage::EncryptDecrypt,
+            origin: Origin::AwsKms,
+            current_material: 1,
+            version: 1,
+        }
+    }
+
+    fn material(id: &str) -> MaterialRecord {
+        MaterialRecord {
+            key_id: id.into(),
+            material_id: 1,
+            wrapped: vec![7; 60],
+            created: 1,
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_and_update_bumps_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
+        assert!(s.is_empty().unwrap());
+        s.create_key(
+            &key("a"),
+            &material("a"),
+            &[Tag {
+                key: "t".into(),
+                value: "v".into(),
+            }],
+        )
+        .unwrap();
+        assert!(!s.is_empty().unwrap());
+        assert_eq!(s.get_key("a").unwrap().unwrap(), key("a"));
+        let k = s
+            .update_key("a", &mut |k| {
+                k.state = KeyState::Disabled;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!((k.state, k.version), (KeyState::Disabled, 2));
+        assert!(matches!(
+            s.update_key("zz", &mut |_| Ok(())),
+            Err(KmsError::NotFound(_))
+        ));
+        assert_eq!(s.get_material("a", 1).unwrap().unwrap().wrapped, vec![7; 60]);
+        assert!(s.get_material("a", 2).unwrap().is_none());
+    }
+
+    #[test]
+    fn deletion_removes_everything_only_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
+        s.create_key(&key("a"), &material("a"), &[]).unwrap();
+        s.create_alias(&AliasRecord {
+            name: "alias/a".into(),
+            target_key_id: "a".into(),
+            creation_date: 1,
+            last_updated_date: 1,
+        })
+        .unwrap();
+        assert!(!s.delete_key_if_due("a", 100).unwrap());
+        s.update_key("a", &mut |k| {
+            k.state = KeyState::PendingDeletion;
+            k.deletion_date = Some(50);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(s.keys_due_for_deletion(49).unwrap(), Vec::<String>::new());
+        assert_eq!(s.keys_due_for_deletion(50).unwrap(), vec!["a".to_string()]);
+        assert!(s.delete_key_if_due("a", 50).unwrap());
+        assert!(s.get_key("a").unwrap().is_none());
+        assert!(s.get_material("a", 1).unwrap().is_none());
+        assert!(s.get_alias("alias/a").unwrap().is_none());
+    }
+
+    #[test]
+    fn tag_limit_is_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
+        s.create_key(&key("a"), &material("a"), &[]).unwrap();
+        let tags: Vec<Tag> = (0..3)
+            .map(|i| Tag {
+                key: format!("k{i}"),
+                value: "v".into(),
+            })
+            .collect();
+        s.tag_key("a", &tags, 3).unwrap();
+        s.tag_key("a", &tags[..1], 3).unwrap(); // overwrite does not count twice
+        let more = [Tag {
+            key: "k9".into(),
+            value: "v".into(),
+        }];
+        assert!(matches!(s.tag_key("a", &more, 3), Err(KmsError::Tag(_))));
+        assert_eq!(s.list_tags("a", None, 10).unwrap().len(), 3);
+        assert_eq!(s.list_tags("a", Some("k0"), 10).unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,315 @@
+//! Test harness: a throwaway HSM token and a real `kms serve` process on an ephemeral port.
+//!
+//! The HSM is chosen by `KMS_TEST_HSM`: `softhsm` (default) or `hsm-sim`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use kms::proto::key_management_service_client::KeyManagementServiceClient;
+use kms::proto::{self as pb};
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+pub const PIN: &str = "test-user-pin-1234";
+const SO_PIN: &str = "test-so-pin-5678";
+pub const TOKEN: &str = "kms-test";
+
+pub type Client = KeyManagementServiceClient<Channel>;
+
+/// A token directory of its own, initialised with a fresh token.
+pub struct TestHsm {
+    /// Keeps the token directory alive for the test.
+    #[allow(dead_code)]
+    pub dir: TempDir,
+    pub module: PathBuf,
+    /// Environment that points the module at this token directory.
+    pub env: Vec<(String, String)>,
+}
+
+impl TestHsm {
+    pub fn new() -> TestHsm {
+        match std::env::var("KMS_TEST_HSM").as_deref() {
+            Ok("hsm-sim") => Self::hsm_sim(),
+            Ok("softhsm") | Err(_) => Self::softhsm(),
+            Ok(other) => panic!("KMS_TEST_HSM must be softhsm or hsm-sim, got {other}"),
+        }
+    }
+
+    fn softhsm() -> TestHsm {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let env = vec![("SOFTHSM2_CONF".to_string(), conf.display().to_string())];
+        let out = Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                TOKEN,
+                "--pin",
+                PIN,
+                "--so-pin",
+                SO_PIN,
+            ])
+            .envs(env.iter().cloned())
+            .output()
+            .expect("softhsm2-util must be installed (apt-get install softhsm2)");
+        assert!(
+            out.status.success(),
+            "softhsm2-util failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TestHsm {
+            dir,
+            module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
+            env,
+        }
+    }
+
+    fn hsm_sim() -> TestHsm {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("hsm-sim.toml");
+        std::fs::write(&conf, format!("token_dir = {:?}\n", tokens.display().to_string())).unwrap();
+        let env = vec![("HSM_SIM_CONF".to_string(), conf.display().to_string())];
+        let module = hsm_sim_module();
+        let out = Command::new("pkcs11-tool")
+            .args([
+                "--module",
+                module.to_str().unwrap(),
+                "--init-token",
+                "--label",
+                TOKEN,
+                "--so-pin",
+                SO_PIN,
+            ])
+            .envs(env.iter().cloned())
+            .output()
+            .expect("pkcs11-tool must be installed (apt-get install opensc)");
+        assert!(
+            out.status.success(),
+            "init-token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("pkcs11-tool")
+            .args([
+                "--module",
+                module.to_str().unwrap(),
+                "--token-label",
+                TOKEN,
+                "--login",
+                "--login-type",
+                "so",
+            ])
+            .args(["--so-pin", SO_PIN, "--init-pin", "--new-pin", PIN])
+            .envs(env.iter().cloned())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "init-pin failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TestHsm { dir, module, env }
+    }
+}
+
+/// target/<profile>/libhsm_sim.so, next to the test binary's parent directory.
+fn hsm_sim_module() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let so = profile_dir.join("libhsm_sim.so");
+    assert!(
+        so.exists(),
+        "{} is missing: run `cargo build -p hsm-sim` first",
+        so.display()
+    );
+    so
+}
+
+/// A running `kms serve` with its own data directory and HSM token.
+pub struct Server {
+    pub hsm: TestHsm,
+    pub data: TempDir,
+    pub addr: String,
+    pub extra_config: String,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with("").await
+    }
+
+    /// Starts with extra TOML lines appended to the generated config.
+    pub async fn start_with(extra_config: &str) -> Server {
+        let mut s = Server {
+            hsm: TestHsm::new(),
+            data: tempfile::tempdir().unwrap(),
+            addr: String::new(),
+            extra_config: extra_config.to_string(),
+            child: None,
+        };
+        s.launch().await;
+        s
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.data.path().join("kms.toml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.path().join("data")
+    }
+
+    async fn launch(&mut self) {
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\n{extra}\n[hsm]\nmodule = {module:?}\ntoken_label = {TOKEN:?}\npin_env = \"KMS_TEST_PIN\"\n",
+            module = self.hsm.module.display().to_string(),
+            extra = self.extra_config,
+        );
+        std::fs::write(self.config_path(), config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kms"))
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .envs(self.hsm.env.iter().cloned())
+            .env("KMS_TEST_PIN", PIN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("kms listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .unwrap_or_else(|_| panic!("kms did not start: {:?}", child.try_wait()));
+        self.addr = addr;
+        self.child = Some(child);
+    }
+
+    pub async fn client(&self) -> Client {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        KeyManagementServiceClient::new(channel)
+    }
+
+    /// Graceful stop (SIGTERM), waiting for the process to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+
+    /// Starts again after `stop` or `kill`.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none());
+        self.launch().await;
+    }
+
+    pub fn exit_status_of_start(&mut self) -> std::process::Output {
+        // Used by tests that expect the server to refuse to start.
+        Command::new(env!("CARGO_BIN_EXE_kms"))
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .envs(self.hsm.env.iter().cloned())
+            .env("KMS_TEST_PIN", PIN)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The AWS exception name a failed call carried.
+pub fn error_type(status: &tonic::Status) -> String {
+    status
+        .metadata()
+        .get("x-kms-error-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_else(|| format!("<no x-kms-error-type; code {:?}: {}>", status.code(), status.message()))
+}
+
+/// Asserts that `result` failed with the AWS exception `expected`, and returns its message.
+#[track_caller]
+pub fn expect_err<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>, expected: &str) -> String {
+    match result {
+        Ok(r) => panic!("expected {expected}, got success: {:?}", r.into_inner()),
+        Err(s) => {
+            assert_eq!(error_type(&s), expected, "message: {}", s.message());
+            s.message().to_string()
+        }
+    }
+}
+
+pub async fn create_key(c: &mut Client) -> pb::KeyMetadata {
+    c.create_key(pb::CreateKeyRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+}
+
+/// Every file below `dir`, recursively.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

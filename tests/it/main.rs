@@ -1,0 +1,4 @@
+//! Integration tests: the real `kms` binary, a real PKCS#11 token, the generated tonic client.
+
+mod common;
+mod lifecycle;
