@@ -1,0 +1,272 @@
+//! Durability: restarts, kill -9, the deletion scheduler across restarts, and root key checks.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kms::proto as pb;
+
+use crate::common::*;
+
+fn encrypt_req(key_id: &str, plaintext: &[u8]) -> pb::EncryptRequest {
+    pb::EncryptRequest {
+        key_id: key_id.into(),
+        plaintext: plaintext.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn decrypt_req(blob: Vec<u8>) -> pb::DecryptRequest {
+    pb::DecryptRequest {
+        ciphertext_blob: blob,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    let mut server = Server::start().await;
+    let mut c = server.client().await;
+    let mut keys = Vec::new();
+    for i in 0..5 {
+        let k = create_key(&mut c).await;
+        let alias = format!("alias/k{i}");
+        c.create_alias(pb::CreateAliasRequest {
+            alias_name: alias,
+            target_key_id: k.key_id.clone(),
+        })
+        .await
+        .unwrap();
+        let tag = pb::Tag {
+            tag_key: "n".into(),
+            tag_value: i.to_string(),
+        };
+        c.tag_resource(pb::TagResourceRequest {
+            key_id: k.key_id.clone(),
+            tags: vec![tag],
+        })
+        .await
+        .unwrap();
+        let blob = c
+            .encrypt(encrypt_req(&k.key_id, b"payload"))
+            .await
+            .unwrap()
+            .into_inner()
+            .ciphertext_blob;
+        keys.push((k, blob));
+    }
+    c.disable_key(pb::DisableKeyRequest {
+        key_id: keys[0].0.key_id.clone(),
+    })
+    .await
+    .unwrap();
+    drop(c);
+    server.kill();
+    server.start_again().await;
+
+    let mut c = server.client().await;
+    for (i, (k, blob)) in keys.iter().enumerate() {
+        let d = c
+            .describe_key(pb::DescribeKeyRequest {
+                key_id: format!("alias/k{i}"),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(d.key_metadata.unwrap().key_id, k.key_id);
+        let tags = c
+            .list_resource_tags(pb::ListResourceTagsRequest {
+                key_id: k.key_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tags;
+        assert_eq!(
+            tags,
+            vec![pb::Tag {
+                tag_key: "n".into(),
+                tag_value: i.to_string()
+            }]
+        );
+        let out = c.decrypt(decrypt_req(blob.clone())).await;
+        if i == 0 {
+            expect_err(out, "DisabledException");
+        } else {
+            assert_eq!(out.unwrap().into_inner().plaintext, b"payload");
+        }
+    }
+}
+
+#[tokio::test]
+async fn deletion_destroys_material_when_the_window_ends_even_across_restarts() {
+    let mut server = Server::start_with("[deletion]\ncheck_interval_seconds = 1").await;
+    let mut c = server.client().await;
+    let doomed = create_key(&mut c).await;
+    let kept = create_key(&mut c).await;
+    c.create_alias(pb::CreateAliasRequest {
+        alias_name: "alias/doomed".into(),
+        target_key_id: doomed.key_id.clone(),
+    })
+    .await
+    .unwrap();
+    let blob = c
+        .encrypt(encrypt_req(&doomed.key_id, b"gone soon"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext_blob;
+    let r = c
+        .schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
+            key_id: doomed.key_id.clone(),
+            pending_window_in_days: Some(7),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.key_state, "PendingDeletion");
+    drop(c);
+    server.stop();
+
+    // Seven days pass while the server is down.
+    let db = rusqlite::Connection::open(server.data_dir().join("kms.db")).unwrap();
+    let n = db
+        .execute("UPDATE keys SET deletion_date = 1 WHERE key_id = ?1", [&doomed.key_id])
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+
+    server.start_again().await;
+    let mut c = server.client().await;
+    let mut gone = false;
+    for _ in 0..50 {
+        let d = c
+            .describe_key(pb::DescribeKeyRequest {
+                key_id: doomed.key_id.clone(),
+            })
+            .await;
+        if d.is_err() {
+            expect_err(d, "NotFoundException");
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the key was not deleted after its window ended");
+    expect_err(c.decrypt(decrypt_req(blob)).await, "InvalidCiphertextException");
+    expect_err(
+        c.describe_key(pb::DescribeKeyRequest {
+            key_id: "alias/doomed".into(),
+        })
+        .await,
+        "NotFoundException",
+    );
+    c.describe_key(pb::DescribeKeyRequest {
+        key_id: kept.key_id.clone(),
+    })
+    .await
+    .unwrap();
+    drop(c);
+    server.stop();
+
+    let db = rusqlite::Connection::open(server.data_dir().join("kms.db")).unwrap();
+    let count = |table: &str| -> i64 {
+        db.query_row(
+            &format!("SELECT COUNT(*) FROM {table} WHERE key_id = ?1"),
+            [&doomed.key_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(count("materials"), 0, "wrapped material must be gone");
+    assert_eq!(count("keys"), 0);
+    let audit = std::fs::read_to_string(server.data_dir().join("audit.log")).unwrap();
+    assert!(audit
+        .lines()
+        .any(|l| l.contains("\"DeleteKey\"") && l.contains(&doomed.key_id)));
+}
+
+#[tokio::test]
+async fn a_missing_root_key_with_keys_in_the_store_refuses_to_start() {
+    let mut server = Server::start().await;
+    let mut c = server.client().await;
+    create_key(&mut c).await;
+    drop(c);
+    server.stop();
+    // Point the same data directory at a fresh, empty token: the old root key is gone.
+    server.hsm = TestHsm::new();
+    let out = server.exit_status_of_start();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no root key"), "stderr: {stderr}");
+    assert!(!stderr.contains(PIN), "the PIN must never be printed");
+}
+
+#[tokio::test]
+async fn an_ambiguous_root_key_refuses_to_start() {
+    let mut server = Server::start().await;
+    drop(server.client().await);
+    server.stop();
+    // A second secret key with the root key's CKA_ID makes the lookup ambiguous.
+    let out = std::process::Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            server.hsm.module.to_str().unwrap(),
+            "--token-label",
+            TOKEN,
+            "--login",
+            "--pin",
+            PIN,
+        ])
+        .args([
+            "--keygen",
+            "--key-type",
+            "AES:32",
+            "--id",
+            "6b6d732d726f6f742d7631",
+            "--label",
+            "impostor",
+        ])
+        .envs(server.hsm.env.iter().cloned())
+        .output()
+        .expect("pkcs11-tool must be installed (apt-get install opensc)");
+    assert!(
+        out.status.success(),
+        "pkcs11-tool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.exit_status_of_start();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ambiguous"), "stderr: {stderr}");
+}
+
+#[tokio::test]
+async fn material_cache_off_still_works_through_the_hsm() {
+    let server = Server::start_with("[cache]\nmaterial_ttl_seconds = 0").await;
+    let mut c = server.client().await;
+    let k = create_key(&mut c).await;
+    let ctx: HashMap<String, String> = [("a".to_string(), "b".to_string())].into();
+    for _ in 0..3 {
+        let dk = c
+            .generate_data_key(pb::GenerateDataKeyRequest {
+                key_id: k.key_id.clone(),
+                number_of_bytes: Some(64),
+                encryption_context: ctx.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let out = c
+            .decrypt(pb::DecryptRequest {
+                ciphertext_blob: dk.ciphertext_blob,
+                encryption_context: ctx.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(out.plaintext, dk.plaintext);
+    }
+}
