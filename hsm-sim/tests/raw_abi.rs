@@ -1,0 +1,222 @@
+//! The C ABI directly: every function-list entry is set, C_GetInterface
+//! works, the output-length convention, and CKM_RSA_AES_KEY_WRAP (which
+//! cryptoki has no variant for).
+mod common;
+
+use common::*;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki_sys::*;
+use std::ptr::null_mut;
+
+fn functions() -> &'static CK_FUNCTION_LIST {
+    env();
+    // SAFETY: loading our own module; the library handle is leaked so the
+    // function list stays valid for the whole test process.
+    let lib = Box::leak(Box::new(unsafe { cryptoki_sys::Pkcs11::new(module_path()) }.unwrap()));
+    let mut list: *mut CK_FUNCTION_LIST = null_mut();
+    // SAFETY: valid out-pointer.
+    assert_eq!(unsafe { lib.C_GetFunctionList(&mut list) }, CKR_OK);
+    // SAFETY: the module returns a pointer to its static function list.
+    unsafe { &*list }
+}
+
+#[test]
+fn function_list_and_interface() {
+    let f = functions();
+    let n = (std::mem::size_of::<CK_FUNCTION_LIST>() - 8) / 8;
+    // SAFETY: after the 8-byte version come `n` nullable function pointers.
+    let ptrs =
+        unsafe { std::slice::from_raw_parts((f as *const CK_FUNCTION_LIST as *const u8).add(8) as *const usize, n) };
+    assert_eq!(n, 68);
+    assert!(ptrs.iter().all(|p| *p != 0), "a function-list entry is NULL");
+    assert_eq!((f.version.major, f.version.minor), (2, 40));
+    let mut info = CK_MECHANISM_INFO::default();
+    // SAFETY: valid arguments.
+    let rv = unsafe { f.C_GetMechanismInfo.unwrap()(0, CKM_RSA_AES_KEY_WRAP, &mut info) };
+    assert_eq!(rv, CKR_OK);
+    assert_eq!(info.flags, CKF_WRAP | CKF_UNWRAP);
+    // SAFETY: valid arguments.
+    let rv = unsafe { f.C_DeriveKey.unwrap()(0, null_mut(), 0, null_mut(), 0, null_mut()) };
+    assert_eq!(rv, CKR_FUNCTION_NOT_SUPPORTED);
+}
+
+#[test]
+fn length_convention() {
+    let f = functions();
+    let sess = user_session(init_token(0, "raw"));
+    let key = sess
+        .generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(16.into())])
+        .unwrap();
+    let h = sess.handle();
+    let mut iv = [0u8; 12];
+    let mut params = CK_GCM_PARAMS {
+        pIv: iv.as_mut_ptr(),
+        ulIvLen: 12,
+        ulIvBits: 96,
+        pAAD: null_mut(),
+        ulAADLen: 0,
+        ulTagBits: 128,
+    };
+    let mut mech = CK_MECHANISM {
+        mechanism: CKM_AES_GCM,
+        pParameter: &mut params as *mut _ as *mut _,
+        ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+    };
+    let mut data = [1u8; 32];
+    let mut out = [0u8; 64];
+    let mut len: CK_ULONG = 0;
+    // SAFETY (all calls below): pointers refer to live locals of the stated sizes.
+    unsafe {
+        let encrypt = f.C_Encrypt.unwrap();
+        assert_eq!(f.C_EncryptInit.unwrap()(h, &mut mech, key.handle()), CKR_OK);
+        assert_eq!(encrypt(h, data.as_mut_ptr(), 32, null_mut(), &mut len), CKR_OK);
+        assert_eq!(len, 48, "NULL buffer returns the size");
+        len = 10;
+        assert_eq!(
+            encrypt(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut len),
+            CKR_BUFFER_TOO_SMALL
+        );
+        assert_eq!(len, 48, "short buffer returns the size");
+        len = 64;
+        assert_eq!(encrypt(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut len), CKR_OK);
+        assert_eq!(len, 48);
+        assert_eq!(
+            encrypt(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut len),
+            CKR_OPERATION_NOT_INITIALIZED,
+            "success ends the operation"
+        );
+        // C_GetAttributeValue: NULL pValue gives the length; sensitive gives
+        // CK_UNAVAILABLE_INFORMATION.
+        let mut attrs = [
+            CK_ATTRIBUTE {
+                type_: CKA_LABEL,
+                pValue: null_mut(),
+                ulValueLen: 0,
+            },
+            CK_ATTRIBUTE {
+                type_: CKA_VALUE,
+                pValue: null_mut(),
+                ulValueLen: 0,
+            },
+        ];
+        let rv = f.C_GetAttributeValue.unwrap()(h, key.handle(), attrs.as_mut_ptr(), 2);
+        assert_eq!(rv, CKR_ATTRIBUTE_SENSITIVE);
+        assert_eq!(attrs[0].ulValueLen, 0);
+        assert_eq!(attrs[1].ulValueLen, CK_UNAVAILABLE_INFORMATION);
+    }
+}
+
+#[test]
+fn rsa_aes_key_wrap() {
+    let f = functions();
+    let sess = user_session(init_token(1, "rsa-aes"));
+    let (pubk, privk) = sess
+        .generate_key_pair(
+            &Mechanism::RsaPkcsKeyPairGen,
+            &[Attribute::ModulusBits(2048.into()), Attribute::Wrap(true)],
+            &[Attribute::Unwrap(true)],
+        )
+        .unwrap();
+    let target = sess
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Value(vec![0x11; 32]),
+            Attribute::Extractable(true),
+            Attribute::Sensitive(false),
+        ])
+        .unwrap();
+    let mut oaep = CK_RSA_PKCS_OAEP_PARAMS {
+        hashAlg: CKM_SHA256,
+        mgf: CKG_MGF1_SHA256,
+        source: CKZ_DATA_SPECIFIED,
+        pSourceData: null_mut(),
+        ulSourceDataLen: 0,
+    };
+    let mut params = CK_RSA_AES_KEY_WRAP_PARAMS {
+        ulAESKeyBits: 256,
+        pOAEPParams: &mut oaep,
+    };
+    let mut mech = CK_MECHANISM {
+        mechanism: CKM_RSA_AES_KEY_WRAP,
+        pParameter: &mut params as *mut _ as *mut _,
+        ulParameterLen: std::mem::size_of::<CK_RSA_AES_KEY_WRAP_PARAMS>() as CK_ULONG,
+    };
+    let h = sess.handle();
+    let mut wrapped = vec![0u8; 512];
+    let mut len = wrapped.len() as CK_ULONG;
+    let mut class = CKO_SECRET_KEY;
+    let mut kt = CKK_AES;
+    let mut yes: CK_BBOOL = CK_TRUE;
+    let mut no: CK_BBOOL = CK_FALSE;
+    let mut tmpl = [
+        CK_ATTRIBUTE {
+            type_: CKA_CLASS,
+            pValue: &mut class as *mut _ as *mut _,
+            ulValueLen: 8,
+        },
+        CK_ATTRIBUTE {
+            type_: CKA_KEY_TYPE,
+            pValue: &mut kt as *mut _ as *mut _,
+            ulValueLen: 8,
+        },
+        CK_ATTRIBUTE {
+            type_: CKA_EXTRACTABLE,
+            pValue: &mut yes as *mut _ as *mut _,
+            ulValueLen: 1,
+        },
+        CK_ATTRIBUTE {
+            type_: CKA_SENSITIVE,
+            pValue: &mut no as *mut _ as *mut _,
+            ulValueLen: 1,
+        },
+    ];
+    let mut new_key: CK_OBJECT_HANDLE = 0;
+    // SAFETY: pointers refer to live locals of the stated sizes.
+    unsafe {
+        let rv = f.C_WrapKey.unwrap()(
+            h,
+            &mut mech,
+            pubk.handle(),
+            target.handle(),
+            wrapped.as_mut_ptr(),
+            &mut len,
+        );
+        assert_eq!(rv, CKR_OK);
+        assert_eq!(len, 256 + 40, "RSA block + KWP of 32 bytes");
+        let rv = f.C_UnwrapKey.unwrap()(
+            h,
+            &mut mech,
+            privk.handle(),
+            wrapped.as_mut_ptr(),
+            len,
+            tmpl.as_mut_ptr(),
+            4,
+            &mut new_key,
+        );
+        assert_eq!(rv, CKR_OK);
+        let mut value = [0u8; 32];
+        let mut attr = [CK_ATTRIBUTE {
+            type_: CKA_VALUE,
+            pValue: value.as_mut_ptr() as *mut _,
+            ulValueLen: 32,
+        }];
+        // The unwrapped key (non-sensitive here) has the original value.
+        assert_eq!(f.C_GetAttributeValue.unwrap()(h, new_key, attr.as_mut_ptr(), 1), CKR_OK);
+        assert_eq!(value, [0x11; 32]);
+        // A corrupted blob is rejected.
+        wrapped[0] ^= 1;
+        let rv = f.C_UnwrapKey.unwrap()(
+            h,
+            &mut mech,
+            privk.handle(),
+            wrapped.as_mut_ptr(),
+            len,
+            tmpl.as_mut_ptr(),
+            4,
+            &mut new_key,
+        );
+        assert_eq!(rv, CKR_WRAPPED_KEY_INVALID);
+    }
+}
