@@ -2,5 +2,6 @@
 
 mod common;
 mod custody;
+mod keys;
 mod lifecycle;
 mod persistence;
