@@ -1,7 +1,2 @@
 //! Integration tests: the real `kms` binary, a real PKCS#11 token, the generated tonic client.
 
-mod common;
-mod custody;
-mod keys;
-mod lifecycle;
-mod persistence;
