@@ -1,2 +1,8 @@
 //! Integration tests: the real `kms` binary, a real PKCS#11 token, the generated tonic client.
 
+mod common;
+mod crypto;
+mod custody;
+mod keys;
+mod lifecycle;
+mod persistence;
