@@ -1,5 +1,6 @@
 //! Integration tests: the real `kms` binary, a real PKCS#11 token, the generated tonic client.
 
+mod aliases_tags;
 mod common;
 mod crypto;
 mod custody;
