@@ -127,10 +127,13 @@ impl Module {
             .get(&h)
             .cloned()
             .ok_or(CKR_SESSION_HANDLE_INVALID)?;
-        let mut entry = entry.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = entry.session.slot;
+        let slot = entry.lock().unwrap_or_else(|e| e.into_inner()).session.slot;
         self.sync(slot);
-        if let Err(rv) = self.faults.check(slot, func, true) {
+        // Faults (and their injected latency) apply before the session lock is taken, so a slow
+        // call never blocks other sessions' calls, such as C_OpenSession counting sessions.
+        let fault = self.faults.check(slot, func, true);
+        let mut entry = entry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(rv) = fault {
             // A failed call ends the operation it belongs to, as on a device.
             end_operation(&mut entry.session, func);
             return Err(rv);
