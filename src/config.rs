@@ -24,8 +24,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HsmConfig {
-    /// Path of the PKCS#11 module (.so).
-    pub module: PathBuf,
+    /// Path of the PKCS#11 module (.so). Unset: the embedded hsm-sim, with a token in the data dir.
+    pub module: Option<PathBuf>,
     /// Label of the token that holds the root key.
     pub token_label: String,
     /// File holding the user PIN (CloudHSM: `CU_user:password`). Takes precedence over `pin_env`.
@@ -83,7 +83,7 @@ impl Default for Config {
 impl Default for HsmConfig {
     fn default() -> Self {
         HsmConfig {
-            module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
+            module: None,
             token_label: "kms".into(),
             pin_file: None,
             pin_env: "KMS_HSM_PIN".into(),

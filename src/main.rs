@@ -59,6 +59,9 @@ fn main() -> ExitCode {
     if let Some(dir) = data_dir {
         cfg.data_dir = dir;
     }
+    if let Err(e) = kms::hsm::embedded::prepare(&mut cfg) {
+        return fail(&e);
+    }
     let pin = match kms::ops::read_pin(&cfg.hsm) {
         Ok(p) => p,
         Err(e) => return fail(&e),

@@ -2,6 +2,7 @@
 //! All calls block, so they run on tokio's blocking pool, bounded by `max_sessions` permits and a
 //! timeout, with bounded retries for device errors.
 
+pub mod embedded;
 mod errors;
 mod module;
 mod pool;
@@ -46,7 +47,8 @@ impl Hsm {
     /// Creates the root key only when `may_create` (the store holds no keys yet) and the config
     /// allows it. Errors are startup errors, for the operator.
     pub fn open(cfg: &HsmConfig, pin: AuthPin, may_create: bool) -> Result<(Hsm, RootKey), String> {
-        let module = module::load(&cfg.module)?;
+        let path = cfg.module.as_ref().ok_or("hsm.module is not set")?;
+        let module = module::load(path)?;
         let quirks = Quirks::select(&cfg.vendor, &module)?;
         let slot = find_slot(&module, &cfg.token_label)?;
         let root_id = hex_decode(&cfg.root_key_id).ok_or("hsm.root_key_id is not hex")?;

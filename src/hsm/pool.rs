@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
@@ -72,6 +72,10 @@ impl SessionPool {
     /// root key). Login is per token and application, so later sessions find it done already.
     pub fn open(&self) -> Result<Session, Error> {
         let session = self.module.open_rw_session(self.slot)?;
+        // Login is per token: skip it (and the HSM's PIN check) when another session did it.
+        if session.get_session_info()?.session_state() == SessionState::RwUser {
+            return Ok(session);
+        }
         match session.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
             Err(e) => Err(e),

@@ -1,0 +1,125 @@
+//! The embedded default HSM: hsm-sim, the workspace's own PKCS#11 software token. With no
+//! `hsm.module` configured, `kms serve` loads `libhsm_sim.so` from beside its own executable, keeps
+//! the token in `<data_dir>/hsm/`, and initialises it on first start with random PINs stored in
+//! owner-only files. Meant for development and tests: production points `hsm.module` at a real HSM.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::module;
+use crate::config::Config;
+
+pub const MODULE_FILE: &str = "libhsm_sim.so";
+
+/// Fills in the embedded HSM when none is configured. Sets `HSM_SIM_CONF`, so it must run before
+/// any other thread starts.
+pub fn prepare(cfg: &mut Config) -> Result<(), String> {
+    if cfg.hsm.module.is_some() {
+        return Ok(());
+    }
+    let module = locate_module()?;
+    let token_dir = cfg.data_dir.join("hsm");
+    std::fs::create_dir_all(&token_dir).map_err(|e| format!("cannot create {}: {e}", token_dir.display()))?;
+    let conf = cfg.data_dir.join("hsm-sim.toml");
+    let toml = format!("token_dir = {:?}\n", token_dir.display().to_string());
+    std::fs::write(&conf, toml).map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+    // Order matters: main calls this before the runtime starts any thread.
+    std::env::set_var("HSM_SIM_CONF", &conf);
+    let pin_file = cfg.data_dir.join("hsm-user.pin");
+    init_token(
+        &module,
+        &cfg.hsm.token_label,
+        &pin_file,
+        &cfg.data_dir.join("hsm-so.pin"),
+    )?;
+    cfg.hsm.module = Some(module);
+    cfg.hsm.pin_file = Some(pin_file);
+    Ok(())
+}
+
+/// `libhsm_sim.so` next to the running executable (cargo puts both in target/<profile>/).
+fn locate_module() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the kms executable: {e}"))?;
+    let dir = exe.parent().ok_or("the kms executable has no directory")?;
+    let candidates = [dir.join(MODULE_FILE), dir.join("..").join(MODULE_FILE)];
+    candidates.into_iter().find(|p| p.exists()).ok_or_else(|| {
+        format!(
+            "no HSM configured and the embedded hsm-sim module ({MODULE_FILE}) is not next to {}: \
+             build it with `cargo build --workspace` (same profile), or set hsm.module",
+            exe.display()
+        )
+    })
+}
+
+/// Initialises the token labelled `label` unless it exists already.
+fn init_token(module_path: &Path, label: &str, user_pin_file: &Path, so_pin_file: &Path) -> Result<(), String> {
+    let m = module::load(module_path)?;
+    let slots = m.get_all_slots().map_err(|e| format!("C_GetSlotList failed: {e}"))?;
+    let mut free = None;
+    for slot in slots {
+        let info = m
+            .get_token_info(slot)
+            .map_err(|e| format!("C_GetTokenInfo failed: {e}"))?;
+        if info.token_initialized() && info.label().trim_end() == label {
+            if !user_pin_file.exists() {
+                return Err(format!(
+                    "embedded token {label:?} exists but {} is missing",
+                    user_pin_file.display()
+                ));
+            }
+            return Ok(());
+        }
+        if !info.token_initialized() && free.is_none() {
+            free = Some(slot);
+        }
+    }
+    let slot = free.ok_or("the embedded hsm-sim has no free slot for a new token")?;
+    let so_pin = random_pin()?;
+    let user_pin = random_pin()?;
+    // PINs first: a crash after C_InitToken must not leave a token nobody can log in to.
+    write_secret(so_pin_file, &so_pin)?;
+    write_secret(user_pin_file, &user_pin)?;
+    let (so, user) = (AuthPin::from(so_pin), AuthPin::from(user_pin));
+    m.init_token(slot, &so, label)
+        .map_err(|e| format!("C_InitToken failed: {e}"))?;
+    let session = m
+        .open_rw_session(slot)
+        .map_err(|e| format!("C_OpenSession failed: {e}"))?;
+    session
+        .login(UserType::So, Some(&so))
+        .map_err(|e| format!("SO login failed: {e}"))?;
+    session.init_pin(&user).map_err(|e| format!("C_InitPIN failed: {e}"))?;
+    session.logout().map_err(|e| format!("C_Logout failed: {e}"))?;
+    tracing::warn!(
+        token = label,
+        "initialised the embedded hsm-sim token (development HSM; use a real HSM in production)"
+    );
+    Ok(())
+}
+
+fn random_pin() -> Result<String, String> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "the system RNG failed")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes a new owner-only file, durably.
+fn write_secret(path: &Path, secret: &str) -> Result<(), String> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(secret.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
