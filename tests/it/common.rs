@@ -78,12 +78,17 @@ impl TestHsm {
         }
     }
 
-    fn hsm_sim() -> TestHsm {
+    pub fn hsm_sim() -> TestHsm {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
         std::fs::create_dir(&tokens).unwrap();
         let conf = dir.path().join("hsm-sim.toml");
-        std::fs::write(&conf, format!("token_dir = {:?}\n", tokens.display().to_string())).unwrap();
+        // Few KDF iterations: logins are frequent in tests, and the PIN is a test PIN.
+        let toml = format!(
+            "token_dir = {:?}\npbkdf2_iterations = 1000\n",
+            tokens.display().to_string()
+        );
+        std::fs::write(&conf, toml).unwrap();
         let env = vec![("HSM_SIM_CONF".to_string(), conf.display().to_string())];
         let module = hsm_sim_module();
         let out = Command::new("pkcs11-tool")
@@ -146,6 +151,8 @@ pub struct Server {
     pub data: TempDir,
     pub addr: String,
     pub extra_config: String,
+    /// Extra lines inside the generated `[hsm]` section.
+    pub extra_hsm: String,
     child: Option<Child>,
 }
 
@@ -156,11 +163,17 @@ impl Server {
 
     /// Starts with extra TOML lines appended to the generated config.
     pub async fn start_with(extra_config: &str) -> Server {
+        Self::start_on(TestHsm::new(), extra_config, "").await
+    }
+
+    /// Starts on a given HSM, with extra config sections and extra `[hsm]` keys.
+    pub async fn start_on(hsm: TestHsm, extra_config: &str, extra_hsm: &str) -> Server {
         let mut s = Server {
-            hsm: TestHsm::new(),
+            hsm,
             data: tempfile::tempdir().unwrap(),
             addr: String::new(),
             extra_config: extra_config.to_string(),
+            extra_hsm: extra_hsm.to_string(),
             child: None,
         };
         s.launch().await;
@@ -177,8 +190,9 @@ impl Server {
 
     async fn launch(&mut self) {
         let config = format!(
-            "listen = \"127.0.0.1:0\"\n{extra}\n[hsm]\nmodule = {module:?}\ntoken_label = {TOKEN:?}\npin_env = \"KMS_TEST_PIN\"\n",
+            "listen = \"127.0.0.1:0\"\n[hsm]\nmodule = {module:?}\ntoken_label = {TOKEN:?}\npin_env = \"KMS_TEST_PIN\"\n{hsm}\n{extra}\n",
             module = self.hsm.module.display().to_string(),
+            hsm = self.extra_hsm,
             extra = self.extra_config,
         );
         std::fs::write(self.config_path(), config).unwrap();

@@ -4,6 +4,8 @@ mod aliases_tags;
 mod common;
 mod crypto;
 mod custody;
+mod faults;
 mod keys;
 mod lifecycle;
 mod persistence;
+mod validation;

@@ -1,0 +1,119 @@
+//! HSM failures, injected through hsm-sim's control file while the server runs: device errors are
+//! retried with backoff, then refused with KeyUnavailableException or DependencyTimeoutException,
+//! never answered wrongly. These always run on hsm-sim, whatever KMS_TEST_HSM says.
+
+use std::time::{Duration, Instant};
+
+use kms::proto as pb;
+
+use crate::common::*;
+
+/// Rewrites hsm-sim's fault control file atomically and waits past its 50 ms re-read interval.
+async fn set_faults(server: &Server, toml: &str) {
+    let dir = server.hsm.dir.path().join("tokens");
+    let tmp = dir.join("faults.toml.tmp");
+    std::fs::write(&tmp, toml).unwrap();
+    std::fs::rename(&tmp, dir.join("faults.toml")).unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+}
+
+fn gdk(key_id: &str) -> pb::GenerateDataKeyRequest {
+    pb::GenerateDataKeyRequest {
+        key_id: key_id.into(),
+        key_spec: Some("AES_256".into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_unplugged_hsm_is_refused_then_recovered_from() {
+    let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
+    let server = Server::start_on(TestHsm::hsm_sim(), cache_off, "retry_attempts = 3").await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    let dk = c.generate_data_key(gdk(&key.key_id)).await.unwrap().into_inner();
+
+    set_faults(&server, "unplugged = true\n").await;
+    let started = Instant::now();
+    expect_err(c.generate_data_key(gdk(&key.key_id)).await, "KeyUnavailableException");
+    let decrypt = pb::DecryptRequest {
+        ciphertext_blob: dk.ciphertext_blob.clone(),
+        ..Default::default()
+    };
+    expect_err(c.decrypt(decrypt.clone()).await, "KeyUnavailableException");
+    assert!(started.elapsed() < Duration::from_secs(5), "retries must be bounded");
+
+    set_faults(&server, "unplugged = false\n").await;
+    let out = c.decrypt(decrypt).await.unwrap().into_inner();
+    assert_eq!(
+        out.plaintext, dk.plaintext,
+        "after the HSM is back, the same answer as before"
+    );
+}
+
+#[tokio::test]
+async fn transient_device_errors_are_retried_and_persistent_ones_refused() {
+    let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
+    let server = Server::start_on(TestHsm::hsm_sim(), cache_off, "retry_attempts = 3").await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+
+    // Two failures, three attempts: the caller never notices.
+    set_faults(&server, "fail_next = 2\nerror = \"CKR_DEVICE_ERROR\"\n").await;
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+
+    // Every call fails as CloudHSM does when throttled: refused after the last attempt.
+    set_faults(&server, "error_rate = 1.0\nerror = \"CKR_FUNCTION_FAILED\"\n").await;
+    expect_err(c.generate_data_key(gdk(&key.key_id)).await, "KeyUnavailableException");
+    expect_err(
+        c.generate_random(pb::GenerateRandomRequest {
+            number_of_bytes: Some(8),
+        })
+        .await,
+        "KeyUnavailableException",
+    );
+
+    set_faults(&server, "").await;
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_hsm_gives_dependency_timeout() {
+    let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
+    let server = Server::start_on(TestHsm::hsm_sim(), cache_off, "timeout_ms = 1000").await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    set_faults(&server, "latency_ms = 4000\n").await;
+    expect_err(
+        c.generate_data_key(gdk(&key.key_id)).await,
+        "DependencyTimeoutException",
+    );
+    set_faults(&server, "").await;
+    // The slow call is still sleeping in the HSM; other calls must not wait behind it.
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+}
+
+#[tokio::test]
+async fn cached_material_keeps_the_hot_path_off_the_hsm() {
+    let server = Server::start_on(TestHsm::hsm_sim(), "", "").await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    let dk = c.generate_data_key(gdk(&key.key_id)).await.unwrap().into_inner();
+    set_faults(&server, "unplugged = true\n").await;
+    // With the material cached, GenerateDataKey and Decrypt need no HSM call at all.
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+    let out = c
+        .decrypt(pb::DecryptRequest {
+            ciphertext_blob: dk.ciphertext_blob,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.plaintext, dk.plaintext);
+    // Creating a key does need the HSM.
+    expect_err(
+        c.create_key(pb::CreateKeyRequest::default()).await,
+        "KeyUnavailableException",
+    );
+}
