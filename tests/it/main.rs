@@ -4,6 +4,7 @@ mod aliases_tags;
 mod common;
 mod crypto;
 mod custody;
+mod embedded;
 mod faults;
 mod keys;
 mod lifecycle;

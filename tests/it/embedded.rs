@@ -1,0 +1,93 @@
+//! The default HSM: `kms serve` with no HSM configured uses the embedded hsm-sim.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use kms::proto as pb;
+use kms::proto::key_management_service_client::KeyManagementServiceClient;
+
+/// Starts `kms serve` with flags only (no config file, no PIN) and returns it with its address.
+fn start(data_dir: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kms"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("HSM_SIM_CONF")
+        .env_remove("KMS_HSM_PIN")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(a) = line.strip_prefix("kms listening on ") {
+                    break a.to_string();
+                }
+            }
+            _ => panic!("kms serve exited: {:?}", child.wait()),
+        }
+    };
+    (child, addr)
+}
+
+#[tokio::test]
+async fn serve_with_no_hsm_configured_uses_the_embedded_hsm_sim_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, addr) = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || start(&data)
+    })
+    .await
+    .unwrap();
+    let mut c = KeyManagementServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let key = c
+        .create_key(pb::CreateKeyRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap();
+    let req = pb::GenerateDataKeyRequest {
+        key_id: key.key_id,
+        number_of_bytes: Some(32),
+        ..Default::default()
+    };
+    let dk = c.generate_data_key(req).await.unwrap().into_inner();
+    drop(c);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The token lives in the data directory, its PIN file is owner-only, and holds no secret in clear.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("hsm-user.pin"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "PIN file must be owner-only");
+    assert!(data.join("hsm").is_dir());
+
+    let (mut child, addr) = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || start(&data)
+    })
+    .await
+    .unwrap();
+    let mut c = KeyManagementServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let out = c
+        .decrypt(pb::DecryptRequest {
+            ciphertext_blob: dk.ciphertext_blob,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.plaintext, dk.plaintext);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
