@@ -32,6 +32,10 @@ pub enum KmsError {
     #[error("{0}")]
     LimitExceeded(String),
     #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
+    MalformedPolicyDocument(String),
+    #[error("{0}")]
     UnsupportedOperation(String),
     #[error("{0}")]
     KeyUnavailable(String),
@@ -60,6 +64,8 @@ impl KmsError {
             KmsError::InvalidArn(_) => "InvalidArnException",
             KmsError::Tag(_) => "TagException",
             KmsError::LimitExceeded(_) => "LimitExceededException",
+            KmsError::AccessDenied(_) => "AccessDeniedException",
+            KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
             KmsError::UnsupportedOperation(_) => "UnsupportedOperationException",
             KmsError::KeyUnavailable(_) => "KeyUnavailableException",
             KmsError::DependencyTimeout(_) => "DependencyTimeoutException",

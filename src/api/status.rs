@@ -23,6 +23,8 @@ pub fn code(e: &KmsError) -> Code {
         | KmsError::Tag(_) => Code::InvalidArgument,
         KmsError::AlreadyExists(_) => Code::AlreadyExists,
         KmsError::LimitExceeded(_) => Code::ResourceExhausted,
+        KmsError::AccessDenied(_) => Code::PermissionDenied,
+        KmsError::MalformedPolicyDocument(_) => Code::InvalidArgument,
         KmsError::UnsupportedOperation(_) => Code::Unimplemented,
         KmsError::KeyUnavailable(_) => Code::Unavailable,
         KmsError::DependencyTimeout(_) => Code::DeadlineExceeded,
