@@ -67,7 +67,8 @@ impl Kms {
         marker: Option<&str>,
         ev: &mut AuditEvent,
     ) -> Result<Page<AliasRecord>> {
-        let limit = paging::limit(limit, 100, 1000)?;
+        // AWS ListAliases: Limit 1-100, default 50 (ListKeys allows up to 1000).
+        let limit = paging::limit(limit, 50, 100)?;
         let after = paging::decode_marker(marker)?;
         let key_id = match key_id {
             Some(k) => Some(self.resolve("keyId", k, Accept::KeyOnly, ev).await?.key_id.clone()),
