@@ -10,6 +10,7 @@ pub mod error;
 pub mod hsm;
 pub mod keys;
 pub mod ops;
+pub mod policy;
 pub mod store;
 
 /// The generated gRPC contract (package `kms.v1`).
