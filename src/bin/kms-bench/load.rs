@@ -1,0 +1,132 @@
+//! The closed-loop load generator: N workers, each with one request in flight, spread round-robin over
+//! K connections, for a warm-up then a measured period. Each worker records its own latencies.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::client::Conn;
+use crate::ops::{self, Workload};
+use crate::stats::Sample;
+
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+}
+
+/// At most this many error messages are kept per measurement.
+const ERROR_EXAMPLES: usize = 3;
+
+struct WorkerResult {
+    latencies_us: Vec<u32>,
+    errors: u64,
+    examples: Vec<String>,
+    unsupported: Option<String>,
+    last_done: Option<Instant>,
+}
+
+/// Runs `w` with `spec.concurrency` workers over `conns` and measures the period after the warm-up.
+/// With `max_calls`, stops after that many calls in all (counting warm-up calls).
+pub async fn drive(conns: &[Conn], spec: &LoadSpec, w: &Workload, max_calls: Option<u64>) -> Sample {
+    let start = Instant::now();
+    let measured_from = start + spec.warmup;
+    let end = measured_from + spec.duration;
+    let started = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(spec.concurrency);
+    for i in 0..spec.concurrency {
+        let mut conn = conns[i % conns.len()].clone();
+        let w = w.clone();
+        let started = started.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new(0x9e37_79b9 ^ (i as u64) << 20 ^ start.elapsed().as_nanos() as u64);
+            let mut r = WorkerResult {
+                latencies_us: Vec::with_capacity(4096),
+                errors: 0,
+                examples: Vec::new(),
+                unsupported: None,
+                last_done: None,
+            };
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end || max_calls.is_some_and(|m| started.fetch_add(1, Ordering::Relaxed) >= m) {
+                    break;
+                }
+                let outcome = ops::call(&w, &mut conn, &mut rng).await;
+                let t1 = Instant::now();
+                match outcome {
+                    Err(s) if ops::is_unsupported(&s) => {
+                        r.unsupported = Some(ops::describe(&s));
+                        break;
+                    }
+                    _ if t0 < measured_from => {}
+                    Ok(()) => {
+                        r.latencies_us
+                            .push(t1.duration_since(t0).as_micros().min(u32::MAX as u128) as u32);
+                        r.last_done = Some(t1);
+                    }
+                    Err(s) => {
+                        r.errors += 1;
+                        if r.examples.len() < ERROR_EXAMPLES {
+                            r.examples.push(ops::describe(&s));
+                        }
+                        r.last_done = Some(t1);
+                    }
+                }
+            }
+            r
+        }));
+    }
+    let mut sample = Sample::default();
+    let mut last = None;
+    for t in tasks {
+        let r = match t.await {
+            Ok(r) => r,
+            Err(e) => {
+                sample.errors += 1;
+                sample.error_examples.push(format!("a worker panicked: {e}"));
+                continue;
+            }
+        };
+        sample.latencies_us.extend_from_slice(&r.latencies_us);
+        sample.errors += r.errors;
+        for e in r.examples {
+            if sample.error_examples.len() < ERROR_EXAMPLES {
+                sample.error_examples.push(e);
+            }
+        }
+        if sample.unsupported.is_none() {
+            sample.unsupported = r.unsupported;
+        }
+        last = last.max(r.last_done);
+    }
+    sample.elapsed = match last {
+        Some(t) if t > measured_from => t.duration_since(measured_from),
+        _ => spec.duration,
+    };
+    sample.finish();
+    sample
+}
+
+/// splitmix64: cheap, and good enough to pick keys.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough in 0..n (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+}

@@ -1,0 +1,82 @@
+//! What one measurement produced: throughput and latency percentiles.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The raw outcome of one measured period.
+#[derive(Debug, Default)]
+pub struct Sample {
+    /// Latencies of the successful calls in the measured period, sorted after `finish`.
+    pub latencies_us: Vec<u32>,
+    pub errors: u64,
+    pub error_examples: Vec<String>,
+    /// Set when the server answered that it does not support the operation.
+    pub unsupported: Option<String>,
+    pub elapsed: Duration,
+}
+
+impl Sample {
+    pub fn finish(&mut self) {
+        self.latencies_us.sort_unstable();
+    }
+
+    pub fn summary(&self) -> Summary {
+        let n = self.latencies_us.len();
+        let at = |q: f64| -> f64 {
+            if n == 0 {
+                return 0.0;
+            }
+            let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+            self.latencies_us[rank - 1] as f64 / 1000.0
+        };
+        Summary {
+            ops: n as u64,
+            errors: self.errors,
+            seconds: self.elapsed.as_secs_f64(),
+            ops_per_s: n as f64 / self.elapsed.as_secs_f64().max(1e-9),
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: self.latencies_us.last().map_or(0.0, |&m| m as f64 / 1000.0),
+        }
+    }
+}
+
+/// Throughput and latency of one measurement.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Summary {
+    pub ops: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub ops_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// `a / b`, or None when `b` is zero.
+pub fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_rank() {
+        let mut s = Sample {
+            latencies_us: (1..=100).rev().map(|i| i * 1000).collect(),
+            elapsed: Duration::from_secs(2),
+            ..Default::default()
+        };
+        s.finish();
+        let m = s.summary();
+        assert_eq!(m.ops, 100);
+        assert_eq!(m.ops_per_s, 50.0);
+        assert_eq!(m.p50_ms, 50.0);
+        assert_eq!(m.p99_ms, 99.0);
+        assert_eq!(m.max_ms, 100.0);
+        assert_eq!(ratio(1.0, 0.0), None);
+    }
+}
