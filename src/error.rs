@@ -34,6 +34,10 @@ pub enum KmsError {
     #[error("{0}")]
     AccessDenied(String),
     #[error("{0}")]
+    InvalidSignature(String),
+    #[error("{0}")]
+    InvalidMac(String),
+    #[error("{0}")]
     MalformedPolicyDocument(String),
     #[error("{0}")]
     UnsupportedOperation(String),
@@ -65,6 +69,8 @@ impl KmsError {
             KmsError::Tag(_) => "TagException",
             KmsError::LimitExceeded(_) => "LimitExceededException",
             KmsError::AccessDenied(_) => "AccessDeniedException",
+            KmsError::InvalidSignature(_) => "KMSInvalidSignatureException",
+            KmsError::InvalidMac(_) => "KMSInvalidMacException",
             KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
             KmsError::UnsupportedOperation(_) => "UnsupportedOperationException",
             KmsError::KeyUnavailable(_) => "KeyUnavailableException",

@@ -19,15 +19,16 @@ pub fn key_metadata(scope: &ArnScope, k: &KeyRecord) -> pb::KeyMetadata {
         key_manager: "CUSTOMER".into(),
         customer_master_key_spec: k.key_spec.as_str().into(),
         key_spec: k.key_spec.as_str().into(),
-        encryption_algorithms: k
-            .key_spec
-            .encryption_algorithms()
-            .iter()
-            .map(|a| a.to_string())
-            .collect(),
+        encryption_algorithms: names(k.key_spec.encryption_algorithms(k.key_usage).iter().map(|a| a.as_str())),
+        signing_algorithms: names(k.key_spec.signing_algorithms(k.key_usage).iter().map(|a| a.as_str())),
+        mac_algorithms: names(k.key_spec.mac_algorithms().iter().map(|a| a.as_str())),
         multi_region: false,
         pending_deletion_window_in_days: k.pending_window_days,
     }
+}
+
+pub fn names<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
+    items.map(str::to_string).collect()
 }
 
 pub fn alias_entry(scope: &ArnScope, a: AliasRecord) -> pb::AliasListEntry {

@@ -7,12 +7,12 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use super::convert::{alias_entry, key_metadata, tags_in, tags_out};
+use super::convert::{alias_entry, key_metadata, names, tags_in, tags_out};
 use super::status::{to_status, REQUEST_ID};
 use crate::audit::AuditEvent;
 use crate::error::Result;
 use crate::keys::context::EncryptionContext;
-use crate::ops::{CreateKeyInput, DataKeySpec, Kms};
+use crate::ops::{CreateKeyInput, DataKeySpec, Kms, SignInput};
 use crate::proto as pb;
 use crate::proto::key_management_service_server::KeyManagementService;
 
@@ -278,14 +278,14 @@ impl KeyManagementService for GrpcService {
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
             let alg = r.encryption_algorithm.as_deref();
-            let (blob, arn) = self
+            let (blob, arn, algorithm) = self
                 .kms
                 .encrypt(&r.key_id, plaintext, &ctx, alg, &r.grant_tokens, &mut ev)
                 .await?;
             Ok(pb::EncryptResponse {
                 ciphertext_blob: blob,
                 key_id: arn,
-                encryption_algorithm: "SYMMETRIC_DEFAULT".into(),
+                encryption_algorithm: algorithm.as_str().into(),
             })
         }
         .await;
@@ -305,7 +305,7 @@ impl KeyManagementService for GrpcService {
             Ok(pb::DecryptResponse {
                 key_id: d.key_arn,
                 plaintext: std::mem::take(&mut *d.plaintext),
-                encryption_algorithm: "SYMMETRIC_DEFAULT".into(),
+                encryption_algorithm: d.algorithm.as_str().into(),
             })
         }
         .await;
@@ -342,8 +342,8 @@ impl KeyManagementService for GrpcService {
                 ciphertext_blob: out.ciphertext,
                 source_key_id: out.source_key_arn,
                 key_id: out.key_arn,
-                source_encryption_algorithm: "SYMMETRIC_DEFAULT".into(),
-                destination_encryption_algorithm: "SYMMETRIC_DEFAULT".into(),
+                source_encryption_algorithm: out.source_algorithm.as_str().into(),
+                destination_encryption_algorithm: out.destination_algorithm.as_str().into(),
             })
         }
         .await;
@@ -404,6 +404,158 @@ impl KeyManagementService for GrpcService {
         let result = self.kms.generate_random(r.number_of_bytes).await;
         let result = result.map(|mut bytes| pb::GenerateRandomResponse {
             plaintext: std::mem::take(&mut *bytes),
+        });
+        self.finish(ev, result).await
+    }
+
+    async fn generate_data_key_pair(
+        &self,
+        request: Request<pb::GenerateDataKeyPairRequest>,
+    ) -> Result<Response<pb::GenerateDataKeyPairResponse>, Status> {
+        let mut ev = self.begin("GenerateDataKeyPair", &request);
+        let r = request.into_inner();
+        let result = async {
+            let ctx = context("encryptionContext", r.encryption_context)?;
+            let mut p = self
+                .kms
+                .generate_data_key_pair(&r.key_id, &ctx, &r.key_pair_spec, &r.grant_tokens, &mut ev)
+                .await?;
+            Ok(pb::GenerateDataKeyPairResponse {
+                private_key_ciphertext_blob: p.private_key_ciphertext,
+                private_key_plaintext: std::mem::take(&mut *p.private_key_plaintext),
+                public_key: p.public_key,
+                key_id: p.key_arn,
+                key_pair_spec: p.spec.as_str().into(),
+            })
+        }
+        .await;
+        self.finish(ev, result).await
+    }
+
+    async fn generate_data_key_pair_without_plaintext(
+        &self,
+        request: Request<pb::GenerateDataKeyPairWithoutPlaintextRequest>,
+    ) -> Result<Response<pb::GenerateDataKeyPairWithoutPlaintextResponse>, Status> {
+        let mut ev = self.begin("GenerateDataKeyPairWithoutPlaintext", &request);
+        let r = request.into_inner();
+        let result = async {
+            let ctx = context("encryptionContext", r.encryption_context)?;
+            let p = self
+                .kms
+                .generate_data_key_pair(&r.key_id, &ctx, &r.key_pair_spec, &r.grant_tokens, &mut ev)
+                .await?;
+            Ok(pb::GenerateDataKeyPairWithoutPlaintextResponse {
+                private_key_ciphertext_blob: p.private_key_ciphertext,
+                public_key: p.public_key,
+                key_id: p.key_arn,
+                key_pair_spec: p.spec.as_str().into(),
+            })
+        }
+        .await;
+        self.finish(ev, result).await
+    }
+
+    async fn sign(&self, request: Request<pb::SignRequest>) -> Result<Response<pb::SignResponse>, Status> {
+        let mut ev = self.begin("Sign", &request);
+        let r = request.into_inner();
+        let input = SignInput {
+            message: &r.message,
+            message_type: r.message_type.as_deref(),
+            algorithm: &r.signing_algorithm,
+        };
+        let result = self
+            .kms
+            .sign(&r.key_id, input, &r.grant_tokens, &mut ev)
+            .await
+            .map(|s| pb::SignResponse {
+                key_id: s.key_arn,
+                signature: s.signature,
+                signing_algorithm: s.algorithm.as_str().into(),
+            });
+        self.finish(ev, result).await
+    }
+
+    async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
+        let mut ev = self.begin("Verify", &request);
+        let r = request.into_inner();
+        let input = SignInput {
+            message: &r.message,
+            message_type: r.message_type.as_deref(),
+            algorithm: &r.signing_algorithm,
+        };
+        let result = self
+            .kms
+            .verify(&r.key_id, input, &r.signature, &r.grant_tokens, &mut ev)
+            .await;
+        let result = result.map(|(key_arn, algorithm)| pb::VerifyResponse {
+            key_id: key_arn,
+            signature_valid: true,
+            signing_algorithm: algorithm.as_str().into(),
+        });
+        self.finish(ev, result).await
+    }
+
+    async fn get_public_key(
+        &self,
+        request: Request<pb::GetPublicKeyRequest>,
+    ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
+        let mut ev = self.begin("GetPublicKey", &request);
+        let r = request.into_inner();
+        let result = self
+            .kms
+            .get_public_key(&r.key_id, &r.grant_tokens, &mut ev)
+            .await
+            .map(|p| pb::GetPublicKeyResponse {
+                key_id: p.key_arn,
+                public_key: p.public_key,
+                customer_master_key_spec: p.key_spec.as_str().into(),
+                key_spec: p.key_spec.as_str().into(),
+                key_usage: p.key_usage.as_str().into(),
+                encryption_algorithms: names(p.encryption_algorithms.iter().map(|a| a.as_str())),
+                signing_algorithms: names(p.signing_algorithms.iter().map(|a| a.as_str())),
+            });
+        self.finish(ev, result).await
+    }
+
+    async fn generate_mac(
+        &self,
+        request: Request<pb::GenerateMacRequest>,
+    ) -> Result<Response<pb::GenerateMacResponse>, Status> {
+        let mut ev = self.begin("GenerateMac", &request);
+        let r = request.into_inner();
+        let result = self
+            .kms
+            .generate_mac(&r.key_id, &r.message, &r.mac_algorithm, &r.grant_tokens, &mut ev)
+            .await;
+        let result = result.map(|(key_arn, mac, algorithm)| pb::GenerateMacResponse {
+            mac,
+            mac_algorithm: algorithm.as_str().into(),
+            key_id: key_arn,
+        });
+        self.finish(ev, result).await
+    }
+
+    async fn verify_mac(
+        &self,
+        request: Request<pb::VerifyMacRequest>,
+    ) -> Result<Response<pb::VerifyMacResponse>, Status> {
+        let mut ev = self.begin("VerifyMac", &request);
+        let r = request.into_inner();
+        let result = self
+            .kms
+            .verify_mac(
+                &r.key_id,
+                &r.message,
+                &r.mac_algorithm,
+                &r.mac,
+                &r.grant_tokens,
+                &mut ev,
+            )
+            .await;
+        let result = result.map(|(key_arn, algorithm)| pb::VerifyMacResponse {
+            key_id: key_arn,
+            mac_valid: true,
+            mac_algorithm: algorithm.as_str().into(),
         });
         self.finish(ev, result).await
     }

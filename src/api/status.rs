@@ -20,7 +20,9 @@ pub fn code(e: &KmsError) -> Code {
         | KmsError::InvalidAliasName(_)
         | KmsError::InvalidMarker(_)
         | KmsError::InvalidArn(_)
-        | KmsError::Tag(_) => Code::InvalidArgument,
+        | KmsError::Tag(_)
+        | KmsError::InvalidSignature(_)
+        | KmsError::InvalidMac(_) => Code::InvalidArgument,
         KmsError::AlreadyExists(_) => Code::AlreadyExists,
         KmsError::LimitExceeded(_) => Code::ResourceExhausted,
         KmsError::AccessDenied(_) => Code::PermissionDenied,

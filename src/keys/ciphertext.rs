@@ -6,6 +6,7 @@
 //! ```
 
 use crate::error::{KmsError, Result};
+use crate::keys::names;
 
 pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 1 + 16 + 4;
@@ -37,13 +38,7 @@ pub fn header(key_id: &str, material_id: u32) -> Result<[u8; HEADER_LEN]> {
 
 /// Splits a blob into its parts. Any structural problem is InvalidCiphertextException.
 pub fn parse(blob: &[u8]) -> Result<Blob<'_>> {
-    if blob.is_empty() || blob.len() > MAX_BLOB {
-        return Err(KmsError::validation(format!(
-            "1 validation error detected: Value at 'ciphertextBlob' failed to satisfy constraint: \
-             Member must have length between 1 and {MAX_BLOB}, got {}",
-            blob.len()
-        )));
-    }
+    names::length("ciphertextBlob", blob.len(), 1, MAX_BLOB)?;
     let invalid =
         || KmsError::InvalidCiphertext("The ciphertext is not a valid ciphertext blob of this service".into());
     if blob.len() < OVERHEAD || blob[0] != VERSION {

@@ -16,6 +16,17 @@ fn too_long(field: &str, max: usize) -> KmsError {
     ))
 }
 
+/// ValidationException unless `min <= len <= max`, worded as AWS words it.
+pub fn length(field: &str, len: usize, min: usize, max: usize) -> Result<()> {
+    if len < min || len > max {
+        return Err(KmsError::validation(format!(
+            "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
+             Member must have length between {min} and {max}, got {len}"
+        )));
+    }
+    Ok(())
+}
+
 pub fn description(s: &str) -> Result<()> {
     if s.chars().count() > MAX_DESCRIPTION {
         return Err(too_long("description", MAX_DESCRIPTION));

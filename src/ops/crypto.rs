@@ -1,6 +1,7 @@
-//! Cryptographic operations on symmetric keys: Encrypt, Decrypt, ReEncrypt, GenerateDataKey(WithoutPlaintext),
-//! GenerateRandom. The hot path (GenerateDataKey, Decrypt) touches no disk and no HSM when the key's
-//! record and material are cached.
+//! Encryption operations: Encrypt, Decrypt, ReEncrypt, GenerateDataKey(WithoutPlaintext),
+//! GenerateRandom. Symmetric keys seal into the self-describing blob; RSA keys use RSAES-OAEP.
+//! The hot path (GenerateDataKey, Decrypt) touches no disk and no HSM when the key's record and
+//! material are cached.
 
 use std::sync::Arc;
 
@@ -11,15 +12,15 @@ use super::material::{wrap_aad, Material};
 use super::Kms;
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
-use crate::keys::ciphertext;
+use crate::keys::algorithms::EncryptionAlgorithm;
+use crate::keys::ciphertext::{self, MAX_BLOB};
 use crate::keys::context::EncryptionContext;
 use crate::keys::key_ref::Accept;
-use crate::keys::{enum_error, KeyRecord, KeyState, KeyUsage};
+use crate::keys::names;
+use crate::keys::{enum_error, KeyRecord, KeySpec, KeyState, KeyUsage};
 
 pub const MAX_PLAINTEXT: usize = 4096;
 const MAX_GRANT_TOKENS: usize = 10;
-const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
-const ENCRYPTION_ALGORITHMS: &[&str] = &[SYMMETRIC_DEFAULT, "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE"];
 
 /// The length of a data key: KeySpec AES_128 / AES_256, or NumberOfBytes 1-1024; exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,12 +48,15 @@ impl DataKeySpec {
 pub struct Decrypted {
     pub key_arn: String,
     pub plaintext: Zeroizing<Vec<u8>>,
+    pub algorithm: EncryptionAlgorithm,
 }
 
 pub struct ReEncrypted {
     pub ciphertext: Vec<u8>,
     pub source_key_arn: String,
     pub key_arn: String,
+    pub source_algorithm: EncryptionAlgorithm,
+    pub destination_algorithm: EncryptionAlgorithm,
 }
 
 pub struct DataKey {
@@ -70,21 +74,15 @@ impl Kms {
         algorithm: Option<&str>,
         grant_tokens: &[String],
         ev: &mut AuditEvent,
-    ) -> Result<(Vec<u8>, String)> {
-        if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT {
-            return Err(KmsError::validation(format!(
-                "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: \
-                 Member must have length between 1 and {MAX_PLAINTEXT}, got {}",
-                plaintext.len()
-            )));
-        }
+    ) -> Result<(Vec<u8>, String, EncryptionAlgorithm)> {
+        names::length("plaintext", plaintext.len(), 1, MAX_PLAINTEXT)?;
         check_grant_tokens(grant_tokens)?;
         ev.encryption_context_keys = context.keys();
         let key = self.resolve("keyId", key_id, Accept::KeyOrAlias, ev).await?;
-        self.usable(&key)?;
-        check_algorithm("encryptionAlgorithm", algorithm)?;
-        let blob = self.seal(&key, context, &plaintext).await?;
-        Ok((blob, self.key_arn(&key.key_id)))
+        self.usable(&key, KeyUsage::EncryptDecrypt)?;
+        let algorithm = encryption_algorithm(&key, "encryptionAlgorithm", algorithm)?;
+        let blob = self.encrypt_with(&key, algorithm, context, &plaintext).await?;
+        Ok((blob, self.key_arn(&key.key_id), algorithm))
     }
 
     pub async fn decrypt(
@@ -97,12 +95,17 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Decrypted> {
         check_grant_tokens(grant_tokens)?;
-        check_algorithm("encryptionAlgorithm", algorithm)?;
         ev.encryption_context_keys = context.keys();
-        let (key, plaintext) = self.open_blob(blob, context, "keyId", key_id, ev).await?;
+        let source = Source {
+            field: "keyId",
+            key_id,
+            algorithm,
+        };
+        let (key, plaintext, algorithm) = self.decrypt_any(blob, context, source, ev).await?;
         Ok(Decrypted {
             key_arn: self.key_arn(&key.key_id),
             plaintext,
+            algorithm,
         })
     }
 
@@ -119,23 +122,29 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<ReEncrypted> {
         check_grant_tokens(grant_tokens)?;
-        check_algorithm("sourceEncryptionAlgorithm", algorithms.0)?;
-        check_algorithm("destinationEncryptionAlgorithm", algorithms.1)?;
         ev.encryption_context_keys = destination_context.keys();
-        let (source, plaintext) = self
-            .open_blob(blob, source_context, "sourceKeyId", source_key_id, ev)
-            .await?;
+        let source = Source {
+            field: "sourceKeyId",
+            key_id: source_key_id,
+            algorithm: algorithms.0,
+        };
+        let (source, plaintext, source_algorithm) = self.decrypt_any(blob, source_context, source, ev).await?;
         let source_key_arn = self.key_arn(&source.key_id);
         ev.source_key_arn = Some(source_key_arn.clone());
         let destination = self
             .resolve("destinationKeyId", destination_key_id, Accept::KeyOrAlias, ev)
             .await?;
-        self.usable(&destination)?;
-        let ciphertext = self.seal(&destination, destination_context, &plaintext).await?;
+        self.usable(&destination, KeyUsage::EncryptDecrypt)?;
+        let destination_algorithm = encryption_algorithm(&destination, "destinationEncryptionAlgorithm", algorithms.1)?;
+        let ciphertext = self
+            .encrypt_with(&destination, destination_algorithm, destination_context, &plaintext)
+            .await?;
         Ok(ReEncrypted {
             ciphertext,
             source_key_arn,
             key_arn: self.key_arn(&destination.key_id),
+            source_algorithm,
+            destination_algorithm,
         })
     }
 
@@ -150,7 +159,7 @@ impl Kms {
         check_grant_tokens(grant_tokens)?;
         ev.encryption_context_keys = context.keys();
         let key = self.resolve("keyId", key_id, Accept::KeyOrAlias, ev).await?;
-        self.usable(&key)?;
+        self.symmetric_encryption_key(&key)?;
         let mut plaintext = Zeroizing::new(vec![0u8; spec.0]);
         self.rng
             .fill(&mut plaintext)
@@ -178,40 +187,116 @@ impl Kms {
         self.hsm.call(move |h| h.random(n)).await
     }
 
-    /// Crypto needs an Enabled key whose usage is ENCRYPT_DECRYPT.
-    fn usable(&self, key: &KeyRecord) -> Result<()> {
-        let arn = self.key_arn(&key.key_id);
-        match key.state {
-            KeyState::Enabled => {}
-            KeyState::Disabled => return Err(KmsError::Disabled(format!("{arn} is disabled."))),
-            KeyState::PendingDeletion => return Err(KmsError::InvalidState(format!("{arn} is pending deletion."))),
-        }
-        if key.key_usage != KeyUsage::EncryptDecrypt {
+    /// Crypto needs an Enabled key of the right usage.
+    pub(super) fn usable(&self, key: &KeyRecord, usage: KeyUsage) -> Result<()> {
+        self.enabled(key)?;
+        if key.key_usage != usage {
             return Err(KmsError::InvalidKeyUsage(format!(
-                "{arn} has key usage {}; this operation needs ENCRYPT_DECRYPT",
-                key.key_usage.as_str()
+                "{} has key usage {}; this operation needs {}",
+                self.key_arn(&key.key_id),
+                key.key_usage.as_str(),
+                usage.as_str()
             )));
         }
         Ok(())
     }
 
-    async fn seal(&self, key: &KeyRecord, context: &EncryptionContext, plaintext: &[u8]) -> Result<Vec<u8>> {
-        let material = self.material(&key.key_id, key.current_material).await?;
-        material.seal(&self.rng, &key.key_id, key.current_material, context, plaintext)
+    /// Disabled keys refuse with DisabledException, keys pending deletion with KMSInvalidStateException.
+    pub(super) fn enabled(&self, key: &KeyRecord) -> Result<()> {
+        let arn = self.key_arn(&key.key_id);
+        match key.state {
+            KeyState::Enabled => Ok(()),
+            KeyState::Disabled => Err(KmsError::Disabled(format!("{arn} is disabled."))),
+            KeyState::PendingDeletion => Err(KmsError::InvalidState(format!("{arn} is pending deletion."))),
+        }
     }
 
-    /// Parses and opens a blob; the blob names its key. A key id the caller gave must match it.
-    async fn open_blob(
+    /// Data keys and data key pairs are encrypted only under symmetric encryption keys.
+    pub(super) fn symmetric_encryption_key(&self, key: &KeyRecord) -> Result<()> {
+        self.usable(key, KeyUsage::EncryptDecrypt)?;
+        if key.key_spec != KeySpec::SymmetricDefault {
+            return Err(KmsError::InvalidKeyUsage(format!(
+                "{} is a {} key; this operation needs a SYMMETRIC_DEFAULT key",
+                self.key_arn(&key.key_id),
+                key.key_spec.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn seal(&self, key: &KeyRecord, context: &EncryptionContext, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let material = self.material(key, key.current_material).await?;
+        material
+            .symmetric()?
+            .seal(&self.rng, &key.key_id, key.current_material, context, plaintext)
+    }
+
+    async fn encrypt_with(
+        &self,
+        key: &KeyRecord,
+        algorithm: EncryptionAlgorithm,
+        context: &EncryptionContext,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        if algorithm == EncryptionAlgorithm::SymmetricDefault {
+            return self.seal(key, context, plaintext).await;
+        }
+        refuse_context_for_asymmetric(context)?;
+        let material = self.material(key, key.current_material).await?;
+        let private = material.private()?;
+        let limit = private.oaep_limit(algorithm)?;
+        if plaintext.len() > limit {
+            return Err(KmsError::validation(format!(
+                "Plaintext is {} bytes; {} with {} takes at most {limit}",
+                plaintext.len(),
+                algorithm.as_str(),
+                key.key_spec.as_str()
+            )));
+        }
+        private.rsa_encrypt(algorithm, plaintext)
+    }
+
+    /// Decrypts a symmetric blob (which names its key) or, when the named key is RSA, an RSAES-OAEP
+    /// ciphertext (which names nothing, so the caller must).
+    async fn decrypt_any(
         &self,
         blob: &[u8],
         context: &EncryptionContext,
-        field: &str,
-        expected: Option<&str>,
+        source: Source<'_>,
         ev: &mut AuditEvent,
-    ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>)> {
+    ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>, EncryptionAlgorithm)> {
+        names::length("ciphertextBlob", blob.len(), 1, MAX_BLOB)?;
+        let named = match source.key_id {
+            Some(k) => Some(self.resolve(source.field, k, Accept::KeyOrAlias, ev).await?),
+            None => None,
+        };
+        if let Some(key) = named.as_ref().filter(|k| k.key_spec != KeySpec::SymmetricDefault) {
+            self.usable(key, KeyUsage::EncryptDecrypt)?;
+            let algorithm = encryption_algorithm(key, "encryptionAlgorithm", source.algorithm)?;
+            refuse_context_for_asymmetric(context)?;
+            let material = self.material(key, key.current_material).await?;
+            let private = material.private()?;
+            if blob.len() != private.modulus_len()? {
+                return Err(KmsError::InvalidCiphertext(format!(
+                    "An {} ciphertext is {} bytes long",
+                    key.key_spec.as_str(),
+                    private.modulus_len()?
+                )));
+            }
+            let plaintext = private.rsa_decrypt(algorithm, blob)?;
+            return Ok((key.clone(), plaintext, algorithm));
+        }
+        let algorithm = source
+            .algorithm
+            .map(|a| EncryptionAlgorithm::parse("encryptionAlgorithm", a))
+            .transpose()?;
         let parsed = ciphertext::parse(blob)?;
-        if let Some(expected) = expected {
-            let named = self.resolve(field, expected, Accept::KeyOrAlias, ev).await?;
+        if algorithm.is_some_and(|a| a != EncryptionAlgorithm::SymmetricDefault) {
+            return Err(KmsError::InvalidKeyUsage(
+                "This is a SYMMETRIC_DEFAULT ciphertext; RSAES_OAEP_* apply to RSA keys, named with KeyId".into(),
+            ));
+        }
+        if let Some(named) = &named {
             if named.key_id != parsed.key_id {
                 return Err(KmsError::IncorrectKey(format!(
                     "The ciphertext was not encrypted under {}",
@@ -225,48 +310,83 @@ impl Kms {
         let invalid =
             || KmsError::InvalidCiphertext("The ciphertext refers to a key or key material that does not exist".into());
         let key = self.key(&parsed.key_id).await?.ok_or_else(invalid)?;
-        self.usable(&key)?;
-        if parsed.material_id == 0 || parsed.material_id > key.current_material {
+        self.usable(&key, KeyUsage::EncryptDecrypt)?;
+        if key.key_spec != KeySpec::SymmetricDefault
+            || parsed.material_id == 0
+            || parsed.material_id > key.current_material
+        {
             return Err(invalid());
         }
-        let material = self.material(&key.key_id, parsed.material_id).await?;
-        let plaintext = material.open(&parsed, context)?;
-        Ok((key, plaintext))
+        let material = self.material(&key, parsed.material_id).await?;
+        let plaintext = material.symmetric()?.open(&parsed, context)?;
+        Ok((key, plaintext, EncryptionAlgorithm::SymmetricDefault))
     }
 
     /// The unwrapped material, from the cache or unwrapped in the HSM.
-    pub(super) async fn material(&self, key_id: &str, material_id: u32) -> Result<Arc<Material>> {
-        let cache_key = (key_id.to_string(), material_id);
+    pub(super) async fn material(&self, key: &KeyRecord, material_id: u32) -> Result<Arc<Material>> {
+        let cache_key = (key.key_id.clone(), material_id);
         if let Some(m) = self.materials.get(&cache_key) {
             return Ok(m);
         }
         let seen = self.materials.generation(&cache_key);
-        let owned = key_id.to_string();
+        let owned = key.key_id.clone();
         let record = self
             .store(move |s| s.get_material(&owned, material_id))
             .await?
             .ok_or_else(|| {
                 KmsError::InvalidCiphertext("The ciphertext refers to key material that does not exist".into())
             })?;
-        let aad = wrap_aad(key_id, material_id);
+        let aad = wrap_aad(&key.key_id, material_id);
         let plain = self.hsm.call(move |h| h.unwrap(&record.wrapped, &aad)).await?;
-        let material = Arc::new(Material::new(&plain)?);
+        let material = Arc::new(Material::from_plain(key.key_spec, &plain)?);
         self.materials.insert_if_unchanged(cache_key, seen, material.clone());
         Ok(material)
     }
 }
 
-fn check_algorithm(field: &str, algorithm: Option<&str>) -> Result<()> {
-    match algorithm {
-        None | Some(SYMMETRIC_DEFAULT) => Ok(()),
-        Some(a) if ENCRYPTION_ALGORITHMS.contains(&a) => Err(KmsError::InvalidKeyUsage(format!(
-            "{field} {a} is not valid for a symmetric key; valid: SYMMETRIC_DEFAULT"
+/// Where a ciphertext is said to come from: the KeyId parameter's name and value, and the algorithm.
+struct Source<'a> {
+    field: &'a str,
+    key_id: Option<&'a str>,
+    algorithm: Option<&'a str>,
+}
+
+/// The algorithm to use with `key`: SYMMETRIC_DEFAULT by default for symmetric keys, required for RSA.
+fn encryption_algorithm(key: &KeyRecord, field: &str, requested: Option<&str>) -> Result<EncryptionAlgorithm> {
+    let allowed = key.key_spec.encryption_algorithms(key.key_usage);
+    let names = || allowed.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ");
+    match requested {
+        None if key.key_spec == KeySpec::SymmetricDefault => Ok(EncryptionAlgorithm::SymmetricDefault),
+        None => Err(KmsError::validation(format!(
+            "{field} is required for {} keys; valid: {}",
+            key.key_spec.as_str(),
+            names()
         ))),
-        Some(a) => Err(enum_error(field, a, ENCRYPTION_ALGORITHMS)),
+        Some(a) => {
+            let a = EncryptionAlgorithm::parse(field, a)?;
+            if !allowed.contains(&a) {
+                return Err(KmsError::InvalidKeyUsage(format!(
+                    "{field} {} is not valid for {} keys; valid: {}",
+                    a.as_str(),
+                    key.key_spec.as_str(),
+                    names()
+                )));
+            }
+            Ok(a)
+        }
     }
 }
 
-fn check_grant_tokens(tokens: &[String]) -> Result<()> {
+fn refuse_context_for_asymmetric(context: &EncryptionContext) -> Result<()> {
+    if !context.is_empty() {
+        return Err(KmsError::validation(
+            "EncryptionContext is not supported with asymmetric KMS keys",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_grant_tokens(tokens: &[String]) -> Result<()> {
     if tokens.len() > MAX_GRANT_TOKENS {
         return Err(KmsError::validation(format!(
             "1 validation error detected: Value at 'grantTokens' failed to satisfy constraint: \
@@ -303,19 +423,5 @@ mod tests {
         ] {
             assert!(matches!(bad, Err(KmsError::Validation(_))));
         }
-    }
-
-    #[test]
-    fn algorithms() {
-        assert!(check_algorithm("a", None).is_ok());
-        assert!(check_algorithm("a", Some("SYMMETRIC_DEFAULT")).is_ok());
-        assert!(matches!(
-            check_algorithm("a", Some("RSAES_OAEP_SHA_1")),
-            Err(KmsError::InvalidKeyUsage(_))
-        ));
-        assert!(matches!(
-            check_algorithm("a", Some("ROT13")),
-            Err(KmsError::Validation(_))
-        ));
     }
 }

@@ -3,8 +3,13 @@
 
 use std::sync::Arc;
 
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use zeroize::Zeroizing;
+
 use super::material::{wrap_aad, Material, MATERIAL_LEN};
 use super::paging::{self, Page};
+use super::private_key::generate;
 use super::{refuse_pending_deletion, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
@@ -36,12 +41,7 @@ impl Kms {
             (Some(s), _) | (None, Some(s)) => KeySpec::parse("keySpec", s)?,
             (None, None) => KeySpec::SymmetricDefault,
         };
-        let usage = input
-            .key_usage
-            .as_deref()
-            .map(KeyUsage::parse)
-            .transpose()?
-            .unwrap_or(KeyUsage::EncryptDecrypt);
+        let usage = spec.usage(input.key_usage.as_deref().map(KeyUsage::parse).transpose()?)?;
         let origin = input
             .origin
             .as_deref()
@@ -57,15 +57,10 @@ impl Kms {
 
         let key_id = uuid::Uuid::new_v4().to_string();
         ev.key_arn = Some(self.key_arn(&key_id));
+        let (plain, public_key) = self.new_material(spec).await?;
         let aad = wrap_aad(&key_id, FIRST_MATERIAL);
-        let (plain, wrapped) = self
-            .hsm
-            .call(move |h| {
-                let plain = h.random(MATERIAL_LEN)?;
-                let wrapped = h.wrap(&plain, &aad)?;
-                Ok((plain, wrapped))
-            })
-            .await?;
+        let to_wrap = plain.clone();
+        let wrapped = self.hsm.call(move |h| h.wrap(&to_wrap, &aad)).await?;
         let now = now_secs();
         let key = KeyRecord {
             key_id: key_id.clone(),
@@ -84,6 +79,7 @@ impl Kms {
             key_id: key_id.clone(),
             material_id: FIRST_MATERIAL,
             wrapped,
+            public_key,
             created: now,
         };
         let (record, tags) = (key.clone(), input.tags);
@@ -92,8 +88,33 @@ impl Kms {
         let cache_key = (key_id, FIRST_MATERIAL);
         let seen = self.materials.generation(&cache_key);
         self.materials
-            .insert_if_unchanged(cache_key, seen, Arc::new(Material::new(&plain)?));
+            .insert_if_unchanged(cache_key, seen, Arc::new(Material::from_plain(spec, &plain)?));
         Ok(key)
+    }
+
+    /// New key material from the HSM's RNG: raw AES and HMAC keys directly; RSA and EC key pairs
+    /// from a ChaCha20 generator seeded with 256 bits of HSM randomness (PKCS#8, with the DER public key).
+    async fn new_material(&self, spec: KeySpec) -> Result<(Zeroizing<Vec<u8>>, Option<Vec<u8>>)> {
+        let raw_len = match spec {
+            KeySpec::SymmetricDefault => Some(MATERIAL_LEN),
+            KeySpec::Hmac224 => Some(28),
+            KeySpec::Hmac256 => Some(32),
+            KeySpec::Hmac384 => Some(48),
+            KeySpec::Hmac512 => Some(64),
+            _ => None,
+        };
+        if let Some(len) = raw_len {
+            return Ok((self.hsm.call(move |h| h.random(len)).await?, None));
+        }
+        let seed = self.hsm.call(|h| h.random(32)).await?;
+        let pair = tokio::task::spawn_blocking(move || {
+            let mut seed_bytes = Zeroizing::new([0u8; 32]);
+            seed_bytes.copy_from_slice(&seed);
+            generate(spec, &mut ChaCha20Rng::from_seed(*seed_bytes))
+        })
+        .await
+        .map_err(|_| KmsError::internal("key generation panicked"))??;
+        Ok((pair.pkcs8, Some(pair.public_key)))
     }
 
     pub async fn describe_key(&self, key_id: &str, ev: &mut AuditEvent) -> Result<KeyRecord> {

@@ -5,24 +5,65 @@ use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
+use super::private_key::PrivateKey;
 use crate::error::{KmsError, Result};
 use crate::keys::ciphertext::{self, Blob, NONCE_LEN};
 use crate::keys::context::EncryptionContext;
+use crate::keys::KeySpec;
 
 pub const MATERIAL_LEN: usize = 32;
 
-/// Unwrapped key material, as a ready AES-256-GCM cipher whose key schedule is zeroized on drop.
-pub struct Material {
-    cipher: Aes256Gcm,
+/// Unwrapped key material of any key spec, ready to use; each form is zeroized when dropped.
+pub enum Material {
+    Symmetric(Box<SymmetricKey>),
+    Private(PrivateKey),
+    Hmac(Zeroizing<Vec<u8>>),
 }
 
 impl Material {
-    pub fn new(bytes: &[u8]) -> Result<Material> {
+    /// Turns unwrapped bytes (raw AES or HMAC key, PKCS#8 private key) into the key they encode.
+    pub fn from_plain(spec: KeySpec, bytes: &[u8]) -> Result<Material> {
+        Ok(match spec {
+            KeySpec::SymmetricDefault => Material::Symmetric(Box::new(SymmetricKey::new(bytes)?)),
+            s if s.is_hmac() => Material::Hmac(Zeroizing::new(bytes.to_vec())),
+            s => Material::Private(PrivateKey::from_pkcs8(s, bytes)?),
+        })
+    }
+
+    pub fn symmetric(&self) -> Result<&SymmetricKey> {
+        match self {
+            Material::Symmetric(k) => Ok(k),
+            _ => Err(KmsError::internal("key material is not a symmetric key")),
+        }
+    }
+
+    pub fn private(&self) -> Result<&PrivateKey> {
+        match self {
+            Material::Private(k) => Ok(k),
+            _ => Err(KmsError::internal("key material is not a private key")),
+        }
+    }
+
+    pub fn hmac(&self) -> Result<&[u8]> {
+        match self {
+            Material::Hmac(k) => Ok(k),
+            _ => Err(KmsError::internal("key material is not an HMAC key")),
+        }
+    }
+}
+
+/// An AES-256-GCM key, held as a ready cipher whose key schedule is zeroized on drop.
+pub struct SymmetricKey {
+    cipher: Aes256Gcm,
+}
+
+impl SymmetricKey {
+    pub fn new(bytes: &[u8]) -> Result<SymmetricKey> {
         if bytes.len() != MATERIAL_LEN {
             return Err(KmsError::internal("unwrapped key material has the wrong length"));
         }
         let cipher = Aes256Gcm::new_from_slice(bytes).map_err(|_| KmsError::internal("bad key material"))?;
-        Ok(Material { cipher })
+        Ok(SymmetricKey { cipher })
     }
 
     /// Seals `plaintext` into a ciphertext blob naming `key_id` and `material_id`.
@@ -95,7 +136,7 @@ mod tests {
 
     #[test]
     fn seal_open_and_every_tampered_byte_fails() {
-        let m = Material::new(&[9u8; 32]).unwrap();
+        let m = SymmetricKey::new(&[9u8; 32]).unwrap();
         let rng = SystemRandom::new();
         let blob = m.seal(&rng, ID, 1, &ctx("a"), b"secret data").unwrap();
         let parsed = ciphertext::parse(&blob).unwrap();
@@ -110,6 +151,6 @@ mod tests {
             let ok = ciphertext::parse(&bad).and_then(|p| m.open(&p, &ctx("a")));
             assert!(ok.is_err(), "flipping byte {i} went unnoticed");
         }
-        assert!(Material::new(&[0u8; 16]).is_err());
+        assert!(SymmetricKey::new(&[0u8; 16]).is_err());
     }
 }

@@ -4,10 +4,14 @@
 mod aliases;
 mod cache;
 mod crypto;
+mod data_key_pair;
 mod deletion;
 mod keys;
+mod mac;
 mod material;
 mod paging;
+mod private_key;
+mod signing;
 mod tags;
 
 use std::path::Path;
@@ -26,10 +30,12 @@ use crate::keys::{KeyRecord, KeyState};
 use crate::store::{SqliteStore, Store};
 use cache::ShardedCache;
 pub use crypto::{DataKeySpec, Decrypted, ReEncrypted};
+pub use data_key_pair::DataKeyPair;
 pub use deletion::spawn_deletion_task;
 pub use keys::CreateKeyInput;
 pub use material::Material;
 pub use paging::Page;
+pub use signing::{PublicKeyInfo, SignInput, Signed};
 
 pub struct Kms {
     store: Arc<dyn Store>,

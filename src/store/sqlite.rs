@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS materials (
     key_id TEXT NOT NULL,
     material_id INTEGER NOT NULL,
     wrapped BLOB NOT NULL,
+    public_key BLOB,
     created INTEGER NOT NULL,
     PRIMARY KEY (key_id, material_id)
 ) WITHOUT ROWID;
@@ -181,11 +182,12 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(db)?;
         write_key(&tx, key)?;
         tx.execute(
-            "INSERT INTO materials (key_id, material_id, wrapped, created) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO materials (key_id, material_id, wrapped, public_key, created) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 material.key_id,
                 material.material_id,
                 material.wrapped,
+                material.public_key,
                 material.created
             ],
         )
@@ -232,14 +234,15 @@ impl Store for SqliteStore {
     fn get_material(&self, key_id: &str, material_id: u32) -> Result<Option<MaterialRecord>> {
         let conn = self.conn()?;
         let mut st = conn
-            .prepare_cached("SELECT wrapped, created FROM materials WHERE key_id = ?1 AND material_id = ?2")
+            .prepare_cached("SELECT wrapped, public_key, created FROM materials WHERE key_id = ?1 AND material_id = ?2")
             .map_err(db)?;
         st.query_row(params![key_id, material_id], |r| {
             Ok(MaterialRecord {
                 key_id: key_id.to_string(),
                 material_id,
                 wrapped: r.get(0)?,
-                created: r.get(1)?,
+                public_key: r.get(1)?,
+                created: r.get(2)?,
             })
         })
         .optional()
@@ -416,6 +419,7 @@ mod tests {
         MaterialRecord {
             key_id: id.into(),
             material_id: 1,
+            public_key: Some(vec![1, 2]),
             wrapped: vec![7; 60],
             created: 1,
         }

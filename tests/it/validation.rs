@@ -706,37 +706,30 @@ async fn create_key_parameters() {
             v,
         ),
         (
-            "RSA_2048 (not implemented)",
+            "ECC_NIST_P521 (not implemented)",
             pb::CreateKeyRequest {
-                key_spec: Some("RSA_2048".into()),
-                ..Default::default()
-            },
-            unsupported,
-        ),
-        (
-            "ECC_NIST_P256 (not implemented)",
-            pb::CreateKeyRequest {
-                key_spec: Some("ECC_NIST_P256".into()),
+                key_spec: Some("ECC_NIST_P521".into()),
                 key_usage: Some("SIGN_VERIFY".into()),
                 ..Default::default()
             },
             unsupported,
         ),
         (
-            "HMAC_256 (not implemented)",
+            "CustomerMasterKeySpec ECC_SECG_P256K1 (not implemented)",
             pb::CreateKeyRequest {
-                key_spec: Some("HMAC_256".into()),
+                customer_master_key_spec: Some("ECC_SECG_P256K1".into()),
+                key_usage: Some("SIGN_VERIFY".into()),
                 ..Default::default()
             },
             unsupported,
         ),
         (
-            "CustomerMasterKeySpec RSA_2048",
+            "RSA_2048 without KeyUsage",
             pb::CreateKeyRequest {
-                customer_master_key_spec: Some("RSA_2048".into()),
+                key_spec: Some("RSA_2048".into()),
                 ..Default::default()
             },
-            unsupported,
+            v,
         ),
         (
             "KeySpec and CustomerMasterKeySpec disagree",

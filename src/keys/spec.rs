@@ -1,0 +1,248 @@
+//! Key specs, key usages and origins, and which combinations AWS KMS allows.
+
+use super::algorithms::{EncryptionAlgorithm, MacAlgorithm, SigningAlgorithm};
+use crate::error::{KmsError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySpec {
+    SymmetricDefault,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+    EccNistP256,
+    EccNistP384,
+    Hmac224,
+    Hmac256,
+    Hmac384,
+    Hmac512,
+}
+
+/// Every spec AWS defines; the ones this server lacks get UnsupportedOperationException.
+pub const AWS_KEY_SPECS: &[&str] = &[
+    "SYMMETRIC_DEFAULT",
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "HMAC_224",
+    "HMAC_256",
+    "HMAC_384",
+    "HMAC_512",
+    "SM2",
+];
+
+const SPECS: &[(KeySpec, &str)] = &[
+    (KeySpec::SymmetricDefault, "SYMMETRIC_DEFAULT"),
+    (KeySpec::Rsa2048, "RSA_2048"),
+    (KeySpec::Rsa3072, "RSA_3072"),
+    (KeySpec::Rsa4096, "RSA_4096"),
+    (KeySpec::EccNistP256, "ECC_NIST_P256"),
+    (KeySpec::EccNistP384, "ECC_NIST_P384"),
+    (KeySpec::Hmac224, "HMAC_224"),
+    (KeySpec::Hmac256, "HMAC_256"),
+    (KeySpec::Hmac384, "HMAC_384"),
+    (KeySpec::Hmac512, "HMAC_512"),
+];
+
+impl KeySpec {
+    pub fn as_str(self) -> &'static str {
+        SPECS
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map(|(_, s)| *s)
+            .unwrap_or("SYMMETRIC_DEFAULT")
+    }
+
+    pub fn parse(field: &str, s: &str) -> Result<Self> {
+        if let Some((k, _)) = SPECS.iter().find(|(_, name)| *name == s) {
+            return Ok(*k);
+        }
+        if AWS_KEY_SPECS.contains(&s) {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "{field} {s} is not supported by this server"
+            )));
+        }
+        Err(enum_error(field, s, AWS_KEY_SPECS))
+    }
+
+    pub fn rsa_bits(self) -> Option<usize> {
+        match self {
+            KeySpec::Rsa2048 => Some(2048),
+            KeySpec::Rsa3072 => Some(3072),
+            KeySpec::Rsa4096 => Some(4096),
+            _ => None,
+        }
+    }
+
+    pub fn is_hmac(self) -> bool {
+        matches!(
+            self,
+            KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512
+        )
+    }
+
+    /// The usages AWS allows for this spec.
+    pub fn usages(self) -> &'static [KeyUsage] {
+        match self {
+            KeySpec::SymmetricDefault => &[KeyUsage::EncryptDecrypt],
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => &[KeyUsage::EncryptDecrypt, KeyUsage::SignVerify],
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 => &[KeyUsage::SignVerify],
+            _ => &[KeyUsage::GenerateVerifyMac],
+        }
+    }
+
+    /// Picks the usage: SYMMETRIC_DEFAULT defaults to ENCRYPT_DECRYPT; other specs need one, as in AWS.
+    pub fn usage(self, requested: Option<KeyUsage>) -> Result<KeyUsage> {
+        let allowed = self.usages();
+        let names = || allowed.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ");
+        match requested {
+            None if self == KeySpec::SymmetricDefault => Ok(KeyUsage::EncryptDecrypt),
+            None => Err(KmsError::validation(format!(
+                "KeyUsage is required for KeySpec {}; valid: {}",
+                self.as_str(),
+                names()
+            ))),
+            Some(u) if allowed.contains(&u) => Ok(u),
+            Some(u) => Err(KmsError::validation(format!(
+                "KeyUsage {} is not valid for KeySpec {}; valid: {}",
+                u.as_str(),
+                self.as_str(),
+                names()
+            ))),
+        }
+    }
+
+    pub fn encryption_algorithms(self, usage: KeyUsage) -> Vec<EncryptionAlgorithm> {
+        match (self, usage) {
+            (KeySpec::SymmetricDefault, _) => vec![EncryptionAlgorithm::SymmetricDefault],
+            (_, KeyUsage::EncryptDecrypt) if self.rsa_bits().is_some() => {
+                vec![EncryptionAlgorithm::RsaesOaepSha1, EncryptionAlgorithm::RsaesOaepSha256]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn signing_algorithms(self, usage: KeyUsage) -> Vec<SigningAlgorithm> {
+        use SigningAlgorithm::*;
+        match (self, usage) {
+            (KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096, KeyUsage::SignVerify) => vec![
+                RsassaPssSha256,
+                RsassaPssSha384,
+                RsassaPssSha512,
+                RsassaPkcs1V15Sha256,
+                RsassaPkcs1V15Sha384,
+                RsassaPkcs1V15Sha512,
+            ],
+            (KeySpec::EccNistP256, _) => vec![EcdsaSha256],
+            (KeySpec::EccNistP384, _) => vec![EcdsaSha384],
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn mac_algorithms(self) -> Vec<MacAlgorithm> {
+        match self {
+            KeySpec::Hmac224 => vec![MacAlgorithm::HmacSha224],
+            KeySpec::Hmac256 => vec![MacAlgorithm::HmacSha256],
+            KeySpec::Hmac384 => vec![MacAlgorithm::HmacSha384],
+            KeySpec::Hmac512 => vec![MacAlgorithm::HmacSha512],
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUsage {
+    EncryptDecrypt,
+    SignVerify,
+    GenerateVerifyMac,
+}
+
+pub const AWS_KEY_USAGES: &[&str] = &["ENCRYPT_DECRYPT", "SIGN_VERIFY", "GENERATE_VERIFY_MAC", "KEY_AGREEMENT"];
+
+impl KeyUsage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
+            KeyUsage::SignVerify => "SIGN_VERIFY",
+            KeyUsage::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "ENCRYPT_DECRYPT" => Ok(KeyUsage::EncryptDecrypt),
+            "SIGN_VERIFY" => Ok(KeyUsage::SignVerify),
+            "GENERATE_VERIFY_MAC" => Ok(KeyUsage::GenerateVerifyMac),
+            "KEY_AGREEMENT" => Err(KmsError::UnsupportedOperation(
+                "KeyUsage KEY_AGREEMENT is not supported by this server".into(),
+            )),
+            other => Err(enum_error("keyUsage", other, AWS_KEY_USAGES)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    AwsKms,
+}
+
+pub const AWS_ORIGINS: &[&str] = &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::AwsKms => "AWS_KMS",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "AWS_KMS" => Ok(Origin::AwsKms),
+            other if AWS_ORIGINS.contains(&other) => Err(KmsError::UnsupportedOperation(format!(
+                "Origin {other} is not supported by this server yet; supported: AWS_KMS"
+            ))),
+            other => Err(enum_error("origin", other, AWS_ORIGINS)),
+        }
+    }
+}
+
+/// The ValidationException AWS gives for a value outside an enumeration.
+pub fn enum_error(field: &str, value: &str, allowed: &[&str]) -> KmsError {
+    KmsError::validation(format!(
+        "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: \
+         Member must satisfy enum value set: [{}]",
+        allowed.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_usage_rules() {
+        assert_eq!(KeySpec::SymmetricDefault.usage(None).unwrap(), KeyUsage::EncryptDecrypt);
+        assert!(KeySpec::Rsa2048.usage(None).is_err());
+        assert_eq!(
+            KeySpec::Rsa2048.usage(Some(KeyUsage::SignVerify)).unwrap(),
+            KeyUsage::SignVerify
+        );
+        assert!(KeySpec::EccNistP256.usage(Some(KeyUsage::EncryptDecrypt)).is_err());
+        assert!(KeySpec::Hmac256.usage(Some(KeyUsage::SignVerify)).is_err());
+        for (k, s) in SPECS {
+            assert_eq!(KeySpec::parse("keySpec", s).unwrap(), *k);
+            assert_eq!(k.as_str(), *s);
+        }
+        assert!(matches!(
+            KeySpec::parse("keySpec", "SM2"),
+            Err(KmsError::UnsupportedOperation(_))
+        ));
+        assert!(matches!(
+            KeySpec::parse("keySpec", "RSA_1024"),
+            Err(KmsError::Validation(_))
+        ));
+    }
+}

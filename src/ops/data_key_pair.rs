@@ -1,0 +1,65 @@
+//! GenerateDataKeyPair(WithoutPlaintext): a key pair for use outside the service, its private key
+//! encrypted under a symmetric KMS key.
+
+use rand_core::OsRng;
+use zeroize::Zeroizing;
+
+use super::crypto::check_grant_tokens;
+use super::private_key::generate;
+use super::Kms;
+use crate::audit::AuditEvent;
+use crate::error::{KmsError, Result};
+use crate::keys::algorithms::KeyPairSpec;
+use crate::keys::context::EncryptionContext;
+use crate::keys::key_ref::Accept;
+use crate::keys::KeySpec;
+
+pub struct DataKeyPair {
+    pub private_key_ciphertext: Vec<u8>,
+    pub private_key_plaintext: Zeroizing<Vec<u8>>,
+    pub public_key: Vec<u8>,
+    pub key_arn: String,
+    pub spec: KeyPairSpec,
+}
+
+impl Kms {
+    pub async fn generate_data_key_pair(
+        &self,
+        key_id: &str,
+        context: &EncryptionContext,
+        key_pair_spec: &str,
+        grant_tokens: &[String],
+        ev: &mut AuditEvent,
+    ) -> Result<DataKeyPair> {
+        check_grant_tokens(grant_tokens)?;
+        ev.encryption_context_keys = context.keys();
+        let spec = KeyPairSpec::parse("keyPairSpec", key_pair_spec)?;
+        let key_spec = match spec {
+            KeyPairSpec::Rsa2048 => KeySpec::Rsa2048,
+            KeyPairSpec::Rsa3072 => KeySpec::Rsa3072,
+            KeyPairSpec::Rsa4096 => KeySpec::Rsa4096,
+            KeyPairSpec::EccNistP256 => KeySpec::EccNistP256,
+            KeyPairSpec::EccNistP384 => KeySpec::EccNistP384,
+            other => {
+                return Err(KmsError::UnsupportedOperation(format!(
+                    "KeyPairSpec {} is not supported by this server",
+                    other.as_str()
+                )))
+            }
+        };
+        let key = self.resolve("keyId", key_id, Accept::KeyOrAlias, ev).await?;
+        self.symmetric_encryption_key(&key)?;
+        // Like data keys, from the OS CSPRNG; RSA generation is CPU-heavy, so off the reactor.
+        let pair = tokio::task::spawn_blocking(move || generate(key_spec, &mut OsRng))
+            .await
+            .map_err(|_| KmsError::internal("key pair generation panicked"))??;
+        let private_key_ciphertext = self.seal(&key, context, &pair.pkcs8).await?;
+        Ok(DataKeyPair {
+            private_key_ciphertext,
+            private_key_plaintext: pair.pkcs8,
+            public_key: pair.public_key,
+            key_arn: self.key_arn(&key.key_id),
+            spec,
+        })
+    }
+}
