@@ -164,3 +164,174 @@ impl Clause {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn holds(cond: Value, key: &str, request: Option<&[&str]>) -> bool {
+        let c = Condition::parse(&cond, "Condition").unwrap();
+        let mut ctx = RequestContext::new("arn:aws:iam::111122223333:user/a", "kms:Encrypt", "*");
+        ctx.remove(key);
+        if let Some(values) = request {
+            ctx.set_values(key, values.iter().copied());
+        }
+        c.holds(&ctx)
+    }
+
+    /// Each operator with a request value that satisfies it and one that does not.
+    #[test]
+    fn every_operator_both_ways() {
+        let cases: &[(&str, Value, &str, &str)] = &[
+            ("StringEquals", json!("IT"), "IT", "it"),
+            ("StringNotEquals", json!(["a", "b"]), "c", "b"),
+            ("StringEqualsIgnoreCase", json!("Straße"), "STRASSE_NO", "x"),
+            ("StringEqualsIgnoreCase", json!("ÉTÉ"), "été", "ete"),
+            ("StringNotEqualsIgnoreCase", json!("ABC"), "abd", "abc"),
+            ("StringLike", json!("alias/app-?-*"), "alias/app-1-prod", "alias/app-12"),
+            ("StringNotLike", json!("alias/tmp*"), "alias/app", "alias/tmp1"),
+            (
+                "ArnEquals",
+                json!("arn:aws:iam::111122223333:role/R"),
+                "arn:aws:iam::111122223333:role/R",
+                "arn:aws:iam::111122223333:role/r",
+            ),
+            (
+                "ArnLike",
+                json!("arn:aws:iam::*:role/R*"),
+                "arn:aws:iam::444455556666:role/Reader",
+                "arn:aws:iam::444455556666:user/R",
+            ),
+            (
+                "ArnNotEquals",
+                json!("arn:aws:iam::111122223333:root"),
+                "arn:aws:iam::444455556666:root",
+                "arn:aws:iam::111122223333:root",
+            ),
+            (
+                "ArnNotLike",
+                json!("arn:aws:iam::111122223333:*"),
+                "arn:aws:iam::444455556666:root",
+                "arn:aws:iam::111122223333:user/x",
+            ),
+            ("Bool", json!(true), "true", "false"),
+            ("NumericEquals", json!(7), "7.0", "8"),
+            ("NumericNotEquals", json!("7"), "8", "7"),
+            ("NumericLessThan", json!("30"), "29.5", "30"),
+            ("NumericLessThanEquals", json!("30"), "30", "31"),
+            ("NumericGreaterThan", json!(7), "8", "7"),
+            ("NumericGreaterThanEquals", json!(7), "7", "6"),
+            (
+                "DateEquals",
+                json!("2024-01-01T00:00:00Z"),
+                "1704067200",
+                "2024-01-01T00:00:01Z",
+            ),
+            (
+                "DateNotEquals",
+                json!("2024-01-01"),
+                "2024-01-02",
+                "2024-01-01T00:00:00Z",
+            ),
+            (
+                "DateLessThan",
+                json!("2024-01-01T00:00:00Z"),
+                "2023-12-31T23:59:59Z",
+                "2024-01-01T00:00:00Z",
+            ),
+            (
+                "DateLessThanEquals",
+                json!("2024-01-01T00:00:00Z"),
+                "2024-01-01T00:00:00Z",
+                "2024-01-01T00:00:01Z",
+            ),
+            (
+                "DateGreaterThan",
+                json!(1704067200),
+                "2024-01-01T00:00:01Z",
+                "2024-01-01T00:00:00Z",
+            ),
+            (
+                "DateGreaterThanEquals",
+                json!("2024-01-01T00:00:00+01:00"),
+                "2023-12-31T23:00:00Z",
+                "2023-12-31T22:59:59Z",
+            ),
+            (
+                "IpAddress",
+                json!(["192.0.2.0/24", "2001:db8::/32"]),
+                "2001:db8::9",
+                "198.51.100.1",
+            ),
+            ("NotIpAddress", json!("192.0.2.0/24"), "198.51.100.1", "192.0.2.1"),
+            ("BinaryEquals", json!("QmluYXJ5"), "QmluYXJ5", "QmluYXJ6"),
+        ];
+        for (op, policy_value, yes, no) in cases {
+            let cond = json!({ *op: {"kms:Test": policy_value} });
+            // "STRASSE_NO": IgnoreCase folds case, it does not normalize spellings.
+            let expect_yes = *yes != "STRASSE_NO";
+            assert_eq!(holds(cond.clone(), "kms:Test", Some(&[yes])), expect_yes, "{op} {yes}");
+            assert!(!holds(cond, "kms:Test", Some(&[no])), "{op} {no}");
+        }
+    }
+
+    #[test]
+    fn missing_keys() {
+        let missing = |op: &str| holds(json!({ op: {"kms:Test": "x"} }), "kms:Test", None);
+        assert!(!missing("StringEquals"));
+        assert!(missing("StringNotEquals"));
+        assert!(missing("StringNotLike"));
+        assert!(missing("ArnNotLike"));
+        assert!(missing("StringEqualsIfExists"));
+        assert!(missing("StringNotEqualsIfExists"));
+        assert!(missing("ForAllValues:StringEquals"));
+        assert!(missing("ForAllValues:StringNotEquals"));
+        assert!(!missing("ForAnyValue:StringEquals"));
+        assert!(!missing("ForAnyValue:StringNotEquals"));
+        assert!(missing("ForAnyValue:StringEqualsIfExists"));
+        let missing_typed = |op: &str, v: Value| holds(json!({ op: {"kms:Test": v} }), "kms:Test", None);
+        assert!(!missing_typed("Bool", json!("true")));
+        assert!(missing_typed("BoolIfExists", json!("true")));
+        assert!(!missing_typed("NumericLessThan", json!(1)));
+        assert!(missing_typed("NumericNotEquals", json!(1)));
+        assert!(missing_typed("NotIpAddress", json!("10.0.0.0/8")));
+        assert!(!missing_typed("IpAddress", json!("10.0.0.0/8")));
+        assert!(missing_typed("Null", json!("true")));
+        assert!(!missing_typed("Null", json!("false")));
+        // An empty set is missing.
+        assert!(holds(json!({"Null": {"kms:Test": "true"}}), "kms:Test", Some(&[])));
+    }
+
+    #[test]
+    fn multi_valued_keys() {
+        let k = "kms:GrantOperations";
+        let all = json!({"ForAllValues:StringLike": {k: ["Encrypt", "Generate*"]}});
+        assert!(holds(all.clone(), k, Some(&["Encrypt", "GenerateDataKey"])));
+        assert!(!holds(all, k, Some(&["Encrypt", "Decrypt"])));
+        let any = json!({"ForAnyValue:StringEquals": {k: ["RetireGrant"]}});
+        assert!(holds(any.clone(), k, Some(&["Encrypt", "RetireGrant"])));
+        assert!(!holds(any, k, Some(&["Encrypt"])));
+        // Plain operators on a set: positive needs some value, negated needs no value to match.
+        let plain = json!({"StringEquals": {k: "Decrypt"}});
+        assert!(holds(plain.clone(), k, Some(&["Encrypt", "Decrypt"])));
+        assert!(!holds(plain, k, Some(&["Encrypt"])));
+        let neg = json!({"StringNotEquals": {k: "Decrypt"}});
+        assert!(!holds(neg.clone(), k, Some(&["Encrypt", "Decrypt"])));
+        assert!(holds(neg, k, Some(&["Encrypt"])));
+    }
+
+    #[test]
+    fn operators_and_keys_are_anded() {
+        let cond = json!({
+            "StringEquals": {"kms:A": "1", "kms:B": "2"},
+            "StringLike": {"kms:C": "x*"}
+        });
+        let c = Condition::parse(&cond, "Condition").unwrap();
+        let ctx = RequestContext::new("111122223333", "kms:Encrypt", "*");
+        let ok = ctx.clone().with("kms:a", "1").with("KMS:B", "2").with("kms:c", "xyz");
+        assert!(c.holds(&ok));
+        assert!(!c.holds(&ok.clone().with("kms:B", "3")));
+        assert!(!c.holds(&ok.clone().with("kms:C", "y")));
+    }
+}

@@ -1021,3 +1021,11 @@ fn context_accessors() {
     assert!(keys::is_multi_valued("KMS:GrantOperations"));
     assert_eq!(keys::encryption_context("Dept"), "kms:EncryptionContext:Dept");
 }
+
+#[test]
+fn compiled_policies_are_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Policy>();
+    assert_send_sync::<RequestContext>();
+    assert_send_sync::<Decision>();
+}
