@@ -136,6 +136,8 @@ impl KeyManagementService for NoWork {
                 encryption_algorithms: vec![SYMMETRIC_DEFAULT.into()],
                 multi_region: false,
                 pending_deletion_window_in_days: None,
+                signing_algorithms: Vec::new(),
+                mac_algorithms: Vec::new(),
             }),
         })
     }
@@ -291,5 +293,57 @@ impl KeyManagementService for NoWork {
         answer(pb::GenerateRandomResponse {
             plaintext: vec![3u8; n],
         })
+    }
+
+    async fn generate_data_key_pair(
+        &self,
+        _: Request<pb::GenerateDataKeyPairRequest>,
+    ) -> Result<Response<pb::GenerateDataKeyPairResponse>, Status> {
+        unimplemented_here()
+    }
+
+    async fn generate_data_key_pair_without_plaintext(
+        &self,
+        _: Request<pb::GenerateDataKeyPairWithoutPlaintextRequest>,
+    ) -> Result<Response<pb::GenerateDataKeyPairWithoutPlaintextResponse>, Status> {
+        unimplemented_here()
+    }
+
+    /// An ECDSA P-256 DER signature is 70-72 bytes.
+    async fn sign(&self, r: Request<pb::SignRequest>) -> Result<Response<pb::SignResponse>, Status> {
+        let r = r.into_inner();
+        answer(pb::SignResponse {
+            key_id: arn(&r.key_id),
+            signature: vec![4u8; 71],
+            signing_algorithm: r.signing_algorithm,
+        })
+    }
+
+    async fn verify(&self, _: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
+        unimplemented_here()
+    }
+
+    async fn get_public_key(
+        &self,
+        _: Request<pb::GetPublicKeyRequest>,
+    ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
+        unimplemented_here()
+    }
+
+    /// An HMAC-SHA-256 is 32 bytes.
+    async fn generate_mac(
+        &self,
+        r: Request<pb::GenerateMacRequest>,
+    ) -> Result<Response<pb::GenerateMacResponse>, Status> {
+        let r = r.into_inner();
+        answer(pb::GenerateMacResponse {
+            mac: vec![5u8; 32],
+            mac_algorithm: r.mac_algorithm,
+            key_id: arn(&r.key_id),
+        })
+    }
+
+    async fn verify_mac(&self, _: Request<pb::VerifyMacRequest>) -> Result<Response<pb::VerifyMacResponse>, Status> {
+        unimplemented_here()
     }
 }
