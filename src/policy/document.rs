@@ -262,6 +262,14 @@ fn parse_statement(kind: PolicyKind, s: &Map<String, Value>, index: usize, loc: 
         (Some(p), None, PolicyKind::KeyPolicy) => {
             StatementPrincipal::Principal(Principals::parse(p, &format!("{loc}.Principal"))?)
         }
+        (None, Some(_), PolicyKind::KeyPolicy) if effect == Effect::Allow => {
+            // IAM: "NotPrincipal must be used with Effect: Deny"; with Allow it would grant
+            // everyone but the listed principals.
+            return Err(malformed(
+                &format!("{loc}.NotPrincipal"),
+                "NotPrincipal is supported only with \"Effect\": \"Deny\"",
+            ));
+        }
         (None, Some(p), PolicyKind::KeyPolicy) => {
             StatementPrincipal::NotPrincipal(Principals::parse(p, &format!("{loc}.NotPrincipal"))?)
         }

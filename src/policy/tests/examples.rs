@@ -553,15 +553,18 @@ fn not_principal_deny_everyone_else() {
     }));
     assert!(!allowed(&kp, &ids, &ctx(&admin, "kms:ScheduleKeyDeletion")));
 
-    // NotPrincipal with Allow: everyone but the listed.
-    let kp = key_policy(json!({
+    // NotPrincipal with Allow is not supported (IAM): it would grant everyone but the listed.
+    let doc = json!({"Statement": {
         "Effect": "Allow",
         "NotPrincipal": {"AWS": [user("mallory"), ACCT]},
         "Action": "kms:DescribeKey",
         "Resource": "*"
-    }));
-    assert!(allowed(&kp, &[], &ctx(&user("alice"), "kms:DescribeKey")));
-    assert!(!allowed(&kp, &[], &ctx(&user("mallory"), "kms:DescribeKey")));
+    }});
+    let err = Policy::parse_key_policy(&doc.to_string()).unwrap_err().to_string();
+    assert!(
+        err.starts_with("Statement.NotPrincipal: NotPrincipal is supported only with"),
+        "{err}"
+    );
 }
 
 #[test]
