@@ -209,6 +209,13 @@ impl Policy {
     }
 }
 
+/// Lets [`evaluate`](super::evaluate) take `&Policy`, `Arc<Policy>` and `&Arc<Policy>` alike.
+impl AsRef<Policy> for Policy {
+    fn as_ref(&self) -> &Policy {
+        self
+    }
+}
+
 fn parse_statement(kind: PolicyKind, s: &Map<String, Value>, index: usize, loc: &str) -> Result<Statement> {
     for key in s.keys() {
         if !matches!(

@@ -195,12 +195,14 @@ pub(crate) fn key_policy_verdict<'p>(policy: &'p Policy, ctx: &RequestContext) -
 /// policy given here is treated as an identity policy would be, its principals ignored);
 /// `grant_allows` says that a grant for this principal and operation, with matching
 /// constraints, exists.
-pub fn evaluate<'a>(
-    key_policy: &Policy,
-    identity_policies: impl IntoIterator<Item = &'a Policy>,
-    grant_allows: bool,
-    ctx: &RequestContext,
-) -> Decision {
+///
+/// `identity_policies` takes anything that iterates over policies: `&[Policy]`, `&Vec<Policy>`,
+/// `&Vec<Arc<Policy>>`, `[&policy]`, `std::iter::empty::<&Policy>()`.
+pub fn evaluate<I>(key_policy: &Policy, identity_policies: I, grant_allows: bool, ctx: &RequestContext) -> Decision
+where
+    I: IntoIterator,
+    I::Item: AsRef<Policy>,
+{
     let kp = key_policy_verdict(key_policy, ctx);
     if let Some(s) = kp.deny {
         return Decision::ExplicitDeny(StatementRef::of(key_policy, s));
@@ -208,6 +210,7 @@ pub fn evaluate<'a>(
     // Identity policies: any Deny denies; remember the first Allow.
     let mut identity_allow: Option<StatementRef> = None;
     for policy in identity_policies {
+        let policy = policy.as_ref();
         for s in &policy.statements {
             let applies = match policy.kind() {
                 PolicyKind::IdentityPolicy => statement_applies(s, ctx) != Match::No,

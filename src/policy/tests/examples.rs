@@ -11,6 +11,7 @@ const ACCT: &str = "111122223333";
 const OTHER: &str = "444455556666";
 const KEY: &str = "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 const OTHER_KEY: &str = "arn:aws:kms:us-west-2:111122223333:key/0987dcba-09fe-87dc-65ba-ab0987654321";
+const NO_POLICIES: &[Policy] = &[];
 
 fn user(name: &str) -> String {
     format!("arn:aws:iam::{ACCT}:user/{name}")
@@ -319,7 +320,7 @@ fn explicit_deny_overrides_every_allow() {
     assert!(allowed(&kp, &[], &ctx(&user("alice"), "kms:EnableKey")));
     // A grant does not beat a Deny.
     let c = ctx(&user("alice"), "kms:ScheduleKeyDeletion");
-    assert!(!evaluate(&kp, &[], true, &c).is_allowed());
+    assert!(!evaluate(&kp, NO_POLICIES, true, &c).is_allowed());
 
     // A Deny in an identity policy beats a key policy Allow naming the user.
     let deny = identity(
@@ -354,10 +355,10 @@ fn deny_naming_an_account_covers_its_users() {
 fn grant_hook_allows_when_no_policy_does() {
     let kp = Policy::parse_key_policy(&default_key_policy(ACCT)).unwrap();
     let c = ctx(&user("svc"), "kms:Decrypt");
-    assert!(!evaluate(&kp, &[], false, &c).is_allowed());
-    assert_eq!(evaluate(&kp, &[], true, &c), Decision::Allow(AllowedBy::Grant));
+    assert!(!evaluate(&kp, NO_POLICIES, false, &c).is_allowed());
+    assert_eq!(evaluate(&kp, NO_POLICIES, true, &c), Decision::Allow(AllowedBy::Grant));
     // Across accounts too: a grant needs no identity policy.
-    assert!(evaluate(&kp, &[], true, &ctx(&other_user("svc"), "kms:Decrypt")).is_allowed());
+    assert!(evaluate(&kp, NO_POLICIES, true, &ctx(&other_user("svc"), "kms:Decrypt")).is_allowed());
 }
 
 #[test]
@@ -1023,6 +1024,17 @@ fn context_accessors() {
     assert!(c.get("aws:SourceIp").is_none());
     assert!(keys::is_multi_valued("KMS:GrantOperations"));
     assert_eq!(keys::encryption_context("Dept"), "kms:EncryptionContext:Dept");
+}
+
+#[test]
+fn identity_policies_in_any_container() {
+    let kp = Policy::parse_key_policy(&default_key_policy(ACCT)).unwrap();
+    let c = ctx(&user("alice"), "kms:Encrypt");
+    let shared: Vec<std::sync::Arc<Policy>> = vec![std::sync::Arc::new(allow_all_kms("shared"))];
+    assert!(evaluate(&kp, &shared, false, &c).is_allowed());
+    let owned = allow_all_kms("owned");
+    assert!(evaluate(&kp, [&owned], false, &c).is_allowed());
+    assert!(!evaluate(&kp, std::iter::empty::<&Policy>(), false, &c).is_allowed());
 }
 
 #[test]

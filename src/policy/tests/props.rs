@@ -203,6 +203,6 @@ proptest! {
             r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*"},
                              {"Effect":"Deny","Principal":"*","Action":"*","Resource":"*"}]}"#,
         ).unwrap();
-        prop_assert!(!evaluate(&deny_all, [], grant, &ctx).is_allowed());
+        prop_assert!(!evaluate(&deny_all, std::iter::empty::<&Policy>(), grant, &ctx).is_allowed());
     }
 }
