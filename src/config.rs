@@ -19,6 +19,18 @@ pub struct Config {
     pub hsm: HsmConfig,
     pub cache: CacheConfig,
     pub deletion: DeletionConfig,
+    pub auth: crate::auth::AuthConfig,
+    pub tls: Option<TlsConfig>,
+}
+
+/// Server TLS. With `client_ca_file`, client certificates are verified (mTLS) and may
+/// authenticate callers; requests without one may still use bearer tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +88,8 @@ impl Default for Config {
             hsm: HsmConfig::default(),
             cache: CacheConfig::default(),
             deletion: DeletionConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
+            tls: None,
         }
     }
 }

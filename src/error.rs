@@ -34,6 +34,8 @@ pub enum KmsError {
     #[error("{0}")]
     AccessDenied(String),
     #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
     InvalidSignature(String),
     #[error("{0}")]
     InvalidMac(String),
@@ -69,6 +71,7 @@ impl KmsError {
             KmsError::Tag(_) => "TagException",
             KmsError::LimitExceeded(_) => "LimitExceededException",
             KmsError::AccessDenied(_) => "AccessDeniedException",
+            KmsError::Unauthenticated(_) => "UnrecognizedClientException",
             KmsError::InvalidSignature(_) => "KMSInvalidSignatureException",
             KmsError::InvalidMac(_) => "KMSInvalidMacException",
             KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",

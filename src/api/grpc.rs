@@ -10,30 +10,52 @@ use zeroize::Zeroizing;
 use super::convert::{alias_entry, key_metadata, names, tags_in, tags_out};
 use super::status::{to_status, REQUEST_ID};
 use crate::audit::AuditEvent;
+use crate::auth::Authenticator;
 use crate::error::Result;
 use crate::keys::context::EncryptionContext;
 use crate::ops::{CreateKeyInput, DataKeySpec, Kms, SignInput};
 use crate::proto as pb;
 use crate::proto::key_management_service_server::KeyManagementService;
 
-/// Until authentication exists every caller is anonymous.
-const ANONYMOUS: &str = "anonymous";
-
 pub struct GrpcService {
     kms: Arc<Kms>,
+    auth: Arc<Authenticator>,
+    tls: bool,
 }
 
 impl GrpcService {
-    pub fn new(kms: Arc<Kms>) -> Self {
-        GrpcService { kms }
+    pub fn new(kms: Arc<Kms>, auth: Arc<Authenticator>, tls: bool) -> Self {
+        GrpcService { kms, auth, tls }
     }
 
-    fn begin<T>(&self, operation: &'static str, request: &Request<T>) -> AuditEvent {
-        AuditEvent::new(
+    /// Authenticates the caller and starts the request's audit record. An unauthenticated request
+    /// is audited and refused here: it never reaches an operation.
+    async fn begin<T>(&self, operation: &'static str, request: &Request<T>) -> Result<AuditEvent, Status> {
+        let mut ev = AuditEvent::new(
             operation,
-            ANONYMOUS.into(),
+            String::new(),
             request.remote_addr().map(|a| a.ip().to_string()),
-        )
+        );
+        ev.secure_transport = self.tls;
+        let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let certs = request.peer_certs();
+        match self
+            .auth
+            .authenticate(authorization, certs.as_deref().map(Vec::as_slice))
+        {
+            Ok(principal) => {
+                ev.principal = principal;
+                Ok(ev)
+            }
+            Err(e) => {
+                ev.principal = "unauthenticated".into();
+                let status = to_status(&e, &ev.request_id);
+                ev.outcome = e.name().into();
+                // The refusal is audited too; if that fails, the refusal still stands.
+                let _ = self.kms.audit(&ev).await;
+                Err(status)
+            }
+        }
     }
 
     /// Audits the outcome, then answers. A request whose record can't be written fails.
@@ -66,7 +88,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        let mut ev = self.begin("CreateKey", &request);
+        let mut ev = self.begin("CreateKey", &request).await?;
         let r = request.into_inner();
         let input = CreateKeyInput {
             description: r.description,
@@ -76,6 +98,8 @@ impl KeyManagementService for GrpcService {
             origin: r.origin,
             tags: tags_in(r.tags),
             multi_region: r.multi_region,
+            policy: r.policy,
+            bypass_policy_lockout_safety_check: r.bypass_policy_lockout_safety_check,
         };
         let result = self.kms.create_key(input, &mut ev).await;
         let result = result.map(|k| pb::CreateKeyResponse {
@@ -88,7 +112,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::DescribeKeyRequest>,
     ) -> Result<Response<pb::DescribeKeyResponse>, Status> {
-        let mut ev = self.begin("DescribeKey", &request);
+        let mut ev = self.begin("DescribeKey", &request).await?;
         let r = request.into_inner();
         let result = self.kms.describe_key(&r.key_id, &mut ev).await;
         let result = result.map(|k| pb::DescribeKeyResponse {
@@ -98,11 +122,11 @@ impl KeyManagementService for GrpcService {
     }
 
     async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
-        let ev = self.begin("ListKeys", &request);
+        let mut ev = self.begin("ListKeys", &request).await?;
         let r = request.into_inner();
         let result = self
             .kms
-            .list_keys(r.limit, r.marker.as_deref())
+            .list_keys(r.limit, r.marker.as_deref(), &mut ev)
             .await
             .map(|page| pb::ListKeysResponse {
                 keys: page
@@ -123,7 +147,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::UpdateKeyDescriptionRequest>,
     ) -> Result<Response<pb::UpdateKeyDescriptionResponse>, Status> {
-        let mut ev = self.begin("UpdateKeyDescription", &request);
+        let mut ev = self.begin("UpdateKeyDescription", &request).await?;
         let r = request.into_inner();
         let result = self.kms.update_key_description(&r.key_id, r.description, &mut ev).await;
         self.finish(ev, result.map(|()| pb::UpdateKeyDescriptionResponse {}))
@@ -134,7 +158,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::EnableKeyRequest>,
     ) -> Result<Response<pb::EnableKeyResponse>, Status> {
-        let mut ev = self.begin("EnableKey", &request);
+        let mut ev = self.begin("EnableKey", &request).await?;
         let r = request.into_inner();
         let result = self.kms.enable_key(&r.key_id, &mut ev).await;
         self.finish(ev, result.map(|()| pb::EnableKeyResponse {})).await
@@ -144,7 +168,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::DisableKeyRequest>,
     ) -> Result<Response<pb::DisableKeyResponse>, Status> {
-        let mut ev = self.begin("DisableKey", &request);
+        let mut ev = self.begin("DisableKey", &request).await?;
         let r = request.into_inner();
         let result = self.kms.disable_key(&r.key_id, &mut ev).await;
         self.finish(ev, result.map(|()| pb::DisableKeyResponse {})).await
@@ -154,7 +178,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::ScheduleKeyDeletionRequest>,
     ) -> Result<Response<pb::ScheduleKeyDeletionResponse>, Status> {
-        let mut ev = self.begin("ScheduleKeyDeletion", &request);
+        let mut ev = self.begin("ScheduleKeyDeletion", &request).await?;
         let r = request.into_inner();
         let result = self
             .kms
@@ -173,7 +197,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::CancelKeyDeletionRequest>,
     ) -> Result<Response<pb::CancelKeyDeletionResponse>, Status> {
-        let mut ev = self.begin("CancelKeyDeletion", &request);
+        let mut ev = self.begin("CancelKeyDeletion", &request).await?;
         let r = request.into_inner();
         let result = self.kms.cancel_key_deletion(&r.key_id, &mut ev).await;
         let arn = ev.key_arn.clone().unwrap_or_default();
@@ -185,7 +209,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::CreateAliasRequest>,
     ) -> Result<Response<pb::CreateAliasResponse>, Status> {
-        let mut ev = self.begin("CreateAlias", &request);
+        let mut ev = self.begin("CreateAlias", &request).await?;
         let r = request.into_inner();
         let result = self.kms.create_alias(&r.alias_name, &r.target_key_id, &mut ev).await;
         self.finish(ev, result.map(|()| pb::CreateAliasResponse {})).await
@@ -195,7 +219,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::UpdateAliasRequest>,
     ) -> Result<Response<pb::UpdateAliasResponse>, Status> {
-        let mut ev = self.begin("UpdateAlias", &request);
+        let mut ev = self.begin("UpdateAlias", &request).await?;
         let r = request.into_inner();
         let result = self.kms.update_alias(&r.alias_name, &r.target_key_id, &mut ev).await;
         self.finish(ev, result.map(|()| pb::UpdateAliasResponse {})).await
@@ -205,9 +229,9 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::DeleteAliasRequest>,
     ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
-        let ev = self.begin("DeleteAlias", &request);
+        let mut ev = self.begin("DeleteAlias", &request).await?;
         let r = request.into_inner();
-        let result = self.kms.delete_alias(&r.alias_name).await;
+        let result = self.kms.delete_alias(&r.alias_name, &mut ev).await;
         self.finish(ev, result.map(|()| pb::DeleteAliasResponse {})).await
     }
 
@@ -215,7 +239,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::ListAliasesRequest>,
     ) -> Result<Response<pb::ListAliasesResponse>, Status> {
-        let mut ev = self.begin("ListAliases", &request);
+        let mut ev = self.begin("ListAliases", &request).await?;
         let r = request.into_inner();
         let result = self
             .kms
@@ -237,7 +261,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::TagResourceRequest>,
     ) -> Result<Response<pb::TagResourceResponse>, Status> {
-        let mut ev = self.begin("TagResource", &request);
+        let mut ev = self.begin("TagResource", &request).await?;
         let r = request.into_inner();
         let result = self.kms.tag_resource(&r.key_id, tags_in(r.tags), &mut ev).await;
         self.finish(ev, result.map(|()| pb::TagResourceResponse {})).await
@@ -247,7 +271,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::UntagResourceRequest>,
     ) -> Result<Response<pb::UntagResourceResponse>, Status> {
-        let mut ev = self.begin("UntagResource", &request);
+        let mut ev = self.begin("UntagResource", &request).await?;
         let r = request.into_inner();
         let result = self.kms.untag_resource(&r.key_id, r.tag_keys, &mut ev).await;
         self.finish(ev, result.map(|()| pb::UntagResourceResponse {})).await
@@ -257,7 +281,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::ListResourceTagsRequest>,
     ) -> Result<Response<pb::ListResourceTagsResponse>, Status> {
-        let mut ev = self.begin("ListResourceTags", &request);
+        let mut ev = self.begin("ListResourceTags", &request).await?;
         let r = request.into_inner();
         let result = self
             .kms
@@ -272,7 +296,7 @@ impl KeyManagementService for GrpcService {
     }
 
     async fn encrypt(&self, request: Request<pb::EncryptRequest>) -> Result<Response<pb::EncryptResponse>, Status> {
-        let mut ev = self.begin("Encrypt", &request);
+        let mut ev = self.begin("Encrypt", &request).await?;
         let r = request.into_inner();
         let plaintext = Zeroizing::new(r.plaintext);
         let result = async {
@@ -293,7 +317,7 @@ impl KeyManagementService for GrpcService {
     }
 
     async fn decrypt(&self, request: Request<pb::DecryptRequest>) -> Result<Response<pb::DecryptResponse>, Status> {
-        let mut ev = self.begin("Decrypt", &request);
+        let mut ev = self.begin("Decrypt", &request).await?;
         let r = request.into_inner();
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
@@ -316,7 +340,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::ReEncryptRequest>,
     ) -> Result<Response<pb::ReEncryptResponse>, Status> {
-        let mut ev = self.begin("ReEncrypt", &request);
+        let mut ev = self.begin("ReEncrypt", &request).await?;
         let r = request.into_inner();
         let result = async {
             let source_ctx = context("sourceEncryptionContext", r.source_encryption_context)?;
@@ -354,14 +378,14 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GenerateDataKeyRequest>,
     ) -> Result<Response<pb::GenerateDataKeyResponse>, Status> {
-        let mut ev = self.begin("GenerateDataKey", &request);
+        let mut ev = self.begin("GenerateDataKey", &request).await?;
         let r = request.into_inner();
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
             let spec = DataKeySpec::from_request(r.key_spec.as_deref(), r.number_of_bytes)?;
             let mut dk = self
                 .kms
-                .generate_data_key(&r.key_id, &ctx, spec, &r.grant_tokens, &mut ev)
+                .generate_data_key("kms:GenerateDataKey", &r.key_id, &ctx, spec, &r.grant_tokens, &mut ev)
                 .await?;
             Ok(pb::GenerateDataKeyResponse {
                 ciphertext_blob: dk.ciphertext,
@@ -377,14 +401,21 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GenerateDataKeyWithoutPlaintextRequest>,
     ) -> Result<Response<pb::GenerateDataKeyWithoutPlaintextResponse>, Status> {
-        let mut ev = self.begin("GenerateDataKeyWithoutPlaintext", &request);
+        let mut ev = self.begin("GenerateDataKeyWithoutPlaintext", &request).await?;
         let r = request.into_inner();
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
             let spec = DataKeySpec::from_request(r.key_spec.as_deref(), r.number_of_bytes)?;
             let dk = self
                 .kms
-                .generate_data_key(&r.key_id, &ctx, spec, &r.grant_tokens, &mut ev)
+                .generate_data_key(
+                    "kms:GenerateDataKeyWithoutPlaintext",
+                    &r.key_id,
+                    &ctx,
+                    spec,
+                    &r.grant_tokens,
+                    &mut ev,
+                )
                 .await?;
             Ok(pb::GenerateDataKeyWithoutPlaintextResponse {
                 ciphertext_blob: dk.ciphertext,
@@ -399,9 +430,9 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GenerateRandomRequest>,
     ) -> Result<Response<pb::GenerateRandomResponse>, Status> {
-        let ev = self.begin("GenerateRandom", &request);
+        let mut ev = self.begin("GenerateRandom", &request).await?;
         let r = request.into_inner();
-        let result = self.kms.generate_random(r.number_of_bytes).await;
+        let result = self.kms.generate_random(r.number_of_bytes, &mut ev).await;
         let result = result.map(|mut bytes| pb::GenerateRandomResponse {
             plaintext: std::mem::take(&mut *bytes),
         });
@@ -412,13 +443,20 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GenerateDataKeyPairRequest>,
     ) -> Result<Response<pb::GenerateDataKeyPairResponse>, Status> {
-        let mut ev = self.begin("GenerateDataKeyPair", &request);
+        let mut ev = self.begin("GenerateDataKeyPair", &request).await?;
         let r = request.into_inner();
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
             let mut p = self
                 .kms
-                .generate_data_key_pair(&r.key_id, &ctx, &r.key_pair_spec, &r.grant_tokens, &mut ev)
+                .generate_data_key_pair(
+                    "kms:GenerateDataKeyPair",
+                    &r.key_id,
+                    &ctx,
+                    &r.key_pair_spec,
+                    &r.grant_tokens,
+                    &mut ev,
+                )
                 .await?;
             Ok(pb::GenerateDataKeyPairResponse {
                 private_key_ciphertext_blob: p.private_key_ciphertext,
@@ -436,13 +474,20 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GenerateDataKeyPairWithoutPlaintextRequest>,
     ) -> Result<Response<pb::GenerateDataKeyPairWithoutPlaintextResponse>, Status> {
-        let mut ev = self.begin("GenerateDataKeyPairWithoutPlaintext", &request);
+        let mut ev = self.begin("GenerateDataKeyPairWithoutPlaintext", &request).await?;
         let r = request.into_inner();
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
             let p = self
                 .kms
-                .generate_data_key_pair(&r.key_id, &ctx, &r.key_pair_spec, &r.grant_tokens, &mut ev)
+                .generate_data_key_pair(
+                    "kms:GenerateDataKeyPairWithoutPlaintext",
+                    &r.key_id,
+                    &ctx,
+                    &r.key_pair_spec,
+                    &r.grant_tokens,
+                    &mut ev,
+                )
                 .await?;
             Ok(pb::GenerateDataKeyPairWithoutPlaintextResponse {
                 private_key_ciphertext_blob: p.private_key_ciphertext,
@@ -456,7 +501,7 @@ impl KeyManagementService for GrpcService {
     }
 
     async fn sign(&self, request: Request<pb::SignRequest>) -> Result<Response<pb::SignResponse>, Status> {
-        let mut ev = self.begin("Sign", &request);
+        let mut ev = self.begin("Sign", &request).await?;
         let r = request.into_inner();
         let input = SignInput {
             message: &r.message,
@@ -476,7 +521,7 @@ impl KeyManagementService for GrpcService {
     }
 
     async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
-        let mut ev = self.begin("Verify", &request);
+        let mut ev = self.begin("Verify", &request).await?;
         let r = request.into_inner();
         let input = SignInput {
             message: &r.message,
@@ -499,7 +544,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
-        let mut ev = self.begin("GetPublicKey", &request);
+        let mut ev = self.begin("GetPublicKey", &request).await?;
         let r = request.into_inner();
         let result = self
             .kms
@@ -521,7 +566,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GenerateMacRequest>,
     ) -> Result<Response<pb::GenerateMacResponse>, Status> {
-        let mut ev = self.begin("GenerateMac", &request);
+        let mut ev = self.begin("GenerateMac", &request).await?;
         let r = request.into_inner();
         let result = self
             .kms
@@ -539,7 +584,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::VerifyMacRequest>,
     ) -> Result<Response<pb::VerifyMacResponse>, Status> {
-        let mut ev = self.begin("VerifyMac", &request);
+        let mut ev = self.begin("VerifyMac", &request).await?;
         let r = request.into_inner();
         let result = self
             .kms
@@ -556,6 +601,55 @@ impl KeyManagementService for GrpcService {
             key_id: key_arn,
             mac_valid: true,
             mac_algorithm: algorithm.as_str().into(),
+        });
+        self.finish(ev, result).await
+    }
+
+    async fn put_key_policy(
+        &self,
+        request: Request<pb::PutKeyPolicyRequest>,
+    ) -> Result<Response<pb::PutKeyPolicyResponse>, Status> {
+        let mut ev = self.begin("PutKeyPolicy", &request).await?;
+        let r = request.into_inner();
+        let bypass = r.bypass_policy_lockout_safety_check;
+        let result = self
+            .kms
+            .put_key_policy(&r.key_id, r.policy_name.as_deref(), r.policy, bypass, &mut ev)
+            .await;
+        self.finish(ev, result.map(|()| pb::PutKeyPolicyResponse {})).await
+    }
+
+    async fn get_key_policy(
+        &self,
+        request: Request<pb::GetKeyPolicyRequest>,
+    ) -> Result<Response<pb::GetKeyPolicyResponse>, Status> {
+        let mut ev = self.begin("GetKeyPolicy", &request).await?;
+        let r = request.into_inner();
+        let result = self
+            .kms
+            .get_key_policy(&r.key_id, r.policy_name.as_deref(), &mut ev)
+            .await;
+        let result = result.map(|policy| pb::GetKeyPolicyResponse {
+            policy,
+            policy_name: "default".into(),
+        });
+        self.finish(ev, result).await
+    }
+
+    async fn list_key_policies(
+        &self,
+        request: Request<pb::ListKeyPoliciesRequest>,
+    ) -> Result<Response<pb::ListKeyPoliciesResponse>, Status> {
+        let mut ev = self.begin("ListKeyPolicies", &request).await?;
+        let r = request.into_inner();
+        let result = self
+            .kms
+            .list_key_policies(&r.key_id, r.limit, r.marker.as_deref(), &mut ev)
+            .await;
+        let result = result.map(|page| pb::ListKeyPoliciesResponse {
+            policy_names: page.items,
+            next_marker: page.next_marker,
+            truncated: page.truncated,
         });
         self.finish(ev, result).await
     }

@@ -7,20 +7,28 @@ use cryptoki::types::AuthPin;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use super::grpc::GrpcService;
-use crate::config::Config;
+use crate::auth::Authenticator;
+use crate::config::{Config, TlsConfig};
 use crate::ops::{spawn_deletion_task, Kms};
 use crate::proto::key_management_service_server::KeyManagementServiceServer;
 
 /// Opens everything, binds, prints `kms listening on ADDR` on stdout, and serves until `shutdown`.
 pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = ()>) -> Result<(), String> {
     let listen = config.listen;
+    let (auth_config, tls) = (config.auth.clone(), config.tls.clone());
+    let (partition, account) = (config.partition.clone(), config.account_id.clone());
     let kms = tokio::task::spawn_blocking(move || Kms::open(&config, pin))
         .await
         .map_err(|e| format!("startup panicked: {e}"))??;
     let kms = Arc::new(kms);
+    let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
+    if auth.dev_mode() {
+        tracing::warn!("DEV MODE: requests without credentials act as arn:{partition}:iam::{account}:root. Never use this in production (set auth.dev_mode = false).");
+        eprintln!("kms: WARNING: dev mode is on: unauthenticated requests are accepted as the account root");
+    }
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -42,11 +50,20 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
     });
     println!("kms listening on {addr}");
     tracing::info!(%addr, "serving");
+    let mut builder = Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls_config(tls)?).map_err(|e| format!("TLS: {e}"))?;
+    }
+    let reload = spawn_reload_on_sighup(kms.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server = Server::builder()
+    let server = builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(KeyManagementServiceServer::new(GrpcService::new(kms)))
+        .add_service(KeyManagementServiceServer::new(GrpcService::new(
+            kms,
+            auth,
+            tls.is_some(),
+        )))
         .serve_with_incoming_shutdown(incoming, async move {
             let mut stopped = stopped;
             let _ = stopped.wait_for(|s| *s).await;
@@ -65,7 +82,38 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
         }
     };
     deletion.abort();
+    reload.abort();
     result.map_err(|e| format!("server error: {e}"))
 }
 
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Server TLS from PEM files; with a client CA, client certificates are verified (and optional,
+/// so bearer-token callers need none).
+fn tls_config(cfg: &TlsConfig) -> Result<ServerTlsConfig, String> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(&cfg.cert_file)?, read(&cfg.key_file)?));
+    if let Some(ca) = &cfg.client_ca_file {
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            .client_auth_optional(true);
+    }
+    Ok(tls)
+}
+
+/// SIGHUP reloads the identity policies; a bad file keeps the old ones and says why.
+fn spawn_reload_on_sighup(kms: Arc<Kms>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match kms.reload_identity_policies() {
+                Ok(()) => tracing::info!("identity policies reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "identity policies not reloaded; the previous ones stay in force")
+                }
+            }
+        }
+    })
+}

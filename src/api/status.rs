@@ -26,6 +26,7 @@ pub fn code(e: &KmsError) -> Code {
         KmsError::AlreadyExists(_) => Code::AlreadyExists,
         KmsError::LimitExceeded(_) => Code::ResourceExhausted,
         KmsError::AccessDenied(_) => Code::PermissionDenied,
+        KmsError::Unauthenticated(_) => Code::Unauthenticated,
         KmsError::MalformedPolicyDocument(_) => Code::InvalidArgument,
         KmsError::UnsupportedOperation(_) => Code::Unimplemented,
         KmsError::KeyUnavailable(_) => Code::Unavailable,

@@ -29,6 +29,15 @@ pub struct AuditEvent {
     pub encryption_context_keys: Vec<String>,
     /// "Success" or the AWS exception name.
     pub outcome: String,
+    /// For denials: which rule decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    /// Whether the request came over TLS (the aws:SecureTransport condition key).
+    #[serde(skip)]
+    pub secure_transport: bool,
+    /// The alias the caller named the key by (the kms:RequestAlias condition key).
+    #[serde(skip)]
+    pub request_alias: Option<String>,
 }
 
 impl AuditEvent {
@@ -43,6 +52,9 @@ impl AuditEvent {
             source_key_arn: None,
             encryption_context_keys: Vec::new(),
             outcome: String::new(),
+            decision: None,
+            secure_transport: false,
+            request_alias: None,
         }
     }
 }

@@ -35,6 +35,10 @@ impl EncryptionContext {
         self.0.is_empty()
     }
 
+    pub fn pairs(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+
     /// The keys, for the audit trail (values may be sensitive and are never logged).
     pub fn keys(&self) -> Vec<String> {
         self.0.keys().cloned().collect()

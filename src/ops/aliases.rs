@@ -1,7 +1,7 @@
 //! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases. An alias points to exactly one key.
 
 use super::paging::{self, Page};
-use super::{refuse_pending_deletion, Kms};
+use super::{refuse_pending_deletion, Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::key_ref::Accept;
@@ -10,7 +10,15 @@ use crate::keys::{names, now_secs, AliasRecord};
 impl Kms {
     pub async fn create_alias(&self, name: &str, target: &str, ev: &mut AuditEvent) -> Result<()> {
         names::alias_name(name)?;
-        let key = self.resolve("targetKeyId", target, Accept::KeyOnly, ev).await?;
+        let key = self
+            .resolve(
+                Access::new("kms:CreateAlias"),
+                "targetKeyId",
+                target,
+                Accept::KeyOnly,
+                ev,
+            )
+            .await?;
         refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
         let now = now_secs();
         let alias = AliasRecord {
@@ -32,9 +40,24 @@ impl Kms {
             .store(move |s| s.get_alias(&owned))
             .await?
             .ok_or_else(|| KmsError::NotFound(format!("Alias {} is not found.", self.scope.alias_arn(name))))?;
-        let key = self.resolve("targetKeyId", target, Accept::KeyOnly, ev).await?;
+        let key = self
+            .resolve(
+                Access::new("kms:UpdateAlias"),
+                "targetKeyId",
+                target,
+                Accept::KeyOnly,
+                ev,
+            )
+            .await?;
         refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
         if let Some(old) = self.key(&current.target_key_id).await? {
+            // As in AWS, moving an alias needs kms:UpdateAlias on both keys.
+            let mut old_ev = ev.clone();
+            self.authorize(&mut old_ev, &Access::new("kms:UpdateAlias"), &old)
+                .await
+                .inspect_err(|_| {
+                    ev.decision = old_ev.decision.take();
+                })?;
             if old.key_spec != key.key_spec || old.key_usage != key.key_usage {
                 return Err(KmsError::validation(format!(
                     "Alias {name} points to a {} {} key; the new target must have the same key spec and usage",
@@ -49,8 +72,13 @@ impl Kms {
         result
     }
 
-    pub async fn delete_alias(&self, name: &str) -> Result<()> {
+    pub async fn delete_alias(&self, name: &str, ev: &mut AuditEvent) -> Result<()> {
         names::alias_name(name)?;
+        let target = self.alias_target(name).await?;
+        ev.key_arn = Some(self.key_arn(&target));
+        if let Some(key) = self.key(&target).await? {
+            self.authorize(ev, &Access::new("kms:DeleteAlias"), &key).await?;
+        }
         let owned = name.to_string();
         let result = self.store(move |s| s.delete_alias(&owned)).await;
         self.aliases.invalidate(&name.to_string());
@@ -68,10 +96,11 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Page<AliasRecord>> {
         // AWS ListAliases: Limit 1-100, default 50 (ListKeys allows up to 1000).
+        self.authorize_account(ev, &Access::new("kms:ListAliases"))?;
         let limit = paging::limit(limit, 50, 100)?;
         let after = paging::decode_marker(marker)?;
         let key_id = match key_id {
-            Some(k) => Some(self.resolve("keyId", k, Accept::KeyOnly, ev).await?.key_id.clone()),
+            Some(k) => Some(self.lookup("keyId", k, Accept::KeyOnly, ev).await?.key_id.clone()),
             None => None,
         };
         let items = self

@@ -9,7 +9,7 @@ use ring::rand::SecureRandom;
 use zeroize::Zeroizing;
 
 use super::material::{wrap_aad, Material};
-use super::Kms;
+use super::{Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::algorithms::EncryptionAlgorithm;
@@ -18,6 +18,7 @@ use crate::keys::context::EncryptionContext;
 use crate::keys::key_ref::Accept;
 use crate::keys::names;
 use crate::keys::{enum_error, KeyRecord, KeySpec, KeyState, KeyUsage};
+use crate::policy::keys as ck;
 
 pub const MAX_PLAINTEXT: usize = 4096;
 const MAX_GRANT_TOKENS: usize = 10;
@@ -78,7 +79,11 @@ impl Kms {
         names::length("plaintext", plaintext.len(), 1, MAX_PLAINTEXT)?;
         check_grant_tokens(grant_tokens)?;
         ev.encryption_context_keys = context.keys();
-        let key = self.resolve("keyId", key_id, Accept::KeyOrAlias, ev).await?;
+        parse_name("encryptionAlgorithm", algorithm)?;
+        let access = Access::new("kms:Encrypt")
+            .context(context)
+            .with(ck::ENCRYPTION_ALGORITHM, algorithm.unwrap_or("SYMMETRIC_DEFAULT"));
+        let key = self.resolve(access, "keyId", key_id, Accept::KeyOrAlias, ev).await?;
         self.usable(&key, KeyUsage::EncryptDecrypt)?;
         let algorithm = encryption_algorithm(&key, "encryptionAlgorithm", algorithm)?;
         let blob = self.encrypt_with(&key, algorithm, context, &plaintext).await?;
@@ -97,6 +102,7 @@ impl Kms {
         check_grant_tokens(grant_tokens)?;
         ev.encryption_context_keys = context.keys();
         let source = Source {
+            action: "kms:Decrypt",
             field: "keyId",
             key_id,
             algorithm,
@@ -123,7 +129,10 @@ impl Kms {
     ) -> Result<ReEncrypted> {
         check_grant_tokens(grant_tokens)?;
         ev.encryption_context_keys = destination_context.keys();
+        parse_name("sourceEncryptionAlgorithm", algorithms.0)?;
+        parse_name("destinationEncryptionAlgorithm", algorithms.1)?;
         let source = Source {
+            action: "kms:ReEncryptFrom",
             field: "sourceKeyId",
             key_id: source_key_id,
             algorithm: algorithms.0,
@@ -131,8 +140,11 @@ impl Kms {
         let (source, plaintext, source_algorithm) = self.decrypt_any(blob, source_context, source, ev).await?;
         let source_key_arn = self.key_arn(&source.key_id);
         ev.source_key_arn = Some(source_key_arn.clone());
+        let access = Access::new("kms:ReEncryptTo")
+            .context(destination_context)
+            .with(ck::ENCRYPTION_ALGORITHM, algorithms.1.unwrap_or("SYMMETRIC_DEFAULT"));
         let destination = self
-            .resolve("destinationKeyId", destination_key_id, Accept::KeyOrAlias, ev)
+            .resolve(access, "destinationKeyId", destination_key_id, Accept::KeyOrAlias, ev)
             .await?;
         self.usable(&destination, KeyUsage::EncryptDecrypt)?;
         let destination_algorithm = encryption_algorithm(&destination, "destinationEncryptionAlgorithm", algorithms.1)?;
@@ -148,8 +160,10 @@ impl Kms {
         })
     }
 
+    /// GenerateDataKey and GenerateDataKeyWithoutPlaintext (`action` tells which).
     pub async fn generate_data_key(
         &self,
+        action: &'static str,
         key_id: &str,
         context: &EncryptionContext,
         spec: DataKeySpec,
@@ -158,7 +172,15 @@ impl Kms {
     ) -> Result<DataKey> {
         check_grant_tokens(grant_tokens)?;
         ev.encryption_context_keys = context.keys();
-        let key = self.resolve("keyId", key_id, Accept::KeyOrAlias, ev).await?;
+        let key = self
+            .resolve(
+                Access::new(action).context(context),
+                "keyId",
+                key_id,
+                Accept::KeyOrAlias,
+                ev,
+            )
+            .await?;
         self.symmetric_encryption_key(&key)?;
         let mut plaintext = Zeroizing::new(vec![0u8; spec.0]);
         self.rng
@@ -173,7 +195,12 @@ impl Kms {
     }
 
     /// Random bytes from the HSM's RNG.
-    pub async fn generate_random(&self, number_of_bytes: Option<i32>) -> Result<Zeroizing<Vec<u8>>> {
+    pub async fn generate_random(
+        &self,
+        number_of_bytes: Option<i32>,
+        ev: &mut AuditEvent,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        self.authorize_account(ev, &Access::new("kms:GenerateRandom"))?;
         let n = match number_of_bytes {
             Some(n @ 1..=1024) => n as usize,
             other => {
@@ -266,10 +293,18 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>, EncryptionAlgorithm)> {
         names::length("ciphertextBlob", blob.len(), 1, MAX_BLOB)?;
+        parse_name("encryptionAlgorithm", source.algorithm)?;
+        let access = Access::new(source.action).context(context).with(
+            ck::ENCRYPTION_ALGORITHM,
+            source.algorithm.unwrap_or("SYMMETRIC_DEFAULT"),
+        );
         let named = match source.key_id {
-            Some(k) => Some(self.resolve(source.field, k, Accept::KeyOrAlias, ev).await?),
+            Some(k) => Some(self.lookup(source.field, k, Accept::KeyOrAlias, ev).await?),
             None => None,
         };
+        if let Some(key) = &named {
+            self.authorize(ev, &access, key).await?;
+        }
         if let Some(key) = named.as_ref().filter(|k| k.key_spec != KeySpec::SymmetricDefault) {
             self.usable(key, KeyUsage::EncryptDecrypt)?;
             let algorithm = encryption_algorithm(key, "encryptionAlgorithm", source.algorithm)?;
@@ -310,6 +345,9 @@ impl Kms {
         let invalid =
             || KmsError::InvalidCiphertext("The ciphertext refers to a key or key material that does not exist".into());
         let key = self.key(&parsed.key_id).await?.ok_or_else(invalid)?;
+        if named.is_none() {
+            self.authorize(ev, &access, &key).await?;
+        }
         self.usable(&key, KeyUsage::EncryptDecrypt)?;
         if key.key_spec != KeySpec::SymmetricDefault
             || parsed.material_id == 0
@@ -346,9 +384,18 @@ impl Kms {
 
 /// Where a ciphertext is said to come from: the KeyId parameter's name and value, and the algorithm.
 struct Source<'a> {
+    action: &'static str,
     field: &'a str,
     key_id: Option<&'a str>,
     algorithm: Option<&'a str>,
+}
+
+/// Unknown algorithm names are refused before anything else, as AWS validates enumerations first.
+fn parse_name(field: &str, algorithm: Option<&str>) -> Result<()> {
+    algorithm
+        .map(|a| EncryptionAlgorithm::parse(field, a))
+        .transpose()
+        .map(|_| ())
 }
 
 /// The algorithm to use with `key`: SYMMETRIC_DEFAULT by default for symmetric keys, required for RSA.

@@ -6,7 +6,7 @@ use zeroize::Zeroizing;
 
 use super::crypto::check_grant_tokens;
 use super::private_key::generate;
-use super::Kms;
+use super::{Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::algorithms::KeyPairSpec;
@@ -23,8 +23,10 @@ pub struct DataKeyPair {
 }
 
 impl Kms {
+    /// GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext (`action` tells which).
     pub async fn generate_data_key_pair(
         &self,
+        action: &'static str,
         key_id: &str,
         context: &EncryptionContext,
         key_pair_spec: &str,
@@ -47,7 +49,10 @@ impl Kms {
                 )))
             }
         };
-        let key = self.resolve("keyId", key_id, Accept::KeyOrAlias, ev).await?;
+        let access = Access::new(action)
+            .context(context)
+            .with("kms:KeyPairSpec", spec.as_str());
+        let key = self.resolve(access, "keyId", key_id, Accept::KeyOrAlias, ev).await?;
         self.symmetric_encryption_key(&key)?;
         // Like data keys, from the OS CSPRNG; RSA generation is CPU-heavy, so off the reactor.
         let pair = tokio::task::spawn_blocking(move || generate(key_spec, &mut OsRng))

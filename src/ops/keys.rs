@@ -10,11 +10,12 @@ use zeroize::Zeroizing;
 use super::material::{wrap_aad, Material, MATERIAL_LEN};
 use super::paging::{self, Page};
 use super::private_key::generate;
-use super::{refuse_pending_deletion, Kms};
+use super::{refuse_pending_deletion, Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::key_ref::Accept;
 use crate::keys::{names, now_secs, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialRecord, Origin, Tag};
+use crate::policy::{self, keys as ck, Policy};
 
 /// CreateKey parameters, as the caller gave them.
 #[derive(Debug, Default, Clone)]
@@ -26,6 +27,9 @@ pub struct CreateKeyInput {
     pub origin: Option<String>,
     pub tags: Vec<Tag>,
     pub multi_region: bool,
+    /// Key policy JSON; default: the account's root principal gets kms:*.
+    pub policy: Option<String>,
+    pub bypass_policy_lockout_safety_check: bool,
 }
 
 pub const FIRST_MATERIAL: u32 = 1;
@@ -54,9 +58,23 @@ impl Kms {
             ));
         }
         names::tags(&input.tags)?;
+        let bypass = input.bypass_policy_lockout_safety_check;
+        let access = Access::new("kms:CreateKey")
+            .with(ck::KEY_SPEC, spec.as_str())
+            .with(ck::KEY_USAGE, usage.as_str())
+            .with(ck::KEY_ORIGIN, origin.as_str())
+            .with(ck::BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, bypass.to_string());
+        self.authorize_account(ev, &access)?;
 
         let key_id = uuid::Uuid::new_v4().to_string();
         ev.key_arn = Some(self.key_arn(&key_id));
+        let policy_text = input
+            .policy
+            .unwrap_or_else(|| policy::default_key_policy_in(&self.scope.partition, &self.scope.account));
+        let key_policy = Arc::new(Policy::parse_key_policy(&policy_text)?);
+        if !bypass {
+            self.lockout_check(ev, &key_policy, &self.key_arn(&key_id))?;
+        }
         let (plain, public_key) = self.new_material(spec).await?;
         let aad = wrap_aad(&key_id, FIRST_MATERIAL);
         let to_wrap = plain.clone();
@@ -83,7 +101,10 @@ impl Kms {
             created: now,
         };
         let (record, tags) = (key.clone(), input.tags);
-        self.store(move |s| s.create_key(&record, &material, &tags)).await?;
+        self.store(move |s| s.create_key(&record, &material, &tags, &policy_text))
+            .await?;
+        let seen = self.policies.generation(&key_id);
+        self.policies.insert_if_unchanged(key_id.clone(), seen, key_policy);
         // The first use of a new key need not go back to the HSM.
         let cache_key = (key_id, FIRST_MATERIAL);
         let seen = self.materials.generation(&cache_key);
@@ -119,13 +140,19 @@ impl Kms {
 
     pub async fn describe_key(&self, key_id: &str, ev: &mut AuditEvent) -> Result<KeyRecord> {
         Ok(self
-            .resolve("keyId", key_id, Accept::KeyOrAlias, ev)
+            .resolve(Access::new("kms:DescribeKey"), "keyId", key_id, Accept::KeyOrAlias, ev)
             .await?
             .as_ref()
             .clone())
     }
 
-    pub async fn list_keys(&self, limit: Option<i32>, marker: Option<&str>) -> Result<Page<String>> {
+    pub async fn list_keys(
+        &self,
+        limit: Option<i32>,
+        marker: Option<&str>,
+        ev: &mut AuditEvent,
+    ) -> Result<Page<String>> {
+        self.authorize_account(ev, &Access::new("kms:ListKeys"))?;
         let limit = paging::limit(limit, 100, 1000)?;
         let after = paging::decode_marker(marker)?;
         let ids = self.store(move |s| s.list_keys(after.as_deref(), limit + 1)).await?;
@@ -134,7 +161,8 @@ impl Kms {
 
     pub async fn update_key_description(&self, key_id: &str, description: String, ev: &mut AuditEvent) -> Result<()> {
         names::description(&description)?;
-        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        let access = Access::new("kms:UpdateKeyDescription");
+        let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         let arn = self.key_arn(&key.key_id);
         self.update_key(&key.key_id, move |k| {
             refuse_pending_deletion(&arn, k)?;
@@ -154,7 +182,14 @@ impl Kms {
     }
 
     async fn set_enabled(&self, key_id: &str, state: KeyState, ev: &mut AuditEvent) -> Result<()> {
-        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        let action = if state == KeyState::Enabled {
+            "kms:EnableKey"
+        } else {
+            "kms:DisableKey"
+        };
+        let key = self
+            .resolve(Access::new(action), "keyId", key_id, Accept::KeyOnly, ev)
+            .await?;
         let arn = self.key_arn(&key.key_id);
         self.update_key(&key.key_id, move |k| {
             refuse_pending_deletion(&arn, k)?;
@@ -182,7 +217,9 @@ impl Kms {
                 )))
             }
         };
-        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        let access = Access::new("kms:ScheduleKeyDeletion")
+            .with(ck::SCHEDULE_KEY_DELETION_PENDING_WINDOW_IN_DAYS, days.to_string());
+        let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         let arn = self.key_arn(&key.key_id);
         self.update_key(&key.key_id, move |k| {
             refuse_pending_deletion(&arn, k)?;
@@ -195,7 +232,8 @@ impl Kms {
     }
 
     pub async fn cancel_key_deletion(&self, key_id: &str, ev: &mut AuditEvent) -> Result<()> {
-        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        let access = Access::new("kms:CancelKeyDeletion");
+        let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         let arn = self.key_arn(&key.key_id);
         self.update_key(&key.key_id, move |k| {
             if k.state != KeyState::PendingDeletion {

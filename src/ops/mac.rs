@@ -4,13 +4,14 @@ use hmac::{Hmac, Mac};
 use sha2::{Sha224, Sha256, Sha384, Sha512};
 
 use super::crypto::check_grant_tokens;
-use super::Kms;
+use super::{Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::algorithms::MacAlgorithm;
 use crate::keys::key_ref::Accept;
 use crate::keys::names;
 use crate::keys::KeyUsage;
+use crate::policy::keys as ck;
 
 const MAX_MESSAGE: usize = 4096;
 const MAX_MAC: usize = 6144;
@@ -25,7 +26,7 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<(String, Vec<u8>, MacAlgorithm)> {
         check_grant_tokens(grant_tokens)?;
-        let (key_arn, mac, algorithm) = self.mac(key_id, message, algorithm, ev).await?;
+        let (key_arn, mac, algorithm) = self.mac("kms:GenerateMac", key_id, message, algorithm, ev).await?;
         Ok((key_arn, mac.finalize(), algorithm))
     }
 
@@ -41,7 +42,7 @@ impl Kms {
     ) -> Result<(String, MacAlgorithm)> {
         check_grant_tokens(grant_tokens)?;
         names::length("mac", mac.len(), 1, MAX_MAC)?;
-        let (key_arn, computed, algorithm) = self.mac(key_id, message, algorithm, ev).await?;
+        let (key_arn, computed, algorithm) = self.mac("kms:VerifyMac", key_id, message, algorithm, ev).await?;
         computed
             .verify_slice(mac)
             .map_err(|_| KmsError::InvalidMac("The MAC does not match this message, key and algorithm".into()))?;
@@ -51,6 +52,7 @@ impl Kms {
     /// Validates the request and returns the HMAC state with the message absorbed.
     async fn mac(
         &self,
+        action: &'static str,
         key_id: &str,
         message: &[u8],
         algorithm: &str,
@@ -58,7 +60,8 @@ impl Kms {
     ) -> Result<(String, AnyHmac, MacAlgorithm)> {
         names::length("message", message.len(), 1, MAX_MESSAGE)?;
         let algorithm = MacAlgorithm::parse("macAlgorithm", algorithm)?;
-        let key = self.resolve("keyId", key_id, Accept::KeyOrAlias, ev).await?;
+        let access = Access::new(action).with(ck::MAC_ALGORITHM, algorithm.as_str());
+        let key = self.resolve(access, "keyId", key_id, Accept::KeyOrAlias, ev).await?;
         self.usable(&key, KeyUsage::GenerateVerifyMac)?;
         if !key.key_spec.mac_algorithms().contains(&algorithm) {
             return Err(KmsError::InvalidKeyUsage(format!(

@@ -2,10 +2,12 @@
 //! shared by reference. Nothing here knows about gRPC.
 
 mod aliases;
+mod authorize;
 mod cache;
 mod crypto;
 mod data_key_pair;
 mod deletion;
+mod key_policy;
 mod keys;
 mod mac;
 mod material;
@@ -22,12 +24,15 @@ use cryptoki::types::AuthPin;
 use ring::rand::SystemRandom;
 
 use crate::audit::{AuditEvent, AuditLog};
+use crate::auth::IdentityStore;
 use crate::config::Config;
 use crate::error::{KmsError, Result};
 use crate::hsm::{Hsm, RootKey};
 use crate::keys::key_ref::{Accept, ArnScope, KeyRef};
 use crate::keys::{KeyRecord, KeyState};
+use crate::policy::{self, Policy};
 use crate::store::{SqliteStore, Store};
+pub use authorize::Access;
 use cache::ShardedCache;
 pub use crypto::{DataKeySpec, Decrypted, ReEncrypted};
 pub use data_key_pair::DataKeyPair;
@@ -46,6 +51,11 @@ pub struct Kms {
     keys: ShardedCache<String, Arc<KeyRecord>>,
     aliases: ShardedCache<String, String>,
     materials: ShardedCache<(String, u32), Arc<Material>>,
+    policies: ShardedCache<String, Arc<Policy>>,
+    /// Decides actions on no particular key: the default key policy of this server's account,
+    /// which defers to identity policies (and lets the account's root principal do anything).
+    account_policy: Policy,
+    identity: IdentityStore,
     deletion_interval: Duration,
 }
 
@@ -64,6 +74,10 @@ impl Kms {
         tracing::info!(vendor = hsm.quirks().vendor, "HSM ready");
         let audit = AuditLog::open(&config.data_dir.join("audit.log"))?;
         let ttl = Duration::from_secs(config.cache.material_ttl_seconds);
+        let identity = IdentityStore::open(config.auth.identity_policies_file.clone())?;
+        let account_policy =
+            Policy::parse_key_policy(&policy::default_key_policy_in(&config.partition, &config.account_id))
+                .map_err(|e| e.to_string())?;
         Ok(Kms {
             store: Arc::new(store),
             hsm: Arc::new(hsm),
@@ -77,6 +91,9 @@ impl Kms {
             keys: ShardedCache::new(config.cache.metadata_capacity, None),
             aliases: ShardedCache::new(config.cache.metadata_capacity, None),
             materials: ShardedCache::new(config.cache.material_capacity, Some(ttl)),
+            policies: ShardedCache::new(config.cache.metadata_capacity, None),
+            account_policy,
+            identity,
             deletion_interval: Duration::from_secs(config.deletion.check_interval_seconds),
         })
     }
@@ -102,16 +119,39 @@ impl Kms {
             .map_err(|_| KmsError::internal("a store call panicked"))?
     }
 
-    /// Resolves a `KeyId` parameter to its key, through the caches.
-    async fn resolve(&self, field: &str, input: &str, accept: Accept, ev: &mut AuditEvent) -> Result<Arc<KeyRecord>> {
+    /// Resolves a `KeyId` parameter to its key and authorizes `access` on it.
+    async fn resolve(
+        &self,
+        access: Access<'_>,
+        field: &str,
+        input: &str,
+        accept: Accept,
+        ev: &mut AuditEvent,
+    ) -> Result<Arc<KeyRecord>> {
+        let key = self.lookup(field, input, accept, ev).await?;
+        self.authorize(ev, &access, &key).await?;
+        Ok(key)
+    }
+
+    /// Resolves a `KeyId` parameter to its key, through the caches, without authorizing.
+    async fn lookup(&self, field: &str, input: &str, accept: Accept, ev: &mut AuditEvent) -> Result<Arc<KeyRecord>> {
         let key_id = match self.scope.parse(field, input, accept)? {
             KeyRef::Key(id) => id,
-            KeyRef::Alias(name) => self.alias_target(&name).await?,
+            KeyRef::Alias(name) => {
+                let id = self.alias_target(&name).await?;
+                ev.request_alias = Some(name);
+                id
+            }
         };
         ev.key_arn = Some(self.key_arn(&key_id));
         self.key(&key_id)
             .await?
             .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&key_id))))
+    }
+
+    /// Reloads identity policies (SIGHUP); on error the previous ones stay in force.
+    pub fn reload_identity_policies(&self) -> std::result::Result<(), String> {
+        self.identity.reload()
     }
 
     async fn alias_target(&self, name: &str) -> Result<String> {

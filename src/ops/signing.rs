@@ -1,13 +1,14 @@
 //! Asymmetric signing keys: Sign, Verify, GetPublicKey.
 
 use super::crypto::check_grant_tokens;
-use super::Kms;
+use super::{Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::algorithms::{EncryptionAlgorithm, MessageType, SigningAlgorithm};
 use crate::keys::key_ref::Accept;
 use crate::keys::names;
 use crate::keys::{KeyRecord, KeySpec, KeyUsage};
+use crate::policy::keys as ck;
 
 const MAX_MESSAGE: usize = 4096;
 const MAX_SIGNATURE: usize = 6144;
@@ -43,7 +44,7 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Signed> {
         check_grant_tokens(grant_tokens)?;
-        let (key, algorithm, digest) = self.prepare_signature(key_id, &input, ev).await?;
+        let (key, algorithm, digest) = self.prepare_signature("kms:Sign", key_id, &input, ev).await?;
         let material = self.material(&key, key.current_material).await?;
         let signature = material.private()?.sign(algorithm, &digest)?;
         Ok(Signed {
@@ -64,7 +65,7 @@ impl Kms {
     ) -> Result<(String, SigningAlgorithm)> {
         check_grant_tokens(grant_tokens)?;
         names::length("signature", signature.len(), 1, MAX_SIGNATURE)?;
-        let (key, algorithm, digest) = self.prepare_signature(key_id, &input, ev).await?;
+        let (key, algorithm, digest) = self.prepare_signature("kms:Verify", key_id, &input, ev).await?;
         let material = self.material(&key, key.current_material).await?;
         if !material.private()?.verify(algorithm, &digest, signature) {
             return Err(KmsError::InvalidSignature(
@@ -81,7 +82,9 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<PublicKeyInfo> {
         check_grant_tokens(grant_tokens)?;
-        let key = self.resolve("keyId", key_id, Accept::KeyOrAlias, ev).await?;
+        let key = self
+            .resolve(Access::new("kms:GetPublicKey"), "keyId", key_id, Accept::KeyOrAlias, ev)
+            .await?;
         self.enabled(&key)?;
         if key.key_spec == KeySpec::SymmetricDefault || key.key_spec.is_hmac() {
             return Err(KmsError::UnsupportedOperation(format!(
@@ -108,6 +111,7 @@ impl Kms {
     /// Validates a Sign/Verify request against the key and returns the digest to sign.
     async fn prepare_signature(
         &self,
+        action: &'static str,
         key_id: &str,
         input: &SignInput<'_>,
         ev: &mut AuditEvent,
@@ -118,7 +122,10 @@ impl Kms {
             Some(t) => MessageType::parse("messageType", t)?,
         };
         let algorithm = SigningAlgorithm::parse("signingAlgorithm", input.algorithm)?;
-        let key = self.resolve("keyId", key_id, Accept::KeyOrAlias, ev).await?;
+        let access = Access::new(action)
+            .with(ck::SIGNING_ALGORITHM, algorithm.as_str())
+            .with("kms:MessageType", message_type.as_str());
+        let key = self.resolve(access, "keyId", key_id, Accept::KeyOrAlias, ev).await?;
         self.usable(&key, KeyUsage::SignVerify)?;
         let allowed = key.key_spec.signing_algorithms(key.key_usage);
         if !allowed.contains(&algorithm) {

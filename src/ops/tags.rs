@@ -1,7 +1,7 @@
 //! Tags: TagResource, UntagResource, ListResourceTags.
 
 use super::paging::{self, Page};
-use super::{refuse_pending_deletion, Kms};
+use super::{refuse_pending_deletion, Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::key_ref::Accept;
@@ -11,7 +11,9 @@ use crate::keys::Tag;
 impl Kms {
     pub async fn tag_resource(&self, key_id: &str, tags: Vec<Tag>, ev: &mut AuditEvent) -> Result<()> {
         names::tags(&tags)?;
-        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        let key = self
+            .resolve(Access::new("kms:TagResource"), "keyId", key_id, Accept::KeyOnly, ev)
+            .await?;
         refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
         let id = key.key_id.clone();
         self.store(move |s| s.tag_key(&id, &tags, MAX_TAGS_PER_KEY)).await
@@ -27,7 +29,9 @@ impl Kms {
         for k in &tag_keys {
             names::tag_key(k)?;
         }
-        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        let key = self
+            .resolve(Access::new("kms:UntagResource"), "keyId", key_id, Accept::KeyOnly, ev)
+            .await?;
         refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
         let id = key.key_id.clone();
         self.store(move |s| s.untag_key(&id, &tag_keys)).await
@@ -42,7 +46,15 @@ impl Kms {
     ) -> Result<Page<Tag>> {
         let limit = paging::limit(limit, 50, 50)?;
         let after = paging::decode_marker(marker)?;
-        let key = self.resolve("keyId", key_id, Accept::KeyOnly, ev).await?;
+        let key = self
+            .resolve(
+                Access::new("kms:ListResourceTags"),
+                "keyId",
+                key_id,
+                Accept::KeyOnly,
+                ev,
+            )
+            .await?;
         let id = key.key_id.clone();
         let items = self
             .store(move |s| s.list_tags(&id, after.as_deref(), limit + 1))

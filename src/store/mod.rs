@@ -13,8 +13,11 @@ pub trait Store: Send + Sync + 'static {
     /// True when no key was ever created (decides whether a missing root key may be created).
     fn is_empty(&self) -> Result<bool>;
 
-    /// Stores a new key with its first material and tags, atomically.
-    fn create_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[Tag]) -> Result<()>;
+    /// Stores a new key with its first material, tags and key policy, atomically.
+    fn create_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[Tag], policy: &str) -> Result<()>;
+    /// The key's policy document (there is one, named "default").
+    fn get_key_policy(&self, key_id: &str) -> Result<Option<String>>;
+    fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<()>;
     fn get_key(&self, key_id: &str) -> Result<Option<KeyRecord>>;
     /// Reads, changes and writes one key in one transaction; `version` is bumped.
     /// NotFoundException when the key does not exist.

@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS aliases (
     last_updated_date INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS aliases_key ON aliases(key_id, name);
+CREATE TABLE IF NOT EXISTS key_policies (
+    key_id TEXT PRIMARY KEY,
+    policy TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tags (
     key_id TEXT NOT NULL,
     tag_key TEXT NOT NULL,
@@ -177,10 +181,15 @@ impl Store for SqliteStore {
         Ok(n == 0)
     }
 
-    fn create_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[Tag]) -> Result<()> {
+    fn create_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[Tag], policy: &str) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db)?;
         write_key(&tx, key)?;
+        tx.execute(
+            "INSERT INTO key_policies (key_id, policy) VALUES (?1, ?2)",
+            params![key.key_id, policy],
+        )
+        .map_err(db)?;
         tx.execute(
             "INSERT INTO materials (key_id, material_id, wrapped, public_key, created) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -200,6 +209,28 @@ impl Store for SqliteStore {
             .map_err(db)?;
         }
         tx.commit().map_err(db)
+    }
+
+    fn get_key_policy(&self, key_id: &str) -> Result<Option<String>> {
+        let conn = self.conn()?;
+        conn.prepare_cached("SELECT policy FROM key_policies WHERE key_id = ?1")
+            .and_then(|mut st| st.query_row([key_id], |r| r.get(0)).optional())
+            .map_err(db)
+    }
+
+    fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<()> {
+        let conn = self.conn()?;
+        let n = conn
+            .execute(
+                "INSERT INTO key_policies (key_id, policy) SELECT key_id, ?2 FROM keys WHERE key_id = ?1
+                 ON CONFLICT (key_id) DO UPDATE SET policy = excluded.policy",
+                params![key_id, policy],
+            )
+            .map_err(db)?;
+        if n == 0 {
+            return Err(KmsError::NotFound(format!("Key '{key_id}' does not exist")));
+        }
+        Ok(())
     }
 
     fn get_key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
@@ -267,7 +298,7 @@ impl Store for SqliteStore {
         if !due {
             return Ok(false);
         }
-        for table in ["materials", "tags", "aliases", "keys"] {
+        for table in ["materials", "tags", "aliases", "key_policies", "keys"] {
             tx.execute(&format!("DELETE FROM {table} WHERE key_id = ?1"), [key_id])
                 .map_err(db)?;
         }
@@ -437,9 +468,14 @@ mod tests {
                 key: "t".into(),
                 value: "v".into(),
             }],
+            "{\"p\":1}",
         )
         .unwrap();
         assert!(!s.is_empty().unwrap());
+        assert_eq!(s.get_key_policy("a").unwrap().as_deref(), Some("{\"p\":1}"));
+        s.put_key_policy("a", "{\"p\":2}").unwrap();
+        assert_eq!(s.get_key_policy("a").unwrap().as_deref(), Some("{\"p\":2}"));
+        assert!(matches!(s.put_key_policy("zz", "{}"), Err(KmsError::NotFound(_))));
         assert_eq!(s.get_key("a").unwrap().unwrap(), key("a"));
         let k = s
             .update_key("a", &mut |k| {
@@ -460,7 +496,7 @@ mod tests {
     fn deletion_removes_everything_only_when_due() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
-        s.create_key(&key("a"), &material("a"), &[]).unwrap();
+        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
         s.create_alias(&AliasRecord {
             name: "alias/a".into(),
             target_key_id: "a".into(),
@@ -487,7 +523,7 @@ mod tests {
     fn tag_limit_is_atomic() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
-        s.create_key(&key("a"), &material("a"), &[]).unwrap();
+        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
         let tags: Vec<Tag> = (0..3)
             .map(|i| Tag {
                 key: format!("k{i}"),

@@ -346,4 +346,25 @@ impl KeyManagementService for NoWork {
     async fn verify_mac(&self, _: Request<pb::VerifyMacRequest>) -> Result<Response<pb::VerifyMacResponse>, Status> {
         unimplemented_here()
     }
+
+    async fn put_key_policy(
+        &self,
+        _: Request<pb::PutKeyPolicyRequest>,
+    ) -> Result<Response<pb::PutKeyPolicyResponse>, Status> {
+        unimplemented_here()
+    }
+
+    async fn get_key_policy(
+        &self,
+        _: Request<pb::GetKeyPolicyRequest>,
+    ) -> Result<Response<pb::GetKeyPolicyResponse>, Status> {
+        unimplemented_here()
+    }
+
+    async fn list_key_policies(
+        &self,
+        _: Request<pb::ListKeyPoliciesRequest>,
+    ) -> Result<Response<pb::ListKeyPoliciesResponse>, Status> {
+        unimplemented_here()
+    }
 }

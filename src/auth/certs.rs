@@ -1,0 +1,98 @@
+//! Client certificates (already verified against the configured CA by rustls) mapped to principals
+//! by a SAN URI, a SAN DNS name or the subject's common name.
+
+use tonic::transport::CertificateDer;
+use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
+use x509_cert::der::oid::AssociatedOid;
+use x509_cert::der::{Decode, Tag, Tagged};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::Certificate;
+
+use super::{principal_account, CertRuleConfig};
+use crate::error::{KmsError, Result};
+
+const CN_OID: &str = "2.5.4.3";
+
+pub enum CertRule {
+    Uri(String, String),
+    Dns(String, String),
+    Cn(String, String),
+}
+
+impl CertRule {
+    pub fn new(c: &CertRuleConfig) -> std::result::Result<CertRule, String> {
+        principal_account(&c.principal).map_err(|e| format!("auth.certificates principal: {e}"))?;
+        let p = c.principal.clone();
+        match c.matches.split_once(':') {
+            Some(("uri", v)) => Ok(CertRule::Uri(v.to_string(), p)),
+            Some(("dns", v)) => Ok(CertRule::Dns(v.to_string(), p)),
+            Some(("cn", v)) => Ok(CertRule::Cn(v.to_string(), p)),
+            _ => Err(format!(
+                "auth.certificates match {:?} must start with uri:, dns: or cn:",
+                c.matches
+            )),
+        }
+    }
+}
+
+/// The principal of the first rule the leaf certificate satisfies.
+pub fn principal_for(rules: &[CertRule], leaf: &CertificateDer<'_>) -> Result<Option<String>> {
+    let cert = Certificate::from_der(leaf.as_ref())
+        .map_err(|_| KmsError::Unauthenticated("The client certificate cannot be parsed".into()))?;
+    let names = Names::of(&cert);
+    Ok(rules
+        .iter()
+        .find(|r| match r {
+            CertRule::Uri(v, _) => names.uris.contains(v),
+            CertRule::Dns(v, _) => names.dns.contains(v),
+            CertRule::Cn(v, _) => names.cn.as_ref() == Some(v),
+        })
+        .map(|r| match r {
+            CertRule::Uri(_, p) | CertRule::Dns(_, p) | CertRule::Cn(_, p) => p.clone(),
+        }))
+}
+
+#[derive(Default)]
+struct Names {
+    uris: Vec<String>,
+    dns: Vec<String>,
+    cn: Option<String>,
+}
+
+impl Names {
+    fn of(cert: &Certificate) -> Names {
+        let mut names = Names::default();
+        let tbs = &cert.tbs_certificate;
+        for ext in tbs.extensions.iter().flatten() {
+            if ext.extn_id == SubjectAltName::OID {
+                if let Ok(san) = SubjectAltName::from_der(ext.extn_value.as_bytes()) {
+                    for n in san.0 {
+                        match n {
+                            GeneralName::UniformResourceIdentifier(u) => names.uris.push(u.to_string()),
+                            GeneralName::DnsName(d) => names.dns.push(d.to_string()),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        for rdn in tbs.subject.0.iter() {
+            for atv in rdn.0.iter() {
+                if atv.oid.to_string() == CN_OID {
+                    names.cn = directory_string(&atv.value);
+                }
+            }
+        }
+        names
+    }
+}
+
+fn directory_string(value: &x509_cert::der::Any) -> Option<String> {
+    match value.tag() {
+        Tag::Utf8String => Utf8StringRef::try_from(value).ok().map(|s| s.as_str().to_string()),
+        Tag::PrintableString => PrintableStringRef::try_from(value).ok().map(|s| s.as_str().to_string()),
+        Tag::Ia5String => Ia5StringRef::try_from(value).ok().map(|s| s.as_str().to_string()),
+        _ => None,
+    }
+}

@@ -1,0 +1,179 @@
+//! Who is calling. A request is authenticated by a bearer token (`authorization: Bearer ...`) or a
+//! client certificate verified by the TLS layer; in dev mode a request with neither is the
+//! account's root principal. Outside dev mode no request without a principal reaches an operation.
+
+mod certs;
+pub mod identity;
+mod tokens;
+
+use serde::Deserialize;
+use tonic::transport::CertificateDer;
+
+use crate::error::{KmsError, Result};
+pub use certs::CertRule;
+pub use identity::IdentityStore;
+pub use tokens::{token_digest, TokenTable};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accept unauthenticated requests as the account's root principal. Development only.
+    pub dev_mode: bool,
+    /// Service-account tokens, configured as SHA-256 digests (hex), never in plaintext.
+    pub tokens: Vec<TokenConfig>,
+    /// How client certificates map to principals: first matching rule wins.
+    pub certificates: Vec<CertRuleConfig>,
+    /// TOML file of identity policies (reloaded on SIGHUP).
+    pub identity_policies_file: Option<std::path::PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            dev_mode: true,
+            tokens: Vec::new(),
+            certificates: Vec::new(),
+            identity_policies_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub sha256: String,
+    pub principal: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertRuleConfig {
+    /// `uri:<SAN URI>`, `dns:<SAN DNS name>` or `cn:<subject common name>`.
+    #[serde(rename = "match")]
+    pub matches: String,
+    pub principal: String,
+}
+
+pub struct Authenticator {
+    dev_principal: Option<String>,
+    tokens: TokenTable,
+    certs: Vec<CertRule>,
+}
+
+impl Authenticator {
+    pub fn new(cfg: &AuthConfig, partition: &str, account: &str) -> std::result::Result<Self, String> {
+        let dev_principal = cfg.dev_mode.then(|| format!("arn:{partition}:iam::{account}:root"));
+        let tokens = TokenTable::new(&cfg.tokens)?;
+        let certs = cfg
+            .certificates
+            .iter()
+            .map(CertRule::new)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Authenticator {
+            dev_principal,
+            tokens,
+            certs,
+        })
+    }
+
+    pub fn dev_mode(&self) -> bool {
+        self.dev_principal.is_some()
+    }
+
+    /// The caller's principal ARN. A presented credential that matches nothing is refused even in
+    /// dev mode: a typo must not silently become root.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        peer_certs: Option<&[CertificateDer<'_>]>,
+    ) -> Result<String> {
+        if let Some(header) = authorization {
+            let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+                KmsError::Unauthenticated("The authorization metadata must be 'Bearer <token>'".into())
+            })?;
+            return self
+                .tokens
+                .principal_for(token)
+                .map(str::to_string)
+                .ok_or_else(|| KmsError::Unauthenticated("The bearer token is not recognised".into()));
+        }
+        if let Some(leaf) = peer_certs.and_then(|c| c.first()) {
+            return certs::principal_for(&self.certs, leaf)?
+                .ok_or_else(|| KmsError::Unauthenticated("The client certificate maps to no principal".into()));
+        }
+        self.dev_principal
+            .clone()
+            .ok_or_else(|| KmsError::Unauthenticated("Requests need a bearer token or a client certificate".into()))
+    }
+}
+
+/// Checks that a principal is an IAM ARN this server understands; returns its account.
+pub fn principal_account(arn: &str) -> std::result::Result<String, String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", _, "iam", "", account, resource]
+            if account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && (*resource == "root" || resource.starts_with("user/") || resource.starts_with("role/")) =>
+        {
+            Ok(account.to_string())
+        }
+        _ => Err(format!(
+            "{arn:?} is not an IAM principal ARN (arn:aws:iam::<account>:root|user/<name>|role/<name>)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dev: bool) -> AuthConfig {
+        AuthConfig {
+            dev_mode: dev,
+            tokens: vec![TokenConfig {
+                sha256: token_digest("s3cret-token"),
+                principal: "arn:aws:iam::111122223333:user/svc".into(),
+            }],
+            ..AuthConfig::default()
+        }
+    }
+
+    #[test]
+    fn tokens_dev_mode_and_refusals() {
+        let strict = Authenticator::new(&cfg(false), "aws", "111122223333").unwrap();
+        assert_eq!(
+            strict.authenticate(Some("Bearer s3cret-token"), None).unwrap(),
+            "arn:aws:iam::111122223333:user/svc"
+        );
+        assert!(matches!(
+            strict.authenticate(Some("Bearer wrong"), None),
+            Err(KmsError::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            strict.authenticate(Some("s3cret-token"), None),
+            Err(KmsError::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            strict.authenticate(None, None),
+            Err(KmsError::Unauthenticated(_))
+        ));
+        let dev = Authenticator::new(&cfg(true), "aws", "111122223333").unwrap();
+        assert_eq!(dev.authenticate(None, None).unwrap(), "arn:aws:iam::111122223333:root");
+        assert!(
+            dev.authenticate(Some("Bearer wrong"), None).is_err(),
+            "a bad token is refused even in dev mode"
+        );
+    }
+
+    #[test]
+    fn principal_arns() {
+        assert_eq!(
+            principal_account("arn:aws:iam::111122223333:user/a").unwrap(),
+            "111122223333"
+        );
+        assert!(principal_account("arn:aws:iam::111122223333:root").is_ok());
+        assert!(principal_account("arn:aws:iam::1:user/a").is_err());
+        assert!(principal_account("arn:aws:s3:::bucket").is_err());
+    }
+}

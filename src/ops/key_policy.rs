@@ -1,0 +1,81 @@
+//! Key policies: PutKeyPolicy, GetKeyPolicy, ListKeyPolicies. Each key has exactly one policy,
+//! named "default".
+
+use super::paging::{self, Page};
+use super::{Access, Kms};
+use crate::audit::AuditEvent;
+use crate::error::{KmsError, Result};
+use crate::keys::key_ref::Accept;
+use crate::policy::{keys as ck, Policy};
+
+const DEFAULT_NAME: &str = "default";
+
+impl Kms {
+    pub async fn put_key_policy(
+        &self,
+        key_id: &str,
+        policy_name: Option<&str>,
+        text: String,
+        bypass_lockout_check: bool,
+        ev: &mut AuditEvent,
+    ) -> Result<()> {
+        check_policy_name(policy_name)?;
+        let access = Access::new("kms:PutKeyPolicy")
+            .with(ck::BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, bypass_lockout_check.to_string());
+        let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
+        let parsed = Policy::parse_key_policy(&text)?;
+        if !bypass_lockout_check {
+            self.lockout_check(ev, &parsed, &self.key_arn(&key.key_id))?;
+        }
+        let id = key.key_id.clone();
+        let result = self.store(move |s| s.put_key_policy(&id, &text)).await;
+        self.policies.invalidate(&key.key_id);
+        result
+    }
+
+    pub async fn get_key_policy(&self, key_id: &str, policy_name: Option<&str>, ev: &mut AuditEvent) -> Result<String> {
+        check_policy_name(policy_name)?;
+        let key = self
+            .resolve(Access::new("kms:GetKeyPolicy"), "keyId", key_id, Accept::KeyOnly, ev)
+            .await?;
+        let id = key.key_id.clone();
+        self.store(move |s| s.get_key_policy(&id))
+            .await?
+            .ok_or_else(|| KmsError::internal("the key has no key policy in the store"))
+    }
+
+    pub async fn list_key_policies(
+        &self,
+        key_id: &str,
+        limit: Option<i32>,
+        marker: Option<&str>,
+        ev: &mut AuditEvent,
+    ) -> Result<Page<String>> {
+        let limit = paging::limit(limit, 100, 1000)?;
+        let after = paging::decode_marker(marker)?;
+        self.resolve(Access::new("kms:ListKeyPolicies"), "keyId", key_id, Accept::KeyOnly, ev)
+            .await?;
+        let names: Vec<String> = [DEFAULT_NAME]
+            .into_iter()
+            .filter(|n| after.as_deref().is_none_or(|a| *n > a))
+            .map(String::from)
+            .collect();
+        Ok(paging::page(names, limit, |n| n))
+    }
+}
+
+/// PolicyName is optional; the only policy is "default".
+fn check_policy_name(name: Option<&str>) -> Result<()> {
+    match name {
+        None | Some(DEFAULT_NAME) => Ok(()),
+        Some(n) if n.is_empty() || n.len() > 128 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+            Err(KmsError::validation(format!(
+                "1 validation error detected: Value '{n}' at 'policyName' failed to satisfy constraint: \
+                 Member must satisfy regular expression pattern: [\\w]+ (1-128 characters)"
+            )))
+        }
+        Some(n) => Err(KmsError::NotFound(format!(
+            "No key policy named '{n}': the only key policy is 'default'"
+        ))),
+    }
+}
