@@ -1,11 +1,13 @@
 //! Integration tests: the real `kms` binary, a real PKCS#11 token, the generated tonic client.
 
 mod aliases_tags;
+mod asymmetric;
 mod common;
 mod crypto;
 mod custody;
 mod embedded;
 mod faults;
+mod hmac;
 mod keys;
 mod lifecycle;
 mod persistence;
