@@ -31,6 +31,9 @@ enum Command {
         /// Directory of the store and the audit log.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Development mode: requests without credentials act as the account's root principal.
+        #[arg(long)]
+        dev: bool,
     },
 }
 
@@ -40,11 +43,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let Cli {
-        command: Command::Serve {
-            config,
-            listen,
-            data_dir,
-        },
+        command:
+            Command::Serve {
+                config,
+                listen,
+                data_dir,
+                dev,
+            },
     } = Cli::parse();
     let mut cfg = match config {
         Some(path) => match Config::from_file(&path) {
@@ -58,6 +63,9 @@ fn main() -> ExitCode {
     }
     if let Some(dir) = data_dir {
         cfg.data_dir = dir;
+    }
+    if dev {
+        cfg.auth.dev_mode = true;
     }
     if let Err(e) = kms::hsm::embedded::prepare(&mut cfg) {
         return fail(&e);

@@ -14,10 +14,11 @@ pub use certs::CertRule;
 pub use identity::IdentityStore;
 pub use tokens::{token_digest, TokenTable};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Accept unauthenticated requests as the account's root principal. Development only.
+    /// Accept unauthenticated requests as the account's root principal. Development only: off
+    /// unless set here or by `kms serve --dev`.
     pub dev_mode: bool,
     /// Service-account tokens, configured as SHA-256 digests (hex), never in plaintext.
     pub tokens: Vec<TokenConfig>,
@@ -25,17 +26,6 @@ pub struct AuthConfig {
     pub certificates: Vec<CertRuleConfig>,
     /// TOML file of identity policies (reloaded on SIGHUP).
     pub identity_policies_file: Option<std::path::PathBuf>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            dev_mode: true,
-            tokens: Vec::new(),
-            certificates: Vec::new(),
-            identity_policies_file: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

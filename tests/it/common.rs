@@ -180,6 +180,16 @@ impl Server {
         s
     }
 
+    /// Dev mode (unauthenticated callers act as the account root) unless the test sets
+    /// `dev_mode` itself in its extra config.
+    fn dev_flag(&self) -> &'static [&'static str] {
+        if self.extra_config.contains("dev_mode") {
+            &[]
+        } else {
+            &["--dev"]
+        }
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.data.path().join("kms.toml")
     }
@@ -199,6 +209,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kms"))
             .args(["serve", "--config"])
             .arg(self.config_path())
+            .args(self.dev_flag())
             .arg("--data-dir")
             .arg(self.data_dir())
             .envs(self.hsm.env.iter().cloned())
@@ -266,6 +277,7 @@ impl Server {
         Command::new(env!("CARGO_BIN_EXE_kms"))
             .args(["serve", "--config"])
             .arg(self.config_path())
+            .args(self.dev_flag())
             .arg("--data-dir")
             .arg(self.data_dir())
             .envs(self.hsm.env.iter().cloned())

@@ -9,7 +9,7 @@ use kms::proto::key_management_service_client::KeyManagementServiceClient;
 /// Starts `kms serve` with flags only (no config file, no PIN) and returns it with its address.
 fn start(data_dir: &std::path::Path) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kms"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env_remove("HSM_SIM_CONF")
         .env_remove("KMS_HSM_PIN")

@@ -127,7 +127,7 @@ fn launch(spec: &ServerSpec) -> Result<(Child, String, Duration), String> {
     std::fs::write(&config_path, config).map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
     let began = Instant::now();
     let mut child = Command::new(&kms)
-        .args(["serve", "--config"])
+        .args(["serve", "--dev", "--config"])
         .arg(&config_path)
         .arg("--data-dir")
         .arg(spec.dir.join("data"))
