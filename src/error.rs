@@ -49,6 +49,8 @@ pub enum KmsError {
     DependencyTimeout(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    InvalidGrantToken(String),
 }
 
 pub type Result<T, E = KmsError> = std::result::Result<T, E>;
@@ -79,6 +81,7 @@ impl KmsError {
             KmsError::KeyUnavailable(_) => "KeyUnavailableException",
             KmsError::DependencyTimeout(_) => "DependencyTimeoutException",
             KmsError::Internal(_) => "KMSInternalException",
+            KmsError::InvalidGrantToken(_) => "InvalidGrantTokenException",
         }
     }
 

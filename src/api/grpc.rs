@@ -653,4 +653,121 @@ impl KeyManagementService for GrpcService {
         });
         self.finish(ev, result).await
     }
+
+    async fn create_grant(
+        &self,
+        request: Request<pb::CreateGrantRequest>,
+    ) -> Result<Response<pb::CreateGrantResponse>, Status> {
+        let mut ev = self.begin("CreateGrant", &request).await?;
+        let r = request.into_inner();
+        let constraints = r.constraints.unwrap_or_default();
+        let input = crate::ops::CreateGrantInput {
+            key_id: r.key_id,
+            grantee_principal: r.grantee_principal,
+            retiring_principal: r.retiring_principal,
+            operations: r.operations,
+            context_equals: constraints.encryption_context_equals.into_iter().collect(),
+            context_subset: constraints.encryption_context_subset.into_iter().collect(),
+            grant_tokens: r.grant_tokens,
+            name: r.name,
+        };
+        let result = self.kms.create_grant(input, &mut ev).await;
+        let result = result.map(|g| pb::CreateGrantResponse {
+            grant_token: g.grant_token,
+            grant_id: g.grant_id,
+        });
+        self.finish(ev, result).await
+    }
+
+    async fn list_grants(
+        &self,
+        request: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let mut ev = self.begin("ListGrants", &request).await?;
+        let r = request.into_inner();
+        let result = self
+            .kms
+            .list_grants(
+                &r.key_id,
+                r.grant_id.as_deref(),
+                r.grantee_principal.as_deref(),
+                r.limit,
+                r.marker.as_deref(),
+                &mut ev,
+            )
+            .await;
+        let result = result.map(|page| grants_page(&self.kms, page));
+        self.finish(ev, result).await
+    }
+
+    async fn list_retirable_grants(
+        &self,
+        request: Request<pb::ListRetirableGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let mut ev = self.begin("ListRetirableGrants", &request).await?;
+        let r = request.into_inner();
+        let result = self
+            .kms
+            .list_retirable_grants(&r.retiring_principal, r.limit, r.marker.as_deref(), &mut ev)
+            .await;
+        let result = result.map(|page| grants_page(&self.kms, page));
+        self.finish(ev, result).await
+    }
+
+    async fn retire_grant(
+        &self,
+        request: Request<pb::RetireGrantRequest>,
+    ) -> Result<Response<pb::RetireGrantResponse>, Status> {
+        let mut ev = self.begin("RetireGrant", &request).await?;
+        let r = request.into_inner();
+        let result = self
+            .kms
+            .retire_grant(
+                r.grant_token.as_deref(),
+                r.key_id.as_deref(),
+                r.grant_id.as_deref(),
+                &mut ev,
+            )
+            .await;
+        self.finish(ev, result.map(|()| pb::RetireGrantResponse {})).await
+    }
+
+    async fn revoke_grant(
+        &self,
+        request: Request<pb::RevokeGrantRequest>,
+    ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
+        let mut ev = self.begin("RevokeGrant", &request).await?;
+        let r = request.into_inner();
+        let result = self.kms.revoke_grant(&r.key_id, &r.grant_id, &mut ev).await;
+        self.finish(ev, result.map(|()| pb::RevokeGrantResponse {})).await
+    }
+}
+
+fn grants_page(kms: &Kms, page: crate::ops::Page<crate::store::GrantRecord>) -> pb::ListGrantsResponse {
+    pb::ListGrantsResponse {
+        grants: page
+            .items
+            .into_iter()
+            .map(|g| {
+                let constraints =
+                    (g.context_equals.is_some() || g.context_subset.is_some()).then(|| pb::GrantConstraints {
+                        encryption_context_subset: g.context_subset.unwrap_or_default().into_iter().collect(),
+                        encryption_context_equals: g.context_equals.unwrap_or_default().into_iter().collect(),
+                    });
+                pb::GrantListEntry {
+                    key_id: kms.key_arn(&g.key_id),
+                    grant_id: g.grant_id,
+                    name: g.name,
+                    creation_date: g.creation_date,
+                    grantee_principal: g.grantee_principal,
+                    retiring_principal: g.retiring_principal,
+                    issuing_account: g.issuing_account,
+                    operations: g.operations,
+                    constraints,
+                }
+            })
+            .collect(),
+        next_marker: page.next_marker,
+        truncated: page.truncated,
+    }
 }

@@ -32,6 +32,7 @@ pub fn code(e: &KmsError) -> Code {
         KmsError::KeyUnavailable(_) => Code::Unavailable,
         KmsError::DependencyTimeout(_) => Code::DeadlineExceeded,
         KmsError::Internal(_) => Code::Internal,
+        KmsError::InvalidGrantToken(_) => Code::InvalidArgument,
     }
 }
 

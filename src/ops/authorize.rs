@@ -1,21 +1,27 @@
 //! Authorization: every operation on a key is decided by the key's policy, the caller's identity
-//! policies (and, later, grants) with AWS KMS semantics (src/policy). Policies are parsed once and
+//! policies and grants (src/ops/grants.rs) with AWS KMS semantics (src/policy). Policies are parsed once and
 //! cached; a denial names principal, action and key, and the audit record says which rule decided.
 
 use std::sync::Arc;
 
+use super::grants::GrantScope;
 use super::Kms;
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::context::EncryptionContext;
 use crate::keys::KeyRecord;
-use crate::policy::{self, keys as ck, Policy, RequestContext};
+use crate::policy::{self, keys as ck, Decision, Policy, RequestContext};
 
 /// What a request wants to do with a key, with the condition values it brings.
 pub struct Access<'a> {
     pub action: &'static str,
-    context: Option<&'a EncryptionContext>,
+    pub(super) context: Option<&'a EncryptionContext>,
     conditions: Vec<(&'static str, String)>,
+    multi: Vec<(&'static str, Vec<String>)>,
+    /// The request's GrantTokens: each must name an existing grant.
+    pub(super) grant_tokens: &'a [String],
+    /// For CreateGrant: the grant asked for (a grant can only pass on what it allows).
+    pub(super) new_grant: Option<&'a GrantScope>,
 }
 
 impl<'a> Access<'a> {
@@ -24,6 +30,9 @@ impl<'a> Access<'a> {
             action,
             context: None,
             conditions: Vec::new(),
+            multi: Vec::new(),
+            grant_tokens: &[],
+            new_grant: None,
         }
     }
 
@@ -36,6 +45,24 @@ impl<'a> Access<'a> {
         self.conditions.push((key, value.into()));
         self
     }
+
+    /// A multi-valued condition key (e.g. kms:GrantOperations).
+    pub fn with_values(mut self, key: &'static str, values: Vec<String>) -> Self {
+        self.multi.push((key, values));
+        self
+    }
+
+    /// The request's GrantTokens parameter: an unknown or retired grant's token is refused with
+    /// InvalidGrantTokenException, and the grants they name count for this request.
+    pub fn grant_tokens(mut self, tokens: &'a [String]) -> Self {
+        self.grant_tokens = tokens;
+        self
+    }
+
+    pub(super) fn new_grant(mut self, scope: &'a GrantScope) -> Self {
+        self.new_grant = Some(scope);
+        self
+    }
 }
 
 impl Kms {
@@ -46,7 +73,15 @@ impl Kms {
         ctx.set(ck::KEY_SPEC, key.key_spec.as_str());
         ctx.set(ck::KEY_USAGE, key.key_usage.as_str());
         ctx.set(ck::KEY_ORIGIN, key.origin.as_str());
-        self.decide(ev, &key_policy, &ctx)
+        let token_grants = self.grants_for_tokens(access.grant_tokens).await?;
+        let mut decision = self.evaluate(ev, &key_policy, &ctx, false);
+        // Grants are consulted only when no policy allows: the common path never looks at them.
+        if matches!(decision, Decision::ImplicitDeny(_))
+            && self.grant_allows(ev, &ctx, access, key, &token_grants).await?
+        {
+            decision = self.evaluate(ev, &key_policy, &ctx, true);
+        }
+        conclude(ev, &ctx, decision)
     }
 
     /// Decides an action that concerns no existing key (CreateKey, ListKeys, ListAliases,
@@ -80,18 +115,21 @@ impl Kms {
         for (k, v) in &access.conditions {
             ctx.set(k, v.as_str());
         }
+        for (k, v) in &access.multi {
+            ctx.set_values(k, v.iter().cloned());
+        }
         ctx
     }
 
     fn decide(&self, ev: &mut AuditEvent, key_policy: &Policy, ctx: &RequestContext) -> Result<()> {
+        let decision = self.evaluate(ev, key_policy, ctx, false);
+        conclude(ev, ctx, decision)
+    }
+
+    fn evaluate(&self, ev: &AuditEvent, key_policy: &Policy, ctx: &RequestContext, grant_allows: bool) -> Decision {
         let identity = self.identity.snapshot();
         let policies = identity.for_principal(&ev.principal).iter().map(|p| p.as_ref());
-        let decision = policy::evaluate(key_policy, policies, false, ctx);
-        if decision.is_allowed() {
-            return Ok(());
-        }
-        ev.decision = Some(decision.to_string());
-        Err(policy::access_denied(ctx, &decision))
+        policy::evaluate(key_policy, policies, grant_allows, ctx)
     }
 
     /// The key's compiled policy, parsed once and cached until PutKeyPolicy changes it.
@@ -110,4 +148,12 @@ impl Kms {
             .insert_if_unchanged(key_id.to_string(), seen, parsed.clone());
         Ok(parsed)
     }
+}
+
+fn conclude(ev: &mut AuditEvent, ctx: &RequestContext, decision: Decision) -> Result<()> {
+    if decision.is_allowed() {
+        return Ok(());
+    }
+    ev.decision = Some(decision.to_string());
+    Err(policy::access_denied(ctx, &decision))
 }

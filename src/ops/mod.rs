@@ -7,6 +7,7 @@ mod cache;
 mod crypto;
 mod data_key_pair;
 mod deletion;
+mod grants;
 mod key_policy;
 mod keys;
 mod mac;
@@ -37,6 +38,7 @@ use cache::ShardedCache;
 pub use crypto::{DataKeySpec, Decrypted, ReEncrypted};
 pub use data_key_pair::DataKeyPair;
 pub use deletion::spawn_deletion_task;
+pub use grants::{CreateGrantInput, CreatedGrant};
 pub use keys::CreateKeyInput;
 pub use material::Material;
 pub use paging::Page;
@@ -57,6 +59,8 @@ pub struct Kms {
     account_policy: Policy,
     identity: IdentityStore,
     deletion_interval: Duration,
+    /// Each key's grants, invalidated by CreateGrant, RetireGrant and RevokeGrant.
+    grants: ShardedCache<String, Arc<Vec<crate::store::GrantRecord>>>,
 }
 
 impl Kms {
@@ -95,6 +99,7 @@ impl Kms {
             account_policy,
             identity,
             deletion_interval: Duration::from_secs(config.deletion.check_interval_seconds),
+            grants: ShardedCache::new(config.cache.metadata_capacity, None),
         })
     }
 

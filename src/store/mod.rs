@@ -46,4 +46,64 @@ pub trait Store: Send + Sync + 'static {
     fn untag_key(&self, key_id: &str, tag_keys: &[String]) -> Result<()>;
     /// Tags ordered by key, strictly after `after`.
     fn list_tags(&self, key_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Tag>>;
+
+    /// Stores a grant and the SHA-256 of its first token. When the grant has a name and the key
+    /// already has a grant with the same name and parameters, adds the token to that grant
+    /// instead and returns it (an idempotent retry). NotFoundException when the key is gone.
+    fn create_grant(&self, grant: &GrantRecord, token_sha256: &[u8; 32]) -> Result<GrantRecord>;
+    /// Every grant of a key, ordered by grant id.
+    fn key_grants(&self, key_id: &str) -> Result<Vec<GrantRecord>>;
+    fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>>;
+    /// The SHA-256 digests of the tokens issued for a grant.
+    fn grant_token_digests(&self, grant_id: &str) -> Result<Vec<Vec<u8>>>;
+    /// A key's grants ordered by id, strictly after `after`, optionally filtered.
+    fn list_grants(
+        &self,
+        key_id: &str,
+        grant_id: Option<&str>,
+        grantee: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<GrantRecord>>;
+    /// Grants (of any key) whose retiring principal is `retiring`, ordered by id.
+    fn list_retirable_grants(&self, retiring: &str, after: Option<&str>, limit: usize) -> Result<Vec<GrantRecord>>;
+    /// Deletes a grant and its tokens; false when the key has no such grant.
+    fn delete_grant(&self, key_id: &str, grant_id: &str) -> Result<bool>;
+}
+
+/// A grant: permission for a grantee principal to use a key in some operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// 64 hex characters.
+    pub grant_id: String,
+    pub key_id: String,
+    pub name: Option<String>,
+    pub creation_date: i64,
+    pub grantee_principal: String,
+    pub retiring_principal: Option<String>,
+    /// The root ARN of the account the grant was created in.
+    pub issuing_account: String,
+    /// Operation names without the `kms:` prefix, e.g. `Decrypt`.
+    pub operations: Vec<String>,
+    pub context_equals: Option<std::collections::BTreeMap<String, String>>,
+    pub context_subset: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl GrantRecord {
+    /// Whether `other` is the same grant request (an idempotent retry): everything but id and date.
+    pub fn same_parameters(&self, other: &GrantRecord) -> bool {
+        let ops = |g: &GrantRecord| {
+            let mut o = g.operations.clone();
+            o.sort();
+            o.dedup();
+            o
+        };
+        self.key_id == other.key_id
+            && self.name == other.name
+            && self.grantee_principal == other.grantee_principal
+            && self.retiring_principal == other.retiring_principal
+            && self.context_equals == other.context_equals
+            && self.context_subset == other.context_subset
+            && ops(self) == ops(other)
+    }
 }

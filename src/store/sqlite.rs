@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::Store;
+use super::{GrantRecord, Store};
 use crate::error::{KmsError, Result};
 use crate::keys::{AliasRecord, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialRecord, Origin, Tag};
 
@@ -49,6 +49,26 @@ CREATE TABLE IF NOT EXISTS tags (
     tag_key TEXT NOT NULL,
     tag_value TEXT NOT NULL,
     PRIMARY KEY (key_id, tag_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS grants (
+    grant_id TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    name TEXT,
+    creation_date INTEGER NOT NULL,
+    grantee_principal TEXT NOT NULL,
+    retiring_principal TEXT,
+    issuing_account TEXT NOT NULL,
+    operations TEXT NOT NULL,
+    context_equals TEXT,
+    context_subset TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS grants_key ON grants(key_id, grant_id);
+CREATE INDEX IF NOT EXISTS grants_retiring ON grants(retiring_principal, grant_id) WHERE retiring_principal IS NOT NULL;
+CREATE TABLE IF NOT EXISTS grant_tokens (
+    grant_id TEXT NOT NULL,
+    token_sha256 BLOB NOT NULL,
+    key_id TEXT NOT NULL,
+    PRIMARY KEY (grant_id, token_sha256)
 ) WITHOUT ROWID;
 ";
 
@@ -298,7 +318,15 @@ impl Store for SqliteStore {
         if !due {
             return Ok(false);
         }
-        for table in ["materials", "tags", "aliases", "key_policies", "keys"] {
+        for table in [
+            "materials",
+            "tags",
+            "aliases",
+            "key_policies",
+            "grant_tokens",
+            "grants",
+            "keys",
+        ] {
             tx.execute(&format!("DELETE FROM {table} WHERE key_id = ?1"), [key_id])
                 .map_err(db)?;
         }
@@ -424,6 +452,187 @@ impl Store for SqliteStore {
             .map_err(db)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
     }
+
+    fn create_grant(&self, g: &GrantRecord, token_sha256: &[u8; 32]) -> Result<GrantRecord> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        if read_key(&tx, &g.key_id)?.is_none() {
+            return Err(KmsError::NotFound(format!("Key '{}' does not exist", g.key_id)));
+        }
+        let mut existing = None;
+        if let Some(name) = &g.name {
+            let mut st = tx
+                .prepare_cached(&format!(
+                    "SELECT {GRANT_COLUMNS} FROM grants WHERE key_id = ?1 AND name = ?2 ORDER BY grant_id"
+                ))
+                .map_err(db)?;
+            let rows = st.query_map(params![g.key_id, name], grant_from_row).map_err(db)?;
+            for row in rows {
+                let found = row.map_err(db)?.into_record()?;
+                if found.same_parameters(g) {
+                    existing = Some(found);
+                    break;
+                }
+            }
+        }
+        let grant = match existing {
+            Some(found) => found,
+            None => {
+                tx.execute(
+                    &format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                    params![
+                        g.grant_id,
+                        g.key_id,
+                        g.name,
+                        g.creation_date,
+                        g.grantee_principal,
+                        g.retiring_principal,
+                        g.issuing_account,
+                        to_json(&g.operations)?,
+                        g.context_equals.as_ref().map(to_json).transpose()?,
+                        g.context_subset.as_ref().map(to_json).transpose()?,
+                    ],
+                )
+                .map_err(db)?;
+                g.clone()
+            }
+        };
+        tx.execute(
+            "INSERT INTO grant_tokens (grant_id, token_sha256, key_id) VALUES (?1, ?2, ?3)",
+            params![grant.grant_id, &token_sha256[..], grant.key_id],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(grant)
+    }
+
+    fn key_grants(&self, key_id: &str) -> Result<Vec<GrantRecord>> {
+        self.list_grants(key_id, None, None, None, usize::MAX >> 1)
+    }
+
+    fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
+        let conn = self.conn()?;
+        conn.prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE grant_id = ?1"))
+            .and_then(|mut st| st.query_row([grant_id], grant_from_row).optional())
+            .map_err(db)?
+            .map(GrantRow::into_record)
+            .transpose()
+    }
+
+    fn grant_token_digests(&self, grant_id: &str) -> Result<Vec<Vec<u8>>> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare_cached("SELECT token_sha256 FROM grant_tokens WHERE grant_id = ?1")
+            .map_err(db)?;
+        let rows = st.query_map([grant_id], |r| r.get(0)).map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<Vec<u8>>>>().map_err(db)
+    }
+
+    fn list_grants(
+        &self,
+        key_id: &str,
+        grant_id: Option<&str>,
+        grantee: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<GrantRecord>> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {GRANT_COLUMNS} FROM grants WHERE key_id = ?1 AND (?2 IS NULL OR grant_id = ?2)
+                 AND (?3 IS NULL OR grantee_principal = ?3) AND grant_id > ?4 ORDER BY grant_id LIMIT ?5"
+            ))
+            .map_err(db)?;
+        let rows = st
+            .query_map(
+                params![key_id, grant_id, grantee, after.unwrap_or(""), limit as i64],
+                grant_from_row,
+            )
+            .map_err(db)?;
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)?;
+        rows.into_iter().map(GrantRow::into_record).collect()
+    }
+
+    fn list_retirable_grants(&self, retiring: &str, after: Option<&str>, limit: usize) -> Result<Vec<GrantRecord>> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {GRANT_COLUMNS} FROM grants WHERE retiring_principal = ?1 AND grant_id > ?2
+                 ORDER BY grant_id LIMIT ?3"
+            ))
+            .map_err(db)?;
+        let rows = st
+            .query_map(params![retiring, after.unwrap_or(""), limit as i64], grant_from_row)
+            .map_err(db)?;
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)?;
+        rows.into_iter().map(GrantRow::into_record).collect()
+    }
+
+    fn delete_grant(&self, key_id: &str, grant_id: &str) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db)?;
+        let n = tx
+            .execute(
+                "DELETE FROM grants WHERE key_id = ?1 AND grant_id = ?2",
+                params![key_id, grant_id],
+            )
+            .map_err(db)?;
+        tx.execute("DELETE FROM grant_tokens WHERE grant_id = ?1", [grant_id])
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(n > 0)
+    }
+}
+
+const GRANT_COLUMNS: &str = "grant_id, key_id, name, creation_date, grantee_principal, retiring_principal, \
+                             issuing_account, operations, context_equals, context_subset";
+
+/// A grant row as SQLite gives it; the JSON columns are parsed by `into_record`.
+struct GrantRow {
+    record: GrantRecord,
+    operations: String,
+    context_equals: Option<String>,
+    context_subset: Option<String>,
+}
+
+fn grant_from_row(r: &Row<'_>) -> rusqlite::Result<GrantRow> {
+    Ok(GrantRow {
+        record: GrantRecord {
+            grant_id: r.get(0)?,
+            key_id: r.get(1)?,
+            name: r.get(2)?,
+            creation_date: r.get(3)?,
+            grantee_principal: r.get(4)?,
+            retiring_principal: r.get(5)?,
+            issuing_account: r.get(6)?,
+            operations: Vec::new(),
+            context_equals: None,
+            context_subset: None,
+        },
+        operations: r.get(7)?,
+        context_equals: r.get(8)?,
+        context_subset: r.get(9)?,
+    })
+}
+
+impl GrantRow {
+    fn into_record(self) -> Result<GrantRecord> {
+        let mut g = self.record;
+        g.operations = from_json(&self.operations)?;
+        g.context_equals = self.context_equals.as_deref().map(from_json).transpose()?;
+        g.context_subset = self.context_subset.as_deref().map(from_json).transpose()?;
+        Ok(g)
+    }
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| KmsError::internal(format!("store: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|_| KmsError::internal("bad grant in store"))
 }
 
 #[cfg(test)]

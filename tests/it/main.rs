@@ -7,6 +7,7 @@ mod crypto;
 mod custody;
 mod embedded;
 mod faults;
+mod grants;
 mod hmac;
 mod keys;
 mod lifecycle;

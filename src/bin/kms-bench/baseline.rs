@@ -367,4 +367,35 @@ impl KeyManagementService for NoWork {
     ) -> Result<Response<pb::ListKeyPoliciesResponse>, Status> {
         unimplemented_here()
     }
+    async fn create_grant(
+        &self,
+        _: Request<pb::CreateGrantRequest>,
+    ) -> Result<Response<pb::CreateGrantResponse>, Status> {
+        unimplemented_here()
+    }
+
+    async fn list_grants(&self, _: Request<pb::ListGrantsRequest>) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        unimplemented_here()
+    }
+
+    async fn list_retirable_grants(
+        &self,
+        _: Request<pb::ListRetirableGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        unimplemented_here()
+    }
+
+    async fn retire_grant(
+        &self,
+        _: Request<pb::RetireGrantRequest>,
+    ) -> Result<Response<pb::RetireGrantResponse>, Status> {
+        unimplemented_here()
+    }
+
+    async fn revoke_grant(
+        &self,
+        _: Request<pb::RevokeGrantRequest>,
+    ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
+        unimplemented_here()
+    }
 }

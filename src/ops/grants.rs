@@ -1,0 +1,707 @@
+//! Grants: CreateGrant, ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant, and the grant
+//! check of authorization (`grant_allows`).
+//!
+//! A grant lets its grantee principal use one key in the listed operations, optionally only with
+//! a matching encryption context. Grants are durable (the store's `grants` table) and cached per
+//! key; the cache is consulted only when no policy allows a request, so the common path costs
+//! nothing. A grant token is `<grant id><32 random bytes>` in hex; the store keeps only its SHA-256
+//! and a presented token is compared in constant time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ring::digest::{digest, SHA256};
+use ring::rand::SecureRandom;
+
+use super::crypto::check_grant_tokens;
+use super::paging::{self, Page};
+use super::{refuse_pending_deletion, Access, Kms};
+use crate::audit::AuditEvent;
+use crate::error::{KmsError, Result};
+use crate::keys::key_ref::Accept;
+use crate::keys::{now_secs, KeyRecord, KeySpec, KeyUsage};
+use crate::policy::{keys as ck, RequestContext};
+use crate::store::GrantRecord;
+
+/// Every grant operation AWS KMS knows.
+const ALL_OPERATIONS: &[&str] = &[
+    "Decrypt",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+    "Sign",
+    "Verify",
+    "GetPublicKey",
+    "CreateGrant",
+    "RetireGrant",
+    "DescribeKey",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "GenerateMac",
+    "VerifyMac",
+    "DeriveSharedSecret",
+];
+
+const SYMMETRIC_OPERATIONS: &[&str] = &[
+    "Decrypt",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+    "DescribeKey",
+    "CreateGrant",
+    "RetireGrant",
+];
+const ASYMMETRIC_ENCRYPTION_OPERATIONS: &[&str] = &[
+    "Decrypt",
+    "Encrypt",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+    "DescribeKey",
+    "GetPublicKey",
+    "CreateGrant",
+    "RetireGrant",
+];
+const SIGNING_OPERATIONS: &[&str] = &[
+    "Sign",
+    "Verify",
+    "GetPublicKey",
+    "DescribeKey",
+    "CreateGrant",
+    "RetireGrant",
+];
+const HMAC_OPERATIONS: &[&str] = &["GenerateMac", "VerifyMac", "DescribeKey", "CreateGrant", "RetireGrant"];
+
+/// The operations whose requests carry an encryption context (with a symmetric key): the only
+/// ones grant constraints apply to.
+const CONTEXT_OPERATIONS: &[&str] = &[
+    "Decrypt",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+];
+
+const MAX_CONSTRAINT_PAIRS: usize = 8;
+const MAX_CONSTRAINT_VALUE: usize = 384;
+const MAX_NAME: usize = 256;
+const MAX_PRINCIPAL: usize = 256;
+const MAX_GRANT_ID: usize = 128;
+
+/// What a grant allows: its operations and encryption context constraints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantScope {
+    pub operations: Vec<String>,
+    pub context_equals: Option<BTreeMap<String, String>>,
+    pub context_subset: Option<BTreeMap<String, String>>,
+}
+
+pub struct CreateGrantInput {
+    pub key_id: String,
+    pub grantee_principal: String,
+    pub retiring_principal: Option<String>,
+    pub operations: Vec<String>,
+    /// Empty maps are no constraint.
+    pub context_equals: BTreeMap<String, String>,
+    pub context_subset: BTreeMap<String, String>,
+    pub grant_tokens: Vec<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreatedGrant {
+    pub grant_id: String,
+    pub grant_token: String,
+}
+
+impl Kms {
+    pub async fn create_grant(&self, input: CreateGrantInput, ev: &mut AuditEvent) -> Result<CreatedGrant> {
+        check_grant_tokens(&input.grant_tokens)?;
+        check_principal("granteePrincipal", &input.grantee_principal)?;
+        if let Some(r) = &input.retiring_principal {
+            check_principal("retiringPrincipal", r)?;
+        }
+        if let Some(n) = &input.name {
+            check_name(n)?;
+        }
+        let scope = GrantScope {
+            operations: check_operations(&input.operations)?,
+            context_equals: check_constraint("encryptionContextEquals", input.context_equals)?,
+            context_subset: check_constraint("encryptionContextSubset", input.context_subset)?,
+        };
+        let access = Access::new("kms:CreateGrant")
+            .with_values(ck::GRANT_OPERATIONS, scope.operations.clone())
+            .with(ck::GRANTEE_PRINCIPAL, input.grantee_principal.clone())
+            .with(ck::GRANT_IS_FOR_AWS_RESOURCE, "false")
+            .grant_tokens(&input.grant_tokens)
+            .new_grant(&scope);
+        let key = self
+            .resolve(access, "keyId", &input.key_id, Accept::KeyOnly, ev)
+            .await?;
+        refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
+        let allowed = operations_for(&key);
+        if let Some(bad) = scope.operations.iter().find(|o| !allowed.contains(&o.as_str())) {
+            return Err(KmsError::validation(format!(
+                "Grant operation {bad} is not valid for key {} ({} {}); valid operations: [{}]",
+                self.key_arn(&key.key_id),
+                key.key_spec.as_str(),
+                key.key_usage.as_str(),
+                allowed.join(", ")
+            )));
+        }
+        if key.key_spec != KeySpec::SymmetricDefault
+            && (scope.context_equals.is_some() || scope.context_subset.is_some())
+        {
+            return Err(KmsError::validation(format!(
+                "Encryption context grant constraints are not supported for {} keys: their operations take no \
+                 encryption context",
+                key.key_spec.as_str()
+            )));
+        }
+
+        let mut id = [0u8; 32];
+        let mut secret = [0u8; 32];
+        self.rng
+            .fill(&mut id)
+            .and_then(|_| self.rng.fill(&mut secret))
+            .map_err(|_| KmsError::internal("the random number generator failed"))?;
+        let record = GrantRecord {
+            grant_id: hex(&id),
+            key_id: key.key_id.clone(),
+            name: input.name,
+            creation_date: now_secs(),
+            grantee_principal: input.grantee_principal,
+            retiring_principal: input.retiring_principal,
+            issuing_account: format!("arn:{}:iam::{}:root", self.scope.partition, self.scope.account),
+            operations: scope.operations,
+            context_equals: scope.context_equals,
+            context_subset: scope.context_subset,
+        };
+        let digest = token_digest(&secret);
+        let result = self.store(move |s| s.create_grant(&record, &digest)).await;
+        self.grants.invalidate(&key.key_id);
+        let stored = result?;
+        // An idempotent retry answers with the existing grant's id and a new token for it.
+        let grant_token = format!("{}{}", stored.grant_id, hex(&secret));
+        Ok(CreatedGrant {
+            grant_id: stored.grant_id,
+            grant_token,
+        })
+    }
+
+    pub async fn list_grants(
+        &self,
+        key_id: &str,
+        grant_id: Option<&str>,
+        grantee: Option<&str>,
+        limit: Option<i32>,
+        marker: Option<&str>,
+        ev: &mut AuditEvent,
+    ) -> Result<Page<GrantRecord>> {
+        let limit = paging::limit(limit, 50, 100)?;
+        let after = paging::decode_marker(marker)?;
+        if let Some(id) = grant_id {
+            check_grant_id(id)?;
+        }
+        if let Some(p) = grantee {
+            check_principal("granteePrincipal", p)?;
+        }
+        let key = self
+            .resolve(Access::new("kms:ListGrants"), "keyId", key_id, Accept::KeyOnly, ev)
+            .await?;
+        let (id, grant_id, grantee) = (
+            key.key_id.clone(),
+            grant_id.map(String::from),
+            grantee.map(String::from),
+        );
+        let items = self
+            .store(move |s| {
+                s.list_grants(
+                    &id,
+                    grant_id.as_deref(),
+                    grantee.as_deref(),
+                    after.as_deref(),
+                    limit + 1,
+                )
+            })
+            .await?;
+        Ok(paging::page(items, limit, |g| &g.grant_id))
+    }
+
+    pub async fn list_retirable_grants(
+        &self,
+        retiring: &str,
+        limit: Option<i32>,
+        marker: Option<&str>,
+        ev: &mut AuditEvent,
+    ) -> Result<Page<GrantRecord>> {
+        let limit = paging::limit(limit, 50, 100)?;
+        let after = paging::decode_marker(marker)?;
+        check_principal("retiringPrincipal", retiring)?;
+        self.authorize_account(ev, &Access::new("kms:ListRetirableGrants"))?;
+        let retiring = retiring.to_string();
+        let items = self
+            .store(move |s| s.list_retirable_grants(&retiring, after.as_deref(), limit + 1))
+            .await?;
+        Ok(paging::page(items, limit, |g| &g.grant_id))
+    }
+
+    /// Retires a grant named by its token, or by key and grant id. The grant decides who may: its
+    /// retiring principal, its grantee if it includes RetireGrant, and the account it was created in.
+    pub async fn retire_grant(
+        &self,
+        token: Option<&str>,
+        key_id: Option<&str>,
+        grant_id: Option<&str>,
+        ev: &mut AuditEvent,
+    ) -> Result<()> {
+        let grant = match (token, key_id, grant_id) {
+            (Some(token), _, _) => {
+                check_grant_tokens(std::slice::from_ref(&token.to_string()))?;
+                let grant = self.grant_for_token(token).await?;
+                if let Some(k) = key_id {
+                    let key = self.lookup("keyId", k, Accept::KeyOnly, ev).await?;
+                    if key.key_id != grant.key_id {
+                        return Err(KmsError::validation("The grant token names a grant of another key"));
+                    }
+                }
+                if grant_id.is_some_and(|id| id != grant.grant_id) {
+                    return Err(KmsError::validation("The grant token names another grant than grantId"));
+                }
+                grant
+            }
+            (None, Some(k), Some(id)) => {
+                check_grant_id(id)?;
+                let key = self.lookup("keyId", k, Accept::KeyOnly, ev).await?;
+                let owned = id.to_string();
+                self.store(move |s| s.get_grant(&owned))
+                    .await?
+                    .filter(|g| g.key_id == key.key_id)
+                    .ok_or_else(|| not_found(id, &self.key_arn(&key.key_id)))?
+            }
+            _ => {
+                return Err(KmsError::validation(
+                    "RetireGrant needs either grantToken, or both keyId and grantId",
+                ))
+            }
+        };
+        let key_arn = self.key_arn(&grant.key_id);
+        ev.key_arn = Some(key_arn.clone());
+        let caller = CallerArns::of(&ev.principal);
+        let may = grant.retiring_principal.as_deref().is_some_and(|r| caller.is(r))
+            || (caller.is(&grant.grantee_principal) && grant.operations.iter().any(|o| o == "RetireGrant"))
+            || caller.is(&grant.issuing_account);
+        if !may {
+            ev.decision =
+                Some("not the grant's retiring principal, a grantee allowed to retire it, or its account".into());
+            return Err(KmsError::AccessDenied(format!(
+                "User: {} is not authorized to perform: kms:RetireGrant on resource: {key_arn} because the grant \
+                 does not allow it to retire the grant",
+                ev.principal
+            )));
+        }
+        self.remove_grant(&grant.key_id, &grant.grant_id).await
+    }
+
+    pub async fn revoke_grant(&self, key_id: &str, grant_id: &str, ev: &mut AuditEvent) -> Result<()> {
+        check_grant_id(grant_id)?;
+        let key = self
+            .resolve(Access::new("kms:RevokeGrant"), "keyId", key_id, Accept::KeyOnly, ev)
+            .await?;
+        self.remove_grant(&key.key_id, grant_id).await
+    }
+
+    async fn remove_grant(&self, key_id: &str, grant_id: &str) -> Result<()> {
+        let (k, g) = (key_id.to_string(), grant_id.to_string());
+        let result = self.store(move |s| s.delete_grant(&k, &g)).await;
+        self.grants.invalidate(&key_id.to_string());
+        if result? {
+            Ok(())
+        } else {
+            Err(not_found(grant_id, &self.key_arn(key_id)))
+        }
+    }
+
+    /// The key's grants, through the cache.
+    async fn key_grants(&self, key_id: &str) -> Result<Arc<Vec<GrantRecord>>> {
+        if let Some(g) = self.grants.get(&key_id.to_string()) {
+            return Ok(g);
+        }
+        let seen = self.grants.generation(&key_id.to_string());
+        let owned = key_id.to_string();
+        let grants = Arc::new(self.store(move |s| s.key_grants(&owned)).await?);
+        self.grants
+            .insert_if_unchanged(key_id.to_string(), seen, grants.clone());
+        Ok(grants)
+    }
+
+    /// The grant a token names; InvalidGrantTokenException when it names none (any more).
+    async fn grant_for_token(&self, token: &str) -> Result<GrantRecord> {
+        let invalid =
+            || KmsError::InvalidGrantToken("The grant token is not valid (unknown, retired or revoked)".into());
+        let (grant_id, secret) = split_token(token).ok_or_else(invalid)?;
+        let expected = token_digest(&secret);
+        let id = grant_id.clone();
+        let (grant, digests) = self
+            .store(move |s| Ok((s.get_grant(&id)?, s.grant_token_digests(&id)?)))
+            .await?;
+        // Every digest is compared, in constant time.
+        let matched = digests
+            .iter()
+            .fold(false, |found, d| found | constant_time_eq(d, &expected));
+        match grant {
+            Some(g) if matched => Ok(g),
+            _ => Err(invalid()),
+        }
+    }
+
+    /// The grants named by a request's GrantTokens; each must be valid.
+    pub(super) async fn grants_for_tokens(&self, tokens: &[String]) -> Result<Vec<GrantRecord>> {
+        let mut grants = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            grants.push(self.grant_for_token(t).await?);
+        }
+        Ok(grants)
+    }
+
+    /// Whether a grant of `key` (from the store or named by a grant token) allows `access` to the
+    /// caller: it names the caller as grantee, includes the operation, and its constraints match.
+    pub(super) async fn grant_allows(
+        &self,
+        ev: &AuditEvent,
+        ctx: &RequestContext,
+        access: &Access<'_>,
+        key: &KeyRecord,
+        token_grants: &[GrantRecord],
+    ) -> Result<bool> {
+        let Some(operation) = access.action.strip_prefix("kms:") else {
+            return Ok(false);
+        };
+        let role = ctx.get(ck::PRINCIPAL_ARN).and_then(|v| v.first()).cloned();
+        let caller = CallerArns {
+            arn: ev.principal.clone(),
+            role,
+        };
+        let stored = self.key_grants(&key.key_id).await?;
+        Ok(stored
+            .iter()
+            .chain(token_grants.iter().filter(|g| g.key_id == key.key_id))
+            .any(|g| caller.is(&g.grantee_principal) && grant_permits(g, operation, access, key)))
+    }
+}
+
+/// Whether grant `g` permits `operation` with the request's context (and, for CreateGrant, the
+/// grant asked for: a subset of `g`'s operations, with constraints at least as strict).
+fn grant_permits(g: &GrantRecord, operation: &str, access: &Access<'_>, key: &KeyRecord) -> bool {
+    if !g.operations.iter().any(|o| o == operation) {
+        return false;
+    }
+    if operation == "CreateGrant" {
+        let Some(new) = access.new_grant else { return false };
+        return new.operations.iter().all(|o| g.operations.contains(o)) && at_least_as_strict(new, g);
+    }
+    if key.key_spec != KeySpec::SymmetricDefault || !CONTEXT_OPERATIONS.contains(&operation) {
+        return true;
+    }
+    let empty = BTreeMap::new();
+    let context: BTreeMap<String, &String> = match access.context {
+        Some(c) => c.pairs().map(|(k, v)| (k.to_lowercase(), v)).collect(),
+        None => empty,
+    };
+    constraints_hold(g.context_equals.as_ref(), g.context_subset.as_ref(), &context)
+}
+
+/// Constraint keys match case-insensitively, values case-sensitively (`context` has lowercased keys).
+fn constraints_hold(
+    equals: Option<&BTreeMap<String, String>>,
+    subset: Option<&BTreeMap<String, String>>,
+    context: &BTreeMap<String, &String>,
+) -> bool {
+    let contains_all = |pairs: &BTreeMap<String, String>| {
+        pairs
+            .iter()
+            .all(|(k, v)| context.get(&k.to_lowercase()).is_some_and(|c| *c == v))
+    };
+    equals.is_none_or(|e| e.len() == context.len() && contains_all(e)) && subset.is_none_or(contains_all)
+}
+
+/// A grant created under a constrained grant must be constrained at least as strictly.
+fn at_least_as_strict(new: &GrantScope, parent: &GrantRecord) -> bool {
+    let lower = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.iter().map(|(k, v)| (k.to_lowercase(), v.clone())).collect()
+    };
+    let includes = |outer: &BTreeMap<String, String>, inner: &BTreeMap<String, String>| {
+        let outer = lower(outer);
+        inner.iter().all(|(k, v)| outer.get(&k.to_lowercase()) == Some(v))
+    };
+    let equals_ok = parent
+        .context_equals
+        .as_ref()
+        .is_none_or(|pe| new.context_equals.as_ref().is_some_and(|ne| lower(ne) == lower(pe)));
+    let subset_ok = parent.context_subset.as_ref().is_none_or(|ps| {
+        new.context_equals.as_ref().is_some_and(|ne| includes(ne, ps))
+            || new.context_subset.as_ref().is_some_and(|ns| includes(ns, ps))
+    });
+    equals_ok && subset_ok
+}
+
+/// The caller's ARN, and for an assumed-role session the role's ARN (a grant to a role covers
+/// its sessions).
+struct CallerArns {
+    arn: String,
+    role: Option<String>,
+}
+
+impl CallerArns {
+    fn of(principal: &str) -> CallerArns {
+        let ctx = RequestContext::new(principal, "kms:RetireGrant", "*");
+        CallerArns {
+            arn: principal.to_string(),
+            role: ctx.get(ck::PRINCIPAL_ARN).and_then(|v| v.first()).cloned(),
+        }
+    }
+
+    fn is(&self, principal: &str) -> bool {
+        self.arn == principal || self.role.as_deref() == Some(principal)
+    }
+}
+
+/// The operations a grant for this key may include.
+fn operations_for(key: &KeyRecord) -> &'static [&'static str] {
+    match (key.key_spec, key.key_usage) {
+        (KeySpec::SymmetricDefault, _) => SYMMETRIC_OPERATIONS,
+        (spec, _) if spec.is_hmac() => HMAC_OPERATIONS,
+        (_, KeyUsage::EncryptDecrypt) => ASYMMETRIC_ENCRYPTION_OPERATIONS,
+        (_, KeyUsage::SignVerify) => SIGNING_OPERATIONS,
+        (_, KeyUsage::GenerateVerifyMac) => HMAC_OPERATIONS,
+    }
+}
+
+fn not_found(grant_id: &str, key_arn: &str) -> KmsError {
+    KmsError::NotFound(format!("Grant ID {grant_id} not found for key {key_arn}"))
+}
+
+fn validation_error(field: &str, value: &str, constraint: &str) -> KmsError {
+    KmsError::validation(format!(
+        "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}"
+    ))
+}
+
+/// Operations: non-empty, each a grant operation AWS knows; duplicates dropped, order kept.
+fn check_operations(operations: &[String]) -> Result<Vec<String>> {
+    if operations.is_empty() {
+        return Err(KmsError::validation(
+            "1 validation error detected: Value '[]' at 'operations' failed to satisfy constraint: \
+             Member must have length greater than or equal to 1",
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(operations.len());
+    for (i, o) in operations.iter().enumerate() {
+        if !ALL_OPERATIONS.contains(&o.as_str()) {
+            return Err(validation_error(
+                &format!("operations.{}.member", i + 1),
+                o,
+                &format!("Member must satisfy enum value set: [{}]", ALL_OPERATIONS.join(", ")),
+            ));
+        }
+        if !out.contains(o) {
+            out.push(o.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// An IAM principal: an account root, user, role, assumed-role session or federated user ARN
+/// (the account may be any), or an AWS service principal.
+fn check_principal(field: &str, p: &str) -> Result<()> {
+    let pattern_ok = !p.is_empty()
+        && p.len() <= MAX_PRINCIPAL
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b));
+    if !pattern_ok {
+        return Err(validation_error(
+            field,
+            p,
+            "Member must have length 1-256 and satisfy regular expression pattern: ^[\\w+=,.@:/-]+$",
+        ));
+    }
+    let parts: Vec<&str> = p.splitn(6, ':').collect();
+    let valid = match parts.as_slice() {
+        ["arn", partition, service, "", account, resource] => {
+            !partition.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && match *service {
+                    "iam" => *resource == "root" || named(resource, "user/") || named(resource, "role/"),
+                    "sts" => named(resource, "assumed-role/") || named(resource, "federated-user/"),
+                    _ => false,
+                }
+        }
+        [service] => service.ends_with(".amazonaws.com") && service.len() > ".amazonaws.com".len(),
+        _ => false,
+    };
+    if !valid {
+        return Err(KmsError::validation(format!(
+            "Invalid {field} '{p}': expected an IAM principal ARN (arn:aws:iam::<account>:root|user/<name>|role/<name>, \
+             arn:aws:sts::<account>:assumed-role/<role>/<session>|federated-user/<name>) or a service principal"
+        )));
+    }
+    Ok(())
+}
+
+fn named(resource: &str, prefix: &str) -> bool {
+    resource
+        .strip_prefix(prefix)
+        .is_some_and(|rest| !rest.is_empty() && !rest.ends_with('/'))
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > MAX_NAME
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b":/_-".contains(&b))
+    {
+        return Err(validation_error(
+            "name",
+            name,
+            "Member must have length 1-256 and satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$",
+        ));
+    }
+    Ok(())
+}
+
+fn check_grant_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_GRANT_ID {
+        return Err(validation_error(
+            "grantId",
+            id,
+            "Member must have length between 1 and 128",
+        ));
+    }
+    Ok(())
+}
+
+/// A constraint: at most 8 pairs, non-empty keys, values up to 384 characters. Empty is none.
+fn check_constraint(field: &str, pairs: BTreeMap<String, String>) -> Result<Option<BTreeMap<String, String>>> {
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    if pairs.len() > MAX_CONSTRAINT_PAIRS {
+        return Err(KmsError::validation(format!(
+            "constraints.{field}: at most {MAX_CONSTRAINT_PAIRS} encryption context pairs, got {}",
+            pairs.len()
+        )));
+    }
+    if pairs.keys().any(|k| k.is_empty()) {
+        return Err(KmsError::validation(format!(
+            "constraints.{field}: encryption context keys must not be empty"
+        )));
+    }
+    if pairs.values().any(|v| v.chars().count() > MAX_CONSTRAINT_VALUE) {
+        return Err(KmsError::validation(format!(
+            "constraints.{field}: an encryption context value exceeds {MAX_CONSTRAINT_VALUE} characters"
+        )));
+    }
+    Ok(Some(pairs))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A token is the grant id (64 hex) then the secret (64 hex).
+fn split_token(token: &str) -> Option<(String, [u8; 32])> {
+    if token.len() != 128 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let (id, secret) = token.split_at(64);
+    let bytes = crate::config::hex_decode(secret)?;
+    Some((id.to_ascii_lowercase(), bytes.try_into().ok()?))
+}
+
+/// SHA-256 of the token's secret: what the store keeps of a token (with the grant it belongs to,
+/// so a retried CreateGrant can add a token to the existing grant).
+fn token_digest(secret: &[u8; 32]) -> [u8; 32] {
+    let d = digest(&SHA256, secret);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn constraints_match_keys_case_insensitively() {
+        let s = map(&[("Dept", "eng")]);
+        let v1 = "eng".to_string();
+        let v2 = "x".to_string();
+        let ctx: BTreeMap<String, &String> = [("dept".to_string(), &v1), ("other".to_string(), &v2)].into();
+        assert!(constraints_hold(None, Some(&s), &ctx));
+        assert!(!constraints_hold(Some(&s), None, &ctx));
+        let only: BTreeMap<String, &String> = [("dept".to_string(), &v1)].into();
+        assert!(constraints_hold(Some(&s), Some(&s), &only));
+        let wrong = "ENG".to_string();
+        let bad: BTreeMap<String, &String> = [("dept".to_string(), &wrong)].into();
+        assert!(!constraints_hold(None, Some(&s), &bad));
+        assert!(constraints_hold(None, None, &BTreeMap::new()));
+    }
+
+    #[test]
+    fn principals_names_and_tokens() {
+        assert!(check_principal("p", "arn:aws:iam::111122223333:user/bob").is_ok());
+        assert!(check_principal("p", "arn:aws:sts::111122223333:assumed-role/r/s").is_ok());
+        assert!(check_principal("p", "logs.amazonaws.com").is_ok());
+        assert!(check_principal("p", "bob").is_err());
+        assert!(check_principal("p", "arn:aws:iam::1:user/bob").is_err());
+        assert!(check_name("a:b/c_d-1").is_ok());
+        assert!(check_name("a b").is_err());
+        let secret = [7u8; 32];
+        let id = hex(&[1u8; 32]);
+        let (back, s) = split_token(&format!("{id}{}", hex(&secret))).unwrap();
+        assert_eq!((back, s), (id, secret));
+        assert!(split_token("zz").is_none());
+    }
+
+    #[test]
+    fn stricter_constraints() {
+        let parent = GrantRecord {
+            grant_id: "g".into(),
+            key_id: "k".into(),
+            name: None,
+            creation_date: 0,
+            grantee_principal: "p".into(),
+            retiring_principal: None,
+            issuing_account: "a".into(),
+            operations: vec!["Encrypt".into(), "CreateGrant".into()],
+            context_equals: None,
+            context_subset: Some(map(&[("a", "1")])),
+        };
+        let mut new = GrantScope {
+            operations: vec!["Encrypt".into()],
+            context_equals: None,
+            context_subset: Some(map(&[("A", "1"), ("b", "2")])),
+        };
+        assert!(at_least_as_strict(&new, &parent));
+        new.context_subset = None;
+        assert!(!at_least_as_strict(&new, &parent));
+        new.context_equals = Some(map(&[("a", "1")]));
+        assert!(at_least_as_strict(&new, &parent));
+    }
+}

@@ -1,0 +1,587 @@
+//! Grants: CreateGrant, ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant, and grants
+//! allowing (and not allowing) operations, with constraints, tokens, key-policy denies, restarts.
+
+use std::collections::HashMap;
+
+use kms::proto as pb;
+
+use crate::common::*;
+
+const BOB: &str = "arn:aws:iam::111122223333:user/bob";
+const CAROL: &str = "arn:aws:iam::111122223333:user/carol";
+const BOB_TOKEN: &str = "grants-test-bob-token";
+const CAROL_TOKEN: &str = "grants-test-carol-token";
+
+fn config() -> String {
+    let mut s = String::new();
+    for (token, principal) in [(BOB_TOKEN, BOB), (CAROL_TOKEN, CAROL)] {
+        s += &format!(
+            "[[auth.tokens]]\nsha256 = {:?}\nprincipal = {principal:?}\n",
+            kms::auth::token_digest(token)
+        );
+    }
+    s
+}
+
+/// A request sent as the principal of `token`.
+fn as_user<T>(token: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+fn ctx(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn ops(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn grant_req(key: &str, grantee: &str, operations: &[&str]) -> pb::CreateGrantRequest {
+    pb::CreateGrantRequest {
+        key_id: key.into(),
+        grantee_principal: grantee.into(),
+        operations: ops(operations),
+        ..Default::default()
+    }
+}
+
+fn encrypt_req(key: &str, context: &[(&str, &str)]) -> pb::EncryptRequest {
+    pb::EncryptRequest {
+        key_id: key.into(),
+        plaintext: b"secret".to_vec(),
+        encryption_context: ctx(context),
+        ..Default::default()
+    }
+}
+
+async fn create_grant(c: &mut Client, r: pb::CreateGrantRequest) -> pb::CreateGrantResponse {
+    c.create_grant(r)
+        .await
+        .unwrap_or_else(|s| panic!("CreateGrant: {} {}", error_type(&s), s.message()))
+        .into_inner()
+}
+
+/// Bob's grant allows exactly its operations with a matching context; a Deny in the key policy
+/// beats it; a token works; revoking takes the permission away; grants survive kill -9.
+#[tokio::test]
+async fn a_grant_allows_its_operations_with_matching_context() {
+    let mut server = Server::start_with(&config()).await;
+    let mut root = server.client().await;
+    let key = create_key(&mut root).await;
+    let k = key.key_id.as_str();
+
+    // Without a grant bob can't encrypt.
+    expect_err(
+        root.encrypt(as_user(BOB_TOKEN, encrypt_req(k, &[("dept", "eng")])))
+            .await,
+        "AccessDeniedException",
+    );
+
+    let mut g = grant_req(k, BOB, &["Encrypt", "Decrypt"]);
+    g.constraints = Some(pb::GrantConstraints {
+        encryption_context_subset: ctx(&[("Dept", "eng")]),
+        ..Default::default()
+    });
+    g.retiring_principal = Some(CAROL.into());
+    let created = create_grant(&mut root, g).await;
+    assert_eq!(created.grant_id.len(), 64);
+    assert!(created.grant_id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(!created.grant_token.is_empty());
+
+    // Matching context (keys case-insensitive, superset allowed): encrypt and decrypt.
+    let ct = root
+        .encrypt(as_user(BOB_TOKEN, encrypt_req(k, &[("dept", "eng"), ("x", "1")])))
+        .await
+        .unwrap_or_else(|s| panic!("bob Encrypt: {} {}", error_type(&s), s.message()))
+        .into_inner()
+        .ciphertext_blob;
+    let pt = root
+        .decrypt(as_user(
+            BOB_TOKEN,
+            pb::DecryptRequest {
+                ciphertext_blob: ct.clone(),
+                encryption_context: ctx(&[("dept", "eng"), ("x", "1")]),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .plaintext;
+    assert_eq!(pt, b"secret");
+
+    // Not matching: wrong value, missing pair, value case differs.
+    for bad in [&[("dept", "ops")][..], &[][..], &[("dept", "ENG")][..]] {
+        expect_err(
+            root.encrypt(as_user(BOB_TOKEN, encrypt_req(k, bad))).await,
+            "AccessDeniedException",
+        );
+    }
+    // Operations the grant does not include.
+    expect_err(
+        root.generate_data_key(as_user(
+            BOB_TOKEN,
+            pb::GenerateDataKeyRequest {
+                key_id: k.into(),
+                encryption_context: ctx(&[("dept", "eng")]),
+                key_spec: Some("AES_256".into()),
+                ..Default::default()
+            },
+        ))
+        .await,
+        "AccessDeniedException",
+    );
+    expect_err(
+        root.describe_key(as_user(BOB_TOKEN, pb::DescribeKeyRequest { key_id: k.into() }))
+            .await,
+        "AccessDeniedException",
+    );
+    // Carol is not the grantee.
+    expect_err(
+        root.encrypt(as_user(CAROL_TOKEN, encrypt_req(k, &[("dept", "eng")])))
+            .await,
+        "AccessDeniedException",
+    );
+
+    // The grant token in the same request.
+    let mut with_token = encrypt_req(k, &[("dept", "eng")]);
+    with_token.grant_tokens = vec![created.grant_token.clone()];
+    root.encrypt(as_user(BOB_TOKEN, with_token)).await.unwrap();
+
+    // Survives kill -9.
+    server.kill();
+    server.start_again().await;
+    let mut root = server.client().await;
+    root.encrypt(as_user(BOB_TOKEN, encrypt_req(k, &[("dept", "eng")])))
+        .await
+        .unwrap();
+
+    // An explicit Deny in the key policy beats the grant.
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "root", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"},
+             "Action": "kms:*", "Resource": "*"},
+            {"Sid": "no bob", "Effect": "Deny", "Principal": {"AWS": BOB},
+             "Action": "kms:Encrypt", "Resource": "*"}
+        ]
+    });
+    root.put_key_policy(pb::PutKeyPolicyRequest {
+        key_id: k.into(),
+        policy: policy.to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    expect_err(
+        root.encrypt(as_user(BOB_TOKEN, encrypt_req(k, &[("dept", "eng")])))
+            .await,
+        "AccessDeniedException",
+    );
+    // Decrypt is not denied: the grant still allows it.
+    root.decrypt(as_user(
+        BOB_TOKEN,
+        pb::DecryptRequest {
+            ciphertext_blob: ct.clone(),
+            encryption_context: ctx(&[("dept", "eng"), ("x", "1")]),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+
+    // Revoked by root: bob is denied again, and the grant is gone.
+    root.revoke_grant(pb::RevokeGrantRequest {
+        key_id: k.into(),
+        grant_id: created.grant_id.clone(),
+    })
+    .await
+    .unwrap();
+    expect_err(
+        root.decrypt(as_user(
+            BOB_TOKEN,
+            pb::DecryptRequest {
+                ciphertext_blob: ct,
+                encryption_context: ctx(&[("dept", "eng"), ("x", "1")]),
+                ..Default::default()
+            },
+        ))
+        .await,
+        "AccessDeniedException",
+    );
+    expect_err(
+        root.revoke_grant(pb::RevokeGrantRequest {
+            key_id: k.into(),
+            grant_id: created.grant_id.clone(),
+        })
+        .await,
+        "NotFoundException",
+    );
+    // The token of a revoked grant is refused.
+    expect_err(
+        root.create_grant({
+            let mut r = grant_req(k, BOB, &["Encrypt"]);
+            r.grant_tokens = vec![created.grant_token];
+            r
+        })
+        .await,
+        "InvalidGrantTokenException",
+    );
+}
+
+/// ListGrants pages and filters; ListRetirableGrants; RetireGrant by token and by key + id, and
+/// only by those the grant allows; idempotent CreateGrant by name.
+#[tokio::test]
+async fn list_retire_and_idempotent_names() {
+    let server = Server::start_with(&config()).await;
+    let mut root = server.client().await;
+    let key = create_key(&mut root).await;
+    let k = key.key_id.as_str();
+    let other = create_key(&mut root).await;
+
+    let mut ids = Vec::new();
+    let mut tokens = Vec::new();
+    for (i, grantee) in [BOB, BOB, CAROL].iter().enumerate() {
+        let mut r = grant_req(k, grantee, &["Encrypt", "DescribeKey"]);
+        r.retiring_principal = Some(CAROL.into());
+        r.name = Some(format!("grant-{i}"));
+        let g = create_grant(&mut root, r).await;
+        ids.push(g.grant_id);
+        tokens.push(g.grant_token);
+    }
+    create_grant(&mut root, grant_req(&other.key_id, BOB, &["Encrypt"])).await;
+
+    // Paging with Limit 1 over 3 grants.
+    let mut seen = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = root
+            .list_grants(pb::ListGrantsRequest {
+                key_id: k.into(),
+                limit: Some(1),
+                marker: marker.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.grants.len() <= 1);
+        seen.extend(page.grants);
+        if !page.truncated {
+            assert!(page.next_marker.is_none());
+            break;
+        }
+        marker = page.next_marker;
+    }
+    assert_eq!(seen.len(), 3);
+    let mut listed: Vec<String> = seen.iter().map(|g| g.grant_id.clone()).collect();
+    listed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let first = seen.iter().find(|g| g.grant_id == ids[0]).unwrap();
+    assert_eq!(first.key_id, key.arn);
+    assert_eq!(first.grantee_principal, BOB);
+    assert_eq!(first.retiring_principal.as_deref(), Some(CAROL));
+    assert_eq!(first.issuing_account, "arn:aws:iam::111122223333:root");
+    assert_eq!(first.name.as_deref(), Some("grant-0"));
+    assert_eq!(first.operations, ops(&["Encrypt", "DescribeKey"]));
+    assert!(first.creation_date > 0);
+
+    // Filters.
+    let by_grantee = root
+        .list_grants(pb::ListGrantsRequest {
+            key_id: k.into(),
+            grantee_principal: Some(CAROL.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_grantee.grants.len(), 1);
+    assert_eq!(by_grantee.grants[0].grant_id, ids[2]);
+    let by_id = root
+        .list_grants(pb::ListGrantsRequest {
+            key_id: k.into(),
+            grant_id: Some(ids[1].clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_id.grants.len(), 1);
+    // Bob may not list grants (no policy allows it).
+    expect_err(
+        root.list_grants(as_user(
+            BOB_TOKEN,
+            pb::ListGrantsRequest {
+                key_id: k.into(),
+                ..Default::default()
+            },
+        ))
+        .await,
+        "AccessDeniedException",
+    );
+
+    // Retirable by carol: the three.
+    let retirable = root
+        .list_retirable_grants(pb::ListRetirableGrantsRequest {
+            retiring_principal: CAROL.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retirable.grants.len(), 3);
+
+    // Idempotent retry by name: same id, a new token that works too.
+    let mut again = grant_req(k, BOB, &["DescribeKey", "Encrypt"]);
+    again.retiring_principal = Some(CAROL.into());
+    again.name = Some("grant-0".into());
+    let retry = create_grant(&mut root, again.clone()).await;
+    assert_eq!(retry.grant_id, ids[0]);
+    assert_ne!(retry.grant_token, tokens[0]);
+    // Different parameters under the same name: a new grant.
+    again.operations = ops(&["Encrypt"]);
+    let distinct = create_grant(&mut root, again).await;
+    assert_ne!(distinct.grant_id, ids[0]);
+
+    // Bob (grantee, no RetireGrant operation, not retiring principal) can't retire.
+    expect_err(
+        root.retire_grant(as_user(
+            BOB_TOKEN,
+            pb::RetireGrantRequest {
+                grant_token: Some(tokens[0].clone()),
+                ..Default::default()
+            },
+        ))
+        .await,
+        "AccessDeniedException",
+    );
+    // Carol retires by token (the retry's token names the same grant) ...
+    root.retire_grant(as_user(
+        CAROL_TOKEN,
+        pb::RetireGrantRequest {
+            grant_token: Some(retry.grant_token.clone()),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    // ... after which its tokens are invalid,
+    expect_err(
+        root.retire_grant(as_user(
+            CAROL_TOKEN,
+            pb::RetireGrantRequest {
+                grant_token: Some(tokens[0].clone()),
+                ..Default::default()
+            },
+        ))
+        .await,
+        "InvalidGrantTokenException",
+    );
+    // ... and by key + grant id.
+    root.retire_grant(as_user(
+        CAROL_TOKEN,
+        pb::RetireGrantRequest {
+            key_id: Some(k.into()),
+            grant_id: Some(ids[1].clone()),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    expect_err(
+        root.retire_grant(as_user(
+            CAROL_TOKEN,
+            pb::RetireGrantRequest {
+                key_id: Some(k.into()),
+                grant_id: Some(ids[1].clone()),
+                ..Default::default()
+            },
+        ))
+        .await,
+        "NotFoundException",
+    );
+    // A garbage token.
+    expect_err(
+        root.retire_grant(pb::RetireGrantRequest {
+            grant_token: Some("not-a-token".into()),
+            ..Default::default()
+        })
+        .await,
+        "InvalidGrantTokenException",
+    );
+    // Neither token nor key + id.
+    expect_err(
+        root.retire_grant(pb::RetireGrantRequest::default()).await,
+        "ValidationException",
+    );
+    // The account (root) may retire any grant of its account.
+    root.retire_grant(pb::RetireGrantRequest {
+        key_id: Some(k.into()),
+        grant_id: Some(distinct.grant_id.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // A grantee whose grant includes RetireGrant may retire it.
+    let own = create_grant(&mut root, grant_req(k, BOB, &["Encrypt", "RetireGrant"])).await;
+    root.retire_grant(as_user(
+        BOB_TOKEN,
+        pb::RetireGrantRequest {
+            grant_token: Some(own.grant_token),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+
+    let left = root
+        .list_grants(pb::ListGrantsRequest {
+            key_id: k.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(left.grants.len(), 1);
+    assert_eq!(left.grants[0].grant_id, ids[2]);
+}
+
+/// A grantee with CreateGrant may pass on a subset of its operations, no more.
+#[tokio::test]
+async fn a_grant_with_create_grant_passes_on_a_subset() {
+    let server = Server::start_with(&config()).await;
+    let mut root = server.client().await;
+    let key = create_key(&mut root).await;
+    let k = key.key_id.as_str();
+    create_grant(&mut root, grant_req(k, BOB, &["Encrypt", "DescribeKey", "CreateGrant"])).await;
+    root.create_grant(as_user(BOB_TOKEN, grant_req(k, CAROL, &["Encrypt"])))
+        .await
+        .unwrap();
+    expect_err(
+        root.create_grant(as_user(BOB_TOKEN, grant_req(k, CAROL, &["Encrypt", "Decrypt"])))
+            .await,
+        "AccessDeniedException",
+    );
+    root.encrypt(as_user(CAROL_TOKEN, encrypt_req(k, &[]))).await.unwrap();
+    root.describe_key(as_user(BOB_TOKEN, pb::DescribeKeyRequest { key_id: k.into() }))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn create_grant_validation() {
+    let server = Server::start_with(&config()).await;
+    let mut root = server.client().await;
+    let key = create_key(&mut root).await;
+    let k = key.key_id.as_str();
+
+    expect_err(root.create_grant(grant_req(k, BOB, &[])).await, "ValidationException");
+    expect_err(
+        root.create_grant(grant_req(k, BOB, &["Launch"])).await,
+        "ValidationException",
+    );
+    let msg = expect_err(
+        root.create_grant(grant_req(k, BOB, &["Sign"])).await,
+        "ValidationException",
+    );
+    assert!(msg.contains("Encrypt") && msg.contains("Sign"), "{msg}");
+    for bad in [
+        "",
+        "bob",
+        "arn:aws:iam::1:user/bob",
+        "arn:aws:s3:::bucket",
+        "arn:aws:iam::111122223333:group/x",
+    ] {
+        expect_err(
+            root.create_grant(grant_req(k, bad, &["Encrypt"])).await,
+            "ValidationException",
+        );
+    }
+    for bad in ["", "has space", "x".repeat(257).as_str(), "semi;colon"] {
+        let mut r = grant_req(k, BOB, &["Encrypt"]);
+        r.name = Some(bad.into());
+        expect_err(root.create_grant(r).await, "ValidationException");
+    }
+    let mut too_many = grant_req(k, BOB, &["Encrypt"]);
+    too_many.constraints = Some(pb::GrantConstraints {
+        encryption_context_equals: (0..9).map(|i| (format!("k{i}"), "v".to_string())).collect(),
+        ..Default::default()
+    });
+    expect_err(root.create_grant(too_many).await, "ValidationException");
+
+    // Signing keys: no Encrypt, no constraints.
+    let signing = root
+        .create_key(pb::CreateKeyRequest {
+            key_spec: Some("ECC_NIST_P256".into()),
+            key_usage: Some("SIGN_VERIFY".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap();
+    let s = signing.key_id.as_str();
+    expect_err(
+        root.create_grant(grant_req(s, BOB, &["Encrypt"])).await,
+        "ValidationException",
+    );
+    create_grant(&mut root, grant_req(s, BOB, &["Sign", "Verify", "GetPublicKey"])).await;
+    let mut constrained = grant_req(s, BOB, &["Sign"]);
+    constrained.constraints = Some(pb::GrantConstraints {
+        encryption_context_subset: ctx(&[("a", "b")]),
+        ..Default::default()
+    });
+    expect_err(root.create_grant(constrained).await, "ValidationException");
+
+    // Unknown key, unknown grant, bad limits.
+    expect_err(
+        root.create_grant(grant_req("11111111-2222-3333-4444-555555555555", BOB, &["Encrypt"]))
+            .await,
+        "NotFoundException",
+    );
+    for limit in [0, 101] {
+        expect_err(
+            root.list_grants(pb::ListGrantsRequest {
+                key_id: k.into(),
+                limit: Some(limit),
+                ..Default::default()
+            })
+            .await,
+            "ValidationException",
+        );
+        expect_err(
+            root.list_retirable_grants(pb::ListRetirableGrantsRequest {
+                retiring_principal: CAROL.into(),
+                limit: Some(limit),
+                ..Default::default()
+            })
+            .await,
+            "ValidationException",
+        );
+    }
+    expect_err(
+        root.list_grants(pb::ListGrantsRequest {
+            key_id: k.into(),
+            marker: Some("garbage".into()),
+            ..Default::default()
+        })
+        .await,
+        "InvalidMarkerException",
+    );
+    expect_err(
+        root.revoke_grant(pb::RevokeGrantRequest {
+            key_id: k.into(),
+            grant_id: "0".repeat(64),
+        })
+        .await,
+        "NotFoundException",
+    );
+}
