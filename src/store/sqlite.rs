@@ -749,4 +749,45 @@ mod tests {
         assert_eq!(s.list_tags("a", None, 10).unwrap().len(), 3);
         assert_eq!(s.list_tags("a", Some("k0"), 10).unwrap().len(), 2);
     }
+
+    #[test]
+    fn grants_round_trip_retry_by_name_and_go_with_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
+        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
+        let g = GrantRecord {
+            grant_id: "g1".into(),
+            key_id: "a".into(),
+            name: Some("n".into()),
+            creation_date: 1,
+            grantee_principal: "arn:aws:iam::111122223333:user/bob".into(),
+            retiring_principal: Some("arn:aws:iam::111122223333:user/carol".into()),
+            issuing_account: "arn:aws:iam::111122223333:root".into(),
+            operations: vec!["Encrypt".into(), "Decrypt".into()],
+            context_equals: None,
+            context_subset: Some([("k".to_string(), "v".to_string())].into()),
+        };
+        assert_eq!(s.create_grant(&g, &[1; 32]).unwrap(), g);
+        let mut retry = g.clone();
+        retry.grant_id = "g2".into();
+        retry.operations.reverse();
+        assert_eq!(s.create_grant(&retry, &[2; 32]).unwrap().grant_id, "g1");
+        assert_eq!(s.grant_token_digests("g1").unwrap().len(), 2);
+        assert_eq!(s.key_grants("a").unwrap(), vec![g.clone()]);
+        let carol = g.retiring_principal.as_deref().unwrap();
+        assert_eq!(s.list_retirable_grants(carol, None, 10).unwrap().len(), 1);
+        let mut missing = g.clone();
+        missing.key_id = "zz".into();
+        assert!(matches!(s.create_grant(&missing, &[3; 32]), Err(KmsError::NotFound(_))));
+        s.update_key("a", &mut |k| {
+            k.state = KeyState::PendingDeletion;
+            k.deletion_date = Some(5);
+            Ok(())
+        })
+        .unwrap();
+        assert!(s.delete_key_if_due("a", 5).unwrap());
+        assert!(s.get_grant("g1").unwrap().is_none());
+        assert!(s.grant_token_digests("g1").unwrap().is_empty());
+        assert!(!s.delete_grant("a", "g1").unwrap());
+    }
 }
