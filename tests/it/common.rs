@@ -339,3 +339,90 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+// ---- Authentication: signals, the audit log, TLS and bearer-token clients (auth.rs, policies.rs) ----
+
+impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// SIGHUP: the server reloads its identity policies.
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -HUP failed");
+    }
+
+    /// The audit log's text and its records.
+    pub fn audit_records(&self) -> (String, Vec<serde_json::Value>) {
+        let text = std::fs::read_to_string(self.data_dir().join("audit.log")).unwrap_or_default();
+        let records = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
+            .collect();
+        (text, records)
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every request, when it has a token.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl Bearer {
+    /// `header` is the whole metadata value, e.g. `Bearer abc` (or a malformed one).
+    pub fn header(header: &str) -> Bearer {
+        Bearer(Some(header.parse().unwrap()))
+    }
+
+    pub fn token(token: Option<&str>) -> Bearer {
+        Bearer(token.map(|t| format!("Bearer {t}").parse().unwrap()))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type AuthClient = KeyManagementServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+/// A client over TLS that trusts `ca_pem` for the server name `localhost`, presents `identity`
+/// (certificate and key PEM) when given, and sends `bearer` with every request.
+pub async fn tls_client(
+    server: &Server,
+    ca_pem: &[u8],
+    identity: Option<(&[u8], &[u8])>,
+    bearer: Bearer,
+) -> Result<AuthClient, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let channel = Channel::from_shared(format!("https://{}", server.addr))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    Ok(KeyManagementServiceClient::with_interceptor(channel, bearer))
+}
+
+/// A plaintext client that sends `bearer` with every request.
+pub async fn plain_client(server: &Server, bearer: Bearer) -> AuthClient {
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    KeyManagementServiceClient::with_interceptor(channel, bearer)
+}

@@ -2,6 +2,7 @@
 
 mod aliases_tags;
 mod asymmetric;
+mod auth;
 mod common;
 mod crypto;
 mod custody;
@@ -12,4 +13,6 @@ mod hmac;
 mod keys;
 mod lifecycle;
 mod persistence;
+mod policies;
+mod tls;
 mod validation;
