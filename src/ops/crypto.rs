@@ -81,6 +81,7 @@ impl Kms {
         ev.encryption_context_keys = context.keys();
         parse_name("encryptionAlgorithm", algorithm)?;
         let access = Access::new("kms:Encrypt")
+            .grant_tokens(grant_tokens)
             .context(context)
             .with(ck::ENCRYPTION_ALGORITHM, algorithm.unwrap_or("SYMMETRIC_DEFAULT"));
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOrAlias, ev).await?;
@@ -106,6 +107,7 @@ impl Kms {
             field: "keyId",
             key_id,
             algorithm,
+            grant_tokens,
         };
         let (key, plaintext, algorithm) = self.decrypt_any(blob, context, source, ev).await?;
         Ok(Decrypted {
@@ -136,11 +138,13 @@ impl Kms {
             field: "sourceKeyId",
             key_id: source_key_id,
             algorithm: algorithms.0,
+            grant_tokens,
         };
         let (source, plaintext, source_algorithm) = self.decrypt_any(blob, source_context, source, ev).await?;
         let source_key_arn = self.key_arn(&source.key_id);
         ev.source_key_arn = Some(source_key_arn.clone());
         let access = Access::new("kms:ReEncryptTo")
+            .grant_tokens(grant_tokens)
             .context(destination_context)
             .with(ck::ENCRYPTION_ALGORITHM, algorithms.1.unwrap_or("SYMMETRIC_DEFAULT"));
         let destination = self
@@ -174,7 +178,7 @@ impl Kms {
         ev.encryption_context_keys = context.keys();
         let key = self
             .resolve(
-                Access::new(action).context(context),
+                Access::new(action).context(context).grant_tokens(grant_tokens),
                 "keyId",
                 key_id,
                 Accept::KeyOrAlias,
@@ -294,10 +298,13 @@ impl Kms {
     ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>, EncryptionAlgorithm)> {
         names::length("ciphertextBlob", blob.len(), 1, MAX_BLOB)?;
         parse_name("encryptionAlgorithm", source.algorithm)?;
-        let access = Access::new(source.action).context(context).with(
-            ck::ENCRYPTION_ALGORITHM,
-            source.algorithm.unwrap_or("SYMMETRIC_DEFAULT"),
-        );
+        let access = Access::new(source.action)
+            .grant_tokens(source.grant_tokens)
+            .context(context)
+            .with(
+                ck::ENCRYPTION_ALGORITHM,
+                source.algorithm.unwrap_or("SYMMETRIC_DEFAULT"),
+            );
         let named = match source.key_id {
             Some(k) => Some(self.lookup(source.field, k, Accept::KeyOrAlias, ev).await?),
             None => None,
@@ -388,6 +395,7 @@ struct Source<'a> {
     field: &'a str,
     key_id: Option<&'a str>,
     algorithm: Option<&'a str>,
+    grant_tokens: &'a [String],
 }
 
 /// Unknown algorithm names are refused before anything else, as AWS validates enumerations first.

@@ -50,6 +50,7 @@ impl Kms {
             }
         };
         let access = Access::new(action)
+            .grant_tokens(grant_tokens)
             .context(context)
             .with("kms:KeyPairSpec", spec.as_str());
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOrAlias, ev).await?;

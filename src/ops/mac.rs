@@ -26,7 +26,9 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<(String, Vec<u8>, MacAlgorithm)> {
         check_grant_tokens(grant_tokens)?;
-        let (key_arn, mac, algorithm) = self.mac("kms:GenerateMac", key_id, message, algorithm, ev).await?;
+        let (key_arn, mac, algorithm) = self
+            .mac("kms:GenerateMac", key_id, message, algorithm, grant_tokens, ev)
+            .await?;
         Ok((key_arn, mac.finalize(), algorithm))
     }
 
@@ -42,7 +44,9 @@ impl Kms {
     ) -> Result<(String, MacAlgorithm)> {
         check_grant_tokens(grant_tokens)?;
         names::length("mac", mac.len(), 1, MAX_MAC)?;
-        let (key_arn, computed, algorithm) = self.mac("kms:VerifyMac", key_id, message, algorithm, ev).await?;
+        let (key_arn, computed, algorithm) = self
+            .mac("kms:VerifyMac", key_id, message, algorithm, grant_tokens, ev)
+            .await?;
         computed
             .verify_slice(mac)
             .map_err(|_| KmsError::InvalidMac("The MAC does not match this message, key and algorithm".into()))?;
@@ -56,11 +60,14 @@ impl Kms {
         key_id: &str,
         message: &[u8],
         algorithm: &str,
+        grant_tokens: &[String],
         ev: &mut AuditEvent,
     ) -> Result<(String, AnyHmac, MacAlgorithm)> {
         names::length("message", message.len(), 1, MAX_MESSAGE)?;
         let algorithm = MacAlgorithm::parse("macAlgorithm", algorithm)?;
-        let access = Access::new(action).with(ck::MAC_ALGORITHM, algorithm.as_str());
+        let access = Access::new(action)
+            .grant_tokens(grant_tokens)
+            .with(ck::MAC_ALGORITHM, algorithm.as_str());
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOrAlias, ev).await?;
         self.usable(&key, KeyUsage::GenerateVerifyMac)?;
         if !key.key_spec.mac_algorithms().contains(&algorithm) {

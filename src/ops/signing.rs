@@ -44,7 +44,9 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Signed> {
         check_grant_tokens(grant_tokens)?;
-        let (key, algorithm, digest) = self.prepare_signature("kms:Sign", key_id, &input, ev).await?;
+        let (key, algorithm, digest) = self
+            .prepare_signature("kms:Sign", key_id, &input, grant_tokens, ev)
+            .await?;
         let material = self.material(&key, key.current_material).await?;
         let signature = material.private()?.sign(algorithm, &digest)?;
         Ok(Signed {
@@ -65,7 +67,9 @@ impl Kms {
     ) -> Result<(String, SigningAlgorithm)> {
         check_grant_tokens(grant_tokens)?;
         names::length("signature", signature.len(), 1, MAX_SIGNATURE)?;
-        let (key, algorithm, digest) = self.prepare_signature("kms:Verify", key_id, &input, ev).await?;
+        let (key, algorithm, digest) = self
+            .prepare_signature("kms:Verify", key_id, &input, grant_tokens, ev)
+            .await?;
         let material = self.material(&key, key.current_material).await?;
         if !material.private()?.verify(algorithm, &digest, signature) {
             return Err(KmsError::InvalidSignature(
@@ -83,7 +87,13 @@ impl Kms {
     ) -> Result<PublicKeyInfo> {
         check_grant_tokens(grant_tokens)?;
         let key = self
-            .resolve(Access::new("kms:GetPublicKey"), "keyId", key_id, Accept::KeyOrAlias, ev)
+            .resolve(
+                Access::new("kms:GetPublicKey").grant_tokens(grant_tokens),
+                "keyId",
+                key_id,
+                Accept::KeyOrAlias,
+                ev,
+            )
             .await?;
         self.enabled(&key)?;
         if key.key_spec == KeySpec::SymmetricDefault || key.key_spec.is_hmac() {
@@ -114,6 +124,7 @@ impl Kms {
         action: &'static str,
         key_id: &str,
         input: &SignInput<'_>,
+        grant_tokens: &[String],
         ev: &mut AuditEvent,
     ) -> Result<(std::sync::Arc<KeyRecord>, SigningAlgorithm, Vec<u8>)> {
         names::length("message", input.message.len(), 1, MAX_MESSAGE)?;
@@ -123,6 +134,7 @@ impl Kms {
         };
         let algorithm = SigningAlgorithm::parse("signingAlgorithm", input.algorithm)?;
         let access = Access::new(action)
+            .grant_tokens(grant_tokens)
             .with(ck::SIGNING_ALGORITHM, algorithm.as_str())
             .with("kms:MessageType", message_type.as_str());
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOrAlias, ev).await?;

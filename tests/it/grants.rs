@@ -585,3 +585,45 @@ async fn create_grant_validation() {
         "NotFoundException",
     );
 }
+
+/// Every cryptographic operation honours GrantTokens: an unknown token is refused, and a grant's
+/// token lets its grantee act in the same request.
+#[tokio::test]
+async fn grant_tokens_on_cryptographic_operations() {
+    let server = Server::start_with(&config()).await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    let bogus = vec!["not-a-grant-token".to_string()];
+    let enc = |tokens: Vec<String>| pb::EncryptRequest {
+        grant_tokens: tokens,
+        ..encrypt_req(&key.key_id, &[])
+    };
+    expect_err(c.encrypt(enc(bogus.clone())).await, "InvalidGrantTokenException");
+    let gdk = pb::GenerateDataKeyRequest {
+        key_id: key.key_id.clone(),
+        number_of_bytes: Some(16),
+        grant_tokens: bogus.clone(),
+        ..Default::default()
+    };
+    expect_err(c.generate_data_key(gdk).await, "InvalidGrantTokenException");
+    let blob = c.encrypt(enc(vec![])).await.unwrap().into_inner().ciphertext_blob;
+    let dec = pb::DecryptRequest {
+        ciphertext_blob: blob.clone(),
+        grant_tokens: bogus,
+        ..Default::default()
+    };
+    expect_err(c.decrypt(dec).await, "InvalidGrantTokenException");
+
+    let grant = create_grant(&mut c, grant_req(&key.key_id, BOB, &["Encrypt", "Decrypt"])).await;
+    let with_token = vec![grant.grant_token.clone()];
+    c.encrypt(as_user(BOB_TOKEN, enc(with_token.clone()))).await.unwrap();
+    let dec = pb::DecryptRequest {
+        ciphertext_blob: blob,
+        grant_tokens: with_token,
+        ..Default::default()
+    };
+    assert_eq!(
+        c.decrypt(as_user(BOB_TOKEN, dec)).await.unwrap().into_inner().plaintext,
+        b"secret"
+    );
+}
