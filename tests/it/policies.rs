@@ -10,9 +10,13 @@ use serde_json::{json, Value};
 
 use crate::auth::*;
 use crate::common::*;
+use crate::tls::Pki;
 
 const APP: &str = "arn:aws:iam::111122223333:user/app";
 const OTHER: &str = "arn:aws:iam::111122223333:user/other";
+const EXT: &str = "arn:aws:iam::444455556666:user/ext";
+const EXT_NO_IDENTITY: &str = "arn:aws:iam::444455556666:user/ext-without-identity-policy";
+const EXT_ROOT: &str = "arn:aws:iam::444455556666:root";
 
 /// Each principal's token is its name with a suffix.
 fn token(principal: &str) -> String {
@@ -445,4 +449,347 @@ async fn put_get_list_key_policies_and_the_lockout_check() {
     );
     assert!(msg.starts_with("Policy") && msg.contains("32768"), "{msg}");
     assert_eq!(get_policy(&mut app, &key).await, exactly);
+}
+
+#[tokio::test]
+async fn key_policy_conditions_from_the_aws_examples() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("identity.toml");
+    let ext_policy = allow(
+        &["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"],
+        "arn:aws:kms:us-east-1:111122223333:key/*",
+    );
+    std::fs::write(&identity, identity_file(&[("ext", &ext_policy)], &[(EXT, &["ext"])])).unwrap();
+    let config = format!(
+        "{}{}",
+        pki.tls_config(),
+        token_config(false, &[ROOT, APP, EXT, EXT_NO_IDENTITY], Some(&identity))
+    );
+    let server = Server::start_with(&config).await;
+    let connect = |p: &'static str| {
+        let t = token(p);
+        let (server, ca) = (&server, pki.ca.cert.clone());
+        async move { tls_client(server, &ca, None, Bearer::token(Some(&t))).await.unwrap() }
+    };
+    let mut root = connect(ROOT).await;
+    let mut app = connect(APP).await;
+
+    // kms:EncryptionContext:<key> (AWS: "Department": "IT").
+    let key = create_key(
+        &mut root,
+        &key_policy(&[allow_app(
+            "ITOnly",
+            &["kms:Encrypt", "kms:Decrypt"],
+            json!({"StringEquals": {"kms:EncryptionContext:Department": "IT"}}),
+        )]),
+    )
+    .await;
+    let it = [("Department", "IT")];
+    let blob = encrypt(&mut app, &key, &it).await.unwrap().into_inner().ciphertext_blob;
+    decrypt(&mut app, &blob, &it).await.unwrap();
+    for ctx in [
+        &[("Department", "HR")][..],
+        &[("Department", "it")],
+        &[("Team", "IT")],
+        &[],
+    ] {
+        let msg = expect_denied(encrypt(&mut app, &key, ctx).await, APP, "kms:Encrypt", Some(&key));
+        assert!(!msg.contains("HR") && !msg.contains("Department"), "{msg}");
+    }
+    // More pairs than the condition names still match it.
+    encrypt(&mut app, &key, &[("Department", "IT"), ("Project", "x")])
+        .await
+        .unwrap();
+
+    // ForAllValues:StringEquals on kms:EncryptionContextKeys.
+    let keys_only = allow_app(
+        "ContextKeys",
+        &["kms:Encrypt"],
+        json!({"ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["Department", "Project"]}}),
+    );
+    let key = create_key(&mut root, &key_policy(&[keys_only])).await;
+    for ok in [
+        &[("Department", "a")][..],
+        &[("Department", "a"), ("Project", "b")],
+        &[],
+    ] {
+        encrypt(&mut app, &key, ok).await.unwrap();
+    }
+    expect_denied(
+        encrypt(&mut app, &key, &[("Department", "a"), ("Owner", "b")]).await,
+        APP,
+        "kms:Encrypt",
+        Some(&key),
+    );
+    // AWS's advice: ForAllValues also holds for an empty context; Null false requires one. The
+    // new policy decides the very next request.
+    let with_null = allow_app(
+        "ContextKeysRequired",
+        &["kms:Encrypt"],
+        json!({
+            "ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["Department", "Project"]},
+            "Null": {"kms:EncryptionContextKeys": "false"}
+        }),
+    );
+    put_policy(&mut root, &key, &key_policy(&[with_null]), false)
+        .await
+        .unwrap();
+    expect_denied(encrypt(&mut app, &key, &[]).await, APP, "kms:Encrypt", Some(&key));
+    encrypt(&mut app, &key, &[("Project", "b")]).await.unwrap();
+
+    // An explicit Deny wins over kms:*.
+    let key = create_key(
+        &mut root,
+        &key_policy(&[
+            allow_app("AppEverything", &["kms:*"], json!({})),
+            json!({"Sid": "DenyDecryptToApp", "Effect": "Deny", "Principal": {"AWS": APP},
+                   "Action": "kms:Decrypt", "Resource": "*"}),
+        ]),
+    )
+    .await;
+    let blob = encrypt(&mut app, &key, &[]).await.unwrap().into_inner().ciphertext_blob;
+    let msg = expect_denied(decrypt(&mut app, &blob, &[]).await, APP, "kms:Decrypt", Some(&key));
+    assert!(
+        msg.ends_with("with an explicit deny in a resource-based policy"),
+        "{msg}"
+    );
+    assert!(!msg.contains("DenyDecryptToApp"), "{msg}");
+    decrypt(&mut root, &blob, &[]).await.unwrap();
+    app.generate_data_key(pb::GenerateDataKeyRequest {
+        key_id: key.clone(),
+        number_of_bytes: Some(16),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_, recs) = server.audit_records();
+    let denial = recs
+        .iter()
+        .find(|r| r["principal"] == APP && r["operation"] == "Decrypt" && r["key_arn"] == key.as_str())
+        .unwrap();
+    assert_eq!(
+        denial["decision"].as_str().unwrap(),
+        "denied explicitly by key policy statement \"DenyDecryptToApp\""
+    );
+
+    // Cross-account: the key policy names a user of 444455556666 (and the account, for
+    // GenerateDataKey); that account's identity policies must allow too.
+    let key = create_key(
+        &mut root,
+        &key_policy(&[
+            json!({"Sid": "ExternalUsers", "Effect": "Allow", "Principal": {"AWS": [EXT, EXT_NO_IDENTITY]},
+                   "Action": ["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"], "Resource": "*"}),
+            json!({"Sid": "ExternalAccount", "Effect": "Allow", "Principal": {"AWS": EXT_ROOT},
+                   "Action": "kms:GenerateDataKey", "Resource": "*"}),
+        ]),
+    )
+    .await;
+    let mut ext = connect(EXT).await;
+    let mut ext_without = connect(EXT_NO_IDENTITY).await;
+    let blob = encrypt(&mut ext, &key, &[]).await.unwrap().into_inner().ciphertext_blob;
+    decrypt(&mut ext, &blob, &[]).await.unwrap();
+    let gdk = |key: &str| pb::GenerateDataKeyRequest {
+        key_id: key.into(),
+        number_of_bytes: Some(32),
+        ..Default::default()
+    };
+    ext.generate_data_key(gdk(&key)).await.unwrap();
+    for (op, result) in [
+        ("kms:Encrypt", encrypt(&mut ext_without, &key, &[]).await.map(drop)),
+        ("kms:Decrypt", decrypt(&mut ext_without, &blob, &[]).await.map(drop)),
+        (
+            "kms:GenerateDataKey",
+            ext_without.generate_data_key(gdk(&key)).await.map(drop),
+        ),
+    ] {
+        let msg = expect_denied(result.map(tonic::Response::new), EXT_NO_IDENTITY, op, Some(&key));
+        assert!(msg.contains("because no identity-based policy allows"), "{msg}");
+    }
+    // Its identity policy is not enough where the key policy doesn't name it or its account.
+    let msg = expect_denied(
+        encrypt(&mut ext, &default_key(&mut root).await, &[]).await,
+        EXT,
+        "kms:Encrypt",
+        None,
+    );
+    assert!(msg.contains("because no resource-based policy allows"), "{msg}");
+    expect_denied(
+        ext.create_key(pb::CreateKeyRequest::default()).await,
+        EXT,
+        "kms:CreateKey",
+        None,
+    );
+
+    // kms:ViaService is never set here: a policy requiring it denies.
+    let key = create_key(
+        &mut root,
+        &key_policy(&[allow_app(
+            "ViaEC2",
+            &["kms:Encrypt"],
+            json!({"StringEquals": {"kms:ViaService": "ec2.us-east-1.amazonaws.com"}}),
+        )]),
+    )
+    .await;
+    expect_denied(encrypt(&mut app, &key, &[]).await, APP, "kms:Encrypt", Some(&key));
+
+    // aws:SecureTransport (this connection is TLS) and aws:SourceIp (127.0.0.1).
+    let key = create_key(
+        &mut root,
+        &key_policy(&[
+            allow_app(
+                "OverTLS",
+                &["kms:Encrypt"],
+                json!({"Bool": {"aws:SecureTransport": "true"}}),
+            ),
+            json!({"Sid": "DenyPlaintext", "Effect": "Deny", "Principal": "*", "Action": "kms:*",
+                   "Resource": "*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}),
+            allow_app(
+                "FromLoopback",
+                &["kms:GenerateDataKey"],
+                json!({"IpAddress": {"aws:SourceIp": "127.0.0.1/32"}}),
+            ),
+            allow_app(
+                "FromTheOfficeNetwork",
+                &["kms:GenerateDataKeyWithoutPlaintext"],
+                json!({"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}),
+            ),
+        ]),
+    )
+    .await;
+    encrypt(&mut app, &key, &[]).await.unwrap();
+    app.generate_data_key(gdk(&key)).await.unwrap();
+    expect_denied(
+        app.generate_data_key_without_plaintext(pb::GenerateDataKeyWithoutPlaintextRequest {
+            key_id: key.clone(),
+            number_of_bytes: Some(32),
+            ..Default::default()
+        })
+        .await,
+        APP,
+        "kms:GenerateDataKeyWithoutPlaintext",
+        Some(&key),
+    );
+
+    // kms:RequestAlias: allowed only when the key is named by alias/x.
+    let key = create_key(
+        &mut root,
+        &key_policy(&[allow_app(
+            "ByAliasX",
+            &["kms:Encrypt", "kms:DescribeKey"],
+            json!({"StringEquals": {"kms:RequestAlias": "alias/x"}}),
+        )]),
+    )
+    .await;
+    for alias in ["alias/x", "alias/y"] {
+        root.create_alias(pb::CreateAliasRequest {
+            alias_name: alias.into(),
+            target_key_id: key.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    encrypt(&mut app, "alias/x", &[]).await.unwrap();
+    encrypt(&mut app, "arn:aws:kms:us-east-1:111122223333:alias/x", &[])
+        .await
+        .unwrap();
+    app.describe_key(pb::DescribeKeyRequest {
+        key_id: "alias/x".into(),
+    })
+    .await
+    .unwrap();
+    let key_id = key.rsplit('/').next().unwrap().to_string();
+    for name in ["alias/y", key.as_str(), key_id.as_str()] {
+        expect_denied(encrypt(&mut app, name, &[]).await, APP, "kms:Encrypt", Some(&key));
+    }
+
+    // kms:EncryptionAlgorithm (RSA encryption key): OAEP with SHA-256 only.
+    let key = create_key_spec(
+        &mut root,
+        &key_policy(&[allow_app(
+            "OaepSha256Only",
+            &["kms:Encrypt", "kms:Decrypt"],
+            json!({"StringEquals": {"kms:EncryptionAlgorithm": "RSAES_OAEP_SHA_256"}}),
+        )]),
+        "RSA_2048",
+        "ENCRYPT_DECRYPT",
+    )
+    .await;
+    let rsa_encrypt = |alg: &str| pb::EncryptRequest {
+        key_id: key.clone(),
+        plaintext: b"rsa".to_vec(),
+        encryption_algorithm: Some(alg.into()),
+        ..Default::default()
+    };
+    let blob = app
+        .encrypt(rsa_encrypt("RSAES_OAEP_SHA_256"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext_blob;
+    app.decrypt(pb::DecryptRequest {
+        ciphertext_blob: blob,
+        key_id: Some(key.clone()),
+        encryption_algorithm: Some("RSAES_OAEP_SHA_256".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    expect_denied(
+        app.encrypt(rsa_encrypt("RSAES_OAEP_SHA_1")).await,
+        APP,
+        "kms:Encrypt",
+        Some(&key),
+    );
+
+    // kms:SigningAlgorithm (RSA signing key): PSS only.
+    let key = create_key_spec(
+        &mut root,
+        &key_policy(&[allow_app(
+            "PssOnly",
+            &["kms:Sign", "kms:Verify"],
+            json!({"StringLike": {"kms:SigningAlgorithm": "RSASSA_PSS_*"}}),
+        )]),
+        "RSA_2048",
+        "SIGN_VERIFY",
+    )
+    .await;
+    let sign = |alg: &str| pb::SignRequest {
+        key_id: key.clone(),
+        message: b"signed".to_vec(),
+        signing_algorithm: alg.into(),
+        ..Default::default()
+    };
+    let signature = app
+        .sign(sign("RSASSA_PSS_SHA_256"))
+        .await
+        .unwrap()
+        .into_inner()
+        .signature;
+    app.verify(pb::VerifyRequest {
+        key_id: key.clone(),
+        message: b"signed".to_vec(),
+        signature,
+        signing_algorithm: "RSASSA_PSS_SHA_256".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    expect_denied(
+        app.sign(sign("RSASSA_PKCS1_V1_5_SHA_256")).await,
+        APP,
+        "kms:Sign",
+        Some(&key),
+    );
+}
+
+/// A key with the default policy (only the account root and the account's identity policies).
+async fn default_key(root: &mut AuthClient) -> String {
+    root.create_key(pb::CreateKeyRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .arn
 }
