@@ -793,3 +793,115 @@ async fn default_key(root: &mut AuthClient) -> String {
         .unwrap()
         .arn
 }
+
+#[tokio::test]
+async fn identity_policy_deny_caller_account_and_alias_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("identity.toml");
+    let ext_policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["kms:Encrypt", "kms:Decrypt"], "Resource": "*"},
+        {"Sid": "NoRestrictedDecrypt", "Effect": "Deny", "Action": "kms:Decrypt", "Resource": "*",
+         "Condition": {"StringEquals": {"kms:EncryptionContext:Tier": "restricted"}}}
+    ]})
+    .to_string();
+    std::fs::write(&identity, identity_file(&[("ext", &ext_policy)], &[(EXT, &["ext"])])).unwrap();
+    let server = Server::start_with(&token_config(false, &[ROOT, APP, EXT], Some(&identity))).await;
+    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
+    let mut app = plain_client(&server, Bearer::token(Some(&token(APP)))).await;
+    let mut ext = plain_client(&server, Bearer::token(Some(&token(EXT)))).await;
+
+    // AWS's "Allow access through ... for all principals in the account": Principal "*" with
+    // kms:CallerAccount. The external user (whose identity policy allows) is not of that account.
+    let key = create_key(
+        &mut root,
+        &key_policy(&[
+            json!({"Sid": "AccountCallers", "Effect": "Allow", "Principal": {"AWS": "*"},
+                   "Action": ["kms:Encrypt", "kms:Decrypt"], "Resource": "*",
+                   "Condition": {"StringEquals": {"kms:CallerAccount": "111122223333"}}}),
+            json!({"Sid": "External", "Effect": "Allow", "Principal": {"AWS": EXT},
+                   "Action": ["kms:Encrypt", "kms:Decrypt"], "Resource": "*",
+                   "Condition": {"StringEquals": {"kms:EncryptionContext:Tier": ["restricted", "open"]}}}),
+        ]),
+    )
+    .await;
+    encrypt(&mut app, &key, &[]).await.unwrap();
+    expect_denied(encrypt(&mut ext, &key, &[]).await, EXT, "kms:Encrypt", Some(&key));
+
+    // An explicit Deny in an identity policy wins over the key policy's Allow.
+    let open = encrypt(&mut ext, &key, &[("Tier", "open")]).await.unwrap().into_inner();
+    decrypt(&mut ext, &open.ciphertext_blob, &[("Tier", "open")])
+        .await
+        .unwrap();
+    let restricted = encrypt(&mut ext, &key, &[("Tier", "restricted")])
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = expect_denied(
+        decrypt(&mut ext, &restricted.ciphertext_blob, &[("Tier", "restricted")]).await,
+        EXT,
+        "kms:Decrypt",
+        Some(&key),
+    );
+    assert!(
+        msg.ends_with("with an explicit deny in an identity-based policy"),
+        "{msg}"
+    );
+    let (_, recs) = server.audit_records();
+    let denial = recs
+        .iter()
+        .find(|r| r["principal"] == EXT && r["operation"] == "Decrypt" && r["outcome"] == "AccessDeniedException")
+        .unwrap();
+    assert_eq!(
+        denial["decision"],
+        "denied explicitly by ext statement \"NoRestrictedDecrypt\""
+    );
+
+    // Moving an alias needs kms:UpdateAlias on the key it points to and on the new one (AWS).
+    let may_move = key_policy(&[allow_app(
+        "AppMovesAliases",
+        &["kms:UpdateAlias", "kms:CreateAlias"],
+        json!({}),
+    )]);
+    let (a, b) = (
+        create_key(&mut root, &may_move).await,
+        create_key(&mut root, &may_move).await,
+    );
+    let c = create_key(&mut root, &key_policy(&[])).await;
+    app.create_alias(pb::CreateAliasRequest {
+        alias_name: "alias/moving".into(),
+        target_key_id: a.clone(),
+    })
+    .await
+    .unwrap();
+    let update = |target: &str| pb::UpdateAliasRequest {
+        alias_name: "alias/moving".into(),
+        target_key_id: target.into(),
+    };
+    app.update_alias(update(&b)).await.unwrap();
+    expect_denied(app.update_alias(update(&c)).await, APP, "kms:UpdateAlias", Some(&c));
+    root.update_alias(update(&c)).await.unwrap();
+    // Now the alias points to c, on which app may not: moving it away is refused too.
+    expect_denied(app.update_alias(update(&a)).await, APP, "kms:UpdateAlias", Some(&c));
+    expect_denied(
+        app.delete_alias(pb::DeleteAliasRequest {
+            alias_name: "alias/moving".into(),
+        })
+        .await,
+        APP,
+        "kms:DeleteAlias",
+        Some(&c),
+    );
+    let (_, recs) = server.audit_records();
+    let refused_move = recs
+        .iter()
+        .rfind(|r| r["principal"] == APP && r["operation"] == "UpdateAlias")
+        .unwrap();
+    assert_eq!(refused_move["outcome"], "AccessDeniedException");
+    assert_eq!(
+        refused_move["decision"],
+        "denied: the key policy delegates to IAM but no identity policy allows"
+    );
+    // The record names the key the request moves the alias to (the message names the one that
+    // refused).
+    assert_eq!(refused_move["key_arn"], a.as_str());
+}
