@@ -547,8 +547,35 @@ async fn sizes_and_counts_of_crypto_parameters() {
         );
     }
 
-    // Grant tokens: at most 10.
-    let tokens = |n: usize| (0..n).map(|i| format!("grant-token-{i}")).collect::<Vec<_>>();
+    // Grant tokens: at most 10, and each must be a real grant's token (the count is checked first).
+    let mut real_tokens = Vec::new();
+    for _ in 0..10 {
+        let grant = c
+            .create_grant(pb::CreateGrantRequest {
+                key_id: id.clone(),
+                grantee_principal: "arn:aws:iam::111122223333:root".into(),
+                operations: [
+                    "Encrypt",
+                    "Decrypt",
+                    "GenerateDataKey",
+                    "GenerateDataKeyWithoutPlaintext",
+                    "ReEncryptFrom",
+                    "ReEncryptTo",
+                ]
+                .map(String::from)
+                .to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        real_tokens.push(grant.grant_token);
+    }
+    let tokens = |n: usize| {
+        let mut t: Vec<String> = real_tokens.iter().take(n).cloned().collect();
+        t.resize(n, "grant-token-over-the-limit".into());
+        t
+    };
     let small = max.ciphertext_blob.clone();
     for (n, ok) in [(10, true), (11, false)] {
         let results = [
