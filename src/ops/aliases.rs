@@ -52,12 +52,10 @@ impl Kms {
         refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
         if let Some(old) = self.key(&current.target_key_id).await? {
             // As in AWS, moving an alias needs kms:UpdateAlias on both keys.
-            let mut old_ev = ev.clone();
-            self.authorize(&mut old_ev, &Access::new("kms:UpdateAlias"), &old)
-                .await
-                .inspect_err(|_| {
-                    ev.decision = old_ev.decision.take();
-                })?;
+            if let Err(e) = self.authorize(ev, &Access::new("kms:UpdateAlias"), &old).await {
+                ev.key_arn = Some(self.key_arn(&old.key_id)); // the audit names the key that refused
+                return Err(e);
+            }
             if old.key_spec != key.key_spec || old.key_usage != key.key_usage {
                 return Err(KmsError::validation(format!(
                     "Alias {name} points to a {} {} key; the new target must have the same key spec and usage",
