@@ -901,7 +901,6 @@ async fn identity_policy_deny_caller_account_and_alias_moves() {
         refused_move["decision"],
         "denied: the key policy delegates to IAM but no identity policy allows"
     );
-    // The record names the key the request moves the alias to (the message names the one that
-    // refused).
-    assert_eq!(refused_move["key_arn"], a.as_str());
+    // The record names the key that refused: the one the alias pointed to.
+    assert_eq!(refused_move["key_arn"], c.as_str());
 }
