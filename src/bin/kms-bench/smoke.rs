@@ -63,6 +63,7 @@ pub async fn main(common: &Common, report: &mut Report) -> Result<(), String> {
             populate_seconds: None,
             sample: 100,
             hot: 10,
+            rounds: 1,
             hsm: HsmKind::Sim,
         },
         report,
