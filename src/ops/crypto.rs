@@ -333,11 +333,6 @@ impl Kms {
             .map(|a| EncryptionAlgorithm::parse("encryptionAlgorithm", a))
             .transpose()?;
         let parsed = ciphertext::parse(blob)?;
-        if algorithm.is_some_and(|a| a != EncryptionAlgorithm::SymmetricDefault) {
-            return Err(KmsError::InvalidKeyUsage(
-                "This is a SYMMETRIC_DEFAULT ciphertext; RSAES_OAEP_* apply to RSA keys, named with KeyId".into(),
-            ));
-        }
         if let Some(named) = &named {
             if named.key_id != parsed.key_id {
                 return Err(KmsError::IncorrectKey(format!(
@@ -354,6 +349,13 @@ impl Kms {
         let key = self.key(&parsed.key_id).await?.ok_or_else(invalid)?;
         if named.is_none() {
             self.authorize(ev, &access, &key).await?;
+        }
+        // Checked only once the blob is known to name a real key: a random RSA ciphertext can look
+        // like a symmetric header, and must still be called an invalid ciphertext.
+        if algorithm.is_some_and(|a| a != EncryptionAlgorithm::SymmetricDefault) {
+            return Err(KmsError::InvalidKeyUsage(
+                "This is a SYMMETRIC_DEFAULT ciphertext; RSAES_OAEP_* apply to RSA keys, named with KeyId".into(),
+            ));
         }
         self.usable(&key, KeyUsage::EncryptDecrypt)?;
         if key.key_spec != KeySpec::SymmetricDefault

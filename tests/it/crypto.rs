@@ -571,3 +571,21 @@ async fn data_keys_and_random_bytes() {
         distinct.len()
     );
 }
+
+/// A blob that happens to start like a symmetric header (as one random RSA ciphertext in 256
+/// does) but names no key is an invalid ciphertext, whatever algorithm the caller names.
+#[tokio::test]
+async fn a_header_lookalike_naming_no_key_is_an_invalid_ciphertext() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let mut blob = vec![0x5au8; 256];
+    blob[0] = 1; // the symmetric format's version byte
+    for algorithm in [None, Some("SYMMETRIC_DEFAULT"), Some("RSAES_OAEP_SHA_256")] {
+        let req = pb::DecryptRequest {
+            ciphertext_blob: blob.clone(),
+            encryption_algorithm: algorithm.map(String::from),
+            ..Default::default()
+        };
+        expect_err(c.decrypt(req).await, "InvalidCiphertextException");
+    }
+}
