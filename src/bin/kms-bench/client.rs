@@ -7,12 +7,10 @@ use tonic::transport::{Channel, Endpoint};
 
 pub type Client = KeyManagementServiceClient<Channel>;
 
-/// One HTTP/2 connection: the generated client, and the channel for methods the contract of this
-/// build does not have yet (called by path, see `ops`).
+/// One HTTP/2 connection and the generated client on it.
 #[derive(Clone)]
 pub struct Conn {
     pub client: Client,
-    pub channel: Channel,
 }
 
 /// `k` separate connections to `url`.
@@ -29,8 +27,7 @@ pub async fn connect(url: &str, k: usize) -> Result<Vec<Conn>, String> {
             .await
             .map_err(|e| format!("cannot connect to {url}: {e}"))?;
         conns.push(Conn {
-            client: KeyManagementServiceClient::new(channel.clone()).max_decoding_message_size(16 << 20),
-            channel,
+            client: KeyManagementServiceClient::new(channel).max_decoding_message_size(16 << 20),
         });
     }
     Ok(conns)

@@ -1,17 +1,14 @@
 //! The operations a benchmark drives, the keys and ciphertexts they need, and one request of each.
 //!
 //! To add an operation: a variant of `Op`, its `name`, what it needs in `prepare`, and its request in
-//! `call`. Operations the contract of this build lacks (Sign, GenerateMac) are called by gRPC path
-//! with messages declared here; a server without them answers UNIMPLEMENTED (or
-//! UnsupportedOperationException for the key spec they need), which is reported as "not supported
-//! by the server" rather than as an error.
+//! `call`. A server that lacks one (UNIMPLEMENTED, or UnsupportedOperationException for the key
+//! spec it needs) is reported as "not supported by the server" rather than as an error.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use kms::proto as pb;
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 
 use crate::client::Conn;
 use crate::load::Rng;
@@ -33,6 +30,9 @@ pub enum Op {
     /// ECDSA P-256 (ECDSA_SHA_256) over a 32-byte message.
     #[value(name = "sign")]
     Sign,
+    /// RSA-2048 RSASSA_PSS_SHA_256 over a 32-byte message.
+    #[value(name = "sign-rsa")]
+    SignRsaPss,
     /// HMAC_SHA_256 over a 32-byte message.
     #[value(name = "mac", alias = "generate-mac")]
     GenerateMac,
@@ -47,6 +47,7 @@ pub const CRYPTO_OPS: &[Op] = &[
     Op::Encrypt,
     Op::ReEncrypt,
     Op::Sign,
+    Op::SignRsaPss,
     Op::GenerateMac,
 ];
 
@@ -58,6 +59,7 @@ impl Op {
             Op::Encrypt => "Encrypt",
             Op::ReEncrypt => "ReEncrypt",
             Op::Sign => "Sign",
+            Op::SignRsaPss => "Sign(RSA-PSS)",
             Op::GenerateMac => "GenerateMac",
             Op::CreateKey => "CreateKey",
         }
@@ -128,6 +130,7 @@ pub enum Prepared {
 pub async fn prepare(op: Op, conn: &Conn, fixture: &Fixture) -> Result<Prepared, String> {
     let spec = match op {
         Op::Sign => Some(("ECC_NIST_P256", "SIGN_VERIFY")),
+        Op::SignRsaPss => Some(("RSA_2048", "SIGN_VERIFY")),
         Op::GenerateMac => Some(("HMAC_256", "GENERATE_VERIFY_MAC")),
         _ => None,
     };
@@ -231,29 +234,37 @@ pub async fn call(w: &Workload, conn: &mut Conn, rng: &mut Rng) -> Result<(), St
                 .into_inner();
             expect_len("ReEncrypt blob", r.ciphertext_blob.len(), PAYLOAD + 49)
         }
-        Op::Sign => {
-            let req = SignRequest {
-                key_id: pick(&w.keys, rng).clone(),
-                message: vec![0x5a; PAYLOAD],
-                message_type: Some("RAW".into()),
-                grant_tokens: vec![],
-                signing_algorithm: "ECDSA_SHA_256".into(),
+        Op::Sign | Op::SignRsaPss => {
+            let (algorithm, len) = match w.op {
+                Op::Sign => ("ECDSA_SHA_256", None),
+                _ => ("RSASSA_PSS_SHA_256", Some(256)),
             };
-            let r: SignResponse = call_by_path(&conn.channel, "/kms.v1.KeyManagementService/Sign", req).await?;
-            if r.signature.is_empty() {
-                return Err(Status::internal("Sign returned no signature"));
+            let r = c
+                .sign(pb::SignRequest {
+                    key_id: pick(&w.keys, rng).clone(),
+                    message: vec![0x5a; PAYLOAD],
+                    message_type: Some("RAW".into()),
+                    signing_algorithm: algorithm.into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            match len {
+                Some(n) => expect_len("RSA-2048 signature", r.signature.len(), n),
+                None if r.signature.is_empty() => Err(Status::internal("Sign returned no signature")),
+                None => Ok(()),
             }
-            Ok(())
         }
         Op::GenerateMac => {
-            let req = GenerateMacRequest {
-                message: vec![0x5a; PAYLOAD],
-                key_id: pick(&w.keys, rng).clone(),
-                mac_algorithm: "HMAC_SHA_256".into(),
-                grant_tokens: vec![],
-            };
-            let r: GenerateMacResponse =
-                call_by_path(&conn.channel, "/kms.v1.KeyManagementService/GenerateMac", req).await?;
+            let r = c
+                .generate_mac(pb::GenerateMacRequest {
+                    message: vec![0x5a; PAYLOAD],
+                    key_id: pick(&w.keys, rng).clone(),
+                    mac_algorithm: "HMAC_SHA_256".into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
             expect_len("GenerateMac mac", r.mac.len(), 32)
         }
         Op::CreateKey => {
@@ -284,26 +295,6 @@ pub async fn create_one(conn: &mut Conn) -> Result<String, Status> {
     .await
 }
 
-/// A unary call of a method that the contract compiled into this build may not have.
-async fn call_by_path<Req, Resp>(
-    channel: &tonic::transport::Channel,
-    path: &'static str,
-    req: Req,
-) -> Result<Resp, Status>
-where
-    Req: prost::Message + Send + Sync + 'static,
-    Resp: prost::Message + Default + Send + Sync + 'static,
-{
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unknown(format!("service was not ready: {e}")))?;
-    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-    grpc.unary(Request::new(req), PathAndQuery::from_static(path), codec)
-        .await
-        .map(|r| r.into_inner())
-}
-
 /// The server does not do this (yet): UNIMPLEMENTED, or AWS's UnsupportedOperationException.
 pub fn is_unsupported(s: &Status) -> bool {
     s.code() == Code::Unimplemented || error_type(s).as_deref() == Some("UnsupportedOperationException")
@@ -322,53 +313,4 @@ pub fn describe(s: &Status) -> String {
         Some(t) => format!("{:?} ({t}): {}", s.code(), s.message()),
         None => format!("{:?}: {}", s.code(), s.message()),
     }
-}
-
-// Sign and GenerateMac, as messages for calls by path (AWS field names; tags as in the contract that
-// adds them).
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct SignRequest {
-    #[prost(string, tag = "1")]
-    key_id: String,
-    #[prost(bytes = "vec", tag = "2")]
-    message: Vec<u8>,
-    #[prost(string, optional, tag = "3")]
-    message_type: Option<String>,
-    #[prost(string, tag = "4")]
-    signing_algorithm: String,
-    #[prost(string, repeated, tag = "5")]
-    grant_tokens: Vec<String>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct SignResponse {
-    #[prost(string, tag = "1")]
-    key_id: String,
-    #[prost(bytes = "vec", tag = "2")]
-    signature: Vec<u8>,
-    #[prost(string, tag = "3")]
-    signing_algorithm: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct GenerateMacRequest {
-    #[prost(string, tag = "1")]
-    key_id: String,
-    #[prost(bytes = "vec", tag = "2")]
-    message: Vec<u8>,
-    #[prost(string, tag = "3")]
-    mac_algorithm: String,
-    #[prost(string, repeated, tag = "4")]
-    grant_tokens: Vec<String>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct GenerateMacResponse {
-    #[prost(bytes = "vec", tag = "1")]
-    mac: Vec<u8>,
-    #[prost(string, tag = "2")]
-    mac_algorithm: String,
-    #[prost(string, tag = "3")]
-    key_id: String,
 }

@@ -1,4 +1,4 @@
-//! `--smoke`: every mode for about half a second per measurement, 4 requests in flight, on hsm-sim and
+//! `--smoke`: every mode for about 0.3 s per measurement, 4 requests in flight, on hsm-sim and
 //! (when installed) SoftHSM2, cache on and off. Asserts nothing about speed; any failed request makes
 //! the run exit non-zero. Meant for CI, with the debug build.
 
@@ -18,7 +18,7 @@ pub async fn main(common: &Common, report: &mut Report) -> Result<(), String> {
     let small = Common {
         concurrency: 4,
         connections: 2,
-        seconds: 0.5,
+        seconds: 0.3,
         warmup: 0.1,
         json: common.json.clone(),
         data_root: common.data_root.clone(),
