@@ -284,7 +284,9 @@ impl Kms {
                 key.key_spec.as_str()
             )));
         }
-        private.rsa_encrypt(algorithm, plaintext)
+        let plaintext = Zeroizing::new(plaintext.to_vec());
+        self.cpu(move || material.private()?.rsa_encrypt(algorithm, &plaintext))
+            .await
     }
 
     /// Decrypts a symmetric blob (which names its key) or, when the named key is RSA, an RSAES-OAEP
@@ -325,7 +327,10 @@ impl Kms {
                     private.modulus_len()?
                 )));
             }
-            let plaintext = private.rsa_decrypt(algorithm, blob)?;
+            let ciphertext = blob.to_vec();
+            let plaintext = self
+                .cpu(move || material.private()?.rsa_decrypt(algorithm, &ciphertext))
+                .await?;
             return Ok((key.clone(), plaintext, algorithm));
         }
         let algorithm = source

@@ -124,6 +124,14 @@ impl Kms {
             .map_err(|_| KmsError::internal("a store call panicked"))?
     }
 
+    /// Runs CPU-heavy work (RSA and ECDSA private-key operations: up to milliseconds) on the
+    /// blocking pool, so it never stalls the async reactor.
+    async fn cpu<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| KmsError::internal("a private-key operation panicked"))?
+    }
+
     /// Resolves a `KeyId` parameter to its key and authorizes `access` on it.
     async fn resolve(
         &self,

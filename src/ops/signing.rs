@@ -48,7 +48,7 @@ impl Kms {
             .prepare_signature("kms:Sign", key_id, &input, grant_tokens, ev)
             .await?;
         let material = self.material(&key, key.current_material).await?;
-        let signature = material.private()?.sign(algorithm, &digest)?;
+        let signature = self.cpu(move || material.private()?.sign(algorithm, &digest)).await?;
         Ok(Signed {
             key_arn: self.key_arn(&key.key_id),
             signature,
@@ -71,7 +71,11 @@ impl Kms {
             .prepare_signature("kms:Verify", key_id, &input, grant_tokens, ev)
             .await?;
         let material = self.material(&key, key.current_material).await?;
-        if !material.private()?.verify(algorithm, &digest, signature) {
+        let signature_owned = signature.to_vec();
+        let valid = self
+            .cpu(move || Ok(material.private()?.verify(algorithm, &digest, &signature_owned)))
+            .await?;
+        if !valid {
             return Err(KmsError::InvalidSignature(
                 "The signature is not valid for this message, key and signing algorithm".into(),
             ));
