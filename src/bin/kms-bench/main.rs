@@ -14,6 +14,7 @@ mod hsm;
 mod load;
 mod machine;
 mod ops;
+mod policy;
 mod raw;
 mod report;
 mod run;
@@ -54,6 +55,8 @@ enum Command {
     Scale(scale::ScaleArgs),
     /// Audit cost proxy: GenerateDataKey with the data directory on tmpfs vs on disk.
     Audit(audit::AuditArgs),
+    /// Key-policy cost: GenerateDataKey with the default policy vs a 10-statement policy.
+    Policy(policy::PolicyArgs),
     /// Serve the no-work baseline service; prints `baseline listening on ADDR`.
     BaselineServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Some(Command::CreateKeys(a)) => a.common.json.clone(),
         Some(Command::Scale(a)) => a.common.json.clone(),
         Some(Command::Audit(a)) => a.common.json.clone(),
+        Some(Command::Policy(a)) => a.common.json.clone(),
         _ => cli.run.common.json.clone(),
     };
     let outcome = runtime.block_on(async {
@@ -131,6 +135,7 @@ fn main() -> ExitCode {
             Some(Command::CreateKeys(a)) => create_keys::main(&a, &mut report).await,
             Some(Command::Scale(a)) => scale::main(&a, &mut report).await,
             Some(Command::Audit(a)) => audit::main(&a, &mut report).await,
+            Some(Command::Policy(a)) => policy::main(&a, &mut report).await,
             Some(Command::BaselineServer { .. }) | Some(Command::RawHsm(_)) => unreachable!("handled above"),
             None if cli.smoke => smoke::main(&cli.run.common, &mut report).await,
             None => run::main(&cli.run, &mut report).await,
