@@ -139,10 +139,24 @@ impl Kms {
         }
         let seen = self.policies.generation(&key_id.to_string());
         let owned = key_id.to_string();
-        let text = self
-            .store(move |s| s.get_key_policy(&owned))
-            .await?
-            .ok_or_else(|| KmsError::internal("the key has no key policy in the store"))?;
+        let (text, key_exists) = self
+            .store(move |s| match s.get_key_policy(&owned)? {
+                Some(text) => Ok((Some(text), true)),
+                None => Ok((None, s.get_key(&owned)?.is_some())),
+            })
+            .await?;
+        let text = match (text, key_exists) {
+            (Some(text), _) => text,
+            // A store made before key policies existed: its keys have AWS's default policy.
+            (None, true) => policy::default_key_policy_in(&self.scope.partition, &self.scope.account),
+            // Deleted while this request was under way.
+            (None, false) => {
+                return Err(KmsError::NotFound(format!(
+                    "Key '{}' does not exist",
+                    self.key_arn(key_id)
+                )))
+            }
+        };
         let parsed = Arc::new(Policy::parse_key_policy(&text)?);
         self.policies
             .insert_if_unchanged(key_id.to_string(), seen, parsed.clone());

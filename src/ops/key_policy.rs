@@ -6,7 +6,7 @@ use super::{Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::key_ref::Accept;
-use crate::policy::{keys as ck, Policy};
+use crate::policy::{self, keys as ck, Policy};
 
 const DEFAULT_NAME: &str = "default";
 
@@ -39,9 +39,9 @@ impl Kms {
             .resolve(Access::new("kms:GetKeyPolicy"), "keyId", key_id, Accept::KeyOnly, ev)
             .await?;
         let id = key.key_id.clone();
-        self.store(move |s| s.get_key_policy(&id))
-            .await?
-            .ok_or_else(|| KmsError::internal("the key has no key policy in the store"))
+        let stored = self.store(move |s| s.get_key_policy(&id)).await?;
+        // A store made before key policies existed: its keys have AWS's default policy.
+        Ok(stored.unwrap_or_else(|| policy::default_key_policy_in(&self.scope.partition, &self.scope.account)))
     }
 
     pub async fn list_key_policies(

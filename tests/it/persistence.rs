@@ -270,3 +270,41 @@ async fn material_cache_off_still_works_through_the_hsm() {
         assert_eq!(out.plaintext, dk.plaintext);
     }
 }
+
+#[tokio::test]
+async fn keys_from_a_store_made_before_key_policies_have_the_default_policy() {
+    let mut server = Server::start().await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    drop(c);
+    server.stop();
+    let db = rusqlite::Connection::open(server.data_dir().join("kms.db")).unwrap();
+    assert_eq!(
+        db.execute("DELETE FROM key_policies WHERE key_id = ?1", [&key.key_id])
+            .unwrap(),
+        1
+    );
+    drop(db);
+
+    server.start_again().await;
+    let mut c = server.client().await;
+    let req = pb::GenerateDataKeyRequest {
+        key_id: key.key_id.clone(),
+        number_of_bytes: Some(16),
+        ..Default::default()
+    };
+    c.generate_data_key(req).await.unwrap();
+    let policy = c
+        .get_key_policy(pb::GetKeyPolicyRequest {
+            key_id: key.key_id.clone(),
+            policy_name: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .policy;
+    assert!(
+        policy.contains("Enable IAM User Permissions"),
+        "default policy expected, got {policy}"
+    );
+}
