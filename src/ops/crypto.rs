@@ -17,7 +17,7 @@ use crate::keys::ciphertext::{self, MAX_BLOB};
 use crate::keys::context::EncryptionContext;
 use crate::keys::key_ref::Accept;
 use crate::keys::names;
-use crate::keys::{enum_error, KeyRecord, KeySpec, KeyState, KeyUsage};
+use crate::keys::{enum_error, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialRecord};
 use crate::policy::keys as ck;
 
 pub const MAX_PLAINTEXT: usize = 4096;
@@ -381,18 +381,31 @@ impl Kms {
             return Ok(m);
         }
         let seen = self.materials.generation(&cache_key);
-        let owned = key.key_id.clone();
-        let record = self
-            .store(move |s| s.get_material(&owned, material_id))
-            .await?
-            .ok_or_else(|| {
-                KmsError::InvalidCiphertext("The ciphertext refers to key material that does not exist".into())
-            })?;
+        let record = self.wrapped_material(&cache_key).await?;
         let aad = wrap_aad(&key.key_id, material_id);
         let plain = self.hsm.call(move |h| h.unwrap(&record.wrapped, &aad)).await?;
         let material = Arc::new(Material::from_plain(key.key_spec, &plain)?);
         self.materials.insert_if_unchanged(cache_key, seen, material.clone());
         Ok(material)
+    }
+
+    /// The stored (wrapped) material, from memory when it was read before.
+    async fn wrapped_material(&self, cache_key: &(String, u32)) -> Result<Arc<MaterialRecord>> {
+        if let Some(r) = self.wrapped.get(cache_key) {
+            return Ok(r);
+        }
+        let seen = self.wrapped.generation(cache_key);
+        let (key_id, material_id) = cache_key.clone();
+        let record = self
+            .store(move |s| s.get_material(&key_id, material_id))
+            .await?
+            .ok_or_else(|| {
+                KmsError::InvalidCiphertext("The ciphertext refers to key material that does not exist".into())
+            })?;
+        let record = Arc::new(record);
+        self.wrapped
+            .insert_if_unchanged(cache_key.clone(), seen, record.clone());
+        Ok(record)
     }
 }
 

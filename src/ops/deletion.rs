@@ -24,6 +24,7 @@ impl Kms {
             self.keys.invalidate(&key_id);
             for m in 1..=key.current_material {
                 self.materials.invalidate(&(key_id.clone(), m));
+                self.wrapped.invalidate(&(key_id.clone(), m));
             }
             self.aliases.clear(); // the key's aliases went with it; a rare event
             let mut ev = AuditEvent::new("DeleteKey", "kms-deletion-scheduler".into(), None);

@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::error::{KmsError, Result};
 use crate::hsm::{Hsm, RootKey};
 use crate::keys::key_ref::{Accept, ArnScope, KeyRef};
-use crate::keys::{KeyRecord, KeyState};
+use crate::keys::{KeyRecord, KeyState, MaterialRecord};
 use crate::policy::{self, Policy};
 use crate::store::{SqliteStore, Store};
 pub use authorize::Access;
@@ -53,6 +53,9 @@ pub struct Kms {
     keys: ShardedCache<String, Arc<KeyRecord>>,
     aliases: ShardedCache<String, String>,
     materials: ShardedCache<(String, u32), Arc<Material>>,
+    /// Wrapped materials as stored: not secret, so kept whatever the TTL of unwrapped material;
+    /// with the material cache off a request then costs an HSM unwrap but no store read.
+    wrapped: ShardedCache<(String, u32), Arc<MaterialRecord>>,
     policies: ShardedCache<String, Arc<Policy>>,
     /// Decides actions on no particular key: the default key policy of this server's account,
     /// which defers to identity policies (and lets the account's root principal do anything).
@@ -95,6 +98,7 @@ impl Kms {
             keys: ShardedCache::new(config.cache.metadata_capacity, None),
             aliases: ShardedCache::new(config.cache.metadata_capacity, None),
             materials: ShardedCache::new(config.cache.material_capacity, Some(ttl)),
+            wrapped: ShardedCache::new(config.cache.metadata_capacity, None),
             policies: ShardedCache::new(config.cache.metadata_capacity, None),
             account_policy,
             identity,
