@@ -134,10 +134,6 @@ fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
-fn ctx(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
 /// Asserts that `result` failed with one of the AWS exceptions in `expected`.
 #[track_caller]
 fn expect_err_in<T: std::fmt::Debug>(result: Result<Response<T>, Status>, expected: &[&str]) -> String {

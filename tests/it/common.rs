@@ -426,3 +426,8 @@ pub async fn plain_client(server: &Server, bearer: Bearer) -> AuthClient {
         .unwrap();
     KeyManagementServiceClient::with_interceptor(channel, bearer)
 }
+
+/// An encryption context from string pairs.
+pub fn ctx(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}

@@ -7,10 +7,6 @@ use kms::proto as pb;
 
 use crate::common::*;
 
-fn ctx(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
 fn decrypt_req(blob: &[u8], context: &HashMap<String, String>, key_id: Option<&str>) -> pb::DecryptRequest {
     pb::DecryptRequest {
         ciphertext_blob: blob.to_vec(),

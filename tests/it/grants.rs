@@ -1,8 +1,6 @@
 //! Grants: CreateGrant, ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant, and grants
 //! allowing (and not allowing) operations, with constraints, tokens, key-policy denies, restarts.
 
-use std::collections::HashMap;
-
 use kms::proto as pb;
 
 use crate::common::*;
@@ -29,10 +27,6 @@ fn as_user<T>(token: &str, msg: T) -> tonic::Request<T> {
     r.metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     r
-}
-
-fn ctx(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn ops(list: &[&str]) -> Vec<String> {

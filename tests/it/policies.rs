@@ -2,7 +2,6 @@
 //! examples, deny over allow, cross-account access, PutKeyPolicy / GetKeyPolicy /
 //! ListKeyPolicies with the lockout safety check, and identity policies reloaded on SIGHUP.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use kms::proto as pb;
@@ -67,10 +66,6 @@ async fn create_key_spec(c: &mut AuthClient, policy: &str, spec: &str, usage: &s
     .arn
 }
 
-fn context(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
 async fn encrypt(
     c: &mut AuthClient,
     key: &str,
@@ -79,7 +74,7 @@ async fn encrypt(
     c.encrypt(pb::EncryptRequest {
         key_id: key.into(),
         plaintext: b"policy test".to_vec(),
-        encryption_context: context(pairs),
+        encryption_context: ctx(pairs),
         ..Default::default()
     })
     .await
@@ -92,7 +87,7 @@ async fn decrypt(
 ) -> Result<tonic::Response<pb::DecryptResponse>, tonic::Status> {
     c.decrypt(pb::DecryptRequest {
         ciphertext_blob: blob.to_vec(),
-        encryption_context: context(pairs),
+        encryption_context: ctx(pairs),
         ..Default::default()
     })
     .await

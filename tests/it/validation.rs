@@ -1,8 +1,6 @@
 //! Request validation: every operation answers malformed input with the AWS exception for it, and a
 //! refused request changes nothing.
 
-use std::collections::HashMap;
-
 use kms::proto as pb;
 use tonic::{Response, Status};
 
@@ -19,10 +17,6 @@ fn tag(k: &str, v: &str) -> pb::Tag {
         tag_key: k.into(),
         tag_value: v.into(),
     }
-}
-
-fn ctx(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 async fn describe(c: &mut Client, key_id: &str) -> pb::KeyMetadata {
