@@ -5,7 +5,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, OnceLock};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -44,7 +45,7 @@ impl AuditEvent {
     pub fn new(operation: &'static str, principal: String, source_ip: Option<String>) -> Self {
         AuditEvent {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: next_request_id(),
             principal,
             source_ip,
             operation,
@@ -57,6 +58,21 @@ impl AuditEvent {
             request_alias: None,
         }
     }
+}
+
+/// A UUID-shaped request id, unique across restarts: a random 64-bit prefix drawn once per
+/// process and a counter, instead of a getrandom syscall per request.
+fn next_request_id() -> String {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    // The RFC 4122 variant bits sit at the top of the low half; the prefix keeps version 4.
+    let low = COUNTER.fetch_add(1, Ordering::Relaxed) & (u64::MAX >> 2) | (1 << 63);
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::from_u64_pair(prefix, low)
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_string()
 }
 
 type Pending = (Vec<u8>, oneshot::Sender<std::result::Result<(), String>>);
@@ -152,5 +168,18 @@ mod tests {
         assert_eq!(first["operation"], "Encrypt");
         assert_eq!(first["encryption_context_keys"][0], "purpose");
         assert!(first.get("key_arn").is_none());
+    }
+
+    #[test]
+    fn request_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..1000)
+            .map(|_| AuditEvent::new("Encrypt", "p".into(), None).request_id)
+            .collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            let u = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(u.get_version_num(), 4, "{id}");
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
     }
 }

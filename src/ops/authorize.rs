@@ -69,17 +69,25 @@ impl Kms {
     /// Decides `access` on `key` for the caller recorded in `ev`.
     pub(super) async fn authorize(&self, ev: &mut AuditEvent, access: &Access<'_>, key: &KeyRecord) -> Result<()> {
         let key_policy = self.key_policy(&key.key_id).await?;
-        let mut ctx = self.request_context(ev, access, &self.key_arn(&key.key_id));
-        ctx.set(ck::KEY_SPEC, key.key_spec.as_str());
-        ctx.set(ck::KEY_USAGE, key.key_usage.as_str());
-        ctx.set(ck::KEY_ORIGIN, key.origin.as_str());
+        let identity = self.identity.snapshot();
+        let identity_policies = identity.for_principal(&ev.principal);
         let token_grants = self.grants_for_tokens(access.grant_tokens).await?;
-        let mut decision = self.evaluate(ev, &key_policy, &ctx, false);
+        let conditional = key_policy.has_conditions() || identity_policies.iter().any(|p| p.has_conditions());
+        let ctx = if conditional {
+            self.request_context(ev, access, &self.key_arn(&key.key_id))
+                .with(ck::KEY_SPEC, key.key_spec.as_str())
+                .with(ck::KEY_USAGE, key.key_usage.as_str())
+                .with(ck::KEY_ORIGIN, key.origin.as_str())
+        } else {
+            // No statement reads a condition key: don't build them (most keys, the hot path).
+            RequestContext::without_conditions(&ev.principal, access.action, &self.key_arn(&key.key_id))
+        };
+        let mut decision = policy::evaluate(&key_policy, identity_policies, false, &ctx);
         // Grants are consulted only when no policy allows: the common path never looks at them.
         if matches!(decision, Decision::ImplicitDeny(_))
             && self.grant_allows(ev, &ctx, access, key, &token_grants).await?
         {
-            decision = self.evaluate(ev, &key_policy, &ctx, true);
+            decision = policy::evaluate(&key_policy, identity_policies, true, &ctx);
         }
         conclude(ev, &ctx, decision)
     }
@@ -91,7 +99,9 @@ impl Kms {
         let ctx = self
             .request_context(ev, access, "*")
             .with_key_account(&self.scope.account);
-        self.decide(ev, &self.account_policy, &ctx)
+        let identity = self.identity.snapshot();
+        let decision = policy::evaluate(&self.account_policy, identity.for_principal(&ev.principal), false, &ctx);
+        conclude(ev, &ctx, decision)
     }
 
     /// The lockout safety check: `policy` must still let the caller PutKeyPolicy on the key.
@@ -100,6 +110,7 @@ impl Kms {
         policy::lockout_check(policy, &ctx)
     }
 
+    /// The full request context: every condition key the request carries.
     fn request_context(&self, ev: &AuditEvent, access: &Access<'_>, resource: &str) -> RequestContext {
         let mut ctx = RequestContext::new(&ev.principal, access.action, resource);
         ctx.set(ck::SECURE_TRANSPORT, if ev.secure_transport { "true" } else { "false" });
@@ -119,17 +130,6 @@ impl Kms {
             ctx.set_values(k, v.iter().cloned());
         }
         ctx
-    }
-
-    fn decide(&self, ev: &mut AuditEvent, key_policy: &Policy, ctx: &RequestContext) -> Result<()> {
-        let decision = self.evaluate(ev, key_policy, ctx, false);
-        conclude(ev, ctx, decision)
-    }
-
-    fn evaluate(&self, ev: &AuditEvent, key_policy: &Policy, ctx: &RequestContext, grant_allows: bool) -> Decision {
-        let identity = self.identity.snapshot();
-        let policies = identity.for_principal(&ev.principal).iter().map(|p| p.as_ref());
-        policy::evaluate(key_policy, policies, grant_allows, ctx)
     }
 
     /// The key's compiled policy, parsed once and cached until PutKeyPolicy changes it.

@@ -2,9 +2,13 @@
 //! global lock on the hot path) and a generation counter that makes invalidation race-free: a
 //! reader notes the generation before loading from the store and inserts only if no writer
 //! invalidated the entry meanwhile, so a stale value can never overwrite a newer change.
+//!
+//! The capacity bounds the whole cache (an atomic count, not a lock), not each shard: a working
+//! set as large as the capacity fits, however unevenly it hashes over the shards.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,7 +21,8 @@ struct Shard<K, V> {
 
 pub struct ShardedCache<K, V> {
     shards: Vec<Mutex<Shard<K, V>>>,
-    per_shard: usize,
+    capacity: usize,
+    len: AtomicUsize,
     ttl: Option<Duration>,
     hasher: RandomState,
 }
@@ -39,7 +44,8 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
                     })
                 })
                 .collect(),
-            per_shard: if enabled { capacity.div_ceil(SHARDS) } else { 0 },
+            capacity: if enabled { capacity } else { 0 },
+            len: AtomicUsize::new(0),
             ttl,
             hasher: RandomState::new(),
         }
@@ -56,6 +62,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
         let (value, at) = shard.map.get(key)?;
         if self.ttl.is_some_and(|ttl| at.elapsed() >= ttl) {
             shard.map.remove(key);
+            self.len.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         Some(value.clone())
@@ -67,18 +74,21 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
 
     /// Inserts unless the entry was invalidated since `seen` was taken.
     pub fn insert_if_unchanged(&self, key: K, seen: Generation, value: V) {
-        if self.per_shard == 0 {
+        if self.capacity == 0 {
             return;
         }
         let mut shard = self.shard(&key);
         if shard.generation != seen.0 {
             return;
         }
-        if shard.map.len() >= self.per_shard && !shard.map.contains_key(&key) {
-            // Evict any one entry: cheap, and good enough for a cache sized above the working set.
-            if let Some(victim) = shard.map.keys().next().cloned() {
-                shard.map.remove(&victim);
-            }
+        if !shard.map.contains_key(&key) && self.len.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            // Full: make room in this shard by evicting any one entry (cheap, and good enough for
+            // a cache sized above the working set); a full cache with nothing here skips caching.
+            let Some(victim) = shard.map.keys().next().cloned() else {
+                return;
+            };
+            shard.map.remove(&victim);
         }
         shard.map.insert(key, (value, Instant::now()));
     }
@@ -87,13 +97,16 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
     pub fn invalidate(&self, key: &K) {
         let mut shard = self.shard(key);
         shard.generation += 1;
-        shard.map.remove(key);
+        if shard.map.remove(key).is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     pub fn clear(&self) {
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             shard.generation += 1;
+            self.len.fetch_sub(shard.map.len(), Ordering::Relaxed);
             shard.map.clear();
         }
     }
@@ -131,5 +144,28 @@ mod tests {
         }
         let held = (0..10_000).filter(|i| small.get(i).is_some()).count();
         assert!(held <= 64, "held {held}");
+    }
+
+    #[test]
+    fn a_working_set_as_large_as_the_capacity_fits() {
+        // 10,000 keys over 64 shards hash unevenly; a per-shard bound would evict some of them.
+        let c: ShardedCache<u32, u32> = ShardedCache::new(10_000, None);
+        for round in 0..3 {
+            for i in 0..10_000 {
+                if c.get(&i).is_none() {
+                    assert_eq!(round, 0, "key {i} was evicted though the working set fits");
+                    c.insert_if_unchanged(i, c.generation(&i), i);
+                }
+            }
+        }
+        // One more key evicts exactly one; invalidation and clear give room back.
+        c.insert_if_unchanged(10_000, c.generation(&10_000), 0);
+        assert_eq!((0..=10_000).filter(|i| c.get(i).is_some()).count(), 10_000);
+        c.invalidate(&10_000);
+        c.clear();
+        for i in 0..10_000 {
+            c.insert_if_unchanged(i, c.generation(&i), i);
+        }
+        assert_eq!((0..10_000).filter(|i| c.get(i).is_some()).count(), 10_000);
     }
 }

@@ -385,7 +385,7 @@ impl Kms {
         let Some(operation) = access.action.strip_prefix("kms:") else {
             return Ok(false);
         };
-        let role = ctx.get(ck::PRINCIPAL_ARN).and_then(|v| v.first()).cloned();
+        let role = ctx.caller.principal_arn();
         let caller = CallerArns {
             arn: ev.principal.clone(),
             role,

@@ -89,6 +89,12 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether any statement has a Condition. Without one no condition key can change a decision,
+    /// so a caller may skip building them (the default key policy has none).
+    pub fn has_conditions(&self) -> bool {
+        self.statements.iter().any(|s| !s.condition.is_empty())
+    }
+
     /// Parses a key policy (the name used in decisions is "key policy").
     pub fn parse_key_policy(text: &str) -> Result<Policy> {
         Policy::parse(PolicyKind::KeyPolicy, "key policy", text)
