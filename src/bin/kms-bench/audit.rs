@@ -70,9 +70,18 @@ pub async fn main(args: &AuditArgs, report: &mut Report) -> Result<(), String> {
                     println!("{}: not supported by the server", op.name());
                     continue;
                 };
+                let spec = load::LoadSpec {
+                    cpu_of: Some(server.pid),
+                    ..spec.clone()
+                };
                 let sample = load::drive(&conns, &spec, &w, None).await;
                 report.check(&format!("audit {name} {}", op.name()), &sample);
                 let s = sample.summary();
+                // The share of the server's CPU that the audit writer (write + fdatasync) used.
+                let writer_share = sample
+                    .audit_writer_cpu_s
+                    .zip(sample.server_cpu_s)
+                    .map(|(w, all)| w / all.max(1e-9));
                 rows.push(vec![
                     round.to_string(),
                     name.to_string(),
@@ -80,11 +89,13 @@ pub async fn main(args: &AuditArgs, report: &mut Report) -> Result<(), String> {
                     num(s.ops_per_s),
                     ms(s.p50_ms),
                     ms(s.p99_ms),
+                    s.server_cpu_us_per_op.map_or("-".into(), |v| format!("{v:.1}")),
+                    writer_share.map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
                     s.errors.to_string(),
                 ]);
                 report.push(
                     "audit_runs",
-                    json!({"round": round, "place": name, "op": op.name(), "server": s}),
+                    json!({"round": round, "place": name, "op": op.name(), "server": s, "audit_writer_cpu_share": writer_share}),
                 );
                 sums[i].push(s);
             }
@@ -99,7 +110,17 @@ pub async fn main(args: &AuditArgs, report: &mut Report) -> Result<(), String> {
             args.common.connections,
             spec.duration.as_secs_f64()
         ),
-        &["round", "data dir", "op", "ops/s", "p50 ms", "p99 ms", "errors"],
+        &[
+            "round",
+            "data dir",
+            "op",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "cpu us/op",
+            "audit-writer cpu",
+            "errors",
+        ],
         &rows,
     );
     let mean = |v: &[Summary], f: fn(&Summary) -> f64| v.iter().map(f).sum::<f64>() / v.len().max(1) as f64;

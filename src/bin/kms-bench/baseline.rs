@@ -29,6 +29,10 @@ pub struct Baseline {
 }
 
 impl Baseline {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn start() -> Result<Baseline, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)

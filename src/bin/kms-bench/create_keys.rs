@@ -70,6 +70,10 @@ pub async fn main(args: &CreateKeysArgs, report: &mut Report) -> Result<(), Stri
     let Prepared::Ready(w) = ops::prepare(Op::CreateKey, &conns[0], &fixture).await? else {
         return Err("CreateKey cannot be prepared".into());
     };
+    let spec = load::LoadSpec {
+        cpu_of: server.as_ref().map(|s| s.pid),
+        ..spec
+    };
     let sample = load::drive(&conns, &spec, &w, None).await;
     if let Some(s) = server {
         s.stop();
@@ -94,6 +98,7 @@ pub async fn main(args: &CreateKeysArgs, report: &mut Report) -> Result<(), Stri
             "base keys/s",
             "x base",
             "fsync p50 ms",
+            "cpu us/key",
             "errors",
         ],
         &[vec![
@@ -105,6 +110,7 @@ pub async fn main(args: &CreateKeysArgs, report: &mut Report) -> Result<(), Stri
             base.map_or("-".into(), |b| num(b.ops_per_s)),
             times(x_base),
             fsync.map_or("-".into(), |(p50, _)| format!("{p50:.3}")),
+            s.server_cpu_us_per_op.map_or("-".into(), |v| format!("{v:.1}")),
             s.errors.to_string(),
         ]],
     );

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::client::Conn;
+use crate::machine;
 use crate::ops::{self, Workload};
 use crate::stats::Sample;
 
@@ -14,6 +15,9 @@ pub struct LoadSpec {
     pub concurrency: usize,
     pub duration: Duration,
     pub warmup: Duration,
+    /// The server process whose CPU time the measured period is charged with (CPU per request
+    /// is steadier than ops/s on a shared machine).
+    pub cpu_of: Option<u32>,
 }
 
 /// At most this many error messages are kept per measurement.
@@ -34,6 +38,22 @@ pub async fn drive(conns: &[Conn], spec: &LoadSpec, w: &Workload, max_calls: Opt
     let measured_from = start + spec.warmup;
     let end = measured_from + spec.duration;
     let started = Arc::new(AtomicU64::new(0));
+    let cpu = spec.cpu_of.map(|pid| {
+        tokio::spawn(async move {
+            let read = || {
+                (
+                    machine::cpu_seconds(pid),
+                    machine::thread_cpu_seconds(pid, "audit-writer"),
+                )
+            };
+            tokio::time::sleep_until(measured_from.into()).await;
+            let before = read();
+            tokio::time::sleep_until(end.into()).await;
+            let after = read();
+            let used = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
+            (used(before.0, after.0), used(before.1, after.1))
+        })
+    });
     let mut tasks = Vec::with_capacity(spec.concurrency);
     for i in 0..spec.concurrency {
         let mut conn = conns[i % conns.len()].clone();
@@ -105,6 +125,9 @@ pub async fn drive(conns: &[Conn], spec: &LoadSpec, w: &Workload, max_calls: Opt
         Some(t) if t > measured_from => t.duration_since(measured_from),
         _ => spec.duration,
     };
+    if let Some(cpu) = cpu {
+        (sample.server_cpu_s, sample.audit_writer_cpu_s) = cpu.await.unwrap_or_default();
+    }
     sample.finish();
     sample
 }

@@ -32,6 +32,36 @@ pub fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// CPU time (user + system, all threads) a process has used so far, in seconds. /proc counts it in
+/// USER_HZ ticks, which Linux fixes at 100 for user space.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    ticks_in_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// utime + stime of a /proc/.../stat line, in seconds.
+fn ticks_in_stat(stat: &str) -> Option<f64> {
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
+/// CPU seconds used so far by the threads of `pid` named `name` (e.g. "audit-writer").
+pub fn thread_cpu_seconds(pid: u32, name: &str) -> Option<f64> {
+    let mut total = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            let tid: u32 = task.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+            *total.get_or_insert(0.0) += ticks_in_stat(&stat)?;
+        }
+    }
+    total
+}
+
 /// Resident memory of a process, in KiB: now (VmRSS) and peak (VmHWM).
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Mem {

@@ -96,6 +96,7 @@ impl Common {
             concurrency: self.concurrency.max(1),
             duration: Duration::from_secs_f64(self.seconds.max(0.05)),
             warmup: Duration::from_secs_f64(self.warmup.max(0.0)),
+            cpu_of: None,
         }
     }
 

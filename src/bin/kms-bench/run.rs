@@ -93,6 +93,7 @@ pub async fn main(args: &RunArgs, report: &mut Report) -> Result<(), String> {
             hsm: None,
             cache: None,
             raw: None,
+            pid: None,
         };
         return measure_ops(&side, url, &ops, args, &spec, baseline.as_ref(), report).await;
     }
@@ -111,6 +112,7 @@ pub async fn main(args: &RunArgs, report: &mut Report) -> Result<(), String> {
                 hsm: Some(hsm),
                 cache: Some(cache),
                 raw: raw_rates.get(&hsm).copied(),
+                pid: Some(server.pid),
             };
             let result = measure_ops(&side, &server.url, &ops, args, &spec, baseline.as_ref(), report).await;
             server.stop();
@@ -179,7 +181,11 @@ impl BaselineSide {
         let Prepared::Ready(w) = ops::prepare(op, &self.conns[0], &self.fixture).await? else {
             return Ok(None);
         };
-        let sample = load::drive(&self.conns, spec, &w, None).await;
+        let spec = LoadSpec {
+            cpu_of: self._process.pid(),
+            ..spec.clone()
+        };
+        let sample = load::drive(&self.conns, &spec, &w, None).await;
         report.check(&format!("baseline {}", op.name()), &sample);
         Ok(sample.unsupported.is_none().then(|| sample.summary()))
     }
@@ -192,6 +198,8 @@ struct Side {
     cache: Option<bool>,
     /// The HSM's raw rate, when it bounds this server (cache off).
     raw: Option<f64>,
+    /// The server's process, when this run started it.
+    pid: Option<u32>,
 }
 
 async fn measure_ops(
@@ -205,6 +213,10 @@ async fn measure_ops(
 ) -> Result<(), String> {
     let conns = client::connect(url, args.common.connections).await?;
     let fixture = ops::fixture(&conns[0], args.keys).await?;
+    let spec = &LoadSpec {
+        cpu_of: side.pid,
+        ..spec.clone()
+    };
     let raw = if side.cache == Some(false) { side.raw } else { None };
     let mut rows = vec![];
     let mut unsupported = vec![];
@@ -247,6 +259,8 @@ async fn measure_ops(
             times(x_ops),
             times(x_p99),
             times(x_raw),
+            cpu(s.server_cpu_us_per_op),
+            base.map_or("-".into(), |b| cpu(b.server_cpu_us_per_op)),
             s.errors.to_string(),
         ]);
         report.push(
@@ -290,6 +304,8 @@ async fn measure_ops(
             "x base ops/s",
             "x base p99",
             "x raw HSM",
+            "cpu us/op",
+            "base cpu us/op",
             "errors",
         ],
         &rows,
@@ -298,4 +314,9 @@ async fn measure_ops(
         println!("{}: not supported by the server", unsupported.join(", "));
     }
     Ok(())
+}
+
+/// Server CPU microseconds per request, or "-" when not watched.
+fn cpu(us: Option<f64>) -> String {
+    us.map_or("-".into(), |v| format!("{v:.1}"))
 }

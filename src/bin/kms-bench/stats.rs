@@ -14,6 +14,10 @@ pub struct Sample {
     /// Set when the server answered that it does not support the operation.
     pub unsupported: Option<String>,
     pub elapsed: Duration,
+    /// CPU seconds the server used during the measured period, when its process was watched.
+    pub server_cpu_s: Option<f64>,
+    /// Of which the server's audit-writer thread.
+    pub audit_writer_cpu_s: Option<f64>,
 }
 
 impl Sample {
@@ -38,6 +42,10 @@ impl Sample {
             p50_ms: at(0.50),
             p99_ms: at(0.99),
             max_ms: self.latencies_us.last().map_or(0.0, |&m| m as f64 / 1000.0),
+            server_cpu_us_per_op: self
+                .server_cpu_s
+                .filter(|_| n > 0)
+                .map(|s| s * 1e6 / (n as u64 + self.errors) as f64),
         }
     }
 }
@@ -52,6 +60,8 @@ pub struct Summary {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Server CPU time per request (all threads, user + system), in microseconds.
+    pub server_cpu_us_per_op: Option<f64>,
 }
 
 /// `a / b`, or None when `b` is zero.
