@@ -50,7 +50,7 @@ impl GrpcService {
             Err(e) => {
                 ev.principal = "unauthenticated".into();
                 let status = to_status(&e, &ev.request_id);
-                ev.outcome = e.name().into();
+                ev.outcome = e.name();
                 // The refusal is audited too; if that fails, the refusal still stands.
                 let _ = self.kms.audit(&ev).await;
                 Err(status)
@@ -61,8 +61,8 @@ impl GrpcService {
     /// Audits the outcome, then answers. A request whose record can't be written fails.
     async fn finish<T>(&self, mut ev: AuditEvent, result: Result<T>) -> Result<Response<T>, Status> {
         ev.outcome = match &result {
-            Ok(_) => "Success".into(),
-            Err(e) => e.name().into(),
+            Ok(_) => "Success",
+            Err(e) => e.name(),
         };
         let audited = self.kms.audit(&ev).await;
         match (result, audited) {

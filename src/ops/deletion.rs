@@ -29,7 +29,7 @@ impl Kms {
             self.aliases.clear(); // the key's aliases went with it; a rare event
             let mut ev = AuditEvent::new("DeleteKey", "kms-deletion-scheduler".into(), None);
             ev.key_arn = Some(self.key_arn(&key_id));
-            ev.outcome = "Success".into();
+            ev.outcome = "Success";
             self.audit(&ev).await?;
             tracing::info!(key_arn = %self.key_arn(&key_id), "key material destroyed: pending window ended");
         }
