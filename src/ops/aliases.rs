@@ -28,7 +28,7 @@ impl Kms {
             last_updated_date: now,
         };
         self.store(move |s| s.create_alias(&alias)).await?;
-        self.aliases.invalidate(&name.to_string());
+        self.aliases.invalidate(name);
         Ok(())
     }
 
@@ -66,7 +66,7 @@ impl Kms {
         }
         let (owned, key_id) = (name.to_string(), key.key_id.clone());
         let result = self.store(move |s| s.update_alias(&owned, &key_id, now_secs())).await;
-        self.aliases.invalidate(&name.to_string());
+        self.aliases.invalidate(name);
         result
     }
 
@@ -79,7 +79,7 @@ impl Kms {
         }
         let owned = name.to_string();
         let result = self.store(move |s| s.delete_alias(&owned)).await;
-        self.aliases.invalidate(&name.to_string());
+        self.aliases.invalidate(name);
         result.map_err(|e| match e {
             KmsError::NotFound(_) => KmsError::NotFound(format!("Alias {} is not found.", self.scope.alias_arn(name))),
             other => other,

@@ -134,10 +134,10 @@ impl Kms {
 
     /// The key's compiled policy, parsed once and cached until PutKeyPolicy changes it.
     pub(super) async fn key_policy(&self, key_id: &str) -> Result<Arc<Policy>> {
-        if let Some(p) = self.policies.get(&key_id.to_string()) {
+        if let Some(p) = self.policies.get(key_id) {
             return Ok(p);
         }
-        let seen = self.policies.generation(&key_id.to_string());
+        let seen = self.policies.generation(key_id);
         let owned = key_id.to_string();
         let (text, key_exists) = self
             .store(move |s| match s.get_key_policy(&owned)? {

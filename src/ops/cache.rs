@@ -6,6 +6,7 @@
 //! The capacity bounds the whole cache (an atomic count, not a lock), not each shard: a working
 //! set as large as the capacity fits, however unevenly it hashes over the shards.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,13 +52,17 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
         }
     }
 
-    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K, V>> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, Shard<K, V>> {
         let i = (self.hasher.hash_one(key) as usize) % SHARDS;
         // A panic while holding a shard lock leaves only a cache behind: recover it.
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn get(&self, key: &K) -> Option<V> {
+    /// Looks up by any borrowed form of the key (`&str` for `String` keys: no allocation).
+    pub fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         let mut shard = self.shard(key);
         let (value, at) = shard.map.get(key)?;
         if self.ttl.is_some_and(|ttl| at.elapsed() >= ttl) {
@@ -68,7 +73,10 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
         Some(value.clone())
     }
 
-    pub fn generation(&self, key: &K) -> Generation {
+    pub fn generation<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Generation
+    where
+        K: Borrow<Q>,
+    {
         Generation(self.shard(key).generation)
     }
 
@@ -94,7 +102,10 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
     }
 
     /// Drops the entry and fences off loads that started before this call.
-    pub fn invalidate(&self, key: &K) {
+    pub fn invalidate<Q: Hash + Eq + ?Sized>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
         let mut shard = self.shard(key);
         shard.generation += 1;
         if shard.map.remove(key).is_some() {

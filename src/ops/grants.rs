@@ -322,7 +322,7 @@ impl Kms {
     async fn remove_grant(&self, key_id: &str, grant_id: &str) -> Result<()> {
         let (k, g) = (key_id.to_string(), grant_id.to_string());
         let result = self.store(move |s| s.delete_grant(&k, &g)).await;
-        self.grants.invalidate(&key_id.to_string());
+        self.grants.invalidate(key_id);
         if result? {
             Ok(())
         } else {
@@ -332,10 +332,10 @@ impl Kms {
 
     /// The key's grants, through the cache.
     async fn key_grants(&self, key_id: &str) -> Result<Arc<Vec<GrantRecord>>> {
-        if let Some(g) = self.grants.get(&key_id.to_string()) {
+        if let Some(g) = self.grants.get(key_id) {
             return Ok(g);
         }
-        let seen = self.grants.generation(&key_id.to_string());
+        let seen = self.grants.generation(key_id);
         let owned = key_id.to_string();
         let grants = Arc::new(self.store(move |s| s.key_grants(&owned)).await?);
         self.grants

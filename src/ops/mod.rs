@@ -172,10 +172,10 @@ impl Kms {
     }
 
     async fn alias_target(&self, name: &str) -> Result<String> {
-        if let Some(id) = self.aliases.get(&name.to_string()) {
+        if let Some(id) = self.aliases.get(name) {
             return Ok(id);
         }
-        let seen = self.aliases.generation(&name.to_string());
+        let seen = self.aliases.generation(name);
         let owned = name.to_string();
         let alias = self.store(move |s| s.get_alias(&owned)).await?;
         let alias =
@@ -186,10 +186,10 @@ impl Kms {
     }
 
     async fn key(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>> {
-        if let Some(k) = self.keys.get(&key_id.to_string()) {
+        if let Some(k) = self.keys.get(key_id) {
             return Ok(Some(k));
         }
-        let seen = self.keys.generation(&key_id.to_string());
+        let seen = self.keys.generation(key_id);
         let owned = key_id.to_string();
         let Some(record) = self.store(move |s| s.get_key(&owned)).await? else {
             return Ok(None);
@@ -207,7 +207,7 @@ impl Kms {
     ) -> Result<KeyRecord> {
         let owned = key_id.to_string();
         let result = self.store(move |s| s.update_key(&owned, &mut change)).await;
-        self.keys.invalidate(&key_id.to_string());
+        self.keys.invalidate(key_id);
         result
     }
 }
