@@ -1,12 +1,13 @@
 //! The HSM boundary: the root key lives in a PKCS#11 token and wraps every key material.
-//! All calls block, so they run on tokio's blocking pool, bounded by `max_sessions` permits and a
-//! timeout, with bounded retries for device errors.
+//! All calls block, so they run on dedicated HSM worker threads (`workers.rs`), at most
+//! `max_sessions` at once and within a timeout, with bounded retries for device errors.
 
 pub mod embedded;
 mod errors;
 mod module;
 mod pool;
 mod quirks;
+mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +16,13 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::types::AuthPin;
-use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use crate::config::{hex_decode, HsmConfig};
 use crate::error::{KmsError, Result};
 use pool::{find_root, PooledSession, RootLookup, SessionPool};
 pub use quirks::Quirks;
+use workers::{JobError, Workers};
 
 const GCM_IV_LEN: usize = 12;
 const GCM_TAG_BITS: u64 = 128;
@@ -29,8 +30,7 @@ const GCM_TAG_BITS: u64 = 128;
 pub struct Hsm {
     pool: SessionPool,
     quirks: Quirks,
-    permits: Arc<Semaphore>,
-    timeout: Duration,
+    workers: Workers,
     attempts: u32,
     rng: ring::rand::SystemRandom,
 }
@@ -85,8 +85,7 @@ impl Hsm {
         let hsm = Hsm {
             pool,
             quirks,
-            permits: Arc::new(Semaphore::new(cfg.max_sessions)),
-            timeout: Duration::from_millis(cfg.timeout_ms),
+            workers: Workers::new(cfg.max_sessions, Duration::from_millis(cfg.timeout_ms))?,
             attempts: cfg.retry_attempts,
             rng: ring::rand::SystemRandom::new(),
         };
@@ -97,29 +96,20 @@ impl Hsm {
         self.quirks
     }
 
-    /// Runs a blocking HSM call on the blocking pool, with a session permit and the timeout.
+    /// Runs a blocking HSM call on an HSM worker thread, at most `max_sessions` at once, within the
+    /// timeout (which counts the wait for a worker too).
     pub async fn call<T, F>(self: &Arc<Self>, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Hsm) -> Result<T> + Send + 'static,
     {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| KmsError::internal("HSM closed"))?;
         let hsm = self.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let _permit = permit; // held until the call returns, even past a timeout
-            f(&hsm)
-        });
-        match tokio::time::timeout(self.timeout, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(KmsError::internal("an HSM call panicked")),
-            Err(_) => Err(KmsError::DependencyTimeout(format!(
+        match self.workers.run(move || f(&hsm)).await {
+            Ok(result) => result,
+            Err(JobError::Panicked) => Err(KmsError::internal("an HSM call panicked")),
+            Err(JobError::TimedOut) => Err(KmsError::DependencyTimeout(format!(
                 "The HSM did not answer within {} ms",
-                self.timeout.as_millis()
+                self.workers.timeout().as_millis()
             ))),
         }
     }

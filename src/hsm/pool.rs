@@ -1,5 +1,5 @@
 //! A pool of logged-in PKCS#11 sessions. `cryptoki::Session` is Send but not Sync, so each session
-//! is owned by one blocking thread at a time: taken from the pool, used, and put back.
+//! is owned by one HSM worker thread at a time: taken from the pool, used, and put back.
 
 use std::sync::Mutex;
 

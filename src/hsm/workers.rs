@@ -1,0 +1,364 @@
+//! HSM workers: dedicated OS threads that run blocking HSM calls taken from one shared queue, at most
+//! `max` at once, each answered on a oneshot channel within a timeout.
+//!
+//! Wake-up rule: a worker drains the queue, then lingers for `LINGER` (yielding its CPU) before it
+//! sleeps, and a submitter wakes a sleeping worker (or spawns one, up to `max`) only when the queue
+//! holds more jobs than there are awake workers free to take them. Why: with a fast HSM (hsm-sim's
+//! AES-GCM takes ~1 us) a futex wake and its context switches cost far more than the call, and
+//! requests arrive tens of us apart, so one lingering worker takes call after call with no wake-up;
+//! with a slow one (a network HSM, ~1 ms a call) every job that would wait behind a running one gets
+//! a worker of its own, so up to `max` calls run in parallel. A worker counts as free from the moment
+//! its answer is computed (before the caller hears back), and as awake from the moment it is
+//! signalled, so a burst of submissions wakes one worker per waiting job, not one per submission.
+//! Everything is decided under one mutex, with `wakeups` as the condvar's predicate, so no wake-up is
+//! lost and a spurious one changes nothing.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+/// Runs the call, marks its worker free (`running -= 1`), then sends the answer.
+type Job = Box<dyn FnOnce(&Shared) + Send>;
+
+/// How long a worker that found the queue empty keeps looking before it sleeps (see above).
+const LINGER: Duration = Duration::from_micros(20);
+
+/// Why a job gave no result.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JobError {
+    /// The job panicked (its worker lives on).
+    Panicked,
+    /// No result within the timeout, counted from submission. The job still occupies its worker
+    /// until it returns; one that had not started yet is skipped.
+    TimedOut,
+}
+
+pub struct Workers {
+    shared: Arc<Shared>,
+    max: usize,
+    timeout: Duration,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    /// Worker threads alive.
+    threads: usize,
+    /// Workers not asleep: looking at the queue, running a job, or signalled and not yet up.
+    awake: usize,
+    /// Workers running a job (until its answer is computed).
+    running: usize,
+    /// Signals sent to sleeping workers and not yet taken.
+    wakeups: usize,
+    /// Set when the `Workers` is dropped: workers finish the queue, then exit.
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding the lock (jobs run outside it), so poisoning carries no meaning.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Workers {
+    /// Starts one worker; more are spawned on demand, up to `max`.
+    pub fn new(max: usize, timeout: Duration) -> Result<Workers, String> {
+        let workers = Workers {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                wake: Condvar::new(),
+            }),
+            max: max.max(1),
+            timeout,
+        };
+        {
+            let mut st = workers.shared.lock();
+            st.threads = 1;
+            st.awake = 1;
+        }
+        spawn(&workers.shared).map_err(|e| format!("cannot start an HSM worker thread: {e}"))?;
+        Ok(workers)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs `f` on a worker thread; never blocks the caller's thread.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, JobError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Box::new(move |shared: &Shared| {
+            // A caller that timed out while its job waited gets nothing: don't spend the HSM on it.
+            let result = (!tx.is_closed()).then(|| catch_unwind(AssertUnwindSafe(f)));
+            // Free before the caller hears back, so that its next call finds this worker free and
+            // wakes no other.
+            shared.lock().running -= 1;
+            if let Some(result) = result {
+                let _ = tx.send(result.map_err(|_| JobError::Panicked));
+            }
+        }));
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(result)) => result,
+            // The job was dropped without an answer: only an unwinding job can do that.
+            Ok(Err(_)) => Err(JobError::Panicked),
+            Err(_) => Err(JobError::TimedOut),
+        }
+    }
+
+    fn submit(&self, job: Job) {
+        let mut st = self.shared.lock();
+        st.queue.push_back(job);
+        let (mut notify, mut start) = (false, false);
+        if st.queue.len() > st.awake - st.running {
+            if st.threads > st.awake {
+                st.wakeups += 1;
+                st.awake += 1;
+                notify = true;
+            } else if st.threads < self.max {
+                st.threads += 1;
+                st.awake += 1;
+                start = true;
+            }
+        }
+        drop(st);
+        if notify {
+            self.shared.wake.notify_one();
+        }
+        if start {
+            if let Err(e) = spawn(&self.shared) {
+                // The job stays queued for the running workers (there is always at least one).
+                tracing::warn!(error = %e, "cannot start another HSM worker thread");
+                let mut st = self.shared.lock();
+                st.threads -= 1;
+                st.awake -= 1;
+            }
+        }
+    }
+}
+
+impl Drop for Workers {
+    /// Stops the workers once the queue is empty. Not joined: a worker may be the thread dropping
+    /// this (its job held the last reference), or stuck in a call past its timeout.
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+fn spawn(shared: &Arc<Shared>) -> std::io::Result<()> {
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name("hsm-worker".into())
+        .spawn(move || work(&shared))
+        .map(drop)
+}
+
+fn work(shared: &Shared) {
+    let mut lingered = false;
+    let mut st = shared.lock();
+    loop {
+        if let Some(job) = st.queue.pop_front() {
+            st.running += 1;
+            drop(st);
+            job(shared); // catches its own panics
+            lingered = false;
+            st = shared.lock();
+            continue;
+        }
+        if st.closed {
+            break;
+        }
+        if !lingered {
+            // Still counted awake and free, so submitters wake no one meanwhile.
+            drop(st);
+            let until = Instant::now() + LINGER;
+            while Instant::now() < until && shared.lock().queue.is_empty() {
+                std::thread::yield_now();
+            }
+            lingered = true;
+            st = shared.lock();
+            continue;
+        }
+        st.awake -= 1;
+        loop {
+            if st.wakeups > 0 {
+                st.wakeups -= 1; // the submitter counted us awake already
+                break;
+            }
+            if st.closed {
+                st.awake += 1;
+                break;
+            }
+            st = shared.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+    st.awake -= 1;
+    st.threads -= 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn workers(max: usize) -> Workers {
+        Workers::new(max, Duration::from_secs(10)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn results_arrive() {
+        let w = workers(2);
+        assert_eq!(w.run(|| 6 * 7).await, Ok(42));
+        let name = w.run(|| std::thread::current().name().map(String::from)).await;
+        assert_eq!(
+            name,
+            Ok(Some("hsm-worker".into())),
+            "jobs run on a worker, not the caller"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_concurrent_jobs_all_complete() {
+        let w = Arc::new(workers(4));
+        let tasks: Vec<_> = (0..2000u64)
+            .map(|i| {
+                let w = w.clone();
+                tokio::spawn(async move { w.run(move || i * 2).await })
+            })
+            .collect();
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap(), Ok(i as u64 * 2));
+        }
+        let st = w.shared.lock();
+        assert!(st.queue.is_empty() && st.threads <= 4, "{} threads", st.threads);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_an_error_and_later_jobs_still_run() {
+        let w = workers(1);
+        let r: Result<(), _> = w.run(|| panic!("injected")).await;
+        assert_eq!(r, Err(JobError::Panicked));
+        assert_eq!(w.run(|| 1).await, Ok(1));
+        assert_eq!(w.shared.lock().threads, 1, "the one worker survived");
+    }
+
+    /// Slow jobs run `max` at a time: never more, and no fewer while enough are waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_max_jobs_run_at_once_and_slow_ones_use_them_all() {
+        let w = Arc::new(workers(3));
+        let now = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..12)
+            .map(|_| {
+                let (w, now, peak) = (w.clone(), now.clone(), peak.clone());
+                tokio::spawn(async move {
+                    w.run(move || {
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(n, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(30));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+    }
+
+    /// A second slow call made while the first runs does not wait for it (a network HSM must not
+    /// serialize light load).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_call_does_not_wait_behind_another() {
+        let w = Arc::new(workers(8));
+        let started = Instant::now();
+        let slow = |w: Arc<Workers>| async move { w.run(|| std::thread::sleep(Duration::from_millis(300))).await };
+        let first = tokio::spawn(slow(w.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        slow(w.clone()).await.unwrap();
+        first.await.unwrap().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(550),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// One call at a time needs one worker: a worker is free before its caller hears back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sequential_calls_do_not_grow_the_pool() {
+        let w = workers(8);
+        for i in 0..500 {
+            assert_eq!(w.run(move || i).await, Ok(i));
+        }
+        assert_eq!(w.shared.lock().threads, 1);
+    }
+
+    #[tokio::test]
+    async fn a_job_slower_than_the_timeout_times_out_and_does_not_block_others() {
+        let w = Workers::new(2, Duration::from_millis(100)).unwrap();
+        let started = Instant::now();
+        let r = w.run(|| std::thread::sleep(Duration::from_millis(1000))).await;
+        assert_eq!(r, Err(JobError::TimedOut));
+        assert!(started.elapsed() < Duration::from_millis(900));
+        assert_eq!(w.run(|| 5).await, Ok(5), "another worker takes the next call");
+    }
+
+    /// A job still queued when its caller timed out is skipped, not run late.
+    #[tokio::test]
+    async fn a_job_whose_caller_timed_out_before_it_started_is_skipped() {
+        let w = Workers::new(1, Duration::from_millis(100)).unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let blocker = w.run(|| std::thread::sleep(Duration::from_millis(300)));
+        let r2 = ran.clone();
+        let late = w.run(move || r2.fetch_add(1, Ordering::SeqCst));
+        let (a, b) = tokio::join!(blocker, late);
+        assert_eq!((a, b), (Err(JobError::TimedOut), Err(JobError::TimedOut)));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(w.run(|| 0).await, Ok(0));
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_pool_ends_its_threads() {
+        let w = Arc::new(workers(4));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let w = w.clone();
+                tokio::spawn(async move { w.run(|| std::thread::sleep(Duration::from_millis(20))).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let w = Arc::into_inner(w).unwrap();
+        assert!(w.shared.lock().threads > 1);
+        let shared = Arc::downgrade(&w.shared);
+        drop(w);
+        // Each worker holds the shared state until it exits.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shared.strong_count() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} workers still alive",
+                shared.strong_count()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
