@@ -27,11 +27,24 @@ pub struct ArnScope {
 }
 
 impl ArnScope {
+    /// `arn:<partition>:kms:<region>:<account>:key/<key_id>`, built by concatenation: it is
+    /// called several times per request, and `format!` showed in profiles.
     pub fn key_arn(&self, key_id: &str) -> String {
-        format!(
-            "arn:{}:kms:{}:{}:key/{key_id}",
-            self.partition, self.region, self.account
-        )
+        let parts = [
+            "arn:",
+            &self.partition,
+            ":kms:",
+            &self.region,
+            ":",
+            &self.account,
+            ":key/",
+            key_id,
+        ];
+        let mut arn = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            arn.push_str(p);
+        }
+        arn
     }
 
     pub fn alias_arn(&self, alias: &str) -> String {
@@ -124,6 +137,10 @@ mod tests {
             KeyRef::Key(ID.into())
         );
         let arn = s.key_arn(ID);
+        assert_eq!(
+            arn,
+            format!("arn:{}:kms:{}:{}:key/{ID}", s.partition, s.region, s.account)
+        );
         assert_eq!(s.parse("keyId", &arn, Accept::KeyOnly).unwrap(), KeyRef::Key(ID.into()));
         assert_eq!(
             s.parse("keyId", "alias/a", Accept::KeyOrAlias).unwrap(),
