@@ -13,7 +13,7 @@ use super::{Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::algorithms::EncryptionAlgorithm;
-use crate::keys::ciphertext::{self, MAX_BLOB};
+use crate::keys::ciphertext::{self, MAX_BLOB, NONCE_LEN};
 use crate::keys::context::EncryptionContext;
 use crate::keys::key_ref::Accept;
 use crate::keys::names;
@@ -186,11 +186,19 @@ impl Kms {
             )
             .await?;
         self.symmetric_encryption_key(&key)?;
-        let mut plaintext = Zeroizing::new(vec![0u8; spec.0]);
+        // The data key and the seal's nonce from one RNG call (one syscall fewer per request).
+        let mut random = Zeroizing::new(vec![0u8; spec.0 + NONCE_LEN]);
         self.rng
-            .fill(&mut plaintext)
+            .fill(&mut random)
             .map_err(|_| KmsError::internal("the system RNG failed"))?;
-        let ciphertext = self.seal(&key, context, &plaintext).await?;
+        let (plaintext, nonce) = random.split_at(spec.0);
+        let nonce: &[u8; NONCE_LEN] = nonce.try_into().expect("split at NONCE_LEN from the end");
+        let material = self.material(&key, key.current_material).await?;
+        let ciphertext =
+            material
+                .symmetric()?
+                .seal_with_nonce(nonce, &key.key_id, key.current_material, context, plaintext)?;
+        let plaintext = Zeroizing::new(plaintext.to_vec());
         Ok(DataKey {
             ciphertext,
             plaintext,

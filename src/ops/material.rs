@@ -75,10 +75,24 @@ impl SymmetricKey {
         context: &EncryptionContext,
         plaintext: &[u8],
     ) -> Result<Vec<u8>> {
-        let header = ciphertext::header(key_id, material_id)?;
         let mut nonce = [0u8; NONCE_LEN];
         rng.fill(&mut nonce)
             .map_err(|_| KmsError::internal("the system RNG failed"))?;
+        self.seal_with_nonce(&nonce, key_id, material_id, context, plaintext)
+    }
+
+    /// `seal` with a fresh random nonce drawn by the caller (GenerateDataKey draws the data key
+    /// and the nonce with one RNG call). Never call it twice with the same nonce.
+    pub fn seal_with_nonce(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        key_id: &str,
+        material_id: u32,
+        context: &EncryptionContext,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        let header = ciphertext::header(key_id, material_id)?;
+        let nonce = *nonce;
         let aad = aad(&header, context);
         let mut blob = Vec::with_capacity(ciphertext::OVERHEAD + plaintext.len());
         blob.extend_from_slice(&header);
