@@ -2,6 +2,7 @@
 //! (PostgreSQL) can stand in for the embedded SQLite file when one node is not enough.
 //! Calls block; callers run them on the blocking pool.
 
+mod batch;
 mod sqlite;
 
 pub use sqlite::SqliteStore;
@@ -13,7 +14,8 @@ pub trait Store: Send + Sync + 'static {
     /// True when no key was ever created (decides whether a missing root key may be created).
     fn is_empty(&self) -> Result<bool>;
 
-    /// Stores a new key with its first material, tags and key policy, atomically.
+    /// Stores a new key with its first material, tags and key policy, atomically and durably.
+    /// Concurrent calls may share one transaction (group commit); each still fails or succeeds alone.
     fn create_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[Tag], policy: &str) -> Result<()>;
     /// The key's policy document (there is one, named "default").
     fn get_key_policy(&self, key_id: &str) -> Result<Option<String>>;
