@@ -192,7 +192,9 @@ impl Kms {
             .fill(&mut random)
             .map_err(|_| KmsError::internal("the system RNG failed"))?;
         let (plaintext, nonce) = random.split_at(spec.0);
-        let nonce: &[u8; NONCE_LEN] = nonce.try_into().expect("split at NONCE_LEN from the end");
+        let nonce: &[u8; NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| KmsError::internal("nonce of the wrong length"))?;
         let material = self.material(&key, key.current_material).await?;
         let ciphertext =
             material
