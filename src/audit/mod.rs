@@ -2,8 +2,8 @@
 //! thread in batches with one fsync per batch (group commit), and a request is answered only after
 //! its record is on disk. Records carry names and outcomes, never plaintext, data keys or material.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+mod file;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, OnceLock};
@@ -11,6 +11,7 @@ use std::sync::{mpsc, OnceLock};
 use tokio::sync::oneshot;
 
 use crate::error::{KmsError, Result};
+use file::AuditFile;
 
 /// What one request did. Filled in as the request is handled; written as one JSON line by
 /// [`AuditEvent::to_line`] (field order as declared; optional fields only when present).
@@ -154,11 +155,8 @@ const MAX_BATCH: usize = 4096;
 
 impl AuditLog {
     pub fn open(path: &Path) -> std::result::Result<AuditLog, String> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| format!("cannot open audit log {}: {e}", path.display()))?;
+        let file =
+            AuditFile::open(path, file::STEP).map_err(|e| format!("cannot open audit log {}: {e}", path.display()))?;
         let (tx, rx) = mpsc::channel::<Pending>();
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -183,7 +181,7 @@ impl AuditLog {
     }
 }
 
-fn write_loop(mut file: File, rx: mpsc::Receiver<Pending>) {
+fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
@@ -199,10 +197,7 @@ fn write_loop(mut file: File, rx: mpsc::Receiver<Pending>) {
                 None
             };
         }
-        let result = file
-            .write_all(&buf)
-            .and_then(|_| file.sync_data())
-            .map_err(|e| e.to_string());
+        let result = file.append(&buf).and_then(|_| file.sync()).map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!(error = %e, "audit log write failed");
         }
@@ -228,7 +223,10 @@ mod tests {
         for w in writes {
             w.await.unwrap();
         }
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string();
         assert_eq!(text.lines().count(), 50);
         let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(first["operation"], "Encrypt");

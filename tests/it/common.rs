@@ -357,9 +357,15 @@ impl Server {
         assert!(status.success(), "kill -HUP failed");
     }
 
+    /// The audit log's records as text, without the preallocated NUL padding after them.
+    pub fn audit_text(&self) -> String {
+        let text = std::fs::read_to_string(self.data_dir().join("audit.log")).unwrap_or_default();
+        text.trim_end_matches('\0').to_string()
+    }
+
     /// The audit log's text and its records.
     pub fn audit_records(&self) -> (String, Vec<serde_json::Value>) {
-        let text = std::fs::read_to_string(self.data_dir().join("audit.log")).unwrap_or_default();
+        let text = self.audit_text();
         let records = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))

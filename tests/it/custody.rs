@@ -112,7 +112,10 @@ async fn no_data_key_plaintext_or_key_material_on_disk_or_in_the_audit_log() {
             file.display()
         );
         // Key material: try every 32-byte window of the file as the key of each probe ciphertext.
-        for window in bytes.windows(32) {
+        // The windows wholly inside trailing zeros (the audit log's preallocated padding) are all
+        // the same window: it is tried once.
+        let last = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        for window in bytes[..bytes.len().min(last + 32)].windows(32) {
             for probe in &probes {
                 assert!(
                     !opens(window, probe),
@@ -123,7 +126,7 @@ async fn no_data_key_plaintext_or_key_material_on_disk_or_in_the_audit_log() {
         }
     }
 
-    let audit = std::fs::read_to_string(server.data_dir().join("audit.log")).unwrap();
+    let audit = server.audit_text();
     let records: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     // 3 CreateKey, 15 GenerateDataKey, 3 Encrypt, 3 Decrypt, 1 GenerateRandom: one record per request.
     assert_eq!(records.len(), 25);
@@ -145,7 +148,7 @@ async fn failed_requests_are_audited_with_their_exception_name() {
     expect_err(c.describe_key(bogus).await, "NotFoundException");
     drop(c);
     server.stop();
-    let audit = std::fs::read_to_string(server.data_dir().join("audit.log")).unwrap();
+    let audit = server.audit_text();
     let record: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
     assert_eq!(record["operation"], "DescribeKey");
     assert_eq!(record["outcome"], "NotFoundException");

@@ -180,7 +180,7 @@ async fn deletion_destroys_material_when_the_window_ends_even_across_restarts() 
     };
     assert_eq!(count("materials"), 0, "wrapped material must be gone");
     assert_eq!(count("keys"), 0);
-    let audit = std::fs::read_to_string(server.data_dir().join("audit.log")).unwrap();
+    let audit = server.audit_text();
     assert!(audit
         .lines()
         .any(|l| l.contains("\"DeleteKey\"") && l.contains(&doomed.key_id)));
