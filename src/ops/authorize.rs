@@ -74,7 +74,17 @@ impl Kms {
         let token_grants = self.grants_for_tokens(access.grant_tokens).await?;
         let conditional = key_policy.has_conditions() || identity_policies.iter().any(|p| p.has_conditions());
         let ctx = if conditional {
-            self.request_context(ev, access, &self.key_arn(&key.key_id))
+            // Only the condition keys these policies read.
+            let mut read: Vec<String> = key_policy.condition_keys().map(str::to_string).collect();
+            read.extend(
+                identity_policies
+                    .iter()
+                    .flat_map(|p| p.condition_keys())
+                    .map(str::to_string),
+            );
+            read.sort_unstable();
+            read.dedup();
+            self.request_context(ev, access, &self.key_arn(&key.key_id), Some(read))
                 .with(ck::KEY_SPEC, key.key_spec.as_str())
                 .with(ck::KEY_USAGE, key.key_usage.as_str())
                 .with(ck::KEY_ORIGIN, key.origin.as_str())
@@ -97,7 +107,7 @@ impl Kms {
     /// root principal always may.
     pub(super) fn authorize_account(&self, ev: &mut AuditEvent, access: &Access<'_>) -> Result<()> {
         let ctx = self
-            .request_context(ev, access, "*")
+            .request_context(ev, access, "*", None)
             .with_key_account(&self.scope.account);
         let identity = self.identity.snapshot();
         let decision = policy::evaluate(&self.account_policy, identity.for_principal(&ev.principal), false, &ctx);
@@ -106,13 +116,20 @@ impl Kms {
 
     /// The lockout safety check: `policy` must still let the caller PutKeyPolicy on the key.
     pub(super) fn lockout_check(&self, ev: &AuditEvent, policy: &Policy, key_arn: &str) -> Result<()> {
-        let ctx = self.request_context(ev, &Access::new("kms:PutKeyPolicy"), key_arn);
+        let ctx = self.request_context(ev, &Access::new("kms:PutKeyPolicy"), key_arn, None);
         policy::lockout_check(policy, &ctx)
     }
 
-    /// The full request context: every condition key the request carries.
-    fn request_context(&self, ev: &AuditEvent, access: &Access<'_>, resource: &str) -> RequestContext {
-        let mut ctx = RequestContext::new(&ev.principal, access.action, resource);
+    /// The request context: every condition key the request carries, or of those only the ones in
+    /// `only` (lowercased).
+    fn request_context(
+        &self,
+        ev: &AuditEvent,
+        access: &Access<'_>,
+        resource: &str,
+        only: Option<Vec<String>>,
+    ) -> RequestContext {
+        let mut ctx = RequestContext::new_reading(&ev.principal, access.action, resource, only);
         ctx.set(ck::SECURE_TRANSPORT, if ev.secure_transport { "true" } else { "false" });
         if let Some(ip) = &ev.source_ip {
             ctx.set(ck::SOURCE_IP, ip.as_str());

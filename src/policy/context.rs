@@ -20,6 +20,9 @@ pub struct RequestContext {
     resource: String,
     key_account: Option<String>,
     values: HashMap<String, Vec<String>>,
+    /// When set, only these condition keys (lowercased) are stored: the ones the policies in play
+    /// read. A key no policy reads can't change a decision, so building it is wasted work.
+    only: Option<Vec<String>>,
 }
 
 impl RequestContext {
@@ -28,7 +31,20 @@ impl RequestContext {
     /// `aws:PrincipalAccount`, `kms:CallerAccount` (from the principal's ARN), the key's account
     /// (from the key ARN), and `aws:CurrentTime` / `aws:EpochTime` (now).
     pub fn new(principal_arn: &str, action: &str, resource_arn: &str) -> RequestContext {
+        RequestContext::new_reading(principal_arn, action, resource_arn, None)
+    }
+
+    /// [`RequestContext::new`] that keeps only the condition keys in `only` (lowercased), when given:
+    /// every later `set` of another key is skipped. For the policies that read those keys, the
+    /// decision is the same as with every key set.
+    pub fn new_reading(
+        principal_arn: &str,
+        action: &str,
+        resource_arn: &str,
+        only: Option<Vec<String>>,
+    ) -> RequestContext {
         let mut ctx = RequestContext::without_conditions(principal_arn, action, resource_arn);
+        ctx.only = only;
         if let Some(arn) = ctx.caller.principal_arn() {
             ctx.set(keys::PRINCIPAL_ARN, arn);
         }
@@ -55,6 +71,7 @@ impl RequestContext {
             resource: resource_arn.to_string(),
             key_account,
             values: HashMap::new(),
+            only: None,
             caller,
         }
     }
@@ -83,6 +100,9 @@ impl RequestContext {
         mut self,
         context: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
+        if !self.reads_encryption_context() {
+            return self;
+        }
         let mut names = Vec::new();
         for (k, v) in context {
             self.set(&keys::encryption_context(k.as_ref()), v.as_ref());
@@ -101,18 +121,48 @@ impl RequestContext {
     }
 
     fn set_current_time(&mut self, t: SystemTime) {
+        if !self.reads(keys::CURRENT_TIME) && !self.reads(keys::EPOCH_TIME) {
+            return;
+        }
         self.set(keys::CURRENT_TIME, humantime::format_rfc3339_seconds(t).to_string());
         let epoch = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.set(keys::EPOCH_TIME, epoch.to_string());
     }
 
     pub fn set(&mut self, key: &str, value: impl Into<String>) {
-        self.values.insert(keys::normalize(key), vec![value.into()]);
+        if self.reads(key) {
+            self.values.insert(keys::normalize(key), vec![value.into()]);
+        }
     }
 
     pub fn set_values<S: Into<String>>(&mut self, key: &str, values: impl IntoIterator<Item = S>) {
+        if !self.reads(key) {
+            return;
+        }
         self.values
             .insert(keys::normalize(key), values.into_iter().map(Into::into).collect());
+    }
+
+    /// Whether `key` is kept (see [`RequestContext::new_reading`]); compared without allocating.
+    fn reads(&self, key: &str) -> bool {
+        let Some(only) = &self.only else { return true };
+        if key.is_ascii() {
+            only.iter().any(|k| k.eq_ignore_ascii_case(key))
+        } else {
+            let key = keys::normalize(key);
+            only.contains(&key)
+        }
+    }
+
+    fn reads_encryption_context(&self) -> bool {
+        let prefix = keys::ENCRYPTION_CONTEXT_PREFIX;
+        match &self.only {
+            None => true,
+            Some(only) => only.iter().any(|k| {
+                k.eq_ignore_ascii_case(keys::ENCRYPTION_CONTEXT_KEYS)
+                    || k.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+            }),
+        }
     }
 
     /// Makes `key` missing.

@@ -95,6 +95,11 @@ impl Policy {
         self.statements.iter().any(|s| !s.condition.is_empty())
     }
 
+    /// The condition keys its statements read, lowercased (with repeats).
+    pub fn condition_keys(&self) -> impl Iterator<Item = &str> {
+        self.statements.iter().flat_map(|s| s.condition.keys())
+    }
+
     /// Parses a key policy (the name used in decisions is "key policy").
     pub fn parse_key_policy(text: &str) -> Result<Policy> {
         Policy::parse(PolicyKind::KeyPolicy, "key policy", text)

@@ -111,6 +111,11 @@ impl Condition {
         self.clauses.is_empty()
     }
 
+    /// The condition keys the clauses read, lowercased.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.clauses.iter().map(|c| c.key.as_str())
+    }
+
     /// Whether every clause holds for `ctx`.
     pub(crate) fn holds(&self, ctx: &RequestContext) -> bool {
         self.clauses.iter().all(|c| c.holds(ctx))

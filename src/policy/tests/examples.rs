@@ -1044,3 +1044,62 @@ fn compiled_policies_are_shareable_across_threads() {
     assert_send_sync::<RequestContext>();
     assert_send_sync::<Decision>();
 }
+
+#[test]
+fn a_context_with_only_the_keys_the_policy_reads_decides_the_same() {
+    let kp = key_policy(json!([
+        {
+            "Effect": "Allow",
+            "Principal": {"AWS": user("alice")},
+            "Action": "kms:*",
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"kms:EncryptionContext:Department": "IT"},
+                "IpAddress": {"aws:SourceIp": "10.0.0.0/8"}
+            }
+        },
+        {
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": "kms:*",
+            "Resource": "*",
+            "Condition": {"ForAnyValue:StringEquals": {"kms:EncryptionContextKeys": "secret"}}
+        },
+        {
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": "kms:*",
+            "Resource": "*",
+            "Condition": {"DateGreaterThan": {"aws:CurrentTime": "2100-01-01T00:00:00Z"}}
+        }
+    ]));
+    let read: Vec<String> = kp.condition_keys().map(str::to_string).collect();
+    let build = |only: Option<Vec<String>>, ec: &[(&str, &str)], ip: &str| {
+        RequestContext::new_reading(&user("alice"), "kms:Decrypt", KEY, only)
+            .with_encryption_context(ec.iter().copied())
+            .with(keys::SOURCE_IP, ip)
+            .with(keys::KEY_SPEC, "SYMMETRIC_DEFAULT")
+    };
+    let cases: &[(&[(&str, &str)], &str, bool)] = &[
+        (&[("Department", "IT")], "10.1.2.3", true),
+        (&[("department", "IT")], "10.1.2.3", true),
+        (&[("Department", "HR")], "10.1.2.3", false),
+        (&[("Department", "IT")], "192.168.1.1", false),
+        (&[("Department", "IT"), ("secret", "x")], "10.1.2.3", false),
+        (&[], "10.1.2.3", false),
+    ];
+    for &(ec, ip, expected) in cases {
+        let full = build(None, ec, ip);
+        let only = build(Some(read.clone()), ec, ip);
+        assert_eq!(allowed(&kp, &[], &full), expected, "{ec:?} {ip}");
+        assert_eq!(
+            allowed(&kp, &[], &only),
+            expected,
+            "{ec:?} {ip} with only the keys read"
+        );
+        // What no statement reads is not built; what one reads is.
+        assert!(full.get(keys::KEY_SPEC).is_some() && full.get(keys::PRINCIPAL_ARN).is_some());
+        assert!(only.get(keys::KEY_SPEC).is_none() && only.get(keys::PRINCIPAL_ARN).is_none());
+        assert!(only.get(keys::SOURCE_IP).is_some() && only.get(keys::CURRENT_TIME).is_some());
+    }
+}
