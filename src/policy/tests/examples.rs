@@ -1080,7 +1080,9 @@ fn a_context_with_only_the_keys_the_policy_reads_decides_the_same() {
             .with(keys::SOURCE_IP, ip)
             .with(keys::KEY_SPEC, "SYMMETRIC_DEFAULT")
     };
-    let cases: &[(&[(&str, &str)], &str, bool)] = &[
+    // (encryption context, source IP, allowed?)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, bool);
+    let cases: &[Case] = &[
         (&[("Department", "IT")], "10.1.2.3", true),
         (&[("department", "IT")], "10.1.2.3", true),
         (&[("Department", "HR")], "10.1.2.3", false),
