@@ -74,16 +74,19 @@ impl Kms {
         let token_grants = self.grants_for_tokens(access.grant_tokens).await?;
         let conditional = key_policy.has_conditions() || identity_policies.iter().any(|p| p.has_conditions());
         let ctx = if conditional {
-            // Only the condition keys these policies read.
-            let mut read: Vec<String> = key_policy.condition_keys().map(str::to_string).collect();
-            read.extend(
-                identity_policies
-                    .iter()
-                    .flat_map(|p| p.condition_keys())
-                    .map(str::to_string),
-            );
-            read.sort_unstable();
-            read.dedup();
+            // Only the condition keys these policies read (usually the key policy's, precomputed).
+            let mut read = key_policy.condition_keys().clone();
+            if identity_policies.iter().any(|p| p.has_conditions()) {
+                let mut all: Vec<String> = read.to_vec();
+                all.extend(
+                    identity_policies
+                        .iter()
+                        .flat_map(|p| p.condition_keys().iter().cloned()),
+                );
+                all.sort_unstable();
+                all.dedup();
+                read = all.into();
+            }
             self.request_context(ev, access, &self.key_arn(&key.key_id), Some(read))
                 .with(ck::KEY_SPEC, key.key_spec.as_str())
                 .with(ck::KEY_USAGE, key.key_usage.as_str())
@@ -127,7 +130,7 @@ impl Kms {
         ev: &AuditEvent,
         access: &Access<'_>,
         resource: &str,
-        only: Option<Vec<String>>,
+        only: Option<std::sync::Arc<[String]>>,
     ) -> RequestContext {
         let mut ctx = RequestContext::new_reading(&ev.principal, access.action, resource, only);
         ctx.set(ck::SECURE_TRANSPORT, if ev.secure_transport { "true" } else { "false" });

@@ -2,6 +2,7 @@
 //! request carries. Built once per request by the caller of the engine.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::condition::keys;
@@ -22,7 +23,7 @@ pub struct RequestContext {
     values: HashMap<String, Vec<String>>,
     /// When set, only these condition keys (lowercased) are stored: the ones the policies in play
     /// read. A key no policy reads can't change a decision, so building it is wasted work.
-    only: Option<Vec<String>>,
+    only: Option<Arc<[String]>>,
 }
 
 impl RequestContext {
@@ -41,7 +42,7 @@ impl RequestContext {
         principal_arn: &str,
         action: &str,
         resource_arn: &str,
-        only: Option<Vec<String>>,
+        only: Option<Arc<[String]>>,
     ) -> RequestContext {
         let mut ctx = RequestContext::without_conditions(principal_arn, action, resource_arn);
         ctx.only = only;
@@ -149,8 +150,7 @@ impl RequestContext {
         if key.is_ascii() {
             only.iter().any(|k| k.eq_ignore_ascii_case(key))
         } else {
-            let key = keys::normalize(key);
-            only.contains(&key)
+            only.contains(&keys::normalize(key))
         }
     }
 

@@ -3,6 +3,7 @@
 //! touches JSON again.
 
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 use super::action::Actions;
 use super::condition::Condition;
@@ -86,18 +87,20 @@ pub struct Policy {
     version: Option<String>,
     id: Option<String>,
     pub(crate) statements: Vec<Statement>,
+    /// The condition keys the statements read, lowercased, sorted, once each.
+    condition_keys: Arc<[String]>,
 }
 
 impl Policy {
     /// Whether any statement has a Condition. Without one no condition key can change a decision,
     /// so a caller may skip building them (the default key policy has none).
     pub fn has_conditions(&self) -> bool {
-        self.statements.iter().any(|s| !s.condition.is_empty())
+        !self.condition_keys.is_empty()
     }
 
-    /// The condition keys its statements read, lowercased (with repeats).
-    pub fn condition_keys(&self) -> impl Iterator<Item = &str> {
-        self.statements.iter().flat_map(|s| s.condition.keys())
+    /// The condition keys its statements read, lowercased, sorted, once each.
+    pub fn condition_keys(&self) -> &Arc<[String]> {
+        &self.condition_keys
     }
 
     /// Parses a key policy (the name used in decisions is "key policy").
@@ -189,12 +192,20 @@ impl Policy {
                 ))
             }
         };
+        let mut condition_keys: Vec<String> = statements
+            .iter()
+            .flat_map(|s| s.condition.keys())
+            .map(str::to_string)
+            .collect();
+        condition_keys.sort_unstable();
+        condition_keys.dedup();
         Ok(Policy {
             name: name.to_string(),
             kind,
             version,
             id,
             statements,
+            condition_keys: condition_keys.into(),
         })
     }
 

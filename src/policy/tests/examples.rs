@@ -1073,8 +1073,8 @@ fn a_context_with_only_the_keys_the_policy_reads_decides_the_same() {
             "Condition": {"DateGreaterThan": {"aws:CurrentTime": "2100-01-01T00:00:00Z"}}
         }
     ]));
-    let read: Vec<String> = kp.condition_keys().map(str::to_string).collect();
-    let build = |only: Option<Vec<String>>, ec: &[(&str, &str)], ip: &str| {
+    let read = kp.condition_keys().clone();
+    let build = |only: Option<std::sync::Arc<[String]>>, ec: &[(&str, &str)], ip: &str| {
         RequestContext::new_reading(&user("alice"), "kms:Decrypt", KEY, only)
             .with_encryption_context(ec.iter().copied())
             .with(keys::SOURCE_IP, ip)
