@@ -72,11 +72,11 @@ impl Kms {
         let identity = self.identity.snapshot();
         let identity_policies = identity.for_principal(&ev.principal);
         let token_grants = self.grants_for_tokens(access.grant_tokens).await?;
-        let conditional = key_policy.has_conditions() || identity_policies.iter().any(|p| p.has_conditions());
-        let ctx = if conditional {
+        let identity_conditional = identity_policies.iter().any(|p| p.has_conditions());
+        let ctx = if key_policy.has_conditions() || identity_conditional {
             // Only the condition keys these policies read (usually the key policy's, precomputed).
             let mut read = key_policy.condition_keys().clone();
-            if identity_policies.iter().any(|p| p.has_conditions()) {
+            if identity_conditional {
                 let mut all: Vec<String> = read.to_vec();
                 all.extend(
                     identity_policies
