@@ -57,6 +57,9 @@ pub struct HsmConfig {
     pub retry_attempts: u32,
     /// Vendor quirks: "auto" (from C_GetInfo), "softhsm2", "cloudhsm", "hsm-sim", "generic".
     pub vendor: String,
+    /// Software tokens: operations use a session copy of the root key, and the token object is
+    /// looked up again this often; once it is gone the copy is destroyed. 0: no copy.
+    pub root_check_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +110,7 @@ impl Default for HsmConfig {
             timeout_ms: 5000,
             retry_attempts: 3,
             vendor: "auto".into(),
+            root_check_seconds: 10,
         }
     }
 }

@@ -7,6 +7,7 @@ mod errors;
 mod module;
 mod pool;
 mod quirks;
+mod root;
 mod workers;
 
 use std::sync::Arc;
@@ -52,7 +53,9 @@ impl Hsm {
         let quirks = Quirks::select(&cfg.vendor, &module)?;
         let slot = find_slot(&module, &cfg.token_label)?;
         let root_id = hex_decode(&cfg.root_key_id).ok_or("hsm.root_key_id is not hex")?;
-        let pool = SessionPool::new(module, slot, pin, root_id.clone());
+        let root_check = (quirks.root_session_copy && cfg.root_check_seconds > 0)
+            .then(|| Duration::from_secs(cfg.root_check_seconds));
+        let pool = SessionPool::new(module, slot, pin, root_id.clone(), root_check);
         let session = pool
             .open()
             .map_err(|e| format!("cannot log in to token {:?}: {e}", cfg.token_label))?;

@@ -8,6 +8,9 @@ pub struct Quirks {
     /// The HSM generates the AES-GCM IV itself and writes it back (CloudHSM); otherwise the caller
     /// supplies a random one (SoftHSM2, hsm-sim).
     pub gcm_iv_from_hsm: bool,
+    /// Operations use a session copy of the root key (`root.rs`): software tokens re-read a token
+    /// object from disk on every use. Hardware HSMs hold token keys in memory already.
+    pub root_session_copy: bool,
 }
 
 impl Quirks {
@@ -25,18 +28,22 @@ impl Quirks {
             "softhsm2" => Ok(Quirks {
                 vendor: "softhsm2",
                 gcm_iv_from_hsm: false,
+                root_session_copy: true,
             }),
             "hsm-sim" => Ok(Quirks {
                 vendor: "hsm-sim",
                 gcm_iv_from_hsm: false,
+                root_session_copy: true,
             }),
             "cloudhsm" => Ok(Quirks {
                 vendor: "cloudhsm",
                 gcm_iv_from_hsm: true,
+                root_session_copy: false,
             }),
             "generic" => Ok(Quirks {
                 vendor: "generic",
                 gcm_iv_from_hsm: false,
+                root_session_copy: false,
             }),
             other => Err(format!(
                 "hsm.vendor must be one of auto, softhsm2, cloudhsm, hsm-sim, generic; got {other:?}"

@@ -38,7 +38,7 @@ impl TestHsm {
         }
     }
 
-    fn softhsm() -> TestHsm {
+    pub fn softhsm() -> TestHsm {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
         std::fs::create_dir(&tokens).unwrap();
