@@ -1,18 +1,25 @@
 //! The request context: who calls, which action, on which key, and the condition key values the
 //! request carries. Built once per request by the caller of the engine.
 
-use std::collections::HashMap;
+mod store;
+mod value;
+
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::condition::keys;
 use super::principal::{is_account_id, split_arn, Caller, CallerKind};
+use store::{Name, Store};
+pub(crate) use value::Stamp;
+use value::{TimeForm, Value};
 
 /// Everything a policy can be decided on for one request.
 ///
-/// Condition keys are stored lowercased (names are case-insensitive); values keep their case.
-/// Each key holds one value or a set of values; an empty set counts as missing. Values are
-/// strings and each operator interprets them (numbers, dates, booleans, IP addresses, ARNs).
+/// Condition key names are case-insensitive; values keep their case. Each key holds one value or
+/// a set of values; an empty set counts as missing. Values are strings and each operator
+/// interprets them (numbers, dates, booleans, IP addresses, ARNs); the current time is kept as a
+/// number and rendered as text only when an operator reads it as text.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub(crate) caller: Caller,
@@ -20,10 +27,15 @@ pub struct RequestContext {
     pub(crate) action_lc: String,
     resource: String,
     key_account: Option<String>,
-    values: HashMap<String, Vec<String>>,
-    /// When set, only these condition keys (lowercased) are stored: the ones the policies in play
+    /// The condition keys; with [`RequestContext::new_reading`], only the ones the policies in play
     /// read. A key no policy reads can't change a decision, so building it is wasted work.
-    only: Option<Arc<[String]>>,
+    values: Store,
+}
+
+/// A condition key's request values as an operator reads them.
+pub(crate) enum Request<'a> {
+    Strings(&'a [String]),
+    Time(&'a Stamp),
 }
 
 impl RequestContext {
@@ -35,9 +47,10 @@ impl RequestContext {
         RequestContext::new_reading(principal_arn, action, resource_arn, None)
     }
 
-    /// [`RequestContext::new`] that keeps only the condition keys in `only` (lowercased), when given:
-    /// every later `set` of another key is skipped. For the policies that read those keys, the
-    /// decision is the same as with every key set.
+    /// [`RequestContext::new`] that keeps only the condition keys in `only` (lowercased, sorted,
+    /// once each, as [`Policy::condition_keys`](super::Policy::condition_keys) gives them), when
+    /// given: every later `set` of another key is skipped. For the policies that read those keys,
+    /// the decision is the same as with every key set.
     pub fn new_reading(
         principal_arn: &str,
         action: &str,
@@ -45,13 +58,17 @@ impl RequestContext {
         only: Option<Arc<[String]>>,
     ) -> RequestContext {
         let mut ctx = RequestContext::without_conditions(principal_arn, action, resource_arn);
-        ctx.only = only;
-        if let Some(arn) = ctx.caller.principal_arn() {
-            ctx.set(keys::PRINCIPAL_ARN, arn);
+        ctx.values = Store::new(only);
+        match ctx.caller.principal_arn_cow() {
+            Some(Cow::Borrowed(_)) => ctx.values.set(Name::plain(keys::PRINCIPAL_ARN), || Value::CallerArn),
+            Some(Cow::Owned(arn)) => ctx.values.set(Name::plain(keys::PRINCIPAL_ARN), || Value::One(arn)),
+            None => {}
         }
-        if let Some(account) = ctx.caller.account.clone() {
-            ctx.set(keys::PRINCIPAL_ACCOUNT, account.clone());
-            ctx.set(keys::CALLER_ACCOUNT, account);
+        if ctx.caller.account.is_some() {
+            ctx.values
+                .set(Name::plain(keys::PRINCIPAL_ACCOUNT), || Value::CallerAccount);
+            ctx.values
+                .set(Name::plain(keys::CALLER_ACCOUNT), || Value::CallerAccount);
         }
         ctx.set_current_time(SystemTime::now());
         ctx
@@ -71,8 +88,7 @@ impl RequestContext {
             action_lc: action.to_lowercase(),
             resource: resource_arn.to_string(),
             key_account,
-            values: HashMap::new(),
-            only: None,
+            values: Store::new(None),
             caller,
         }
     }
@@ -101,16 +117,24 @@ impl RequestContext {
         mut self,
         context: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
-        if !self.reads_encryption_context() {
+        if !self.values.keeps_encryption_context() {
             return self;
         }
+        let keep_names = self.values.keeps(Name::plain(keys::ENCRYPTION_CONTEXT_KEYS));
         let mut names = Vec::new();
+        let mut any = false;
         for (k, v) in context {
-            self.set(&keys::encryption_context(k.as_ref()), v.as_ref());
-            names.push(k.as_ref().to_string());
+            let (k, v) = (k.as_ref(), v.as_ref());
+            self.values
+                .set(Name::encryption_context(k), || Value::One(v.to_string()));
+            if keep_names {
+                names.push(k.to_string());
+            }
+            any = true;
         }
-        if !names.is_empty() {
-            self.set_values(keys::ENCRYPTION_CONTEXT_KEYS, names);
+        if any {
+            self.values
+                .set(Name::plain(keys::ENCRYPTION_CONTEXT_KEYS), || Value::Many(names));
         }
         self
     }
@@ -122,61 +146,52 @@ impl RequestContext {
     }
 
     fn set_current_time(&mut self, t: SystemTime) {
-        if !self.reads(keys::CURRENT_TIME) && !self.reads(keys::EPOCH_TIME) {
-            return;
-        }
-        self.set(keys::CURRENT_TIME, humantime::format_rfc3339_seconds(t).to_string());
-        let epoch = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        self.set(keys::EPOCH_TIME, epoch.to_string());
+        self.values.set(Name::plain(keys::CURRENT_TIME), || {
+            Value::Time(Stamp::new(t, TimeForm::Iso8601))
+        });
+        self.values.set(Name::plain(keys::EPOCH_TIME), || {
+            Value::Time(Stamp::new(t, TimeForm::EpochSeconds))
+        });
     }
 
     pub fn set(&mut self, key: &str, value: impl Into<String>) {
-        if self.reads(key) {
-            self.values.insert(keys::normalize(key), vec![value.into()]);
-        }
+        self.values.set(Name::plain(key), || Value::One(value.into()));
     }
 
     pub fn set_values<S: Into<String>>(&mut self, key: &str, values: impl IntoIterator<Item = S>) {
-        if !self.reads(key) {
-            return;
-        }
-        self.values
-            .insert(keys::normalize(key), values.into_iter().map(Into::into).collect());
-    }
-
-    /// Whether `key` is kept (see [`RequestContext::new_reading`]); compared without allocating.
-    fn reads(&self, key: &str) -> bool {
-        let Some(only) = &self.only else { return true };
-        if key.is_ascii() {
-            only.iter().any(|k| k.eq_ignore_ascii_case(key))
-        } else {
-            only.contains(&keys::normalize(key))
-        }
-    }
-
-    fn reads_encryption_context(&self) -> bool {
-        let prefix = keys::ENCRYPTION_CONTEXT_PREFIX;
-        match &self.only {
-            None => true,
-            Some(only) => only.iter().any(|k| {
-                k.eq_ignore_ascii_case(keys::ENCRYPTION_CONTEXT_KEYS)
-                    || k.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
-            }),
-        }
+        self.values.set(Name::plain(key), || {
+            Value::Many(values.into_iter().map(Into::into).collect())
+        });
     }
 
     /// Makes `key` missing.
     pub fn remove(&mut self, key: &str) {
-        self.values.remove(&keys::normalize(key));
+        self.values.remove(Name::plain(key));
     }
 
     /// The values of a condition key (any case), if present.
     pub fn get(&self, key: &str) -> Option<&[String]> {
-        self.values_lc(&keys::normalize(key))
+        let v = self.values.get(Name::plain(key))?;
+        Some(match self.read(v) {
+            Request::Strings(s) => s,
+            Request::Time(t) => std::slice::from_ref(t.text()),
+        })
     }
 
-    pub(crate) fn values_lc(&self, key_lc: &str) -> Option<&[String]> {
-        self.values.get(key_lc).map(Vec::as_slice)
+    /// The values of `key_lc` (a policy's condition key, lowercased), if present.
+    pub(crate) fn request_lc(&self, key_lc: &str) -> Option<Request<'_>> {
+        self.values.get_lc(key_lc).map(|v| self.read(v))
+    }
+
+    fn read<'a>(&'a self, v: &'a Value) -> Request<'a> {
+        let one = std::slice::from_ref;
+        match v {
+            Value::One(s) => Request::Strings(one(s)),
+            Value::Many(vs) => Request::Strings(vs),
+            Value::CallerArn => Request::Strings(one(&self.caller.arn)),
+            Value::CallerAccount => Request::Strings(self.caller.account.as_ref().map_or(&[], one)),
+            Value::Time(t) => Request::Time(t),
+        }
     }
 
     /// The same request for another action (e.g. the lockout check asks about kms:PutKeyPolicy).

@@ -1,6 +1,8 @@
 //! Principals: the caller, as parsed from its ARN, and the `Principal` / `NotPrincipal` element of
 //! a key policy statement, validated and matched.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::document::{describe_json_type, malformed, seg};
@@ -105,12 +107,17 @@ impl Caller {
     /// The value of `aws:PrincipalArn`: the role ARN for an assumed-role session (without a path,
     /// which the session ARN does not carry), the caller's ARN otherwise.
     pub(crate) fn principal_arn(&self) -> Option<String> {
+        self.principal_arn_cow().map(Cow::into_owned)
+    }
+
+    /// [`Caller::principal_arn`], borrowed when it is the caller's own ARN.
+    pub(crate) fn principal_arn_cow(&self) -> Option<Cow<'_, str>> {
         match (self.kind, &self.account, &self.role_name) {
             (CallerKind::AssumedRole, Some(account), Some(role)) => {
-                Some(format!("arn:{}:iam::{account}:role/{role}", self.partition))
+                Some(Cow::Owned(format!("arn:{}:iam::{account}:role/{role}", self.partition)))
             }
             (CallerKind::Service, _, _) => None,
-            _ => Some(self.arn.clone()),
+            _ => Some(Cow::Borrowed(&self.arn)),
         }
     }
 }

@@ -13,7 +13,7 @@ pub(crate) mod time;
 
 use serde_json::Value;
 
-use super::context::RequestContext;
+use super::context::{Request, RequestContext};
 use super::document::{describe_json_type, malformed, seg, show};
 use crate::error::Result;
 use operators::{expected, Operator, OperatorError, SetQualifier, Values};
@@ -143,18 +143,25 @@ fn condition_values(v: &Value) -> Option<Vec<String>> {
 impl Clause {
     fn holds(&self, ctx: &RequestContext) -> bool {
         // An empty set counts as missing.
-        let request = ctx.values_lc(&self.key).filter(|v| !v.is_empty());
+        let request = ctx
+            .request_lc(&self.key)
+            .filter(|r| !matches!(r, Request::Strings(v) if v.is_empty()));
         if let Values::Null(expect_missing) = &self.values {
             // "Null": {"k": "true"} holds when k is absent; "false" when it is present.
             return expect_missing.iter().any(|m| *m == request.is_none());
         }
         let op = self.op;
-        let Some(request) = request else {
-            return match op.set {
-                SetQualifier::ForAllValues => true,
-                SetQualifier::ForAnyValue => op.if_exists,
-                SetQualifier::None => op.if_exists || op.negated,
-            };
+        let request = match request {
+            Some(Request::Strings(values)) => values,
+            // One value: every qualifier comes down to whether it satisfies the operator.
+            Some(Request::Time(t)) => return self.values.time_matches(op.family, t) != op.negated,
+            None => {
+                return match op.set {
+                    SetQualifier::ForAllValues => true,
+                    SetQualifier::ForAnyValue => op.if_exists,
+                    SetQualifier::None => op.if_exists || op.negated,
+                }
+            }
         };
         // For one request value: does it satisfy the operator (OR over policy values, NOR for a
         // negated operator)?
@@ -174,6 +181,7 @@ impl Clause {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::SystemTime;
 
     fn holds(cond: Value, key: &str, request: Option<&[&str]>) -> bool {
         let c = Condition::parse(&cond, "Condition").unwrap();
@@ -324,6 +332,38 @@ mod tests {
         let neg = json!({"StringNotEquals": {k: "Decrypt"}});
         assert!(!holds(neg.clone(), k, Some(&["Encrypt", "Decrypt"])));
         assert!(holds(neg, k, Some(&["Encrypt"])));
+    }
+
+    /// The current time is kept as a number; every operator decides on it as on its text.
+    #[test]
+    fn typed_time_decides_as_its_text() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_704_067_200);
+        let typed = RequestContext::new("111122223333", "kms:Encrypt", "*").with_current_time(t);
+        let text = typed
+            .clone()
+            .with(keys::CURRENT_TIME, "2024-01-01T00:00:00Z")
+            .with(keys::EPOCH_TIME, "1704067200");
+        let cases = [
+            json!({"DateEquals": {"aws:CurrentTime": "2024-01-01"}}),
+            json!({"DateLessThan": {"aws:CurrentTime": "2024-01-01T00:00:01Z"}}),
+            json!({"DateGreaterThanEquals": {"aws:EpochTime": 1704067200}}),
+            json!({"DateNotEquals": {"aws:EpochTime": "2024-01-01T00:00:00+01:00"}}),
+            json!({"StringEquals": {"aws:CurrentTime": "2024-01-01T00:00:00Z"}}),
+            json!({"StringLike": {"aws:CurrentTime": "2024-01-*"}}),
+            json!({"ForAllValues:StringNotLike": {"aws:CurrentTime": "2023-*"}}),
+            json!({"StringEquals": {"aws:EpochTime": "1704067200"}}),
+            json!({"NumericGreaterThan": {"aws:EpochTime": 1704067199}}),
+            json!({"NumericEquals": {"aws:CurrentTime": 2024}}),
+            json!({"NumericNotEquals": {"aws:CurrentTime": 2024}}),
+            json!({"Bool": {"aws:EpochTime": "true"}}),
+            json!({"Null": {"aws:CurrentTime": "false"}}),
+        ];
+        for cond in cases {
+            let c = Condition::parse(&cond, "Condition").unwrap();
+            assert_eq!(c.holds(&typed), c.holds(&text), "{cond}");
+        }
+        assert_eq!(typed.get(keys::CURRENT_TIME), text.get(keys::CURRENT_TIME));
+        assert_eq!(typed.get(keys::EPOCH_TIME), text.get(keys::EPOCH_TIME));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use super::ip::{parse_request_ip, Cidr};
 use super::time::parse_date;
+use crate::policy::context::Stamp;
 use crate::policy::pattern::Pattern;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,14 +245,8 @@ impl Values {
             }
             Values::Like(ps) => ps.iter().any(|p| p.matches(request)),
             Values::Arn(ps) => ps.iter().any(|p| p.matches(request)),
-            Values::Numeric(ns) => {
-                let Family::Numeric(cmp) = family else { return false };
-                parse_number(request).is_some_and(|r| ns.iter().any(|n| cmp.holds(r, *n)))
-            }
-            Values::Date(ds) => {
-                let Family::Date(cmp) = family else { return false };
-                parse_date(request).is_some_and(|r| ds.iter().any(|d| cmp.holds(r, *d)))
-            }
+            Values::Numeric(ns) => number_matches(family, ns, parse_number(request)),
+            Values::Date(ds) => date_matches(family, ds, parse_date(request)),
             Values::Bool(bs) => {
                 let r = if request.eq_ignore_ascii_case("true") {
                     true
@@ -272,6 +267,26 @@ impl Values {
             Values::Null(_) => false,
         }
     }
+
+    /// [`Values::any_matches`] for a time kept as a number: Date* and Numeric* operators compare
+    /// it as one, the others read its text.
+    pub(crate) fn time_matches(&self, family: Family, t: &Stamp) -> bool {
+        match self {
+            Values::Numeric(ns) => number_matches(family, ns, t.number()),
+            Values::Date(ds) => date_matches(family, ds, t.millis()),
+            _ => self.any_matches(family, t.text()),
+        }
+    }
+}
+
+fn number_matches(family: Family, policy: &[f64], request: Option<f64>) -> bool {
+    let Family::Numeric(cmp) = family else { return false };
+    request.is_some_and(|r| policy.iter().any(|n| cmp.holds(r, *n)))
+}
+
+fn date_matches(family: Family, policy: &[i64], request: Option<i64>) -> bool {
+    let Family::Date(cmp) = family else { return false };
+    request.is_some_and(|r| policy.iter().any(|d| cmp.holds(r, *d)))
 }
 
 fn parse_number(s: &str) -> Option<f64> {
