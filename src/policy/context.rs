@@ -121,20 +121,17 @@ impl RequestContext {
             return self;
         }
         let keep_names = self.values.keeps(Name::plain(keys::ENCRYPTION_CONTEXT_KEYS));
-        let mut names = Vec::new();
-        let mut any = false;
+        let mut names = None;
         for (k, v) in context {
             let (k, v) = (k.as_ref(), v.as_ref());
             self.values
                 .set(Name::encryption_context(k), || Value::One(v.to_string()));
             if keep_names {
-                names.push(k.to_string());
+                names = Some(Value::with(names, k.to_string()));
             }
-            any = true;
         }
-        if any {
-            self.values
-                .set(Name::plain(keys::ENCRYPTION_CONTEXT_KEYS), || Value::Many(names));
+        if let Some(names) = names {
+            self.values.set(Name::plain(keys::ENCRYPTION_CONTEXT_KEYS), || names);
         }
         self
     }

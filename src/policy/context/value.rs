@@ -20,6 +20,20 @@ pub(crate) enum Value {
     Time(Stamp),
 }
 
+impl Value {
+    /// A set of strings with `s` added; a set of one is kept as [`Value::One`], without a vector.
+    pub(crate) fn with(set: Option<Value>, s: String) -> Value {
+        match set {
+            Some(Value::One(first)) => Value::Many(vec![first, s]),
+            Some(Value::Many(mut all)) => {
+                all.push(s);
+                Value::Many(all)
+            }
+            _ => Value::One(s),
+        }
+    }
+}
+
 /// A timestamp condition key: whole seconds since the Unix epoch, and the text form the key
 /// carries (ISO 8601 for `aws:CurrentTime`, epoch seconds for `aws:EpochTime`).
 #[derive(Debug, Clone)]
