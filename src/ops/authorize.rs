@@ -75,18 +75,7 @@ impl Kms {
         let identity_conditional = identity_policies.iter().any(|p| p.has_conditions());
         let ctx = if key_policy.has_conditions() || identity_conditional {
             // Only the condition keys these policies read (usually the key policy's, precomputed).
-            let mut read = key_policy.condition_keys().clone();
-            if identity_conditional {
-                let mut all: Vec<String> = read.to_vec();
-                all.extend(
-                    identity_policies
-                        .iter()
-                        .flat_map(|p| p.condition_keys().iter().cloned()),
-                );
-                all.sort_unstable();
-                all.dedup();
-                read = all.into();
-            }
+            let read = condition_keys_read(&key_policy, identity_policies);
             self.request_context(ev, access, &self.key_arn(&key.key_id), Some(read))
                 .with(ck::KEY_SPEC, key.key_spec.as_str())
                 .with(ck::KEY_USAGE, key.key_usage.as_str())
@@ -184,10 +173,78 @@ impl Kms {
     }
 }
 
+/// The condition keys `key_policy` and `identity_policies` read (sorted, once each). Usually one
+/// policy's list covers the others' and is shared as it is; otherwise the lists are merged.
+fn condition_keys_read(key_policy: &Arc<Policy>, identity_policies: &[Arc<Policy>]) -> Arc<[String]> {
+    let all = || {
+        std::iter::once(key_policy)
+            .chain(identity_policies)
+            .filter(|p| p.has_conditions())
+    };
+    let covers = |outer: &Arc<Policy>, inner: &Arc<Policy>| {
+        Arc::ptr_eq(outer, inner)
+            || inner
+                .condition_keys()
+                .iter()
+                .all(|k| outer.condition_keys().binary_search(k).is_ok())
+    };
+    if let Some(p) = all().find(|p| all().all(|q| covers(p, q))) {
+        return p.condition_keys().clone();
+    }
+    let mut keys: Vec<String> = all().flat_map(|p| p.condition_keys().iter().cloned()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into()
+}
+
 fn conclude(ev: &mut AuditEvent, ctx: &RequestContext, decision: Decision) -> Result<()> {
     if decision.is_allowed() {
         return Ok(());
     }
     ev.decision = Some(decision.to_string());
     Err(policy::access_denied(ctx, &decision))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyKind;
+
+    /// A policy allowing everything under `StringEquals` on `keys` (none: no Condition).
+    fn policy(kind: PolicyKind, name: &str, keys: &[&str]) -> Arc<Policy> {
+        let mut statement = serde_json::json!({"Effect": "Allow", "Action": "kms:*", "Resource": "*"});
+        if !keys.is_empty() {
+            let pairs: serde_json::Map<_, _> = keys.iter().map(|k| (k.to_string(), "x".into())).collect();
+            statement["Condition"] = serde_json::json!({ "StringEquals": pairs });
+        }
+        if kind == PolicyKind::KeyPolicy {
+            statement["Principal"] = "*".into();
+        }
+        let text = serde_json::json!({ "Statement": statement }).to_string();
+        Arc::new(Policy::parse(kind, name, &text).unwrap())
+    }
+
+    fn identity(name: &str, keys: &[&str]) -> Arc<Policy> {
+        policy(PolicyKind::IdentityPolicy, name, keys)
+    }
+
+    #[test]
+    fn condition_keys_read_shares_a_covering_list_or_merges() {
+        let key = policy(PolicyKind::KeyPolicy, "key policy", &["kms:ViaService", "aws:SourceIp"]);
+        let plain = identity("plain", &[]);
+        let subset = identity("subset", &["aws:sourceip"]);
+        let superset = identity("superset", &["aws:SourceIp", "kms:ViaService", "kms:KeySpec"]);
+        let other = identity("other", &["kms:KeyUsage"]);
+        let shared = |ids: &[Arc<Policy>], from: &Arc<Policy>| {
+            Arc::ptr_eq(&condition_keys_read(&key, ids), from.condition_keys())
+        };
+        assert!(shared(&[], &key));
+        assert!(shared(&[plain.clone(), subset], &key));
+        assert!(shared(&[plain, superset.clone()], &superset));
+        let merged = condition_keys_read(&key, &[other, superset]);
+        assert_eq!(
+            &merged[..],
+            ["aws:sourceip", "kms:keyspec", "kms:keyusage", "kms:viaservice"].map(String::from)
+        );
+    }
 }
