@@ -1,5 +1,6 @@
 //! The raw PKCS#11 rate of an HSM: AES-256-GCM encryption of 32 bytes under a token key through
-//! cryptoki, one session per thread, as in hsm-sim/examples/bench_gcm.rs. It runs in a child process
+//! cryptoki, one session per thread, as in hsm-sim/examples/bench_gcm.rs; and the same under a
+//! session copy of that key, which is what the server uses on software tokens. It runs in a child process
 //! (`kms-bench raw-hsm`) because the modules are configured through the environment, which a
 //! multi-threaded process should not change.
 
@@ -37,6 +38,9 @@ pub struct RawArgs {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RawRate {
+    /// "token" (the definition of the raw rate) or "session copy" (what the server uses on
+    /// software tokens, src/hsm/root.rs).
+    pub key: String,
     pub threads: usize,
     pub ops_per_s: f64,
 }
@@ -90,11 +94,22 @@ pub fn child_main(args: &RawArgs) -> Result<(), String> {
     session
         .login(UserType::User, Some(&pin))
         .map_err(|e| format!("C_Login: {e}"))?;
-    let key = token_key(&session).map_err(|e| format!("C_GenerateKey: {e}"))?;
-    for &threads in &args.threads {
-        let ops_per_s = rate(&p, slot, key, threads.max(1), args.seconds)?;
-        let line = serde_json::to_string(&RawRate { threads, ops_per_s }).map_err(|e| e.to_string())?;
-        println!("{line}");
+    let token = token_key(&session).map_err(|e| format!("C_GenerateKey: {e}"))?;
+    // Lives as long as `session`; a module that can't copy keys gets token rows only.
+    let copy = session.copy_object(token, &[Attribute::Token(false)]).ok();
+    for (kind, key) in [("token", Some(token)), ("session copy", copy)] {
+        let Some(key) = key else { continue };
+        for &threads in &args.threads {
+            let ops_per_s = rate(&p, slot, key, threads.max(1), args.seconds)?;
+            let key = kind.to_string();
+            let line = serde_json::to_string(&RawRate {
+                key,
+                threads,
+                ops_per_s,
+            })
+            .map_err(|e| e.to_string())?;
+            println!("{line}");
+        }
     }
     Ok(())
 }

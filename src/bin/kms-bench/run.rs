@@ -136,21 +136,32 @@ pub fn raw_rates(
     for &hsm in hsms {
         let rates = raw::measure(hsm, &common.data_root(), &threads, seconds)?;
         for r in &rates {
-            rows.push(vec![hsm.name().to_string(), r.threads.to_string(), num(r.ops_per_s)]);
+            rows.push(vec![
+                hsm.name().to_string(),
+                r.key.clone(),
+                r.threads.to_string(),
+                num(r.ops_per_s),
+            ]);
             report.push(
                 "raw_hsm",
-                json!({"hsm": hsm.name(), "threads": r.threads, "ops_per_s": r.ops_per_s}),
+                json!({"hsm": hsm.name(), "key": r.key, "threads": r.threads, "ops_per_s": r.ops_per_s}),
             );
         }
-        let top = rates.iter().map(|r| r.ops_per_s).fold(0.0, f64::max);
+        // The target is defined against the token key.
+        let top = rates
+            .iter()
+            .filter(|r| r.key == "token")
+            .map(|r| r.ops_per_s)
+            .fold(0.0, f64::max);
         best.insert(hsm, top);
     }
     if !rows.is_empty() {
         report::table(
             &format!(
-                "Raw PKCS#11: AES-256-GCM encrypt of 32 bytes, token key, one session per thread ({seconds} s per row)"
+                "Raw PKCS#11: AES-256-GCM encrypt of 32 bytes, one session per thread ({seconds} s per row); \
+                 `x raw HSM` is against the token key's best row"
             ),
-            &["module", "threads", "ops/s"],
+            &["module", "key", "threads", "ops/s"],
             &rows,
         );
     }
