@@ -181,10 +181,27 @@ impl AuditLog {
     }
 }
 
+/// How long the writer polls for the next record before it sleeps: under load the next record
+/// comes within microseconds, and a sleep costs a futex wake-up and two context switches.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(20);
+
+/// The next record: polled for `LINGER` (yielding the CPU), then waited for.
+fn next_record(rx: &mpsc::Receiver<Pending>) -> Option<Pending> {
+    let started = std::time::Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(p) => return Some(p),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) if started.elapsed() < LINGER => std::thread::yield_now(),
+            Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
+        }
+    }
+}
+
 fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
+    while let Some(first) = next_record(&rx) {
         buf.clear();
         waiters.clear();
         let mut next = Some(first);
