@@ -13,7 +13,7 @@ mod hmac;
 mod keys;
 mod lifecycle;
 mod persistence;
-mod root_key;
 mod policies;
+mod root_key;
 mod tls;
 mod validation;

@@ -23,7 +23,9 @@ async fn destroying_the_root_key_on_the_token_stops_unwraps_within_the_check_per
         ..Default::default()
     };
     for _ in 0..3 {
-        c.generate_data_key(gdk.clone()).await.expect("the root key is on the token");
+        c.generate_data_key(gdk.clone())
+            .await
+            .expect("the root key is on the token");
     }
 
     let out = Command::new("pkcs11-tool")
