@@ -106,7 +106,7 @@ impl RootCopy {
                 .next_check_ms
                 .compare_exchange(
                     due,
-                    now + every.as_millis() as u64,
+                    now.saturating_add(millis(every)),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
@@ -134,13 +134,18 @@ impl RootCopy {
     fn schedule_check(&self) {
         if let Some(every) = self.check_every {
             self.next_check_ms
-                .store(self.now_ms() + every.as_millis() as u64, Ordering::Relaxed);
+                .store(self.now_ms().saturating_add(millis(every)), Ordering::Relaxed);
         }
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        millis(self.epoch.elapsed())
     }
+}
+
+/// Whole milliseconds, saturating (a configured period may be absurdly long).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn missing() -> Error {
@@ -148,4 +153,28 @@ fn missing() -> Error {
         cryptoki::error::RvError::KeyHandleInvalid,
         cryptoki::context::Function::FindObjects,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_is_due_once_per_period() {
+        assert!(!RootCopy::new(None).check_due(), "no copy, no checks");
+        let root = RootCopy::new(Some(Duration::from_millis(30)));
+        assert!(root.check_due(), "the first check is due at once");
+        assert!(!root.check_due(), "and then not again within the period");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(root.check_due());
+        assert!(!root.check_due());
+    }
+
+    #[test]
+    fn an_absurdly_long_period_does_not_overflow() {
+        let root = RootCopy::new(Some(Duration::from_secs(u64::MAX)));
+        assert!(root.check_due());
+        root.schedule_check();
+        assert!(!root.check_due());
+    }
 }
