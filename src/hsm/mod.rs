@@ -160,7 +160,7 @@ impl Hsm {
             let params = GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())?;
             Ok(Zeroizing::new(s.session.decrypt(
                 &Mechanism::AesGcm(params),
-                s.root,
+                s.unwrap_key(),
                 sealed,
             )?))
         })

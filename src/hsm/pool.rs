@@ -3,24 +3,33 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-
-use cryptoki::context::Pkcs11;
 use std::time::Duration;
 
+use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
-use super::root::RootCopy;
+use super::root::RootCopies;
 
-/// A session with the root key's handle, found when the session was opened.
+/// A session with the root key's token object, found when the session was opened, and (software
+/// tokens) the session's own copy of it, which closes with the session.
 pub struct PooledSession {
     pub session: Session,
+    /// The token object: used for wraps, so new material is sealed only under the key on the token.
     pub root: ObjectHandle,
+    copy: Option<ObjectHandle>,
     /// The pool's generation when the session was opened; sessions of an older one are dropped.
     generation: u64,
+}
+
+impl PooledSession {
+    /// The handle unwraps use: the session copy if there is one.
+    pub fn unwrap_key(&self) -> ObjectHandle {
+        self.copy.unwrap_or(self.root)
+    }
 }
 
 pub struct SessionPool {
@@ -28,44 +37,84 @@ pub struct SessionPool {
     slot: Slot,
     pin: AuthPin,
     root_id: Vec<u8>,
-    root: RootCopy,
+    copies: RootCopies,
+    /// The root key's token object handle the current sessions found (0: none yet; never a valid
+    /// handle). A session that finds another one means the key was replaced.
+    root_handle: AtomicU64,
     generation: AtomicU64,
     idle: Mutex<Vec<PooledSession>>,
 }
 
 impl SessionPool {
-    /// `root_check`: use a session copy of the root key, and look the token object up again this
-    /// often (None: use the token object itself).
+    /// `root_check`: sessions unwrap with their own copy of the root key, and the token object is
+    /// looked up again this often (None: unwraps use the token object itself).
     pub fn new(module: Pkcs11, slot: Slot, pin: AuthPin, root_id: Vec<u8>, root_check: Option<Duration>) -> Self {
         SessionPool {
             module,
             slot,
             pin,
             root_id,
-            root: RootCopy::new(root_check),
+            copies: RootCopies::new(root_check),
+            root_handle: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
         }
     }
 
-    /// An idle session, or a new one when none is idle.
+    /// An idle session, or a new one when none is idle. When a root check is due, the session's
+    /// root key is looked up on the token first.
     pub fn take(&self) -> Result<PooledSession, Error> {
-        if self.root.check_due() && !self.root.still_on_token(&self.root_id) {
-            tracing::warn!("the root key is no longer on the token: its session copy is destroyed");
-            self.clear();
-        }
         let generation = self.generation.load(Ordering::Acquire);
         while let Some(s) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
-            if s.generation == generation {
+            if s.generation != generation {
+                continue;
+            }
+            if !self.copies.check_due() || self.still_current(&s)? {
                 return Ok(s);
             }
+            tracing::warn!("the root key on the token is gone or was replaced: dropping every session and its copy");
+            self.clear();
+            break;
         }
+        self.open_pooled()
+    }
+
+    /// Whether `s`'s root key is still the token's, by its object handle (a new object gets a new
+    /// handle). Device errors are errors, not a missing key.
+    fn still_current(&self, s: &PooledSession) -> Result<bool, Error> {
+        Ok(match find_root(&s.session, &self.root_id)? {
+            RootLookup::One(h) => h == s.root && h.handle() == self.root_handle.load(Ordering::Acquire),
+            RootLookup::None | RootLookup::Many(_) => false,
+        })
+    }
+
+    fn open_pooled(&self) -> Result<PooledSession, Error> {
         let session = self.open()?;
-        let root = self.root.handle(&session, &self.root_id, || self.open())?.handle();
+        let root = match find_root(&session, &self.root_id)? {
+            RootLookup::One(h) => h,
+            // Checked at start; losing it now is a device or operator problem, not a bug here.
+            _ => {
+                return Err(Error::Pkcs11(
+                    RvError::KeyHandleInvalid,
+                    cryptoki::context::Function::FindObjects,
+                ))
+            }
+        };
+        // Only where copies are made (software tokens, whose handles are the same in every session).
+        let previous = match self.copies.enabled() {
+            true => self.root_handle.swap(root.handle(), Ordering::AcqRel),
+            false => 0,
+        };
+        if previous != 0 && previous != root.handle() {
+            tracing::warn!("the root key on the token was replaced: dropping the sessions that used the old one");
+            self.clear();
+        }
+        let copy = self.copies.copy(&session, root)?;
         Ok(PooledSession {
             session,
             root,
-            generation,
+            copy,
+            generation: self.generation.load(Ordering::Acquire),
         })
     }
 
@@ -80,14 +129,13 @@ impl SessionPool {
         }
     }
 
-    /// Drops every idle session and the root key's session copy (after the token went away, their
+    /// Drops every idle session, and with it its root key copy (after the token went away, their
     /// handles are stale); sessions in use are dropped when they come back.
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
         }
-        self.root.forget();
     }
 
     /// A read-write logged-in session (CloudHSM has no read-only sessions; RW also lets us create the

@@ -8,8 +8,9 @@ pub struct Quirks {
     /// The HSM generates the AES-GCM IV itself and writes it back (CloudHSM); otherwise the caller
     /// supplies a random one (SoftHSM2, hsm-sim).
     pub gcm_iv_from_hsm: bool,
-    /// Operations use a session copy of the root key (`root.rs`): software tokens re-read a token
-    /// object from disk on every use. Hardware HSMs hold token keys in memory already.
+    /// Unwraps use a per-session copy of the root key (`root.rs`): SoftHSM2 re-reads a token object
+    /// from disk on every use. hsm-sim keeps objects in memory; the copy costs it nothing and keeps
+    /// the fault-injection tests on the SoftHSM2 path. Hardware HSMs hold token keys in memory.
     pub root_session_copy: bool,
 }
 

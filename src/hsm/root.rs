@@ -1,105 +1,71 @@
-//! Which object handle operations use for the root key: the token object itself, or a session copy
-//! of it inside the same token.
+//! Which object handle unwraps use for the root key: the token object, or a session copy of it.
 //!
-//! Software tokens (SoftHSM2) re-read a token object's file, with a lock and a stat, on every use:
-//! two thirds of an unwrap's cost. A session copy (C_CopyObject with CKA_TOKEN false) stays in the
-//! token's memory with the same attributes (sensitive, not extractable), so custody is unchanged. The
-//! copy lives as long as the session that made it (the anchor), and the token object is looked up
-//! again every `check_every`: once it is gone (destroyed by an operator, token re-initialised) the
-//! copy is destroyed too and unwraps fail as they would without it.
+//! SoftHSM2 re-reads a token object's file, with a lock and a stat, on every use: two thirds of an
+//! unwrap's cost. A session copy (C_CopyObject with CKA_TOKEN false) stays in the token's memory with
+//! the same attributes (a copy can't loosen sensitive or not extractable), so custody is unchanged.
+//! Each pooled session makes its own copy, which lives and dies with that session: no copy is ever
+//! shared, so none can be destroyed while another thread uses it. Wraps always use the token object,
+//! so new material is never sealed under a key that is no longer on the token. The pool looks the
+//! token object up again every `check_every` (`RootCopies::check_due`) and drops every session, and
+//! with them their copies, once it is gone or replaced.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cryptoki::error::Error;
+use cryptoki::error::{Error, RvError};
 use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::Session;
 
-use super::pool::{find_root, RootLookup};
-
-/// The copy and the session that owns it; dropping the anchor closes it, which destroys the copy.
-struct SessionCopy {
-    anchor: Session,
-    handle: ObjectHandle,
-}
-
-pub struct RootCopy {
-    /// None: operations use the token object (no copy).
+pub struct RootCopies {
+    /// None: unwraps use the token object (no copies, no checks).
     check_every: Option<Duration>,
-    copy: Mutex<Option<SessionCopy>>,
-    /// The HSM refused to copy the key (CKA_COPYABLE false, or no C_CopyObject): use the token object.
-    refused: std::sync::atomic::AtomicBool,
+    /// The HSM can't copy the key (CKA_COPYABLE false, no C_CopyObject): use the token object.
+    refused: AtomicBool,
     /// Milliseconds after `epoch` when the token object is next looked up.
     next_check_ms: AtomicU64,
     epoch: Instant,
 }
 
-/// What a session should use as the root key.
-pub enum RootHandle {
-    Token(ObjectHandle),
-    Copy(ObjectHandle),
-}
-
-impl RootHandle {
-    pub fn handle(&self) -> ObjectHandle {
-        match self {
-            RootHandle::Token(h) | RootHandle::Copy(h) => *h,
-        }
-    }
-}
-
-impl RootCopy {
+impl RootCopies {
     pub fn new(check_every: Option<Duration>) -> Self {
-        RootCopy {
+        RootCopies {
             check_every,
-            copy: Mutex::new(None),
-            refused: false.into(),
+            refused: AtomicBool::new(false),
             next_check_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
 
-    /// The root key handle for a newly opened session. `openanchor` opens the session that will own
-    /// a new copy.
-    pub fn handle(
-        &self,
-        session: &Session,
-        id: &[u8],
-        openanchor: impl Fn() -> Result<Session, Error>,
-    ) -> Result<RootHandle, Error> {
-        let token = match find_root(session, id)? {
-            RootLookup::One(h) => h,
-            // Checked at start; losing it now is a device or operator problem, not a bug here.
-            _ => return Err(missing()),
-        };
+    /// Whether sessions make copies (software tokens, `hsm.root_check_seconds` > 0).
+    pub fn enabled(&self) -> bool {
+        self.check_every.is_some()
+    }
+
+    /// A copy of `root` owned by `session`, or None when copies are off or the HSM can't make
+    /// them. Other errors (device errors) are returned, for the caller's retry loop.
+    pub fn copy(&self, session: &Session, root: ObjectHandle) -> Result<Option<ObjectHandle>, Error> {
         if self.check_every.is_none() || self.refused.load(Ordering::Relaxed) {
-            return Ok(RootHandle::Token(token));
+            return Ok(None);
         }
-        let mut copy = self.copy.lock().map_err(|_| missing())?;
-        if let Some(c) = copy.as_ref() {
-            return Ok(RootHandle::Copy(c.handle));
-        }
-        let anchor = openanchor()?;
-        match anchor.copy_object(token, &[Attribute::Token(false)]) {
-            Ok(handle) => {
-                *copy = Some(SessionCopy { anchor, handle });
-                self.schedule_check();
-                Ok(RootHandle::Copy(handle))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the HSM would not copy the root key into a session; using the token object");
+        match session.copy_object(root, &[Attribute::Token(false)]) {
+            Ok(copy) => Ok(Some(copy)),
+            Err(e) if refuses_copy(&e) => {
+                tracing::warn!(error = %e, "the HSM will not copy the root key into a session; unwraps use the token object");
                 self.refused.store(true, Ordering::Relaxed);
-                Ok(RootHandle::Token(token))
+                Ok(None)
             }
+            Err(e) => Err(e),
         }
     }
 
-    /// Whether the token object should be looked up again now (at most one caller gets `true` per
-    /// period).
+    /// Whether the token object should be looked up again now: at most one caller gets `true` per
+    /// period, and never when no copies are made.
     pub fn check_due(&self) -> bool {
         let Some(every) = self.check_every else { return false };
-        let now = self.now_ms();
+        if self.refused.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = millis(self.epoch.elapsed());
         let due = self.next_check_ms.load(Ordering::Relaxed);
         now >= due
             && self
@@ -112,47 +78,29 @@ impl RootCopy {
                 )
                 .is_ok()
     }
+}
 
-    /// Looks the token object up through the anchor session. False when a copy exists but the
-    /// token object is gone (or can't be looked up): the caller must `forget` the copy.
-    pub fn still_on_token(&self, id: &[u8]) -> bool {
-        let Ok(copy) = self.copy.lock() else { return false };
-        match copy.as_ref() {
-            None => true,
-            Some(c) => matches!(find_root(&c.anchor, id), Ok(RootLookup::One(_))),
-        }
-    }
-
-    /// Destroys the copy (closing its anchor session); the next session makes a new one if the
-    /// token object is still there.
-    pub fn forget(&self) {
-        if let Ok(mut copy) = self.copy.lock() {
-            *copy = None;
-        }
-    }
-
-    fn schedule_check(&self) {
-        if let Some(every) = self.check_every {
-            self.next_check_ms
-                .store(self.now_ms().saturating_add(millis(every)), Ordering::Relaxed);
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        millis(self.epoch.elapsed())
-    }
+/// The HSM can't or won't copy this key, now or ever (as opposed to a device error).
+fn refuses_copy(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::NullFunctionPointer
+            | Error::Pkcs11(
+                RvError::ActionProhibited
+                    | RvError::FunctionNotSupported
+                    | RvError::AttributeReadOnly
+                    | RvError::AttributeTypeInvalid
+                    | RvError::AttributeValueInvalid
+                    | RvError::TemplateInconsistent
+                    | RvError::TemplateIncomplete,
+                _
+            )
+    )
 }
 
 /// Whole milliseconds, saturating (a configured period may be absurdly long).
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn missing() -> Error {
-    Error::Pkcs11(
-        cryptoki::error::RvError::KeyHandleInvalid,
-        cryptoki::context::Function::FindObjects,
-    )
 }
 
 #[cfg(test)]
@@ -161,8 +109,8 @@ mod tests {
 
     #[test]
     fn a_check_is_due_once_per_period() {
-        assert!(!RootCopy::new(None).check_due(), "no copy, no checks");
-        let root = RootCopy::new(Some(Duration::from_millis(30)));
+        assert!(!RootCopies::new(None).check_due(), "no copies, no checks");
+        let root = RootCopies::new(Some(Duration::from_millis(30)));
         assert!(root.check_due(), "the first check is due at once");
         assert!(!root.check_due(), "and then not again within the period");
         std::thread::sleep(Duration::from_millis(40));
@@ -171,10 +119,30 @@ mod tests {
     }
 
     #[test]
-    fn an_absurdly_long_period_does_not_overflow() {
-        let root = RootCopy::new(Some(Duration::from_secs(u64::MAX)));
+    fn an_absurdly_long_period_saturates() {
+        let root = RootCopies::new(Some(Duration::from_secs(u64::MAX)));
         assert!(root.check_due());
-        root.schedule_check();
         assert!(!root.check_due());
+    }
+
+    #[test]
+    fn only_refusals_turn_copies_off_for_good() {
+        use cryptoki::context::Function;
+        assert!(refuses_copy(&Error::Pkcs11(
+            RvError::ActionProhibited,
+            Function::CopyObject
+        )));
+        assert!(refuses_copy(&Error::Pkcs11(
+            RvError::FunctionNotSupported,
+            Function::CopyObject
+        )));
+        assert!(refuses_copy(&Error::NullFunctionPointer));
+        for transient in [
+            RvError::DeviceError,
+            RvError::FunctionFailed,
+            RvError::SessionHandleInvalid,
+        ] {
+            assert!(!refuses_copy(&Error::Pkcs11(transient, Function::CopyObject)));
+        }
     }
 }

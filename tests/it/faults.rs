@@ -117,3 +117,41 @@ async fn cached_material_keeps_the_hot_path_off_the_hsm() {
         "KeyUnavailableException",
     );
 }
+
+/// Device errors under concurrency: one failing call drops the pooled sessions while others are
+/// mid-call. Each session unwraps with its own copy of the root key, so the calls in flight finish
+/// normally: every answer is a data key or, after the last retry, KeyUnavailableException, never
+/// an internal error.
+#[tokio::test]
+async fn concurrent_device_errors_never_surface_as_internal_errors() {
+    let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
+    let server = Server::start_on(TestHsm::hsm_sim(), cache_off, "retry_attempts = 4").await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    set_faults(&server, "error_rate = 0.05\nerror = \"CKR_DEVICE_ERROR\"\n").await;
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (mut c, key_id) = (c.clone(), key.key_id.clone());
+            tokio::spawn(async move {
+                let mut failures = vec![];
+                for _ in 0..25 {
+                    if let Err(status) = c.generate_data_key(gdk(&key_id)).await {
+                        failures.push(error_type(&status));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    for task in tasks {
+        for failure in task.await.unwrap() {
+            assert_eq!(failure, "KeyUnavailableException");
+        }
+    }
+
+    // A failed unwrap drops the sessions; the new session's C_CopyObject fails too: both are device
+    // errors, retried, and the caller never notices.
+    let faults = "fail_next = 2\nerror = \"CKR_DEVICE_ERROR\"\nfunctions = [\"C_Decrypt\", \"C_CopyObject\"]\n";
+    set_faults(&server, faults).await;
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+}

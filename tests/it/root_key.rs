@@ -17,30 +17,14 @@ async fn destroying_the_root_key_on_the_token_stops_unwraps_within_the_check_per
     let server = Server::start_on(TestHsm::softhsm(), cache_off, "root_check_seconds = 1").await;
     let mut c = server.client().await;
     let key = create_key(&mut c).await;
-    let gdk = pb::GenerateDataKeyRequest {
-        key_id: key.key_id.clone(),
-        key_spec: Some("AES_256".into()),
-        ..Default::default()
-    };
+    let gdk = gdk(&key.key_id);
     for _ in 0..3 {
         c.generate_data_key(gdk.clone())
             .await
             .expect("the root key is on the token");
     }
 
-    let out = Command::new("pkcs11-tool")
-        .arg("--module")
-        .arg(&server.hsm.module)
-        .args(["--token-label", TOKEN, "--login", "--pin", PIN])
-        .args(["--delete-object", "--type", "secrkey", "--id", ROOT_KEY_ID])
-        .envs(server.hsm.env.iter().cloned())
-        .output()
-        .expect("pkcs11-tool must be installed (apt-get install opensc)");
-    assert!(
-        out.status.success(),
-        "deleting the root key failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pkcs11_tool(&server, &["--delete-object", "--type", "secrkey", "--id", ROOT_KEY_ID]);
 
     let deleted = Instant::now();
     loop {
@@ -59,4 +43,78 @@ async fn destroying_the_root_key_on_the_token_stops_unwraps_within_the_check_per
     // And it stays refused: no new copy is made from a key that is gone.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     expect_err(c.generate_data_key(gdk).await, "KMSInternalException");
+}
+
+/// A root key replaced under the same CKA_ID (a restored backup, an operator's mistake) must never
+/// have new material sealed under the old key's copy: once the check sees the new object, new keys
+/// are wrapped under it and still work after a restart, and the old keys fail loudly.
+#[tokio::test]
+async fn a_replaced_root_key_is_noticed_and_new_material_is_sealed_under_it() {
+    let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
+    let mut server = Server::start_on(TestHsm::softhsm(), cache_off, "root_check_seconds = 1").await;
+    let mut c = server.client().await;
+    let old_key = create_key(&mut c).await;
+    c.generate_data_key(gdk(&old_key.key_id)).await.unwrap();
+
+    pkcs11_tool(&server, &["--delete-object", "--type", "secrkey", "--id", ROOT_KEY_ID]);
+    pkcs11_tool(
+        &server,
+        &[
+            "--keygen",
+            "--key-type",
+            "AES:32",
+            "--id",
+            ROOT_KEY_ID,
+            "--label",
+            "kms-root",
+            "--sensitive",
+        ],
+    );
+
+    // Until the check runs, CreateKey may fail (its session's token handle is stale); it never
+    // succeeds under the old key.
+    let replaced = Instant::now();
+    let new_key = loop {
+        if let Ok(r) = c.create_key(pb::CreateKeyRequest::default()).await {
+            break r.into_inner().key_metadata.unwrap();
+        }
+        assert!(
+            replaced.elapsed() < Duration::from_secs(4),
+            "CreateKey still fails 4 s after the root key was replaced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    c.generate_data_key(gdk(&new_key.key_id)).await.unwrap();
+    expect_err(c.generate_data_key(gdk(&old_key.key_id)).await, "KMSInternalException");
+
+    server.restart().await;
+    let mut c = server.client().await;
+    c.generate_data_key(gdk(&new_key.key_id))
+        .await
+        .expect("the new key's material is wrapped under the root key on the token");
+}
+
+fn gdk(key_id: &str) -> pb::GenerateDataKeyRequest {
+    pb::GenerateDataKeyRequest {
+        key_id: key_id.into(),
+        key_spec: Some("AES_256".into()),
+        ..Default::default()
+    }
+}
+
+/// Runs pkcs11-tool, logged in as the user, on the server's SoftHSM2 token.
+fn pkcs11_tool(server: &Server, args: &[&str]) {
+    let out = Command::new("pkcs11-tool")
+        .arg("--module")
+        .arg(&server.hsm.module)
+        .args(["--token-label", TOKEN, "--login", "--pin", PIN])
+        .args(args)
+        .envs(server.hsm.env.iter().cloned())
+        .output()
+        .expect("pkcs11-tool must be installed (apt-get install opensc)");
+    assert!(
+        out.status.success(),
+        "pkcs11-tool {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
