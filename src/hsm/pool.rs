@@ -1,8 +1,8 @@
 //! A pool of logged-in PKCS#11 sessions. `cryptoki::Session` is Send but not Sync, so each session
 //! is owned by one HSM worker thread at a time: taken from the pool, used, and put back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cryptoki::context::Pkcs11;
@@ -23,6 +23,7 @@ pub struct PooledSession {
     copy: Option<ObjectHandle>,
     /// The pool's generation when the session was opened; sessions of an older one are dropped.
     generation: u64,
+    _live: Live,
 }
 
 impl PooledSession {
@@ -32,15 +33,34 @@ impl PooledSession {
     }
 }
 
+/// Counts the pool's open sessions. SoftHSM2 forgets token object handles when the last session
+/// closes, so a new handle for the root key means a new key only while other sessions are open.
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    /// Joins the count; also returns how many sessions were open before.
+    fn join(count: &Arc<AtomicUsize>) -> (Live, usize) {
+        let before = count.fetch_add(1, Ordering::AcqRel);
+        (Live(count.clone()), before)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub struct SessionPool {
     module: Pkcs11,
     slot: Slot,
     pin: AuthPin,
     root_id: Vec<u8>,
     copies: RootCopies,
-    /// The root key's token object handle the current sessions found (0: none yet; never a valid
-    /// handle). A session that finds another one means the key was replaced.
+    /// With copies: the handle of the root key's token object the current sessions found (0: none
+    /// yet; never a valid handle). Sessions with another one are dropped.
     root_handle: AtomicU64,
+    live: Arc<AtomicUsize>,
     generation: AtomicU64,
     idle: Mutex<Vec<PooledSession>>,
 }
@@ -56,6 +76,7 @@ impl SessionPool {
             root_id,
             copies: RootCopies::new(root_check),
             root_handle: AtomicU64::new(0),
+            live: Arc::new(AtomicUsize::new(0)),
             generation: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
         }
@@ -64,31 +85,35 @@ impl SessionPool {
     /// An idle session, or a new one when none is idle. When a root check is due, the session's
     /// root key is looked up on the token first.
     pub fn take(&self) -> Result<PooledSession, Error> {
-        let generation = self.generation.load(Ordering::Acquire);
         while let Some(s) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
-            if s.generation != generation {
+            if s.generation != self.generation.load(Ordering::Acquire) {
                 continue;
             }
-            if !self.copies.check_due() || self.still_current(&s)? {
+            if !self.copies.check_due() {
                 return Ok(s);
             }
-            tracing::warn!("the root key on the token is gone or was replaced: dropping every session and its copy");
-            self.clear();
-            break;
+            // Device errors are errors (retried by the caller), not a missing key. While this
+            // session is open, the token object keeps its handle, and a new object gets a new one.
+            match find_root(&s.session, &self.root_id)? {
+                RootLookup::One(h) if h == s.root => {
+                    self.keep_only(h);
+                    return Ok(s);
+                }
+                _ => {
+                    tracing::warn!(
+                        "the root key on the token is gone or was replaced: dropping every session and its copy"
+                    );
+                    self.clear();
+                    break;
+                }
+            }
         }
         self.open_pooled()
     }
 
-    /// Whether `s`'s root key is still the token's, by its object handle (a new object gets a new
-    /// handle). Device errors are errors, not a missing key.
-    fn still_current(&self, s: &PooledSession) -> Result<bool, Error> {
-        Ok(match find_root(&s.session, &self.root_id)? {
-            RootLookup::One(h) => h == s.root && h.handle() == self.root_handle.load(Ordering::Acquire),
-            RootLookup::None | RootLookup::Many(_) => false,
-        })
-    }
-
     fn open_pooled(&self) -> Result<PooledSession, Error> {
+        let mut generation = self.generation.load(Ordering::Acquire);
+        let (live, others) = Live::join(&self.live);
         let session = self.open()?;
         let root = match find_root(&session, &self.root_id)? {
             RootLookup::One(h) => h,
@@ -100,28 +125,44 @@ impl SessionPool {
                 ))
             }
         };
-        // Only where copies are made (software tokens, whose handles are the same in every session).
-        let previous = match self.copies.enabled() {
-            true => self.root_handle.swap(root.handle(), Ordering::AcqRel),
-            false => 0,
-        };
-        if previous != 0 && previous != root.handle() {
-            tracing::warn!("the root key on the token was replaced: dropping the sessions that used the old one");
-            self.clear();
+        if self.copies.enabled() {
+            let previous = self.root_handle.swap(root.handle(), Ordering::AcqRel);
+            if others > 0 && previous != 0 && previous != root.handle() {
+                tracing::warn!("the root key on the token was replaced: dropping the sessions that used the old one");
+                generation = self.clear();
+            }
         }
         let copy = self.copies.copy(&session, root)?;
         Ok(PooledSession {
             session,
             root,
             copy,
-            generation: self.generation.load(Ordering::Acquire),
+            generation,
+            _live: live,
         })
     }
 
+    /// After a check found the root key at `h`: sessions that found another object are dropped.
+    fn keep_only(&self, h: ObjectHandle) {
+        self.root_handle.store(h.handle(), Ordering::Release);
+        let stale: Vec<PooledSession> = match self.idle.lock() {
+            Ok(mut idle) => {
+                let (keep, stale) = std::mem::take(&mut *idle).into_iter().partition(|s| s.root == h);
+                *idle = keep;
+                stale
+            }
+            Err(_) => vec![],
+        };
+        drop(stale); // closed outside the lock
+    }
+
     /// Returns a healthy session for reuse. Sessions that saw a device error are dropped instead,
-    /// and so are sessions opened before the last `clear`.
+    /// and so are sessions opened before the last `clear` or on another root key object.
     pub fn put(&self, s: PooledSession) {
         if s.generation != self.generation.load(Ordering::Acquire) {
+            return;
+        }
+        if self.copies.enabled() && s.root.handle() != self.root_handle.load(Ordering::Acquire) {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
@@ -130,12 +171,13 @@ impl SessionPool {
     }
 
     /// Drops every idle session, and with it its root key copy (after the token went away, their
-    /// handles are stale); sessions in use are dropped when they come back.
-    pub fn clear(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
-        }
+    /// handles are stale); sessions in use are dropped when they come back. Returns the new
+    /// generation.
+    pub fn clear(&self) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let stale = self.idle.lock().map(|mut idle| std::mem::take(&mut *idle));
+        drop(stale); // closed outside the lock
+        generation
     }
 
     /// A read-write logged-in session (CloudHSM has no read-only sessions; RW also lets us create the

@@ -6,8 +6,8 @@
 //! Each pooled session makes its own copy, which lives and dies with that session: no copy is ever
 //! shared, so none can be destroyed while another thread uses it. Wraps always use the token object,
 //! so new material is never sealed under a key that is no longer on the token. The pool looks the
-//! token object up again every `check_every` (`RootCopies::check_due`) and drops every session, and
-//! with them their copies, once it is gone or replaced.
+//! token object up again every `check_every` (`RootCopies::check_due`) and drops the sessions, and
+//! with them their copies, whose root key is gone or was replaced.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -59,12 +59,10 @@ impl RootCopies {
     }
 
     /// Whether the token object should be looked up again now: at most one caller gets `true` per
-    /// period, and never when no copies are made.
+    /// period, and never when copies are off.
     pub fn check_due(&self) -> bool {
+        // Checks go on after a refusal: sessions opened before it still hold copies.
         let Some(every) = self.check_every else { return false };
-        if self.refused.load(Ordering::Relaxed) {
-            return false;
-        }
         let now = millis(self.epoch.elapsed());
         let due = self.next_check_ms.load(Ordering::Relaxed);
         now >= due

@@ -133,25 +133,52 @@ async fn concurrent_device_errors_never_surface_as_internal_errors() {
         .map(|_| {
             let (mut c, key_id) = (c.clone(), key.key_id.clone());
             tokio::spawn(async move {
-                let mut failures = vec![];
+                let (mut answered, mut failures) = (0, vec![]);
                 for _ in 0..25 {
-                    if let Err(status) = c.generate_data_key(gdk(&key_id)).await {
-                        failures.push(error_type(&status));
+                    match c.generate_data_key(gdk(&key_id)).await {
+                        Ok(_) => answered += 1,
+                        Err(status) => failures.push(error_type(&status)),
                     }
                 }
-                failures
+                (answered, failures)
             })
         })
         .collect();
+    let mut answered = 0;
     for task in tasks {
-        for failure in task.await.unwrap() {
+        let (ok, failures) = task.await.unwrap();
+        answered += ok;
+        for failure in failures {
             assert_eq!(failure, "KeyUnavailableException");
         }
     }
+    // Four attempts at 5% each: nearly every call is answered.
+    assert!(answered >= 380, "only {answered} of 400 calls answered");
 
     // A failed unwrap drops the sessions; the new session's C_CopyObject fails too: both are device
     // errors, retried, and the caller never notices.
     let faults = "fail_next = 2\nerror = \"CKR_DEVICE_ERROR\"\nfunctions = [\"C_Decrypt\", \"C_CopyObject\"]\n";
     set_faults(&server, faults).await;
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+}
+
+/// A device error while copying the root key is a device error (retried, then refused), not a
+/// sign that the HSM can't copy keys: copies must not be turned off for good by it.
+#[tokio::test]
+async fn a_failing_root_key_copy_is_a_device_error_not_a_refusal() {
+    let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
+    let mut server = Server::start_on(TestHsm::hsm_sim(), cache_off, "retry_attempts = 2").await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    // Restarted, the server has no pooled session yet: the next call must make a copy.
+    set_faults(
+        &server,
+        "error_rate = 1.0\nerror = \"CKR_DEVICE_ERROR\"\nfunctions = [\"C_CopyObject\"]\n",
+    )
+    .await;
+    server.restart().await;
+    let mut c = server.client().await;
+    expect_err(c.generate_data_key(gdk(&key.key_id)).await, "KeyUnavailableException");
+    set_faults(&server, "").await;
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
