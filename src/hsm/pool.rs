@@ -61,6 +61,8 @@ pub struct SessionPool {
     /// yet; never a valid handle). Sessions with another one are dropped.
     root_handle: AtomicU64,
     live: Arc<AtomicUsize>,
+    /// Serializes root key lookups with copies (`current_root`).
+    lookups: Mutex<()>,
     generation: AtomicU64,
     idle: Mutex<Vec<PooledSession>>,
 }
@@ -77,6 +79,7 @@ impl SessionPool {
             copies: RootCopies::new(root_check),
             root_handle: AtomicU64::new(0),
             live: Arc::new(AtomicUsize::new(0)),
+            lookups: Mutex::new(()),
             generation: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
         }
@@ -94,11 +97,12 @@ impl SessionPool {
             }
             // Device errors are errors (retried by the caller), not a missing key. While this
             // session is open, the token object keeps its handle, and a new object gets a new one.
-            match find_root(&s.session, &self.root_id)? {
-                RootLookup::One(h) if h == s.root => {
+            match self.current_root(&s.session, true) {
+                Ok((h, _)) if h == s.root => {
                     self.keep_only(h);
                     return Ok(s);
                 }
+                Err(e) if !is_missing(&e) => return Err(e),
                 _ => {
                     tracing::warn!(
                         "the root key on the token is gone or was replaced: dropping every session and its copy"
@@ -115,22 +119,10 @@ impl SessionPool {
         let mut generation = self.generation.load(Ordering::Acquire);
         let (live, others) = Live::join(&self.live);
         let session = self.open()?;
-        let root = match find_root(&session, &self.root_id)? {
-            RootLookup::One(h) => h,
-            // Checked at start; losing it now is a device or operator problem, not a bug here.
-            _ => {
-                return Err(Error::Pkcs11(
-                    RvError::KeyHandleInvalid,
-                    cryptoki::context::Function::FindObjects,
-                ))
-            }
-        };
-        if self.copies.enabled() {
-            let previous = self.root_handle.swap(root.handle(), Ordering::AcqRel);
-            if others > 0 && previous != 0 && previous != root.handle() {
-                tracing::warn!("the root key on the token was replaced: dropping the sessions that used the old one");
-                generation = self.clear();
-            }
+        let (root, replaced) = self.current_root(&session, others > 0)?;
+        if replaced {
+            tracing::warn!("the root key on the token was replaced: dropping the sessions that used the old one");
+            generation = self.clear();
         }
         let copy = self.copies.copy(&session, root)?;
         Ok(PooledSession {
@@ -142,9 +134,23 @@ impl SessionPool {
         })
     }
 
-    /// After a check found the root key at `h`: sessions that found another object are dropped.
+    /// Looks the root key's token object up in `session`. With copies, also records its handle as
+    /// the current one and says whether that replaced another handle while `others_open`. The
+    /// lookups are serialized, so the recorded handle always comes from the latest one: a lookup that
+    /// raced a replacement can't record the old key after a later one recorded the new key.
+    fn current_root(&self, session: &Session, others_open: bool) -> Result<(ObjectHandle, bool), Error> {
+        if !self.copies.enabled() {
+            return Ok((token_root(session, &self.root_id)?, false));
+        }
+        let _in_order = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        let root = token_root(session, &self.root_id)?;
+        let previous = self.root_handle.swap(root.handle(), Ordering::AcqRel);
+        Ok((root, others_open && previous != 0 && previous != root.handle()))
+    }
+
+    /// After a check found the root key at `h`: idle sessions that found another object are
+    /// dropped (and sessions in use when they come back, by `put`).
     fn keep_only(&self, h: ObjectHandle) {
-        self.root_handle.store(h.handle(), Ordering::Release);
         let stale: Vec<PooledSession> = match self.idle.lock() {
             Ok(mut idle) => {
                 let (keep, stale) = std::mem::take(&mut *idle).into_iter().partition(|s| s.root == h);
@@ -214,4 +220,24 @@ pub fn find_root(session: &Session, id: &[u8]) -> Result<RootLookup, Error> {
         1 => RootLookup::One(found[0]),
         n => RootLookup::Many(n),
     })
+}
+
+/// The root key's token object, or `missing()` when the token has none (or several).
+fn token_root(session: &Session, id: &[u8]) -> Result<ObjectHandle, Error> {
+    match find_root(session, id)? {
+        RootLookup::One(h) => Ok(h),
+        // Checked at start; losing it now is a device or operator problem, not a bug here.
+        RootLookup::None | RootLookup::Many(_) => Err(missing()),
+    }
+}
+
+fn missing() -> Error {
+    Error::Pkcs11(RvError::KeyHandleInvalid, cryptoki::context::Function::FindObjects)
+}
+
+fn is_missing(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Pkcs11(RvError::KeyHandleInvalid, cryptoki::context::Function::FindObjects)
+    )
 }
