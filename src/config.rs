@@ -200,4 +200,16 @@ mod tests {
         assert!(c.validate().is_err());
         assert_eq!(hex_decode("6b6d"), Some(b"km".to_vec()));
     }
+
+    #[test]
+    fn root_check_seconds_is_a_whole_number_of_seconds() {
+        assert_eq!(Config::default().hsm.root_check_seconds, 10);
+        let c: Config = toml::from_str("[hsm]\nroot_check_seconds = 0\n").unwrap();
+        assert_eq!(c.hsm.root_check_seconds, 0);
+        for bad in ["-1", "\"10\"", "1.5"] {
+            let text = format!("[hsm]\nroot_check_seconds = {bad}\n");
+            let err = toml::from_str::<Config>(&text).unwrap_err().to_string();
+            assert!(err.contains("root_check_seconds"), "{bad}: {err}");
+        }
+    }
 }
