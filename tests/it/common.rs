@@ -314,6 +314,15 @@ pub fn expect_err<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::
     }
 }
 
+/// A GenerateDataKey request for a 256-bit data key under `key_id`.
+pub fn gdk(key_id: &str) -> pb::GenerateDataKeyRequest {
+    pb::GenerateDataKeyRequest {
+        key_id: key_id.into(),
+        key_spec: Some("AES_256".into()),
+        ..Default::default()
+    }
+}
+
 pub async fn create_key(c: &mut Client) -> pb::KeyMetadata {
     c.create_key(pb::CreateKeyRequest::default())
         .await

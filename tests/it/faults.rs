@@ -17,14 +17,6 @@ async fn set_faults(server: &Server, toml: &str) {
     tokio::time::sleep(Duration::from_millis(150)).await;
 }
 
-fn gdk(key_id: &str) -> pb::GenerateDataKeyRequest {
-    pb::GenerateDataKeyRequest {
-        key_id: key_id.into(),
-        key_spec: Some("AES_256".into()),
-        ..Default::default()
-    }
-}
-
 #[tokio::test]
 async fn an_unplugged_hsm_is_refused_then_recovered_from() {
     let cache_off = "[cache]\nmaterial_ttl_seconds = 0";

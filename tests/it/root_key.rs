@@ -5,8 +5,6 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kms::proto as pb;
-
 use crate::common::*;
 
 const ROOT_KEY_ID: &str = "6b6d732d726f6f742d7631";
@@ -90,14 +88,6 @@ async fn a_replaced_root_key_is_noticed_and_new_material_is_sealed_under_it() {
     c.generate_data_key(gdk(&new_key.key_id))
         .await
         .expect("the new key's material is wrapped under the root key on the token");
-}
-
-fn gdk(key_id: &str) -> pb::GenerateDataKeyRequest {
-    pb::GenerateDataKeyRequest {
-        key_id: key_id.into(),
-        key_spec: Some("AES_256".into()),
-        ..Default::default()
-    }
 }
 
 /// Runs pkcs11-tool, logged in as the user, on the server's SoftHSM2 token.
