@@ -1,6 +1,7 @@
-//! On software tokens the server unwraps with a session copy of the root key (src/hsm/root.rs).
-//! The copy must not outlive the token object: destroy the root key on the token and unwraps stop
-//! within the check period. SoftHSM2 only: it is the token that sees changes made by another process.
+//! On software tokens each HSM session unwraps with its own session copy of the root key
+//! (src/hsm/root.rs). No copy may outlive its token object: destroy or replace the root key on the
+//! token and unwraps with the old key stop within the check period. SoftHSM2 only: it is the token
+//! that sees changes made by another process.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
