@@ -1,8 +1,8 @@
 //! The raw PKCS#11 rate of an HSM: AES-256-GCM encryption of 32 bytes under a token key through
-//! cryptoki, one session per thread, as in hsm-sim/examples/bench_gcm.rs; and the same under a
-//! session copy of that key, which is what the server uses on software tokens. It runs in a child process
-//! (`kms-bench raw-hsm`) because the modules are configured through the environment, which a
-//! multi-threaded process should not change.
+//! cryptoki, one session per thread, as in hsm-sim/examples/bench_gcm.rs; and the same with each
+//! thread's session under its own copy of that key, which is what the server does on software
+//! tokens. It runs in a child process (`kms-bench raw-hsm`) because the modules are configured
+//! through the environment, which a multi-threaded process should not change.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,12 +95,17 @@ pub fn child_main(args: &RawArgs) -> Result<(), String> {
         .login(UserType::User, Some(&pin))
         .map_err(|e| format!("C_Login: {e}"))?;
     let token = token_key(&session).map_err(|e| format!("C_GenerateKey: {e}"))?;
-    // Lives as long as `session`; a module that can't copy keys gets token rows only.
-    let copy = session.copy_object(token, &[Attribute::Token(false)]).ok();
-    for (kind, key) in [("token", Some(token)), ("session copy", copy)] {
-        let Some(key) = key else { continue };
+    // A module that can't copy keys gets token rows only.
+    let can_copy = session
+        .copy_object(token, &[Attribute::Token(false)])
+        .and_then(|copy| session.destroy_object(copy))
+        .is_ok();
+    for (kind, copy) in [("token", false), ("session copy", true)] {
+        if copy && !can_copy {
+            continue;
+        }
         for &threads in &args.threads {
-            let ops_per_s = rate(&p, slot, key, threads.max(1), args.seconds)?;
+            let ops_per_s = rate(&p, slot, token, copy, threads.max(1), args.seconds)?;
             let key = kind.to_string();
             let line = serde_json::to_string(&RawRate {
                 key,
@@ -171,13 +176,21 @@ fn token_key(session: &Session) -> Result<ObjectHandle, cryptoki::error::Error> 
 }
 
 /// Total encryptions per second over `threads` threads, each with its own session.
-fn rate(p: &Pkcs11, slot: Slot, key: ObjectHandle, threads: usize, seconds: f64) -> Result<f64, String> {
+/// With `copy`, each thread encrypts under its own session's copy of `token`, as the server's HSM
+/// sessions do.
+fn rate(p: &Pkcs11, slot: Slot, token: ObjectHandle, copy: bool, threads: usize, seconds: f64) -> Result<f64, String> {
     let start = Instant::now();
     let total: Result<u64, String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || -> Result<u64, String> {
                     let sess = p.open_rw_session(slot).map_err(|e| format!("C_OpenSession: {e}"))?;
+                    let key = match copy {
+                        true => sess
+                            .copy_object(token, &[Attribute::Token(false)])
+                            .map_err(|e| format!("C_CopyObject: {e}"))?,
+                        false => token,
+                    };
                     let data = [0x5au8; 32];
                     let mut n = 0u64;
                     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
