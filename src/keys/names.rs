@@ -8,6 +8,8 @@ pub const MAX_TAGS_PER_KEY: usize = 50;
 pub const MAX_TAG_KEY: usize = 128;
 pub const MAX_TAG_VALUE: usize = 256;
 pub const MAX_ALIAS: usize = 256;
+/// AWS's "Aliases per KMS key" quota.
+pub const MAX_ALIASES_PER_KEY: usize = 50;
 
 fn too_long(field: &str, max: usize) -> KmsError {
     KmsError::validation(format!(

@@ -1,15 +1,19 @@
 //! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases. An alias points to exactly one key.
 
+use std::sync::Arc;
+
 use super::paging::{self, Page};
 use super::{refuse_pending_deletion, Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::key_ref::Accept;
-use crate::keys::{names, now_secs, AliasRecord};
+use crate::keys::names::{self, MAX_ALIASES_PER_KEY};
+use crate::keys::{now_secs, AliasRecord};
 
 impl Kms {
     pub async fn create_alias(&self, name: &str, target: &str, ev: &mut AuditEvent) -> Result<()> {
         names::alias_name(name)?;
+        self.authorize_alias(ev, &Access::new("kms:CreateAlias"), name)?;
         let key = self
             .resolve(
                 Access::new("kms:CreateAlias"),
@@ -27,14 +31,16 @@ impl Kms {
             creation_date: now,
             last_updated_date: now,
         };
-        self.store(move |s| s.create_alias(&alias)).await?;
+        self.store(move |s| s.create_alias(&alias, MAX_ALIASES_PER_KEY)).await?;
         self.aliases.invalidate(name);
+        self.key_aliases.invalidate(&key.key_id);
         Ok(())
     }
 
     /// Moves an alias to another key of the same key spec and usage, as AWS requires.
     pub async fn update_alias(&self, name: &str, target: &str, ev: &mut AuditEvent) -> Result<()> {
         names::alias_name(name)?;
+        self.authorize_alias(ev, &Access::new("kms:UpdateAlias"), name)?;
         let owned = name.to_string();
         let current = self
             .store(move |s| s.get_alias(&owned))
@@ -65,13 +71,18 @@ impl Kms {
             }
         }
         let (owned, key_id) = (name.to_string(), key.key_id.clone());
-        let result = self.store(move |s| s.update_alias(&owned, &key_id, now_secs())).await;
+        let result = self
+            .store(move |s| s.update_alias(&owned, &key_id, now_secs(), MAX_ALIASES_PER_KEY))
+            .await;
         self.aliases.invalidate(name);
+        self.key_aliases.invalidate(&current.target_key_id);
+        self.key_aliases.invalidate(&key.key_id);
         result
     }
 
     pub async fn delete_alias(&self, name: &str, ev: &mut AuditEvent) -> Result<()> {
         names::alias_name(name)?;
+        self.authorize_alias(ev, &Access::new("kms:DeleteAlias"), name)?;
         let target = self.alias_target(name).await?;
         ev.key_arn = Some(self.key_arn(&target));
         if let Some(key) = self.key(&target).await? {
@@ -80,10 +91,28 @@ impl Kms {
         let owned = name.to_string();
         let result = self.store(move |s| s.delete_alias(&owned)).await;
         self.aliases.invalidate(name);
+        self.key_aliases.invalidate(&target);
         result.map_err(|e| match e {
             KmsError::NotFound(_) => KmsError::NotFound(format!("Alias {} is not found.", self.scope.alias_arn(name))),
             other => other,
         })
+    }
+
+    /// The names of the key's aliases: the kms:ResourceAliases condition key. Read only for
+    /// policies that use that key, and cached until an alias of the key changes.
+    pub(super) async fn resource_aliases(&self, key_id: &str) -> Result<Arc<[String]>> {
+        if let Some(names) = self.key_aliases.get(key_id) {
+            return Ok(names);
+        }
+        let seen = self.key_aliases.generation(key_id);
+        let owned = key_id.to_string();
+        let aliases = self
+            .store(move |s| s.list_aliases(Some(&owned), None, MAX_ALIASES_PER_KEY))
+            .await?;
+        let names: Arc<[String]> = aliases.into_iter().map(|a| a.name).collect();
+        self.key_aliases
+            .insert_if_unchanged(key_id.to_string(), seen, names.clone());
+        Ok(names)
     }
 
     pub async fn list_aliases(

@@ -76,10 +76,20 @@ impl Kms {
         let ctx = if key_policy.has_conditions() || identity_conditional {
             // Only the condition keys these policies read (usually the key policy's, precomputed).
             let read = condition_keys_read(&key_policy, identity_policies);
-            self.request_context(ev, access, &self.key_arn(&key.key_id), Some(read))
+            let aliases = match read.binary_search_by(|k| k.as_str().cmp(RESOURCE_ALIASES_LOWER)) {
+                Ok(_) => Some(self.resource_aliases(&key.key_id).await?),
+                Err(_) => None,
+            };
+            let mut ctx = self
+                .request_context(ev, access, &self.key_arn(&key.key_id), Some(read))
                 .with(ck::KEY_SPEC, key.key_spec.as_str())
                 .with(ck::KEY_USAGE, key.key_usage.as_str())
-                .with(ck::KEY_ORIGIN, key.origin.as_str())
+                .with(ck::KEY_ORIGIN, key.origin.as_str());
+            // A key without aliases has no kms:ResourceAliases (as in AWS: the key is absent).
+            if let Some(names) = aliases.filter(|n| !n.is_empty()) {
+                ctx.set_values(ck::RESOURCE_ALIASES, names.iter().cloned());
+            }
+            ctx
         } else {
             // No statement reads a condition key: don't build them (most keys, the hot path).
             RequestContext::without_conditions(&ev.principal, access.action, &self.key_arn(&key.key_id))
@@ -98,8 +108,19 @@ impl Kms {
     /// GenerateRandom): as in AWS, only the caller's identity policies can allow it; an account's
     /// root principal always may.
     pub(super) fn authorize_account(&self, ev: &mut AuditEvent, access: &Access<'_>) -> Result<()> {
+        self.authorize_by_identity(ev, access, "*")
+    }
+
+    /// Decides an action on an alias (CreateAlias, UpdateAlias, DeleteAlias), which AWS checks on
+    /// the alias as well as on its key. An alias has no policy of its own: as in AWS, only the
+    /// caller's identity policies can allow it (Resource: the alias ARN); the root principal may.
+    pub(super) fn authorize_alias(&self, ev: &mut AuditEvent, access: &Access<'_>, alias_name: &str) -> Result<()> {
+        self.authorize_by_identity(ev, access, &self.scope.alias_arn(alias_name))
+    }
+
+    fn authorize_by_identity(&self, ev: &mut AuditEvent, access: &Access<'_>, resource: &str) -> Result<()> {
         let ctx = self
-            .request_context(ev, access, "*", None)
+            .request_context(ev, access, resource, None)
             .with_key_account(&self.scope.account);
         let identity = self.identity.snapshot();
         let decision = policy::evaluate(&self.account_policy, identity.for_principal(&ev.principal), false, &ctx);
@@ -172,6 +193,9 @@ impl Kms {
         Ok(parsed)
     }
 }
+
+/// kms:ResourceAliases as condition key lists hold it (lowercased).
+const RESOURCE_ALIASES_LOWER: &str = "kms:resourcealiases";
 
 /// The condition keys `key_policy` and `identity_policies` read (sorted, once each). Usually one
 /// policy's list covers the others' and is shared as it is; otherwise the lists are merged.

@@ -23,6 +23,9 @@ use crate::keys::{now_secs, KeyRecord, KeySpec, KeyUsage};
 use crate::policy::{keys as ck, RequestContext};
 use crate::store::GrantRecord;
 
+/// AWS's "Grants per KMS key" quota: CreateGrant beyond it is a LimitExceededException.
+pub const MAX_GRANTS_PER_KEY: usize = 50_000;
+
 /// Every grant operation AWS KMS knows.
 const ALL_OPERATIONS: &[&str] = &[
     "Decrypt",
@@ -186,7 +189,9 @@ impl Kms {
             context_subset: scope.context_subset,
         };
         let digest = token_digest(&secret);
-        let result = self.store(move |s| s.create_grant(&record, &digest)).await;
+        let result = self
+            .store(move |s| s.create_grant(&record, &digest, MAX_GRANTS_PER_KEY))
+            .await;
         self.grants.invalidate(&key.key_id);
         let stored = result?;
         // An idempotent retry answers with the existing grant's id and a new token for it.

@@ -52,6 +52,8 @@ pub struct Kms {
     rng: SystemRandom,
     keys: ShardedCache<String, Arc<KeyRecord>>,
     aliases: ShardedCache<String, String>,
+    /// Each key's alias names (kms:ResourceAliases), loaded only for policies that read them.
+    key_aliases: ShardedCache<String, Arc<[String]>>,
     materials: ShardedCache<(String, u32), Arc<Material>>,
     /// Wrapped materials as stored: not secret, so kept whatever the TTL of unwrapped material;
     /// with the material cache off a request then costs an HSM unwrap but no store read.
@@ -97,6 +99,7 @@ impl Kms {
             rng: SystemRandom::new(),
             keys: ShardedCache::new(config.cache.metadata_capacity, None),
             aliases: ShardedCache::new(config.cache.metadata_capacity, None),
+            key_aliases: ShardedCache::new(config.cache.metadata_capacity, None),
             materials: ShardedCache::new(config.cache.material_capacity, Some(ttl)),
             wrapped: ShardedCache::new(config.cache.metadata_capacity, None),
             policies: ShardedCache::new(config.cache.metadata_capacity, None),

@@ -33,10 +33,12 @@ pub trait Store: Send + Sync + 'static {
     /// deletion and due. Returns whether it was deleted.
     fn delete_key_if_due(&self, key_id: &str, now: i64) -> Result<bool>;
 
-    /// AlreadyExistsException when the name is taken.
-    fn create_alias(&self, alias: &AliasRecord) -> Result<()>;
-    /// Points an existing alias at another key. NotFoundException when the alias does not exist.
-    fn update_alias(&self, name: &str, target_key_id: &str, now: i64) -> Result<()>;
+    /// AlreadyExistsException when the name is taken; LimitExceededException when the key already
+    /// has `max_aliases`.
+    fn create_alias(&self, alias: &AliasRecord, max_aliases: usize) -> Result<()>;
+    /// Points an existing alias at another key. NotFoundException when the alias does not exist;
+    /// LimitExceededException when the new key already has `max_aliases` others.
+    fn update_alias(&self, name: &str, target_key_id: &str, now: i64, max_aliases: usize) -> Result<()>;
     /// NotFoundException when the alias does not exist.
     fn delete_alias(&self, name: &str) -> Result<()>;
     fn get_alias(&self, name: &str) -> Result<Option<AliasRecord>>;
@@ -51,8 +53,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a grant and the SHA-256 of its first token. When the grant has a name and the key
     /// already has a grant with the same name and parameters, adds the token to that grant
-    /// instead and returns it (an idempotent retry). NotFoundException when the key is gone.
-    fn create_grant(&self, grant: &GrantRecord, token_sha256: &[u8; 32]) -> Result<GrantRecord>;
+    /// instead and returns it (an idempotent retry). NotFoundException when the key is gone;
+    /// LimitExceededException when a new grant would exceed `max_grants` on the key.
+    fn create_grant(&self, grant: &GrantRecord, token_sha256: &[u8; 32], max_grants: usize) -> Result<GrantRecord>;
     /// Every grant of a key, ordered by grant id.
     fn key_grants(&self, key_id: &str) -> Result<Vec<GrantRecord>>;
     fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>>;

@@ -88,6 +88,23 @@ struct NewKey {
     policy: String,
 }
 
+/// LimitExceededException when `key_id` already has `max` aliases other than `name`.
+fn refuse_alias_over_limit(tx: &rusqlite::Transaction<'_>, key_id: &str, name: &str, max: usize) -> Result<()> {
+    let n: i64 = tx
+        .query_row(
+            "SELECT COUNT(*) FROM aliases WHERE key_id = ?1 AND name <> ?2",
+            [key_id, name],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if n as usize >= max {
+        return Err(KmsError::LimitExceeded(format!(
+            "Key '{key_id}' already has {n} aliases; a key can have at most {max}"
+        )));
+    }
+    Ok(())
+}
+
 fn db(e: rusqlite::Error) -> KmsError {
     KmsError::internal(format!("store: {e}"))
 }
@@ -361,9 +378,13 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    fn create_alias(&self, a: &AliasRecord) -> Result<()> {
-        let conn = self.conn()?;
-        let n = conn
+    fn create_alias(&self, a: &AliasRecord, max_aliases: usize) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        refuse_alias_over_limit(&tx, &a.target_key_id, &a.name, max_aliases)?;
+        let n = tx
             .execute(
                 "INSERT OR IGNORE INTO aliases (name, key_id, creation_date, last_updated_date) VALUES (?1, ?2, ?3, ?4)",
                 params![a.name, a.target_key_id, a.creation_date, a.last_updated_date],
@@ -375,12 +396,16 @@ impl Store for SqliteStore {
                 a.name
             )));
         }
-        Ok(())
+        tx.commit().map_err(db)
     }
 
-    fn update_alias(&self, name: &str, target_key_id: &str, now: i64) -> Result<()> {
-        let conn = self.conn()?;
-        let n = conn
+    fn update_alias(&self, name: &str, target_key_id: &str, now: i64, max_aliases: usize) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        refuse_alias_over_limit(&tx, target_key_id, name, max_aliases)?;
+        let n = tx
             .execute(
                 "UPDATE aliases SET key_id = ?2, last_updated_date = ?3 WHERE name = ?1",
                 params![name, target_key_id, now],
@@ -389,7 +414,7 @@ impl Store for SqliteStore {
         if n == 0 {
             return Err(KmsError::NotFound(format!("Alias {name} does not exist")));
         }
-        Ok(())
+        tx.commit().map_err(db)
     }
 
     fn delete_alias(&self, name: &str) -> Result<()> {
@@ -480,7 +505,7 @@ impl Store for SqliteStore {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
     }
 
-    fn create_grant(&self, g: &GrantRecord, token_sha256: &[u8; 32]) -> Result<GrantRecord> {
+    fn create_grant(&self, g: &GrantRecord, token_sha256: &[u8; 32], max_grants: usize) -> Result<GrantRecord> {
         let mut conn = self.conn()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -507,6 +532,17 @@ impl Store for SqliteStore {
         let grant = match existing {
             Some(found) => found,
             None => {
+                let n: i64 = tx
+                    .query_row("SELECT COUNT(*) FROM grants WHERE key_id = ?1", [&g.key_id], |r| {
+                        r.get(0)
+                    })
+                    .map_err(db)?;
+                if n as usize >= max_grants {
+                    return Err(KmsError::LimitExceeded(format!(
+                        "Key '{}' already has {n} grants; a key can have at most {max_grants}. Retire or revoke grants first",
+                        g.key_id
+                    )));
+                }
                 tx.execute(
                     &format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                     params![
@@ -806,12 +842,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
         s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
-        s.create_alias(&AliasRecord {
-            name: "alias/a".into(),
-            target_key_id: "a".into(),
-            creation_date: 1,
-            last_updated_date: 1,
-        })
+        s.create_alias(
+            &AliasRecord {
+                name: "alias/a".into(),
+                target_key_id: "a".into(),
+                creation_date: 1,
+                last_updated_date: 1,
+            },
+            50,
+        )
         .unwrap();
         assert!(!s.delete_key_if_due("a", 100).unwrap());
         s.update_key("a", &mut |k| {
@@ -867,18 +906,21 @@ mod tests {
             context_equals: None,
             context_subset: Some([("k".to_string(), "v".to_string())].into()),
         };
-        assert_eq!(s.create_grant(&g, &[1; 32]).unwrap(), g);
+        assert_eq!(s.create_grant(&g, &[1; 32], 50).unwrap(), g);
         let mut retry = g.clone();
         retry.grant_id = "g2".into();
         retry.operations.reverse();
-        assert_eq!(s.create_grant(&retry, &[2; 32]).unwrap().grant_id, "g1");
+        assert_eq!(s.create_grant(&retry, &[2; 32], 50).unwrap().grant_id, "g1");
         assert_eq!(s.grant_token_digests("g1").unwrap().len(), 2);
         assert_eq!(s.key_grants("a").unwrap(), vec![g.clone()]);
         let carol = g.retiring_principal.as_deref().unwrap();
         assert_eq!(s.list_retirable_grants(carol, None, 10).unwrap().len(), 1);
         let mut missing = g.clone();
         missing.key_id = "zz".into();
-        assert!(matches!(s.create_grant(&missing, &[3; 32]), Err(KmsError::NotFound(_))));
+        assert!(matches!(
+            s.create_grant(&missing, &[3; 32], 50),
+            Err(KmsError::NotFound(_))
+        ));
         s.update_key("a", &mut |k| {
             k.state = KeyState::PendingDeletion;
             k.deletion_date = Some(5);
@@ -889,5 +931,72 @@ mod tests {
         assert!(s.get_grant("g1").unwrap().is_none());
         assert!(s.grant_token_digests("g1").unwrap().is_empty());
         assert!(!s.delete_grant("a", "g1").unwrap());
+    }
+
+    fn alias(name: &str, key_id: &str) -> AliasRecord {
+        AliasRecord {
+            name: name.into(),
+            target_key_id: key_id.into(),
+            creation_date: 1,
+            last_updated_date: 1,
+        }
+    }
+
+    #[test]
+    fn alias_limit_counts_the_target_keys_other_aliases() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
+        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
+        s.create_key(&key("b"), &material("b"), &[], "{}").unwrap();
+        s.create_alias(&alias("alias/a1", "a"), 2).unwrap();
+        s.create_alias(&alias("alias/a2", "a"), 2).unwrap();
+        let full = s.create_alias(&alias("alias/a3", "a"), 2);
+        assert!(
+            matches!(&full, Err(KmsError::LimitExceeded(m)) if m.contains("at most 2")),
+            "{full:?}"
+        );
+        assert!(s.get_alias("alias/a3").unwrap().is_none(), "nothing written");
+        s.create_alias(&alias("alias/b1", "b"), 2).unwrap();
+        // Moving an alias onto a full key is refused and leaves it where it was ...
+        assert!(matches!(
+            s.update_alias("alias/b1", "a", 2, 2),
+            Err(KmsError::LimitExceeded(_))
+        ));
+        assert_eq!(s.get_alias("alias/b1").unwrap().unwrap().target_key_id, "b");
+        // ... but re-pointing one of the key's own aliases at it does not count itself.
+        s.update_alias("alias/a1", "a", 3, 2).unwrap();
+        s.delete_alias("alias/a2").unwrap();
+        s.update_alias("alias/b1", "a", 4, 2).unwrap();
+    }
+
+    #[test]
+    fn grant_limit_refuses_new_grants_but_not_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
+        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
+        let grant = |id: &str, name: &str| GrantRecord {
+            grant_id: id.into(),
+            key_id: "a".into(),
+            name: Some(name.into()),
+            creation_date: 1,
+            grantee_principal: "arn:aws:iam::111122223333:user/bob".into(),
+            retiring_principal: None,
+            issuing_account: "arn:aws:iam::111122223333:root".into(),
+            operations: vec!["Decrypt".into()],
+            context_equals: None,
+            context_subset: None,
+        };
+        s.create_grant(&grant("g1", "one"), &[1; 32], 2).unwrap();
+        s.create_grant(&grant("g2", "two"), &[2; 32], 2).unwrap();
+        let full = s.create_grant(&grant("g3", "three"), &[3; 32], 2);
+        assert!(
+            matches!(&full, Err(KmsError::LimitExceeded(m)) if m.contains("at most 2")),
+            "{full:?}"
+        );
+        assert!(s.get_grant("g3").unwrap().is_none());
+        // An idempotent retry (same name and parameters) adds no grant, so it still succeeds.
+        assert_eq!(s.create_grant(&grant("g4", "two"), &[4; 32], 2).unwrap().grant_id, "g2");
+        assert!(s.delete_grant("a", "g1").unwrap());
+        s.create_grant(&grant("g3", "three"), &[3; 32], 2).unwrap();
     }
 }

@@ -487,3 +487,48 @@ async fn tags_overwrite_untag_limit_and_pages() {
     assert_eq!(map.len(), 50);
     assert!(map.contains_key("room") && !map.contains_key("fill-00"));
 }
+
+/// AWS's "Aliases per KMS key" quota (50): the 51st alias of a key, created or moved onto it, is a
+/// LimitExceededException that changes nothing.
+#[tokio::test]
+async fn a_key_has_at_most_50_aliases() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let full = create_key(&mut c).await;
+    let other = create_key(&mut c).await;
+    for i in 0..50 {
+        c.create_alias(create_alias_req(&format!("alias/a{i:02}"), &full.key_id))
+            .await
+            .unwrap();
+    }
+    let msg = expect_err(
+        c.create_alias(create_alias_req("alias/a50", &full.key_id)).await,
+        "LimitExceededException",
+    );
+    assert!(
+        msg.contains("already has 50 aliases") && msg.contains("at most 50"),
+        "{msg}"
+    );
+    c.create_alias(create_alias_req("alias/elsewhere", &other.key_id))
+        .await
+        .unwrap();
+    expect_err(
+        c.update_alias(pb::UpdateAliasRequest {
+            alias_name: "alias/elsewhere".into(),
+            target_key_id: full.key_id.clone(),
+        })
+        .await,
+        "LimitExceededException",
+    );
+    let (on_full, _) = all_aliases(&mut c, Some(&full.key_id), None).await;
+    assert_eq!(on_full.len(), 50);
+    let (on_other, _) = all_aliases(&mut c, Some(&other.key_id), None).await;
+    assert_eq!(on_other.len(), 1, "the refused move left the alias where it was");
+    // Re-pointing one of the key's own aliases at it is not a 51st.
+    c.update_alias(pb::UpdateAliasRequest {
+        alias_name: "alias/a00".into(),
+        target_key_id: full.key_id.clone(),
+    })
+    .await
+    .unwrap();
+}

@@ -517,11 +517,27 @@ async fn authorization_matrix_over_mtls_and_tokens() {
         &["kms:CreateKey", "kms:ListKeys", "kms:ListAliases", "kms:GenerateRandom"],
         "*",
     );
+    // Alias operations are decided on the alias (identity policies only) and on its key.
+    let aliases = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"];
+    let alice_aliases = allow(&aliases, "arn:aws:kms:us-east-1:111122223333:alias/matrix-*");
     // An identity policy alone gives bob nothing: the key policy names bob, not the account.
-    let bob_encrypt = allow(&["kms:Encrypt", "kms:Decrypt"], "*");
+    let bob_encrypt = allow(
+        &[
+            "kms:Encrypt",
+            "kms:Decrypt",
+            "kms:CreateAlias",
+            "kms:UpdateAlias",
+            "kms:DeleteAlias",
+        ],
+        "*",
+    );
     let identity = identity_file(
-        &[("alice-account", &alice_account_actions), ("bob-crypto", &bob_encrypt)],
-        &[(ALICE, &["alice-account"]), (BOB, &["bob-crypto"])],
+        &[
+            ("alice-account", &alice_account_actions),
+            ("alice-aliases", &alice_aliases),
+            ("bob-crypto", &bob_encrypt),
+        ],
+        &[(ALICE, &["alice-account", "alice-aliases"]), (BOB, &["bob-crypto"])],
     );
     let server = tls_server(&pki, &identity).await;
     let mut alice = tls_client(&server, &pki.ca.cert, pki.alice.identity(), Bearer::default())

@@ -799,7 +799,19 @@ async fn identity_policy_deny_caller_account_and_alias_moves() {
          "Condition": {"StringEquals": {"kms:EncryptionContext:Tier": "restricted"}}}
     ]})
     .to_string();
-    std::fs::write(&identity, identity_file(&[("ext", &ext_policy)], &[(EXT, &["ext"])])).unwrap();
+    // Alias operations need the caller's identity policy to allow them on the alias itself.
+    let app_aliases = allow(
+        &["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"],
+        "arn:aws:kms:us-east-1:111122223333:alias/moving",
+    );
+    std::fs::write(
+        &identity,
+        identity_file(
+            &[("ext", &ext_policy), ("app-aliases", &app_aliases)],
+            &[(EXT, &["ext"]), (APP, &["app-aliases"])],
+        ),
+    )
+    .unwrap();
     let server = Server::start_with(&token_config(false, &[ROOT, APP, EXT], Some(&identity))).await;
     let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
     let mut app = plain_client(&server, Bearer::token(Some(&token(APP)))).await;
@@ -862,6 +874,22 @@ async fn identity_policy_deny_caller_account_and_alias_moves() {
         create_key(&mut root, &may_move).await,
     );
     let c = create_key(&mut root, &key_policy(&[])).await;
+    // The key policy allows app on a, but no identity policy allows it on this alias (AWS
+    // decides CreateAlias on both): denied, naming the alias.
+    let msg = expect_denied(
+        app.create_alias(pb::CreateAliasRequest {
+            alias_name: "alias/elsewhere".into(),
+            target_key_id: a.clone(),
+        })
+        .await,
+        APP,
+        "kms:CreateAlias",
+        Some("arn:aws:kms:us-east-1:111122223333:alias/elsewhere"),
+    );
+    assert!(
+        msg.ends_with("because no identity-based policy allows the kms:CreateAlias action"),
+        "{msg}"
+    );
     app.create_alias(pb::CreateAliasRequest {
         alias_name: "alias/moving".into(),
         target_key_id: a.clone(),
@@ -898,4 +926,51 @@ async fn identity_policy_deny_caller_account_and_alias_moves() {
     );
     // The record names the key that refused: the one the alias pointed to.
     assert_eq!(refused_move["key_arn"], c.as_str());
+}
+
+/// kms:ResourceAliases (AWS's "use aliases to control access" example): the key's aliases as they
+/// are now, so creating, moving and deleting an alias changes who may use the key at once.
+#[tokio::test]
+async fn resource_aliases_follow_alias_changes() {
+    let server = Server::start_with(&token_config(false, &[ROOT, APP], None)).await;
+    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
+    let mut app = plain_client(&server, Bearer::token(Some(&token(APP)))).await;
+    let finance_only = key_policy(&[allow_app(
+        "FinanceAliases",
+        &["kms:Encrypt"],
+        json!({"ForAnyValue:StringLike": {"kms:ResourceAliases": "alias/finance-*"}}),
+    )]);
+    let (a, b) = (
+        create_key(&mut root, &finance_only).await,
+        create_key(&mut root, &finance_only).await,
+    );
+    let alias = |name: &str, target: &str| pb::CreateAliasRequest {
+        alias_name: name.into(),
+        target_key_id: target.into(),
+    };
+
+    // No alias: kms:ResourceAliases is absent, ForAnyValue does not match.
+    expect_denied(encrypt(&mut app, &a, &[]).await, APP, "kms:Encrypt", Some(&a));
+    root.create_alias(alias("alias/other", &a)).await.unwrap();
+    expect_denied(encrypt(&mut app, &a, &[]).await, APP, "kms:Encrypt", Some(&a));
+    // A matching alias among several: allowed, by key ARN (the alias need not be in the request).
+    root.create_alias(alias("alias/finance-payroll", &a)).await.unwrap();
+    encrypt(&mut app, &a, &[]).await.unwrap();
+    expect_denied(encrypt(&mut app, &b, &[]).await, APP, "kms:Encrypt", Some(&b));
+
+    // Moving the alias moves the permission, with no stale answer from a cache.
+    root.update_alias(pb::UpdateAliasRequest {
+        alias_name: "alias/finance-payroll".into(),
+        target_key_id: b.clone(),
+    })
+    .await
+    .unwrap();
+    expect_denied(encrypt(&mut app, &a, &[]).await, APP, "kms:Encrypt", Some(&a));
+    encrypt(&mut app, &b, &[]).await.unwrap();
+    root.delete_alias(pb::DeleteAliasRequest {
+        alias_name: "alias/finance-payroll".into(),
+    })
+    .await
+    .unwrap();
+    expect_denied(encrypt(&mut app, &b, &[]).await, APP, "kms:Encrypt", Some(&b));
 }
