@@ -8,6 +8,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     // Served through gRPC reflection.
     std::fs::write(out.join("kms_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Server and client encode and decode through `api::codec::WipingCodec`: prost's encoding, plus
+    // zeroizing the secret fields of each message once it is encoded (ProstCodec drops them as is).
+    // The builder has one codec path for both sides; the client (tests, kms-bench) gets it too.
+    tonic_prost_build::configure()
+        .codec_path("crate::api::codec::WipingCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

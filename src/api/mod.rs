@@ -1,5 +1,6 @@
 //! Transports. gRPC only for now: `grpc` maps proto <-> domain types and errors, `server` runs it.
 
+pub mod codec;
 mod convert;
 mod grpc;
 mod server;
