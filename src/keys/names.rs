@@ -68,6 +68,13 @@ pub fn alias_name(s: &str) -> Result<()> {
 
 /// Tag keys 1-128 characters, values 0-256; keys starting with `aws:` are reserved.
 pub fn tags(tags: &[Tag]) -> Result<()> {
+    // The count first: every check below is linear in it, and a request may carry thousands.
+    if tags.len() > MAX_TAGS_PER_KEY {
+        return Err(KmsError::Tag(format!(
+            "Too many tags: {} given, a key can have at most {MAX_TAGS_PER_KEY}",
+            tags.len()
+        )));
+    }
     for t in tags {
         tag_key(&t.key)?;
         if t.value.chars().count() > MAX_TAG_VALUE {
@@ -77,16 +84,11 @@ pub fn tags(tags: &[Tag]) -> Result<()> {
             )));
         }
     }
-    for (i, t) in tags.iter().enumerate() {
-        if tags[..i].iter().any(|o| o.key == t.key) {
+    let mut seen = std::collections::HashSet::with_capacity(tags.len());
+    for t in tags {
+        if !seen.insert(t.key.as_str()) {
             return Err(KmsError::Tag(format!("Duplicate tag key '{}' in the request", t.key)));
         }
-    }
-    if tags.len() > MAX_TAGS_PER_KEY {
-        return Err(KmsError::Tag(format!(
-            "Too many tags: {} given, a key can have at most {MAX_TAGS_PER_KEY}",
-            tags.len()
-        )));
     }
     Ok(())
 }
@@ -139,5 +141,22 @@ mod tests {
         assert!(tags(&[t("aws:x", "1")]).is_err());
         let many: Vec<Tag> = (0..51).map(|i| t(&format!("k{i}"), "v")).collect();
         assert!(tags(&many).is_err());
+    }
+
+    #[test]
+    fn tag_count_is_checked_before_the_per_tag_checks() {
+        let tag = |k: String| Tag {
+            key: k,
+            value: "v".into(),
+        };
+        // 51 tags whose first two collide: the count is reported, not the duplicate.
+        let mut many: Vec<Tag> = (0..51).map(|i| tag(format!("k{i}"))).collect();
+        many[1].key = "k0".into();
+        assert!(matches!(tags(&many), Err(KmsError::Tag(m)) if m.starts_with("Too many tags: 51")));
+        // A request-sized list (hundreds of thousands) is refused by its length alone.
+        let huge: Vec<Tag> = (0..300_000).map(|i| tag(format!("{i:x}"))).collect();
+        assert!(matches!(tags(&huge), Err(KmsError::Tag(m)) if m.starts_with("Too many tags: 300000")));
+        // Duplicates within the limit are still found.
+        assert!(matches!(tags(&many[..50]), Err(KmsError::Tag(m)) if m.contains("Duplicate tag key 'k0'")));
     }
 }

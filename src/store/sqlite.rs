@@ -383,7 +383,6 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        refuse_alias_over_limit(&tx, &a.target_key_id, &a.name, max_aliases)?;
         let n = tx
             .execute(
                 "INSERT OR IGNORE INTO aliases (name, key_id, creation_date, last_updated_date) VALUES (?1, ?2, ?3, ?4)",
@@ -396,6 +395,7 @@ impl Store for SqliteStore {
                 a.name
             )));
         }
+        refuse_alias_over_limit(&tx, &a.target_key_id, &a.name, max_aliases)?;
         tx.commit().map_err(db)
     }
 
@@ -642,8 +642,12 @@ impl Store for SqliteStore {
                 params![key_id, grant_id],
             )
             .map_err(db)?;
-        tx.execute("DELETE FROM grant_tokens WHERE grant_id = ?1", [grant_id])
-            .map_err(db)?;
+        // Scoped to the key too: a grant id named through another key must not lose its tokens.
+        tx.execute(
+            "DELETE FROM grant_tokens WHERE grant_id = ?1 AND key_id = ?2",
+            params![grant_id, key_id],
+        )
+        .map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(n > 0)
     }
@@ -956,6 +960,11 @@ mod tests {
             "{full:?}"
         );
         assert!(s.get_alias("alias/a3").unwrap().is_none(), "nothing written");
+        // A taken name is AlreadyExists, whether or not its key is full (AWS checks the name first).
+        assert!(matches!(
+            s.create_alias(&alias("alias/a1", "a"), 2),
+            Err(KmsError::AlreadyExists(_))
+        ));
         s.create_alias(&alias("alias/b1", "b"), 2).unwrap();
         // Moving an alias onto a full key is refused and leaves it where it was ...
         assert!(matches!(
@@ -998,5 +1007,31 @@ mod tests {
         assert_eq!(s.create_grant(&grant("g4", "two"), &[4; 32], 2).unwrap().grant_id, "g2");
         assert!(s.delete_grant("a", "g1").unwrap());
         s.create_grant(&grant("g3", "three"), &[3; 32], 2).unwrap();
+    }
+
+    #[test]
+    fn revoking_through_another_key_leaves_the_grant_and_its_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
+        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
+        s.create_key(&key("b"), &material("b"), &[], "{}").unwrap();
+        let g = GrantRecord {
+            grant_id: "gb".into(),
+            key_id: "b".into(),
+            name: None,
+            creation_date: 1,
+            grantee_principal: "arn:aws:iam::111122223333:user/bob".into(),
+            retiring_principal: None,
+            issuing_account: "arn:aws:iam::111122223333:root".into(),
+            operations: vec!["Decrypt".into()],
+            context_equals: None,
+            context_subset: None,
+        };
+        s.create_grant(&g, &[9; 32], 50).unwrap();
+        assert!(!s.delete_grant("a", "gb").unwrap(), "gb is not a's grant");
+        assert!(s.get_grant("gb").unwrap().is_some());
+        assert_eq!(s.grant_token_digests("gb").unwrap(), vec![vec![9; 32]]);
+        assert!(s.delete_grant("b", "gb").unwrap());
+        assert!(s.grant_token_digests("gb").unwrap().is_empty());
     }
 }
