@@ -37,7 +37,12 @@ impl GrpcService {
             request.remote_addr().map(|a| a.ip().to_string()),
         );
         ev.secure_transport = self.tls;
-        let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        // A header that isn't visible ASCII is a malformed credential, refused as one: never
+        // taken as no header (which would be dev mode's root, or the certificate's principal).
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or(""));
         let certs = request.peer_certs();
         match self
             .auth

@@ -84,6 +84,15 @@ impl KeySpec {
         )
     }
 
+    /// The key type UpdateAlias compares: "symmetric", "asymmetric" or "HMAC".
+    pub fn key_type(self) -> &'static str {
+        match self {
+            KeySpec::SymmetricDefault => "symmetric",
+            _ if self.is_hmac() => "HMAC",
+            _ => "asymmetric",
+        }
+    }
+
     /// The usages AWS allows for this spec.
     pub fn usages(self) -> &'static [KeyUsage] {
         match self {

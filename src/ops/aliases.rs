@@ -10,6 +10,9 @@ use crate::keys::key_ref::Accept;
 use crate::keys::names::{self, MAX_ALIASES_PER_KEY};
 use crate::keys::{now_secs, AliasRecord};
 
+/// How often an alias change is decided again when a concurrent change moved the alias.
+const ALIAS_CHANGE_ATTEMPTS: usize = 3;
+
 impl Kms {
     pub async fn create_alias(&self, name: &str, target: &str, ev: &mut AuditEvent) -> Result<()> {
         names::alias_name(name)?;
@@ -37,15 +40,12 @@ impl Kms {
         Ok(())
     }
 
-    /// Moves an alias to another key of the same key spec and usage, as AWS requires.
+    /// Moves an alias to another key of the same type (symmetric, asymmetric or HMAC) and usage,
+    /// as AWS requires.
     pub async fn update_alias(&self, name: &str, target: &str, ev: &mut AuditEvent) -> Result<()> {
         names::alias_name(name)?;
         self.authorize_alias(ev, &Access::new("kms:UpdateAlias"), name)?;
-        let owned = name.to_string();
-        let current = self
-            .store(move |s| s.get_alias(&owned))
-            .await?
-            .ok_or_else(|| KmsError::NotFound(format!("Alias {} is not found.", self.scope.alias_arn(name))))?;
+        let mut current = self.stored_alias_target(name).await?;
         let key = self
             .resolve(
                 Access::new("kms:UpdateAlias"),
@@ -56,46 +56,83 @@ impl Kms {
             )
             .await?;
         refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
-        if let Some(old) = self.key(&current.target_key_id).await? {
-            // As in AWS, moving an alias needs kms:UpdateAlias on both keys.
-            if let Err(e) = self.authorize(ev, &Access::new("kms:UpdateAlias"), &old).await {
-                ev.key_arn = Some(self.key_arn(&old.key_id)); // the audit names the key that refused
-                return Err(e);
+        for _ in 0..ALIAS_CHANGE_ATTEMPTS {
+            if let Some(old) = self.key(&current).await? {
+                // As in AWS, moving an alias needs kms:UpdateAlias on both keys.
+                if let Err(e) = self.authorize(ev, &Access::new("kms:UpdateAlias"), &old).await {
+                    ev.key_arn = Some(self.key_arn(&old.key_id)); // the audit names the key that refused
+                    return Err(e);
+                }
+                let (from, to) = (old.key_spec.key_type(), key.key_spec.key_type());
+                if from != to || old.key_usage != key.key_usage {
+                    return Err(KmsError::validation(format!(
+                        "Alias {name} points to a {from} {} key; the new target must be a {from} key with the \
+                         same key usage, not a {to} {} key",
+                        old.key_usage.as_str(),
+                        key.key_usage.as_str()
+                    )));
+                }
             }
-            if old.key_spec != key.key_spec || old.key_usage != key.key_usage {
-                return Err(KmsError::validation(format!(
-                    "Alias {name} points to a {} {} key; the new target must have the same key spec and usage",
-                    old.key_spec.as_str(),
-                    old.key_usage.as_str()
-                )));
+            // Written only if the alias still points where it was authorized (a concurrent move
+            // makes this false: decide again on the key it points to now).
+            let (owned, from, to) = (name.to_string(), current.clone(), key.key_id.clone());
+            let moved = self
+                .store(move |s| s.update_alias(&owned, &from, &to, now_secs(), MAX_ALIASES_PER_KEY))
+                .await;
+            self.aliases.invalidate(name);
+            self.key_aliases.invalidate(&current);
+            self.key_aliases.invalidate(&key.key_id);
+            if moved.map_err(|e| self.alias_error(name, e))? {
+                return Ok(());
             }
+            current = self.stored_alias_target(name).await?;
         }
-        let (owned, key_id) = (name.to_string(), key.key_id.clone());
-        let result = self
-            .store(move |s| s.update_alias(&owned, &key_id, now_secs(), MAX_ALIASES_PER_KEY))
-            .await;
-        self.aliases.invalidate(name);
-        self.key_aliases.invalidate(&current.target_key_id);
-        self.key_aliases.invalidate(&key.key_id);
-        result
+        Err(self.alias_contended(name))
     }
 
     pub async fn delete_alias(&self, name: &str, ev: &mut AuditEvent) -> Result<()> {
         names::alias_name(name)?;
         self.authorize_alias(ev, &Access::new("kms:DeleteAlias"), name)?;
-        let target = self.alias_target(name).await?;
-        ev.key_arn = Some(self.key_arn(&target));
-        if let Some(key) = self.key(&target).await? {
-            self.authorize(ev, &Access::new("kms:DeleteAlias"), &key).await?;
+        let mut target = self.alias_target(name).await?;
+        for _ in 0..ALIAS_CHANGE_ATTEMPTS {
+            ev.key_arn = Some(self.key_arn(&target));
+            if let Some(key) = self.key(&target).await? {
+                self.authorize(ev, &Access::new("kms:DeleteAlias"), &key).await?;
+            }
+            let (owned, key_id) = (name.to_string(), target.clone());
+            let deleted = self.store(move |s| s.delete_alias(&owned, &key_id)).await;
+            self.aliases.invalidate(name);
+            self.key_aliases.invalidate(&target);
+            if deleted.map_err(|e| self.alias_error(name, e))? {
+                return Ok(());
+            }
+            target = self.stored_alias_target(name).await?;
         }
+        Err(self.alias_contended(name))
+    }
+
+    /// The key an alias points to, read from the store (not the cache): NotFoundException if none.
+    async fn stored_alias_target(&self, name: &str) -> Result<String> {
         let owned = name.to_string();
-        let result = self.store(move |s| s.delete_alias(&owned)).await;
-        self.aliases.invalidate(name);
-        self.key_aliases.invalidate(&target);
-        result.map_err(|e| match e {
+        self.store(move |s| s.get_alias(&owned))
+            .await?
+            .map(|a| a.target_key_id)
+            .ok_or_else(|| self.alias_error(name, KmsError::NotFound(String::new())))
+    }
+
+    /// AWS's NotFoundException message for a missing alias; other errors as they are.
+    fn alias_error(&self, name: &str, e: KmsError) -> KmsError {
+        match e {
             KmsError::NotFound(_) => KmsError::NotFound(format!("Alias {} is not found.", self.scope.alias_arn(name))),
             other => other,
-        })
+        }
+    }
+
+    fn alias_contended(&self, name: &str) -> KmsError {
+        KmsError::InvalidState(format!(
+            "Alias {} kept changing while this request changed it; retry the request",
+            self.scope.alias_arn(name)
+        ))
     }
 
     /// The names of the key's aliases: the kms:ResourceAliases condition key. Read only for

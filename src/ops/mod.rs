@@ -156,7 +156,11 @@ impl Kms {
     /// Resolves a `KeyId` parameter to its key, through the caches, without authorizing.
     async fn lookup(&self, field: &str, input: &str, accept: Accept, ev: &mut AuditEvent) -> Result<Arc<KeyRecord>> {
         let key_id = match self.scope.parse(field, input, accept)? {
-            KeyRef::Key(id) => id,
+            KeyRef::Key(id) => {
+                // kms:RequestAlias is the alias that named *this* key (ReEncrypt names two).
+                ev.request_alias = None;
+                id
+            }
             KeyRef::Alias(name) => {
                 let id = self.alias_target(&name).await?;
                 ev.request_alias = Some(name);

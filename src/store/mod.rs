@@ -36,11 +36,20 @@ pub trait Store: Send + Sync + 'static {
     /// AlreadyExistsException when the name is taken; LimitExceededException when the key already
     /// has `max_aliases`.
     fn create_alias(&self, alias: &AliasRecord, max_aliases: usize) -> Result<()>;
-    /// Points an existing alias at another key. NotFoundException when the alias does not exist;
+    /// Points an alias that points at `from_key_id` at `to_key_id`; false (nothing changed) when it
+    /// points elsewhere by now. NotFoundException when the alias does not exist;
     /// LimitExceededException when the new key already has `max_aliases` others.
-    fn update_alias(&self, name: &str, target_key_id: &str, now: i64, max_aliases: usize) -> Result<()>;
-    /// NotFoundException when the alias does not exist.
-    fn delete_alias(&self, name: &str) -> Result<()>;
+    fn update_alias(
+        &self,
+        name: &str,
+        from_key_id: &str,
+        to_key_id: &str,
+        now: i64,
+        max_aliases: usize,
+    ) -> Result<bool>;
+    /// Deletes an alias that points at `key_id`; false (nothing changed) when it points elsewhere
+    /// by now. NotFoundException when the alias does not exist.
+    fn delete_alias(&self, name: &str, key_id: &str) -> Result<bool>;
     fn get_alias(&self, name: &str) -> Result<Option<AliasRecord>>;
     /// Aliases ordered by name, strictly after `after`, optionally only those of one key.
     fn list_aliases(&self, key_id: Option<&str>, after: Option<&str>, limit: usize) -> Result<Vec<AliasRecord>>;

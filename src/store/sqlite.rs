@@ -105,6 +105,21 @@ fn refuse_alias_over_limit(tx: &rusqlite::Transaction<'_>, key_id: &str, name: &
     Ok(())
 }
 
+/// After a conditional alias change matched nothing: Ok(false) when the alias exists (it points
+/// at another key by now), NotFoundException when it doesn't.
+fn alias_moved_or_missing(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<bool> {
+    let exists = tx
+        .query_row("SELECT 1 FROM aliases WHERE name = ?1", [name], |_| Ok(()))
+        .optional()
+        .map_err(db)?
+        .is_some();
+    if exists {
+        Ok(false)
+    } else {
+        Err(KmsError::NotFound(format!("Alias {name} does not exist")))
+    }
+}
+
 fn db(e: rusqlite::Error) -> KmsError {
     KmsError::internal(format!("store: {e}"))
 }
@@ -399,34 +414,45 @@ impl Store for SqliteStore {
         tx.commit().map_err(db)
     }
 
-    fn update_alias(&self, name: &str, target_key_id: &str, now: i64, max_aliases: usize) -> Result<()> {
+    fn update_alias(
+        &self,
+        name: &str,
+        from_key_id: &str,
+        to_key_id: &str,
+        now: i64,
+        max_aliases: usize,
+    ) -> Result<bool> {
         let mut conn = self.conn()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        refuse_alias_over_limit(&tx, target_key_id, name, max_aliases)?;
         let n = tx
             .execute(
-                "UPDATE aliases SET key_id = ?2, last_updated_date = ?3 WHERE name = ?1",
-                params![name, target_key_id, now],
+                "UPDATE aliases SET key_id = ?3, last_updated_date = ?4 WHERE name = ?1 AND key_id = ?2",
+                params![name, from_key_id, to_key_id, now],
             )
             .map_err(db)?;
         if n == 0 {
-            return Err(KmsError::NotFound(format!("Alias {name} does not exist")));
+            return alias_moved_or_missing(&tx, name);
         }
-        tx.commit().map_err(db)
+        refuse_alias_over_limit(&tx, to_key_id, name, max_aliases)?;
+        tx.commit().map_err(db)?;
+        Ok(true)
     }
 
-    fn delete_alias(&self, name: &str) -> Result<()> {
-        let conn = self.conn()?;
-        if conn
-            .execute("DELETE FROM aliases WHERE name = ?1", [name])
-            .map_err(db)?
-            == 0
-        {
-            return Err(KmsError::NotFound(format!("Alias {name} does not exist")));
+    fn delete_alias(&self, name: &str, key_id: &str) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let n = tx
+            .execute("DELETE FROM aliases WHERE name = ?1 AND key_id = ?2", [name, key_id])
+            .map_err(db)?;
+        if n == 0 {
+            return alias_moved_or_missing(&tx, name);
         }
-        Ok(())
+        tx.commit().map_err(db)?;
+        Ok(true)
     }
 
     fn get_alias(&self, name: &str) -> Result<Option<AliasRecord>> {
@@ -968,14 +994,23 @@ mod tests {
         s.create_alias(&alias("alias/b1", "b"), 2).unwrap();
         // Moving an alias onto a full key is refused and leaves it where it was ...
         assert!(matches!(
-            s.update_alias("alias/b1", "a", 2, 2),
+            s.update_alias("alias/b1", "b", "a", 2, 2),
             Err(KmsError::LimitExceeded(_))
         ));
         assert_eq!(s.get_alias("alias/b1").unwrap().unwrap().target_key_id, "b");
         // ... but re-pointing one of the key's own aliases at it does not count itself.
-        s.update_alias("alias/a1", "a", 3, 2).unwrap();
-        s.delete_alias("alias/a2").unwrap();
-        s.update_alias("alias/b1", "a", 4, 2).unwrap();
+        assert!(s.update_alias("alias/a1", "a", "a", 3, 2).unwrap());
+        // A change conditioned on a target the alias no longer has changes nothing.
+        assert!(!s.update_alias("alias/b1", "a", "b", 4, 2).unwrap());
+        assert!(!s.delete_alias("alias/b1", "a").unwrap());
+        assert_eq!(s.get_alias("alias/b1").unwrap().unwrap().target_key_id, "b");
+        assert!(matches!(s.delete_alias("alias/zz", "a"), Err(KmsError::NotFound(_))));
+        assert!(matches!(
+            s.update_alias("alias/zz", "a", "b", 4, 2),
+            Err(KmsError::NotFound(_))
+        ));
+        assert!(s.delete_alias("alias/a2", "a").unwrap());
+        assert!(s.update_alias("alias/b1", "b", "a", 4, 2).unwrap());
     }
 
     #[test]

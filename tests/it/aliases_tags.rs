@@ -532,3 +532,56 @@ async fn a_key_has_at_most_50_aliases() {
     .await
     .unwrap();
 }
+
+/// UpdateAlias moves an alias between keys of the same type (symmetric, asymmetric, HMAC) and
+/// usage, as AWS documents; the key spec may differ.
+#[tokio::test]
+async fn update_alias_needs_the_same_key_type_and_usage_not_the_same_spec() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let make = |spec: &str, usage: &str| pb::CreateKeyRequest {
+        key_spec: Some(spec.into()),
+        key_usage: Some(usage.into()),
+        ..Default::default()
+    };
+    let id = |r: pb::CreateKeyRequest| {
+        let mut c = c.clone();
+        async move { c.create_key(r).await.unwrap().into_inner().key_metadata.unwrap().key_id }
+    };
+    let ecc_sign = id(make("ECC_NIST_P256", "SIGN_VERIFY")).await;
+    let rsa_sign = id(make("RSA_2048", "SIGN_VERIFY")).await;
+    let rsa_encrypt = id(make("RSA_2048", "ENCRYPT_DECRYPT")).await;
+    let hmac_256 = id(make("HMAC_256", "GENERATE_VERIFY_MAC")).await;
+    let hmac_512 = id(make("HMAC_512", "GENERATE_VERIFY_MAC")).await;
+    let symmetric = id(make("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT")).await;
+
+    c.create_alias(create_alias_req("alias/signer", &ecc_sign))
+        .await
+        .unwrap();
+    c.update_alias(update_alias_req("alias/signer", &rsa_sign))
+        .await
+        .unwrap();
+    let msg = expect_err(
+        c.update_alias(update_alias_req("alias/signer", &rsa_encrypt)).await,
+        "ValidationException",
+    );
+    assert!(msg.contains("same key usage"), "{msg}");
+    c.create_alias(create_alias_req("alias/mac", &hmac_256)).await.unwrap();
+    c.update_alias(update_alias_req("alias/mac", &hmac_512)).await.unwrap();
+    let msg = expect_err(
+        c.update_alias(update_alias_req("alias/mac", &symmetric)).await,
+        "ValidationException",
+    );
+    assert!(msg.contains("HMAC") && msg.contains("symmetric"), "{msg}");
+    let (listed, _) = all_aliases(&mut c, None, None).await;
+    let target = |name: &str| {
+        listed
+            .iter()
+            .find(|a| a.alias_name == name)
+            .unwrap()
+            .target_key_id
+            .clone()
+    };
+    assert_eq!(target("alias/signer"), rsa_sign);
+    assert_eq!(target("alias/mac"), hmac_512);
+}

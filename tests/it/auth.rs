@@ -868,6 +868,10 @@ async fn dev_mode_is_the_account_root_but_refuses_bad_tokens() {
 
     // A wrong token is refused, not taken for root; a good one is its principal.
     expect_unrecognized(wrong.create_key(pb::CreateKeyRequest::default()).await);
+    // So is a header that isn't ASCII (it used to count as no header at all: root).
+    let mut not_ascii = plain_client(&server, Bearer::bytes("Bearer tök".as_bytes())).await;
+    let msg = expect_unrecognized(not_ascii.create_key(pb::CreateKeyRequest::default()).await);
+    assert!(msg.contains("must be 'Bearer <token>'"), "{msg}");
     expect_unrecognized(wrong.describe_key(pb::DescribeKeyRequest { key_id: key.clone() }).await);
     expect_denied(
         bob.create_key(pb::CreateKeyRequest::default()).await,
@@ -888,7 +892,7 @@ async fn dev_mode_is_the_account_root_but_refuses_bad_tokens() {
         recs.iter()
             .filter(|r| r["principal"] == "unauthenticated" && r["outcome"] == "UnrecognizedClientException")
             .count(),
-        2
+        3
     );
     assert!(!text.contains(BOB_TOKEN) && !text.contains(WRONG_TOKEN));
 }

@@ -393,6 +393,11 @@ impl Bearer {
         Bearer(Some(header.parse().unwrap()))
     }
 
+    /// A metadata value of arbitrary bytes (e.g. not ASCII).
+    pub fn bytes(value: &[u8]) -> Bearer {
+        Bearer(Some(tonic::metadata::AsciiMetadataValue::try_from(value).unwrap()))
+    }
+
     pub fn token(token: Option<&str>) -> Bearer {
         Bearer(token.map(|t| format!("Bearer {t}").parse().unwrap()))
     }

@@ -974,3 +974,57 @@ async fn resource_aliases_follow_alias_changes() {
     .unwrap();
     expect_denied(encrypt(&mut app, &b, &[]).await, APP, "kms:Encrypt", Some(&b));
 }
+
+/// kms:RequestAlias is the alias that named the key being decided: in ReEncrypt, the source's alias
+/// does not count for the destination.
+#[tokio::test]
+async fn request_alias_is_per_key_in_re_encrypt() {
+    let server = Server::start_with(&token_config(false, &[ROOT, APP], None)).await;
+    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
+    let mut app = plain_client(&server, Bearer::token(Some(&token(APP)))).await;
+    let source = create_key(
+        &mut root,
+        &key_policy(&[allow_app("Use", &["kms:Encrypt", "kms:ReEncryptFrom"], json!({}))]),
+    )
+    .await;
+    let destination = create_key(
+        &mut root,
+        &key_policy(&[allow_app(
+            "ToByFinanceAlias",
+            &["kms:ReEncryptTo"],
+            json!({"StringLike": {"kms:RequestAlias": "alias/finance-*"}}),
+        )]),
+    )
+    .await;
+    for (alias, key) in [("alias/finance-src", &source), ("alias/finance-dst", &destination)] {
+        root.create_alias(pb::CreateAliasRequest {
+            alias_name: alias.into(),
+            target_key_id: key.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    let blob = encrypt(&mut app, &source, &[])
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext_blob;
+    let re_encrypt = |source: &str, destination: &str| pb::ReEncryptRequest {
+        ciphertext_blob: blob.clone(),
+        source_key_id: Some(source.into()),
+        destination_key_id: destination.into(),
+        ..Default::default()
+    };
+    expect_denied(
+        app.re_encrypt(re_encrypt("alias/finance-src", &destination)).await,
+        APP,
+        "kms:ReEncryptTo",
+        Some(&destination),
+    );
+    let done = app
+        .re_encrypt(re_encrypt(&source, "alias/finance-dst"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.key_id, destination);
+}
