@@ -192,8 +192,8 @@ impl<U: Message + WipeSecrets + Default> Decoder for WipingDecoder<U> {
             Ok(()) => Ok(Some(item)),
             Err(e) => {
                 item.wipe_secrets();
-                // ProstDecoder's mapping: parse errors are INTERNAL.
-                Err(Status::internal(e.to_string()))
+                // Not ProstDecoder's INTERNAL: bad input is a ValidationException.
+                Err(super::status::undecodable(&e))
             }
         }
     }
@@ -461,7 +461,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn garbage_and_truncated_input_is_an_error_like_prost_codec() {
+    async fn garbage_and_truncated_input_is_a_validation_error_where_prost_fails() {
         let full = data_key().encode_to_vec();
         let inputs = vec![
             full[..full.len() / 2].to_vec(), // cut inside a field
@@ -476,12 +476,13 @@ mod tests {
             let ours = wiping_decode::<pb::GenerateDataKeyResponse>(input.clone()).await;
             let prost = prost_decode::<pb::GenerateDataKeyResponse>(input.clone()).await;
             let (ours, prost) = (ours.expect_err("garbage decodes"), prost.expect_err("prost decodes it"));
-            assert_eq!(ours.code(), tonic::Code::Internal, "{input:?}: {ours:?}");
+            // Where prost fails, we fail too, but as the caller's error with prost's reason.
+            assert_eq!(ours.code(), tonic::Code::InvalidArgument, "{input:?}: {ours:?}");
             assert_eq!(
-                (ours.code(), ours.message()),
-                (prost.code(), prost.message()),
-                "{input:?}"
+                ours.metadata().get(super::super::status::ERROR_TYPE).unwrap(),
+                "ValidationException"
             );
+            assert_eq!(ours.message(), prost.message(), "{input:?}");
         }
         // A well-formed message still decodes.
         assert_eq!(

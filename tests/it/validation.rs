@@ -1165,3 +1165,75 @@ async fn paging_limits_and_markers() {
     assert!([&key.key_id, &other.key_id].contains(&&second.keys[0].key_id));
     expect_err(c.list_keys(list_keys(Some(0), Some(&marker))).await, v);
 }
+
+/// Passes raw bytes through as the request and hands back the raw response bytes.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        use prost::bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        use prost::bytes::Buf;
+        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+    }
+}
+
+/// A request body that is not a protobuf message is ValidationException (not tonic's INTERNAL),
+/// and the server goes on serving.
+#[tokio::test]
+async fn undecodable_request_bodies_are_validation_errors() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = tonic::client::Grpc::new(channel);
+    let bodies: [&[u8]; 4] = [
+        &[0xff; 16],               // an unterminated varint
+        &[0x0a, 0x05, 0x01, 0x02], // key_id: length 5, 2 bytes follow
+        &[0x0a, 0x02, 0xc3, 0x28], // key_id: not UTF-8
+        &[0x0f, 0x00],             // wire type 7
+    ];
+    for body in bodies {
+        raw.ready().await.unwrap();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/kms.v1.KeyManagementService/GenerateDataKey");
+        let status = raw
+            .unary(tonic::Request::new(body.to_vec()), path, RawCodec)
+            .await
+            .expect_err("garbage accepted");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{body:?}: {status:?}");
+        assert_eq!(error_type(&status), "ValidationException", "{body:?}");
+        assert!(
+            status.message().starts_with("failed to decode Protobuf message"),
+            "{status:?}"
+        );
+    }
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+}
