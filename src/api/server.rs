@@ -12,7 +12,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use super::grpc::GrpcService;
 use crate::auth::Authenticator;
 use crate::config::{Config, TlsConfig};
-use crate::ops::{spawn_deletion_task, Kms};
+use crate::ops::{spawn_deletion_task, spawn_material_sweep, Kms};
 use crate::proto::key_management_service_server::KeyManagementServiceServer;
 
 /// Opens everything, binds, prints `kms listening on ADDR` on stdout, and serves until `shutdown`.
@@ -42,6 +42,7 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
         .map_err(|e| format!("reflection: {e}"))?;
 
     let deletion = spawn_deletion_task(kms.clone());
+    let sweep = spawn_material_sweep(kms.clone());
     let incoming = TcpListenerStream::new(listener).map(|conn| {
         if let Ok(stream) = &conn {
             let _ = stream.set_nodelay(true); // small request/response messages: don't wait for Nagle
@@ -83,6 +84,9 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
     };
     deletion.abort();
     reload.abort();
+    if let Some(sweep) = sweep {
+        sweep.abort();
+    }
     result.map_err(|e| format!("server error: {e}"))
 }
 

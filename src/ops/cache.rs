@@ -113,6 +113,27 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
         }
     }
 
+    /// Drops every entry older than the TTL (none without one), so a value nobody asks for again
+    /// doesn't outlive it. Returns how many went.
+    pub fn purge_expired(&self) -> usize {
+        let Some(ttl) = self.ttl else { return 0 };
+        let mut purged = 0;
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let before = shard.map.len();
+            shard.map.retain(|_, (_, at)| at.elapsed() < ttl);
+            let gone = before - shard.map.len();
+            self.len.fetch_sub(gone, Ordering::Relaxed);
+            purged += gone;
+        }
+        purged
+    }
+
+    /// The TTL, when entries expire and the cache is on.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl.filter(|_| self.capacity > 0)
+    }
+
     pub fn clear(&self) {
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
@@ -178,5 +199,24 @@ mod tests {
             c.insert_if_unchanged(i, c.generation(&i), i);
         }
         assert_eq!((0..10_000).filter(|i| c.get(i).is_some()).count(), 10_000);
+    }
+
+    #[test]
+    fn purge_drops_expired_entries_without_a_lookup() {
+        let c: ShardedCache<u32, u32> = ShardedCache::new(100, Some(Duration::from_millis(1)));
+        for k in 0..10 {
+            c.insert_if_unchanged(k, c.generation(&k), k);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(c.purge_expired(), 10);
+        assert_eq!(c.len.load(Ordering::Relaxed), 0);
+        // Fresh entries stay; a cache without a TTL never purges.
+        let fresh: ShardedCache<u32, u32> = ShardedCache::new(100, Some(Duration::from_secs(3600)));
+        fresh.insert_if_unchanged(1, fresh.generation(&1), 1);
+        assert_eq!(fresh.purge_expired(), 0);
+        assert_eq!(fresh.get(&1), Some(1));
+        let forever: ShardedCache<u32, u32> = ShardedCache::new(100, None);
+        forever.insert_if_unchanged(1, forever.generation(&1), 1);
+        assert_eq!((forever.purge_expired(), forever.ttl()), (0, None));
     }
 }

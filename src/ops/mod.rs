@@ -15,6 +15,7 @@ mod material;
 mod paging;
 mod private_key;
 mod signing;
+mod sweep;
 mod tags;
 
 use std::path::Path;
@@ -43,6 +44,7 @@ pub use keys::CreateKeyInput;
 pub use material::Material;
 pub use paging::Page;
 pub use signing::{PublicKeyInfo, SignInput, Signed};
+pub use sweep::spawn_material_sweep;
 
 pub struct Kms {
     store: Arc<dyn Store>,
@@ -229,7 +231,7 @@ fn refuse_pending_deletion(arn: &str, k: &KeyRecord) -> Result<()> {
 
 /// Reads the HSM user PIN from the configured file or environment variable.
 pub fn read_pin(config: &crate::config::HsmConfig) -> std::result::Result<AuthPin, String> {
-    let pin = match &config.pin_file {
+    let pin = zeroize::Zeroizing::new(match &config.pin_file {
         Some(path) => read_pin_file(path)?,
         None => std::env::var(&config.pin_env).map_err(|_| {
             format!(
@@ -237,12 +239,13 @@ pub fn read_pin(config: &crate::config::HsmConfig) -> std::result::Result<AuthPi
                 config.pin_env
             )
         })?,
-    };
-    let pin = pin.trim_end_matches(['\n', '\r']).to_string();
+    });
+    let pin = pin.trim_end_matches(['\n', '\r']);
     if pin.is_empty() {
         return Err("the HSM PIN is empty".into());
     }
-    Ok(AuthPin::from(pin))
+    // The only copy left is the AuthPin (a SecretString, wiped on drop).
+    Ok(AuthPin::from(pin.to_string()))
 }
 
 fn read_pin_file(path: &Path) -> std::result::Result<String, String> {

@@ -80,16 +80,26 @@ impl PrivateKey {
     }
 
     /// Signs a digest made with `algorithm`'s hash. PSS uses a salt as long as the hash.
+    ///
+    /// RSA always signs with blinding (`sign_with_rng`, `Pss::new_blinded`): the caller chooses
+    /// the digest, and the rsa crate's unblinded private-key operation is variable-time. The
+    /// signatures are ordinary PKCS#1 v1.5 / PSS signatures either way.
     pub fn sign(&self, algorithm: SigningAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
         use SigningAlgorithm::*;
         let failed = |e: &dyn std::fmt::Display| KmsError::internal(format!("signing failed: {e}"));
         match (self, algorithm) {
-            (PrivateKey::Rsa(k), RsassaPssSha256) => k.sign_with_rng(&mut OsRng, Pss::new::<Sha256>(), digest),
-            (PrivateKey::Rsa(k), RsassaPssSha384) => k.sign_with_rng(&mut OsRng, Pss::new::<Sha384>(), digest),
-            (PrivateKey::Rsa(k), RsassaPssSha512) => k.sign_with_rng(&mut OsRng, Pss::new::<Sha512>(), digest),
-            (PrivateKey::Rsa(k), RsassaPkcs1V15Sha256) => k.sign(Pkcs1v15Sign::new::<Sha256>(), digest),
-            (PrivateKey::Rsa(k), RsassaPkcs1V15Sha384) => k.sign(Pkcs1v15Sign::new::<Sha384>(), digest),
-            (PrivateKey::Rsa(k), RsassaPkcs1V15Sha512) => k.sign(Pkcs1v15Sign::new::<Sha512>(), digest),
+            (PrivateKey::Rsa(k), RsassaPssSha256) => k.sign_with_rng(&mut OsRng, Pss::new_blinded::<Sha256>(), digest),
+            (PrivateKey::Rsa(k), RsassaPssSha384) => k.sign_with_rng(&mut OsRng, Pss::new_blinded::<Sha384>(), digest),
+            (PrivateKey::Rsa(k), RsassaPssSha512) => k.sign_with_rng(&mut OsRng, Pss::new_blinded::<Sha512>(), digest),
+            (PrivateKey::Rsa(k), RsassaPkcs1V15Sha256) => {
+                k.sign_with_rng(&mut OsRng, Pkcs1v15Sign::new::<Sha256>(), digest)
+            }
+            (PrivateKey::Rsa(k), RsassaPkcs1V15Sha384) => {
+                k.sign_with_rng(&mut OsRng, Pkcs1v15Sign::new::<Sha384>(), digest)
+            }
+            (PrivateKey::Rsa(k), RsassaPkcs1V15Sha512) => {
+                k.sign_with_rng(&mut OsRng, Pkcs1v15Sign::new::<Sha512>(), digest)
+            }
             (PrivateKey::P256(k), EcdsaSha256) => {
                 let sig: p256::ecdsa::Signature = k.sign_prehash(digest).map_err(|e| failed(&e))?;
                 return Ok(sig.to_der().as_bytes().to_vec());
