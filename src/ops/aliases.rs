@@ -136,7 +136,8 @@ impl Kms {
     }
 
     /// The names of the key's aliases: the kms:ResourceAliases condition key. Read only for
-    /// policies that use that key, and cached until an alias of the key changes.
+    /// policies that use that key, and cached until an alias of the key changes. All of them,
+    /// even past the quota (a store from before it), so a ForAllValues condition sees every one.
     pub(super) async fn resource_aliases(&self, key_id: &str) -> Result<Arc<[String]>> {
         if let Some(names) = self.key_aliases.get(key_id) {
             return Ok(names);
@@ -144,7 +145,7 @@ impl Kms {
         let seen = self.key_aliases.generation(key_id);
         let owned = key_id.to_string();
         let aliases = self
-            .store(move |s| s.list_aliases(Some(&owned), None, MAX_ALIASES_PER_KEY))
+            .store(move |s| s.list_aliases(Some(&owned), None, usize::MAX >> 1))
             .await?;
         let names: Arc<[String]> = aliases.into_iter().map(|a| a.name).collect();
         self.key_aliases

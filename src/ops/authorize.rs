@@ -2,6 +2,7 @@
 //! policies and grants (src/ops/grants.rs) with AWS KMS semantics (src/policy). Policies are parsed once and
 //! cached; a denial names principal, action and key, and the audit record says which rule decided.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::grants::GrantScope;
@@ -9,19 +10,23 @@ use super::Kms;
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::context::EncryptionContext;
-use crate::keys::KeyRecord;
-use crate::policy::{self, keys as ck, Decision, Policy, RequestContext};
+use crate::keys::{KeyRecord, Tag};
+use crate::policy::{self, keys as ck, Decision, MissingAllow, Policy, RequestContext};
 
 /// What a request wants to do with a key, with the condition values it brings.
 pub struct Access<'a> {
     pub action: &'static str,
     pub(super) context: Option<&'a EncryptionContext>,
-    conditions: Vec<(&'static str, String)>,
+    conditions: Vec<(&'static str, Cow<'a, str>)>,
     multi: Vec<(&'static str, Vec<String>)>,
     /// The request's GrantTokens: each must name an existing grant.
     pub(super) grant_tokens: &'a [String],
     /// For CreateGrant: the grant asked for (a grant can only pass on what it allows).
     pub(super) new_grant: Option<&'a GrantScope>,
+    /// CreateKey and TagResource: the tags asked for (aws:RequestTag/*, aws:TagKeys).
+    request_tags: &'a [Tag],
+    /// UntagResource: the tag keys to remove (aws:TagKeys).
+    tag_keys: &'a [String],
 }
 
 impl<'a> Access<'a> {
@@ -33,7 +38,21 @@ impl<'a> Access<'a> {
             multi: Vec::new(),
             grant_tokens: &[],
             new_grant: None,
+            request_tags: &[],
+            tag_keys: &[],
         }
+    }
+
+    /// The tags a request adds: aws:RequestTag/<key> for each, and aws:TagKeys.
+    pub fn request_tags(mut self, tags: &'a [Tag]) -> Self {
+        self.request_tags = tags;
+        self
+    }
+
+    /// The tag keys a request names (UntagResource): aws:TagKeys.
+    pub fn tag_keys(mut self, keys: &'a [String]) -> Self {
+        self.tag_keys = keys;
+        self
     }
 
     pub fn context(mut self, context: &'a EncryptionContext) -> Self {
@@ -41,7 +60,8 @@ impl<'a> Access<'a> {
         self
     }
 
-    pub fn with(mut self, key: &'static str, value: impl Into<String>) -> Self {
+    /// A condition key the request carries. Static values cost no copy.
+    pub fn with(mut self, key: &'static str, value: impl Into<Cow<'a, str>>) -> Self {
         self.conditions.push((key, value.into()));
         self
     }
@@ -80,14 +100,23 @@ impl Kms {
                 Ok(_) => Some(self.resource_aliases(&key.key_id).await?),
                 Err(_) => None,
             };
+            let tags = match read.iter().any(|k| k.starts_with(RESOURCE_TAG_LOWER)) {
+                true => Some(self.resource_tags(&key.key_id).await?),
+                false => None,
+            };
             let mut ctx = self
                 .request_context(ev, access, &self.key_arn(&key.key_id), Some(read))
                 .with(ck::KEY_SPEC, key.key_spec.as_str())
                 .with(ck::KEY_USAGE, key.key_usage.as_str())
+                .with(ck::CUSTOMER_MASTER_KEY_SPEC, key.key_spec.as_str())
+                .with(ck::CUSTOMER_MASTER_KEY_USAGE, key.key_usage.as_str())
                 .with(ck::KEY_ORIGIN, key.origin.as_str());
             // A key without aliases has no kms:ResourceAliases (as in AWS: the key is absent).
             if let Some(names) = aliases.filter(|n| !n.is_empty()) {
                 ctx.set_values(ck::RESOURCE_ALIASES, names.iter().cloned());
+            }
+            for t in tags.iter().flat_map(|t| t.iter()) {
+                ctx.set(&format!("{}{}", ck::RESOURCE_TAG_PREFIX, t.key), t.value.as_str());
             }
             ctx
         } else {
@@ -123,7 +152,13 @@ impl Kms {
             .request_context(ev, access, resource, None)
             .with_key_account(&self.scope.account);
         let identity = self.identity.snapshot();
-        let decision = policy::evaluate(&self.account_policy, identity.for_principal(&ev.principal), false, &ctx);
+        let decision = match policy::evaluate(&self.account_policy, identity.for_principal(&ev.principal), false, &ctx)
+        {
+            // The account policy stands in for IAM's own rules, not a resource policy: what is
+            // missing is always an identity policy's Allow (a caller of another account too).
+            Decision::ImplicitDeny(_) => Decision::ImplicitDeny(MissingAllow::IdentityPolicy),
+            decided => decided,
+        };
         conclude(ev, &ctx, decision)
     }
 
@@ -154,10 +189,19 @@ impl Kms {
             ctx = ctx.with_encryption_context(c.pairs());
         }
         for (k, v) in &access.conditions {
-            ctx.set(k, v.as_str());
+            ctx.set(k, v.as_ref());
         }
         for (k, v) in &access.multi {
             ctx.set_values(k, v.iter().cloned());
+        }
+        for t in access.request_tags {
+            ctx.set(&format!("{}{}", ck::REQUEST_TAG_PREFIX, t.key), t.value.as_str());
+        }
+        if !access.request_tags.is_empty() {
+            ctx.set_values(ck::TAG_KEYS, access.request_tags.iter().map(|t| t.key.as_str()));
+        }
+        if !access.tag_keys.is_empty() {
+            ctx.set_values(ck::TAG_KEYS, access.tag_keys.iter().map(String::as_str));
         }
         ctx
     }
@@ -194,8 +238,9 @@ impl Kms {
     }
 }
 
-/// kms:ResourceAliases as condition key lists hold it (lowercased).
+/// kms:ResourceAliases and aws:ResourceTag/ as condition key lists hold them (lowercased).
 const RESOURCE_ALIASES_LOWER: &str = "kms:resourcealiases";
+const RESOURCE_TAG_LOWER: &str = "aws:resourcetag/";
 
 /// The condition keys `key_policy` and `identity_policies` read (sorted, once each). Usually one
 /// policy's list covers the others' and is shared as it is; otherwise the lists are merged.

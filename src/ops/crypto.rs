@@ -108,6 +108,7 @@ impl Kms {
             key_id,
             algorithm,
             grant_tokens,
+            destination_key_id: None,
         };
         let (key, plaintext, algorithm) = self.decrypt_any(blob, context, source, ev).await?;
         Ok(Decrypted {
@@ -133,12 +134,16 @@ impl Kms {
         ev.encryption_context_keys = destination_context.keys();
         parse_name("sourceEncryptionAlgorithm", algorithms.0)?;
         parse_name("destinationEncryptionAlgorithm", algorithms.1)?;
+        // Which key the destination is, before anything is decided: kms:ReEncryptOnSameKey is part
+        // of both decisions (ReEncryptFrom and ReEncryptTo).
+        let destination_id = self.key_id_of("destinationKeyId", destination_key_id).await?;
         let source = Source {
             action: "kms:ReEncryptFrom",
             field: "sourceKeyId",
             key_id: source_key_id,
             algorithm: algorithms.0,
             grant_tokens,
+            destination_key_id: Some(&destination_id),
         };
         let (source, plaintext, source_algorithm) = self.decrypt_any(blob, source_context, source, ev).await?;
         let source_key_arn = self.key_arn(&source.key_id);
@@ -146,7 +151,8 @@ impl Kms {
         let access = Access::new("kms:ReEncryptTo")
             .grant_tokens(grant_tokens)
             .context(destination_context)
-            .with(ck::ENCRYPTION_ALGORITHM, algorithms.1.unwrap_or("SYMMETRIC_DEFAULT"));
+            .with(ck::ENCRYPTION_ALGORITHM, algorithms.1.unwrap_or("SYMMETRIC_DEFAULT"))
+            .with(ck::RE_ENCRYPT_ON_SAME_KEY, same_key(&source.key_id, &destination_id));
         let destination = self
             .resolve(access, "destinationKeyId", destination_key_id, Accept::KeyOrAlias, ev)
             .await?;
@@ -178,7 +184,11 @@ impl Kms {
         ev.encryption_context_keys = context.keys();
         let key = self
             .resolve(
-                Access::new(action).context(context).grant_tokens(grant_tokens),
+                Access::new(action)
+                    .context(context)
+                    .grant_tokens(grant_tokens)
+                    // As AWS: the data key is protected with SYMMETRIC_DEFAULT (a policy may require it).
+                    .with(ck::ENCRYPTION_ALGORITHM, "SYMMETRIC_DEFAULT"),
                 "keyId",
                 key_id,
                 Accept::KeyOrAlias,
@@ -310,19 +320,26 @@ impl Kms {
     ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>, EncryptionAlgorithm)> {
         names::length("ciphertextBlob", blob.len(), 1, MAX_BLOB)?;
         parse_name("encryptionAlgorithm", source.algorithm)?;
-        let access = Access::new(source.action)
-            .grant_tokens(source.grant_tokens)
-            .context(context)
-            .with(
-                ck::ENCRYPTION_ALGORITHM,
-                source.algorithm.unwrap_or("SYMMETRIC_DEFAULT"),
-            );
+        // The access asked for on the source key (known from KeyId or, failing that, the blob).
+        let access = |source_key_id: &str| {
+            let access = Access::new(source.action)
+                .grant_tokens(source.grant_tokens)
+                .context(context)
+                .with(
+                    ck::ENCRYPTION_ALGORITHM,
+                    source.algorithm.unwrap_or("SYMMETRIC_DEFAULT"),
+                );
+            match source.destination_key_id {
+                Some(destination) => access.with(ck::RE_ENCRYPT_ON_SAME_KEY, same_key(source_key_id, destination)),
+                None => access,
+            }
+        };
         let named = match source.key_id {
             Some(k) => Some(self.lookup(source.field, k, Accept::KeyOrAlias, ev).await?),
             None => None,
         };
         if let Some(key) = &named {
-            self.authorize(ev, &access, key).await?;
+            self.authorize(ev, &access(&key.key_id), key).await?;
         }
         if let Some(key) = named.as_ref().filter(|k| k.key_spec != KeySpec::SymmetricDefault) {
             self.usable(key, KeyUsage::EncryptDecrypt)?;
@@ -363,7 +380,7 @@ impl Kms {
             || KmsError::InvalidCiphertext("The ciphertext refers to a key or key material that does not exist".into());
         let key = self.key(&parsed.key_id).await?.ok_or_else(invalid)?;
         if named.is_none() {
-            self.authorize(ev, &access, &key).await?;
+            self.authorize(ev, &access(&key.key_id), &key).await?;
         }
         // Checked only once the blob is known to name a real key: a random RSA ciphertext can look
         // like a symmetric header, and must still be called an invalid ciphertext.
@@ -426,6 +443,17 @@ struct Source<'a> {
     key_id: Option<&'a str>,
     algorithm: Option<&'a str>,
     grant_tokens: &'a [String],
+    /// ReEncrypt: the destination key's id (for kms:ReEncryptOnSameKey).
+    destination_key_id: Option<&'a str>,
+}
+
+/// kms:ReEncryptOnSameKey's value.
+fn same_key(source_key_id: &str, destination_key_id: &str) -> &'static str {
+    if source_key_id == destination_key_id {
+        "true"
+    } else {
+        "false"
+    }
 }
 
 /// Unknown algorithm names are refused before anything else, as AWS validates enumerations first.

@@ -13,6 +13,7 @@ use crate::keys::algorithms::KeyPairSpec;
 use crate::keys::context::EncryptionContext;
 use crate::keys::key_ref::Accept;
 use crate::keys::KeySpec;
+use crate::policy::keys as ck;
 
 pub struct DataKeyPair {
     pub private_key_ciphertext: Vec<u8>,
@@ -52,7 +53,9 @@ impl Kms {
         let access = Access::new(action)
             .grant_tokens(grant_tokens)
             .context(context)
-            .with("kms:KeyPairSpec", spec.as_str());
+            .with(ck::DATA_KEY_PAIR_SPEC, spec.as_str())
+            // As AWS: the algorithm that protects the private key (a policy may require it).
+            .with(ck::ENCRYPTION_ALGORITHM, "SYMMETRIC_DEFAULT");
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOrAlias, ev).await?;
         self.symmetric_encryption_key(&key)?;
         // Like data keys, from the OS CSPRNG; RSA generation is CPU-heavy, so off the reactor.

@@ -28,6 +28,7 @@ impl Kms {
             }
             self.aliases.clear(); // the key's aliases went with it; a rare event
             self.key_aliases.invalidate(&key_id);
+            self.key_tags.invalidate(&key_id);
             let mut ev = AuditEvent::new("DeleteKey", "kms-deletion-scheduler".into(), None);
             ev.key_arn = Some(self.key_arn(&key_id));
             ev.outcome = "Success";

@@ -18,6 +18,7 @@ use super::paging::{self, Page};
 use super::{refuse_pending_deletion, Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
+use crate::keys::context::EncryptionContext;
 use crate::keys::key_ref::Accept;
 use crate::keys::{now_secs, KeyRecord, KeySpec, KeyUsage};
 use crate::policy::{keys as ck, RequestContext};
@@ -140,12 +141,34 @@ impl Kms {
             context_equals: check_constraint("encryptionContextEquals", input.context_equals)?,
             context_subset: check_constraint("encryptionContextSubset", input.context_subset)?,
         };
-        let access = Access::new("kms:CreateGrant")
+        // As AWS: a grant's constraint context is CreateGrant's kms:EncryptionContext:* keys.
+        let constraint_context = scope
+            .context_equals
+            .iter()
+            .chain(&scope.context_subset)
+            .flat_map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let constraint_context = EncryptionContext::new("grantConstraints", constraint_context)?;
+        let constraint_types: Vec<String> = [
+            scope.context_equals.as_ref().map(|_| "EncryptionContextEquals"),
+            scope.context_subset.as_ref().map(|_| "EncryptionContextSubset"),
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::from)
+        .collect();
+        let mut access = Access::new("kms:CreateGrant")
             .with_values(ck::GRANT_OPERATIONS, scope.operations.clone())
             .with(ck::GRANTEE_PRINCIPAL, input.grantee_principal.clone())
             .with(ck::GRANT_IS_FOR_AWS_RESOURCE, "false")
+            .context(&constraint_context)
             .grant_tokens(&input.grant_tokens)
             .new_grant(&scope);
+        if let Some(r) = &input.retiring_principal {
+            access = access.with(ck::RETIRING_PRINCIPAL, r.as_str());
+        }
+        if !constraint_types.is_empty() {
+            access = access.with_values(ck::GRANT_CONSTRAINT_TYPE, constraint_types);
+        }
         let key = self
             .resolve(access, "keyId", &input.key_id, Accept::KeyOnly, ev)
             .await?;
@@ -416,24 +439,25 @@ fn grant_permits(g: &GrantRecord, operation: &str, access: &Access<'_>, key: &Ke
     if key.key_spec != KeySpec::SymmetricDefault || !CONTEXT_OPERATIONS.contains(&operation) {
         return true;
     }
-    let empty = BTreeMap::new();
-    let context: BTreeMap<String, &String> = match access.context {
+    let context: Vec<(String, &String)> = match access.context {
         Some(c) => c.pairs().map(|(k, v)| (k.to_lowercase(), v)).collect(),
-        None => empty,
+        None => Vec::new(),
     };
     constraints_hold(g.context_equals.as_ref(), g.context_subset.as_ref(), &context)
 }
 
-/// Constraint keys match case-insensitively, values case-sensitively (`context` has lowercased keys).
+/// Constraint keys match case-insensitively, values case-sensitively (`context` has lowercased
+/// keys, every pair kept: `Dept` and `DEPT` are two pairs, so they can't pass for one).
 fn constraints_hold(
     equals: Option<&BTreeMap<String, String>>,
     subset: Option<&BTreeMap<String, String>>,
-    context: &BTreeMap<String, &String>,
+    context: &[(String, &String)],
 ) -> bool {
     let contains_all = |pairs: &BTreeMap<String, String>| {
-        pairs
-            .iter()
-            .all(|(k, v)| context.get(&k.to_lowercase()).is_some_and(|c| *c == v))
+        pairs.iter().all(|(k, v)| {
+            let k = k.to_lowercase();
+            context.iter().any(|(ck, cv)| *ck == k && *cv == v)
+        })
     };
     equals.is_none_or(|e| e.len() == context.len() && contains_all(e)) && subset.is_none_or(contains_all)
 }
@@ -657,15 +681,20 @@ mod tests {
         let s = map(&[("Dept", "eng")]);
         let v1 = "eng".to_string();
         let v2 = "x".to_string();
-        let ctx: BTreeMap<String, &String> = [("dept".to_string(), &v1), ("other".to_string(), &v2)].into();
+        let ctx = [("dept".to_string(), &v1), ("other".to_string(), &v2)];
         assert!(constraints_hold(None, Some(&s), &ctx));
         assert!(!constraints_hold(Some(&s), None, &ctx));
-        let only: BTreeMap<String, &String> = [("dept".to_string(), &v1)].into();
+        let only = [("dept".to_string(), &v1)];
         assert!(constraints_hold(Some(&s), Some(&s), &only));
         let wrong = "ENG".to_string();
-        let bad: BTreeMap<String, &String> = [("dept".to_string(), &wrong)].into();
+        let bad = [("dept".to_string(), &wrong)];
         assert!(!constraints_hold(None, Some(&s), &bad));
-        assert!(constraints_hold(None, None, &BTreeMap::new()));
+        assert!(constraints_hold(None, None, &[]));
+        // {"DEPT": "x", "Dept": "eng"} is two pairs: not the one pair Equals asks for, whichever
+        // of the two a lowercased map would have kept; Subset finds its pair among them.
+        let collide = [("dept".to_string(), &v2), ("dept".to_string(), &v1)];
+        assert!(!constraints_hold(Some(&s), None, &collide));
+        assert!(constraints_hold(None, Some(&s), &collide));
     }
 
     #[test]

@@ -60,11 +60,19 @@ impl Kms {
         names::tags(&input.tags)?;
         let bypass = input.bypass_policy_lockout_safety_check;
         let access = Access::new("kms:CreateKey")
+            .request_tags(&input.tags)
             .with(ck::KEY_SPEC, spec.as_str())
             .with(ck::KEY_USAGE, usage.as_str())
+            .with(ck::CUSTOMER_MASTER_KEY_SPEC, spec.as_str())
+            .with(ck::CUSTOMER_MASTER_KEY_USAGE, usage.as_str())
             .with(ck::KEY_ORIGIN, origin.as_str())
             .with(ck::BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, bypass.to_string());
         self.authorize_account(ev, &access)?;
+        if !input.tags.is_empty() {
+            // As AWS: tagging at creation also needs kms:TagResource (in an identity policy).
+            let tagging = Access::new("kms:TagResource").request_tags(&input.tags);
+            self.authorize_account(ev, &tagging)?;
+        }
 
         let key_id = uuid::Uuid::new_v4().to_string();
         ev.key_arn = Some(self.key_arn(&key_id));

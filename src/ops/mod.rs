@@ -56,6 +56,8 @@ pub struct Kms {
     aliases: ShardedCache<String, String>,
     /// Each key's alias names (kms:ResourceAliases), loaded only for policies that read them.
     key_aliases: ShardedCache<String, Arc<[String]>>,
+    /// Each key's tags (aws:ResourceTag/*), loaded only for policies that read them.
+    key_tags: ShardedCache<String, Arc<[crate::keys::Tag]>>,
     materials: ShardedCache<(String, u32), Arc<Material>>,
     /// Wrapped materials as stored: not secret, so kept whatever the TTL of unwrapped material;
     /// with the material cache off a request then costs an HSM unwrap but no store read.
@@ -102,6 +104,7 @@ impl Kms {
             keys: ShardedCache::new(config.cache.metadata_capacity, None),
             aliases: ShardedCache::new(config.cache.metadata_capacity, None),
             key_aliases: ShardedCache::new(config.cache.metadata_capacity, None),
+            key_tags: ShardedCache::new(config.cache.metadata_capacity, None),
             materials: ShardedCache::new(config.cache.material_capacity, Some(ttl)),
             wrapped: ShardedCache::new(config.cache.metadata_capacity, None),
             policies: ShardedCache::new(config.cache.metadata_capacity, None),
@@ -173,6 +176,14 @@ impl Kms {
         self.key(&key_id)
             .await?
             .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&key_id))))
+    }
+
+    /// The key id a KeyId parameter names (following an alias), deciding and recording nothing.
+    async fn key_id_of(&self, field: &str, input: &str) -> Result<String> {
+        match self.scope.parse(field, input, Accept::KeyOrAlias)? {
+            KeyRef::Key(id) => Ok(id),
+            KeyRef::Alias(name) => self.alias_target(&name).await,
+        }
     }
 
     /// Reloads identity policies (SIGHUP); on error the previous ones stay in force.

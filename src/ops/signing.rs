@@ -140,7 +140,7 @@ impl Kms {
         let access = Access::new(action)
             .grant_tokens(grant_tokens)
             .with(ck::SIGNING_ALGORITHM, algorithm.as_str())
-            .with("kms:MessageType", message_type.as_str());
+            .with(ck::MESSAGE_TYPE, message_type.as_str());
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOrAlias, ev).await?;
         self.usable(&key, KeyUsage::SignVerify)?;
         let allowed = key.key_spec.signing_algorithms(key.key_usage);

@@ -1,5 +1,7 @@
 //! Tags: TagResource, UntagResource, ListResourceTags.
 
+use std::sync::Arc;
+
 use super::paging::{self, Page};
 use super::{refuse_pending_deletion, Access, Kms};
 use crate::audit::AuditEvent;
@@ -11,12 +13,13 @@ use crate::keys::Tag;
 impl Kms {
     pub async fn tag_resource(&self, key_id: &str, tags: Vec<Tag>, ev: &mut AuditEvent) -> Result<()> {
         names::tags(&tags)?;
-        let key = self
-            .resolve(Access::new("kms:TagResource"), "keyId", key_id, Accept::KeyOnly, ev)
-            .await?;
+        let access = Access::new("kms:TagResource").request_tags(&tags);
+        let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
         let id = key.key_id.clone();
-        self.store(move |s| s.tag_key(&id, &tags, MAX_TAGS_PER_KEY)).await
+        let result = self.store(move |s| s.tag_key(&id, &tags, MAX_TAGS_PER_KEY)).await;
+        self.key_tags.invalidate(&key.key_id);
+        result
     }
 
     pub async fn untag_resource(&self, key_id: &str, tag_keys: Vec<String>, ev: &mut AuditEvent) -> Result<()> {
@@ -29,12 +32,30 @@ impl Kms {
         for k in &tag_keys {
             names::tag_key(k)?;
         }
-        let key = self
-            .resolve(Access::new("kms:UntagResource"), "keyId", key_id, Accept::KeyOnly, ev)
-            .await?;
+        let access = Access::new("kms:UntagResource").tag_keys(&tag_keys);
+        let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
         let id = key.key_id.clone();
-        self.store(move |s| s.untag_key(&id, &tag_keys)).await
+        let result = self.store(move |s| s.untag_key(&id, &tag_keys)).await;
+        self.key_tags.invalidate(&key.key_id);
+        result
+    }
+
+    /// The key's tags: the aws:ResourceTag/<key> condition keys. Read only for policies that use
+    /// them, and cached until TagResource or UntagResource changes them.
+    pub(super) async fn resource_tags(&self, key_id: &str) -> Result<Arc<[Tag]>> {
+        if let Some(tags) = self.key_tags.get(key_id) {
+            return Ok(tags);
+        }
+        let seen = self.key_tags.generation(key_id);
+        let owned = key_id.to_string();
+        let tags: Arc<[Tag]> = self
+            .store(move |s| s.list_tags(&owned, None, usize::MAX >> 1))
+            .await?
+            .into();
+        self.key_tags
+            .insert_if_unchanged(key_id.to_string(), seen, tags.clone());
+        Ok(tags)
     }
 
     pub async fn list_resource_tags(

@@ -1028,3 +1028,166 @@ async fn request_alias_is_per_key_in_re_encrypt() {
         .into_inner();
     assert_eq!(done.key_id, destination);
 }
+
+/// Condition keys AWS fills in for data key pairs, data keys, ReEncrypt, tags and grants, through
+/// the server, each with a policy from the AWS docs that decides differently without it.
+#[tokio::test]
+async fn condition_keys_for_data_keys_re_encrypt_tags_and_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("identity.toml");
+    // App may create keys, but tag them only with the Project tag (AWS's aws:TagKeys example).
+    let app_identity = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "kms:CreateKey", "Resource": "*"},
+        {"Effect": "Allow", "Action": "kms:TagResource", "Resource": "*",
+         "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": ["Project"]},
+                       "StringEquals": {"aws:RequestTag/Project": "alpha"}}}
+    ]})
+    .to_string();
+    std::fs::write(&identity, identity_file(&[("app", &app_identity)], &[(APP, &["app"])])).unwrap();
+    let server = Server::start_with(&token_config(false, &[ROOT, APP, EXT], Some(&identity))).await;
+    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
+    let mut app = plain_client(&server, Bearer::token(Some(&token(APP)))).await;
+    let mut ext = plain_client(&server, Bearer::token(Some(&token(EXT)))).await;
+
+    // kms:DataKeyPairSpec (AWS: "RSA*" only), and kms:EncryptionAlgorithm on GenerateDataKey*:
+    // AWS's "AllowOnlySymmetricAlgorithm" Deny does not stop data keys, which are SYMMETRIC_DEFAULT.
+    let key = create_key(
+        &mut root,
+        &key_policy(&[
+            allow_app(
+                "EccPairs",
+                &["kms:GenerateDataKeyPair"],
+                json!({"StringLike": {"kms:DataKeyPairSpec": "ECC_*"}}),
+            ),
+            allow_app("DataKeys", &["kms:GenerateDataKey"], json!({})),
+            json!({"Sid": "AllowOnlySymmetricAlgorithm", "Effect": "Deny", "Principal": {"AWS": APP},
+                   "Action": ["kms:GenerateDataKey*", "kms:Encrypt"], "Resource": "*",
+                   "Condition": {"StringNotEquals": {"kms:EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}}}),
+        ]),
+    )
+    .await;
+    let pair = |spec: &str| pb::GenerateDataKeyPairRequest {
+        key_id: key.clone(),
+        key_pair_spec: spec.into(),
+        ..Default::default()
+    };
+    app.generate_data_key_pair(pair("ECC_NIST_P256")).await.unwrap();
+    expect_denied(
+        app.generate_data_key_pair(pair("RSA_2048")).await,
+        APP,
+        "kms:GenerateDataKeyPair",
+        Some(&key),
+    );
+    app.generate_data_key(gdk(&key)).await.unwrap();
+
+    // kms:ReEncryptOnSameKey (AWS: refuse re-encryption to another key).
+    let same_only = key_policy(&[
+        allow_app("Use", &["kms:Encrypt", "kms:ReEncrypt*"], json!({})),
+        json!({"Sid": "SameKeyOnly", "Effect": "Deny", "Principal": {"AWS": APP},
+               "Action": "kms:ReEncrypt*", "Resource": "*",
+               "Condition": {"Bool": {"kms:ReEncryptOnSameKey": "false"}}}),
+    ]);
+    let (a, b) = (
+        create_key(&mut root, &same_only).await,
+        create_key(&mut root, &same_only).await,
+    );
+    let blob = encrypt(&mut app, &a, &[]).await.unwrap().into_inner().ciphertext_blob;
+    let re_encrypt = |to: &str| pb::ReEncryptRequest {
+        ciphertext_blob: blob.clone(),
+        destination_key_id: to.into(),
+        ..Default::default()
+    };
+    app.re_encrypt(re_encrypt(&a)).await.unwrap();
+    expect_denied(app.re_encrypt(re_encrypt(&b)).await, APP, "kms:ReEncryptFrom", Some(&a));
+
+    // aws:ResourceTag/<key> follows TagResource and UntagResource.
+    let tagged = create_key(
+        &mut root,
+        &key_policy(&[allow_app(
+            "AlphaOnly",
+            &["kms:Encrypt"],
+            json!({"StringEquals": {"aws:ResourceTag/Project": "alpha"}}),
+        )]),
+    )
+    .await;
+    expect_denied(encrypt(&mut app, &tagged, &[]).await, APP, "kms:Encrypt", Some(&tagged));
+    let tag = |k: &str, v: &str| pb::Tag {
+        tag_key: k.into(),
+        tag_value: v.into(),
+    };
+    root.tag_resource(pb::TagResourceRequest {
+        key_id: tagged.clone(),
+        tags: vec![tag("Project", "alpha")],
+    })
+    .await
+    .unwrap();
+    encrypt(&mut app, &tagged, &[]).await.unwrap();
+    root.untag_resource(pb::UntagResourceRequest {
+        key_id: tagged.clone(),
+        tag_keys: vec!["Project".into()],
+    })
+    .await
+    .unwrap();
+    expect_denied(encrypt(&mut app, &tagged, &[]).await, APP, "kms:Encrypt", Some(&tagged));
+
+    // CreateKey with Tags also needs kms:TagResource, decided on aws:RequestTag/* and aws:TagKeys.
+    let create = |tags: Vec<pb::Tag>| pb::CreateKeyRequest {
+        tags,
+        ..Default::default()
+    };
+    app.create_key(create(vec![])).await.unwrap();
+    app.create_key(create(vec![tag("Project", "alpha")])).await.unwrap();
+    for tags in [
+        vec![tag("Project", "beta")],
+        vec![tag("Project", "alpha"), tag("Owner", "x")],
+    ] {
+        let msg = expect_denied(app.create_key(create(tags)).await, APP, "kms:TagResource", None);
+        assert!(
+            msg.ends_with("because no identity-based policy allows the kms:TagResource action"),
+            "{msg}"
+        );
+    }
+
+    // Account-level actions are decided by identity policies alone: a caller of another account
+    // is told no identity-based policy allows (not a resource-based one).
+    let msg = expect_denied(ext.create_key(create(vec![])).await, EXT, "kms:CreateKey", None);
+    assert!(
+        msg.ends_with("because no identity-based policy allows the kms:CreateKey action"),
+        "{msg}"
+    );
+
+    // kms:GrantConstraintType and the constraint's kms:EncryptionContext:* on CreateGrant.
+    let grants = create_key(
+        &mut root,
+        &key_policy(&[allow_app(
+            "ConstrainedGrantsOnly",
+            &["kms:CreateGrant"],
+            json!({"StringEquals": {"kms:GrantConstraintType": "EncryptionContextSubset",
+                                    "kms:EncryptionContext:Team": "blue"}}),
+        )]),
+    )
+    .await;
+    let grant = |subset: &[(&str, &str)]| pb::CreateGrantRequest {
+        key_id: grants.clone(),
+        grantee_principal: OTHER.into(),
+        operations: vec!["Decrypt".into()],
+        constraints: (!subset.is_empty()).then(|| pb::GrantConstraints {
+            encryption_context_subset: ctx(subset),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    expect_denied(
+        app.create_grant(grant(&[])).await,
+        APP,
+        "kms:CreateGrant",
+        Some(&grants),
+    );
+    expect_denied(
+        app.create_grant(grant(&[("Team", "red")])).await,
+        APP,
+        "kms:CreateGrant",
+        Some(&grants),
+    );
+    app.create_grant(grant(&[("Team", "blue")])).await.unwrap();
+}

@@ -1084,10 +1084,15 @@ async fn paging_limits_and_markers() {
     let other = create_key(&mut c).await;
     let v = "ValidationException";
     let m = "InvalidMarkerException";
+    // 51 aliases (one more than ListAliases' default page), over two keys: a key has at most 50.
     for i in 0..51 {
         c.create_alias(pb::CreateAliasRequest {
             alias_name: format!("alias/a{i:02}"),
-            target_key_id: key.key_id.clone(),
+            target_key_id: if i % 2 == 0 {
+                key.key_id.clone()
+            } else {
+                other.key_id.clone()
+            },
         })
         .await
         .unwrap();

@@ -24,14 +24,20 @@ pub const PRINCIPAL_ACCOUNT: &str = "aws:PrincipalAccount";
 pub const CURRENT_TIME: &str = "aws:CurrentTime";
 pub const EPOCH_TIME: &str = "aws:EpochTime";
 pub const SECURE_TRANSPORT: &str = "aws:SecureTransport";
+pub const DATA_KEY_PAIR_SPEC: &str = "kms:DataKeyPairSpec";
+pub const MESSAGE_TYPE: &str = "kms:MessageType";
+pub const RE_ENCRYPT_ON_SAME_KEY: &str = "kms:ReEncryptOnSameKey";
+/// Deprecated spellings of kms:KeySpec / kms:KeyUsage that AWS still fills in.
+pub const CUSTOMER_MASTER_KEY_SPEC: &str = "kms:CustomerMasterKeySpec";
+pub const CUSTOMER_MASTER_KEY_USAGE: &str = "kms:CustomerMasterKeyUsage";
+pub const RETIRING_PRINCIPAL: &str = "kms:RetiringPrincipal";
+pub const GRANT_CONSTRAINT_TYPE: &str = "kms:GrantConstraintType";
+pub const TAG_KEYS: &str = "aws:TagKeys";
+pub const REQUEST_TAG_PREFIX: &str = "aws:RequestTag/";
+pub const RESOURCE_TAG_PREFIX: &str = "aws:ResourceTag/";
 
 /// Keys whose request value is a set (use them with `ForAnyValue:` / `ForAllValues:`).
-pub const MULTI_VALUED: &[&str] = &[
-    ENCRYPTION_CONTEXT_KEYS,
-    RESOURCE_ALIASES,
-    GRANT_OPERATIONS,
-    "aws:TagKeys",
-];
+pub const MULTI_VALUED: &[&str] = &[ENCRYPTION_CONTEXT_KEYS, RESOURCE_ALIASES, GRANT_OPERATIONS, TAG_KEYS];
 
 /// The lookup form of a condition key name: lowercased. `kms:EncryptionContext:Department` and
 /// `kms:encryptioncontext:department` are the same key, as in AWS; values keep their case.
