@@ -2,6 +2,7 @@
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
@@ -52,18 +53,22 @@ impl Material {
     }
 }
 
-/// An AES-256-GCM key, held as a ready cipher whose key schedule is zeroized on drop.
+/// A symmetric key's material. Each blob is sealed under its own key, derived from the material
+/// and the blob's random 128-bit nonce with HKDF-SHA256 (as AWS KMS derives a key per request), so
+/// the number of encryptions under one material is not bounded by AES-GCM's random-IV limit
+/// (2^32 per key, NIST SP 800-38D), which a busy key would reach in days.
 pub struct SymmetricKey {
-    cipher: Aes256Gcm,
+    material: Zeroizing<[u8; MATERIAL_LEN]>,
 }
 
 impl SymmetricKey {
     pub fn new(bytes: &[u8]) -> Result<SymmetricKey> {
-        if bytes.len() != MATERIAL_LEN {
-            return Err(KmsError::internal("unwrapped key material has the wrong length"));
-        }
-        let cipher = Aes256Gcm::new_from_slice(bytes).map_err(|_| KmsError::internal("bad key material"))?;
-        Ok(SymmetricKey { cipher })
+        let material: [u8; MATERIAL_LEN] = bytes
+            .try_into()
+            .map_err(|_| KmsError::internal("unwrapped key material has the wrong length"))?;
+        Ok(SymmetricKey {
+            material: Zeroizing::new(material),
+        })
     }
 
     /// Seals `plaintext` into a ciphertext blob naming `key_id` and `material_id`.
@@ -92,16 +97,15 @@ impl SymmetricKey {
         plaintext: &[u8],
     ) -> Result<Vec<u8>> {
         let header = ciphertext::header(key_id, material_id)?;
-        let nonce = *nonce;
         let aad = aad(&header, context);
         let mut blob = Vec::with_capacity(ciphertext::OVERHEAD + plaintext.len());
         blob.extend_from_slice(&header);
-        blob.extend_from_slice(&nonce);
+        blob.extend_from_slice(nonce);
         blob.extend_from_slice(plaintext);
         let body = &mut blob[ciphertext::HEADER_LEN + NONCE_LEN..];
         let tag = self
-            .cipher
-            .encrypt_in_place_detached(&Nonce::from(nonce), &aad, body)
+            .message_cipher(&header, nonce)?
+            .encrypt_in_place_detached(&Nonce::from(MESSAGE_IV), &aad, body)
             .map_err(|_| KmsError::internal("AES-GCM encryption failed"))?;
         blob.extend_from_slice(&tag);
         Ok(blob)
@@ -111,15 +115,51 @@ impl SymmetricKey {
     /// the tag is checked in constant time by aes-gcm.
     pub fn open(&self, blob: &Blob<'_>, context: &EncryptionContext) -> Result<Zeroizing<Vec<u8>>> {
         let aad = aad(blob.header, context);
+        let (cipher, iv) = match blob.version {
+            ciphertext::VERSION => (self.message_cipher(blob.header, blob.nonce)?, MESSAGE_IV),
+            // Version 1: the material itself, the nonce as IV.
+            _ => (
+                Aes256Gcm::new_from_slice(&self.material[..]).map_err(|_| KmsError::internal("bad key material"))?,
+                blob.nonce
+                    .try_into()
+                    .map_err(|_| KmsError::internal("a version 1 nonce is 12 bytes"))?,
+            ),
+        };
         let mut plaintext = Zeroizing::new(blob.ciphertext.to_vec());
-        self.cipher
-            .decrypt_in_place_detached(&Nonce::from(*blob.nonce), &aad, &mut plaintext, &Tag::from(*blob.tag))
+        cipher
+            .decrypt_in_place_detached(&Nonce::from(iv), &aad, &mut plaintext, &Tag::from(*blob.tag))
             .map_err(|_| {
                 KmsError::InvalidCiphertext(
                     "The ciphertext or its encryption context is not the one this key produced".into(),
                 )
             })?;
         Ok(plaintext)
+    }
+
+    /// The key of one version 2 blob: HKDF-SHA256-Expand with the material as the PRK (it is
+    /// uniformly random already, RFC 5869 section 3.3) and the blob's header and nonce as info.
+    fn message_cipher(&self, header: &[u8], nonce: &[u8]) -> Result<Aes256Gcm> {
+        let failed = |_| KmsError::internal("message key derivation failed");
+        let prk = hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, &self.material[..]);
+        let info = [MESSAGE_KEY_LABEL, header, nonce];
+        let okm = prk.expand(&info, MessageKeyLen).map_err(failed)?;
+        let mut key = Zeroizing::new([0u8; MATERIAL_LEN]);
+        okm.fill(&mut key[..]).map_err(failed)?;
+        Aes256Gcm::new_from_slice(&key[..]).map_err(|_| KmsError::internal("bad message key"))
+    }
+}
+
+/// Domain separation for the per-message key derivation.
+const MESSAGE_KEY_LABEL: &[u8] = b"kms blob v2";
+/// Every version 2 message key seals exactly one message, so its IV can be fixed.
+const MESSAGE_IV: [u8; 12] = [0u8; 12];
+
+/// The length of a message key, as ring's HKDF wants it said.
+struct MessageKeyLen;
+
+impl hkdf::KeyType for MessageKeyLen {
+    fn len(&self) -> usize {
+        MATERIAL_LEN
     }
 }
 
@@ -166,5 +206,52 @@ mod tests {
             assert!(ok.is_err(), "flipping byte {i} went unnoticed");
         }
         assert!(SymmetricKey::new(&[0u8; 16]).is_err());
+    }
+
+    #[test]
+    fn version_1_blobs_still_open() {
+        // Made as version 1 did: AES-256-GCM under the material itself, a 12-byte nonce as IV.
+        let material = [7u8; 32];
+        let mut header = ciphertext::header(ID, 3).unwrap();
+        header[0] = ciphertext::VERSION_1;
+        let iv = [5u8; ciphertext::NONCE_LEN_V1];
+        let mut body = b"old data".to_vec();
+        let tag = Aes256Gcm::new_from_slice(&material)
+            .unwrap()
+            .encrypt_in_place_detached(&Nonce::from(iv), &aad(&header, &ctx("a")), &mut body)
+            .unwrap();
+        let blob = [&header[..], &iv, &body, &tag].concat();
+        let m = SymmetricKey::new(&material).unwrap();
+        let parsed = ciphertext::parse(&blob).unwrap();
+        assert_eq!(&m.open(&parsed, &ctx("a")).unwrap()[..], b"old data");
+        assert!(m.open(&parsed, &ctx("b")).is_err());
+    }
+
+    #[test]
+    fn each_blob_has_its_own_key() {
+        let material = [9u8; 32];
+        let m = SymmetricKey::new(&material).unwrap();
+        let nonce = [4u8; NONCE_LEN];
+        let blob = m.seal_with_nonce(&nonce, ID, 1, &ctx("a"), b"secret data").unwrap();
+        assert_eq!(blob[0], ciphertext::VERSION);
+        assert_eq!(blob.len(), ciphertext::OVERHEAD + 11);
+        let parsed = ciphertext::parse(&blob).unwrap();
+        // Not sealed under the material itself (with any IV the blob could carry) ...
+        let direct = Aes256Gcm::new_from_slice(&material).unwrap();
+        for iv in [MESSAGE_IV, nonce[..12].try_into().unwrap()] {
+            let mut body = parsed.ciphertext.to_vec();
+            let tag = Tag::from(*parsed.tag);
+            let aad = aad(parsed.header, &ctx("a"));
+            assert!(direct
+                .decrypt_in_place_detached(&Nonce::from(iv), &aad, &mut body, &tag)
+                .is_err());
+        }
+        // ... and another nonce gives another key: the same plaintext encrypts differently.
+        let other = m
+            .seal_with_nonce(&[5u8; NONCE_LEN], ID, 1, &ctx("a"), b"secret data")
+            .unwrap();
+        let body = ciphertext::HEADER_LEN + NONCE_LEN..blob.len();
+        assert_ne!(blob[body.clone()], other[body]);
+        assert_eq!(&m.open(&parsed, &ctx("a")).unwrap()[..], b"secret data");
     }
 }

@@ -18,8 +18,8 @@ use crate::server::{stop_child, wait_for_line};
 
 const ARN_PREFIX: &str = "arn:aws:kms:us-east-1:111122223333:key/";
 const NIL_KEY: &str = "00000000-0000-0000-0000-000000000000";
-/// The server's blob: version (1) | key id (16) | material id (4) | nonce (12) | ciphertext | tag (16).
-const BLOB_OVERHEAD: usize = 1 + 16 + 4 + 12 + 16;
+/// The server's blob: version (1) | key id (16) | material id (4) | nonce (16) | ciphertext | tag (16).
+const BLOB_OVERHEAD: usize = kms::keys::ciphertext::OVERHEAD;
 const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 
 /// The baseline child process.

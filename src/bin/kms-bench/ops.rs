@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use kms::keys::ciphertext::OVERHEAD;
 use kms::proto as pb;
 use tonic::{Code, Status};
 
@@ -219,7 +220,7 @@ pub async fn call(w: &Workload, conn: &mut Conn, rng: &mut Rng) -> Result<(), St
                 })
                 .await?
                 .into_inner();
-            expect_len("Encrypt blob", r.ciphertext_blob.len(), PAYLOAD + 49)
+            expect_len("Encrypt blob", r.ciphertext_blob.len(), PAYLOAD + OVERHEAD)
         }
         Op::ReEncrypt => {
             let r = c
@@ -232,7 +233,7 @@ pub async fn call(w: &Workload, conn: &mut Conn, rng: &mut Rng) -> Result<(), St
                 })
                 .await?
                 .into_inner();
-            expect_len("ReEncrypt blob", r.ciphertext_blob.len(), PAYLOAD + 49)
+            expect_len("ReEncrypt blob", r.ciphertext_blob.len(), PAYLOAD + OVERHEAD)
         }
         Op::Sign | Op::SignRsaPss => {
             let (algorithm, len) = match w.op {
