@@ -31,6 +31,13 @@ pub fn unavailable(e: &Error) -> KmsError {
     KmsError::KeyUnavailable(format!("The HSM that holds the root key is unavailable ({})", short(e)))
 }
 
+/// The root key on the token is there but not usable as one (wrong type, length, sensitivity or
+/// extractability; the server log names the attribute): like a missing device, nothing can be
+/// wrapped or unwrapped until an operator fixes it.
+pub fn root_unusable() -> KmsError {
+    KmsError::KeyUnavailable("The root key in the HSM is not usable (wrong attributes; see the server log)".to_string())
+}
+
 /// A failure that is not the device's: a bug, a misconfiguration or tampered stored material.
 pub fn rejected(what: &str, e: &Error) -> KmsError {
     KmsError::Internal(format!("HSM refused to {what} ({})", short(e)))

@@ -8,11 +8,13 @@ mod module;
 mod pool;
 mod quirks;
 mod root;
+mod root_attrs;
 mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use cryptoki::error::RvError;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
@@ -59,8 +61,8 @@ impl Hsm {
         let session = pool
             .open()
             .map_err(|e| format!("cannot log in to token {:?}: {e}", cfg.token_label))?;
-        let root = match find_root(&session, &root_id).map_err(|e| format!("root key lookup failed: {e}"))? {
-            RootLookup::One(_) => RootKey::Found,
+        let (handle, root) = match find_root(&session, &root_id).map_err(|e| format!("root key lookup failed: {e}"))? {
+            RootLookup::One(h) => (h, RootKey::Found),
             RootLookup::Many(n) => {
                 return Err(format!(
                     "{n} secret keys on token {:?} have CKA_ID {}: the root key is ambiguous, refusing to start",
@@ -68,8 +70,10 @@ impl Hsm {
                 ))
             }
             RootLookup::None if may_create && cfg.create_root_key => {
-                create_root(&session, &root_id).map_err(|e| format!("cannot create the root key: {e}"))?;
-                RootKey::Created
+                let read_only = !quirks.root_session_copy;
+                let h = create_root(&session, &root_id, read_only)
+                    .map_err(|e| format!("cannot create the root key: {e}"))?;
+                (h, RootKey::Created)
             }
             RootLookup::None => {
                 return Err(format!(
@@ -84,6 +88,19 @@ impl Hsm {
                 ))
             }
         };
+        // Found or created (an HSM may ignore parts of a template), the key is used only if it is
+        // what a root key must be.
+        if let Err(defects) =
+            root_attrs::check(&session, handle).map_err(|e| format!("cannot read the root key's attributes: {e}"))?
+        {
+            return Err(format!(
+                "the root key with CKA_ID {} on token {:?} is not usable: {defects}. It must be {}; \
+                 refusing to start",
+                cfg.root_key_id,
+                cfg.token_label,
+                root_attrs::REQUIRED
+            ));
+        }
         drop(session);
         let hsm = Hsm {
             pool,
@@ -129,7 +146,7 @@ impl Hsm {
     /// Encrypts `plaintext` under the root key with AES-256-GCM inside the HSM.
     /// Returns iv (12) || ciphertext || tag (16).
     pub fn wrap(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        self.with_session("wrap key material", |s| {
+        let out = self.with_session("wrap key material", |s| {
             let mut iv = [0u8; GCM_IV_LEN];
             if !self.quirks.gcm_iv_from_hsm {
                 ring::rand::SecureRandom::fill(&self.rng, &mut iv).map_err(|_| {
@@ -145,7 +162,11 @@ impl Hsm {
             out.extend_from_slice(&iv);
             out.extend_from_slice(&sealed);
             Ok(out)
-        })
+        })?;
+        if self.quirks.gcm_iv_from_hsm {
+            hsm_generated_iv(&out[..GCM_IV_LEN])?;
+        }
+        Ok(out)
     }
 
     /// Reverses `wrap`. A failed integrity check means the stored material or the root key is not
@@ -181,6 +202,7 @@ impl Hsm {
                     self.pool.put(s);
                     return Ok(v);
                 }
+                Err(e) if pool::is_unusable(&e) => return Err(errors::root_unusable()),
                 Err(e) if errors::is_retryable(&e) => {
                     self.pool.clear();
                     if attempt >= self.attempts {
@@ -196,6 +218,23 @@ impl Hsm {
             }
         }
     }
+}
+
+/// With `gcm_iv_from_hsm`, the IV buffer goes to the HSM as zeros and the HSM writes the IV it
+/// chose into it. Still all zeros, the HSM used the caller's IV instead (a module that is not what
+/// `hsm.vendor` says): every material would be sealed under the same IV, which breaks AES-GCM, so
+/// the result is never stored. A random IV is all zeros with probability 2^-96.
+fn hsm_generated_iv(iv: &[u8]) -> Result<()> {
+    if iv.iter().any(|b| *b != 0) {
+        return Ok(());
+    }
+    tracing::error!(
+        "the HSM did not generate an AES-GCM IV although its quirks say it does (check hsm.vendor): \
+         refusing to store key material sealed under a zero IV"
+    );
+    Err(KmsError::internal(
+        "The HSM did not generate an AES-GCM IV; the key material was not sealed",
+    ))
 }
 
 fn find_slot(module: &cryptoki::context::Pkcs11, label: &str) -> Result<cryptoki::slot::Slot, String> {
@@ -222,8 +261,16 @@ fn find_slot(module: &cryptoki::context::Pkcs11, label: &str) -> Result<cryptoki
 }
 
 /// An AES-256 token key that never leaves the HSM: sensitive, not extractable, encrypt/decrypt only.
-fn create_root(session: &cryptoki::session::Session, id: &[u8]) -> std::result::Result<(), cryptoki::error::Error> {
-    let template = [
+/// `read_only`: also CKA_MODIFIABLE false, so its usage can't be changed either. Not on tokens whose
+/// sessions copy the root key (`root_session_copy`): SoftHSM2 refuses to copy a non-modifiable object
+/// even though PKCS#11 lets a copy change CKA_TOKEN, and unwraps would lose their session copies. An
+/// HSM that refuses the attribute in a template gets the key without it, with a warning.
+fn create_root(
+    session: &cryptoki::session::Session,
+    id: &[u8],
+    read_only: bool,
+) -> std::result::Result<cryptoki::object::ObjectHandle, cryptoki::error::Error> {
+    let mut template = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
         Attribute::ValueLen(32.into()),
@@ -238,6 +285,35 @@ fn create_root(session: &cryptoki::session::Session, id: &[u8]) -> std::result::
         Attribute::Id(id.to_vec()),
         Attribute::Label(b"kms-root".to_vec()),
     ];
-    session.generate_key(&Mechanism::AesKeyGen, &template)?;
-    Ok(())
+    if !read_only {
+        return session.generate_key(&Mechanism::AesKeyGen, &template);
+    }
+    template.push(Attribute::Modifiable(false));
+    match session.generate_key(&Mechanism::AesKeyGen, &template) {
+        Err(cryptoki::error::Error::Pkcs11(
+            rv @ (RvError::AttributeTypeInvalid | RvError::AttributeValueInvalid | RvError::TemplateInconsistent),
+            _,
+        )) => {
+            tracing::warn!(%rv, "the HSM refused CKA_MODIFIABLE false in the root key's template: creating it without");
+            template.pop();
+            session.generate_key(&Mechanism::AesKeyGen, &template)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_iv_the_hsm_did_not_write_is_refused() {
+        let err = hsm_generated_iv(&[0u8; GCM_IV_LEN]).unwrap_err();
+        assert_eq!(err.name(), "KMSInternalException");
+        for i in 0..GCM_IV_LEN {
+            let mut iv = [0u8; GCM_IV_LEN];
+            iv[i] = 1;
+            hsm_generated_iv(&iv).expect("any nonzero byte: an IV the HSM wrote");
+        }
+    }
 }

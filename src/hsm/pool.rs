@@ -13,6 +13,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
 use super::root::RootCopies;
+use super::root_attrs;
 
 /// A session with the root key's token object, found when the session was opened, and (software
 /// tokens) the session's own copy of it, which closes with the session.
@@ -63,6 +64,9 @@ pub struct SessionPool {
     live: Arc<AtomicUsize>,
     /// Serializes root key lookups with copies (`current_root`).
     lookups: Mutex<()>,
+    /// The handle of the unusable root key last warned about (0: none), so a bad key is logged
+    /// once, not on every request it refuses.
+    unusable_warned: AtomicU64,
     generation: AtomicU64,
     idle: Mutex<Vec<PooledSession>>,
 }
@@ -80,6 +84,7 @@ impl SessionPool {
             root_handle: AtomicU64::new(0),
             live: Arc::new(AtomicUsize::new(0)),
             lookups: Mutex::new(()),
+            unusable_warned: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
         }
@@ -102,10 +107,15 @@ impl SessionPool {
                     self.keep_only(h);
                     return Ok(s);
                 }
-                Err(e) if !is_missing(&e) => return Err(e),
+                Err(e) if !is_missing(&e) && !is_unusable(&e) => {
+                    // A failed check is no check: the next session taken checks again, rather
+                    // than every idle session unwrapping with its copy for another period.
+                    self.copies.check_failed();
+                    return Err(e);
+                }
                 _ => {
                     tracing::warn!(
-                        "the root key on the token is gone or was replaced: dropping every session and its copy"
+                        "the root key on the token is gone, was replaced or is not usable: dropping every session and its copy"
                     );
                     self.clear();
                     break;
@@ -140,10 +150,10 @@ impl SessionPool {
     /// raced a replacement can't record the old key after a later one recorded the new key.
     fn current_root(&self, session: &Session, others_open: bool) -> Result<(ObjectHandle, bool), Error> {
         if !self.copies.enabled() {
-            return Ok((token_root(session, &self.root_id)?, false));
+            return Ok((self.token_root(session)?, false));
         }
         let _in_order = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
-        let root = token_root(session, &self.root_id)?;
+        let root = self.token_root(session)?;
         let previous = self.root_handle.swap(root.handle(), Ordering::AcqRel);
         Ok((root, others_open && previous != 0 && previous != root.handle()))
     }
@@ -186,6 +196,34 @@ impl SessionPool {
         generation
     }
 
+    /// The root key's token object: `missing()` when the token has none (or several), `unusable()`
+    /// when its attributes are wrong (warned about once per object found). Every session opened
+    /// and every check reads the attributes again: a new object under the root key's CKA_ID is
+    /// never adopted unchecked.
+    fn token_root(&self, session: &Session) -> Result<ObjectHandle, Error> {
+        let root = match find_root(session, &self.root_id)? {
+            RootLookup::One(h) => h,
+            // Checked at start; losing it now is a device or operator problem, not a bug here.
+            RootLookup::None | RootLookup::Many(_) => return Err(missing()),
+        };
+        match root_attrs::check(session, root)? {
+            Ok(()) => {
+                self.unusable_warned.store(0, Ordering::Relaxed);
+                Ok(root)
+            }
+            Err(defects) => {
+                if self.unusable_warned.swap(root.handle(), Ordering::Relaxed) != root.handle() {
+                    tracing::warn!(
+                        "the root key on the token is not usable ({defects}): refusing every request \
+                         that needs it until it is {}",
+                        root_attrs::REQUIRED
+                    );
+                }
+                Err(unusable())
+            }
+        }
+    }
+
     /// A read-write logged-in session (CloudHSM has no read-only sessions; RW also lets us create the
     /// root key). Login is per token and application, so later sessions find it done already.
     pub fn open(&self) -> Result<Session, Error> {
@@ -222,15 +260,6 @@ pub fn find_root(session: &Session, id: &[u8]) -> Result<RootLookup, Error> {
     })
 }
 
-/// The root key's token object, or `missing()` when the token has none (or several).
-fn token_root(session: &Session, id: &[u8]) -> Result<ObjectHandle, Error> {
-    match find_root(session, id)? {
-        RootLookup::One(h) => Ok(h),
-        // Checked at start; losing it now is a device or operator problem, not a bug here.
-        RootLookup::None | RootLookup::Many(_) => Err(missing()),
-    }
-}
-
 fn missing() -> Error {
     Error::Pkcs11(RvError::KeyHandleInvalid, cryptoki::context::Function::FindObjects)
 }
@@ -239,5 +268,25 @@ fn is_missing(e: &Error) -> bool {
     matches!(
         e,
         Error::Pkcs11(RvError::KeyHandleInvalid, cryptoki::context::Function::FindObjects)
+    )
+}
+
+/// The root key on the token has attributes that make it unusable (`root_attrs`): treated as a
+/// missing key by the pool, and refused as `KeyUnavailableException`. No real C_GetAttributeValue
+/// answers CKR_KEY_FUNCTION_NOT_PERMITTED, so this can't be mistaken for the HSM's own answer.
+fn unusable() -> Error {
+    Error::Pkcs11(
+        RvError::KeyFunctionNotPermitted,
+        cryptoki::context::Function::GetAttributeValue,
+    )
+}
+
+pub fn is_unusable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Pkcs11(
+            RvError::KeyFunctionNotPermitted,
+            cryptoki::context::Function::GetAttributeValue
+        )
     )
 }

@@ -59,7 +59,8 @@ impl RootCopies {
     }
 
     /// Whether the token object should be looked up again now: at most one caller gets `true` per
-    /// period, and never when copies are off.
+    /// period, and never when copies are off. The caller that gets `true` must call
+    /// `check_failed` if its lookup fails.
     pub fn check_due(&self) -> bool {
         // Checks go on after a refusal: sessions opened before it still hold copies.
         let Some(every) = self.check_every else { return false };
@@ -75,6 +76,12 @@ impl RootCopies {
                     Ordering::Relaxed,
                 )
                 .is_ok()
+    }
+
+    /// The check `check_due` granted did not happen (the lookup failed): it is due again at once,
+    /// so a failure never buys the sessions' copies another period unchecked.
+    pub fn check_failed(&self) {
+        self.next_check_ms.store(0, Ordering::Relaxed);
     }
 }
 
@@ -114,6 +121,20 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert!(root.check_due());
         assert!(!root.check_due());
+    }
+
+    #[test]
+    fn a_failed_check_does_not_count() {
+        let root = RootCopies::new(Some(Duration::from_secs(3600)));
+        assert!(root.check_due());
+        root.check_failed();
+        assert!(
+            root.check_due(),
+            "the failed check is due again at once, not in an hour"
+        );
+        assert!(!root.check_due(), "and granted once: this one succeeded");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!root.check_due(), "a successful check waits the whole period");
     }
 
     #[test]

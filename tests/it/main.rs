@@ -14,6 +14,7 @@ mod keys;
 mod lifecycle;
 mod persistence;
 mod policies;
+mod root_attrs;
 mod root_key;
 mod tls;
 mod validation;

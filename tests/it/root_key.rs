@@ -1,7 +1,7 @@
 //! On software tokens each HSM session unwraps with its own session copy of the root key
 //! (src/hsm/root.rs). No copy may outlive its token object: destroy or replace the root key on the
-//! token and unwraps with the old key stop within the check period. SoftHSM2 only: it is the token
-//! that sees changes made by another process.
+//! token and unwraps with the old key stop within the check period. SoftHSM2, the token that sees
+//! changes made by another process; and hsm-sim for a check that fails, through its fault file.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -106,4 +106,52 @@ fn pkcs11_tool(server: &Server, args: &[&str]) {
         "pkcs11-tool {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Rewrites hsm-sim's fault control file atomically and waits past its 50 ms re-read interval.
+async fn set_faults(server: &Server, toml: &str) {
+    let dir = server.hsm.dir.path().join("tokens");
+    let tmp = dir.join("faults.toml.tmp");
+    std::fs::write(&tmp, toml).unwrap();
+    std::fs::rename(&tmp, dir.join("faults.toml")).unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+}
+
+/// A root key check whose lookup fails is not a check: the next pooled session taken checks
+/// again, instead of every other pooled session unwrapping with its copy for another period
+/// unchecked. hsm-sim fails the lookup (C_FindObjectsInit) with a non-device error, which is not
+/// retried and drops no session; that the next request runs into the same fault shows that it
+/// looked the root key up.
+#[tokio::test]
+async fn a_failed_root_key_check_is_made_again_by_the_next_session() {
+    let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
+    let server = Server::start_on(TestHsm::hsm_sim(), cache_off, "root_check_seconds = 2").await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+
+    // Several pooled sessions: slow calls keep workers busy, so concurrent calls open more.
+    set_faults(&server, "latency_ms = 300\nfunctions = [\"C_Decrypt\"]\n").await;
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let (mut c, key_id) = (c.clone(), key.key_id.clone());
+            tokio::spawn(async move { c.generate_data_key(gdk(&key_id)).await.map(|_| ()) })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    set_faults(&server, "").await;
+    // Past the check period: the next call taking a pooled session checks the root key.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+
+    let fail_lookup = "fail_next = 1\nerror = \"CKR_GENERAL_ERROR\"\nfunctions = [\"C_FindObjectsInit\"]\n";
+    set_faults(&server, fail_lookup).await;
+    expect_err(c.generate_data_key(gdk(&key.key_id)).await, "KMSInternalException");
+    // Armed again (a comment changes the file's size, so hsm-sim re-reads it): the next call must
+    // run into it, because the check that failed is still due.
+    set_faults(&server, &format!("# again\n{fail_lookup}")).await;
+    expect_err(c.generate_data_key(gdk(&key.key_id)).await, "KMSInternalException");
+
+    set_faults(&server, "").await;
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }

@@ -1,0 +1,133 @@
+//! The root key's custody attributes. Finding a key by CKA_ID says nothing about what it is: an
+//! admin may have made it with the HSM's defaults (CloudHSM's are extractable), not sensitive, or
+//! of another type or length. Such a key is never used: at start the server refuses to run, and a
+//! key adopted later (a replacement found by the pool) is treated as missing.
+
+use cryptoki::error::Error;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectHandle};
+use cryptoki::session::Session;
+
+/// AES-256, in bytes.
+const ROOT_KEY_LEN: std::os::raw::c_ulong = 32;
+
+/// The attributes a usable root key must have; never CKA_VALUE.
+const CHECKED: [AttributeType; 6] = [
+    AttributeType::KeyType,
+    AttributeType::ValueLen,
+    AttributeType::Sensitive,
+    AttributeType::Extractable,
+    AttributeType::Encrypt,
+    AttributeType::Decrypt,
+];
+
+/// What a usable root key is, for operators' messages.
+pub const REQUIRED: &str = "an AES-256 secret key (CKA_KEY_TYPE CKK_AES, CKA_VALUE_LEN 32) with CKA_SENSITIVE TRUE, \
+     CKA_EXTRACTABLE FALSE, CKA_ENCRYPT TRUE and CKA_DECRYPT TRUE";
+
+/// Reads `key`'s attributes. `Ok(Err(defects))`: the key is not usable as the root key, and
+/// `defects` names each wrong attribute (never any key material). `Err`: the HSM call failed.
+pub fn check(session: &Session, key: ObjectHandle) -> Result<Result<(), String>, Error> {
+    let attrs = session.get_attributes(key, &CHECKED)?;
+    Ok(match defects(&attrs) {
+        none if none.is_empty() => Ok(()),
+        found => Err(found.join("; ")),
+    })
+}
+
+/// Every way `attrs` (as read from the HSM) falls short of a usable root key. An attribute the
+/// HSM did not return is a defect: it can't be shown to be right.
+pub fn defects(attrs: &[Attribute]) -> Vec<String> {
+    let mut found = Vec::new();
+    for wanted in CHECKED {
+        let Some(attr) = attrs.iter().find(|a| a.attribute_type() == wanted) else {
+            found.push(format!("{} is not readable", name(wanted)));
+            continue;
+        };
+        let defect = match attr {
+            Attribute::KeyType(k) if *k != KeyType::AES => Some(format!("CKA_KEY_TYPE is {k}, not CKK_AES")),
+            Attribute::ValueLen(len) if **len != ROOT_KEY_LEN => {
+                Some(format!("CKA_VALUE_LEN is {len} bytes, not {ROOT_KEY_LEN} (AES-256)"))
+            }
+            Attribute::Sensitive(false) => Some("CKA_SENSITIVE is FALSE".to_string()),
+            Attribute::Extractable(true) => Some("CKA_EXTRACTABLE is TRUE".to_string()),
+            Attribute::Encrypt(false) => Some("CKA_ENCRYPT is FALSE".to_string()),
+            Attribute::Decrypt(false) => Some("CKA_DECRYPT is FALSE".to_string()),
+            _ => None,
+        };
+        found.extend(defect);
+    }
+    found
+}
+
+fn name(t: AttributeType) -> &'static str {
+    match t {
+        AttributeType::KeyType => "CKA_KEY_TYPE",
+        AttributeType::ValueLen => "CKA_VALUE_LEN",
+        AttributeType::Sensitive => "CKA_SENSITIVE",
+        AttributeType::Extractable => "CKA_EXTRACTABLE",
+        AttributeType::Encrypt => "CKA_ENCRYPT",
+        AttributeType::Decrypt => "CKA_DECRYPT",
+        _ => "an attribute",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> Vec<Attribute> {
+        vec![
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+        ]
+    }
+
+    fn with(change: Attribute) -> Vec<Attribute> {
+        let mut attrs = good();
+        for a in &mut attrs {
+            if a.attribute_type() == change.attribute_type() {
+                *a = change.clone();
+            }
+        }
+        attrs
+    }
+
+    #[test]
+    fn an_aes_256_sensitive_unextractable_key_is_usable() {
+        assert!(defects(&good()).is_empty());
+    }
+
+    #[test]
+    fn each_wrong_attribute_is_named() {
+        let cases = [
+            (Attribute::Extractable(true), "CKA_EXTRACTABLE is TRUE"),
+            (Attribute::Sensitive(false), "CKA_SENSITIVE is FALSE"),
+            (Attribute::KeyType(KeyType::GENERIC_SECRET), "CKA_KEY_TYPE"),
+            (Attribute::ValueLen(16.into()), "CKA_VALUE_LEN is 16 bytes"),
+            (Attribute::Encrypt(false), "CKA_ENCRYPT is FALSE"),
+            (Attribute::Decrypt(false), "CKA_DECRYPT is FALSE"),
+        ];
+        for (change, expected) in cases {
+            let found = defects(&with(change));
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(found[0].contains(expected), "{found:?} should say {expected}");
+        }
+    }
+
+    #[test]
+    fn every_defect_is_reported_and_an_unreadable_attribute_is_one() {
+        let mut attrs = with(Attribute::Extractable(true));
+        attrs.retain(|a| a.attribute_type() != AttributeType::Sensitive);
+        let found = defects(&attrs);
+        assert_eq!(
+            found,
+            ["CKA_SENSITIVE is not readable", "CKA_EXTRACTABLE is TRUE"],
+            "{found:?}"
+        );
+        assert_eq!(defects(&[]).len(), CHECKED.len());
+    }
+}
