@@ -15,23 +15,31 @@ use crate::Rv;
 use cryptoki_sys::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 static STATE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
 
 pub struct Module {
     pub cfg: Arc<Config>,
     tokens: Vec<Token>,
-    sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Mutex<SessionEntry>>>>,
+    sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<SessionEntry>>>,
+    /// One per slot, held across opening a session and across closing one
+    /// (with the logout when it was the last), so the two never interleave:
+    /// a session opened while the token is logged in keeps that login.
+    open_close: Vec<Mutex<()>>,
     faults: Faults,
     /// Last unplug epoch each token has reacted to.
     seen_epoch: Vec<AtomicU64>,
 }
 
-/// A session plus the unplug epoch it was opened in.
+/// A session plus what never changes about it (readable without taking the
+/// session's lock, so counting sessions never waits for a running call).
 pub struct SessionEntry {
-    pub session: Session,
+    slot: usize,
+    rw: bool,
+    /// The unplug epoch it was opened in.
     epoch: u64,
+    pub session: Mutex<Session>,
 }
 
 pub fn initialize() -> Rv<()> {
@@ -46,10 +54,12 @@ pub fn initialize() -> Rv<()> {
     let tokens = (0..cfg.slots).map(|i| Token::open(i, cfg.clone())).collect();
     let faults = Faults::new(cfg.fault_file.clone(), cfg.slots);
     let seen_epoch = (0..cfg.slots).map(|i| AtomicU64::new(faults.epoch(i))).collect();
+    let open_close = (0..cfg.slots).map(|_| Mutex::new(())).collect();
     *st = Some(Arc::new(Module {
         cfg,
         tokens,
         sessions: RwLock::new(HashMap::new()),
+        open_close,
         faults,
         seen_epoch,
     }));
@@ -127,21 +137,21 @@ impl Module {
             .get(&h)
             .cloned()
             .ok_or(CKR_SESSION_HANDLE_INVALID)?;
-        let slot = entry.lock().unwrap_or_else(|e| e.into_inner()).session.slot;
+        let slot = entry.slot;
         self.sync(slot);
         // Faults (and their injected latency) apply before the session lock is taken, so a slow
         // call never blocks other sessions' calls, such as C_OpenSession counting sessions.
         let fault = self.faults.check(slot, func, true);
-        let mut entry = entry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut session = entry.session.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(rv) = fault {
             // A failed call ends the operation it belongs to, as on a device.
-            end_operation(&mut entry.session, func);
+            end_operation(&mut session, func);
             return Err(rv);
         }
         if entry.epoch != self.faults.epoch(slot) {
             return Err(CKR_SESSION_HANDLE_INVALID);
         }
-        f(&self.tokens[slot], &mut entry.session)
+        f(&self.tokens[slot], &mut session)
     }
 
     pub fn slot_count(&self) -> usize {
@@ -160,10 +170,9 @@ impl Module {
         let mut all = 0;
         let mut rw = 0;
         for e in map.values() {
-            let e = e.lock().unwrap_or_else(|e| e.into_inner());
-            if e.session.slot == slot && e.epoch == epoch {
+            if e.slot == slot && e.epoch == epoch {
                 all += 1;
-                rw += usize::from(e.session.rw);
+                rw += usize::from(e.rw);
             }
         }
         (all, rw)
@@ -210,8 +219,14 @@ impl Module {
         })
     }
 
+    fn open_close_lock(&self, slot: usize) -> MutexGuard<'_, ()> {
+        self.open_close[slot].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn init_token(&self, slot: CK_SLOT_ID, so_pin: &[u8], label: &str) -> Rv<()> {
         let t = self.slot_gate(slot, "C_InitToken")?;
+        // No session may open between the check and the wipe.
+        let _open_close = self.open_close_lock(t.slot);
         if self.session_counts(t.slot).0 > 0 {
             return Err(CKR_SESSION_EXISTS);
         }
@@ -224,30 +239,43 @@ impl Module {
             return Err(CKR_SESSION_PARALLEL_NOT_SUPPORTED);
         }
         let rw = flags & CKF_RW_SESSION != 0;
+        let _open_close = self.open_close_lock(t.slot);
         if !rw && t.read().login == Some(CKU_SO) {
             return Err(CKR_SESSION_READ_WRITE_SO_EXISTS);
         }
         let h = next_handle();
         let entry = SessionEntry {
-            session: Session::new(h, t.slot, rw),
+            slot: t.slot,
+            rw,
             epoch: self.faults.epoch(t.slot),
+            session: Mutex::new(Session::new(h, t.slot, rw)),
         };
         self.sessions
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(h, Arc::new(Mutex::new(entry)));
+            .insert(h, Arc::new(entry));
         Ok(h)
     }
 
-    /// Closes one session; the last one on a token logs it out.
+    /// Closes one session; the last one on a token logs it out. Removing
+    /// the session, counting the rest and logging out happen under the
+    /// slot's open/close lock, so no session can open in between and then
+    /// lose the login it found.
     pub fn close_session(&self, h: CK_SESSION_HANDLE) -> Rv<()> {
-        let removed = self
+        let slot = self
             .sessions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&h)
+            .ok_or(CKR_SESSION_HANDLE_INVALID)?
+            .slot;
+        let _open_close = self.open_close_lock(slot);
+        // A concurrent close of the same handle may have won the race.
+        self.sessions
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&h)
             .ok_or(CKR_SESSION_HANDLE_INVALID)?;
-        let slot = removed.lock().unwrap_or_else(|e| e.into_inner()).session.slot;
         let t = &self.tokens[slot];
         t.drop_session_objects(h);
         if self.session_counts(slot).0 == 0 {
@@ -263,7 +291,7 @@ impl Module {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(_, e)| e.lock().unwrap_or_else(|e| e.into_inner()).session.slot == t.slot)
+            .filter(|(_, e)| e.slot == t.slot)
             .map(|(h, _)| *h)
             .collect();
         for h in handles {

@@ -1,0 +1,139 @@
+//! Login state across sessions: closing the last session logs out, atomically
+//! with respect to other threads opening sessions.
+mod common;
+
+use common::*;
+use cryptoki::error::{Error, RvError};
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::{SessionState, UserType};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn data_object(label: &[u8], token: bool, private: bool) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(token),
+        Attribute::Private(private),
+        Attribute::Label(label.to_vec()),
+        Attribute::Value(b"payload".to_vec()),
+    ]
+}
+
+/// Tokens the stress test cycles sessions on (two threads each).
+const STRESS_SLOTS: usize = 4;
+/// Sessions kept open on another token to slow every session count down.
+const IDLE_SESSIONS: usize = 4000;
+/// How long the stress test runs when nothing goes wrong.
+const STRESS_TIME: Duration = Duration::from_secs(5);
+
+fn rv(e: Error) -> RvError {
+    match e {
+        Error::Pkcs11(rv, _) => rv,
+        e => panic!("not a PKCS#11 error: {e}"),
+    }
+}
+
+/// Threads keep opening a session, logging in only when the token is not
+/// logged in already (as the kms server does), using a private object and
+/// closing the session, so the session count keeps dropping to zero. A
+/// session that found the token logged in must keep seeing its private
+/// objects until it closes: the logout of "close the last session" must not
+/// land after another session was opened.
+#[test]
+fn closing_the_last_session_never_logs_out_a_newer_one() {
+    let p = &env().pkcs11;
+    let label = b"root-key";
+    let tokens: Vec<_> = (0..STRESS_SLOTS)
+        .map(|n| {
+            let s = init_token(n, "close-race");
+            let sess = user_session(s);
+            let key = sess.create_object(&data_object(label, true, true)).unwrap();
+            // Closing the only session logs the token out.
+            (s, key)
+        })
+        .collect();
+    // Idle sessions on another token make every session count slow, so
+    // openers pile up behind a closing thread's count and run the moment it
+    // ends: right inside the window between "no sessions left" and the logout.
+    let other = init_token(15, "idle");
+    let idle: Vec<_> = (0..IDLE_SESSIONS).map(|_| p.open_ro_session(other).unwrap()).collect();
+    let lost = AtomicUsize::new(0);
+    let logins = AtomicUsize::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|scope| {
+        for &(s, key) in &tokens {
+            for _ in 0..2 {
+                let (lost, logins, t0) = (&lost, &logins, &t0);
+                scope.spawn(move || {
+                    while t0.elapsed() < STRESS_TIME && lost.load(Ordering::Relaxed) == 0 {
+                        let sess = p.open_rw_session(s).unwrap();
+                        if sess.get_session_info().unwrap().session_state() != SessionState::RwUser {
+                            match sess.login(UserType::User, Some(&pin(USER_PIN))) {
+                                Ok(()) => {
+                                    logins.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(e) => assert_eq!(rv(e), RvError::UserAlreadyLoggedIn),
+                            }
+                        }
+                        // From here on this session relies on the login; a logout
+                        // still on its way has landed after the pause.
+                        std::thread::sleep(Duration::from_micros(200));
+                        let visible = sess.find_objects(&[Attribute::Label(label.to_vec())]).unwrap() == vec![key];
+                        let state = sess.get_session_info().unwrap().session_state();
+                        if !visible || state != SessionState::RwUser {
+                            lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                        drop(sess);
+                    }
+                });
+            }
+        }
+    });
+    drop(idle);
+    let lost = lost.into_inner();
+    let logins = logins.into_inner();
+    assert_eq!(
+        lost, 0,
+        "a session lost its login to a concurrent close ({logins} logins)"
+    );
+    assert!(logins > STRESS_SLOTS, "the session count never dropped to zero");
+    // The last close logged out: a new session starts public.
+    for &(s, _) in &tokens {
+        let sess = p.open_rw_session(s).unwrap();
+        assert_eq!(sess.get_session_info().unwrap().session_state(), SessionState::RwPublic);
+        assert!(sess
+            .find_objects(&[Attribute::Label(label.to_vec())])
+            .unwrap()
+            .is_empty());
+    }
+}
+
+/// The same rule, sequentially: closing a session while another one is open
+/// keeps the login; closing the last one logs out, and the next session
+/// opened starts public.
+#[test]
+fn only_the_last_close_logs_out() {
+    let p = &env().pkcs11;
+    let s = init_token(4, "last-close");
+    let first = user_session(s);
+    let key = first.create_object(&data_object(b"k", true, true)).unwrap();
+    let ro = p.open_ro_session(s).unwrap();
+    let second = p.open_rw_session(s).unwrap();
+    drop(first);
+    drop(ro);
+    assert_eq!(second.get_session_info().unwrap().session_state(), SessionState::RwUser);
+    assert_eq!(
+        second.find_objects(&[Attribute::Label(b"k".to_vec())]).unwrap(),
+        vec![key]
+    );
+    drop(second);
+    let third = p.open_ro_session(s).unwrap();
+    assert_eq!(
+        third.get_session_info().unwrap().session_state(),
+        SessionState::RoPublic
+    );
+    assert!(third
+        .find_objects(&[Attribute::Label(b"k".to_vec())])
+        .unwrap()
+        .is_empty());
+}
