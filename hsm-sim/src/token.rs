@@ -228,11 +228,14 @@ impl Token {
         Ok(())
     }
 
-    /// Drops the login, the token key and private token objects.
+    /// Drops the login, the token key and every private object: private
+    /// token objects are unloaded (reloaded at the next login), private
+    /// session objects are destroyed, as C_Logout requires in PKCS#11 v2.40,
+    /// so their handles stay invalid after a new login.
     fn forget(&self, inner: &mut TokenInner) {
         inner.login = None;
         inner.key = None;
-        inner.objects.retain(|_, o| !(o.is_token() && o.is_private()));
+        inner.objects.retain(|_, o| !o.is_private());
     }
 
     /// Token pulled out: logout and drop session objects.

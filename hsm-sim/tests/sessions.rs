@@ -1,5 +1,6 @@
 //! Login state across sessions: closing the last session logs out, atomically
-//! with respect to other threads opening sessions.
+//! with respect to other threads opening sessions; C_Logout destroys private
+//! session objects.
 mod common;
 
 use common::*;
@@ -136,4 +137,45 @@ fn only_the_last_close_logs_out() {
         .find_objects(&[Attribute::Label(b"k".to_vec())])
         .unwrap()
         .is_empty());
+}
+
+/// C_Logout destroys the private session objects of every session of the
+/// application; their handles stay invalid after the next login. Public
+/// session objects and private token objects are kept.
+#[test]
+fn logout_destroys_private_session_objects() {
+    let p = &env().pkcs11;
+    let s = init_token(5, "logout");
+    let sess = user_session(s);
+    let other = p.open_ro_session(s).unwrap();
+    let private = sess.create_object(&data_object(b"private", false, true)).unwrap();
+    let other_private = other
+        .create_object(&data_object(b"other-private", false, true))
+        .unwrap();
+    let public = sess.create_object(&data_object(b"public", false, false)).unwrap();
+    let on_token = sess.create_object(&data_object(b"on-token", true, true)).unwrap();
+    let find = |label: &[u8]| sess.find_objects(&[Attribute::Label(label.to_vec())]).unwrap();
+
+    sess.logout().unwrap();
+    sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+
+    for h in [private, other_private] {
+        let e = sess
+            .get_attributes(h, &[cryptoki::object::AttributeType::Label])
+            .unwrap_err();
+        assert_eq!(rv(e), RvError::ObjectHandleInvalid);
+        let e = sess.destroy_object(h).unwrap_err();
+        assert_eq!(rv(e), RvError::ObjectHandleInvalid);
+    }
+    assert!(find(b"private").is_empty());
+    assert!(find(b"other-private").is_empty());
+    assert_eq!(find(b"public"), vec![public]);
+    let label = sess
+        .get_attributes(public, &[cryptoki::object::AttributeType::Label])
+        .unwrap();
+    assert_eq!(label, vec![Attribute::Label(b"public".to_vec())]);
+    assert_eq!(find(b"on-token"), vec![on_token]);
+    // A private session object created after the new login is unaffected.
+    let again = sess.create_object(&data_object(b"private", false, true)).unwrap();
+    assert_eq!(find(b"private"), vec![again]);
 }
