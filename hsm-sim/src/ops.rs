@@ -146,7 +146,10 @@ fn hashed(m: CK_MECHANISM_TYPE) -> Option<Hash> {
     }
 }
 
-fn pss_scheme(p: &Param, expect: Option<Hash>) -> Rv<rsa::Scheme> {
+/// Validated PSS parameters: a known hash (the mechanism's own for
+/// CKM_SHAx_RSA_PKCS_PSS), the MGF1 of that hash, and a salt that fits the
+/// key's modulus (sLen <= emLen - hLen - 2).
+fn pss_scheme(p: &Param, expect: Option<Hash>, key: &Material) -> Rv<rsa::Scheme> {
     let Param::Pss { hash, mgf, salt_len } = p else {
         return Err(CKR_MECHANISM_PARAM_INVALID);
     };
@@ -154,10 +157,16 @@ fn pss_scheme(p: &Param, expect: Option<Hash>) -> Rv<rsa::Scheme> {
     if *mgf != hash.mgf() || expect.is_some_and(|e| e != hash) || hash == Hash::Sha1 {
         return Err(CKR_MECHANISM_PARAM_INVALID);
     }
-    Ok(rsa::Scheme::Pss {
-        hash,
-        salt: *salt_len as usize,
-    })
+    let bits = match key {
+        Material::RsaPrivate(k) => rsa::private_bits(k),
+        Material::RsaPublic(k) => rsa::bits(k),
+        _ => return Err(CKR_KEY_TYPE_INCONSISTENT),
+    };
+    let salt = usize::try_from(*salt_len).map_err(|_| CKR_MECHANISM_PARAM_INVALID)?;
+    if salt > rsa::pss_max_salt(bits, hash) {
+        return Err(CKR_MECHANISM_PARAM_INVALID);
+    }
+    Ok(rsa::Scheme::Pss { hash, salt })
 }
 
 impl SignOp {
@@ -197,7 +206,7 @@ impl SignOp {
             }
             CKM_RSA_PKCS_PSS | CKM_SHA256_RSA_PKCS_PSS | CKM_SHA384_RSA_PKCS_PSS | CKM_SHA512_RSA_PKCS_PSS => {
                 rsa_key_ok(&key, sign)?;
-                (Signer::Rsa(pss_scheme(&m.param, prehash)?), acc)
+                (Signer::Rsa(pss_scheme(&m.param, prehash, &key)?), acc)
             }
             _ => return Err(CKR_MECHANISM_INVALID),
         };

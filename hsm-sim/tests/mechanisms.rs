@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -215,6 +216,63 @@ fn rsa_oaep_pkcs1_pss() {
         let s = sess.sign(&m, privk, b"message").unwrap();
         sess.verify(&m, pubk, b"message", &s).unwrap();
         assert!(sess.verify(&m, pubk, b"other", &s).is_err());
+    }
+}
+
+/// sLen is a number from the caller, not a buffer length: one that cannot
+/// fit the modulus (sLen > emLen - hLen - 2) is CKR_MECHANISM_PARAM_INVALID
+/// at C_SignInit/C_VerifyInit, never an allocation of sLen bytes at C_Sign.
+#[test]
+fn pss_salt_length_is_bounded() {
+    let sess = user_session(init_token(7, "pss-salt"));
+    let (pubk, privk) = rsa_pair(&sess, 2048);
+    let pss = |h, mgf, salt: u64| PkcsPssParams {
+        hash_alg: h,
+        mgf,
+        s_len: salt.into(),
+    };
+    let sha256 = |salt| pss(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256, salt);
+    let digest = sess.digest(&Mechanism::Sha256, b"message").unwrap();
+    let param_invalid = |r: cryptoki::error::Result<()>| match r {
+        Err(Error::Pkcs11(RvError::MechanismParamInvalid, _)) => {}
+        r => panic!("expected CKR_MECHANISM_PARAM_INVALID, got {r:?}"),
+    };
+    // 2048-bit modulus, SHA-256: at most 256 - 32 - 2 = 222 bytes of salt.
+    for salt in [1 << 40, u64::MAX, 223] {
+        for m in [
+            Mechanism::RsaPkcsPss(sha256(salt)),
+            Mechanism::Sha256RsaPkcsPss(sha256(salt)),
+        ] {
+            param_invalid(sess.sign_init(&m, privk));
+            param_invalid(sess.verify_init(&m, pubk));
+        }
+    }
+    // The session is still usable, and salts that fit work: the hash length
+    // (the usual choice), none, and the largest.
+    for salt in [32, 0, 222] {
+        for (m, input) in [
+            (Mechanism::RsaPkcsPss(sha256(salt)), &digest[..]),
+            (Mechanism::Sha256RsaPkcsPss(sha256(salt)), b"message"),
+        ] {
+            let sig = sess.sign(&m, privk, input).unwrap();
+            sess.verify(&m, pubk, input, &sig).unwrap();
+        }
+    }
+    // A signature made with one salt length does not verify with another.
+    let sig = sess.sign(&Mechanism::RsaPkcsPss(sha256(32)), privk, &digest).unwrap();
+    assert!(sess
+        .verify(&Mechanism::RsaPkcsPss(sha256(20)), pubk, &digest, &sig)
+        .is_err());
+    // hashAlg and MGF must agree, and match the mechanism's own hash.
+    let bad = [
+        Mechanism::RsaPkcsPss(pss(MechanismType::SHA256, PkcsMgfType::MGF1_SHA384, 32)),
+        Mechanism::Sha256RsaPkcsPss(pss(MechanismType::SHA384, PkcsMgfType::MGF1_SHA384, 48)),
+        Mechanism::RsaPkcsPss(pss(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1, 20)),
+        Mechanism::RsaPkcsPss(pss(MechanismType::AES_KEY_GEN, PkcsMgfType::MGF1_SHA256, 32)),
+    ];
+    for m in bad {
+        param_invalid(sess.sign_init(&m, privk));
+        param_invalid(sess.verify_init(&m, pubk));
     }
 }
 

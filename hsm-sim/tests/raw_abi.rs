@@ -220,3 +220,143 @@ fn rsa_aes_key_wrap() {
         assert_eq!(rv, CKR_WRAPPED_KEY_INVALID);
     }
 }
+
+/// Mechanism parameter lengths are the caller's numbers: absurd ones are
+/// refused before anything is copied (no allocation of that size, which
+/// would abort the process), and the session stays usable.
+#[test]
+fn parameter_lengths_are_bounded() {
+    const HUGE: CK_ULONG = 1 << 40;
+    let f = functions();
+    let sess = user_session(init_token(2, "param-bounds"));
+    let aes = sess
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[Attribute::ValueLen(32.into()), Attribute::Extractable(true)],
+        )
+        .unwrap();
+    let (pubk, _) = sess
+        .generate_key_pair(
+            &Mechanism::RsaPkcsKeyPairGen,
+            &[Attribute::ModulusBits(2048.into()), Attribute::Wrap(true)],
+            &[Attribute::Unwrap(true)],
+        )
+        .unwrap();
+    let target = sess
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Value(vec![0x22; 32]),
+            Attribute::Extractable(true),
+        ])
+        .unwrap();
+    let h = sess.handle();
+    let mut iv = [7u8; 12];
+    let mut aad = vec![1u8; (1 << 20) + 1];
+    let gcm = |iv: &mut [u8; 12], iv_len, aad: &mut [u8], aad_len, tag_bits| CK_GCM_PARAMS {
+        pIv: iv.as_mut_ptr(),
+        ulIvLen: iv_len,
+        ulIvBits: iv_len.wrapping_mul(8),
+        pAAD: aad.as_mut_ptr(),
+        ulAADLen: aad_len,
+        ulTagBits: tag_bits,
+    };
+    let mut label = *b"abc";
+    let mut oaep = CK_RSA_PKCS_OAEP_PARAMS {
+        hashAlg: CKM_SHA256,
+        mgf: CKG_MGF1_SHA256,
+        source: CKZ_DATA_SPECIFIED,
+        pSourceData: label.as_mut_ptr() as *mut _,
+        ulSourceDataLen: HUGE,
+    };
+    let mut wrap_iv = [0xa6u8; 8];
+    let mut data = [0u8; 32];
+    let mut out = [0u8; 512];
+    let mut len: CK_ULONG;
+    // SAFETY (all calls below): pointers refer to live locals; the lengths
+    // that exceed them are the point of the test and must be refused before
+    // any byte is read.
+    unsafe {
+        let mech = |m: CK_MECHANISM_TYPE, p: *mut std::ffi::c_void, n: usize| CK_MECHANISM {
+            mechanism: m,
+            pParameter: p,
+            ulParameterLen: n as CK_ULONG,
+        };
+        let encrypt_init = f.C_EncryptInit.unwrap();
+        for (iv_len, aad_len, tag_bits) in [
+            (HUGE, 3, 128),
+            (CK_ULONG::MAX, 3, 128),
+            (13, 3, 128),
+            (12, HUGE, 128),
+            (12, CK_ULONG::MAX, 128),
+            (12, (1 << 20) + 1, 128),
+            (12, 3, HUGE),
+        ] {
+            let mut p = gcm(&mut iv, iv_len, &mut aad, aad_len, tag_bits);
+            let mut m = mech(CKM_AES_GCM, &mut p as *mut _ as *mut _, std::mem::size_of_val(&p));
+            let rv = encrypt_init(h, &mut m, aes.handle());
+            assert_eq!(
+                rv, CKR_MECHANISM_PARAM_INVALID,
+                "ulIvLen {iv_len} ulAADLen {aad_len} ulTagBits {tag_bits}"
+            );
+        }
+        // The largest AAD accepted (1 MiB) works.
+        let mut p = gcm(&mut iv, 12, &mut aad, 1 << 20, 128);
+        let mut m = mech(CKM_AES_GCM, &mut p as *mut _ as *mut _, std::mem::size_of_val(&p));
+        assert_eq!(encrypt_init(h, &mut m, aes.handle()), CKR_OK);
+        len = out.len() as CK_ULONG;
+        let rv = f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut len);
+        assert_eq!((rv, len), (CKR_OK, 48));
+
+        // OAEP source data, directly and inside CKM_RSA_AES_KEY_WRAP.
+        let mut m = mech(
+            CKM_RSA_PKCS_OAEP,
+            &mut oaep as *mut _ as *mut _,
+            std::mem::size_of_val(&oaep),
+        );
+        assert_eq!(encrypt_init(h, &mut m, pubk.handle()), CKR_MECHANISM_PARAM_INVALID);
+        let mut rsa_aes = CK_RSA_AES_KEY_WRAP_PARAMS {
+            ulAESKeyBits: 256,
+            pOAEPParams: &mut oaep,
+        };
+        let wrap = f.C_WrapKey.unwrap();
+        let mut m = mech(
+            CKM_RSA_AES_KEY_WRAP,
+            &mut rsa_aes as *mut _ as *mut _,
+            std::mem::size_of_val(&rsa_aes),
+        );
+        len = out.len() as CK_ULONG;
+        let rv = wrap(h, &mut m, pubk.handle(), target.handle(), out.as_mut_ptr(), &mut len);
+        assert_eq!(rv, CKR_MECHANISM_PARAM_INVALID);
+        oaep.ulSourceDataLen = 3;
+        let mut m = mech(
+            CKM_RSA_PKCS_OAEP,
+            &mut oaep as *mut _ as *mut _,
+            std::mem::size_of_val(&oaep),
+        );
+        assert_eq!(encrypt_init(h, &mut m, pubk.handle()), CKR_OK);
+        len = out.len() as CK_ULONG;
+        let rv = f.C_Encrypt.unwrap()(h, data.as_mut_ptr(), 32, out.as_mut_ptr(), &mut len);
+        assert_eq!((rv, len), (CKR_OK, 256));
+
+        // A raw parameter (the AES key-wrap IV).
+        let mut m = CK_MECHANISM {
+            mechanism: CKM_AES_KEY_WRAP,
+            pParameter: wrap_iv.as_mut_ptr() as *mut _,
+            ulParameterLen: HUGE,
+        };
+        len = out.len() as CK_ULONG;
+        let rv = wrap(h, &mut m, aes.handle(), target.handle(), out.as_mut_ptr(), &mut len);
+        assert_eq!(rv, CKR_MECHANISM_PARAM_INVALID);
+        m.ulParameterLen = 8;
+        len = out.len() as CK_ULONG;
+        let rv = wrap(h, &mut m, aes.handle(), target.handle(), out.as_mut_ptr(), &mut len);
+        assert_eq!((rv, len), (CKR_OK, 40));
+
+        // A data length no buffer can have.
+        let mut sha = mech(CKM_SHA256, null_mut(), 0);
+        assert_eq!(f.C_DigestInit.unwrap()(h, &mut sha), CKR_OK);
+        let rv = f.C_DigestUpdate.unwrap()(h, data.as_mut_ptr(), CK_ULONG::MAX);
+        assert_eq!(rv, CKR_ARGUMENTS_BAD);
+    }
+}

@@ -1,9 +1,14 @@
 //! Copies a CK_MECHANISM and its parameter structure into Rust types.
 use super::ptr::{bytes, load};
-use crate::mechanisms::{Mechanism, OaepParams, Param};
+use crate::mechanisms::{aes, Mechanism, OaepParams, Param};
 use crate::Rv;
 use cryptoki_sys::*;
 use std::mem::size_of;
+
+/// Longest variable-length parameter buffer accepted (GCM AAD, OAEP source
+/// data, raw parameters such as a key-wrap IV). Lengths come from the
+/// caller, so they are checked before anything is copied.
+pub const MAX_PARAM_LEN: usize = 1 << 20;
 
 /// # Safety
 /// `p` must be null or point to a readable CK_MECHANISM whose parameter
@@ -18,9 +23,9 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Rv<Mechanism> {
             let g: CK_GCM_PARAMS = unsafe { param_struct(&m) }?;
             Param::Gcm {
                 // SAFETY: the parameter's pointers describe caller buffers.
-                iv: unsafe { bytes(g.pIv, g.ulIvLen) }?.to_vec(),
+                iv: unsafe { param_bytes(g.pIv, g.ulIvLen, aes::IV_LEN) }?,
                 // SAFETY: as above.
-                aad: unsafe { bytes(g.pAAD, g.ulAADLen) }?.to_vec(),
+                aad: unsafe { param_bytes(g.pAAD, g.ulAADLen, MAX_PARAM_LEN) }?,
                 tag_bits: g.ulTagBits,
             }
         }
@@ -52,7 +57,7 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Rv<Mechanism> {
         }
         _ if raw.is_null() || m.ulParameterLen == 0 => Param::None,
         // SAFETY: the caller guarantees ulParameterLen readable bytes.
-        _ => Param::Bytes(unsafe { bytes(raw, m.ulParameterLen) }?.to_vec()),
+        _ => Param::Bytes(unsafe { param_bytes(raw, m.ulParameterLen, MAX_PARAM_LEN) }?),
     };
     Ok(Mechanism {
         mech: m.mechanism,
@@ -70,12 +75,25 @@ unsafe fn param_struct<T: Copy>(m: &CK_MECHANISM) -> Rv<T> {
     unsafe { load(m.pParameter as *const T) }
 }
 
+/// Copies a parameter buffer of at most `max` bytes; a longer one is
+/// CKR_MECHANISM_PARAM_INVALID without being read.
+///
+/// # Safety
+/// `p` must be null or hold `len` readable bytes.
+unsafe fn param_bytes(p: *const u8, len: CK_ULONG, max: usize) -> Rv<Vec<u8>> {
+    if usize::try_from(len).map_or(true, |n| n > max) {
+        return Err(CKR_MECHANISM_PARAM_INVALID);
+    }
+    // SAFETY: forwarded caller guarantee.
+    Ok(unsafe { bytes(p, len) }?.to_vec())
+}
+
 /// # Safety
 /// `pSourceData` must hold `ulSourceDataLen` readable bytes.
 unsafe fn oaep(o: &CK_RSA_PKCS_OAEP_PARAMS) -> Rv<OaepParams> {
     let label = if o.source == CKZ_DATA_SPECIFIED {
         // SAFETY: forwarded caller guarantee.
-        unsafe { bytes(o.pSourceData as *const u8, o.ulSourceDataLen) }?.to_vec()
+        unsafe { param_bytes(o.pSourceData as *const u8, o.ulSourceDataLen, MAX_PARAM_LEN) }?
     } else {
         Vec::new()
     };

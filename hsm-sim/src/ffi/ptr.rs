@@ -23,11 +23,18 @@ pub unsafe fn bytes<'a>(p: *const u8, len: CK_ULONG) -> Rv<&'a [u8]> {
     if len == 0 {
         return Ok(&[]);
     }
+    // No object can be longer than isize::MAX bytes (a slice claiming more
+    // would be undefined behaviour), nor than the address space.
+    let len = match usize::try_from(len) {
+        Ok(n) if n <= isize::MAX as usize => n,
+        _ => return Err(CKR_ARGUMENTS_BAD),
+    };
     if p.is_null() {
         return Err(CKR_ARGUMENTS_BAD);
     }
-    // SAFETY: non-null, and the caller guarantees `len` readable bytes.
-    Ok(unsafe { std::slice::from_raw_parts(p, len as usize) })
+    // SAFETY: non-null, at most isize::MAX, and the caller guarantees `len`
+    // readable bytes.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
 /// # Safety

@@ -138,13 +138,24 @@ fn pkcs1(h: Option<Hash>) -> Pkcs1v15Sign {
     }
 }
 
-fn pss(hash: Hash, salt: usize) -> Pss {
-    match hash {
+/// Largest PSS salt for a modulus of `bits` bits: RFC 8017 (9.1.1) needs
+/// emLen >= hLen + sLen + 2 with emLen = ceil((modBits - 1) / 8).
+pub fn pss_max_salt(bits: usize, hash: Hash) -> usize {
+    bits.saturating_sub(1).div_ceil(8).saturating_sub(hash.output_len() + 2)
+}
+
+/// PSS padding for a key of `bits` bits; a salt that cannot fit is refused
+/// before the rsa crate allocates it.
+fn pss(hash: Hash, salt: usize, bits: usize) -> Rv<Pss> {
+    if salt > pss_max_salt(bits, hash) {
+        return Err(CKR_MECHANISM_PARAM_INVALID);
+    }
+    Ok(match hash {
         Hash::Sha1 => Pss::new_with_salt::<Sha1>(salt),
         Hash::Sha256 => Pss::new_with_salt::<Sha256>(salt),
         Hash::Sha384 => Pss::new_with_salt::<Sha384>(salt),
         Hash::Sha512 => Pss::new_with_salt::<Sha512>(salt),
-    }
+    })
 }
 
 pub fn sign(key: &RsaPrivateKey, scheme: Scheme, input: &[u8]) -> Rv<Vec<u8>> {
@@ -154,7 +165,7 @@ pub fn sign(key: &RsaPrivateKey, scheme: Scheme, input: &[u8]) -> Rv<Vec<u8>> {
             if input.len() != hash.output_len() {
                 return Err(CKR_DATA_LEN_RANGE);
             }
-            key.sign_with_rng(&mut OsRng, pss(hash, salt), input)
+            key.sign_with_rng(&mut OsRng, pss(hash, salt, private_bits(key))?, input)
         }
     };
     r.map_err(|_| CKR_DATA_LEN_RANGE)
@@ -170,7 +181,7 @@ pub fn verify(key: &RsaPublicKey, scheme: Scheme, input: &[u8], sig: &[u8]) -> R
             if input.len() != hash.output_len() {
                 return Err(CKR_DATA_LEN_RANGE);
             }
-            key.verify(pss(hash, salt), input, sig)
+            key.verify(pss(hash, salt, bits(key))?, input, sig)
         }
     };
     r.map_err(|_| CKR_SIGNATURE_INVALID)
@@ -182,6 +193,15 @@ pub fn size(key: &RsaPublicKey) -> usize {
 
 pub fn private_size(key: &RsaPrivateKey) -> usize {
     key.size()
+}
+
+/// Modulus length in bits.
+pub fn bits(key: &RsaPublicKey) -> usize {
+    key.n().bits()
+}
+
+pub fn private_bits(key: &RsaPrivateKey) -> usize {
+    key.n().bits()
 }
 
 pub fn public_of(key: &RsaPrivateKey) -> RsaPublicKey {
