@@ -24,6 +24,7 @@ impl Kms {
             .with(ck::BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, bypass_lockout_check.to_string());
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         let parsed = Policy::parse_key_policy(&text)?;
+        parsed.check_new_key_policy()?;
         if !bypass_lockout_check {
             self.lockout_check(ev, &parsed, &self.key_arn(&key.key_id))?;
         }

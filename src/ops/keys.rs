@@ -80,6 +80,7 @@ impl Kms {
             .policy
             .unwrap_or_else(|| policy::default_key_policy_in(&self.scope.partition, &self.scope.account));
         let key_policy = Arc::new(Policy::parse_key_policy(&policy_text)?);
+        key_policy.check_new_key_policy()?;
         if !bypass {
             self.lockout_check(ev, &key_policy, &self.key_arn(&key_id))?;
         }

@@ -92,6 +92,26 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The checks AWS KMS makes of a key policy it is given (CreateKey, PutKeyPolicy), beyond the
+    /// syntax: ForAllValues on kms:EncryptionContext:<k> or aws:RequestTag/<k> is refused as
+    /// OverlyPermissiveCondition (it holds for requests without the key). Not applied to stored
+    /// policies, so a key whose policy was accepted before keeps working.
+    pub fn check_new_key_policy(&self) -> Result<()> {
+        for s in &self.statements {
+            if let Some(key) = s.condition.overly_permissive_key() {
+                return Err(malformed(
+                    &format!("Statement[{}].Condition", s.index),
+                    format!(
+                        "OverlyPermissiveCondition: ForAllValues with the single-valued condition key {} \
+                         also matches requests without it; use a plain operator (and Null to require the key)",
+                        show(key)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether any statement has a Condition. Without one no condition key can change a decision,
     /// so a caller may skip building them (the default key policy has none).
     pub fn has_conditions(&self) -> bool {

@@ -107,6 +107,19 @@ impl Condition {
         Ok(Condition { clauses })
     }
 
+    /// The first `ForAllValues:` clause on a single-valued key whose absence a request controls
+    /// (`kms:EncryptionContext:<k>`, `aws:RequestTag/<k>`): it holds for a request without the
+    /// key, so it allows what it seems to restrict. AWS KMS refuses such key policies.
+    pub(crate) fn overly_permissive_key(&self) -> Option<&str> {
+        self.clauses
+            .iter()
+            .find(|c| {
+                c.op.set == SetQualifier::ForAllValues
+                    && (c.key.starts_with("kms:encryptioncontext:") || c.key.starts_with("aws:requesttag/"))
+            })
+            .map(|c| c.key.as_str())
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.clauses.is_empty()
     }

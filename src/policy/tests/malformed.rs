@@ -304,3 +304,38 @@ fn oversize_documents() {
     assert!(Policy::parse_key_policy(&padded).is_ok());
     assert!(Policy::parse_key_policy(&format!("{padded} ")).is_err());
 }
+
+/// AWS KMS refuses key policies with ForAllValues on kms:EncryptionContext:<k> or aws:RequestTag/<k>
+/// (single-valued keys a request can leave out, so the condition holds without them). Identity
+/// policies and ForAnyValue, or ForAllValues on a multi-valued key, are accepted.
+#[test]
+fn for_all_values_on_a_single_valued_context_key_is_overly_permissive() {
+    for key in ["kms:EncryptionContext:Department", "aws:RequestTag/Project"] {
+        let mut bad = statement();
+        bad["Condition"] = json!({"ForAllValues:StringEquals": {key: "IT"}});
+        let doc = json!({"Version": "2012-10-17", "Statement": [statement(), statement(), bad]});
+        let policy = Policy::parse_key_policy(&doc.to_string()).expect("parses: stored policies still load");
+        let msg = match policy.check_new_key_policy() {
+            Err(KmsError::MalformedPolicyDocument(msg)) => msg,
+            other => panic!("{other:?}"),
+        };
+        assert_msg(&msg, "Statement[2].Condition", "OverlyPermissiveCondition");
+        assert!(msg.contains(&key.to_lowercase()), "{msg}");
+    }
+    let accepted = |condition: Value, kind: PolicyKind| {
+        let mut s = statement();
+        s["Condition"] = condition;
+        if kind == PolicyKind::IdentityPolicy {
+            s.as_object_mut().unwrap().remove("Principal");
+        }
+        let doc = json!({"Version": "2012-10-17", "Statement": [s]}).to_string();
+        Policy::parse(kind, "p", &doc)
+            .is_ok_and(|p| kind == PolicyKind::IdentityPolicy || p.check_new_key_policy().is_ok())
+    };
+    let for_all = json!({"ForAllValues:StringEquals": {"kms:EncryptionContext:Department": "IT"}});
+    assert!(accepted(for_all, PolicyKind::IdentityPolicy));
+    let any = json!({"ForAnyValue:StringEquals": {"kms:EncryptionContext:Department": "IT"}});
+    assert!(accepted(any, PolicyKind::KeyPolicy));
+    let multi = json!({"ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["Department"]}});
+    assert!(accepted(multi, PolicyKind::KeyPolicy));
+}
