@@ -3,41 +3,57 @@
 use std::collections::HashMap;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aes_gcm::{Aes256Gcm, Nonce};
+use kms::keys::context::EncryptionContext;
+use kms::keys::{ciphertext, KeySpec};
+use kms::ops::Material;
 use kms::proto as pb;
+use ring::rand::SystemRandom;
 
 use crate::common::*;
 
-/// Would `candidate` as an AES-256 key open `blob` (a ciphertext with an empty context)?
+/// Would `candidate` as a symmetric key's material open `blob` (a ciphertext with an empty
+/// context)? Opened by the service's own code, so it follows the blob's version (version 2 seals
+/// each blob under a key derived from the material).
 fn opens(candidate: &[u8], blob: &[u8]) -> bool {
-    let cipher = Aes256Gcm::new_from_slice(candidate).unwrap();
-    let (header, rest) = blob.split_at(21);
-    let (nonce, rest) = rest.split_at(12);
-    let (body, tag) = rest.split_at(rest.len() - 16);
-    let mut buf = body.to_vec();
-    let nonce: [u8; 12] = nonce.try_into().unwrap();
-    let tag: [u8; 16] = tag.try_into().unwrap();
-    cipher
-        .decrypt_in_place_detached(&Nonce::from(nonce), header, &mut buf, &Tag::from(tag))
+    let Ok(material) = Material::from_plain(KeySpec::SymmetricDefault, candidate) else {
+        return false;
+    };
+    let parsed = ciphertext::parse(blob).unwrap();
+    material
+        .symmetric()
+        .unwrap()
+        .open(&parsed, &EncryptionContext::default())
         .is_ok()
 }
 
 #[test]
 fn the_material_detector_recognises_a_real_key() {
-    // Positive control for the scan below: a blob sealed under a known key is detected.
+    // Positive controls for the scan below: blobs sealed under a known key are detected, both as
+    // the service seals them now (version 2) and as version 1 did (the material used directly).
     let key = [7u8; 32];
-    let mut blob = vec![1u8; 21];
+    let sealed = Material::from_plain(KeySpec::SymmetricDefault, &key).unwrap();
+    let id = "1234abcd-12ab-34cd-56ef-1234567890ab";
+    let v2 = sealed
+        .symmetric()
+        .unwrap()
+        .seal(&SystemRandom::new(), id, 1, &EncryptionContext::default(), b"data key")
+        .unwrap();
+    let mut v1 = ciphertext::header(id, 1).unwrap().to_vec();
+    v1[0] = ciphertext::VERSION_1;
     let nonce = [3u8; 12];
-    blob.extend_from_slice(&nonce);
     let mut body = b"data key".to_vec();
     let tag = Aes256Gcm::new_from_slice(&key)
         .unwrap()
-        .encrypt_in_place_detached(&Nonce::from(nonce), &blob[..21], &mut body)
+        .encrypt_in_place_detached(&Nonce::from(nonce), &v1, &mut body)
         .unwrap();
-    blob.extend_from_slice(&body);
-    blob.extend_from_slice(&tag);
-    assert!(opens(&key, &blob));
-    assert!(!opens(&[8u8; 32], &blob));
+    v1.extend_from_slice(&nonce);
+    v1.extend_from_slice(&body);
+    v1.extend_from_slice(&tag);
+    for blob in [&v2, &v1] {
+        assert!(opens(&key, blob));
+        assert!(!opens(&[8u8; 32], blob));
+    }
 }
 
 #[tokio::test]
