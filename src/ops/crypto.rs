@@ -134,9 +134,13 @@ impl Kms {
         ev.encryption_context_keys = destination_context.keys();
         parse_name("sourceEncryptionAlgorithm", algorithms.0)?;
         parse_name("destinationEncryptionAlgorithm", algorithms.1)?;
-        // Which key the destination is, before anything is decided: kms:ReEncryptOnSameKey is part
-        // of both decisions (ReEncryptFrom and ReEncryptTo).
-        let destination_id = self.key_id_of("destinationKeyId", destination_key_id).await?;
+        // The destination key, looked up once before anything is decided: kms:ReEncryptOnSameKey
+        // is part of both decisions (ReEncryptFrom and ReEncryptTo), which must see the same key.
+        let destination = self
+            .lookup("destinationKeyId", destination_key_id, Accept::KeyOrAlias, ev)
+            .await?;
+        let destination_alias = ev.request_alias.take();
+        let destination_id = destination.key_id.clone();
         let source = Source {
             action: "kms:ReEncryptFrom",
             field: "sourceKeyId",
@@ -153,9 +157,10 @@ impl Kms {
             .context(destination_context)
             .with(ck::ENCRYPTION_ALGORITHM, algorithms.1.unwrap_or("SYMMETRIC_DEFAULT"))
             .with(ck::RE_ENCRYPT_ON_SAME_KEY, same_key(&source.key_id, &destination_id));
-        let destination = self
-            .resolve(access, "destinationKeyId", destination_key_id, Accept::KeyOrAlias, ev)
-            .await?;
+        // The destination's decision sees the destination's alias and is audited under its ARN.
+        ev.request_alias = destination_alias;
+        ev.key_arn = Some(self.key_arn(&destination.key_id));
+        self.authorize(ev, &access, &destination).await?;
         self.usable(&destination, KeyUsage::EncryptDecrypt)?;
         let destination_algorithm = encryption_algorithm(&destination, "destinationEncryptionAlgorithm", algorithms.1)?;
         let ciphertext = self

@@ -178,14 +178,6 @@ impl Kms {
             .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&key_id))))
     }
 
-    /// The key id a KeyId parameter names (following an alias), deciding and recording nothing.
-    async fn key_id_of(&self, field: &str, input: &str) -> Result<String> {
-        match self.scope.parse(field, input, Accept::KeyOrAlias)? {
-            KeyRef::Key(id) => Ok(id),
-            KeyRef::Alias(name) => self.alias_target(&name).await,
-        }
-    }
-
     /// Reloads identity policies (SIGHUP); on error the previous ones stay in force.
     pub fn reload_identity_policies(&self) -> std::result::Result<(), String> {
         self.identity.reload()
