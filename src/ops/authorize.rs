@@ -96,29 +96,8 @@ impl Kms {
         let ctx = if key_policy.has_conditions() || identity_conditional {
             // Only the condition keys these policies read (usually the key policy's, precomputed).
             let read = condition_keys_read(&key_policy, identity_policies);
-            let aliases = match read.binary_search_by(|k| k.as_str().cmp(RESOURCE_ALIASES_LOWER)) {
-                Ok(_) => Some(self.resource_aliases(&key.key_id).await?),
-                Err(_) => None,
-            };
-            let tags = match read.iter().any(|k| k.starts_with(RESOURCE_TAG_LOWER)) {
-                true => Some(self.resource_tags(&key.key_id).await?),
-                false => None,
-            };
-            let mut ctx = self
-                .request_context(ev, access, &self.key_arn(&key.key_id), Some(read))
-                .with(ck::KEY_SPEC, key.key_spec.as_str())
-                .with(ck::KEY_USAGE, key.key_usage.as_str())
-                .with(ck::CUSTOMER_MASTER_KEY_SPEC, key.key_spec.as_str())
-                .with(ck::CUSTOMER_MASTER_KEY_USAGE, key.key_usage.as_str())
-                .with(ck::KEY_ORIGIN, key.origin.as_str());
-            // A key without aliases has no kms:ResourceAliases (as in AWS: the key is absent).
-            if let Some(names) = aliases.filter(|n| !n.is_empty()) {
-                ctx.set_values(ck::RESOURCE_ALIASES, names.iter().cloned());
-            }
-            for t in tags.iter().flat_map(|t| t.iter()) {
-                ctx.set(&format!("{}{}", ck::RESOURCE_TAG_PREFIX, t.key), t.value.as_str());
-            }
-            ctx
+            let ctx = self.request_context(ev, access, &self.key_arn(&key.key_id), Some(read.clone()));
+            self.with_key_values(ctx, key, &read).await?
         } else {
             // No statement reads a condition key: don't build them (most keys, the hot path).
             RequestContext::without_conditions(&ev.principal, access.action, &self.key_arn(&key.key_id))
@@ -162,10 +141,48 @@ impl Kms {
         conclude(ev, &ctx, decision)
     }
 
-    /// The lockout safety check: `policy` must still let the caller PutKeyPolicy on the key.
-    pub(super) fn lockout_check(&self, ev: &AuditEvent, policy: &Policy, key_arn: &str) -> Result<()> {
-        let ctx = self.request_context(ev, &Access::new("kms:PutKeyPolicy"), key_arn, None);
+    /// The lockout safety check: `policy` must still let the caller PutKeyPolicy on the key, decided
+    /// with the key's own condition values (`key`: None for a key being created).
+    pub(super) async fn lockout_check(
+        &self,
+        ev: &AuditEvent,
+        policy: &Policy,
+        key_id: &str,
+        key: Option<&KeyRecord>,
+    ) -> Result<()> {
+        let ctx = self.request_context(ev, &Access::new("kms:PutKeyPolicy"), &self.key_arn(key_id), None);
+        let ctx = match key {
+            Some(key) => self.with_key_values(ctx, key, policy.condition_keys()).await?,
+            None => ctx,
+        };
         policy::lockout_check(policy, &ctx)
+    }
+
+    /// Adds the condition keys that describe `key` itself: its spec, usage and origin, and, when
+    /// `read` (lowercased, sorted) names them, its aliases and tags, which cost a lookup.
+    async fn with_key_values(&self, ctx: RequestContext, key: &KeyRecord, read: &[String]) -> Result<RequestContext> {
+        let mut ctx = ctx
+            .with(ck::KEY_SPEC, key.key_spec.as_str())
+            .with(ck::KEY_USAGE, key.key_usage.as_str())
+            .with(ck::CUSTOMER_MASTER_KEY_SPEC, key.key_spec.as_str())
+            .with(ck::CUSTOMER_MASTER_KEY_USAGE, key.key_usage.as_str())
+            .with(ck::KEY_ORIGIN, key.origin.as_str());
+        if read
+            .binary_search_by(|k| k.as_str().cmp(RESOURCE_ALIASES_LOWER))
+            .is_ok()
+        {
+            let names = self.resource_aliases(&key.key_id).await?;
+            // A key without aliases has no kms:ResourceAliases (as in AWS: the key is absent).
+            if !names.is_empty() {
+                ctx.set_values(ck::RESOURCE_ALIASES, names.iter().cloned());
+            }
+        }
+        if read.iter().any(|k| k.starts_with(RESOURCE_TAG_LOWER)) {
+            for t in self.resource_tags(&key.key_id).await?.iter() {
+                ctx.set(&format!("{}{}", ck::RESOURCE_TAG_PREFIX, t.key), t.value.as_str());
+            }
+        }
+        Ok(ctx)
     }
 
     /// The request context: every condition key the request carries, or of those only the ones in

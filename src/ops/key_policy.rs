@@ -26,7 +26,7 @@ impl Kms {
         let parsed = Policy::parse_key_policy(&text)?;
         parsed.check_new_key_policy()?;
         if !bypass_lockout_check {
-            self.lockout_check(ev, &parsed, &self.key_arn(&key.key_id))?;
+            self.lockout_check(ev, &parsed, &key.key_id, Some(&key)).await?;
         }
         let id = key.key_id.clone();
         let result = self.store(move |s| s.put_key_policy(&id, &text)).await;

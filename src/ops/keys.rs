@@ -82,7 +82,7 @@ impl Kms {
         let key_policy = Arc::new(Policy::parse_key_policy(&policy_text)?);
         key_policy.check_new_key_policy()?;
         if !bypass {
-            self.lockout_check(ev, &key_policy, &self.key_arn(&key_id))?;
+            self.lockout_check(ev, &key_policy, &key_id, None).await?;
         }
         let (plain, public_key) = self.new_material(spec).await?;
         let aad = wrap_aad(&key_id, FIRST_MATERIAL);

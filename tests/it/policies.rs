@@ -1191,3 +1191,41 @@ async fn condition_keys_for_data_keys_re_encrypt_tags_and_grants() {
     );
     app.create_grant(grant(&[("Team", "blue")])).await.unwrap();
 }
+
+/// The lockout safety check decides with the key's own condition values: a policy that denies
+/// PutKeyPolicy on keys tagged locked=true is a lockout for a key so tagged, and not for another.
+#[tokio::test]
+async fn the_lockout_check_sees_the_keys_tags() {
+    let server = Server::start_with(&token_config(false, &[ROOT], None)).await;
+    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
+    let (locked, open) = (
+        create_key(&mut root, &key_policy(&[])).await,
+        create_key(&mut root, &key_policy(&[])).await,
+    );
+    root.tag_resource(pb::TagResourceRequest {
+        key_id: locked.clone(),
+        tags: vec![pb::Tag {
+            tag_key: "locked".into(),
+            tag_value: "true".into(),
+        }],
+    })
+    .await
+    .unwrap();
+    let locks_tagged = key_policy(&[json!({
+        "Sid": "NoChangesWhenLocked", "Effect": "Deny", "Principal": {"AWS": ROOT},
+        "Action": "kms:PutKeyPolicy", "Resource": "*",
+        "Condition": {"StringEquals": {"aws:ResourceTag/locked": "true"}}})]);
+    expect_err(
+        put_policy(&mut root, &locked, &locks_tagged, false).await,
+        "MalformedPolicyDocumentException",
+    );
+    put_policy(&mut root, &open, &locks_tagged, false).await.unwrap();
+    // With the check bypassed the policy goes in, and then it does what it says.
+    put_policy(&mut root, &locked, &locks_tagged, true).await.unwrap();
+    expect_denied(
+        put_policy(&mut root, &locked, &key_policy(&[]), false).await,
+        ROOT,
+        "kms:PutKeyPolicy",
+        Some(&locked),
+    );
+}
