@@ -147,7 +147,7 @@ impl Kms {
             .iter()
             .chain(&scope.context_subset)
             .flat_map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let constraint_context = EncryptionContext::new("grantConstraints", constraint_context)?;
+        let constraint_context = EncryptionContext::new("constraints", constraint_context)?;
         let constraint_types: Vec<String> = [
             scope.context_equals.as_ref().map(|_| "EncryptionContextEquals"),
             scope.context_subset.as_ref().map(|_| "EncryptionContextSubset"),

@@ -7,7 +7,7 @@ use super::Kms;
 
 /// Drops unwrapped key material once its TTL (`cache.material_ttl_seconds`) has passed, whether or
 /// not it is asked for again: material of a key used once, disabled or pending deletion doesn't
-/// stay in memory until capacity evicts it. An entry lives at most TTL + max(TTL / 2, 1 s).
+/// stay in memory until capacity evicts it. An entry lives at most TTL + min(max(TTL / 2, 1 s), 60 s).
 pub fn spawn_material_sweep(kms: Arc<Kms>) -> Option<tokio::task::JoinHandle<()>> {
     let ttl = kms.materials.ttl()?;
     let every = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
