@@ -23,7 +23,6 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
     let kms = tokio::task::spawn_blocking(move || Kms::open(&config, pin))
         .await
         .map_err(|e| format!("startup panicked: {e}"))??;
-    let kms = Arc::new(kms);
     let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
     if auth.dev_mode() {
         tracing::warn!("DEV MODE: requests without credentials act as arn:{partition}:iam::{account}:root. Never use this in production (set auth.dev_mode = false).");

@@ -13,6 +13,17 @@ use crate::keys::{now_secs, AliasRecord};
 /// How often an alias change is decided again when a concurrent change moved the alias.
 const ALIAS_CHANGE_ATTEMPTS: usize = 3;
 
+/// What a change of alias `name` makes stale: its target, and the alias lists of `keys`.
+fn stale_alias<const N: usize>(name: &str, keys: [String; N]) -> impl FnOnce(&Kms) + Send + 'static {
+    let name = name.to_string();
+    move |k| {
+        k.aliases.invalidate(&name);
+        for key_id in &keys {
+            k.key_aliases.invalidate(key_id);
+        }
+    }
+}
+
 impl Kms {
     pub async fn create_alias(&self, name: &str, target: &str, ev: &mut AuditEvent) -> Result<()> {
         names::alias_name(name)?;
@@ -34,10 +45,11 @@ impl Kms {
             creation_date: now,
             last_updated_date: now,
         };
-        self.store(move |s| s.create_alias(&alias, MAX_ALIASES_PER_KEY)).await?;
-        self.aliases.invalidate(name);
-        self.key_aliases.invalidate(&key.key_id);
-        Ok(())
+        self.write(
+            move |s| s.create_alias(&alias, MAX_ALIASES_PER_KEY),
+            stale_alias(name, [key.key_id.clone()]),
+        )
+        .await
     }
 
     /// Moves an alias to another key of the same type (symmetric, asymmetric or HMAC) and usage,
@@ -77,11 +89,11 @@ impl Kms {
             // makes this false: decide again on the key it points to now).
             let (owned, from, to) = (name.to_string(), current.clone(), key.key_id.clone());
             let moved = self
-                .store(move |s| s.update_alias(&owned, &from, &to, now_secs(), MAX_ALIASES_PER_KEY))
+                .write(
+                    move |s| s.update_alias(&owned, &from, &to, now_secs(), MAX_ALIASES_PER_KEY),
+                    stale_alias(name, [current.clone(), key.key_id.clone()]),
+                )
                 .await;
-            self.aliases.invalidate(name);
-            self.key_aliases.invalidate(&current);
-            self.key_aliases.invalidate(&key.key_id);
             if moved.map_err(|e| self.alias_error(name, e))? {
                 return Ok(());
             }
@@ -100,9 +112,12 @@ impl Kms {
                 self.authorize(ev, &Access::new("kms:DeleteAlias"), &key).await?;
             }
             let (owned, key_id) = (name.to_string(), target.clone());
-            let deleted = self.store(move |s| s.delete_alias(&owned, &key_id)).await;
-            self.aliases.invalidate(name);
-            self.key_aliases.invalidate(&target);
+            let deleted = self
+                .write(
+                    move |s| s.delete_alias(&owned, &key_id),
+                    stale_alias(name, [target.clone()]),
+                )
+                .await;
             if deleted.map_err(|e| self.alias_error(name, e))? {
                 return Ok(());
             }

@@ -212,11 +212,12 @@ impl Kms {
             context_subset: scope.context_subset,
         };
         let digest = token_digest(&secret);
-        let result = self
-            .store(move |s| s.create_grant(&record, &digest, MAX_GRANTS_PER_KEY))
-            .await;
-        self.grants.invalidate(&key.key_id);
-        let stored = result?;
+        let stored = self
+            .write(move |s| s.create_grant(&record, &digest, MAX_GRANTS_PER_KEY), {
+                let id = key.key_id.clone();
+                move |k| k.grants.invalidate(&id)
+            })
+            .await?;
         // An idempotent retry answers with the existing grant's id and a new token for it.
         let grant_token = format!("{}{}", stored.grant_id, hex(&secret));
         Ok(CreatedGrant {
@@ -349,9 +350,13 @@ impl Kms {
 
     async fn remove_grant(&self, key_id: &str, grant_id: &str) -> Result<()> {
         let (k, g) = (key_id.to_string(), grant_id.to_string());
-        let result = self.store(move |s| s.delete_grant(&k, &g)).await;
-        self.grants.invalidate(key_id);
-        if result? {
+        let removed = self
+            .write(move |s| s.delete_grant(&k, &g), {
+                let id = key_id.to_string();
+                move |k| k.grants.invalidate(&id)
+            })
+            .await?;
+        if removed {
             Ok(())
         } else {
             Err(not_found(grant_id, &self.key_arn(key_id)))

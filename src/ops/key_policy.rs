@@ -29,9 +29,11 @@ impl Kms {
             self.lockout_check(ev, &parsed, &key.key_id, Some(&key)).await?;
         }
         let id = key.key_id.clone();
-        let result = self.store(move |s| s.put_key_policy(&id, &text)).await;
-        self.policies.invalidate(&key.key_id);
-        result
+        self.write(move |s| s.put_key_policy(&id, &text), {
+            let id = key.key_id.clone();
+            move |k| k.policies.invalidate(&id)
+        })
+        .await
     }
 
     pub async fn get_key_policy(&self, key_id: &str, policy_name: Option<&str>, ev: &mut AuditEvent) -> Result<String> {

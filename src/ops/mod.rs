@@ -19,7 +19,7 @@ mod sweep;
 mod tags;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use cryptoki::types::AuthPin;
@@ -47,6 +47,8 @@ pub use signing::{PublicKeyInfo, SignInput, Signed};
 pub use sweep::spawn_material_sweep;
 
 pub struct Kms {
+    /// This service itself, for work that must finish after a cancelled request (see `write`).
+    me: Weak<Kms>,
     store: Arc<dyn Store>,
     hsm: Arc<Hsm>,
     scope: ArnScope,
@@ -74,7 +76,7 @@ pub struct Kms {
 
 impl Kms {
     /// Opens the store in the data directory, the HSM and the audit log. Errors are for the operator.
-    pub fn open(config: &Config, pin: AuthPin) -> std::result::Result<Kms, String> {
+    pub fn open(config: &Config, pin: AuthPin) -> std::result::Result<Arc<Kms>, String> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
@@ -91,7 +93,8 @@ impl Kms {
         let account_policy =
             Policy::parse_key_policy(&policy::default_key_policy_in(&config.partition, &config.account_id))
                 .map_err(|e| e.to_string())?;
-        Ok(Kms {
+        Ok(Arc::new_cyclic(|me| Kms {
+            me: me.clone(),
             store: Arc::new(store),
             hsm: Arc::new(hsm),
             scope: ArnScope {
@@ -112,7 +115,7 @@ impl Kms {
             identity,
             deletion_interval: Duration::from_secs(config.deletion.check_interval_seconds),
             grants: ShardedCache::new(config.cache.metadata_capacity, None),
-        })
+        }))
     }
 
     pub fn scope(&self) -> &ArnScope {
@@ -134,6 +137,28 @@ impl Kms {
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
             .map_err(|_| KmsError::internal("a store call panicked"))?
+    }
+
+    /// Runs a store write on the blocking pool and then `invalidate`s the caches it makes stale,
+    /// both on that thread. A request cancelled mid-write (a client deadline, a reset stream) drops
+    /// its future, so an invalidation after the `.await` would be skipped while the write still
+    /// lands, leaving a stale entry for good; here the invalidation always follows the write.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
+        invalidate: impl FnOnce(&Kms) + Send + 'static,
+    ) -> Result<T> {
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| KmsError::internal("the service is shutting down"))?;
+        tokio::task::spawn_blocking(move || {
+            let result = f(me.store.as_ref());
+            invalidate(&me);
+            result
+        })
+        .await
+        .map_err(|_| KmsError::internal("a store call panicked"))?
     }
 
     /// Runs CPU-heavy work (RSA and ECDSA private-key operations: up to milliseconds) on the
@@ -218,9 +243,11 @@ impl Kms {
         mut change: impl FnMut(&mut KeyRecord) -> Result<()> + Send + 'static,
     ) -> Result<KeyRecord> {
         let owned = key_id.to_string();
-        let result = self.store(move |s| s.update_key(&owned, &mut change)).await;
-        self.keys.invalidate(key_id);
-        result
+        self.write(move |s| s.update_key(&owned, &mut change), {
+            let key_id = key_id.to_string();
+            move |k| k.keys.invalidate(&key_id)
+        })
+        .await
     }
 }
 

@@ -17,9 +17,11 @@ impl Kms {
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
         let id = key.key_id.clone();
-        let result = self.store(move |s| s.tag_key(&id, &tags, MAX_TAGS_PER_KEY)).await;
-        self.key_tags.invalidate(&key.key_id);
-        result
+        self.write(move |s| s.tag_key(&id, &tags, MAX_TAGS_PER_KEY), {
+            let id = key.key_id.clone();
+            move |k| k.key_tags.invalidate(&id)
+        })
+        .await
     }
 
     pub async fn untag_resource(&self, key_id: &str, tag_keys: Vec<String>, ev: &mut AuditEvent) -> Result<()> {
@@ -36,9 +38,11 @@ impl Kms {
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
         let id = key.key_id.clone();
-        let result = self.store(move |s| s.untag_key(&id, &tag_keys)).await;
-        self.key_tags.invalidate(&key.key_id);
-        result
+        self.write(move |s| s.untag_key(&id, &tag_keys), {
+            let id = key.key_id.clone();
+            move |k| k.key_tags.invalidate(&id)
+        })
+        .await
     }
 
     /// The key's tags: the aws:ResourceTag/<key> condition keys. Read only for policies that use

@@ -1229,3 +1229,57 @@ async fn the_lockout_check_sees_the_keys_tags() {
         Some(&locked),
     );
 }
+
+/// A change whose request is cancelled while its store write waits still invalidates the caches
+/// once the write lands: here a DeleteAlias whose client gives up while another process holds the
+/// database's write lock. Before, the invalidation ran after the `.await` and was skipped, and
+/// kms:ResourceAliases kept the deleted alias for good.
+#[tokio::test]
+async fn a_cancelled_change_still_invalidates_once_written() {
+    let server = Server::start_with(&token_config(false, &[ROOT, APP], None)).await;
+    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
+    let mut app = plain_client(&server, Bearer::token(Some(&token(APP)))).await;
+    let key = create_key(
+        &mut root,
+        &key_policy(&[allow_app(
+            "ByAlias",
+            &["kms:Encrypt"],
+            json!({"ForAnyValue:StringEquals": {"kms:ResourceAliases": "alias/ok"}}),
+        )]),
+    )
+    .await;
+    root.create_alias(pb::CreateAliasRequest {
+        alias_name: "alias/ok".into(),
+        target_key_id: key.clone(),
+    })
+    .await
+    .unwrap();
+    encrypt(&mut app, &key, &[]).await.unwrap(); // kms:ResourceAliases of the key is now cached
+
+    let db = rusqlite::Connection::open(server.data_dir().join("kms.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap(); // the server's writes wait (busy_timeout)
+    let delete = root.delete_alias(pb::DeleteAliasRequest {
+        alias_name: "alias/ok".into(),
+    });
+    let gave_up = tokio::time::timeout(Duration::from_millis(500), delete).await;
+    assert!(gave_up.is_err(), "the write should still be waiting for the lock");
+    db.execute_batch("COMMIT").unwrap();
+
+    // The write lands after the request is gone; the alias list must not be served from cache.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match encrypt(&mut app, &key, &[]).await {
+            Err(status) if error_type(&status) == "AccessDeniedException" => break,
+            Err(status) => panic!("{status:?}"),
+            Ok(_) if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(_) => panic!("the deleted alias still allows: a stale kms:ResourceAliases cache"),
+        }
+    }
+    let aliases = root
+        .list_aliases(pb::ListAliasesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .aliases;
+    assert!(aliases.iter().all(|a| a.alias_name != "alias/ok"), "the delete landed");
+}
