@@ -154,18 +154,14 @@ impl Kms {
     /// policies that use that key, and cached until an alias of the key changes. All of them,
     /// even past the quota (a store from before it), so a ForAllValues condition sees every one.
     pub(super) async fn resource_aliases(&self, key_id: &str) -> Result<Arc<[String]>> {
-        if let Some(names) = self.key_aliases.get(key_id) {
-            return Ok(names);
-        }
-        let seen = self.key_aliases.generation(key_id);
-        let owned = key_id.to_string();
-        let aliases = self
-            .store(move |s| s.list_aliases(Some(&owned), None, usize::MAX >> 1))
-            .await?;
-        let names: Arc<[String]> = aliases.into_iter().map(|a| a.name).collect();
-        self.key_aliases
-            .insert_if_unchanged(key_id.to_string(), seen, names.clone());
-        Ok(names)
+        let load = async {
+            let owned = key_id.to_string();
+            let aliases = self
+                .store(move |s| s.list_aliases(Some(&owned), None, usize::MAX >> 1))
+                .await?;
+            Ok(aliases.into_iter().map(|a| a.name).collect())
+        };
+        self.key_aliases.get_or_load(key_id, load).await
     }
 
     pub async fn list_aliases(

@@ -101,6 +101,25 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
         shard.map.insert(key, (value, Instant::now()));
     }
 
+    /// The cached value, or `load`'s, which is cached unless the entry was invalidated meanwhile.
+    pub async fn get_or_load<Q, E>(
+        &self,
+        key: &Q,
+        load: impl std::future::Future<Output = Result<V, E>>,
+    ) -> Result<V, E>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if let Some(v) = self.get(key) {
+            return Ok(v);
+        }
+        let seen = self.generation(key);
+        let v = load.await?;
+        self.insert_if_unchanged(key.to_owned(), seen, v.clone());
+        Ok(v)
+    }
+
     /// Drops the entry and fences off loads that started before this call.
     pub fn invalidate<Q: Hash + Eq + ?Sized>(&self, key: &Q)
     where

@@ -409,35 +409,26 @@ impl Kms {
     /// The unwrapped material, from the cache or unwrapped in the HSM.
     pub(super) async fn material(&self, key: &KeyRecord, material_id: u32) -> Result<Arc<Material>> {
         let cache_key = (key.key_id.clone(), material_id);
-        if let Some(m) = self.materials.get(&cache_key) {
-            return Ok(m);
-        }
-        let seen = self.materials.generation(&cache_key);
-        let record = self.wrapped_material(&cache_key).await?;
-        let aad = wrap_aad(&key.key_id, material_id);
-        let plain = self.hsm.call(move |h| h.unwrap(&record.wrapped, &aad)).await?;
-        let material = Arc::new(Material::from_plain(key.key_spec, &plain)?);
-        self.materials.insert_if_unchanged(cache_key, seen, material.clone());
-        Ok(material)
+        let unwrap = async {
+            let record = self.wrapped_material(&cache_key).await?;
+            let aad = wrap_aad(&key.key_id, material_id);
+            let plain = self.hsm.call(move |h| h.unwrap(&record.wrapped, &aad)).await?;
+            Ok(Arc::new(Material::from_plain(key.key_spec, &plain)?))
+        };
+        self.materials.get_or_load(&cache_key, unwrap).await
     }
 
     /// The stored (wrapped) material, from memory when it was read before.
     async fn wrapped_material(&self, cache_key: &(String, u32)) -> Result<Arc<MaterialRecord>> {
-        if let Some(r) = self.wrapped.get(cache_key) {
-            return Ok(r);
-        }
-        let seen = self.wrapped.generation(cache_key);
-        let (key_id, material_id) = cache_key.clone();
-        let record = self
-            .store(move |s| s.get_material(&key_id, material_id))
-            .await?
-            .ok_or_else(|| {
+        // Lazy: nothing below runs (or allocates) on a cache hit.
+        let read = async {
+            let (key_id, material_id) = cache_key.clone();
+            let stored = self.store(move |s| s.get_material(&key_id, material_id)).await?;
+            stored.map(Arc::new).ok_or_else(|| {
                 KmsError::InvalidCiphertext("The ciphertext refers to key material that does not exist".into())
-            })?;
-        let record = Arc::new(record);
-        self.wrapped
-            .insert_if_unchanged(cache_key.clone(), seen, record.clone());
-        Ok(record)
+            })
+        };
+        self.wrapped.get_or_load(cache_key, read).await
     }
 }
 

@@ -209,17 +209,15 @@ impl Kms {
     }
 
     async fn alias_target(&self, name: &str) -> Result<String> {
-        if let Some(id) = self.aliases.get(name) {
-            return Ok(id);
-        }
-        let seen = self.aliases.generation(name);
-        let owned = name.to_string();
-        let alias = self.store(move |s| s.get_alias(&owned)).await?;
-        let alias =
-            alias.ok_or_else(|| KmsError::NotFound(format!("Alias {} is not found.", self.scope.alias_arn(name))))?;
         self.aliases
-            .insert_if_unchanged(name.to_string(), seen, alias.target_key_id.clone());
-        Ok(alias.target_key_id)
+            .get_or_load(name, async {
+                let owned = name.to_string();
+                let stored = self.store(move |s| s.get_alias(&owned)).await?;
+                stored
+                    .map(|a| a.target_key_id)
+                    .ok_or_else(|| KmsError::NotFound(format!("Alias {} is not found.", self.scope.alias_arn(name))))
+            })
+            .await
     }
 
     async fn key(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>> {

@@ -48,18 +48,14 @@ impl Kms {
     /// The key's tags: the aws:ResourceTag/<key> condition keys. Read only for policies that use
     /// them, and cached until TagResource or UntagResource changes them.
     pub(super) async fn resource_tags(&self, key_id: &str) -> Result<Arc<[Tag]>> {
-        if let Some(tags) = self.key_tags.get(key_id) {
-            return Ok(tags);
-        }
-        let seen = self.key_tags.generation(key_id);
-        let owned = key_id.to_string();
-        let tags: Arc<[Tag]> = self
-            .store(move |s| s.list_tags(&owned, None, usize::MAX >> 1))
-            .await?
-            .into();
-        self.key_tags
-            .insert_if_unchanged(key_id.to_string(), seen, tags.clone());
-        Ok(tags)
+        let load = async {
+            let owned = key_id.to_string();
+            Ok(self
+                .store(move |s| s.list_tags(&owned, None, usize::MAX >> 1))
+                .await?
+                .into())
+        };
+        self.key_tags.get_or_load(key_id, load).await
     }
 
     pub async fn list_resource_tags(
