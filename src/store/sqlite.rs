@@ -1013,15 +1013,12 @@ mod tests {
         assert!(s.update_alias("alias/b1", "b", "a", 4, 2).unwrap());
     }
 
-    #[test]
-    fn grant_limit_refuses_new_grants_but_not_retries() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
-        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
-        let grant = |id: &str, name: &str| GrantRecord {
+    /// A Decrypt grant for bob on `key_id`.
+    fn decrypt_grant(id: &str, key_id: &str, name: Option<&str>) -> GrantRecord {
+        GrantRecord {
             grant_id: id.into(),
-            key_id: "a".into(),
-            name: Some(name.into()),
+            key_id: key_id.into(),
+            name: name.map(String::from),
             creation_date: 1,
             grantee_principal: "arn:aws:iam::111122223333:user/bob".into(),
             retiring_principal: None,
@@ -1029,7 +1026,15 @@ mod tests {
             operations: vec!["Decrypt".into()],
             context_equals: None,
             context_subset: None,
-        };
+        }
+    }
+
+    #[test]
+    fn grant_limit_refuses_new_grants_but_not_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
+        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
+        let grant = |id: &str, name: &str| decrypt_grant(id, "a", Some(name));
         s.create_grant(&grant("g1", "one"), &[1; 32], 2).unwrap();
         s.create_grant(&grant("g2", "two"), &[2; 32], 2).unwrap();
         let full = s.create_grant(&grant("g3", "three"), &[3; 32], 2);
@@ -1050,19 +1055,7 @@ mod tests {
         let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
         s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
         s.create_key(&key("b"), &material("b"), &[], "{}").unwrap();
-        let g = GrantRecord {
-            grant_id: "gb".into(),
-            key_id: "b".into(),
-            name: None,
-            creation_date: 1,
-            grantee_principal: "arn:aws:iam::111122223333:user/bob".into(),
-            retiring_principal: None,
-            issuing_account: "arn:aws:iam::111122223333:root".into(),
-            operations: vec!["Decrypt".into()],
-            context_equals: None,
-            context_subset: None,
-        };
-        s.create_grant(&g, &[9; 32], 50).unwrap();
+        s.create_grant(&decrypt_grant("gb", "b", None), &[9; 32], 50).unwrap();
         assert!(!s.delete_grant("a", "gb").unwrap(), "gb is not a's grant");
         assert!(s.get_grant("gb").unwrap().is_some());
         assert_eq!(s.grant_token_digests("gb").unwrap(), vec![vec![9; 32]]);

@@ -366,6 +366,15 @@ impl Server {
         assert!(status.success(), "kill -HUP failed");
     }
 
+    /// Rewrites hsm-sim's fault control file atomically and waits past its 50 ms re-read interval.
+    pub async fn set_faults(&self, toml: &str) {
+        let dir = self.hsm.dir.path().join("tokens");
+        let tmp = dir.join("faults.toml.tmp");
+        std::fs::write(&tmp, toml).unwrap();
+        std::fs::rename(&tmp, dir.join("faults.toml")).unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
     /// The audit log's records as text, without the preallocated NUL padding after them.
     pub fn audit_text(&self) -> String {
         let text = std::fs::read_to_string(self.data_dir().join("audit.log")).unwrap_or_default();

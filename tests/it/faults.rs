@@ -8,15 +8,6 @@ use kms::proto as pb;
 
 use crate::common::*;
 
-/// Rewrites hsm-sim's fault control file atomically and waits past its 50 ms re-read interval.
-async fn set_faults(server: &Server, toml: &str) {
-    let dir = server.hsm.dir.path().join("tokens");
-    let tmp = dir.join("faults.toml.tmp");
-    std::fs::write(&tmp, toml).unwrap();
-    std::fs::rename(&tmp, dir.join("faults.toml")).unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-}
-
 #[tokio::test]
 async fn an_unplugged_hsm_is_refused_then_recovered_from() {
     let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
@@ -25,7 +16,7 @@ async fn an_unplugged_hsm_is_refused_then_recovered_from() {
     let key = create_key(&mut c).await;
     let dk = c.generate_data_key(gdk(&key.key_id)).await.unwrap().into_inner();
 
-    set_faults(&server, "unplugged = true\n").await;
+    server.set_faults("unplugged = true\n").await;
     let started = Instant::now();
     expect_err(c.generate_data_key(gdk(&key.key_id)).await, "KeyUnavailableException");
     let decrypt = pb::DecryptRequest {
@@ -35,7 +26,7 @@ async fn an_unplugged_hsm_is_refused_then_recovered_from() {
     expect_err(c.decrypt(decrypt.clone()).await, "KeyUnavailableException");
     assert!(started.elapsed() < Duration::from_secs(5), "retries must be bounded");
 
-    set_faults(&server, "unplugged = false\n").await;
+    server.set_faults("unplugged = false\n").await;
     let out = c.decrypt(decrypt).await.unwrap().into_inner();
     assert_eq!(
         out.plaintext, dk.plaintext,
@@ -51,11 +42,13 @@ async fn transient_device_errors_are_retried_and_persistent_ones_refused() {
     let key = create_key(&mut c).await;
 
     // Two failures, three attempts: the caller never notices.
-    set_faults(&server, "fail_next = 2\nerror = \"CKR_DEVICE_ERROR\"\n").await;
+    server.set_faults("fail_next = 2\nerror = \"CKR_DEVICE_ERROR\"\n").await;
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 
     // Every call fails as CloudHSM does when throttled: refused after the last attempt.
-    set_faults(&server, "error_rate = 1.0\nerror = \"CKR_FUNCTION_FAILED\"\n").await;
+    server
+        .set_faults("error_rate = 1.0\nerror = \"CKR_FUNCTION_FAILED\"\n")
+        .await;
     expect_err(c.generate_data_key(gdk(&key.key_id)).await, "KeyUnavailableException");
     expect_err(
         c.generate_random(pb::GenerateRandomRequest {
@@ -65,7 +58,7 @@ async fn transient_device_errors_are_retried_and_persistent_ones_refused() {
         "KeyUnavailableException",
     );
 
-    set_faults(&server, "").await;
+    server.set_faults("").await;
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
 
@@ -75,12 +68,12 @@ async fn a_slow_hsm_gives_dependency_timeout() {
     let server = Server::start_on(TestHsm::hsm_sim(), cache_off, "timeout_ms = 1000").await;
     let mut c = server.client().await;
     let key = create_key(&mut c).await;
-    set_faults(&server, "latency_ms = 4000\n").await;
+    server.set_faults("latency_ms = 4000\n").await;
     expect_err(
         c.generate_data_key(gdk(&key.key_id)).await,
         "DependencyTimeoutException",
     );
-    set_faults(&server, "").await;
+    server.set_faults("").await;
     // The slow call is still sleeping in the HSM; other calls must not wait behind it.
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
@@ -91,7 +84,7 @@ async fn cached_material_keeps_the_hot_path_off_the_hsm() {
     let mut c = server.client().await;
     let key = create_key(&mut c).await;
     let dk = c.generate_data_key(gdk(&key.key_id)).await.unwrap().into_inner();
-    set_faults(&server, "unplugged = true\n").await;
+    server.set_faults("unplugged = true\n").await;
     // With the material cached, GenerateDataKey and Decrypt need no HSM call at all.
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
     let out = c
@@ -120,7 +113,9 @@ async fn concurrent_device_errors_never_surface_as_internal_errors() {
     let server = Server::start_on(TestHsm::hsm_sim(), cache_off, "retry_attempts = 4").await;
     let mut c = server.client().await;
     let key = create_key(&mut c).await;
-    set_faults(&server, "error_rate = 0.05\nerror = \"CKR_DEVICE_ERROR\"\n").await;
+    server
+        .set_faults("error_rate = 0.05\nerror = \"CKR_DEVICE_ERROR\"\n")
+        .await;
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let (mut c, key_id) = (c.clone(), key.key_id.clone());
@@ -150,7 +145,7 @@ async fn concurrent_device_errors_never_surface_as_internal_errors() {
     // A failed unwrap drops the sessions; the new session's C_CopyObject fails too: both are device
     // errors, retried, and the caller never notices.
     let faults = "fail_next = 2\nerror = \"CKR_DEVICE_ERROR\"\nfunctions = [\"C_Decrypt\", \"C_CopyObject\"]\n";
-    set_faults(&server, faults).await;
+    server.set_faults(faults).await;
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
 
@@ -163,14 +158,12 @@ async fn a_failing_root_key_copy_is_a_device_error_not_a_refusal() {
     let mut c = server.client().await;
     let key = create_key(&mut c).await;
     // Restarted, the server has no pooled session yet: the next call must make a copy.
-    set_faults(
-        &server,
-        "error_rate = 1.0\nerror = \"CKR_DEVICE_ERROR\"\nfunctions = [\"C_CopyObject\"]\n",
-    )
-    .await;
+    server
+        .set_faults("error_rate = 1.0\nerror = \"CKR_DEVICE_ERROR\"\nfunctions = [\"C_CopyObject\"]\n")
+        .await;
     server.restart().await;
     let mut c = server.client().await;
     expect_err(c.generate_data_key(gdk(&key.key_id)).await, "KeyUnavailableException");
-    set_faults(&server, "").await;
+    server.set_faults("").await;
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }

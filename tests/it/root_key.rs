@@ -108,15 +108,6 @@ fn pkcs11_tool(server: &Server, args: &[&str]) {
     );
 }
 
-/// Rewrites hsm-sim's fault control file atomically and waits past its 50 ms re-read interval.
-async fn set_faults(server: &Server, toml: &str) {
-    let dir = server.hsm.dir.path().join("tokens");
-    let tmp = dir.join("faults.toml.tmp");
-    std::fs::write(&tmp, toml).unwrap();
-    std::fs::rename(&tmp, dir.join("faults.toml")).unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-}
-
 /// A root key check whose lookup fails is not a check: the next pooled session taken checks
 /// again, instead of every other pooled session unwrapping with its copy for another period
 /// unchecked. hsm-sim fails the lookup (C_FindObjectsInit) with a non-device error, which is not
@@ -130,7 +121,9 @@ async fn a_failed_root_key_check_is_made_again_by_the_next_session() {
     let key = create_key(&mut c).await;
 
     // Several pooled sessions: slow calls keep workers busy, so concurrent calls open more.
-    set_faults(&server, "latency_ms = 300\nfunctions = [\"C_Decrypt\"]\n").await;
+    server
+        .set_faults("latency_ms = 300\nfunctions = [\"C_Decrypt\"]\n")
+        .await;
     let calls: Vec<_> = (0..6)
         .map(|_| {
             let (mut c, key_id) = (c.clone(), key.key_id.clone());
@@ -140,18 +133,18 @@ async fn a_failed_root_key_check_is_made_again_by_the_next_session() {
     for call in calls {
         call.await.unwrap().unwrap();
     }
-    set_faults(&server, "").await;
+    server.set_faults("").await;
     // Past the check period: the next call taking a pooled session checks the root key.
     tokio::time::sleep(Duration::from_millis(2200)).await;
 
     let fail_lookup = "fail_next = 1\nerror = \"CKR_GENERAL_ERROR\"\nfunctions = [\"C_FindObjectsInit\"]\n";
-    set_faults(&server, fail_lookup).await;
+    server.set_faults(fail_lookup).await;
     expect_err(c.generate_data_key(gdk(&key.key_id)).await, "KMSInternalException");
     // Armed again (a comment changes the file's size, so hsm-sim re-reads it): the next call must
     // run into it, because the check that failed is still due.
-    set_faults(&server, &format!("# again\n{fail_lookup}")).await;
+    server.set_faults(&format!("# again\n{fail_lookup}")).await;
     expect_err(c.generate_data_key(gdk(&key.key_id)).await, "KMSInternalException");
 
-    set_faults(&server, "").await;
+    server.set_faults("").await;
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
