@@ -22,6 +22,11 @@ fn token(principal: &str) -> String {
     format!("token-{}-7d41", principal.rsplit([':', '/']).next().unwrap())
 }
 
+/// A plaintext client that authenticates as `principal` with its token.
+async fn client_as(server: &Server, principal: &str) -> AuthClient {
+    plain_client(server, Bearer::token(Some(&token(principal)))).await
+}
+
 fn tokens<'a>(principals: &[&'a str]) -> Vec<(String, &'a str)> {
     principals.iter().map(|p| (token(p), *p)).collect()
 }
@@ -130,8 +135,8 @@ async fn identity_policies_reload_on_sighup() {
     )
     .unwrap();
     let server = Server::start_with(&token_config(false, &[ROOT, APP], Some(&path))).await;
-    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
-    let mut app = plain_client(&server, Bearer::token(Some(&token(APP)))).await;
+    let mut root = client_as(&server, ROOT).await;
+    let mut app = client_as(&server, APP).await;
     // The default key policy: the account's identity policies decide for app.
     let key = root
         .create_key(pb::CreateKeyRequest::default())
@@ -217,9 +222,9 @@ async fn identity_policies_reload_on_sighup() {
 #[tokio::test]
 async fn put_get_list_key_policies_and_the_lockout_check() {
     let server = Server::start_with(&token_config(false, &[ROOT, APP, OTHER], None)).await;
-    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
-    let mut app = plain_client(&server, Bearer::token(Some(&token(APP)))).await;
-    let mut other = plain_client(&server, Bearer::token(Some(&token(OTHER)))).await;
+    let mut root = client_as(&server, ROOT).await;
+    let mut app = client_as(&server, APP).await;
+    let mut other = client_as(&server, OTHER).await;
     let admin = key_policy(&[allow_app("AppAdministers", &["kms:*"], json!({}))]);
     let key = create_key(&mut root, &admin).await;
 
@@ -813,9 +818,9 @@ async fn identity_policy_deny_caller_account_and_alias_moves() {
     )
     .unwrap();
     let server = Server::start_with(&token_config(false, &[ROOT, APP, EXT], Some(&identity))).await;
-    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
-    let mut app = plain_client(&server, Bearer::token(Some(&token(APP)))).await;
-    let mut ext = plain_client(&server, Bearer::token(Some(&token(EXT)))).await;
+    let mut root = client_as(&server, ROOT).await;
+    let mut app = client_as(&server, APP).await;
+    let mut ext = client_as(&server, EXT).await;
 
     // AWS's "Allow access through ... for all principals in the account": Principal "*" with
     // kms:CallerAccount. The external user (whose identity policy allows) is not of that account.
@@ -933,8 +938,8 @@ async fn identity_policy_deny_caller_account_and_alias_moves() {
 #[tokio::test]
 async fn resource_aliases_follow_alias_changes() {
     let server = Server::start_with(&token_config(false, &[ROOT, APP], None)).await;
-    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
-    let mut app = plain_client(&server, Bearer::token(Some(&token(APP)))).await;
+    let mut root = client_as(&server, ROOT).await;
+    let mut app = client_as(&server, APP).await;
     let finance_only = key_policy(&[allow_app(
         "FinanceAliases",
         &["kms:Encrypt"],
@@ -980,8 +985,8 @@ async fn resource_aliases_follow_alias_changes() {
 #[tokio::test]
 async fn request_alias_is_per_key_in_re_encrypt() {
     let server = Server::start_with(&token_config(false, &[ROOT, APP], None)).await;
-    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
-    let mut app = plain_client(&server, Bearer::token(Some(&token(APP)))).await;
+    let mut root = client_as(&server, ROOT).await;
+    let mut app = client_as(&server, APP).await;
     let source = create_key(
         &mut root,
         &key_policy(&[allow_app("Use", &["kms:Encrypt", "kms:ReEncryptFrom"], json!({}))]),
@@ -1045,9 +1050,9 @@ async fn condition_keys_for_data_keys_re_encrypt_tags_and_grants() {
     .to_string();
     std::fs::write(&identity, identity_file(&[("app", &app_identity)], &[(APP, &["app"])])).unwrap();
     let server = Server::start_with(&token_config(false, &[ROOT, APP, EXT], Some(&identity))).await;
-    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
-    let mut app = plain_client(&server, Bearer::token(Some(&token(APP)))).await;
-    let mut ext = plain_client(&server, Bearer::token(Some(&token(EXT)))).await;
+    let mut root = client_as(&server, ROOT).await;
+    let mut app = client_as(&server, APP).await;
+    let mut ext = client_as(&server, EXT).await;
 
     // kms:DataKeyPairSpec (AWS: "RSA*" only), and kms:EncryptionAlgorithm on GenerateDataKey*:
     // AWS's "AllowOnlySymmetricAlgorithm" Deny does not stop data keys, which are SYMMETRIC_DEFAULT.
@@ -1197,7 +1202,7 @@ async fn condition_keys_for_data_keys_re_encrypt_tags_and_grants() {
 #[tokio::test]
 async fn the_lockout_check_sees_the_keys_tags() {
     let server = Server::start_with(&token_config(false, &[ROOT], None)).await;
-    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
+    let mut root = client_as(&server, ROOT).await;
     let (locked, open) = (
         create_key(&mut root, &key_policy(&[])).await,
         create_key(&mut root, &key_policy(&[])).await,
@@ -1237,8 +1242,8 @@ async fn the_lockout_check_sees_the_keys_tags() {
 #[tokio::test]
 async fn a_cancelled_change_still_invalidates_once_written() {
     let server = Server::start_with(&token_config(false, &[ROOT, APP], None)).await;
-    let mut root = plain_client(&server, Bearer::token(Some(&token(ROOT)))).await;
-    let mut app = plain_client(&server, Bearer::token(Some(&token(APP)))).await;
+    let mut root = client_as(&server, ROOT).await;
+    let mut app = client_as(&server, APP).await;
     let key = create_key(
         &mut root,
         &key_policy(&[allow_app(
