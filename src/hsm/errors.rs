@@ -1,5 +1,6 @@
 //! Which PKCS#11 failures are worth a retry, and what the client is told when they persist.
 
+use cryptoki::context::Function;
 use cryptoki::error::{Error, RvError};
 
 use crate::error::KmsError;
@@ -23,6 +24,15 @@ pub fn is_retryable(e: &Error) -> bool {
                 | RvError::CantLock,
             _
         )
+    )
+}
+
+/// A key or object handle the HSM no longer knows, from an operation (not a lookup): the root key
+/// was destroyed or replaced on the token since the session looked it up.
+pub fn is_stale_handle(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Pkcs11(RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid, f) if !matches!(f, Function::FindObjects)
     )
 }
 

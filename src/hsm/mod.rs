@@ -195,6 +195,7 @@ impl Hsm {
     ) -> Result<T> {
         let mut delay = Duration::from_millis(20);
         let mut attempt = 1;
+        let mut looked_up_again = false;
         loop {
             let outcome = self.pool.take().and_then(|s| f(&s).map(|v| (v, s)));
             match outcome {
@@ -203,6 +204,14 @@ impl Hsm {
                     return Ok(v);
                 }
                 Err(e) if pool::is_unusable(&e) => return Err(errors::root_unusable()),
+                // The root key's handle went stale: the key was destroyed or replaced on the token.
+                // Every pooled session holds that handle, so all are dropped, and a new session
+                // looks the key up again (once: a key that is really gone is then refused).
+                Err(e) if errors::is_stale_handle(&e) && !looked_up_again => {
+                    tracing::warn!(error = %e, "the root key's handle is no longer valid: looking the key up again");
+                    self.pool.clear();
+                    looked_up_again = true;
+                }
                 Err(e) if errors::is_retryable(&e) => {
                     self.pool.clear();
                     if attempt >= self.attempts {

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use kms::proto as pb;
 
 const ROOT_KEY_ID: &str = "6b6d732d726f6f742d7631";
 
@@ -147,4 +148,55 @@ async fn a_failed_root_key_check_is_made_again_by_the_next_session() {
 
     server.set_faults("").await;
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+}
+
+/// Where sessions use the token object itself (CloudHSM, or `root_check_seconds = 0`), a root key
+/// replaced under the same CKA_ID leaves the idle sessions holding the old key's handle. The first
+/// call that finds that handle gone drops every session and looks the key up again, so no request
+/// after the replacement fails for a stale handle: new keys are created and used at once.
+#[tokio::test]
+async fn without_copies_a_replaced_root_key_is_adopted_by_the_next_call() {
+    let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
+    let server = Server::start_on(TestHsm::softhsm(), cache_off, "root_check_seconds = 0").await;
+    let mut c = server.client().await;
+    let old_key = create_key(&mut c).await;
+    // Several idle sessions, each holding the old key's handle.
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let (mut c, key_id) = (c.clone(), old_key.key_id.clone());
+            tokio::spawn(async move { c.generate_data_key(gdk(&key_id)).await.map(|_| ()) })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+
+    pkcs11_tool(&server, &["--delete-object", "--type", "secrkey", "--id", ROOT_KEY_ID]);
+    pkcs11_tool(
+        &server,
+        &[
+            "--keygen",
+            "--key-type",
+            "AES:32",
+            "--id",
+            ROOT_KEY_ID,
+            "--label",
+            "kms-root",
+            "--sensitive",
+        ],
+    );
+
+    for i in 0..4 {
+        let new_key = c
+            .create_key(pb::CreateKeyRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("CreateKey {i} after the replacement: {e:?}"))
+            .into_inner()
+            .key_metadata
+            .unwrap();
+        c.generate_data_key(gdk(&new_key.key_id))
+            .await
+            .unwrap_or_else(|e| panic!("GenerateDataKey {i} after the replacement: {e:?}"));
+    }
+    expect_err(c.generate_data_key(gdk(&old_key.key_id)).await, "KMSInternalException");
 }
