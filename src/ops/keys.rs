@@ -110,9 +110,11 @@ impl Kms {
             created: now,
         };
         let (record, tags) = (key.clone(), input.tags);
+        // Taken before the key exists: a PutKeyPolicy that lands between the commit and the
+        // insert below bumps it, so the creation-time policy is never cached over the new one.
+        let seen = self.policies.generation(&key_id);
         self.store(move |s| s.create_key(&record, &material, &tags, &policy_text))
             .await?;
-        let seen = self.policies.generation(&key_id);
         self.policies.insert_if_unchanged(key_id.clone(), seen, key_policy);
         // The first use of a new key need not go back to the HSM.
         let cache_key = (key_id, FIRST_MATERIAL);
