@@ -9,71 +9,10 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::batch::GroupCommit;
+use super::schema;
 use super::{GrantRecord, Store};
 use crate::error::{KmsError, Result};
 use crate::keys::{AliasRecord, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialRecord, Origin, Tag};
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS keys (
-    key_id TEXT PRIMARY KEY,
-    creation_date INTEGER NOT NULL,
-    description TEXT NOT NULL,
-    state TEXT NOT NULL,
-    deletion_date INTEGER,
-    pending_window_days INTEGER,
-    key_spec TEXT NOT NULL,
-    key_usage TEXT NOT NULL,
-    origin TEXT NOT NULL,
-    current_material INTEGER NOT NULL,
-    version INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS keys_deletion ON keys(deletion_date) WHERE deletion_date IS NOT NULL;
-CREATE TABLE IF NOT EXISTS materials (
-    key_id TEXT NOT NULL,
-    material_id INTEGER NOT NULL,
-    wrapped BLOB NOT NULL,
-    public_key BLOB,
-    created INTEGER NOT NULL,
-    PRIMARY KEY (key_id, material_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS aliases (
-    name TEXT PRIMARY KEY,
-    key_id TEXT NOT NULL,
-    creation_date INTEGER NOT NULL,
-    last_updated_date INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS aliases_key ON aliases(key_id, name);
-CREATE TABLE IF NOT EXISTS key_policies (
-    key_id TEXT PRIMARY KEY,
-    policy TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tags (
-    key_id TEXT NOT NULL,
-    tag_key TEXT NOT NULL,
-    tag_value TEXT NOT NULL,
-    PRIMARY KEY (key_id, tag_key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS grants (
-    grant_id TEXT PRIMARY KEY,
-    key_id TEXT NOT NULL,
-    name TEXT,
-    creation_date INTEGER NOT NULL,
-    grantee_principal TEXT NOT NULL,
-    retiring_principal TEXT,
-    issuing_account TEXT NOT NULL,
-    operations TEXT NOT NULL,
-    context_equals TEXT,
-    context_subset TEXT
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS grants_key ON grants(key_id, grant_id);
-CREATE INDEX IF NOT EXISTS grants_retiring ON grants(retiring_principal, grant_id) WHERE retiring_principal IS NOT NULL;
-CREATE TABLE IF NOT EXISTS grant_tokens (
-    grant_id TEXT NOT NULL,
-    token_sha256 BLOB NOT NULL,
-    key_id TEXT NOT NULL,
-    PRIMARY KEY (grant_id, token_sha256)
-) WITHOUT ROWID;
-";
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -127,12 +66,13 @@ fn db(e: rusqlite::Error) -> KmsError {
 impl SqliteStore {
     pub fn open(path: &Path) -> std::result::Result<SqliteStore, String> {
         let conn = Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let mut conn = conn;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;
              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
         )
-        .and_then(|_| conn.execute_batch(SCHEMA))
         .map_err(|e| format!("cannot prepare {}: {e}", path.display()))?;
+        schema::prepare(&mut conn).map_err(|e| format!("cannot prepare {}: {e}", path.display()))?;
         let conn = Arc::new(Mutex::new(conn));
         let creates = GroupCommit::start("store-create-key", conn.clone(), insert_key)
             .map_err(|e| format!("cannot start the store writer: {e}"))?;

@@ -1,0 +1,223 @@
+//! The store's tables, and the steps that bring a store written by an older build up to them. The
+//! schema version is SQLite's `user_version`. Stores from before it was kept read as version 0. A
+//! store from a newer build is refused rather than misread.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+/// The schema this build reads and writes.
+pub const VERSION: i32 = 1;
+
+/// The current tables. Every statement is idempotent: after the migrations, this creates what
+/// an older store lacks (tables and indexes added since) and leaves the rest alone.
+const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS keys (
+    key_id TEXT PRIMARY KEY,
+    creation_date INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    state TEXT NOT NULL,
+    deletion_date INTEGER,
+    pending_window_days INTEGER,
+    key_spec TEXT NOT NULL,
+    key_usage TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    current_material INTEGER NOT NULL,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS keys_deletion ON keys(deletion_date) WHERE deletion_date IS NOT NULL;
+CREATE TABLE IF NOT EXISTS materials (
+    key_id TEXT NOT NULL,
+    material_id INTEGER NOT NULL,
+    wrapped BLOB NOT NULL,
+    public_key BLOB,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (key_id, material_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    creation_date INTEGER NOT NULL,
+    last_updated_date INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS aliases_key ON aliases(key_id, name);
+CREATE TABLE IF NOT EXISTS key_policies (
+    key_id TEXT PRIMARY KEY,
+    policy TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tags (
+    key_id TEXT NOT NULL,
+    tag_key TEXT NOT NULL,
+    tag_value TEXT NOT NULL,
+    PRIMARY KEY (key_id, tag_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS grants (
+    grant_id TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    name TEXT,
+    creation_date INTEGER NOT NULL,
+    grantee_principal TEXT NOT NULL,
+    retiring_principal TEXT,
+    issuing_account TEXT NOT NULL,
+    operations TEXT NOT NULL,
+    context_equals TEXT,
+    context_subset TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS grants_key ON grants(key_id, grant_id);
+CREATE INDEX IF NOT EXISTS grants_retiring ON grants(retiring_principal, grant_id) WHERE retiring_principal IS NOT NULL;
+CREATE TABLE IF NOT EXISTS grant_tokens (
+    grant_id TEXT NOT NULL,
+    token_sha256 BLOB NOT NULL,
+    key_id TEXT NOT NULL,
+    PRIMARY KEY (grant_id, token_sha256)
+) WITHOUT ROWID;
+";
+
+/// Brings the store to `VERSION` in one transaction: a new store gets the tables, an older one is
+/// migrated step by step, and a newer one is refused.
+pub fn prepare(conn: &mut Connection) -> Result<(), String> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
+    let found: i32 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if found > VERSION {
+        return Err(format!(
+            "the store was written by a newer build of kms (schema version {found}; this build knows \
+             versions up to {VERSION}): run that build, or restore a backup made for this one"
+        ));
+    }
+    if found < 1 {
+        unversioned_to_1(&tx).map_err(|e| format!("cannot migrate the store to schema version 1: {e}"))?;
+    }
+    tx.execute_batch(TABLES).map_err(|e| e.to_string())?;
+    tx.pragma_update(None, "user_version", VERSION)
+        .map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())
+}
+
+/// Stores from before schema versions: the first build's `materials` table has no `public_key`
+/// column (added with asymmetric keys). Tables added later are created by `TABLES`.
+fn unversioned_to_1(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    if has_table(tx, "materials")? && !has_column(tx, "materials", "public_key")? {
+        tx.execute_batch("ALTER TABLE materials ADD COLUMN public_key BLOB")?;
+    }
+    Ok(())
+}
+
+fn has_table(tx: &rusqlite::Transaction<'_>, table: &str) -> rusqlite::Result<bool> {
+    tx.query_row(
+        "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+fn has_column(tx: &rusqlite::Transaction<'_>, table: &str, column: &str) -> rusqlite::Result<bool> {
+    tx.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyRecord, KeySpec, KeyState, KeyUsage, MaterialRecord, Origin};
+    use crate::store::{SqliteStore, Store};
+
+    /// The first build's tables (commit 8dba9da), with one key and its material.
+    const FIRST_BUILD: &str = "
+        CREATE TABLE keys (key_id TEXT PRIMARY KEY, creation_date INTEGER NOT NULL,
+            description TEXT NOT NULL, state TEXT NOT NULL, deletion_date INTEGER,
+            pending_window_days INTEGER, key_spec TEXT NOT NULL, key_usage TEXT NOT NULL,
+            origin TEXT NOT NULL, current_material INTEGER NOT NULL, version INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE materials (key_id TEXT NOT NULL, material_id INTEGER NOT NULL,
+            wrapped BLOB NOT NULL, created INTEGER NOT NULL, PRIMARY KEY (key_id, material_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE aliases (name TEXT PRIMARY KEY, key_id TEXT NOT NULL,
+            creation_date INTEGER NOT NULL, last_updated_date INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE tags (key_id TEXT NOT NULL, tag_key TEXT NOT NULL, tag_value TEXT NOT NULL,
+            PRIMARY KEY (key_id, tag_key)) WITHOUT ROWID;
+        INSERT INTO keys VALUES ('old', 1, '', 'Enabled', NULL, NULL, 'SYMMETRIC_DEFAULT',
+            'ENCRYPT_DECRYPT', 'AWS_KMS', 1, 1);
+        INSERT INTO materials VALUES ('old', 1, x'0707070707', 1);
+    ";
+
+    fn user_version(path: &std::path::Path) -> i32 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn new_key(id: &str) -> (KeyRecord, MaterialRecord) {
+        let key = KeyRecord {
+            key_id: id.into(),
+            creation_date: 2,
+            description: String::new(),
+            state: KeyState::Enabled,
+            deletion_date: None,
+            pending_window_days: None,
+            key_spec: KeySpec::SymmetricDefault,
+            key_usage: KeyUsage::EncryptDecrypt,
+            origin: Origin::AwsKms,
+            current_material: 1,
+            version: 1,
+        };
+        let material = MaterialRecord {
+            key_id: id.into(),
+            material_id: 1,
+            wrapped: vec![9; 60],
+            public_key: None,
+            created: 2,
+        };
+        (key, material)
+    }
+
+    #[test]
+    fn a_store_from_the_first_build_is_migrated_and_keeps_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.db");
+        Connection::open(&path).unwrap().execute_batch(FIRST_BUILD).unwrap();
+        assert_eq!(user_version(&path), 0);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let old = store.get_material("old", 1).unwrap().expect("the old key's material");
+        assert_eq!((old.wrapped, old.public_key), (vec![7; 5], None));
+        let (key, material) = new_key("new");
+        store.create_key(&key, &material, &[], "{}").unwrap();
+        assert_eq!(
+            store.get_key_policy("old").unwrap(),
+            None,
+            "no policy row: read as the default"
+        );
+        drop(store);
+        assert_eq!(user_version(&path), VERSION);
+        // Opening again is a no-op.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.get_material("new", 1).unwrap().unwrap().wrapped, vec![9; 60]);
+    }
+
+    #[test]
+    fn a_new_store_gets_the_current_version_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.db");
+        drop(SqliteStore::open(&path).unwrap());
+        assert_eq!(user_version(&path), VERSION);
+
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", VERSION + 1)
+            .unwrap();
+        let err = SqliteStore::open(&path).err().expect("a newer store is refused");
+        assert!(
+            err.contains("newer build") && err.contains(&format!("{}", VERSION + 1)),
+            "{err}"
+        );
+        assert_eq!(user_version(&path), VERSION + 1, "and left as it was");
+    }
+}
