@@ -10,6 +10,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use super::grpc::GrpcService;
+use super::run_to_end::RunToEnd;
 use crate::auth::Authenticator;
 use crate::config::{Config, TlsConfig};
 use crate::ops::{spawn_deletion_task, spawn_material_sweep, Kms};
@@ -59,11 +60,11 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
     let server = builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(KeyManagementServiceServer::new(GrpcService::new(
+        .add_service(RunToEnd(KeyManagementServiceServer::new(GrpcService::new(
             kms,
             auth,
             tls.is_some(),
-        )))
+        ))))
         .serve_with_incoming_shutdown(incoming, async move {
             let mut stopped = stopped;
             let _ = stopped.wait_for(|s| *s).await;

@@ -56,3 +56,49 @@ async fn create_generate_decrypt_restart_decrypt() {
         "InvalidCiphertextException",
     );
 }
+
+/// A client that gives up on a DisableKey while its store write waits for the database lock (a
+/// deadline, a reset stream): the change still lands once the lock is free, and so does its audit
+/// record. A key change must never be left without a trace.
+#[tokio::test]
+async fn a_change_the_client_gave_up_on_is_still_audited() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+
+    let db = rusqlite::Connection::open(server.data_dir().join("kms.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap(); // the server's write waits (busy_timeout)
+    let disable = c.disable_key(pb::DisableKeyRequest {
+        key_id: key.key_id.clone(),
+    });
+    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(500), disable).await;
+    assert!(gave_up.is_err(), "the write should still be waiting for the lock");
+    db.execute_batch("COMMIT").unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let state = c
+            .describe_key(pb::DescribeKeyRequest {
+                key_id: key.key_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .key_metadata
+            .unwrap()
+            .key_state;
+        let audited = server
+            .audit_records()
+            .1
+            .iter()
+            .any(|r| r["operation"] == "DisableKey" && r["outcome"] == "Success");
+        if state == "Disabled" && audited {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "5 s after the lock was released: key {state}, DisableKey audited: {audited}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
