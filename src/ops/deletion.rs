@@ -29,13 +29,24 @@ impl Kms {
             self.aliases.clear(); // the key's aliases went with it; a rare event
             self.key_aliases.invalidate(&key_id);
             self.key_tags.invalidate(&key_id);
+            tracing::info!(key_arn = %self.key_arn(&key_id), "key material destroyed: pending window ended");
+        }
+        self.audit_deletions().await?;
+        Ok(deleted)
+    }
+
+    /// Writes the DeleteKey record of every deletion the store still lists as unaudited, then
+    /// forgets it. The store lists a deletion in the deletion's own transaction, so a crash or an
+    /// audit failure after it is made good by the next pass (one also runs at start).
+    async fn audit_deletions(&self) -> Result<()> {
+        for key_id in self.store(|s| s.deletions_to_audit()).await? {
             let mut ev = AuditEvent::new("DeleteKey", "kms-deletion-scheduler".into(), None);
             ev.key_arn = Some(self.key_arn(&key_id));
             ev.outcome = "Success";
             self.audit(&ev).await?;
-            tracing::info!(key_arn = %self.key_arn(&key_id), "key material destroyed: pending window ended");
+            self.store(move |s| s.deletion_audited(&key_id)).await?;
         }
-        Ok(deleted)
+        Ok(())
     }
 }
 

@@ -80,7 +80,12 @@ fn write_loop<T>(conn: &Mutex<Connection>, write: WriteItem<T>, rx: Receiver<Pen
         }
         let results = match conn.lock() {
             Ok(conn) => write_batch(&conn, write, &items),
-            Err(_) => vec![Err(KmsError::internal("store connection poisoned")); items.len()],
+            Err(_) => vec![
+                Err(super::failure(
+                    "the store connection is poisoned (a thread panicked holding it)"
+                ));
+                items.len()
+            ],
         };
         items.clear();
         for (done, result) in waiters.drain(..).zip(results) {
@@ -91,7 +96,7 @@ fn write_loop<T>(conn: &Mutex<Connection>, write: WriteItem<T>, rx: Receiver<Pen
 
 /// Writes `items` in one transaction, each in its own savepoint; one result per item.
 pub fn write_batch<T>(conn: &Connection, write: WriteItem<T>, items: &[T]) -> Vec<Result<()>> {
-    let db = |e: rusqlite::Error| KmsError::internal(format!("store: {e}"));
+    let db = |e: rusqlite::Error| super::failure(e);
     let all_fail = |e: KmsError| vec![Err(e); items.len()];
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         return all_fail(db(e));
@@ -112,7 +117,7 @@ pub fn write_batch<T>(conn: &Connection, write: WriteItem<T>, items: &[T]) -> Ve
             return all_fail(match (result, undone) {
                 (Err(e), _) => e,
                 (Ok(()), Err(e)) => db(e),
-                (Ok(()), Ok(())) => KmsError::internal("store: the transaction ended early"),
+                (Ok(()), Ok(())) => super::failure("the transaction ended early"),
             });
         }
         results.push(result);

@@ -8,6 +8,14 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
+/// A failure of the store itself (SQLite's own error, a poisoned lock): the details go to the
+/// server log, the caller gets KMSInternalException without them (they name tables, columns and
+/// queries, which are no business of a client).
+pub(crate) fn failure(e: impl std::fmt::Display) -> crate::error::KmsError {
+    tracing::error!(error = %e, "store failure");
+    crate::error::KmsError::internal("The key store failed; the server log has the details")
+}
+
 use crate::error::Result;
 use crate::keys::{AliasRecord, KeyRecord, MaterialRecord, Tag};
 
@@ -32,7 +40,14 @@ pub trait Store: Send + Sync + 'static {
     fn keys_due_for_deletion(&self, now: i64) -> Result<Vec<String>>;
     /// Destroys a key: its materials, tags, aliases and the key itself, if it is still pending
     /// deletion and due. Returns whether it was deleted.
+    /// In the same transaction, the key is recorded as a deletion still to be audited.
     fn delete_key_if_due(&self, key_id: &str, now: i64) -> Result<bool>;
+    /// Deleted keys whose DeleteKey audit record is not yet written (a crash or an audit failure
+    /// right after the deletion leaves them here for the next pass).
+    fn deletions_to_audit(&self) -> Result<Vec<String>>;
+    /// The deletion's audit record is durable: forget it. Then, once none are left, checkpoints
+    /// the write-ahead log so the deleted rows' old pages don't linger in it.
+    fn deletion_audited(&self, key_id: &str) -> Result<()>;
 
     /// AlreadyExistsException when the name is taken; LimitExceededException when the key already
     /// has `max_aliases`.

@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS grants (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS grants_key ON grants(key_id, grant_id);
 CREATE INDEX IF NOT EXISTS grants_retiring ON grants(retiring_principal, grant_id) WHERE retiring_principal IS NOT NULL;
+CREATE TABLE IF NOT EXISTS deletions_to_audit (
+    key_id TEXT PRIMARY KEY,
+    deleted INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS grant_tokens (
     grant_id TEXT NOT NULL,
     token_sha256 BLOB NOT NULL,

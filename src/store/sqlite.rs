@@ -60,7 +60,7 @@ fn alias_moved_or_missing(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<
 }
 
 fn db(e: rusqlite::Error) -> KmsError {
-    KmsError::internal(format!("store: {e}"))
+    super::failure(e)
 }
 
 impl SqliteStore {
@@ -82,7 +82,7 @@ impl SqliteStore {
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
         self.conn
             .lock()
-            .map_err(|_| KmsError::internal("store connection poisoned"))
+            .map_err(|_| super::failure("the store connection is poisoned (a thread panicked holding it)"))
     }
 }
 
@@ -329,8 +329,42 @@ impl Store for SqliteStore {
             tx.execute(&format!("DELETE FROM {table} WHERE key_id = ?1"), [key_id])
                 .map_err(db)?;
         }
+        tx.execute(
+            "INSERT OR REPLACE INTO deletions_to_audit (key_id, deleted) VALUES (?1, ?2)",
+            params![key_id, now],
+        )
+        .map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(true)
+    }
+
+    fn deletions_to_audit(&self) -> Result<Vec<String>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT key_id FROM deletions_to_audit ORDER BY deleted, key_id")
+            .map_err(db)?;
+        let ids = stmt.query_map([], |r| r.get(0)).map_err(db)?;
+        ids.collect::<rusqlite::Result<Vec<String>>>().map_err(db)
+    }
+
+    fn deletion_audited(&self, key_id: &str) -> Result<()> {
+        let conn = self.conn()?;
+        conn.execute("DELETE FROM deletions_to_audit WHERE key_id = ?1", [key_id])
+            .map_err(db)?;
+        let left: i64 = conn
+            .query_row("SELECT COUNT(*) FROM deletions_to_audit", [], |r| r.get(0))
+            .map_err(db)?;
+        if left == 0 {
+            // secure_delete overwrote the pages in the database file, but the write-ahead log
+            // still holds their earlier images until it is checkpointed and truncated.
+            let busy: i64 = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .map_err(db)?;
+            if busy != 0 {
+                tracing::warn!("the write-ahead log could not be truncated after a key deletion (readers busy); it will be at the next checkpoint");
+            }
+        }
+        Ok(())
     }
 
     fn create_alias(&self, a: &AliasRecord, max_aliases: usize) -> Result<()> {
@@ -661,7 +695,7 @@ impl GrantRow {
 }
 
 fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| KmsError::internal(format!("store: {e}")))
+    serde_json::to_string(v).map_err(super::failure)
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
@@ -835,6 +869,37 @@ mod tests {
         assert!(s.get_key("a").unwrap().is_none());
         assert!(s.get_material("a", 1).unwrap().is_none());
         assert!(s.get_alias("alias/a").unwrap().is_none());
+
+        // The deletion waits for its audit record; until then the log still holds the material.
+        assert_eq!(s.deletions_to_audit().unwrap(), vec!["a".to_string()]);
+        let wal = dir.path().join("kms.db-wal");
+        let holds_material = || {
+            let bytes = std::fs::read(&wal).unwrap_or_default();
+            bytes.windows(60).any(|w| w == [7u8; 60])
+        };
+        assert!(holds_material(), "the control: the log has the material's page");
+        s.deletion_audited("a").unwrap();
+        assert!(s.deletions_to_audit().unwrap().is_empty());
+        assert!(
+            !holds_material(),
+            "the destroyed material is still in the write-ahead log"
+        );
+    }
+
+    #[test]
+    fn store_failures_reach_the_caller_without_sqlite_details() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.db");
+        let s = SqliteStore::open(&path).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("DROP TABLE materials")
+            .unwrap();
+        let Err(KmsError::Internal(msg)) = s.get_material("a", 1) else {
+            panic!("a missing table is an internal error")
+        };
+        assert!(!msg.contains("materials") && !msg.contains("SELECT"), "{msg}");
+        assert!(msg.contains("server log"), "{msg}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Durability: restarts, kill -9, the deletion scheduler across restarts, and root key checks.
 
 use std::collections::HashMap;
+use std::process::Command;
 use std::time::Duration;
 
 use kms::proto as pb;
@@ -184,6 +185,44 @@ async fn deletion_destroys_material_when_the_window_ends_even_across_restarts() 
     assert!(audit
         .lines()
         .any(|l| l.contains("\"DeleteKey\"") && l.contains(&doomed.key_id)));
+    let to_audit: i64 = db
+        .query_row("SELECT COUNT(*) FROM deletions_to_audit", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(to_audit, 0, "an audited deletion is no longer listed");
+}
+
+/// The process dies after a deletion committed but before its DeleteKey record was written: the
+/// store still lists the deletion, and the first pass after the restart writes the record.
+#[tokio::test]
+async fn a_deletion_whose_audit_record_was_lost_is_audited_at_the_next_start() {
+    let mut server = Server::start().await;
+    server.stop();
+    let gone = "0a9e8d7c-0000-4000-8000-000000000001";
+    let db = rusqlite::Connection::open(server.data_dir().join("kms.db")).unwrap();
+    db.execute(
+        "INSERT INTO deletions_to_audit (key_id, deleted) VALUES (?1, 1)",
+        [gone],
+    )
+    .unwrap();
+    server.start_again().await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !server
+        .audit_records()
+        .1
+        .iter()
+        .any(|r| r["operation"] == "DeleteKey" && r["key_arn"].as_str().is_some_and(|a| a.ends_with(gone)))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no DeleteKey record 5 s after the start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed: i64 = db
+        .query_row("SELECT COUNT(*) FROM deletions_to_audit", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(listed, 0, "the deletion is forgotten once audited");
 }
 
 #[tokio::test]
@@ -308,3 +347,4 @@ async fn keys_from_a_store_made_before_key_policies_have_the_default_policy() {
         "default policy expected, got {policy}"
     );
 }
+
