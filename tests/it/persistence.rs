@@ -348,3 +348,42 @@ async fn keys_from_a_store_made_before_key_policies_have_the_default_policy() {
     );
 }
 
+/// A second server on a data directory in use refuses to start, and says why: it would serve keys
+/// from caches the first one's changes never invalidate.
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
+    let mut server = Server::start().await;
+    let mut second = Command::new(env!("CARGO_BIN_EXE_kms"));
+    second
+        .args(["serve", "--dev", "--config"])
+        .arg(server.config_path())
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .envs(server.hsm.env.iter().cloned())
+        .env("KMS_TEST_PIN", PIN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = second.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("a second server started on a data directory in use");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("another kms server is using the data directory"),
+        "{stderr}"
+    );
+    // The first one is unaffected, and once it is gone the directory can be used again.
+    let mut c = server.client().await;
+    create_key(&mut c).await;
+    server.restart().await;
+}
