@@ -1,12 +1,15 @@
 //! Runs the gRPC server: the KMS service, the standard health service and reflection.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use cryptoki::types::AuthPin;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::Stream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use super::grpc::GrpcService;
@@ -43,28 +46,30 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
 
     let deletion = spawn_deletion_task(kms.clone());
     let sweep = spawn_material_sweep(kms.clone());
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(stream) = &conn {
-            let _ = stream.set_nodelay(true); // small request/response messages: don't wait for Nagle
-        }
-        conn
-    });
-    println!("kms listening on {addr}");
-    tracing::info!(%addr, "serving");
-    let mut builder = Server::builder();
+    // Small request/response messages: don't wait for Nagle. TCP keepalive finds peers that
+    // vanished without a FIN (HTTP/2 pings below find the ones whose stack still answers).
+    let incoming = BackOffOnError::new(
+        TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(limits::TCP_KEEPALIVE))
+            .with_keepalive_interval(Some(limits::TCP_KEEPALIVE_INTERVAL))
+            .with_keepalive_retries(Some(limits::TCP_KEEPALIVE_RETRIES)),
+    );
+    let mut builder = limits::apply(Server::builder());
     if let Some(tls) = &tls {
         builder = builder.tls_config(tls_config(tls)?).map_err(|e| format!("TLS: {e}"))?;
     }
+    println!("kms listening on {addr}");
+    tracing::info!(%addr, "serving");
     let reload = spawn_reload_on_sighup(kms.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(RunToEnd(KeyManagementServiceServer::new(GrpcService::new(
-            kms,
-            auth,
-            tls.is_some(),
-        ))))
+        .add_service(RunToEnd(
+            KeyManagementServiceServer::new(GrpcService::new(kms, auth, tls.is_some()))
+                .max_decoding_message_size(limits::MAX_REQUEST_BYTES),
+        ))
         .serve_with_incoming_shutdown(incoming, async move {
             let mut stopped = stopped;
             let _ = stopped.wait_for(|s| *s).await;
@@ -90,13 +95,98 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
     result.map_err(|e| format!("server error: {e}"))
 }
 
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Transport limits: what one client (or many) can make the server hold.
+pub mod limits {
+    use std::time::Duration;
+
+    use tonic::transport::Server;
+
+    /// Largest encoded request message accepted (larger: OUT_OF_RANGE "decoded message length too large",
+    /// before any decoding).
+    /// The largest valid requests are about 110 KB: Encrypt/ReEncrypt with a 6144-byte ciphertext
+    /// or plaintext, two 8 KiB encryption contexts and 10 grant tokens of 8192 characters
+    /// (6144 + 16384 + 81920 = 104448 bytes plus framing); CreateKey with a 32 KiB policy, an
+    /// 8 KiB description and 50 tags of 128 + 256 characters is about 61 KB. 512 KiB leaves
+    /// room for framing and growth of those limits, and stays far below tonic's 4 MiB default.
+    pub const MAX_REQUEST_BYTES: usize = 512 * 1024;
+    /// HTTP/2 streams in flight per connection. The benchmark keeps 256 in flight over two
+    /// connections; gRPC clients usually multiplex everything on one.
+    pub const MAX_CONCURRENT_STREAMS: u32 = 512;
+    /// Streams a connection may make the server reset for protocol errors before it is closed
+    /// with GOAWAY (the "MadeYouReset" class, CVE-2025-8671; tonic 0.14's default is no limit).
+    pub const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+    /// A connection must finish its TLS handshake within this, or it is closed.
+    pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// HTTP/2 PING on connections idle this long; a peer that doesn't answer within
+    /// `HTTP2_KEEPALIVE_TIMEOUT` is dropped.
+    pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+    pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+    /// TCP keepalive: first probe after this idle time, then every interval, given up after the
+    /// retries.
+    pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+    pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+    pub const TCP_KEEPALIVE_RETRIES: u32 = 6;
+    /// After a failed accept (EMFILE, ENFILE, ENOBUFS...), wait this long before the next one
+    /// instead of retrying at once in a loop that would take a whole core.
+    pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+    pub fn apply<L>(builder: Server<L>) -> Server<L> {
+        builder
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+    }
+}
+
+/// Accepted connections; after an accept error (typically EMFILE: out of file descriptors) the
+/// stream waits `ACCEPT_ERROR_BACKOFF` before accepting again. tonic's accept loop skips errors
+/// and polls again at once, and the listener stays readable while the backlog is full, so
+/// without the pause it spins at 100% CPU until a descriptor is freed.
+struct BackOffOnError<S> {
+    inner: S,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> BackOffOnError<S> {
+    fn new(inner: S) -> Self {
+        BackOffOnError { inner, pause: None }
+    }
+}
+
+impl<S> Stream for BackOffOnError<S>
+where
+    S: Stream<Item = std::io::Result<TcpStream>> + Unpin,
+{
+    type Item = std::io::Result<TcpStream>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(pause) = &mut self.pause {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.pause = None;
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!(error = %e, "accept failed; pausing before the next accept");
+                self.pause = Some(Box::pin(tokio::time::sleep(limits::ACCEPT_ERROR_BACKOFF)));
+                Poll::Ready(Some(Err(e)))
+            }
+            other => other,
+        }
+    }
+}
 
 /// Server TLS from PEM files; with a client CA, client certificates are verified (and optional,
 /// so bearer-token callers need none).
 fn tls_config(cfg: &TlsConfig) -> Result<ServerTlsConfig, String> {
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(&cfg.cert_file)?, read(&cfg.key_file)?));
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&cfg.cert_file)?, read(&cfg.key_file)?))
+        .timeout(limits::TLS_HANDSHAKE_TIMEOUT);
     if let Some(ca) = &cfg.client_ca_file {
         tls = tls
             .client_ca_root(Certificate::from_pem(read(ca)?))

@@ -12,6 +12,7 @@ mod grants;
 mod hmac;
 mod keys;
 mod lifecycle;
+mod limits;
 mod persistence;
 mod policies;
 mod root_attrs;

@@ -1,0 +1,178 @@
+//! Transport limits through the real server: the request size cap, the HTTP/2 settings and the
+//! reset-flood limit (raw HTTP/2 frames), and the TLS handshake timeout.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use kms::proto as pb;
+use tonic::Code;
+
+use crate::common::*;
+use crate::tls::Pki;
+
+/// The server's cap on one request message (src/api/server.rs `limits::MAX_REQUEST_BYTES`).
+const MAX_REQUEST_BYTES: usize = 512 * 1024;
+
+#[tokio::test]
+async fn a_request_over_the_size_cap_is_refused_and_the_server_stays_up() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    // Over the 512 KiB cap, under tonic's 4 MiB default: without the cap this would decode and
+    // fail validation (the description is too long) instead.
+    let big = pb::CreateKeyRequest {
+        description: "x".repeat(MAX_REQUEST_BYTES + 1024),
+        ..Default::default()
+    };
+    let err = c.create_key(big).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{}", err.message());
+    assert!(err.message().contains("too large"), "{}", err.message());
+    // Just under the cap is read (and refused by validation, as any too-long description).
+    let under = pb::CreateKeyRequest {
+        description: "x".repeat(MAX_REQUEST_BYTES - 64),
+        ..Default::default()
+    };
+    let err = c.create_key(under).await.unwrap_err();
+    assert_eq!(error_type(&err), "ValidationException", "{}", err.message());
+    // The server is still there, for this connection and for new ones.
+    create_key(&mut c).await;
+    create_key(&mut server.client().await).await;
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+const SETTINGS: u8 = 4;
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const GOAWAY: u8 = 7;
+
+/// Opens a prior-knowledge HTTP/2 connection (preface and empty SETTINGS sent).
+fn h2_connect(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    s.write_all(&hello).unwrap();
+    s
+}
+
+/// Reads frames until `stop` says so, EOF or a read timeout; returns them (type, payload).
+fn read_frames(s: &mut TcpStream, mut stop: impl FnMut(u8, &[u8]) -> bool) -> Vec<(u8, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut frames = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            let kind = buf[3];
+            let payload = buf[9..9 + len].to_vec();
+            buf.drain(..9 + len);
+            let done = stop(kind, &payload);
+            frames.push((kind, payload));
+            if done {
+                return frames;
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return frames,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_server_advertises_a_stream_limit() {
+    let server = Server::start().await;
+    let addr = server.addr.clone();
+    let settings = tokio::task::spawn_blocking(move || {
+        let mut s = h2_connect(&addr);
+        let frames = read_frames(&mut s, |kind, _| kind == SETTINGS);
+        frames
+            .into_iter()
+            .find(|(k, _)| *k == SETTINGS)
+            .expect("a SETTINGS frame")
+            .1
+    })
+    .await
+    .unwrap();
+    let max_streams = settings
+        .chunks(6)
+        .find(|p| u16::from_be_bytes([p[0], p[1]]) == 3) // SETTINGS_MAX_CONCURRENT_STREAMS
+        .map(|p| u32::from_be_bytes([p[2], p[3], p[4], p[5]]))
+        .expect("the server must advertise MAX_CONCURRENT_STREAMS (unlimited otherwise)");
+    // The benchmark keeps 256 requests in flight over two connections; allow them on one.
+    assert!(
+        (256..=1024).contains(&max_streams),
+        "MAX_CONCURRENT_STREAMS {max_streams}"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_streams_the_server_must_reset_gets_a_goaway() {
+    let server = Server::start().await;
+    let addr = server.addr.clone();
+    let (resets, goaway) = tokio::task::spawn_blocking(move || {
+        let mut s = h2_connect(&addr);
+        // HPACK: POST, http, path "/", authority "localhost", then a `connection: x` header:
+        // connection-specific headers are malformed in HTTP/2, so the server resets the stream
+        // itself (a local error reset, what MadeYouReset provokes).
+        let block = b"\x83\x86\x84\x41\x09localhost\x00\x0aconnection\x01x";
+        let mut out = Vec::new();
+        for i in 0..3000u32 {
+            out.extend(frame(HEADERS, 0x5, 2 * i + 1, block)); // END_STREAM | END_HEADERS
+            if out.len() > 60_000 {
+                if s.write_all(&out).is_err() {
+                    break; // already closed
+                }
+                out.clear();
+            }
+        }
+        let _ = s.write_all(&out);
+        let frames = read_frames(&mut s, |kind, _| kind == GOAWAY);
+        let resets = frames.iter().filter(|(k, _)| *k == RST_STREAM).count();
+        let goaway = frames.into_iter().find(|(k, _)| *k == GOAWAY).map(|(_, p)| p);
+        (resets, goaway)
+    })
+    .await
+    .unwrap();
+    let goaway = goaway.unwrap_or_else(|| panic!("no GOAWAY after {resets} RST_STREAMs from the server"));
+    let code = u32::from_be_bytes([goaway[4], goaway[5], goaway[6], goaway[7]]);
+    assert_eq!(code, 0xb, "GOAWAY with ENHANCE_YOUR_CALM, got error code {code:#x}");
+    assert!(resets <= 1100, "{resets} streams reset before the GOAWAY");
+    // Other clients are served.
+    create_key(&mut server.client().await).await;
+}
+
+#[tokio::test]
+async fn a_tls_connection_that_never_says_hello_is_closed() {
+    let pki = Pki::new();
+    let server = Server::start_with(&pki.tls_config()).await;
+    let addr = server.addr.clone();
+    let (elapsed, outcome) = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let mut s = TcpStream::connect(&addr).unwrap();
+        // Longer than the server's 10 s handshake timeout: without it the read never returns.
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let outcome = s.read(&mut [0u8; 16]).map_err(|e| e.kind());
+        (start.elapsed(), outcome)
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(outcome, Ok(0) | Err(std::io::ErrorKind::ConnectionReset)),
+        "the server did not close the silent connection: {outcome:?} after {elapsed:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(15),
+        "closed after {elapsed:?}"
+    );
+}
