@@ -460,30 +460,24 @@ fn parse_name(field: &str, algorithm: Option<&str>) -> Result<()> {
         .map(|_| ())
 }
 
-/// The algorithm to use with `key`: SYMMETRIC_DEFAULT by default for symmetric keys, required for RSA.
+/// The algorithm to use with `key`. As in AWS, an absent algorithm is SYMMETRIC_DEFAULT for every
+/// key, so an RSA key without one is refused like one given SYMMETRIC_DEFAULT.
 fn encryption_algorithm(key: &KeyRecord, field: &str, requested: Option<&str>) -> Result<EncryptionAlgorithm> {
+    let algorithm = match requested {
+        None => EncryptionAlgorithm::SymmetricDefault,
+        Some(a) => EncryptionAlgorithm::parse(field, a)?,
+    };
     let allowed = key.key_spec.encryption_algorithms(key.key_usage);
-    let names = || allowed.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ");
-    match requested {
-        None if key.key_spec == KeySpec::SymmetricDefault => Ok(EncryptionAlgorithm::SymmetricDefault),
-        None => Err(KmsError::validation(format!(
-            "{field} is required for {} keys; valid: {}",
+    if !allowed.contains(&algorithm) {
+        // AWS's message, then the algorithms the key does take.
+        return Err(KmsError::InvalidKeyUsage(format!(
+            "Algorithm {} is incompatible with key spec {}. Valid {field} values for this key: {}",
+            algorithm.as_str(),
             key.key_spec.as_str(),
-            names()
-        ))),
-        Some(a) => {
-            let a = EncryptionAlgorithm::parse(field, a)?;
-            if !allowed.contains(&a) {
-                return Err(KmsError::InvalidKeyUsage(format!(
-                    "{field} {} is not valid for {} keys; valid: {}",
-                    a.as_str(),
-                    key.key_spec.as_str(),
-                    names()
-                )));
-            }
-            Ok(a)
-        }
+            allowed.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+        )));
     }
+    Ok(algorithm)
 }
 
 fn refuse_context_for_asymmetric(context: &EncryptionContext) -> Result<()> {
