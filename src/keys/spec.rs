@@ -93,7 +93,7 @@ impl KeySpec {
         }
     }
 
-    /// The usages AWS allows for this spec.
+    /// The usages AWS allows for this spec, but KEY_AGREEMENT (see `allows_key_agreement`).
     pub fn usages(self) -> &'static [KeyUsage] {
         match self {
             KeySpec::SymmetricDefault => &[KeyUsage::EncryptDecrypt],
@@ -103,10 +103,30 @@ impl KeySpec {
         }
     }
 
-    /// Picks the usage: SYMMETRIC_DEFAULT defaults to ENCRYPT_DECRYPT; other specs need one, as in AWS.
-    pub fn usage(self, requested: Option<KeyUsage>) -> Result<KeyUsage> {
-        let allowed = self.usages();
-        let names = || allowed.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ");
+    /// AWS allows KEY_AGREEMENT for NIST ECC keys (and SM2, which this server lacks); this server
+    /// has no key agreement (DeriveSharedSecret).
+    pub fn allows_key_agreement(self) -> bool {
+        matches!(self, KeySpec::EccNistP256 | KeySpec::EccNistP384)
+    }
+
+    /// CreateKey's KeyUsage for this spec: SYMMETRIC_DEFAULT defaults to ENCRYPT_DECRYPT; other
+    /// specs need one, as in AWS. A usage AWS doesn't allow with the spec is a ValidationException;
+    /// KEY_AGREEMENT where AWS allows it is UnsupportedOperationException (not implemented).
+    pub fn usage(self, requested: Option<&str>) -> Result<KeyUsage> {
+        let names = || {
+            let mut names: Vec<&str> = self.usages().iter().map(|u| u.as_str()).collect();
+            if self.allows_key_agreement() {
+                names.push(KEY_AGREEMENT);
+            }
+            names.join(", ")
+        };
+        let invalid = |usage: &str| {
+            KmsError::validation(format!(
+                "KeyUsage {usage} is not valid for KeySpec {}; valid: {}",
+                self.as_str(),
+                names()
+            ))
+        };
         match requested {
             None if self == KeySpec::SymmetricDefault => Ok(KeyUsage::EncryptDecrypt),
             None => Err(KmsError::validation(format!(
@@ -114,13 +134,15 @@ impl KeySpec {
                 self.as_str(),
                 names()
             ))),
-            Some(u) if allowed.contains(&u) => Ok(u),
-            Some(u) => Err(KmsError::validation(format!(
-                "KeyUsage {} is not valid for KeySpec {}; valid: {}",
-                u.as_str(),
-                self.as_str(),
-                names()
+            Some(KEY_AGREEMENT) if self.allows_key_agreement() => Err(KmsError::UnsupportedOperation(format!(
+                "KeyUsage KEY_AGREEMENT (for {}) is not supported by this server",
+                self.as_str()
             ))),
+            Some(KEY_AGREEMENT) => Err(invalid(KEY_AGREEMENT)),
+            Some(u) => match KeyUsage::parse(u)? {
+                usage if self.usages().contains(&usage) => Ok(usage),
+                usage => Err(invalid(usage.as_str())),
+            },
         }
     }
 
@@ -169,7 +191,8 @@ pub enum KeyUsage {
     GenerateVerifyMac,
 }
 
-pub const AWS_KEY_USAGES: &[&str] = &["ENCRYPT_DECRYPT", "SIGN_VERIFY", "GENERATE_VERIFY_MAC", "KEY_AGREEMENT"];
+pub const AWS_KEY_USAGES: &[&str] = &["SIGN_VERIFY", "ENCRYPT_DECRYPT", "GENERATE_VERIFY_MAC", KEY_AGREEMENT];
+const KEY_AGREEMENT: &str = "KEY_AGREEMENT";
 
 impl KeyUsage {
     pub fn as_str(self) -> &'static str {
@@ -185,7 +208,7 @@ impl KeyUsage {
             "ENCRYPT_DECRYPT" => Ok(KeyUsage::EncryptDecrypt),
             "SIGN_VERIFY" => Ok(KeyUsage::SignVerify),
             "GENERATE_VERIFY_MAC" => Ok(KeyUsage::GenerateVerifyMac),
-            "KEY_AGREEMENT" => Err(KmsError::UnsupportedOperation(
+            KEY_AGREEMENT => Err(KmsError::UnsupportedOperation(
                 "KeyUsage KEY_AGREEMENT is not supported by this server".into(),
             )),
             other => Err(enum_error("keyUsage", other, AWS_KEY_USAGES)),
@@ -236,11 +259,28 @@ mod tests {
         assert_eq!(KeySpec::SymmetricDefault.usage(None).unwrap(), KeyUsage::EncryptDecrypt);
         assert!(KeySpec::Rsa2048.usage(None).is_err());
         assert_eq!(
-            KeySpec::Rsa2048.usage(Some(KeyUsage::SignVerify)).unwrap(),
+            KeySpec::Rsa2048.usage(Some("SIGN_VERIFY")).unwrap(),
             KeyUsage::SignVerify
         );
-        assert!(KeySpec::EccNistP256.usage(Some(KeyUsage::EncryptDecrypt)).is_err());
-        assert!(KeySpec::Hmac256.usage(Some(KeyUsage::SignVerify)).is_err());
+        assert!(KeySpec::EccNistP256.usage(Some("ENCRYPT_DECRYPT")).is_err());
+        assert!(KeySpec::Hmac256.usage(Some("SIGN_VERIFY")).is_err());
+        // KEY_AGREEMENT: valid (but not implemented) for NIST ECC only.
+        for spec in [KeySpec::EccNistP256, KeySpec::EccNistP384] {
+            assert!(matches!(
+                spec.usage(Some("KEY_AGREEMENT")),
+                Err(KmsError::UnsupportedOperation(_))
+            ));
+        }
+        for spec in [KeySpec::SymmetricDefault, KeySpec::Rsa4096, KeySpec::Hmac512] {
+            assert!(matches!(
+                spec.usage(Some("KEY_AGREEMENT")),
+                Err(KmsError::Validation(_))
+            ));
+        }
+        assert!(matches!(
+            KeySpec::Rsa2048.usage(Some("SIGN")),
+            Err(KmsError::Validation(_))
+        ));
         for (k, s) in SPECS {
             assert_eq!(KeySpec::parse("keySpec", s).unwrap(), *k);
             assert_eq!(k.as_str(), *s);

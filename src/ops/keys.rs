@@ -14,7 +14,7 @@ use super::{refuse_pending_deletion, Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::key_ref::Accept;
-use crate::keys::{names, now_secs, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialRecord, Origin, Tag};
+use crate::keys::{names, now_secs, KeyRecord, KeySpec, KeyState, MaterialRecord, Origin, Tag};
 use crate::policy::{self, keys as ck, Policy};
 
 /// CreateKey parameters, as the caller gave them.
@@ -39,13 +39,18 @@ impl Kms {
     pub async fn create_key(&self, input: CreateKeyInput, ev: &mut AuditEvent) -> Result<KeyRecord> {
         names::description(&input.description)?;
         let spec = match (&input.key_spec, &input.customer_master_key_spec) {
-            (Some(a), Some(b)) if a != b => return Err(KmsError::validation(
-                "KeySpec and CustomerMasterKeySpec disagree; give only KeySpec (CustomerMasterKeySpec is deprecated)",
-            )),
-            (Some(s), _) | (None, Some(s)) => KeySpec::parse("keySpec", s)?,
+            // As AWS, even when the two agree.
+            (Some(_), Some(_)) => {
+                return Err(KmsError::validation(
+                    "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. \
+                     CustomerMasterKeySpec is deprecated.",
+                ))
+            }
+            (Some(s), None) => KeySpec::parse("keySpec", s)?,
+            (None, Some(s)) => KeySpec::parse("customerMasterKeySpec", s)?,
             (None, None) => KeySpec::SymmetricDefault,
         };
-        let usage = spec.usage(input.key_usage.as_deref().map(KeyUsage::parse).transpose()?)?;
+        let usage = spec.usage(input.key_usage.as_deref())?;
         let origin = input
             .origin
             .as_deref()

@@ -762,6 +762,15 @@ async fn create_key_parameters() {
             v,
         ),
         (
+            "KeySpec and CustomerMasterKeySpec, equal (AWS refuses both at once)",
+            pb::CreateKeyRequest {
+                key_spec: Some("SYMMETRIC_DEFAULT".into()),
+                customer_master_key_spec: Some("SYMMETRIC_DEFAULT".into()),
+                ..Default::default()
+            },
+            v,
+        ),
+        (
             "origin EXTERNAL (not implemented)",
             pb::CreateKeyRequest {
                 origin: Some("EXTERNAL".into()),
@@ -865,7 +874,6 @@ async fn create_key_parameters() {
         pb::CreateKeyRequest {
             key_usage: Some("ENCRYPT_DECRYPT".into()),
             key_spec: Some("SYMMETRIC_DEFAULT".into()),
-            customer_master_key_spec: Some("SYMMETRIC_DEFAULT".into()),
             origin: Some("AWS_KMS".into()),
             tags: vec![tag(&"k".repeat(128), &"v".repeat(256)), tag("empty-value", "")],
             ..Default::default()
@@ -907,6 +915,61 @@ async fn create_key_parameters() {
         );
     }
     assert_eq!(describe(&mut c, &k.key_id).await.key_state, "Enabled");
+}
+
+/// CreateKey answers as AWS does for: KeySpec with CustomerMasterKeySpec, and KEY_AGREEMENT (valid
+/// only for NIST ECC keys, not supported here).
+#[tokio::test]
+async fn create_key_specs_and_usages_as_aws_answers_them() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let create = |spec: Option<&str>, usage: Option<&str>| pb::CreateKeyRequest {
+        key_spec: spec.map(Into::into),
+        key_usage: usage.map(Into::into),
+        ..Default::default()
+    };
+
+    for spec in ["SYMMETRIC_DEFAULT", "RSA_2048"] {
+        let msg = expect_err(
+            c.create_key(pb::CreateKeyRequest {
+                customer_master_key_spec: Some(spec.into()),
+                ..create(Some(spec), Some("ENCRYPT_DECRYPT"))
+            })
+            .await,
+            "ValidationException",
+        );
+        assert_eq!(
+            msg,
+            "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is \
+             deprecated."
+        );
+    }
+
+    for spec in [None, Some("SYMMETRIC_DEFAULT"), Some("RSA_2048"), Some("HMAC_256")] {
+        let msg = expect_err(
+            c.create_key(create(spec, Some("KEY_AGREEMENT"))).await,
+            "ValidationException",
+        );
+        assert!(
+            msg.contains("KEY_AGREEMENT is not valid for KeySpec"),
+            "{spec:?}: {msg}"
+        );
+    }
+    for spec in ["ECC_NIST_P256", "ECC_NIST_P384"] {
+        let msg = expect_err(
+            c.create_key(create(Some(spec), Some("KEY_AGREEMENT"))).await,
+            "UnsupportedOperationException",
+        );
+        assert!(msg.contains("KEY_AGREEMENT"), "{msg}");
+    }
+    // A key usage ECC keys don't take lists KEY_AGREEMENT among the valid ones, as AWS would.
+    let msg = expect_err(
+        c.create_key(create(Some("ECC_NIST_P256"), Some("ENCRYPT_DECRYPT")))
+            .await,
+        "ValidationException",
+    );
+    assert!(msg.contains("valid: SIGN_VERIFY, KEY_AGREEMENT"), "{msg}");
+    assert_eq!(key_count(&mut c).await, 0, "a refused CreateKey created a key");
 }
 
 #[tokio::test]
