@@ -78,6 +78,9 @@ named_enum!(SigningAlgorithm, "signingAlgorithm", {
     EcdsaSha384 => "ECDSA_SHA_384",
     EcdsaSha512 => "ECDSA_SHA_512",
     Sm2Dsa => "SM2DSA",
+    MlDsaShake256 => "ML_DSA_SHAKE_256",
+    Ed25519Sha512 => "ED25519_SHA_512",
+    Ed25519PhSha512 => "ED25519_PH_SHA_512",
 });
 
 named_enum!(MacAlgorithm, "macAlgorithm", {
@@ -96,6 +99,7 @@ named_enum!(KeyPairSpec, "keyPairSpec", {
     EccNistP521 => "ECC_NIST_P521",
     EccSecgP256k1 => "ECC_SECG_P256K1",
     Sm2 => "SM2",
+    EccNistEdwards25519 => "ECC_NIST_EDWARDS25519",
 });
 
 named_enum!(MessageType, "messageType", {
@@ -115,12 +119,17 @@ impl EncryptionAlgorithm {
 }
 
 impl SigningAlgorithm {
-    pub fn hash(self) -> Hash {
+    /// The hash of a RAW message (and the length of a DIGEST one); None for ML-DSA, whose SHAKE256
+    /// this server has no use for (it has no ML-DSA keys).
+    pub fn hash(self) -> Option<Hash> {
         use SigningAlgorithm::*;
         match self {
-            RsassaPssSha256 | RsassaPkcs1V15Sha256 | EcdsaSha256 | Sm2Dsa => Hash::Sha256,
-            RsassaPssSha384 | RsassaPkcs1V15Sha384 | EcdsaSha384 => Hash::Sha384,
-            RsassaPssSha512 | RsassaPkcs1V15Sha512 | EcdsaSha512 => Hash::Sha512,
+            RsassaPssSha256 | RsassaPkcs1V15Sha256 | EcdsaSha256 | Sm2Dsa => Some(Hash::Sha256),
+            RsassaPssSha384 | RsassaPkcs1V15Sha384 | EcdsaSha384 => Some(Hash::Sha384),
+            RsassaPssSha512 | RsassaPkcs1V15Sha512 | EcdsaSha512 | Ed25519Sha512 | Ed25519PhSha512 => {
+                Some(Hash::Sha512)
+            }
+            MlDsaShake256 => None,
         }
     }
 }
@@ -146,6 +155,11 @@ mod tests {
             assert_eq!(SigningAlgorithm::parse("s", a.as_str()).unwrap(), *a);
         }
         assert!(SigningAlgorithm::parse("s", "ECDSA_SHA_1").is_err());
+        // AWS's newer names are known (so that using one on a key is InvalidKeyUsage, not Validation).
+        for name in ["ML_DSA_SHAKE_256", "ED25519_SHA_512", "ED25519_PH_SHA_512"] {
+            assert!(SigningAlgorithm::parse("s", name).is_ok());
+        }
+        assert!(KeyPairSpec::parse("k", "ECC_NIST_EDWARDS25519").is_ok());
         assert_eq!(Hash::Sha384.digest(b"abc").len(), 48);
         assert_eq!(MacAlgorithm::HmacSha224.hash().output_len(), 28);
     }

@@ -17,9 +17,8 @@ pub enum KeySpec {
     Hmac512,
 }
 
-/// Every spec AWS defines; the ones this server lacks get UnsupportedOperationException.
+/// Every spec AWS defines, in its order; the ones this server lacks get UnsupportedOperationException.
 pub const AWS_KEY_SPECS: &[&str] = &[
-    "SYMMETRIC_DEFAULT",
     "RSA_2048",
     "RSA_3072",
     "RSA_4096",
@@ -27,11 +26,16 @@ pub const AWS_KEY_SPECS: &[&str] = &[
     "ECC_NIST_P384",
     "ECC_NIST_P521",
     "ECC_SECG_P256K1",
+    "SYMMETRIC_DEFAULT",
     "HMAC_224",
     "HMAC_256",
     "HMAC_384",
     "HMAC_512",
     "SM2",
+    "ML_DSA_44",
+    "ML_DSA_65",
+    "ML_DSA_87",
+    "ECC_NIST_EDWARDS25519",
 ];
 
 const SPECS: &[(KeySpec, &str)] = &[
@@ -285,10 +289,12 @@ mod tests {
             assert_eq!(KeySpec::parse("keySpec", s).unwrap(), *k);
             assert_eq!(k.as_str(), *s);
         }
-        assert!(matches!(
-            KeySpec::parse("keySpec", "SM2"),
-            Err(KmsError::UnsupportedOperation(_))
-        ));
+        for unsupported in ["SM2", "ML_DSA_44", "ML_DSA_65", "ML_DSA_87", "ECC_NIST_EDWARDS25519"] {
+            assert!(matches!(
+                KeySpec::parse("keySpec", unsupported),
+                Err(KmsError::UnsupportedOperation(_))
+            ));
+        }
         assert!(matches!(
             KeySpec::parse("keySpec", "RSA_1024"),
             Err(KmsError::Validation(_))

@@ -152,7 +152,10 @@ impl Kms {
                 allowed.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
             )));
         }
-        let hash = algorithm.hash();
+        // Only the algorithms of a spec this server has get here, and each of those has a hash.
+        let hash = algorithm
+            .hash()
+            .ok_or_else(|| KmsError::internal(format!("{} has no message hash", algorithm.as_str())))?;
         let digest = match message_type {
             MessageType::Raw => hash.digest(input.message),
             MessageType::Digest if input.message.len() == hash.output_len() => input.message.to_vec(),

@@ -13,7 +13,9 @@ use tonic::{Response, Status};
 
 use crate::common::*;
 
-const SIGNING_ALGORITHMS: [&str; 8] = [
+/// The algorithms of our specs, then AWS algorithms that fit none of them (InvalidKeyUsage on every
+/// key, never ValidationException).
+const SIGNING_ALGORITHMS: [&str; 12] = [
     "RSASSA_PSS_SHA_256",
     "RSASSA_PSS_SHA_384",
     "RSASSA_PSS_SHA_512",
@@ -22,6 +24,10 @@ const SIGNING_ALGORITHMS: [&str; 8] = [
     "RSASSA_PKCS1_V1_5_SHA_512",
     "ECDSA_SHA_256",
     "ECDSA_SHA_384",
+    "ECDSA_SHA_512",
+    "ML_DSA_SHAKE_256",
+    "ED25519_SHA_512",
+    "ED25519_PH_SHA_512",
 ];
 const ENCRYPTION_ALGORITHMS: [&str; 3] = ["SYMMETRIC_DEFAULT", "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"];
 const MAC_ALGORITHMS: [&str; 4] = ["HMAC_SHA_224", "HMAC_SHA_256", "HMAC_SHA_384", "HMAC_SHA_512"];
@@ -1521,6 +1527,18 @@ async fn asym_data_key_pairs_halves_match() {
             c.generate_data_key_pair_without_plaintext(pair_wp_req(&kek.key_id, spec, &none))
                 .await,
             "ValidationException",
+        );
+    }
+    // AWS's other key pair specs are known, and not supported here.
+    for spec in ["ECC_NIST_P521", "ECC_SECG_P256K1", "SM2", "ECC_NIST_EDWARDS25519"] {
+        expect_err(
+            c.generate_data_key_pair(pair_req(&kek.key_id, spec, &none)).await,
+            "UnsupportedOperationException",
+        );
+        expect_err(
+            c.generate_data_key_pair_without_plaintext(pair_wp_req(&kek.key_id, spec, &none))
+                .await,
+            "UnsupportedOperationException",
         );
     }
     // The KMS key must be a symmetric encryption key.

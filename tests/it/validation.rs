@@ -917,8 +917,8 @@ async fn create_key_parameters() {
     assert_eq!(describe(&mut c, &k.key_id).await.key_state, "Enabled");
 }
 
-/// CreateKey answers as AWS does for: KeySpec with CustomerMasterKeySpec, and KEY_AGREEMENT (valid
-/// only for NIST ECC keys, not supported here).
+/// CreateKey answers as AWS does for: KeySpec with CustomerMasterKeySpec, AWS's newer key specs
+/// (known, not supported here), and KEY_AGREEMENT (valid only for NIST ECC keys, not supported here).
 #[tokio::test]
 async fn create_key_specs_and_usages_as_aws_answers_them() {
     let server = Server::start().await;
@@ -943,6 +943,14 @@ async fn create_key_specs_and_usages_as_aws_answers_them() {
             "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is \
              deprecated."
         );
+    }
+
+    for spec in ["ML_DSA_44", "ML_DSA_65", "ML_DSA_87", "ECC_NIST_EDWARDS25519"] {
+        let msg = expect_err(
+            c.create_key(create(Some(spec), Some("SIGN_VERIFY"))).await,
+            "UnsupportedOperationException",
+        );
+        assert!(msg.contains(spec), "{msg}");
     }
 
     for spec in [None, Some("SYMMETRIC_DEFAULT"), Some("RSA_2048"), Some("HMAC_256")] {
