@@ -51,6 +51,9 @@ pub enum KmsError {
     Internal(String),
     #[error("{0}")]
     InvalidGrantToken(String),
+    /// A dry run whose real call would have succeeded.
+    #[error("{0}")]
+    DryRunOperation(String),
 }
 
 pub type Result<T, E = KmsError> = std::result::Result<T, E>;
@@ -82,6 +85,7 @@ impl KmsError {
             KmsError::DependencyTimeout(_) => "DependencyTimeoutException",
             KmsError::Internal(_) => "KMSInternalException",
             KmsError::InvalidGrantToken(_) => "InvalidGrantTokenException",
+            KmsError::DryRunOperation(_) => "DryRunOperationException",
         }
     }
 
@@ -91,6 +95,11 @@ impl KmsError {
 
     pub fn internal(msg: impl Into<String>) -> Self {
         KmsError::Internal(msg.into())
+    }
+
+    /// AWS's answer to a dry run that passed every check.
+    pub fn dry_run() -> Self {
+        KmsError::DryRunOperation("The request was rejected because the DryRun parameter was specified.".into())
     }
 }
 

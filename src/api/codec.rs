@@ -66,7 +66,7 @@ macro_rules! secret_messages {
 secret_messages! {
     EncryptRequest {
         secret: [plaintext],
-        public: [key_id, encryption_context, encryption_algorithm, grant_tokens],
+        public: [key_id, encryption_context, encryption_algorithm, grant_tokens, dry_run],
     },
     DecryptResponse { secret: [plaintext], public: [key_id, encryption_algorithm] },
     GenerateDataKeyResponse { secret: [plaintext], public: [ciphertext_blob, key_id] },
@@ -383,6 +383,7 @@ mod tests {
             encryption_context: context(),
             encryption_algorithm: Some("SYMMETRIC_DEFAULT".into()),
             grant_tokens: vec!["token".into()],
+            dry_run: Some(false),
         };
         let mut m = full();
         m.wipe_secrets();

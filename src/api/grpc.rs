@@ -13,6 +13,7 @@ use crate::audit::AuditEvent;
 use crate::auth::Authenticator;
 use crate::error::Result;
 use crate::keys::context::EncryptionContext;
+use crate::keys::dry_run::DryRun;
 use crate::ops::{CreateKeyInput, DataKeySpec, Kms, SignInput};
 use crate::proto as pb;
 use crate::proto::key_management_service_server::KeyManagementService;
@@ -307,9 +308,10 @@ impl KeyManagementService for GrpcService {
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
             let alg = r.encryption_algorithm.as_deref();
+            let dry_run = DryRun::from_flag(r.dry_run);
             let (blob, arn, algorithm) = self
                 .kms
-                .encrypt(&r.key_id, plaintext, &ctx, alg, &r.grant_tokens, &mut ev)
+                .encrypt(&r.key_id, plaintext, &ctx, alg, &r.grant_tokens, dry_run, &mut ev)
                 .await?;
             Ok(pb::EncryptResponse {
                 ciphertext_blob: blob,
@@ -327,9 +329,10 @@ impl KeyManagementService for GrpcService {
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
             let (key_id, alg) = (r.key_id.as_deref(), r.encryption_algorithm.as_deref());
+            let dry_run = DryRun::with_modifiers(r.dry_run, &r.dry_run_modifiers)?;
             let mut d = self
                 .kms
-                .decrypt(&r.ciphertext_blob, &ctx, key_id, alg, &r.grant_tokens, &mut ev)
+                .decrypt(&r.ciphertext_blob, &ctx, key_id, alg, &r.grant_tokens, dry_run, &mut ev)
                 .await?;
             Ok(pb::DecryptResponse {
                 key_id: d.key_arn,
@@ -354,6 +357,7 @@ impl KeyManagementService for GrpcService {
                 r.source_encryption_algorithm.as_deref(),
                 r.destination_encryption_algorithm.as_deref(),
             );
+            let dry_run = DryRun::with_modifiers(r.dry_run, &r.dry_run_modifiers)?;
             let out = self
                 .kms
                 .re_encrypt(
@@ -364,6 +368,7 @@ impl KeyManagementService for GrpcService {
                     &dest_ctx,
                     algorithms,
                     &r.grant_tokens,
+                    dry_run,
                     &mut ev,
                 )
                 .await?;
@@ -388,9 +393,18 @@ impl KeyManagementService for GrpcService {
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
             let spec = DataKeySpec::from_request(r.key_spec.as_deref(), r.number_of_bytes)?;
+            let dry_run = DryRun::from_flag(r.dry_run);
             let mut dk = self
                 .kms
-                .generate_data_key("kms:GenerateDataKey", &r.key_id, &ctx, spec, &r.grant_tokens, &mut ev)
+                .generate_data_key(
+                    "kms:GenerateDataKey",
+                    &r.key_id,
+                    &ctx,
+                    spec,
+                    &r.grant_tokens,
+                    dry_run,
+                    &mut ev,
+                )
                 .await?;
             Ok(pb::GenerateDataKeyResponse {
                 ciphertext_blob: dk.ciphertext,
@@ -419,6 +433,7 @@ impl KeyManagementService for GrpcService {
                     &ctx,
                     spec,
                     &r.grant_tokens,
+                    DryRun::from_flag(r.dry_run),
                     &mut ev,
                 )
                 .await?;
@@ -460,6 +475,7 @@ impl KeyManagementService for GrpcService {
                     &ctx,
                     &r.key_pair_spec,
                     &r.grant_tokens,
+                    DryRun::from_flag(r.dry_run),
                     &mut ev,
                 )
                 .await?;
@@ -491,6 +507,7 @@ impl KeyManagementService for GrpcService {
                     &ctx,
                     &r.key_pair_spec,
                     &r.grant_tokens,
+                    DryRun::from_flag(r.dry_run),
                     &mut ev,
                 )
                 .await?;
@@ -512,6 +529,7 @@ impl KeyManagementService for GrpcService {
             message: &r.message,
             message_type: r.message_type.as_deref(),
             algorithm: &r.signing_algorithm,
+            dry_run: DryRun::from_flag(r.dry_run),
         };
         let result = self
             .kms
@@ -532,6 +550,7 @@ impl KeyManagementService for GrpcService {
             message: &r.message,
             message_type: r.message_type.as_deref(),
             algorithm: &r.signing_algorithm,
+            dry_run: DryRun::from_flag(r.dry_run),
         };
         let result = self
             .kms
@@ -575,7 +594,14 @@ impl KeyManagementService for GrpcService {
         let r = request.into_inner();
         let result = self
             .kms
-            .generate_mac(&r.key_id, &r.message, &r.mac_algorithm, &r.grant_tokens, &mut ev)
+            .generate_mac(
+                &r.key_id,
+                &r.message,
+                &r.mac_algorithm,
+                &r.grant_tokens,
+                DryRun::from_flag(r.dry_run),
+                &mut ev,
+            )
             .await;
         let result = result.map(|(key_arn, mac, algorithm)| pb::GenerateMacResponse {
             mac,
@@ -599,6 +625,7 @@ impl KeyManagementService for GrpcService {
                 &r.mac_algorithm,
                 &r.mac,
                 &r.grant_tokens,
+                DryRun::from_flag(r.dry_run),
                 &mut ev,
             )
             .await;
@@ -675,6 +702,7 @@ impl KeyManagementService for GrpcService {
             context_subset: constraints.encryption_context_subset.into_iter().collect(),
             grant_tokens: r.grant_tokens,
             name: r.name,
+            dry_run: DryRun::from_flag(r.dry_run),
         };
         let result = self.kms.create_grant(input, &mut ev).await;
         let result = result.map(|g| pb::CreateGrantResponse {
@@ -731,6 +759,7 @@ impl KeyManagementService for GrpcService {
                 r.grant_token.as_deref(),
                 r.key_id.as_deref(),
                 r.grant_id.as_deref(),
+                DryRun::from_flag(r.dry_run),
                 &mut ev,
             )
             .await;
@@ -743,7 +772,8 @@ impl KeyManagementService for GrpcService {
     ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
         let mut ev = self.begin("RevokeGrant", &request).await?;
         let r = request.into_inner();
-        let result = self.kms.revoke_grant(&r.key_id, &r.grant_id, &mut ev).await;
+        let dry_run = DryRun::from_flag(r.dry_run);
+        let result = self.kms.revoke_grant(&r.key_id, &r.grant_id, dry_run, &mut ev).await;
         self.finish(ev, result.map(|()| pb::RevokeGrantResponse {})).await
     }
 }

@@ -33,6 +33,8 @@ pub fn code(e: &KmsError) -> Code {
         KmsError::DependencyTimeout(_) => Code::DeadlineExceeded,
         KmsError::Internal(_) => Code::Internal,
         KmsError::InvalidGrantToken(_) => Code::InvalidArgument,
+        // A valid request, deliberately not carried out: a precondition, not a bad argument.
+        KmsError::DryRunOperation(_) => Code::FailedPrecondition,
     }
 }
 
@@ -69,5 +71,8 @@ mod tests {
         assert_eq!(s.message(), "k is disabled.");
         assert_eq!(s.metadata().get(ERROR_TYPE).unwrap(), "DisabledException");
         assert_eq!(s.metadata().get(REQUEST_ID).unwrap(), "r-1");
+        let s = to_status(&KmsError::dry_run(), "r-2");
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(s.metadata().get(ERROR_TYPE).unwrap(), "DryRunOperationException");
     }
 }

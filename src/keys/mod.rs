@@ -3,6 +3,7 @@
 pub mod algorithms;
 pub mod ciphertext;
 pub mod context;
+pub mod dry_run;
 pub mod key_ref;
 pub mod names;
 pub mod spec;

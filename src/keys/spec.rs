@@ -150,6 +150,13 @@ impl KeySpec {
         }
     }
 
+    /// The largest plaintext RSAES-OAEP with `algorithm` takes under this RSA spec: k - 2 hLen - 2.
+    pub fn oaep_limit(self, algorithm: EncryptionAlgorithm) -> Option<usize> {
+        let k = self.rsa_bits()? / 8;
+        let h = algorithm.oaep_hash()?.output_len();
+        Some(k.saturating_sub(2 * h + 2))
+    }
+
     pub fn encryption_algorithms(self, usage: KeyUsage) -> Vec<EncryptionAlgorithm> {
         match (self, usage) {
             (KeySpec::SymmetricDefault, _) => vec![EncryptionAlgorithm::SymmetricDefault],
@@ -285,6 +292,15 @@ mod tests {
             KeySpec::Rsa2048.usage(Some("SIGN")),
             Err(KmsError::Validation(_))
         ));
+        assert_eq!(
+            KeySpec::Rsa2048.oaep_limit(EncryptionAlgorithm::RsaesOaepSha256),
+            Some(190)
+        );
+        assert_eq!(
+            KeySpec::Rsa4096.oaep_limit(EncryptionAlgorithm::RsaesOaepSha1),
+            Some(470)
+        );
+        assert_eq!(KeySpec::Rsa3072.oaep_limit(EncryptionAlgorithm::SymmetricDefault), None);
         for (k, s) in SPECS {
             assert_eq!(KeySpec::parse("keySpec", s).unwrap(), *k);
             assert_eq!(k.as_str(), *s);

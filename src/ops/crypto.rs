@@ -15,6 +15,7 @@ use crate::error::{KmsError, Result};
 use crate::keys::algorithms::EncryptionAlgorithm;
 use crate::keys::ciphertext::{self, MAX_BLOB, NONCE_LEN};
 use crate::keys::context::EncryptionContext;
+use crate::keys::dry_run::DryRun;
 use crate::keys::key_ref::Accept;
 use crate::keys::names;
 use crate::keys::{enum_error, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialRecord};
@@ -67,6 +68,7 @@ pub struct DataKey {
 }
 
 impl Kms {
+    #[allow(clippy::too_many_arguments)]
     pub async fn encrypt(
         &self,
         key_id: &str,
@@ -74,6 +76,7 @@ impl Kms {
         context: &EncryptionContext,
         algorithm: Option<&str>,
         grant_tokens: &[String],
+        dry_run: DryRun,
         ev: &mut AuditEvent,
     ) -> Result<(Vec<u8>, String, EncryptionAlgorithm)> {
         names::length("plaintext", plaintext.len(), 1, MAX_PLAINTEXT)?;
@@ -87,10 +90,15 @@ impl Kms {
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOrAlias, ev).await?;
         self.usable(&key, KeyUsage::EncryptDecrypt)?;
         let algorithm = encryption_algorithm(&key, "encryptionAlgorithm", algorithm)?;
+        check_encryption(&key, algorithm, context, Some(plaintext.len()))?;
+        dry_run.stop()?;
         let blob = self.encrypt_with(&key, algorithm, context, &plaintext).await?;
         Ok((blob, self.key_arn(&key.key_id), algorithm))
     }
 
+    /// A dry run decrypts too, to check the ciphertext (the plaintext is dropped, zeroized), unless
+    /// it says IGNORE_CIPHERTEXT.
+    #[allow(clippy::too_many_arguments)]
     pub async fn decrypt(
         &self,
         blob: &[u8],
@@ -98,6 +106,7 @@ impl Kms {
         key_id: Option<&str>,
         algorithm: Option<&str>,
         grant_tokens: &[String],
+        dry_run: DryRun,
         ev: &mut AuditEvent,
     ) -> Result<Decrypted> {
         check_grant_tokens(grant_tokens)?;
@@ -110,7 +119,12 @@ impl Kms {
             grant_tokens,
             destination_key_id: None,
         };
+        if dry_run == DryRun::IgnoreCiphertext {
+            self.check_source_key(blob, context, source, ev).await?;
+            return Err(KmsError::dry_run());
+        }
         let (key, plaintext, algorithm) = self.decrypt_any(blob, context, source, ev).await?;
+        dry_run.stop()?;
         Ok(Decrypted {
             key_arn: self.key_arn(&key.key_id),
             plaintext,
@@ -128,6 +142,7 @@ impl Kms {
         destination_context: &EncryptionContext,
         algorithms: (Option<&str>, Option<&str>),
         grant_tokens: &[String],
+        dry_run: DryRun,
         ev: &mut AuditEvent,
     ) -> Result<ReEncrypted> {
         check_grant_tokens(grant_tokens)?;
@@ -149,7 +164,13 @@ impl Kms {
             grant_tokens,
             destination_key_id: Some(&destination_id),
         };
-        let (source, plaintext, source_algorithm) = self.decrypt_any(blob, source_context, source, ev).await?;
+        let (source, plaintext, source_algorithm) = if dry_run == DryRun::IgnoreCiphertext {
+            let (key, algorithm) = self.check_source_key(blob, source_context, source, ev).await?;
+            (key, None, algorithm)
+        } else {
+            let (key, plaintext, algorithm) = self.decrypt_any(blob, source_context, source, ev).await?;
+            (key, Some(plaintext), algorithm)
+        };
         let source_key_arn = self.key_arn(&source.key_id);
         ev.source_key_arn = Some(source_key_arn.clone());
         let access = Access::new("kms:ReEncryptTo")
@@ -163,6 +184,11 @@ impl Kms {
         self.authorize(ev, &access, &destination).await?;
         self.usable(&destination, KeyUsage::EncryptDecrypt)?;
         let destination_algorithm = encryption_algorithm(&destination, "destinationEncryptionAlgorithm", algorithms.1)?;
+        let plaintext_len = plaintext.as_ref().map(|p| p.len());
+        check_encryption(&destination, destination_algorithm, destination_context, plaintext_len)?;
+        dry_run.stop()?;
+        // Only a dry run (IGNORE_CIPHERTEXT) has no plaintext, and it stopped above.
+        let plaintext = plaintext.ok_or_else(KmsError::dry_run)?;
         let ciphertext = self
             .encrypt_with(&destination, destination_algorithm, destination_context, &plaintext)
             .await?;
@@ -176,6 +202,7 @@ impl Kms {
     }
 
     /// GenerateDataKey and GenerateDataKeyWithoutPlaintext (`action` tells which).
+    #[allow(clippy::too_many_arguments)]
     pub async fn generate_data_key(
         &self,
         action: &'static str,
@@ -183,6 +210,7 @@ impl Kms {
         context: &EncryptionContext,
         spec: DataKeySpec,
         grant_tokens: &[String],
+        dry_run: DryRun,
         ev: &mut AuditEvent,
     ) -> Result<DataKey> {
         check_grant_tokens(grant_tokens)?;
@@ -201,6 +229,7 @@ impl Kms {
             )
             .await?;
         self.symmetric_encryption_key(&key)?;
+        dry_run.stop()?;
         // The data key and the seal's nonce from one RNG call (one syscall fewer per request).
         let mut random = Zeroizing::new(vec![0u8; spec.0 + NONCE_LEN]);
         self.rng
@@ -287,6 +316,7 @@ impl Kms {
             .seal(&self.rng, &key.key_id, key.current_material, context, plaintext)
     }
 
+    /// Encrypts what `check_encryption` accepted.
     async fn encrypt_with(
         &self,
         key: &KeyRecord,
@@ -297,18 +327,7 @@ impl Kms {
         if algorithm == EncryptionAlgorithm::SymmetricDefault {
             return self.seal(key, context, plaintext).await;
         }
-        refuse_context_for_asymmetric(context)?;
         let material = self.material(key, key.current_material).await?;
-        let private = material.private()?;
-        let limit = private.oaep_limit(algorithm)?;
-        if plaintext.len() > limit {
-            return Err(KmsError::validation(format!(
-                "Plaintext is {} bytes; {} with {} takes at most {limit}",
-                plaintext.len(),
-                algorithm.as_str(),
-                key.key_spec.as_str()
-            )));
-        }
         let plaintext = Zeroizing::new(plaintext.to_vec());
         self.cpu(move || material.private()?.rsa_encrypt(algorithm, &plaintext))
             .await
@@ -316,29 +335,17 @@ impl Kms {
 
     /// Decrypts a symmetric blob (which names its key) or, when the named key is RSA, an RSAES-OAEP
     /// ciphertext (which names nothing, so the caller must).
-    async fn decrypt_any(
+    async fn decrypt_any<'a>(
         &self,
         blob: &[u8],
-        context: &EncryptionContext,
-        source: Source<'_>,
+        context: &'a EncryptionContext,
+        source: Source<'a>,
         ev: &mut AuditEvent,
     ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>, EncryptionAlgorithm)> {
         names::length("ciphertextBlob", blob.len(), 1, MAX_BLOB)?;
         parse_name("encryptionAlgorithm", source.algorithm)?;
         // The access asked for on the source key (known from KeyId or, failing that, the blob).
-        let access = |source_key_id: &str| {
-            let access = Access::new(source.action)
-                .grant_tokens(source.grant_tokens)
-                .context(context)
-                .with(
-                    ck::ENCRYPTION_ALGORITHM,
-                    source.algorithm.unwrap_or("SYMMETRIC_DEFAULT"),
-                );
-            match source.destination_key_id {
-                Some(destination) => access.with(ck::RE_ENCRYPT_ON_SAME_KEY, same_key(source_key_id, destination)),
-                None => access,
-            }
-        };
+        let access = |source_key_id: &str| source.access(context, source_key_id);
         let named = match source.key_id {
             Some(k) => Some(self.lookup(source.field, k, Accept::KeyOrAlias, ev).await?),
             None => None,
@@ -406,6 +413,33 @@ impl Kms {
         Ok((key, plaintext, EncryptionAlgorithm::SymmetricDefault))
     }
 
+    /// A dry run with IGNORE_CIPHERTEXT: the source key, which KeyId must name, is authorized and
+    /// checked as for decrypting with it; the ciphertext is not looked at (it may be empty).
+    async fn check_source_key<'a>(
+        &self,
+        blob: &[u8],
+        context: &'a EncryptionContext,
+        source: Source<'a>,
+        ev: &mut AuditEvent,
+    ) -> Result<(Arc<KeyRecord>, EncryptionAlgorithm)> {
+        names::length("ciphertextBlob", blob.len(), 0, MAX_BLOB)?;
+        parse_name("encryptionAlgorithm", source.algorithm)?;
+        let key_id = source.key_id.ok_or_else(|| {
+            KmsError::validation(format!(
+                "{} is required when DryRun is true and DryRunModifiers includes IGNORE_CIPHERTEXT",
+                source.field
+            ))
+        })?;
+        let key = self.lookup(source.field, key_id, Accept::KeyOrAlias, ev).await?;
+        self.authorize(ev, &source.access(context, &key.key_id), &key).await?;
+        self.usable(&key, KeyUsage::EncryptDecrypt)?;
+        let algorithm = encryption_algorithm(&key, "encryptionAlgorithm", source.algorithm)?;
+        if algorithm != EncryptionAlgorithm::SymmetricDefault {
+            refuse_context_for_asymmetric(context)?;
+        }
+        Ok((key, algorithm))
+    }
+
     /// The unwrapped material, from the cache or unwrapped in the HSM.
     pub(super) async fn material(&self, key: &KeyRecord, material_id: u32) -> Result<Arc<Material>> {
         let cache_key = (key.key_id.clone(), material_id);
@@ -443,6 +477,20 @@ struct Source<'a> {
     destination_key_id: Option<&'a str>,
 }
 
+impl<'a> Source<'a> {
+    /// The access asked for on the source key.
+    fn access(&self, context: &'a EncryptionContext, source_key_id: &str) -> Access<'a> {
+        let access = Access::new(self.action)
+            .grant_tokens(self.grant_tokens)
+            .context(context)
+            .with(ck::ENCRYPTION_ALGORITHM, self.algorithm.unwrap_or("SYMMETRIC_DEFAULT"));
+        match self.destination_key_id {
+            Some(destination) => access.with(ck::RE_ENCRYPT_ON_SAME_KEY, same_key(source_key_id, destination)),
+            None => access,
+        }
+    }
+}
+
 /// kms:ReEncryptOnSameKey's value.
 fn same_key(source_key_id: &str, destination_key_id: &str) -> &'static str {
     if source_key_id == destination_key_id {
@@ -478,6 +526,32 @@ fn encryption_algorithm(key: &KeyRecord, field: &str, requested: Option<&str>) -
         )));
     }
     Ok(algorithm)
+}
+
+/// The checks of an encryption before the key is used: RSA keys take no encryption context and
+/// at most their OAEP limit of plaintext (`plaintext_len`: None when not known, in a dry run).
+fn check_encryption(
+    key: &KeyRecord,
+    algorithm: EncryptionAlgorithm,
+    context: &EncryptionContext,
+    plaintext_len: Option<usize>,
+) -> Result<()> {
+    if algorithm == EncryptionAlgorithm::SymmetricDefault {
+        return Ok(());
+    }
+    refuse_context_for_asymmetric(context)?;
+    let limit = key
+        .key_spec
+        .oaep_limit(algorithm)
+        .ok_or_else(|| KmsError::internal(format!("{} has no OAEP limit", key.key_spec.as_str())))?;
+    match plaintext_len {
+        Some(len) if len > limit => Err(KmsError::validation(format!(
+            "Plaintext is {len} bytes; {} with {} takes at most {limit}",
+            algorithm.as_str(),
+            key.key_spec.as_str()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn refuse_context_for_asymmetric(context: &EncryptionContext) -> Result<()> {

@@ -11,6 +11,7 @@ use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::algorithms::KeyPairSpec;
 use crate::keys::context::EncryptionContext;
+use crate::keys::dry_run::DryRun;
 use crate::keys::key_ref::Accept;
 use crate::keys::KeySpec;
 use crate::policy::keys as ck;
@@ -25,6 +26,7 @@ pub struct DataKeyPair {
 
 impl Kms {
     /// GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext (`action` tells which).
+    #[allow(clippy::too_many_arguments)]
     pub async fn generate_data_key_pair(
         &self,
         action: &'static str,
@@ -32,6 +34,7 @@ impl Kms {
         context: &EncryptionContext,
         key_pair_spec: &str,
         grant_tokens: &[String],
+        dry_run: DryRun,
         ev: &mut AuditEvent,
     ) -> Result<DataKeyPair> {
         check_grant_tokens(grant_tokens)?;
@@ -58,6 +61,7 @@ impl Kms {
             .with(ck::ENCRYPTION_ALGORITHM, "SYMMETRIC_DEFAULT");
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOrAlias, ev).await?;
         self.symmetric_encryption_key(&key)?;
+        dry_run.stop()?;
         // Like data keys, from the OS CSPRNG; RSA generation is CPU-heavy, so off the reactor.
         let pair = tokio::task::spawn_blocking(move || generate(key_spec, &mut OsRng))
             .await

@@ -19,6 +19,7 @@ use super::{refuse_pending_deletion, Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::context::EncryptionContext;
+use crate::keys::dry_run::DryRun;
 use crate::keys::key_ref::Accept;
 use crate::keys::{now_secs, KeyRecord, KeySpec, KeyUsage};
 use crate::policy::{keys as ck, RequestContext};
@@ -118,6 +119,7 @@ pub struct CreateGrantInput {
     pub context_subset: BTreeMap<String, String>,
     pub grant_tokens: Vec<String>,
     pub name: Option<String>,
+    pub dry_run: DryRun,
 }
 
 #[derive(Debug, Clone)]
@@ -194,10 +196,8 @@ impl Kms {
         }
 
         let mut id = [0u8; 32];
-        let mut secret = [0u8; 32];
         self.rng
             .fill(&mut id)
-            .and_then(|_| self.rng.fill(&mut secret))
             .map_err(|_| KmsError::internal("the random number generator failed"))?;
         let record = GrantRecord {
             grant_id: hex(&id),
@@ -211,6 +211,15 @@ impl Kms {
             context_equals: scope.context_equals,
             context_subset: scope.context_subset,
         };
+        if input.dry_run.is_on() {
+            // The real call's store write makes this check; a dry run writes nothing.
+            self.check_grant_quota(&record).await?;
+        }
+        input.dry_run.stop()?;
+        let mut secret = [0u8; 32];
+        self.rng
+            .fill(&mut secret)
+            .map_err(|_| KmsError::internal("the random number generator failed"))?;
         let digest = token_digest(&secret);
         let stored = self
             .write(move |s| s.create_grant(&record, &digest, MAX_GRANTS_PER_KEY), {
@@ -290,6 +299,7 @@ impl Kms {
         token: Option<&str>,
         key_id: Option<&str>,
         grant_id: Option<&str>,
+        dry_run: DryRun,
         ev: &mut AuditEvent,
     ) -> Result<()> {
         let grant = match (token, key_id, grant_id) {
@@ -337,15 +347,41 @@ impl Kms {
                 ev.principal
             )));
         }
+        dry_run.stop()?;
         self.remove_grant(&grant.key_id, &grant.grant_id).await
     }
 
-    pub async fn revoke_grant(&self, key_id: &str, grant_id: &str, ev: &mut AuditEvent) -> Result<()> {
+    pub async fn revoke_grant(&self, key_id: &str, grant_id: &str, dry_run: DryRun, ev: &mut AuditEvent) -> Result<()> {
         check_grant_id(grant_id)?;
         let key = self
             .resolve(Access::new("kms:RevokeGrant"), "keyId", key_id, Accept::KeyOnly, ev)
             .await?;
+        if dry_run.is_on() {
+            // The real call's NotFoundException, without removing anything.
+            let owned = grant_id.to_string();
+            let grant = self.store(move |s| s.get_grant(&owned)).await?;
+            if grant.is_none_or(|g| g.key_id != key.key_id) {
+                return Err(not_found(grant_id, &self.key_arn(&key.key_id)));
+            }
+        }
+        dry_run.stop()?;
         self.remove_grant(&key.key_id, grant_id).await
+    }
+
+    /// The grants-per-key quota as the store applies it to CreateGrant: a new grant (not a retry
+    /// of an existing one, by Name and parameters) beyond it is LimitExceededException.
+    async fn check_grant_quota(&self, record: &GrantRecord) -> Result<()> {
+        let grants = self.key_grants(&record.key_id).await?;
+        let retry = record.name.is_some() && grants.iter().any(|g| g.same_parameters(record));
+        if !retry && grants.len() >= MAX_GRANTS_PER_KEY {
+            return Err(KmsError::LimitExceeded(format!(
+                "Key '{}' already has {} grants; a key can have at most {MAX_GRANTS_PER_KEY}. Retire or revoke \
+                 grants first",
+                self.key_arn(&record.key_id),
+                grants.len()
+            )));
+        }
+        Ok(())
     }
 
     async fn remove_grant(&self, key_id: &str, grant_id: &str) -> Result<()> {

@@ -1,5 +1,7 @@
 //! HMAC keys: GenerateMac and VerifyMac. Verification compares in constant time.
 
+use std::sync::Arc;
+
 use hmac::{Hmac, Mac};
 use sha2::{Sha224, Sha256, Sha384, Sha512};
 
@@ -8,9 +10,10 @@ use super::{Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::algorithms::MacAlgorithm;
+use crate::keys::dry_run::DryRun;
 use crate::keys::key_ref::Accept;
 use crate::keys::names;
-use crate::keys::KeyUsage;
+use crate::keys::{KeyRecord, KeyUsage};
 use crate::policy::keys as ck;
 
 const MAX_MESSAGE: usize = 4096;
@@ -23,16 +26,21 @@ impl Kms {
         message: &[u8],
         algorithm: &str,
         grant_tokens: &[String],
+        dry_run: DryRun,
         ev: &mut AuditEvent,
     ) -> Result<(String, Vec<u8>, MacAlgorithm)> {
         check_grant_tokens(grant_tokens)?;
-        let (key_arn, mac, algorithm) = self
-            .mac("kms:GenerateMac", key_id, message, algorithm, grant_tokens, ev)
+        let (key, algorithm) = self
+            .mac_key("kms:GenerateMac", key_id, message, algorithm, grant_tokens, ev)
             .await?;
-        Ok((key_arn, mac.finalize(), algorithm))
+        dry_run.stop()?;
+        let mac = self.hmac(&key, algorithm, message).await?;
+        Ok((self.key_arn(&key.key_id), mac.finalize(), algorithm))
     }
 
-    /// Ok only when `mac` matches; otherwise KMSInvalidMacException, as in AWS.
+    /// Ok only when `mac` matches; otherwise KMSInvalidMacException, as in AWS. A dry run checks
+    /// the MAC too: it is the real call's last check, and no secret.
+    #[allow(clippy::too_many_arguments)]
     pub async fn verify_mac(
         &self,
         key_id: &str,
@@ -40,21 +48,24 @@ impl Kms {
         algorithm: &str,
         mac: &[u8],
         grant_tokens: &[String],
+        dry_run: DryRun,
         ev: &mut AuditEvent,
     ) -> Result<(String, MacAlgorithm)> {
         check_grant_tokens(grant_tokens)?;
         names::length("mac", mac.len(), 1, MAX_MAC)?;
-        let (key_arn, computed, algorithm) = self
-            .mac("kms:VerifyMac", key_id, message, algorithm, grant_tokens, ev)
+        let (key, algorithm) = self
+            .mac_key("kms:VerifyMac", key_id, message, algorithm, grant_tokens, ev)
             .await?;
+        let computed = self.hmac(&key, algorithm, message).await?;
         computed
             .verify_slice(mac)
             .map_err(|_| KmsError::InvalidMac("The MAC does not match this message, key and algorithm".into()))?;
-        Ok((key_arn, algorithm))
+        dry_run.stop()?;
+        Ok((self.key_arn(&key.key_id), algorithm))
     }
 
-    /// Validates the request and returns the HMAC state with the message absorbed.
-    async fn mac(
+    /// Validates the request: the authorized key and the algorithm, which fits it.
+    async fn mac_key(
         &self,
         action: &'static str,
         key_id: &str,
@@ -62,7 +73,7 @@ impl Kms {
         algorithm: &str,
         grant_tokens: &[String],
         ev: &mut AuditEvent,
-    ) -> Result<(String, AnyHmac, MacAlgorithm)> {
+    ) -> Result<(Arc<KeyRecord>, MacAlgorithm)> {
         names::length("message", message.len(), 1, MAX_MESSAGE)?;
         let algorithm = MacAlgorithm::parse("macAlgorithm", algorithm)?;
         let access = Access::new(action)
@@ -83,10 +94,15 @@ impl Kms {
                     .join(", ")
             )));
         }
-        let material = self.material(&key, key.current_material).await?;
+        Ok((key, algorithm))
+    }
+
+    /// The HMAC state with the message absorbed.
+    async fn hmac(&self, key: &KeyRecord, algorithm: MacAlgorithm, message: &[u8]) -> Result<AnyHmac> {
+        let material = self.material(key, key.current_material).await?;
         let mut mac = AnyHmac::new(algorithm, material.hmac()?)?;
         mac.update(message);
-        Ok((self.key_arn(&key.key_id), mac, algorithm))
+        Ok(mac)
     }
 }
 

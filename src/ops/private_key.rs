@@ -145,15 +145,6 @@ impl PrivateKey {
         }
     }
 
-    /// The largest plaintext RSAES-OAEP takes with this key and hash: k - 2 hLen - 2.
-    pub fn oaep_limit(&self, algorithm: EncryptionAlgorithm) -> Result<usize> {
-        let h = algorithm
-            .oaep_hash()
-            .ok_or_else(|| KmsError::internal("not an OAEP algorithm"))?
-            .output_len();
-        Ok(self.rsa()?.size().saturating_sub(2 * h + 2))
-    }
-
     pub fn modulus_len(&self) -> Result<usize> {
         Ok(self.rsa()?.size())
     }
@@ -212,8 +203,12 @@ mod tests {
             let sig = key.sign(alg, &digest).unwrap();
             assert!(key.verify(alg, &digest, &sig));
         }
-        assert_eq!(key.oaep_limit(EncryptionAlgorithm::RsaesOaepSha256).unwrap(), 190);
-        assert_eq!(key.oaep_limit(EncryptionAlgorithm::RsaesOaepSha1).unwrap(), 214);
+        // The spec's OAEP limit (checked before the key is used) is exactly this key's.
+        for alg in [EncryptionAlgorithm::RsaesOaepSha1, EncryptionAlgorithm::RsaesOaepSha256] {
+            let limit = KeySpec::Rsa2048.oaep_limit(alg).unwrap();
+            assert!(key.rsa_encrypt(alg, &vec![1u8; limit]).is_ok());
+            assert!(key.rsa_encrypt(alg, &vec![1u8; limit + 1]).is_err());
+        }
         let ct = key
             .rsa_encrypt(EncryptionAlgorithm::RsaesOaepSha256, b"secret")
             .unwrap();

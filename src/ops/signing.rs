@@ -5,6 +5,7 @@ use super::{Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::algorithms::{EncryptionAlgorithm, MessageType, SigningAlgorithm};
+use crate::keys::dry_run::DryRun;
 use crate::keys::key_ref::Accept;
 use crate::keys::names;
 use crate::keys::{KeyRecord, KeySpec, KeyUsage};
@@ -28,11 +29,12 @@ pub struct PublicKeyInfo {
     pub signing_algorithms: Vec<SigningAlgorithm>,
 }
 
-/// What to sign or verify: a message and how to read it.
+/// What to sign or verify: a message and how to read it, and whether this is a dry run.
 pub struct SignInput<'a> {
     pub message: &'a [u8],
     pub message_type: Option<&'a str>,
     pub algorithm: &'a str,
+    pub dry_run: DryRun,
 }
 
 impl Kms {
@@ -47,6 +49,7 @@ impl Kms {
         let (key, algorithm, digest) = self
             .prepare_signature("kms:Sign", key_id, &input, grant_tokens, ev)
             .await?;
+        input.dry_run.stop()?;
         let material = self.material(&key, key.current_material).await?;
         let signature = self.cpu(move || material.private()?.sign(algorithm, &digest)).await?;
         Ok(Signed {
@@ -57,6 +60,7 @@ impl Kms {
     }
 
     /// Ok only for a valid signature; an invalid one is KMSInvalidSignatureException, as in AWS.
+    /// A dry run checks the signature too: it is the real call's last check, and no secret.
     pub async fn verify(
         &self,
         key_id: &str,
@@ -80,6 +84,7 @@ impl Kms {
                 "The signature is not valid for this message, key and signing algorithm".into(),
             ));
         }
+        input.dry_run.stop()?;
         Ok((self.key_arn(&key.key_id), algorithm))
     }
 

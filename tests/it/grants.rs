@@ -191,6 +191,7 @@ async fn a_grant_allows_its_operations_with_matching_context() {
     root.revoke_grant(pb::RevokeGrantRequest {
         key_id: k.into(),
         grant_id: created.grant_id.clone(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -210,6 +211,7 @@ async fn a_grant_allows_its_operations_with_matching_context() {
         root.revoke_grant(pb::RevokeGrantRequest {
             key_id: k.into(),
             grant_id: created.grant_id.clone(),
+            ..Default::default()
         })
         .await,
         "NotFoundException",
@@ -574,6 +576,7 @@ async fn create_grant_validation() {
         root.revoke_grant(pb::RevokeGrantRequest {
             key_id: k.into(),
             grant_id: "0".repeat(64),
+            ..Default::default()
         })
         .await,
         "NotFoundException",

@@ -6,6 +6,7 @@ mod auth;
 mod common;
 mod crypto;
 mod custody;
+mod dry_run;
 mod embedded;
 mod faults;
 mod grants;
