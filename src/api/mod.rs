@@ -3,6 +3,7 @@
 pub mod codec;
 mod convert;
 mod grpc;
+mod preauth;
 mod run_to_end;
 mod server;
 mod status;

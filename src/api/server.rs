@@ -13,6 +13,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use super::grpc::GrpcService;
+use super::preauth::PreAuth;
 use super::run_to_end::RunToEnd;
 use crate::auth::Authenticator;
 use crate::config::{Config, TlsConfig};
@@ -66,9 +67,14 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
     let server = builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(RunToEnd(
-            KeyManagementServiceServer::new(GrpcService::new(kms, auth, tls.is_some()))
-                .max_decoding_message_size(limits::MAX_REQUEST_BYTES),
+        .add_service(PreAuth::new(
+            RunToEnd(
+                KeyManagementServiceServer::new(GrpcService::new(kms.clone(), auth.clone(), tls.is_some()))
+                    .max_decoding_message_size(limits::MAX_REQUEST_BYTES),
+            ),
+            auth,
+            kms,
+            tls.is_some(),
         ))
         .serve_with_incoming_shutdown(incoming, async move {
             let mut stopped = stopped;

@@ -6,6 +6,9 @@ mod certs;
 pub mod identity;
 mod tokens;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use serde::Deserialize;
 use tonic::transport::CertificateDer;
 
@@ -48,7 +51,18 @@ pub struct Authenticator {
     dev_principal: Option<String>,
     tokens: TokenTable,
     certs: Vec<CertRule>,
+    /// What each client certificate (its DER, verified by rustls before it gets here) maps to.
+    /// Parsing a leaf costs ~5 us and every request is authenticated twice (before its body is
+    /// read, then in the service), so a connection's certificate is parsed once, not per call.
+    /// The mapping depends only on the bytes and the rules, which never change.
+    cert_cache: Mutex<HashMap<Vec<u8>, CertOutcome>>,
 }
+
+/// A certificate's principal (None: no rule matched), or why it is refused.
+type CertOutcome = std::result::Result<Option<String>, String>;
+
+/// Certificates remembered at most; the cache starts over when full.
+const CERT_CACHE_CAPACITY: usize = 1024;
 
 impl Authenticator {
     pub fn new(cfg: &AuthConfig, partition: &str, account: &str) -> std::result::Result<Self, String> {
@@ -63,6 +77,7 @@ impl Authenticator {
             dev_principal,
             tokens,
             certs,
+            cert_cache: Mutex::default(),
         })
     }
 
@@ -88,12 +103,36 @@ impl Authenticator {
                 .ok_or_else(|| KmsError::Unauthenticated("The bearer token is not recognised".into()));
         }
         if let Some(leaf) = peer_certs.and_then(|c| c.first()) {
-            return certs::principal_for(&self.certs, leaf)?
+            return self
+                .certificate_principal(leaf)?
                 .ok_or_else(|| KmsError::Unauthenticated("The client certificate maps to no principal".into()));
         }
         self.dev_principal
             .clone()
             .ok_or_else(|| KmsError::Unauthenticated("Requests need a bearer token or a client certificate".into()))
+    }
+}
+
+impl Authenticator {
+    fn certificate_principal(&self, leaf: &CertificateDer<'_>) -> Result<Option<String>> {
+        let lock = || self.cert_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let known = lock().get(leaf.as_ref()).cloned();
+        let outcome = match known {
+            Some(o) => o,
+            None => {
+                let o = certs::principal_for(&self.certs, leaf).map_err(|e| match e {
+                    KmsError::Unauthenticated(m) => m,
+                    other => other.to_string(),
+                });
+                let mut cache = lock();
+                if cache.len() >= CERT_CACHE_CAPACITY {
+                    cache.clear();
+                }
+                cache.insert(leaf.as_ref().to_vec(), o.clone());
+                o
+            }
+        };
+        outcome.map_err(KmsError::Unauthenticated)
     }
 }
 
@@ -165,5 +204,64 @@ mod tests {
         assert!(principal_account("arn:aws:iam::111122223333:root").is_ok());
         assert!(principal_account("arn:aws:iam::1:user/a").is_err());
         assert!(principal_account("arn:aws:s3:::bucket").is_err());
+    }
+}
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    /// `kms::api`'s check before the body repeats `authenticate` for every authenticated request.
+    /// What one call costs: `cargo test --release --lib authenticate_cost -- --ignored --nocapture`.
+    /// Measured (release, 2-core VM): a bearer token with 10 configured tokens 0.12 us; a client
+    /// certificate 0.13 us from the cache (5.6 us when its DER was parsed on every call).
+    #[test]
+    #[ignore]
+    fn authenticate_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("openssl")
+            .current_dir(dir.path())
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ])
+            .args(["-keyout", "k.pem", "-outform", "DER", "-out", "c.der", "-days", "1"])
+            .args(["-subj", "/O=kms/CN=dave", "-addext", "subjectAltName=URI:spiffe://x/y"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let der = CertificateDer::from(std::fs::read(dir.path().join("c.der")).unwrap());
+        let cfg = AuthConfig {
+            tokens: (0..10)
+                .map(|i| TokenConfig {
+                    sha256: token_digest(&format!("token-{i}-0123456789abcdef")),
+                    principal: "arn:aws:iam::111122223333:user/svc".into(),
+                })
+                .collect(),
+            certificates: vec![CertRuleConfig {
+                matches: "cn:dave".into(),
+                principal: "arn:aws:iam::111122223333:user/dave".into(),
+            }],
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::new(&cfg, "aws", "111122223333").unwrap();
+        let n = 200_000u32;
+        let header = "Bearer token-9-0123456789abcdef";
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            assert!(auth.authenticate(Some(std::hint::black_box(header)), None).is_ok());
+        }
+        eprintln!("token: {:?} per call", t.elapsed() / n);
+        let certs = [der];
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            assert!(auth.authenticate(None, Some(std::hint::black_box(&certs[..]))).is_ok());
+        }
+        eprintln!("certificate: {:?} per call", t.elapsed() / n);
     }
 }
