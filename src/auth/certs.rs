@@ -36,21 +36,33 @@ impl CertRule {
     }
 }
 
-/// The principal of the first rule the leaf certificate satisfies.
+/// The principal of the first rule the leaf certificate satisfies. A `cn:` rule is only decided
+/// on a subject with exactly one common name: with several (`CN=someone-else, CN=dave`) which
+/// one names the holder is a matter of convention, and a CA that lets a requester add a CN
+/// would let them pick a rule's. Such a certificate is refused when a `cn:` rule is reached.
 pub fn principal_for(rules: &[CertRule], leaf: &CertificateDer<'_>) -> Result<Option<String>> {
     let cert = Certificate::from_der(leaf.as_ref())
         .map_err(|_| KmsError::Unauthenticated("The client certificate cannot be parsed".into()))?;
     let names = Names::of(&cert);
-    Ok(rules
-        .iter()
-        .find(|r| match r {
+    for rule in rules {
+        let matched = match rule {
             CertRule::Uri(v, _) => names.uris.contains(v),
             CertRule::Dns(v, _) => names.dns.contains(v),
-            CertRule::Cn(v, _) => names.cn.as_ref() == Some(v),
-        })
-        .map(|r| match r {
-            CertRule::Uri(_, p) | CertRule::Dns(_, p) | CertRule::Cn(_, p) => p.clone(),
-        }))
+            CertRule::Cn(v, _) => {
+                if names.cn_count > 1 {
+                    return Err(KmsError::Unauthenticated(
+                        "The client certificate's subject has more than one common name".into(),
+                    ));
+                }
+                names.cn.as_ref() == Some(v)
+            }
+        };
+        if matched {
+            let (CertRule::Uri(_, p) | CertRule::Dns(_, p) | CertRule::Cn(_, p)) = rule;
+            return Ok(Some(p.clone()));
+        }
+    }
+    Ok(None)
 }
 
 #[derive(Default)]
@@ -58,6 +70,8 @@ struct Names {
     uris: Vec<String>,
     dns: Vec<String>,
     cn: Option<String>,
+    /// Common-name attributes in the subject, whatever their string type.
+    cn_count: usize,
 }
 
 impl Names {
@@ -81,6 +95,7 @@ impl Names {
             for atv in rdn.0.iter() {
                 if atv.oid.to_string() == CN_OID {
                     names.cn = directory_string(&atv.value);
+                    names.cn_count += 1;
                 }
             }
         }

@@ -743,6 +743,13 @@ async fn authentication_outside_dev_mode() {
     let mut eve = connect(&server, &pki, Some(&pki.eve), Bearer::default()).await.unwrap();
     let msg = expect_unrecognized(eve.list_keys(pb::ListKeysRequest::default()).await);
     assert!(msg.contains("maps to no principal"), "{msg}");
+    // A subject with two common names, dave's last: refused when the cn: rule is reached, not
+    // taken as dave's (nor as someone-else's).
+    let mut two = connect(&server, &pki, Some(&pki.two_cns), Bearer::default())
+        .await
+        .unwrap();
+    let msg = expect_unrecognized(two.list_keys(pb::ListKeysRequest::default()).await);
+    assert!(msg.contains("more than one common name"), "{msg}");
     for (pem, bearer) in [
         (None, Bearer::default()),
         (None, Bearer::token(Some(WRONG_TOKEN))),
@@ -800,7 +807,7 @@ async fn authentication_outside_dev_mode() {
 
     let (text, recs) = server.audit_records();
     let refused = recs.iter().filter(|r| r["principal"] == "unauthenticated").count();
-    assert_eq!(refused, 1 + 6 * 2);
+    assert_eq!(refused, 2 + 6 * 2);
     assert!(!text.contains(BOB_TOKEN) && !text.contains(WRONG_TOKEN));
 }
 

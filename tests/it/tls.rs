@@ -38,6 +38,8 @@ pub struct Pki {
     pub eve: Pem,
     /// Signed by a CA the server doesn't trust, with alice's SAN URI.
     pub mallory: Pem,
+    /// Subject `CN=someone-else, CN=DAVE_CN`: two common names, dave's last.
+    pub two_cns: Pem,
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -189,6 +191,14 @@ impl Pki {
             &format!("{client}\nsubjectAltName=URI:{ALICE_URI}"),
             1002,
         );
+        let two_cns = leaf(
+            d,
+            "test-ca",
+            "two-cns",
+            &format!("/CN=someone-else/CN={DAVE_CN}"),
+            client,
+            1006,
+        );
         Pki {
             dir,
             ca,
@@ -197,6 +207,7 @@ impl Pki {
             dave,
             eve,
             mallory,
+            two_cns,
         }
     }
 
