@@ -100,6 +100,9 @@ named_enum!(KeyPairSpec, "keyPairSpec", {
     EccSecgP256k1 => "ECC_SECG_P256K1",
     Sm2 => "SM2",
     EccNistEdwards25519 => "ECC_NIST_EDWARDS25519",
+    MlKem512 => "ML_KEM_512",
+    MlKem768 => "ML_KEM_768",
+    MlKem1024 => "ML_KEM_1024",
 });
 
 named_enum!(MessageType, "messageType", {

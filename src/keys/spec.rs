@@ -36,6 +36,9 @@ pub const AWS_KEY_SPECS: &[&str] = &[
     "ML_DSA_65",
     "ML_DSA_87",
     "ECC_NIST_EDWARDS25519",
+    "ML_KEM_512",
+    "ML_KEM_768",
+    "ML_KEM_1024",
 ];
 
 const SPECS: &[(KeySpec, &str)] = &[
@@ -143,6 +146,8 @@ impl KeySpec {
                 self.as_str()
             ))),
             Some(KEY_AGREEMENT) => Err(invalid(KEY_AGREEMENT)),
+            // Only ML-KEM keys, which this server lacks, take it.
+            Some(ENCAPSULATE_DECAPSULATE) => Err(invalid(ENCAPSULATE_DECAPSULATE)),
             Some(u) => match KeyUsage::parse(u)? {
                 usage if self.usages().contains(&usage) => Ok(usage),
                 usage => Err(invalid(usage.as_str())),
@@ -202,8 +207,15 @@ pub enum KeyUsage {
     GenerateVerifyMac,
 }
 
-pub const AWS_KEY_USAGES: &[&str] = &["SIGN_VERIFY", "ENCRYPT_DECRYPT", "GENERATE_VERIFY_MAC", KEY_AGREEMENT];
+pub const AWS_KEY_USAGES: &[&str] = &[
+    "SIGN_VERIFY",
+    "ENCRYPT_DECRYPT",
+    "GENERATE_VERIFY_MAC",
+    KEY_AGREEMENT,
+    ENCAPSULATE_DECAPSULATE,
+];
 const KEY_AGREEMENT: &str = "KEY_AGREEMENT";
+const ENCAPSULATE_DECAPSULATE: &str = "ENCAPSULATE_DECAPSULATE";
 
 impl KeyUsage {
     pub fn as_str(self) -> &'static str {
@@ -219,9 +231,9 @@ impl KeyUsage {
             "ENCRYPT_DECRYPT" => Ok(KeyUsage::EncryptDecrypt),
             "SIGN_VERIFY" => Ok(KeyUsage::SignVerify),
             "GENERATE_VERIFY_MAC" => Ok(KeyUsage::GenerateVerifyMac),
-            KEY_AGREEMENT => Err(KmsError::UnsupportedOperation(
-                "KeyUsage KEY_AGREEMENT is not supported by this server".into(),
-            )),
+            KEY_AGREEMENT | ENCAPSULATE_DECAPSULATE => Err(KmsError::UnsupportedOperation(format!(
+                "KeyUsage {s} is not supported by this server"
+            ))),
             other => Err(enum_error("keyUsage", other, AWS_KEY_USAGES)),
         }
     }

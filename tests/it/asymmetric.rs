@@ -1530,7 +1530,15 @@ async fn asym_data_key_pairs_halves_match() {
         );
     }
     // AWS's other key pair specs are known, and not supported here.
-    for spec in ["ECC_NIST_P521", "ECC_SECG_P256K1", "SM2", "ECC_NIST_EDWARDS25519"] {
+    for spec in [
+        "ECC_NIST_P521",
+        "ECC_SECG_P256K1",
+        "SM2",
+        "ECC_NIST_EDWARDS25519",
+        "ML_KEM_512",
+        "ML_KEM_768",
+        "ML_KEM_1024",
+    ] {
         expect_err(
             c.generate_data_key_pair(pair_req(&kek.key_id, spec, &none)).await,
             "UnsupportedOperationException",

@@ -952,6 +952,24 @@ async fn create_key_specs_and_usages_as_aws_answers_them() {
         );
         assert!(msg.contains(spec), "{msg}");
     }
+    for spec in ["ML_KEM_512", "ML_KEM_768", "ML_KEM_1024"] {
+        let msg = expect_err(
+            c.create_key(create(Some(spec), Some("ENCAPSULATE_DECAPSULATE"))).await,
+            "UnsupportedOperationException",
+        );
+        assert!(msg.contains(spec), "{msg}");
+    }
+    // Only ML-KEM keys take ENCAPSULATE_DECAPSULATE.
+    for spec in [None, Some("RSA_2048"), Some("ECC_NIST_P256"), Some("HMAC_256")] {
+        let msg = expect_err(
+            c.create_key(create(spec, Some("ENCAPSULATE_DECAPSULATE"))).await,
+            "ValidationException",
+        );
+        assert!(
+            msg.contains("ENCAPSULATE_DECAPSULATE is not valid for KeySpec"),
+            "{spec:?}: {msg}"
+        );
+    }
 
     for spec in [None, Some("SYMMETRIC_DEFAULT"), Some("RSA_2048"), Some("HMAC_256")] {
         let msg = expect_err(
