@@ -39,17 +39,42 @@ impl Kms {
 
     /// Writes the DeleteKey record of every deletion the store still lists as unaudited, then
     /// forgets it. The store lists a deletion in the deletion's own transaction, so a crash or an
-    /// audit failure after it is made good by the next pass (one also runs at start).
+    /// audit failure after it is made good by the next pass (one also runs at start). A crash
+    /// between the record and forgetting it writes the record again (at least once): the copy
+    /// has the same request id and time, so readers can tell it is one deletion.
     async fn audit_deletions(&self) -> Result<()> {
-        for key_id in self.store(|s| s.deletions_to_audit()).await? {
+        for (key_id, deleted) in self.store(|s| s.deletions_to_audit()).await? {
             let mut ev = AuditEvent::new("DeleteKey", "kms-deletion-scheduler".into(), None);
+            ev.time = deletion_time(deleted);
+            ev.request_id = deletion_request_id(&key_id, deleted);
             ev.key_arn = Some(self.key_arn(&key_id));
             ev.outcome = "Success";
             self.audit(&ev).await?;
             self.store(move |s| s.deletion_audited(&key_id)).await?;
         }
+        self.store(|s| s.truncate_log_after_deletions()).await?;
         Ok(())
     }
+}
+
+/// When the key was deleted, as audit records write times.
+fn deletion_time(deleted: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(deleted.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// The same UUID (version 4 in shape) for every record of one deletion: from a hash of the key
+/// id and the deletion time, so a record written twice is recognisably one deletion.
+fn deletion_request_id(key_id: &str, deleted: i64) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("kms DeleteKey {key_id} {deleted}").as_bytes(),
+    );
+    let bytes: [u8; 16] = digest.as_ref()[..16].try_into().expect("SHA-256 is 32 bytes");
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 /// Runs `delete_due_keys` now and then every `deletion.check_interval_seconds`.
@@ -63,4 +88,24 @@ pub fn spawn_deletion_task(kms: Arc<Kms>) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deletion_has_one_request_id_and_its_own_time() {
+        let id = deletion_request_id("k1", 1_700_000_000);
+        assert_eq!(
+            id,
+            deletion_request_id("k1", 1_700_000_000),
+            "the same for every record of it"
+        );
+        assert_ne!(id, deletion_request_id("k2", 1_700_000_000));
+        assert_ne!(id, deletion_request_id("k1", 1_700_000_001));
+        let uuid = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(uuid.get_version_num(), 4);
+        assert_eq!(deletion_time(1_700_000_000), "2023-11-14T22:13:20.000Z");
+    }
 }

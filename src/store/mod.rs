@@ -44,10 +44,14 @@ pub trait Store: Send + Sync + 'static {
     fn delete_key_if_due(&self, key_id: &str, now: i64) -> Result<bool>;
     /// Deleted keys whose DeleteKey audit record is not yet written (a crash or an audit failure
     /// right after the deletion leaves them here for the next pass).
-    fn deletions_to_audit(&self) -> Result<Vec<String>>;
-    /// The deletion's audit record is durable: forget it. Then, once none are left, checkpoints
-    /// the write-ahead log so the deleted rows' old pages don't linger in it.
+    /// Each with its deletion time (seconds since the epoch).
+    fn deletions_to_audit(&self) -> Result<Vec<(String, i64)>>;
+    /// The deletion's audit record is durable: forget it.
     fn deletion_audited(&self, key_id: &str) -> Result<()>;
+    /// Once every deletion is audited, checkpoints and truncates the write-ahead log, so deleted
+    /// rows' earlier page images don't linger in it. False when a reader kept it from doing so
+    /// (or deletions still wait for their records): call again at the next pass.
+    fn truncate_log_after_deletions(&self) -> Result<bool>;
 
     /// AlreadyExistsException when the name is taken; LimitExceededException when the key already
     /// has `max_aliases`.

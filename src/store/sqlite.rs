@@ -4,7 +4,9 @@
 //! directly, under the same mutex.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -17,7 +19,13 @@ use crate::keys::{AliasRecord, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialR
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     creates: GroupCommit<NewKey>,
+    /// A deletion's pages may still be in the write-ahead log (`truncate_log_after_deletions`).
+    /// True at open: a crash may have left one there.
+    truncate_pending: AtomicBool,
 }
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// What one CreateKey writes: owned, since it is written by the group-commit thread.
 struct NewKey {
@@ -69,14 +77,18 @@ impl SqliteStore {
         let mut conn = conn;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;
-             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+             PRAGMA foreign_keys = ON;",
         )
         .map_err(|e| format!("cannot prepare {}: {e}", path.display()))?;
         schema::prepare(&mut conn).map_err(|e| format!("cannot prepare {}: {e}", path.display()))?;
         let conn = Arc::new(Mutex::new(conn));
         let creates = GroupCommit::start("store-create-key", conn.clone(), insert_key)
             .map_err(|e| format!("cannot start the store writer: {e}"))?;
-        Ok(SqliteStore { conn, creates })
+        Ok(SqliteStore {
+            conn,
+            creates,
+            truncate_pending: AtomicBool::new(true),
+        })
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
@@ -338,33 +350,47 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    fn deletions_to_audit(&self) -> Result<Vec<String>> {
+    fn deletions_to_audit(&self) -> Result<Vec<(String, i64)>> {
         let conn = self.conn()?;
         let mut stmt = conn
-            .prepare_cached("SELECT key_id FROM deletions_to_audit ORDER BY deleted, key_id")
+            .prepare_cached("SELECT key_id, deleted FROM deletions_to_audit ORDER BY deleted, key_id")
             .map_err(db)?;
-        let ids = stmt.query_map([], |r| r.get(0)).map_err(db)?;
-        ids.collect::<rusqlite::Result<Vec<String>>>().map_err(db)
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
     }
 
     fn deletion_audited(&self, key_id: &str) -> Result<()> {
         let conn = self.conn()?;
         conn.execute("DELETE FROM deletions_to_audit WHERE key_id = ?1", [key_id])
             .map_err(db)?;
+        self.truncate_pending.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn truncate_log_after_deletions(&self) -> Result<bool> {
+        if !self.truncate_pending.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let conn = self.conn()?;
         let left: i64 = conn
             .query_row("SELECT COUNT(*) FROM deletions_to_audit", [], |r| r.get(0))
             .map_err(db)?;
-        if left == 0 {
-            // secure_delete overwrote the pages in the database file, but the write-ahead log
-            // still holds their earlier images until it is checkpointed and truncated.
-            let busy: i64 = conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-                .map_err(db)?;
-            if busy != 0 {
-                tracing::warn!("the write-ahead log could not be truncated after a key deletion (readers busy); it will be at the next checkpoint");
-            }
+        if left > 0 {
+            return Ok(false); // their records come first; the next pass truncates
         }
-        Ok(())
+        // secure_delete overwrote the pages in the database file, but the write-ahead log still
+        // holds their earlier images until it is checkpointed and truncated. An outside reader
+        // (a backup) blocks that: give up quickly, keep the store's lock short, retry next pass.
+        conn.busy_timeout(CHECKPOINT_BUSY_TIMEOUT).map_err(db)?;
+        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        let done = busy.map_err(db)? == 0;
+        if done {
+            self.truncate_pending.store(false, Ordering::Relaxed);
+        } else {
+            tracing::warn!("the write-ahead log could not be truncated after a key deletion (a reader holds it); retrying at the next deletion pass");
+        }
+        Ok(done)
     }
 
     fn create_alias(&self, a: &AliasRecord, max_aliases: usize) -> Result<()> {
@@ -871,15 +897,29 @@ mod tests {
         assert!(s.get_alias("alias/a").unwrap().is_none());
 
         // The deletion waits for its audit record; until then the log still holds the material.
-        assert_eq!(s.deletions_to_audit().unwrap(), vec!["a".to_string()]);
+        assert_eq!(s.deletions_to_audit().unwrap(), vec![("a".to_string(), 50)]);
         let wal = dir.path().join("kms.db-wal");
         let holds_material = || {
             let bytes = std::fs::read(&wal).unwrap_or_default();
             bytes.windows(60).any(|w| w == [7u8; 60])
         };
         assert!(holds_material(), "the control: the log has the material's page");
+        assert!(
+            !s.truncate_log_after_deletions().unwrap(),
+            "not before the record is written"
+        );
         s.deletion_audited("a").unwrap();
         assert!(s.deletions_to_audit().unwrap().is_empty());
+
+        // An outside reader (a backup) holds the log: the truncation waits for the next pass.
+        let reader = Connection::open(dir.path().join("kms.db")).unwrap();
+        reader.execute_batch("BEGIN; SELECT COUNT(*) FROM keys;").unwrap();
+        let started = std::time::Instant::now();
+        assert!(!s.truncate_log_after_deletions().unwrap());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "gave up quickly");
+        assert!(holds_material());
+        reader.execute_batch("COMMIT").unwrap();
+        assert!(s.truncate_log_after_deletions().unwrap());
         assert!(
             !holds_material(),
             "the destroyed material is still in the write-ahead log"

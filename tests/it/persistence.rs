@@ -223,6 +223,12 @@ async fn a_deletion_whose_audit_record_was_lost_is_audited_at_the_next_start() {
         .query_row("SELECT COUNT(*) FROM deletions_to_audit", [], |r| r.get(0))
         .unwrap();
     assert_eq!(listed, 0, "the deletion is forgotten once audited");
+    let (_, records) = server.audit_records();
+    let record = records.iter().find(|r| r["operation"] == "DeleteKey").unwrap();
+    assert_eq!(
+        record["time"], "1970-01-01T00:00:01.000Z",
+        "the deletion's time, not the record's"
+    );
 }
 
 #[tokio::test]
