@@ -160,8 +160,10 @@ async fn without_copies_a_replaced_root_key_is_adopted_by_the_next_call() {
     let server = Server::start_on(TestHsm::softhsm(), cache_off, "root_check_seconds = 0").await;
     let mut c = server.client().await;
     let old_key = create_key(&mut c).await;
-    // Several idle sessions, each holding the old key's handle.
-    let calls: Vec<_> = (0..8)
+    // Several idle sessions, each holding the old key's handle: concurrent calls make the HSM
+    // workers open more than one (a fix that dropped only the failing session and retried once
+    // would then still fail the next call).
+    let calls: Vec<_> = (0..32)
         .map(|_| {
             let (mut c, key_id) = (c.clone(), old_key.key_id.clone());
             tokio::spawn(async move { c.generate_data_key(gdk(&key_id)).await.map(|_| ()) })
