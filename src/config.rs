@@ -160,6 +160,22 @@ impl Config {
         if self.deletion.check_interval_seconds == 0 {
             return Err("deletion.check_interval_seconds must be at least 1".into());
         }
+        if self.auth.dev_mode && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "dev mode (auth.dev_mode or --dev) makes every caller without credentials the account \
+                 root, so it only listens on a loopback address (127.0.0.1, ::1); listen is {}",
+                self.listen
+            ));
+        }
+        if !self.auth.certificates.is_empty() && self.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
+            return Err(
+                "auth.certificates needs [tls] with client_ca_file: without a client CA no \
+                        client certificate is ever verified, so no rule could match"
+                    .into(),
+            );
+        }
+        // Tokens and certificate rules, checked before the HSM is opened.
+        crate::auth::Authenticator::new(&self.auth, &self.partition, &self.account_id)?;
         Ok(())
     }
 }
@@ -199,6 +215,35 @@ mod tests {
         c.hsm.root_key_id = "xyz".into();
         assert!(c.validate().is_err());
         assert_eq!(hex_decode("6b6d"), Some(b"km".to_vec()));
+    }
+
+    #[test]
+    fn dev_mode_listens_on_loopback_only() {
+        let mut c = Config::default();
+        c.auth.dev_mode = true;
+        for ok in ["127.0.0.1:7300", "127.0.0.2:0", "[::1]:7300"] {
+            c.listen = ok.parse().unwrap();
+            assert!(c.validate().is_ok(), "{ok}");
+        }
+        for bad in ["0.0.0.0:7300", "[::]:7300", "10.1.2.3:7300"] {
+            c.listen = bad.parse().unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(err.contains("loopback"), "{bad}: {err}");
+        }
+        c.auth.dev_mode = false;
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn certificate_rules_need_a_client_ca() {
+        let rule = "[[auth.certificates]]\nmatch = \"cn:dave\"\nprincipal = \"arn:aws:iam::111122223333:user/dave\"\n";
+        let tls = "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\n";
+        let c: Config = toml::from_str(rule).unwrap();
+        assert!(c.validate().unwrap_err().contains("client_ca_file"));
+        let c: Config = toml::from_str(&format!("{tls}{rule}")).unwrap();
+        assert!(c.validate().unwrap_err().contains("client_ca_file"));
+        let c: Config = toml::from_str(&format!("{tls}client_ca_file = \"ca.pem\"\n{rule}")).unwrap();
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -25,10 +25,19 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
     let listen = config.listen;
     let (auth_config, tls) = (config.auth.clone(), config.tls.clone());
     let (partition, account) = (config.partition.clone(), config.account_id.clone());
+    // Credentials and TLS first: a mistake there is reported before a slow HSM start-up.
+    let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
+    let mut builder = limits::apply(Server::builder());
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls_config(tls)?)
+            .map_err(|e| format!("TLS: {}", error_chain(&e)))?;
+    }
     let kms = tokio::task::spawn_blocking(move || Kms::open(&config, pin))
         .await
         .map_err(|e| format!("startup panicked: {e}"))??;
-    let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
+    // Identity policies are loaded: from here a SIGHUP reloads them.
+    let reload = spawn_reload_on_sighup(kms.clone());
     if auth.dev_mode() {
         tracing::warn!("DEV MODE: requests without credentials act as arn:{partition}:iam::{account}:root. Never use this in production (set auth.dev_mode = false).");
         eprintln!("kms: WARNING: dev mode is on: unauthenticated requests are accepted as the account root");
@@ -56,13 +65,8 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
             .with_keepalive_interval(Some(limits::TCP_KEEPALIVE_INTERVAL))
             .with_keepalive_retries(Some(limits::TCP_KEEPALIVE_RETRIES)),
     );
-    let mut builder = limits::apply(Server::builder());
-    if let Some(tls) = &tls {
-        builder = builder.tls_config(tls_config(tls)?).map_err(|e| format!("TLS: {e}"))?;
-    }
     println!("kms listening on {addr}");
     tracing::info!(%addr, "serving");
-    let reload = spawn_reload_on_sighup(kms.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = builder
         .add_service(health_service)
@@ -184,6 +188,17 @@ where
             other => other,
         }
     }
+}
+
+/// An error and its sources: tonic's TLS errors say only "transport error" at the top.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out += &format!(": {s}");
+        source = s.source();
+    }
+    out
 }
 
 /// Server TLS from PEM files; with a client CA, client certificates are verified (and optional,

@@ -29,6 +29,10 @@ impl TokenTable {
             principal_account(&t.principal).map_err(|e| format!("auth.tokens[{i}].principal: {e}"))?;
             let mut digest = [0u8; 32];
             digest.copy_from_slice(&bytes);
+            // One token, two principals: which one it authenticates as would be up to the order.
+            if let Some(j) = entries.iter().position(|(d, _)| *d == digest) {
+                return Err(format!("auth.tokens[{j}] and auth.tokens[{i}] have the same sha256"));
+            }
             entries.push((digest, t.principal.clone()));
         }
         Ok(TokenTable { entries })
@@ -49,4 +53,24 @@ impl TokenTable {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_token_twice_is_refused() {
+        let entry = |token: &str, user: &str| TokenConfig {
+            sha256: token_digest(token),
+            principal: format!("arn:aws:iam::111122223333:user/{user}"),
+        };
+        assert!(TokenTable::new(&[entry("a", "x"), entry("b", "y")]).is_ok());
+        let mut upper = entry("a", "y");
+        upper.sha256 = upper.sha256.to_uppercase(); // the same digest, spelled otherwise
+        for dup in [entry("a", "y"), entry("a", "x"), upper] {
+            let err = TokenTable::new(&[entry("a", "x"), entry("b", "z"), dup]).err().unwrap();
+            assert_eq!(err, "auth.tokens[0] and auth.tokens[2] have the same sha256");
+        }
+    }
 }

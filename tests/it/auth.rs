@@ -903,3 +903,87 @@ async fn dev_mode_is_the_account_root_but_refuses_bad_tokens() {
     );
     assert!(!text.contains(BOB_TOKEN) && !text.contains(WRONG_TOKEN));
 }
+
+#[tokio::test]
+async fn configuration_mistakes_stop_the_server_before_it_listens() {
+    let mut server = Server::start().await;
+    server.stop();
+    // Dev mode makes every network peer the account root: loopback only.
+    let out = server.output_of_start_with(&["--listen", "0.0.0.0:0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("loopback"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("kms listening on"));
+
+    let pki = Pki::new();
+    let tls = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        pki.path("server.pem").display().to_string(),
+        pki.path("server.key").display().to_string(),
+    );
+    let second = kms::auth::token_digest(BOB_TOKEN);
+    let base = std::fs::read_to_string(server.config_path()).unwrap();
+    for (extra, expected) in [
+        // Certificate rules with no client CA to verify certificates against.
+        (
+            format!("{tls}{}", auth_config(false, &[], &[("cn:dave", DAVE)], None)),
+            "client_ca_file",
+        ),
+        // One token for two principals.
+        (
+            format!(
+                "{}[[auth.tokens]]\nsha256 = {second:?}\nprincipal = {ALICE:?}\n",
+                auth_config(false, &[(BOB_TOKEN, BOB)], &[], None)
+            ),
+            "auth.tokens[0] and auth.tokens[1] have the same sha256",
+        ),
+        // A TLS key that isn't one: the reason is printed, not only "transport error".
+        (
+            format!(
+                "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+                pki.path("server.pem").display().to_string(),
+                pki.path("server.pem").display().to_string(),
+            ),
+            "private key",
+        ),
+    ] {
+        std::fs::write(server.config_path(), format!("{base}{extra}")).unwrap();
+        let out = server.output_of_start_with(&[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains(expected), "expected {expected:?}: {stderr}");
+        assert!(!stderr.contains(BOB_TOKEN), "{stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("kms listening on"));
+    }
+}
+
+#[tokio::test]
+async fn a_sighup_during_a_slow_start_is_survived() {
+    let mut server = Server::start_on(TestHsm::hsm_sim(), "", "").await;
+    server.stop();
+    // Every C_Login takes 1.5 s: the start-up is slow, and the SIGHUP comes in the middle of it.
+    let faults = server.hsm.dir.path().join("tokens").join("faults.toml");
+    std::fs::write(&faults, "latency_ms = 1500\nfunctions = [\"C_Login\"]\n").unwrap();
+    let mut child = server.spawn_process();
+    let stdout = child.stdout.take().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let listening = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.starts_with("kms listening on "))
+    })
+    .await
+    .unwrap();
+    let exited = child.try_wait().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening, "the server did not start: {exited:?}");
+    assert!(exited.is_none(), "{exited:?}");
+}

@@ -460,3 +460,52 @@ pub async fn plain_client(server: &Server, bearer: Bearer) -> AuthClient {
 pub fn ctx(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
+
+// ---- Start-up (auth.rs): the server process with extra arguments, unwaited ----
+
+impl Server {
+    /// `kms serve` on this server's config and data directory with extra arguments, run to its
+    /// exit (for configurations it must refuse); killed after 30 s if it is still running (it
+    /// accepted the configuration). The server itself must be stopped.
+    pub fn output_of_start_with(&self, extra_args: &[&str]) -> std::process::Output {
+        assert!(self.child.is_none(), "stop the server first");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kms"))
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .args(self.dev_flag())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(extra_args)
+            .envs(self.hsm.env.iter().cloned())
+            .env("KMS_TEST_PIN", PIN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `kms serve` on this server's config and data directory, stdout piped, not waited for.
+    /// The server itself must be stopped.
+    pub fn spawn_process(&self) -> Child {
+        assert!(self.child.is_none(), "stop the server first");
+        Command::new(env!("CARGO_BIN_EXE_kms"))
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .args(self.dev_flag())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .envs(self.hsm.env.iter().cloned())
+            .env("KMS_TEST_PIN", PIN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    }
+}
