@@ -93,7 +93,7 @@ pub fn expect_unrecognized<T: std::fmt::Debug>(result: Result<tonic::Response<T>
 }
 
 /// Every operation of the service, in an order in which alice can run them all on the fixture.
-const OPS: [&str; 31] = [
+const OPS: [&str; 36] = [
     "CreateKey",
     "DescribeKey",
     "ListKeys",
@@ -125,10 +125,35 @@ const OPS: [&str; 31] = [
     "PutKeyPolicy",
     "GetKeyPolicy",
     "ListKeyPolicies",
+    "CreateGrant",
+    "ListGrants",
+    "ListRetirableGrants",
+    "RetireGrant",
+    "RevokeGrant",
 ];
 
+#[test]
+fn the_matrix_covers_every_operation_of_the_service() {
+    let proto = include_str!("../../proto/kms/v1/kms.proto");
+    let mut methods: Vec<&str> = proto
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("rpc "))
+        .map(|l| l.split('(').next().unwrap().trim())
+        .collect();
+    methods.sort();
+    let mut ops = OPS.to_vec();
+    ops.sort();
+    assert_eq!(ops, methods, "OPS must list every rpc of proto/kms/v1/kms.proto");
+}
+
 /// Decided by identity policies only.
-const ACCOUNT_OPS: [&str; 4] = ["CreateKey", "ListKeys", "ListAliases", "GenerateRandom"];
+const ACCOUNT_OPS: [&str; 5] = [
+    "CreateKey",
+    "ListKeys",
+    "ListAliases",
+    "GenerateRandom",
+    "ListRetirableGrants",
+];
 
 /// Keys (ARNs) and inputs the matrix runs on; all keys have `policy`.
 struct Fixture {
@@ -141,6 +166,9 @@ struct Fixture {
     signature: Vec<u8>,
     mac: Vec<u8>,
     policy: String,
+    /// Grants on `sym` to carol: one alice retires (its retiring principal), one she revokes.
+    retire: String,
+    revoke: String,
 }
 
 const FIXED_ALIAS: &str = "alias/matrix-fixed";
@@ -398,6 +426,45 @@ async fn call(c: &mut AuthClient, op: &str, fx: &Fixture) -> Result<(), Status> 
             })
             .await
             .map(drop),
+        "CreateGrant" => c
+            .create_grant(pb::CreateGrantRequest {
+                key_id: sym,
+                grantee_principal: CAROL.into(),
+                operations: vec!["Decrypt".into()],
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "ListGrants" => c
+            .list_grants(pb::ListGrantsRequest {
+                key_id: sym,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "ListRetirableGrants" => c
+            .list_retirable_grants(pb::ListRetirableGrantsRequest {
+                retiring_principal: ALICE.into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "RetireGrant" => c
+            .retire_grant(pb::RetireGrantRequest {
+                key_id: Some(sym),
+                grant_id: Some(fx.retire.clone()),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "RevokeGrant" => c
+            .revoke_grant(pb::RevokeGrantRequest {
+                key_id: sym,
+                grant_id: fx.revoke.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
         other => panic!("no such operation {other}"),
     }
 }
@@ -465,7 +532,22 @@ async fn fixture(alice: &mut AuthClient) -> Fixture {
         .unwrap()
         .into_inner()
         .mac;
+    let grant = |retiring: Option<&str>| {
+        let request = pb::CreateGrantRequest {
+            key_id: sym.clone(),
+            grantee_principal: CAROL.into(),
+            retiring_principal: retiring.map(str::to_string),
+            operations: vec!["Encrypt".into()],
+            ..Default::default()
+        };
+        let mut alice = alice.clone();
+        async move { alice.create_grant(request).await.unwrap().into_inner().grant_id }
+    };
+    let retire = grant(Some(ALICE)).await;
+    let revoke = grant(None).await;
     Fixture {
+        retire,
+        revoke,
         sym,
         other,
         victim,
@@ -514,7 +596,13 @@ fn records<'a>(
 async fn authorization_matrix_over_mtls_and_tokens() {
     let pki = Pki::new();
     let alice_account_actions = allow(
-        &["kms:CreateKey", "kms:ListKeys", "kms:ListAliases", "kms:GenerateRandom"],
+        &[
+            "kms:CreateKey",
+            "kms:ListKeys",
+            "kms:ListAliases",
+            "kms:GenerateRandom",
+            "kms:ListRetirableGrants",
+        ],
         "*",
     );
     // Alias operations are decided on the alias (identity policies only) and on its key.
@@ -570,6 +658,14 @@ async fn authorization_matrix_over_mtls_and_tokens() {
             continue;
         }
         let msg = expect_denied(result, BOB, &action(op), resource(op, &fx));
+        if op == "RetireGrant" {
+            // Decided by the grant (retiring principal, grantee, account), not by a policy.
+            assert!(
+                msg.ends_with("because the grant does not allow it to retire the grant"),
+                "{msg}"
+            );
+            continue;
+        }
         for secret in [BOB_TOKEN, ALICE, "Statement", "Bob", "Sid", &fx.policy] {
             assert!(!msg.contains(secret), "{op}: {msg} mentions {secret:?}");
         }
@@ -656,6 +752,10 @@ async fn authorization_matrix_over_mtls_and_tokens() {
                 continue;
             }
             assert_eq!(r["outcome"], "AccessDeniedException", "{r}");
+            if op == "RetireGrant" {
+                assert!(r["decision"].as_str().unwrap().contains("retiring principal"), "{r}");
+                continue;
+            }
             let decision = r["decision"].as_str().unwrap_or_else(|| panic!("no decision: {r}"));
             let expected = if ACCOUNT_OPS.contains(&op) {
                 "denied: the key policy delegates to IAM but no identity policy allows"
