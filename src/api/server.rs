@@ -14,7 +14,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use super::grpc::GrpcService;
 use super::preauth::PreAuth;
-use super::run_to_end::RunToEnd;
+use super::run_to_end::{Detached, RunToEnd};
 use crate::auth::Authenticator;
 use crate::config::{Config, TlsConfig};
 use crate::ops::{spawn_deletion_task, spawn_material_sweep, Kms};
@@ -67,14 +67,16 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
     );
     println!("kms listening on {addr}");
     tracing::info!(%addr, "serving");
+    let detached = Detached::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(PreAuth::new(
-            RunToEnd(
+            RunToEnd::new(
                 KeyManagementServiceServer::new(GrpcService::new(kms.clone(), auth.clone(), tls.is_some()))
                     .max_decoding_message_size(limits::MAX_REQUEST_BYTES),
+                detached.clone(),
             ),
             auth,
             kms,
@@ -97,6 +99,10 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
             }
         }
     };
+    // Changes already under way finish, audit record included, before the runtime goes.
+    if !detached.drained(DETACHED_DRAIN).await {
+        tracing::warn!("state changes still running {DETACHED_DRAIN:?} after the server stopped; exiting anyway");
+    }
     deletion.abort();
     reload.abort();
     if let Some(sweep) = sweep {
@@ -106,6 +112,9 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
 }
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How long a stopping server waits for state changes under way: longer than a store write can
+/// wait for the database lock (5 s) plus an HSM call's timeout (5 s by default) and the audit flush.
+const DETACHED_DRAIN: Duration = Duration::from_secs(15);
 
 /// Transport limits: what one client (or many) can make the server hold.
 pub mod limits {

@@ -253,6 +253,13 @@ impl Server {
         }
     }
 
+    /// SIGTERM, without waiting for the server to exit (`stop` waits).
+    pub fn sigterm(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        }
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -102,3 +102,51 @@ async fn a_change_the_client_gave_up_on_is_still_audited() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// SIGTERM while a DisableKey waits for the database lock, which is released only after the
+/// server's 3 s grace for open connections: the server finishes the change and writes its audit
+/// record before it exits.
+#[tokio::test]
+async fn a_stopping_server_finishes_and_audits_changes_under_way() {
+    let mut server = Server::start().await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+
+    let db = rusqlite::Connection::open(server.data_dir().join("kms.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let disable = tokio::spawn({
+        let mut c = c.clone();
+        let key_id = key.key_id.clone();
+        async move { c.disable_key(pb::DisableKeyRequest { key_id }).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    server.sigterm();
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    db.execute_batch("COMMIT").unwrap();
+    drop(db);
+    let _ = disable.await;
+    server.stop(); // waits for the exit
+
+    server.start_again().await;
+    let mut c = server.client().await;
+    let state = c
+        .describe_key(pb::DescribeKeyRequest {
+            key_id: key.key_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .key_state;
+    let audited = server
+        .audit_records()
+        .1
+        .iter()
+        .any(|r| r["operation"] == "DisableKey" && r["outcome"] == "Success");
+    assert_eq!(
+        (state.as_str(), audited),
+        ("Disabled", true),
+        "the change landed; was it audited?"
+    );
+}
