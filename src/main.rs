@@ -86,6 +86,11 @@ fn main() -> ExitCode {
     if let Err(e) = cfg.validate() {
         return fail(&e);
     }
+    // Before the embedded HSM's token files are touched: a second server on this directory stops here.
+    let _data_dir = match kms::ops::data_dir::lock(&cfg.data_dir) {
+        Ok(lock) => lock,
+        Err(e) => return fail(&e),
+    };
     if let Err(e) = kms::hsm::embedded::prepare(&mut cfg) {
         return fail(&e);
     }

@@ -5,6 +5,7 @@ mod aliases;
 mod authorize;
 mod cache;
 mod crypto;
+pub mod data_dir;
 mod data_key_pair;
 mod deletion;
 mod grants;
@@ -72,31 +73,8 @@ pub struct Kms {
     deletion_interval: Duration,
     /// Each key's grants, invalidated by CreateGrant, RetireGrant and RevokeGrant.
     grants: ShardedCache<String, Arc<Vec<crate::store::GrantRecord>>>,
-    /// Held for the server's life (`lock_data_dir`).
-    _data_dir_lock: std::fs::File,
-}
-
-/// One server per data directory. Each server caches keys, policies and grants and invalidates
-/// only its own caches, so a second one would go on using a key the first disabled, and the two
-/// would overwrite each other's audit records. The lock goes with the process, however it ends.
-fn lock_data_dir(dir: &std::path::Path) -> std::result::Result<std::fs::File, String> {
-    let path = dir.join("kms.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-            "another kms server is using the data directory {} (it holds a lock on {}); only one \
-             server may use a data directory",
-            dir.display(),
-            path.display()
-        )),
-        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
-    }
+    /// Held for the server's life (`data_dir::lock`).
+    _data_dir_lock: data_dir::Lock,
 }
 
 impl Kms {
@@ -105,7 +83,7 @@ impl Kms {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
-        let data_dir_lock = lock_data_dir(&config.data_dir)?;
+        let data_dir_lock = data_dir::lock(&config.data_dir)?;
         let store = SqliteStore::open(&config.data_dir.join("kms.db"))?;
         let empty = store.is_empty().map_err(|e| e.to_string())?;
         let (hsm, root) = Hsm::open(&config.hsm, pin, empty)?;

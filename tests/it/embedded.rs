@@ -91,3 +91,57 @@ async fn serve_with_no_hsm_configured_uses_the_embedded_hsm_sim_and_survives_res
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A second server on a data directory in use stops before it touches the embedded HSM's files
+/// (its configuration, its token, its PIN files).
+#[tokio::test]
+async fn a_second_server_leaves_the_embedded_token_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut first, _) = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || start(&data)
+    })
+    .await
+    .unwrap();
+    let conf = data.join("hsm-sim.toml");
+    let written = std::fs::metadata(&conf).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20)); // a rewrite would get a later mtime
+
+    let second = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_kms"))
+                .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&data)
+                .env_remove("HSM_SIM_CONF")
+                .env_remove("KMS_HSM_PIN")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || second.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the second server did not stop")
+    .unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("another kms server is using the data directory"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::metadata(&conf).unwrap().modified().unwrap(),
+        written,
+        "the second server rewrote hsm-sim.toml"
+    );
+}

@@ -1,0 +1,69 @@
+//! One server per data directory. Each server caches keys, policies and grants and invalidates
+//! only its own caches, so a second one would go on using a key the first disabled; the two would
+//! also overwrite each other's audit records and, with the embedded HSM, its token files. The lock
+//! is an exclusive `flock` on `<data_dir>/kms.lock`, and goes with the process however it ends.
+//! `main` takes it before it prepares the embedded HSM, and `Kms::open` again (library users):
+//! within one process the second call shares the first's lock.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+/// Holds the lock while any clone of it lives.
+pub type Lock = Arc<File>;
+
+/// The locks this process holds, by canonical data directory.
+static HELD: Mutex<Vec<(PathBuf, Weak<File>)>> = Mutex::new(Vec::new());
+
+/// Locks `dir` (created if missing) for this process; an error says another server holds it. The
+/// data directory must be on a local file system: `flock` over NFS may lock only locally.
+pub fn lock(dir: &Path) -> Result<Lock, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+    let key = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve data directory {}: {e}", dir.display()))?;
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    held.retain(|(_, lock)| lock.strong_count() > 0);
+    if let Some(lock) = held.iter().find(|(d, _)| *d == key).and_then(|(_, l)| l.upgrade()) {
+        return Ok(lock);
+    }
+    let path = key.join("kms.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            let lock = Arc::new(file);
+            held.push((key, Arc::downgrade(&lock)));
+            Ok(lock)
+        }
+        Err(TryLockError::WouldBlock) => Err(format!(
+            "another kms server is using the data directory {} (it holds a lock on {}); only one \
+             server may use a data directory",
+            dir.display(),
+            path.display()
+        )),
+        Err(TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_process_shares_its_lock_and_releases_it_with_the_last_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock(dir.path()).unwrap();
+        let again = lock(&dir.path().join(".")).expect("the same directory, spelled otherwise");
+        assert!(Arc::ptr_eq(&first, &again));
+        // Another open file description (as another process would have) is refused meanwhile.
+        let other = File::open(dir.path().join("kms.lock")).unwrap();
+        assert!(matches!(other.try_lock(), Err(TryLockError::WouldBlock)));
+        drop((first, again));
+        other.try_lock().expect("released with the last holder");
+    }
+}
