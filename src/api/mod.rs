@@ -5,7 +5,7 @@ mod convert;
 mod grpc;
 mod preauth;
 mod run_to_end;
-mod server;
+pub(crate) mod server;
 mod status;
 
 pub use server::serve;

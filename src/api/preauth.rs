@@ -29,6 +29,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use super::status::to_status;
 use crate::audit::AuditEvent;
 use crate::auth::Authenticator;
+use crate::error::KmsError;
 use crate::ops::Kms;
 
 /// The service's method names, `&'static` for the audit record (slices of the proto text).
@@ -66,8 +67,18 @@ impl<S: NamedService> NamedService for PreAuth<S> {
 type Refusal = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
 pub enum Call<F> {
-    Through(F),
+    Through(F, Option<Caller>),
     Refused(Refusal),
+}
+
+/// Who sent an authenticated request: kept to answer and audit it if tonic refuses its body as
+/// too large (then `begin` never runs).
+pub struct Caller {
+    operation: &'static str,
+    principal: String,
+    remote: Option<std::net::SocketAddr>,
+    tls: bool,
+    kms: Arc<Kms>,
 }
 
 impl<F> Future for Call<F>
@@ -77,11 +88,54 @@ where
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Call::Through(f) => Pin::new(f).poll(cx),
+        let this = self.get_mut();
+        if let Call::Through(f, caller) = this {
+            match Pin::new(f).poll(cx) {
+                Poll::Ready(Ok(response)) if is_too_large(&response) => match caller.take() {
+                    // Answered, as every refusal, once its audit record is written.
+                    Some(caller) => *this = Call::Refused(too_large(caller)),
+                    None => return Poll::Ready(Ok(response)),
+                },
+                other => return other,
+            }
+        }
+        match this {
             Call::Refused(f) => f.as_mut().poll(cx),
+            Call::Through(..) => unreachable!("handled above"),
         }
     }
+}
+
+/// tonic's answer to a message over `max_decoding_message_size`: OUT_OF_RANGE in the headers of
+/// a trailers-only response (a successful answer has no `grpc-status` header, only a trailer).
+fn is_too_large(response: &Response<Body>) -> bool {
+    response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|s| s.as_bytes() == b"11")
+}
+
+/// The request was too large to read: a ValidationException, with a request id and an audit
+/// record, like every other refusal.
+fn too_large(caller: Caller) -> Refusal {
+    let limit = super::server::limits::MAX_REQUEST_BYTES / 1024;
+    let e = KmsError::Validation(format!("The request is larger than the {limit} KiB a request may be"));
+    let mut ev = AuditEvent::new(
+        caller.operation,
+        caller.principal,
+        caller.remote.map(|a| a.ip().to_string()),
+    );
+    ev.secure_transport = caller.tls;
+    ev.outcome = e.name();
+    let status = to_status(&e, &ev.request_id);
+    let kms = caller.kms;
+    let audit = tokio::spawn(async move {
+        let _ = kms.audit(&ev).await;
+    });
+    Box::pin(async move {
+        let _ = audit.await;
+        Ok(status.into_http())
+    })
 }
 
 impl<S> Service<Request<Body>> for PreAuth<S>
@@ -101,23 +155,33 @@ where
         // An unknown method is answered UNIMPLEMENTED by tonic without reading the body.
         let method = request.uri().path().rsplit('/').next().unwrap_or("");
         let Some(&operation) = methods().iter().find(|m| **m == method) else {
-            return Call::Through(self.inner.call(request));
+            return Call::Through(self.inner.call(request), None);
         };
         // As in `begin`: a header that isn't visible ASCII is a malformed credential.
         let authorization = request.headers().get("authorization").map(|v| v.to_str().unwrap_or(""));
         let tls_info = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
         let certs = tls_info.and_then(|i| i.peer_certs());
-        let Err(e) = self
+        let authenticated = self
             .auth
-            .authenticate(authorization, certs.as_deref().map(Vec::as_slice))
-        else {
-            return Call::Through(self.inner.call(request));
-        };
+            .authenticate(authorization, certs.as_deref().map(Vec::as_slice));
         let remote = request
             .extensions()
             .get::<TcpConnectInfo>()
             .and_then(|i| i.remote_addr())
             .or_else(|| tls_info.and_then(|i| i.get_ref().remote_addr()));
+        let e = match authenticated {
+            Ok(principal) => {
+                let caller = Caller {
+                    operation,
+                    principal,
+                    remote,
+                    tls: self.tls,
+                    kms: self.kms.clone(),
+                };
+                return Call::Through(self.inner.call(request), Some(caller));
+            }
+            Err(e) => e,
+        };
         let mut ev = AuditEvent::new(operation, "unauthenticated".into(), remote.map(|a| a.ip().to_string()));
         ev.secure_transport = self.tls;
         ev.outcome = e.name();

@@ -25,8 +25,16 @@ async fn a_request_over_the_size_cap_is_refused_and_the_server_stays_up() {
         ..Default::default()
     };
     let err = c.create_key(big).await.unwrap_err();
-    assert_eq!(err.code(), Code::OutOfRange, "{}", err.message());
-    assert!(err.message().contains("too large"), "{}", err.message());
+    assert_eq!(error_type(&err), "ValidationException", "{}", err.message());
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert_eq!(err.message(), "The request is larger than the 512 KiB a request may be");
+    let id = err
+        .metadata()
+        .get("x-kms-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     // Just under the cap is read (and refused by validation, as any too-long description).
     let under = pb::CreateKeyRequest {
         description: "x".repeat(MAX_REQUEST_BYTES - 64),
@@ -37,6 +45,14 @@ async fn a_request_over_the_size_cap_is_refused_and_the_server_stays_up() {
     // The server is still there, for this connection and for new ones.
     create_key(&mut c).await;
     create_key(&mut server.client().await).await;
+    // And the refusal was audited under its request id.
+    let (_, records) = server.audit_records();
+    let record = records
+        .iter()
+        .find(|r| r["request_id"] == id.as_str())
+        .expect("audited");
+    assert_eq!(record["operation"], "CreateKey");
+    assert_eq!(record["outcome"], "ValidationException");
 }
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
