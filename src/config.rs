@@ -21,6 +21,10 @@ pub struct Config {
     pub deletion: DeletionConfig,
     pub auth: crate::auth::AuthConfig,
     pub tls: Option<TlsConfig>,
+    /// The file this was read from (not a setting): SIGHUP reads its `auth` tokens and
+    /// certificate rules again.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// Server TLS. With `client_ca_file`, client certificates are verified (mTLS) and may
@@ -93,6 +97,7 @@ impl Default for Config {
             deletion: DeletionConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             tls: None,
+            file: None,
         }
     }
 }
@@ -138,7 +143,23 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Config, String> {
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+        let mut config: Config = toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        config.file = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// This configuration with the credentials (`auth.tokens`, `auth.certificates`) of its file as
+    /// it is now, checked as at start-up. Everything else stays: it needs a restart.
+    pub fn with_reread_credentials(&self) -> Result<Config, String> {
+        let Some(path) = &self.file else {
+            return Err("the server was started without a config file".into());
+        };
+        let reread = Config::from_file(path)?;
+        let mut next = self.clone();
+        next.auth.tokens = reread.auth.tokens;
+        next.auth.certificates = reread.auth.certificates;
+        next.validate()?;
+        Ok(next)
     }
 
     pub fn validate(&self) -> Result<(), String> {

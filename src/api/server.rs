@@ -33,11 +33,12 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
             .tls_config(tls_config(tls)?)
             .map_err(|e| format!("TLS: {}", error_chain(&e)))?;
     }
+    let reload_config = config.clone();
     let kms = tokio::task::spawn_blocking(move || Kms::open(&config, pin))
         .await
         .map_err(|e| format!("startup panicked: {e}"))??;
     // Identity policies are loaded: from here a SIGHUP reloads them.
-    let reload = spawn_reload_on_sighup(kms.clone());
+    let reload = spawn_reload_on_sighup(kms.clone(), auth.clone(), reload_config);
     if auth.dev_mode() {
         tracing::warn!("DEV MODE: requests without credentials act as arn:{partition}:iam::{account}:root. Never use this in production (set auth.dev_mode = false).");
         eprintln!("kms: WARNING: dev mode is on: unauthenticated requests are accepted as the account root");
@@ -225,8 +226,10 @@ fn tls_config(cfg: &TlsConfig) -> Result<ServerTlsConfig, String> {
     Ok(tls)
 }
 
-/// SIGHUP reloads the identity policies; a bad file keeps the old ones and says why.
-fn spawn_reload_on_sighup(kms: Arc<Kms>) -> tokio::task::JoinHandle<()> {
+/// SIGHUP reloads the identity policies and, when the server was started with a config file, the
+/// tokens and certificate rules in it (so a leaked token is revoked without a restart). A bad file
+/// keeps what is in force and says why.
+fn spawn_reload_on_sighup(kms: Arc<Kms>, auth: Arc<Authenticator>, config: Config) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
             return;
@@ -236,6 +239,15 @@ fn spawn_reload_on_sighup(kms: Arc<Kms>) -> tokio::task::JoinHandle<()> {
                 Ok(()) => tracing::info!("identity policies reloaded"),
                 Err(e) => {
                     tracing::error!(error = %e, "identity policies not reloaded; the previous ones stay in force")
+                }
+            }
+            if config.file.is_none() {
+                continue;
+            }
+            match config.with_reread_credentials().and_then(|c| auth.reload(&c.auth)) {
+                Ok(()) => tracing::info!("tokens and certificate rules reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "tokens and certificate rules not reloaded; the previous ones stay in force")
                 }
             }
         }

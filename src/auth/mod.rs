@@ -7,7 +7,9 @@ pub mod identity;
 mod tokens;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use serde::Deserialize;
 use tonic::transport::CertificateDer;
@@ -49,12 +51,18 @@ pub struct CertRuleConfig {
 
 pub struct Authenticator {
     dev_principal: Option<String>,
+    /// Tokens and certificate rules: replaced whole by `reload` (SIGHUP), so a revoked token or
+    /// rule stops working without a restart, and a request sees either the old set or the new.
+    credentials: ArcSwap<Credentials>,
+}
+
+struct Credentials {
     tokens: TokenTable,
     certs: Vec<CertRule>,
-    /// What each client certificate (its DER, verified by rustls before it gets here) maps to.
-    /// Parsing a leaf costs ~5 us and every request is authenticated twice (before its body is
-    /// read, then in the service), so a connection's certificate is parsed once, not per call.
-    /// The mapping depends only on the bytes and the rules, which never change.
+    /// What each client certificate (its DER, verified by rustls before it gets here) maps to
+    /// under these rules. Parsing a leaf costs ~5 us and every request is authenticated twice
+    /// (before its body is read, then in the service), so a connection's certificate is parsed
+    /// once, not per call. It goes with the rules it was computed under.
     cert_cache: Mutex<HashMap<Vec<u8>, CertOutcome>>,
 }
 
@@ -64,56 +72,21 @@ type CertOutcome = std::result::Result<Option<String>, String>;
 /// Certificates remembered at most; the cache starts over when full.
 const CERT_CACHE_CAPACITY: usize = 1024;
 
-impl Authenticator {
-    pub fn new(cfg: &AuthConfig, partition: &str, account: &str) -> std::result::Result<Self, String> {
-        let dev_principal = cfg.dev_mode.then(|| format!("arn:{partition}:iam::{account}:root"));
+impl Credentials {
+    fn new(cfg: &AuthConfig) -> std::result::Result<Self, String> {
         let tokens = TokenTable::new(&cfg.tokens)?;
         let certs = cfg
             .certificates
             .iter()
             .map(CertRule::new)
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(Authenticator {
-            dev_principal,
+        Ok(Credentials {
             tokens,
             certs,
             cert_cache: Mutex::default(),
         })
     }
 
-    pub fn dev_mode(&self) -> bool {
-        self.dev_principal.is_some()
-    }
-
-    /// The caller's principal ARN. A presented credential that matches nothing is refused even in
-    /// dev mode: a typo must not silently become root.
-    pub fn authenticate(
-        &self,
-        authorization: Option<&str>,
-        peer_certs: Option<&[CertificateDer<'_>]>,
-    ) -> Result<String> {
-        if let Some(header) = authorization {
-            let token = header.strip_prefix("Bearer ").ok_or_else(|| {
-                KmsError::Unauthenticated("The authorization metadata must be 'Bearer <token>'".into())
-            })?;
-            return self
-                .tokens
-                .principal_for(token)
-                .map(str::to_string)
-                .ok_or_else(|| KmsError::Unauthenticated("The bearer token is not recognised".into()));
-        }
-        if let Some(leaf) = peer_certs.and_then(|c| c.first()) {
-            return self
-                .certificate_principal(leaf)?
-                .ok_or_else(|| KmsError::Unauthenticated("The client certificate maps to no principal".into()));
-        }
-        self.dev_principal
-            .clone()
-            .ok_or_else(|| KmsError::Unauthenticated("Requests need a bearer token or a client certificate".into()))
-    }
-}
-
-impl Authenticator {
     fn certificate_principal(&self, leaf: &CertificateDer<'_>) -> Result<Option<String>> {
         let lock = || self.cert_cache.lock().unwrap_or_else(|p| p.into_inner());
         let known = lock().get(leaf.as_ref()).cloned();
@@ -133,6 +106,58 @@ impl Authenticator {
             }
         };
         outcome.map_err(KmsError::Unauthenticated)
+    }
+}
+
+impl Authenticator {
+    pub fn new(cfg: &AuthConfig, partition: &str, account: &str) -> std::result::Result<Self, String> {
+        let dev_principal = cfg.dev_mode.then(|| format!("arn:{partition}:iam::{account}:root"));
+        Ok(Authenticator {
+            dev_principal,
+            credentials: ArcSwap::from_pointee(Credentials::new(cfg)?),
+        })
+    }
+
+    /// Replaces the tokens and certificate rules with `cfg`'s; on an error the current ones stay.
+    /// Dev mode is not reloaded (it is a start-up decision).
+    pub fn reload(&self, cfg: &AuthConfig) -> std::result::Result<(), String> {
+        self.credentials.store(Arc::new(Credentials::new(cfg)?));
+        Ok(())
+    }
+
+    pub fn dev_mode(&self) -> bool {
+        self.dev_principal.is_some()
+    }
+
+    /// The caller's principal ARN. A presented credential that matches nothing is refused even in
+    /// dev mode: a typo must not silently become root.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        peer_certs: Option<&[CertificateDer<'_>]>,
+    ) -> Result<String> {
+        if let Some(header) = authorization {
+            let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+                KmsError::Unauthenticated("The authorization metadata must be 'Bearer <token>'".into())
+            })?;
+            return self
+                .credentials
+                .load()
+                .tokens
+                .principal_for(token)
+                .map(str::to_string)
+                .ok_or_else(|| KmsError::Unauthenticated("The bearer token is not recognised".into()));
+        }
+        if let Some(leaf) = peer_certs.and_then(|c| c.first()) {
+            return self
+                .credentials
+                .load()
+                .certificate_principal(leaf)?
+                .ok_or_else(|| KmsError::Unauthenticated("The client certificate maps to no principal".into()));
+        }
+        self.dev_principal
+            .clone()
+            .ok_or_else(|| KmsError::Unauthenticated("Requests need a bearer token or a client certificate".into()))
     }
 }
 

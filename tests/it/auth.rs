@@ -1090,3 +1090,42 @@ async fn a_sighup_during_a_slow_start_is_survived() {
     assert!(listening, "the server did not start: {exited:?}");
     assert!(exited.is_none(), "{exited:?}");
 }
+
+/// A leaked token is revoked without a restart: the config file is changed and the server gets a
+/// SIGHUP. A file that doesn't load (here: the same token twice) keeps the tokens in force.
+#[tokio::test]
+async fn sighup_reloads_tokens_so_a_leaked_one_stops_working() {
+    const NEW_TOKEN: &str = "bob-replacement-token-8e1f0a2b9c";
+    let server = Server::start_with(&auth_config(false, &[(BOB_TOKEN, BOB)], &[], None)).await;
+    let mut leaked = plain_client(&server, Bearer::token(Some(BOB_TOKEN))).await;
+    let mut replaced = plain_client(&server, Bearer::token(Some(NEW_TOKEN))).await;
+    // Bob may do nothing: a recognised token gets AccessDenied, an unknown one UnrecognizedClient.
+    let list = || pb::ListKeysRequest::default();
+    expect_denied(leaked.list_keys(list()).await, BOB, "kms:ListKeys", None);
+    expect_unrecognized(replaced.list_keys(list()).await);
+
+    let config = std::fs::read_to_string(server.config_path()).unwrap();
+    let (old_digest, new_digest) = (kms::auth::token_digest(BOB_TOKEN), kms::auth::token_digest(NEW_TOKEN));
+    // A broken file first: the token in force stays in force.
+    let broken = format!("{config}[[auth.tokens]]\nsha256 = {old_digest:?}\nprincipal = {BOB:?}\n");
+    std::fs::write(server.config_path(), &broken).unwrap();
+    server.sighup();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    expect_denied(leaked.list_keys(list()).await, BOB, "kms:ListKeys", None);
+
+    std::fs::write(server.config_path(), config.replace(&old_digest, &new_digest)).unwrap();
+    server.sighup();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = leaked.list_keys(list()).await;
+        if matches!(&r, Err(s) if error_type(s) == "UnrecognizedClientException") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked token still works 5 s after SIGHUP: {r:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    expect_denied(replaced.list_keys(list()).await, BOB, "kms:ListKeys", None);
+}

@@ -364,7 +364,7 @@ impl Server {
         self.child.as_ref().expect("the server is running").id()
     }
 
-    /// SIGHUP: the server reloads its identity policies.
+    /// SIGHUP: the server reloads its identity policies, tokens and certificate rules.
     pub fn sighup(&self) {
         let status = Command::new("kill")
             .args(["-HUP", &self.pid().to_string()])
