@@ -38,21 +38,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // First of all: SIGHUP's default action ends the process (exit 129), and operators send it to
-    // reload identity policies, possibly while a slow HSM is still starting. Once tokio's handler
-    // is installed a SIGHUP is only recorded; `serve` listens for it (and reloads) as soon as the
-    // policies are loaded. The runtime is built first because the handler needs it.
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
-    };
-    let early_hup = {
-        let _entered = runtime.enter();
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    };
-    if let Err(e) = &early_hup {
-        return fail(&format!("cannot handle SIGHUP: {e}"));
-    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -91,14 +76,29 @@ fn main() -> ExitCode {
         Ok(lock) => lock,
         Err(e) => return fail(&e),
     };
+    // While the process has one thread: this sets an environment variable.
     if let Err(e) = kms::hsm::embedded::prepare(&mut cfg) {
         return fail(&e);
     }
+    // Then the runtime, and at once the SIGHUP handler: SIGHUP's default action ends the process
+    // (exit 129), and operators send it to reload, possibly while a slow HSM is still starting.
+    // From here a SIGHUP is recorded, and `serve` reloads once the server is up.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    let hup = {
+        let _entered = runtime.enter();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hup) => hup,
+            Err(e) => return fail(&format!("cannot handle SIGHUP: {e}")),
+        }
+    };
     let pin = match kms::ops::read_pin(&cfg.hsm) {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
-    match runtime.block_on(kms::api::serve(cfg, pin, shutdown_signal())) {
+    match runtime.block_on(kms::api::serve(cfg, pin, hup, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

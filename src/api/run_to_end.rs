@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
 use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
@@ -49,6 +51,7 @@ const MAX_DETACHED: usize = 1024;
 pub struct Detached {
     permits: Arc<Semaphore>,
     limit: usize,
+    body_deadline: Duration,
 }
 
 impl Default for Detached {
@@ -62,14 +65,23 @@ impl Detached {
         Detached {
             permits: Arc::new(Semaphore::new(limit)),
             limit,
+            body_deadline: BODY_DEADLINE,
         }
     }
 
-    /// Waits until no detached request is running, at most `limit`; false if some still are.
+    /// Waits until no detached request is running, at most `limit`, and then lets none start
+    /// (a late one is refused as UNAVAILABLE: it would be cut short with the runtime, its change
+    /// landing without its audit record). False if some are still running.
     pub async fn drained(&self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, self.permits.acquire_many(self.limit as u32))
-            .await
-            .is_ok_and(|permits| permits.is_ok())
+        let drained = match tokio::time::timeout(limit, self.permits.acquire_many(self.limit as u32)).await {
+            Ok(Ok(all)) => {
+                all.forget();
+                true
+            }
+            _ => false,
+        };
+        self.permits.close();
+        drained
     }
 }
 
@@ -95,7 +107,7 @@ type Answer = Result<Response<Body>, Infallible>;
 
 impl<S> Service<Request<Body>> for RunToEnd<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Unpin + Send + 'static,
 {
     type Response = Response<Body>;
@@ -108,17 +120,25 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let method = request.uri().path().rsplit('/').next().unwrap_or("");
-        let changes_state = CHANGES_STATE.contains(&method);
-        let call = self.inner.call(request);
-        if !changes_state {
-            return Call::Inline(call);
+        if !CHANGES_STATE.contains(&method) {
+            return Call::Inline(self.inner.call(request));
         }
+        let mut inner = self.inner.clone();
         let permits = self.detached.permits.clone();
+        let deadline = self.detached.body_deadline;
         Call::Detached(Box::pin(async move {
-            // Waiting for a turn is still cancellable: nothing has started yet.
+            // The message first: a client that never sends its body must not hold a turn (nor a
+            // task the stopping server waits for). Until the spawn, nothing has started, and
+            // giving up (the client's reset) cancels cleanly.
+            let (parts, body) = request.into_parts();
+            let message = match read_message(body, deadline).await {
+                Ok(message) => message,
+                Err(status) => return Ok(status.into_http()),
+            };
             let Ok(permit) = permits.acquire_owned().await else {
                 return Ok(tonic::Status::unavailable("the server is stopping").into_http());
             };
+            let call = inner.call(Request::from_parts(parts, Body::new(Full::new(message))));
             let task = tokio::spawn(async move {
                 let answer = call.await;
                 drop(permit);
@@ -131,6 +151,35 @@ where
             }
         }))
     }
+}
+
+/// How long a state-changing request's body may take to arrive (it is at most 512 KiB).
+const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The request's body, read whole within `deadline`. Reading stops just past the size cap
+/// (plus gRPC's 5-byte frame header): what was read is enough for the service to refuse it as
+/// too large from the frame's declared length.
+async fn read_message(mut body: Body, deadline: Duration) -> Result<Bytes, tonic::Status> {
+    let limit = super::server::limits::MAX_REQUEST_BYTES + 5;
+    let read = async {
+        let mut message = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| tonic::Status::cancelled(format!("the request body failed: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                message.extend_from_slice(&data);
+                if message.len() > limit {
+                    break;
+                }
+            }
+        }
+        Ok(message.freeze())
+    };
+    tokio::time::timeout(deadline, read).await.unwrap_or_else(|_| {
+        Err(tonic::Status::deadline_exceeded(format!(
+            "the request body did not arrive within {} ms",
+            deadline.as_millis()
+        )))
+    })
 }
 
 pub enum Call<F> {
@@ -192,7 +241,8 @@ mod tests {
     }
 
     /// Abandoned changes keep running, but no more than the limit at once; one still waiting for
-    /// its turn when abandoned never starts; and `drained` waits for the running ones.
+    /// its turn when abandoned never starts; `drained` waits for the running ones, and after it
+    /// none starts.
     #[tokio::test]
     async fn abandoned_changes_run_on_within_the_limit_and_are_drained() {
         let inner = Blocking {
@@ -207,25 +257,61 @@ mod tests {
             let _ = futures_poll_once(&mut call).await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(
-            inner.started.load(Ordering::SeqCst),
-            2,
-            "two run on, the third never starts"
-        );
-        assert!(
-            !detached.drained(Duration::from_millis(50)).await,
-            "two are still running"
-        );
-        inner.release.notify_waiters();
-        assert!(detached.drained(Duration::from_secs(5)).await);
+        let started = || inner.started.load(Ordering::SeqCst);
+        assert_eq!(started(), 2, "two run on, the third never starts");
+        assert_eq!(detached.permits.available_permits(), 0, "the two hold their turns");
 
-        // Reads are not detached: abandoned, they stop.
+        // Reads are not detached: abandoned, they stop, and they take no turn.
         let mut call = service.call(request("DescribeKey"));
         let _ = futures_poll_once(&mut call).await;
         drop(call);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(inner.started.load(Ordering::SeqCst), 3, "it started when polled");
-        assert!(detached.drained(Duration::from_millis(50)).await, "and holds no permit");
+        assert_eq!(started(), 3, "it started when polled");
+        assert_eq!(detached.permits.available_permits(), 0);
+
+        let drain = tokio::spawn({
+            let detached = detached.clone();
+            async move { detached.drained(Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        inner.release.notify_waiters();
+        assert!(drain.await.unwrap(), "drained once the two finished");
+        let late = service.call(request("DisableKey")).await.unwrap();
+        assert_eq!(late.headers()["grpc-status"], "14", "UNAVAILABLE after the drain");
+        assert_eq!(started(), 3, "and it never started");
+    }
+
+    /// A change whose body never arrives takes no turn and starts nothing; it is refused when
+    /// the body deadline passes.
+    #[tokio::test]
+    async fn a_change_without_its_body_takes_no_turn() {
+        let inner = Blocking {
+            started: Arc::new(AtomicUsize::new(0)),
+            release: Arc::new(tokio::sync::Notify::new()),
+        };
+        let detached = Detached {
+            body_deadline: Duration::from_millis(300),
+            ..Detached::with_limit(1)
+        };
+        let mut service = RunToEnd::new(inner.clone(), detached.clone());
+        let (_sender, silent) = http_body_util::channel::Channel::<Bytes, tonic::Status>::new(1);
+        let mut request = request("DisableKey");
+        *request.body_mut() = Body::new(silent);
+        let call = tokio::spawn(service.call(request));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            detached.permits.available_permits(),
+            1,
+            "no turn taken while the body is awaited"
+        );
+        assert_eq!(inner.started.load(Ordering::SeqCst), 0);
+        let answer = call.await.unwrap().unwrap();
+        assert_eq!(
+            answer.headers()["grpc-status"],
+            "4",
+            "DEADLINE_EXCEEDED after {BODY_DEADLINE:?}"
+        );
+        assert_eq!(inner.started.load(Ordering::SeqCst), 0);
     }
 
     /// Polls a future once and gives up on it.

@@ -21,7 +21,14 @@ use crate::ops::{spawn_deletion_task, spawn_material_sweep, Kms};
 use crate::proto::key_management_service_server::KeyManagementServiceServer;
 
 /// Opens everything, binds, prints `kms listening on ADDR` on stdout, and serves until `shutdown`.
-pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+/// `hup`: SIGHUP, registered by the caller as early as it could; one received before the server
+/// is up makes it reload once it is.
+pub async fn serve(
+    config: Config,
+    pin: AuthPin,
+    hup: tokio::signal::unix::Signal,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     let listen = config.listen;
     let (auth_config, tls) = (config.auth.clone(), config.tls.clone());
     let (partition, account) = (config.partition.clone(), config.account_id.clone());
@@ -34,11 +41,12 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
             .map_err(|e| format!("TLS: {}", error_chain(&e)))?;
     }
     let reload_config = config.clone();
+    let drain = detached_drain(&config);
     let kms = tokio::task::spawn_blocking(move || Kms::open(&config, pin))
         .await
         .map_err(|e| format!("startup panicked: {e}"))??;
     // Identity policies are loaded: from here a SIGHUP reloads them.
-    let reload = spawn_reload_on_sighup(kms.clone(), auth.clone(), reload_config);
+    let reload = spawn_reload_on_sighup(kms.clone(), auth.clone(), reload_config, hup);
     if auth.dev_mode() {
         tracing::warn!("DEV MODE: requests without credentials act as arn:{partition}:iam::{account}:root. Never use this in production (set auth.dev_mode = false).");
         eprintln!("kms: WARNING: dev mode is on: unauthenticated requests are accepted as the account root");
@@ -50,10 +58,14 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KeyManagementServiceServer<GrpcService>>().await;
+    // Health and reflection answer anyone (load balancers, grpcurl) and run no operation, but
+    // their messages are read before any check: small caps, not tonic's 4 MiB default.
+    let health_service = health_service.max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| format!("reflection: {e}"))?;
+        .map_err(|e| format!("reflection: {e}"))?
+        .max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES);
 
     let deletion = spawn_deletion_task(kms.clone());
     let sweep = spawn_material_sweep(kms.clone());
@@ -101,8 +113,8 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
         }
     };
     // Changes already under way finish, audit record included, before the runtime goes.
-    if !detached.drained(DETACHED_DRAIN).await {
-        tracing::warn!("state changes still running {DETACHED_DRAIN:?} after the server stopped; exiting anyway");
+    if !detached.drained(drain).await {
+        tracing::warn!("state changes still running {drain:?} after the server stopped; exiting anyway");
     }
     deletion.abort();
     reload.abort();
@@ -114,8 +126,11 @@ pub async fn serve(config: Config, pin: AuthPin, shutdown: impl Future<Output = 
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long a stopping server waits for state changes under way: longer than a store write can
-/// wait for the database lock (5 s) plus an HSM call's timeout (5 s by default) and the audit flush.
-const DETACHED_DRAIN: Duration = Duration::from_secs(15);
+/// wait for the database lock (5 s), plus an HSM call's timeout, plus the audit flush (5 s is
+/// ample).
+fn detached_drain(config: &Config) -> Duration {
+    Duration::from_secs(10) + Duration::from_millis(config.hsm.timeout_ms)
+}
 
 /// Transport limits: what one client (or many) can make the server hold.
 pub mod limits {
@@ -131,6 +146,8 @@ pub mod limits {
     /// 8 KiB description and 50 tags of 128 + 256 characters is about 61 KB. 512 KiB leaves
     /// room for framing and growth of those limits, and stays far below tonic's 4 MiB default.
     pub const MAX_REQUEST_BYTES: usize = 512 * 1024;
+    /// The same for the health and reflection services (a service name, a symbol to describe).
+    pub const MAX_HEALTH_REQUEST_BYTES: usize = 4 * 1024;
     /// HTTP/2 streams in flight per connection. The benchmark keeps 256 in flight over two
     /// connections; gRPC clients usually multiplex everything on one.
     pub const MAX_CONCURRENT_STREAMS: u32 = 512;
@@ -176,6 +193,11 @@ impl<S> BackOffOnError<S> {
     }
 }
 
+/// EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or the system is out of something.
+fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12)) || e.kind() == std::io::ErrorKind::OutOfMemory
+}
+
 impl<S> Stream for BackOffOnError<S>
 where
     S: Stream<Item = std::io::Result<TcpStream>> + Unpin,
@@ -190,7 +212,9 @@ where
             self.pause = None;
         }
         match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Err(e))) => {
+            // Out of descriptors or memory: the next accept would fail the same way at once.
+            // (A connection reset before it was accepted is that connection's problem only.)
+            Poll::Ready(Some(Err(e))) if is_resource_exhaustion(&e) => {
                 tracing::warn!(error = %e, "accept failed; pausing before the next accept");
                 self.pause = Some(Box::pin(tokio::time::sleep(limits::ACCEPT_ERROR_BACKOFF)));
                 Poll::Ready(Some(Err(e)))
@@ -229,11 +253,13 @@ fn tls_config(cfg: &TlsConfig) -> Result<ServerTlsConfig, String> {
 /// SIGHUP reloads the identity policies and, when the server was started with a config file, the
 /// tokens and certificate rules in it (so a leaked token is revoked without a restart). A bad file
 /// keeps what is in force and says why.
-fn spawn_reload_on_sighup(kms: Arc<Kms>, auth: Arc<Authenticator>, config: Config) -> tokio::task::JoinHandle<()> {
+fn spawn_reload_on_sighup(
+    kms: Arc<Kms>,
+    auth: Arc<Authenticator>,
+    config: Config,
+    mut hup: tokio::signal::unix::Signal,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            return;
-        };
         while hup.recv().await.is_some() {
             match kms.reload_identity_policies() {
                 Ok(()) => tracing::info!("identity policies reloaded"),
