@@ -26,7 +26,7 @@ use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use super::status::to_status;
+use super::status::{to_status, ERROR_TYPE, REQUEST_ID};
 use crate::audit::AuditEvent;
 use crate::auth::Authenticator;
 use crate::error::KmsError;
@@ -91,9 +91,14 @@ where
         let this = self.get_mut();
         if let Call::Through(f, caller) = this {
             match Pin::new(f).poll(cx) {
+                // Refused before the operation began (so before `begin`): answered, as every
+                // refusal, with a request id and once its audit record is written.
                 Poll::Ready(Ok(response)) if is_too_large(&response) => match caller.take() {
-                    // Answered, as every refusal, once its audit record is written.
                     Some(caller) => *this = Call::Refused(too_large(caller)),
+                    None => return Poll::Ready(Ok(response)),
+                },
+                Poll::Ready(Ok(response)) if is_undecodable(&response) => match caller.take() {
+                    Some(caller) => *this = Call::Refused(undecodable(caller, response)),
                     None => return Poll::Ready(Ok(response)),
                 },
                 other => return other,
@@ -115,27 +120,56 @@ fn is_too_large(response: &Response<Body>) -> bool {
         .is_some_and(|s| s.as_bytes() == b"11")
 }
 
-/// The request was too large to read: a ValidationException, with a request id and an audit
-/// record, like every other refusal.
-fn too_large(caller: Caller) -> Refusal {
-    let limit = super::server::limits::MAX_REQUEST_BYTES / 1024;
-    let e = KmsError::Validation(format!("The request is larger than the {limit} KiB a request may be"));
-    let mut ev = AuditEvent::new(
-        caller.operation,
-        caller.principal,
-        caller.remote.map(|a| a.ip().to_string()),
-    );
-    ev.secure_transport = caller.tls;
-    ev.outcome = e.name();
-    let status = to_status(&e, &ev.request_id);
-    let kms = caller.kms;
+/// The codec's answer to a message that doesn't decode (`status::undecodable`): a
+/// ValidationException in the headers with no request id, since no operation began.
+fn is_undecodable(response: &Response<Body>) -> bool {
+    let headers = response.headers();
+    headers.contains_key("grpc-status")
+        && !headers.contains_key(REQUEST_ID)
+        && headers
+            .get(ERROR_TYPE)
+            .is_some_and(|t| t.as_bytes() == b"ValidationException")
+}
+
+/// An undecodable request: the codec's answer as it is, with a request id and an audit record.
+fn undecodable(caller: Caller, mut response: Response<Body>) -> Refusal {
+    let (ev, kms) = caller.refusal("ValidationException");
+    if let Ok(id) = ev.request_id.parse() {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    audited(kms, ev, response)
+}
+
+impl Caller {
+    /// The audit record of this caller's request, refused with `outcome` before it began.
+    fn refusal(self, outcome: &'static str) -> (AuditEvent, Arc<Kms>) {
+        let mut ev = AuditEvent::new(self.operation, self.principal, self.remote.map(|a| a.ip().to_string()));
+        ev.secure_transport = self.tls;
+        ev.outcome = outcome;
+        (ev, self.kms)
+    }
+}
+
+/// Answers `response` once `ev` is in the audit log (in a task of its own, so that the record is
+/// written even if the client goes away first; if auditing fails, the refusal still stands).
+fn audited(kms: Arc<Kms>, ev: AuditEvent, response: Response<Body>) -> Refusal {
     let audit = tokio::spawn(async move {
         let _ = kms.audit(&ev).await;
     });
     Box::pin(async move {
         let _ = audit.await;
-        Ok(status.into_http())
+        Ok(response)
     })
+}
+
+/// The request was too large to read: a ValidationException, with a request id and an audit
+/// record, like every other refusal.
+fn too_large(caller: Caller) -> Refusal {
+    let limit = super::server::limits::MAX_REQUEST_BYTES / 1024;
+    let e = KmsError::Validation(format!("The request is larger than the {limit} KiB a request may be"));
+    let (ev, kms) = caller.refusal(e.name());
+    let status = to_status(&e, &ev.request_id);
+    audited(kms, ev, status.into_http())
 }
 
 impl<S> Service<Request<Body>> for PreAuth<S>
@@ -187,17 +221,7 @@ where
         ev.outcome = e.name();
         let status = to_status(&e, &ev.request_id);
         drop(request); // the body is never read
-        let kms = self.kms.clone();
-        // The refusal is audited too, in a task of its own so that the record is written even if
-        // the client goes away first (as RunToEnd does for `begin`'s); if auditing fails, the
-        // refusal still stands.
-        let audit = tokio::spawn(async move {
-            let _ = kms.audit(&ev).await;
-        });
-        Call::Refused(Box::pin(async move {
-            let _ = audit.await;
-            Ok(status.into_http())
-        }))
+        Call::Refused(audited(self.kms.clone(), ev, status.into_http()))
     }
 }
 

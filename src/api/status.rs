@@ -50,7 +50,7 @@ pub fn to_status(e: &KmsError, request_id: &str) -> Status {
 
 /// A message that doesn't decode: the caller's error, so ValidationException (INVALID_ARGUMENT)
 /// as for any other bad input, not tonic's INTERNAL. Decoding comes before authentication, so there
-/// is no request id yet. prost's message names the field, never its bytes.
+/// is no request id yet (the service wrapper, `preauth.rs`, adds one and audits it). prost's message names the field, never its bytes.
 pub fn undecodable(e: &prost::DecodeError) -> Status {
     let err = KmsError::Validation(e.to_string()); // "failed to decode Protobuf message: <why>"
     let mut status = Status::new(code(&err), err.to_string());

@@ -1328,6 +1328,18 @@ async fn undecodable_request_bodies_are_validation_errors() {
             status.message().starts_with("failed to decode Protobuf message"),
             "{status:?}"
         );
+        // Refused before the operation began, and still given a request id and an audit record.
+        let id = status.metadata().get("x-kms-request-id").expect("a request id");
+        let id = id.to_str().unwrap().to_string();
+        let (_, records) = server.audit_records();
+        let record = records
+            .iter()
+            .find(|r| r["request_id"] == id.as_str())
+            .expect("audited");
+        assert_eq!(
+            (record["operation"].as_str(), record["outcome"].as_str()),
+            (Some("GenerateDataKey"), Some("ValidationException"))
+        );
     }
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
