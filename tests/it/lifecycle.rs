@@ -77,21 +77,7 @@ async fn a_change_the_client_gave_up_on_is_still_audited() {
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let state = c
-            .describe_key(pb::DescribeKeyRequest {
-                key_id: key.key_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .key_metadata
-            .unwrap()
-            .key_state;
-        let audited = server
-            .audit_records()
-            .1
-            .iter()
-            .any(|r| r["operation"] == "DisableKey" && r["outcome"] == "Success");
+        let (state, audited) = disabled_and_audited(&server, &mut c, &key.key_id).await;
         if state == "Disabled" && audited {
             break;
         }
@@ -129,9 +115,19 @@ async fn a_stopping_server_finishes_and_audits_changes_under_way() {
 
     server.start_again().await;
     let mut c = server.client().await;
+    let (state, audited) = disabled_and_audited(&server, &mut c, &key.key_id).await;
+    assert_eq!(
+        (state.as_str(), audited),
+        ("Disabled", true),
+        "the change landed; was it audited?"
+    );
+}
+
+/// The key's state, and whether the audit log has a successful DisableKey.
+async fn disabled_and_audited(server: &Server, c: &mut Client, key_id: &str) -> (String, bool) {
     let state = c
         .describe_key(pb::DescribeKeyRequest {
-            key_id: key.key_id.clone(),
+            key_id: key_id.to_string(),
         })
         .await
         .unwrap()
@@ -144,9 +140,5 @@ async fn a_stopping_server_finishes_and_audits_changes_under_way() {
         .1
         .iter()
         .any(|r| r["operation"] == "DisableKey" && r["outcome"] == "Success");
-    assert_eq!(
-        (state.as_str(), audited),
-        ("Disabled", true),
-        "the change landed; was it audited?"
-    );
+    (state, audited)
 }

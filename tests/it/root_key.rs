@@ -56,20 +56,7 @@ async fn a_replaced_root_key_is_noticed_and_new_material_is_sealed_under_it() {
     let old_key = create_key(&mut c).await;
     c.generate_data_key(gdk(&old_key.key_id)).await.unwrap();
 
-    pkcs11_tool(&server, &["--delete-object", "--type", "secrkey", "--id", ROOT_KEY_ID]);
-    pkcs11_tool(
-        &server,
-        &[
-            "--keygen",
-            "--key-type",
-            "AES:32",
-            "--id",
-            ROOT_KEY_ID,
-            "--label",
-            "kms-root",
-            "--sensitive",
-        ],
-    );
+    replace_root_key(&server);
 
     // The pooled session's copy of the old key would unwrap the old key's material forever; the
     // check must notice the new object and drop it.
@@ -90,6 +77,25 @@ async fn a_replaced_root_key_is_noticed_and_new_material_is_sealed_under_it() {
     c.generate_data_key(gdk(&new_key.key_id))
         .await
         .expect("the new key's material is wrapped under the root key on the token");
+}
+
+/// Destroys the root key on the token and makes a new one under the same CKA_ID, as an operator
+/// restoring the wrong backup would.
+fn replace_root_key(server: &Server) {
+    pkcs11_tool(server, &["--delete-object", "--type", "secrkey", "--id", ROOT_KEY_ID]);
+    pkcs11_tool(
+        server,
+        &[
+            "--keygen",
+            "--key-type",
+            "AES:32",
+            "--id",
+            ROOT_KEY_ID,
+            "--label",
+            "kms-root",
+            "--sensitive",
+        ],
+    );
 }
 
 /// Runs pkcs11-tool, logged in as the user, on the server's SoftHSM2 token.
@@ -173,20 +179,7 @@ async fn without_copies_a_replaced_root_key_is_adopted_by_the_next_call() {
         call.await.unwrap().unwrap();
     }
 
-    pkcs11_tool(&server, &["--delete-object", "--type", "secrkey", "--id", ROOT_KEY_ID]);
-    pkcs11_tool(
-        &server,
-        &[
-            "--keygen",
-            "--key-type",
-            "AES:32",
-            "--id",
-            ROOT_KEY_ID,
-            "--label",
-            "kms-root",
-            "--sensitive",
-        ],
-    );
+    replace_root_key(&server);
 
     for i in 0..4 {
         let new_key = c
