@@ -19,6 +19,7 @@ pub struct Config {
     pub hsm: HsmConfig,
     pub cache: CacheConfig,
     pub deletion: DeletionConfig,
+    pub limits: LimitsConfig,
     pub auth: crate::auth::AuthConfig,
     pub tls: Option<TlsConfig>,
     /// The file this was read from (not a setting): SIGHUP reads its `auth` tokens and
@@ -79,6 +80,23 @@ pub struct CacheConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// A request, body and answer, must be over within this: a client that trickles its body
+    /// can't hold a stream, and the memory behind it, for longer. Ample for the slowest call
+    /// (HSM retries, RSA 4096 key generation).
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            request_timeout_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DeletionConfig {
     /// How often the scheduler looks for keys whose pending window has ended.
     pub check_interval_seconds: u64,
@@ -95,6 +113,7 @@ impl Default for Config {
             hsm: HsmConfig::default(),
             cache: CacheConfig::default(),
             deletion: DeletionConfig::default(),
+            limits: LimitsConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             tls: None,
             file: None,
@@ -177,6 +196,12 @@ impl Config {
         }
         if self.hsm.max_sessions == 0 || self.hsm.retry_attempts == 0 {
             return Err("hsm.max_sessions and hsm.retry_attempts must be at least 1".into());
+        }
+        if !(1..=3600).contains(&self.limits.request_timeout_seconds) {
+            return Err(format!(
+                "limits.request_timeout_seconds must be 1 to 3600, got {}",
+                self.limits.request_timeout_seconds
+            ));
         }
         if self.deletion.check_interval_seconds == 0 {
             return Err("deletion.check_interval_seconds must be at least 1".into());
@@ -276,6 +301,20 @@ mod tests {
             let text = format!("[hsm]\nroot_check_seconds = {bad}\n");
             let err = toml::from_str::<Config>(&text).unwrap_err().to_string();
             assert!(err.contains("root_check_seconds"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_request_timeout_is_1_to_3600_seconds() {
+        assert_eq!(Config::default().limits.request_timeout_seconds, 30);
+        for (value, ok) in [(0, false), (1, true), (3600, true), (3601, false)] {
+            let mut c = Config::default();
+            c.limits.request_timeout_seconds = value;
+            let result = c.validate();
+            assert_eq!(result.is_ok(), ok, "{value}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.contains("limits.request_timeout_seconds"), "{e}");
+            }
         }
     }
 }

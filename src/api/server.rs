@@ -34,7 +34,8 @@ pub async fn serve(
     let (partition, account) = (config.partition.clone(), config.account_id.clone());
     // Credentials and TLS first: a mistake there is reported before a slow HSM start-up.
     let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
-    let mut builder = limits::apply(Server::builder());
+    let mut builder =
+        limits::apply(Server::builder()).timeout(Duration::from_secs(config.limits.request_timeout_seconds));
     if let Some(tls) = &tls {
         builder = builder
             .tls_config(tls_config(tls)?)

@@ -271,3 +271,31 @@ where
     }
     out
 }
+
+/// A request whose body never comes is given up on after `limits.request_timeout_seconds`: a
+/// client can't hold a stream, and what the server buffered for it, for longer. Requests that
+/// come whole are not affected.
+#[tokio::test]
+async fn a_request_whose_body_never_comes_is_given_up_on() {
+    let server = Server::start_with("[limits]\nrequest_timeout_seconds = 1").await;
+    let mut c = server.client().await;
+    create_key(&mut c).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/kms.v1.KeyManagementService/ListKeys");
+    let silent = tokio_stream::pending::<Vec<u8>>();
+    let started = Instant::now();
+    let call = raw.client_streaming(tonic::Request::new(silent), path, crate::validation::RawCodec);
+    let status = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the server still waits for the body 10 s later")
+        .expect_err("no body, no answer");
+    assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    create_key(&mut c).await;
+}

@@ -1262,7 +1262,7 @@ async fn paging_limits_and_markers() {
 
 /// Passes raw bytes through as the request and hands back the raw response bytes.
 #[derive(Clone, Default)]
-struct RawCodec;
+pub struct RawCodec;
 
 impl tonic::codec::Codec for RawCodec {
     type Encode = Vec<u8>;
