@@ -129,7 +129,7 @@ fn has_column(tx: &rusqlite::Transaction<'_>, table: &str, column: &str) -> rusq
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{KeyRecord, KeySpec, KeyState, KeyUsage, MaterialRecord, Origin};
+    use crate::keys::{KeyRecord, MaterialRecord};
     use crate::store::{SqliteStore, Store};
 
     /// The first build's tables (commit 8dba9da), with one key and its material.
@@ -158,28 +158,14 @@ mod tests {
             .unwrap()
     }
 
+    /// A key made by this build: the store tests' record, with its own material bytes.
     fn new_key(id: &str) -> (KeyRecord, MaterialRecord) {
-        let key = KeyRecord {
-            key_id: id.into(),
-            creation_date: 2,
-            description: String::new(),
-            state: KeyState::Enabled,
-            deletion_date: None,
-            pending_window_days: None,
-            key_spec: KeySpec::SymmetricDefault,
-            key_usage: KeyUsage::EncryptDecrypt,
-            origin: Origin::AwsKms,
-            current_material: 1,
-            version: 1,
-        };
         let material = MaterialRecord {
-            key_id: id.into(),
-            material_id: 1,
             wrapped: vec![9; 60],
             public_key: None,
-            created: 2,
+            ..super::super::sqlite::tests::material(id)
         };
-        (key, material)
+        (super::super::sqlite::tests::key(id), material)
     }
 
     #[test]

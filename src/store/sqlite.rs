@@ -729,10 +729,10 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn key(id: &str) -> KeyRecord {
+    pub(in crate::store) fn key(id: &str) -> KeyRecord {
         KeyRecord {
             key_id: id.into(),
             creation_date: 1,
@@ -748,7 +748,7 @@ mod tests {
         }
     }
 
-    fn material(id: &str) -> MaterialRecord {
+    pub(in crate::store) fn material(id: &str) -> MaterialRecord {
         MaterialRecord {
             key_id: id.into(),
             material_id: 1,

@@ -206,14 +206,8 @@ impl Server {
             extra = self.extra_config,
         );
         std::fs::write(self.config_path(), config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kms"))
-            .args(["serve", "--config"])
-            .arg(self.config_path())
-            .args(self.dev_flag())
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .envs(self.hsm.env.iter().cloned())
-            .env("KMS_TEST_PIN", PIN)
+        let mut child = self
+            .serve_command()
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -279,18 +273,24 @@ impl Server {
         self.launch().await;
     }
 
-    pub fn exit_status_of_start(&mut self) -> std::process::Output {
-        // Used by tests that expect the server to refuse to start.
-        Command::new(env!("CARGO_BIN_EXE_kms"))
+    /// `kms serve` on this server's config, data directory and HSM (with the test PIN); callers
+    /// add what they need to watch it.
+    pub fn serve_command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kms"));
+        command
             .args(["serve", "--config"])
             .arg(self.config_path())
             .args(self.dev_flag())
             .arg("--data-dir")
             .arg(self.data_dir())
             .envs(self.hsm.env.iter().cloned())
-            .env("KMS_TEST_PIN", PIN)
-            .output()
-            .unwrap()
+            .env("KMS_TEST_PIN", PIN);
+        command
+    }
+
+    pub fn exit_status_of_start(&mut self) -> std::process::Output {
+        // Used by tests that expect the server to refuse to start.
+        self.serve_command().output().unwrap()
     }
 }
 
@@ -476,15 +476,9 @@ impl Server {
     /// accepted the configuration). The server itself must be stopped.
     pub fn output_of_start_with(&self, extra_args: &[&str]) -> std::process::Output {
         assert!(self.child.is_none(), "stop the server first");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kms"))
-            .args(["serve", "--config"])
-            .arg(self.config_path())
-            .args(self.dev_flag())
-            .arg("--data-dir")
-            .arg(self.data_dir())
+        let mut child = self
+            .serve_command()
             .args(extra_args)
-            .envs(self.hsm.env.iter().cloned())
-            .env("KMS_TEST_PIN", PIN)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -501,14 +495,7 @@ impl Server {
     /// The server itself must be stopped.
     pub fn spawn_process(&self) -> Child {
         assert!(self.child.is_none(), "stop the server first");
-        Command::new(env!("CARGO_BIN_EXE_kms"))
-            .args(["serve", "--config"])
-            .arg(self.config_path())
-            .args(self.dev_flag())
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .envs(self.hsm.env.iter().cloned())
-            .env("KMS_TEST_PIN", PIN)
+        self.serve_command()
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,7 +1,6 @@
 //! Durability: restarts, kill -9, the deletion scheduler across restarts, and root key checks.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
 use kms::proto as pb;
@@ -359,14 +358,8 @@ async fn keys_from_a_store_made_before_key_policies_have_the_default_policy() {
 #[tokio::test]
 async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     let mut server = Server::start().await;
-    let mut second = Command::new(env!("CARGO_BIN_EXE_kms"));
+    let mut second = server.serve_command();
     second
-        .args(["serve", "--dev", "--config"])
-        .arg(server.config_path())
-        .arg("--data-dir")
-        .arg(server.data_dir())
-        .envs(server.hsm.env.iter().cloned())
-        .env("KMS_TEST_PIN", PIN)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = second.spawn().unwrap();
