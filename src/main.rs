@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kms::config::Config;
 
+/// mimalloc rather than glibc's malloc: allocation and free were ~10% of the server's CPU on
+/// GenerateDataKey (BENCHMARKS.md, session 6). Secrets are still wiped by `Zeroizing` before free.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "kms",

@@ -31,6 +31,11 @@ use clap::{Args, Parser, Subcommand};
 
 use report::Report;
 
+/// The same allocator as the `kms` binary, so the no-work baseline (served by this binary) is not
+/// handicapped by glibc malloc where the server is not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "kms-bench",
