@@ -7,6 +7,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
+use super::codec::WipeSecrets;
 use super::convert::{alias_entry, key_metadata, names, tags_in, tags_out};
 use super::status::{to_status, REQUEST_ID};
 use crate::audit::AuditEvent;
@@ -65,22 +66,32 @@ impl GrpcService {
     }
 
     /// Audits the outcome, then answers. A request whose record can't be written fails.
-    async fn finish<T>(&self, mut ev: AuditEvent, result: Result<T>) -> Result<Response<T>, Status> {
+    async fn finish<T: WipeSecrets>(&self, mut ev: AuditEvent, result: Result<T>) -> Result<Response<T>, Status> {
         ev.outcome = match &result {
             Ok(_) => "Success",
             Err(e) => e.name(),
         };
         let audited = self.kms.audit(&ev).await;
-        match (result, audited) {
-            (Ok(v), Ok(())) => {
-                let mut response = Response::new(v);
-                if let Ok(id) = MetadataValue::try_from(ev.request_id.as_str()) {
-                    response.metadata_mut().insert(REQUEST_ID, id);
-                }
-                Ok(response)
+        answer(result, audited, &ev.request_id)
+    }
+}
+
+/// The response, if its audit record was written. One refused for want of a record is wiped
+/// first: it may hold a plaintext or a private key, and the codec that wipes sent ones never sees it.
+fn answer<T: WipeSecrets>(result: Result<T>, audited: Result<()>, request_id: &str) -> Result<Response<T>, Status> {
+    match (result, audited) {
+        (Ok(v), Ok(())) => {
+            let mut response = Response::new(v);
+            if let Ok(id) = MetadataValue::try_from(request_id) {
+                response.metadata_mut().insert(REQUEST_ID, id);
             }
-            (Err(e), _) | (Ok(_), Err(e)) => Err(to_status(&e, &ev.request_id)),
+            Ok(response)
         }
+        (Ok(mut v), Err(e)) => {
+            v.wipe_secrets();
+            Err(to_status(&e, request_id))
+        }
+        (Err(e), _) => Err(to_status(&e, request_id)),
     }
 }
 
@@ -804,5 +815,50 @@ fn grants_page(kms: &Kms, page: crate::ops::Page<crate::store::GrantRecord>) -> 
             .collect(),
         next_marker: page.next_marker,
         truncated: page.truncated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::error::KmsError;
+
+    /// A response that says whether it was wiped (a real one can't be seen once dropped).
+    #[derive(Debug)]
+    struct Probe(Arc<AtomicBool>);
+
+    impl WipeSecrets for Probe {
+        fn wipe_secrets(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_response_refused_for_want_of_an_audit_record_is_wiped() {
+        let wiped = Arc::new(AtomicBool::new(false));
+        let refused = answer(
+            Ok(Probe(wiped.clone())),
+            Err(KmsError::internal("audit log unwritable")),
+            "req-1",
+        );
+        assert_eq!(refused.err().map(|s| s.code()), Some(tonic::Code::Internal));
+        assert!(wiped.load(Ordering::SeqCst), "the unsent response was wiped");
+    }
+
+    #[test]
+    fn an_audited_response_is_answered_with_its_request_id() {
+        let wiped = Arc::new(AtomicBool::new(false));
+        let response = answer(Ok(Probe(wiped.clone())), Ok(()), "req-2").expect("answered");
+        assert_eq!(
+            response.metadata().get(REQUEST_ID).map(|v| v.to_str().ok()),
+            Some(Some("req-2"))
+        );
+        assert!(
+            !wiped.load(Ordering::SeqCst),
+            "the codec wipes it after sending, not before"
+        );
     }
 }
