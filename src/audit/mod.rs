@@ -26,6 +26,8 @@ pub struct AuditEvent {
     /// ReEncrypt: the key the ciphertext came from.
     pub source_key_arn: Option<String>,
     pub encryption_context_keys: Vec<String>,
+    /// ReEncrypt: the keys of the context the ciphertext was decrypted with.
+    pub source_encryption_context_keys: Vec<String>,
     /// "Success" or the AWS exception name.
     pub outcome: &'static str,
     /// For denials: which rule decided.
@@ -47,6 +49,7 @@ impl AuditEvent {
             key_arn: None,
             source_key_arn: None,
             encryption_context_keys: Vec::new(),
+            source_encryption_context_keys: Vec::new(),
             outcome: "",
             decision: None,
             secure_transport: false,
@@ -73,16 +76,12 @@ impl AuditEvent {
         if let Some(arn) = &self.source_key_arn {
             field(&mut out, "source_key_arn", arn);
         }
-        if !self.encryption_context_keys.is_empty() {
-            out.extend_from_slice(b"\"encryption_context_keys\":[");
-            for (i, k) in self.encryption_context_keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json_string(&mut out, k);
-            }
-            out.extend_from_slice(b"],");
-        }
+        list_field(&mut out, "encryption_context_keys", &self.encryption_context_keys);
+        list_field(
+            &mut out,
+            "source_encryption_context_keys",
+            &self.source_encryption_context_keys,
+        );
         field(&mut out, "outcome", self.outcome);
         if let Some(d) = &self.decision {
             field(&mut out, "decision", d);
@@ -100,6 +99,23 @@ fn field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\":");
     json_string(out, value);
     out.push(b',');
+}
+
+/// `"name":["a","b"],`, or nothing for an empty list.
+fn list_field(out: &mut Vec<u8>, name: &str, values: &[String]) {
+    if values.is_empty() {
+        return;
+    }
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":[");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(out, v);
+    }
+    out.extend_from_slice(b"],");
 }
 
 /// A JSON string literal (RFC 8259): quote, backslash and control characters escaped.
@@ -258,6 +274,7 @@ mod tests {
         ev.key_arn = Some(format!("arn:{odd}"));
         ev.source_key_arn = Some(odd.into());
         ev.encryption_context_keys = vec![odd.into(), "".into()];
+        ev.source_encryption_context_keys = vec!["from".into()];
         ev.outcome = "AccessDeniedException";
         ev.decision = Some(odd.into());
         let line = ev.to_line();
@@ -268,12 +285,13 @@ mod tests {
         assert_eq!(v["key_arn"], format!("arn:{odd}"));
         assert_eq!(v["source_key_arn"], odd);
         assert_eq!(v["encryption_context_keys"], serde_json::json!([odd, ""]));
+        assert_eq!(v["source_encryption_context_keys"], serde_json::json!(["from"]));
         assert_eq!(v["decision"], odd);
         assert_eq!(v["outcome"], "AccessDeniedException");
         assert_eq!(v["operation"], "ReEncrypt");
         assert!(v["source_ip"].is_null());
         assert_eq!(v["request_id"], ev.request_id.as_str());
-        assert_eq!(v.as_object().unwrap().len(), 10);
+        assert_eq!(v.as_object().unwrap().len(), 11);
         // Optional fields are left out when absent.
         let bare = AuditEvent::new("ListKeys", "p".into(), Some("::1".into()));
         let v: serde_json::Value = serde_json::from_slice(&bare.to_line()).unwrap();

@@ -147,6 +147,7 @@ impl Kms {
     ) -> Result<ReEncrypted> {
         check_grant_tokens(grant_tokens)?;
         ev.encryption_context_keys = destination_context.keys();
+        ev.source_encryption_context_keys = source_context.keys();
         parse_name("sourceEncryptionAlgorithm", algorithms.0)?;
         parse_name("destinationEncryptionAlgorithm", algorithms.1)?;
         // The destination key, looked up once before anything is decided: kms:ReEncryptOnSameKey
@@ -385,12 +386,13 @@ impl Kms {
                 )));
             }
         }
-        ev.key_arn = Some(self.key_arn(&parsed.key_id));
         // A blob naming an unknown key or material was not made here (or was changed): the caller
-        // learns only that the ciphertext is invalid.
+        // learns only that the ciphertext is invalid, and the audit record names no key (a forged
+        // header must not attribute the failure to a key of the forger's choosing).
         let invalid =
             || KmsError::InvalidCiphertext("The ciphertext refers to a key or key material that does not exist".into());
         let key = self.key(&parsed.key_id).await?.ok_or_else(invalid)?;
+        ev.key_arn = Some(self.key_arn(&key.key_id));
         if named.is_none() {
             self.authorize(ev, &access(&key.key_id), &key).await?;
         }

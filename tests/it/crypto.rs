@@ -222,6 +222,37 @@ async fn every_tampered_byte_and_every_truncation_is_invalid_ciphertext() {
 }
 
 #[tokio::test]
+async fn a_blob_naming_an_unknown_key_is_audited_without_that_key() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    let context = ctx(&[]);
+    let mut blob = encrypt(&mut c, &key.key_id, &pattern(32), &context)
+        .await
+        .ciphertext_blob;
+    // The header's key id (bytes 1..17 after the version byte) now names a key that was never made.
+    blob[1..17].copy_from_slice(&[0x5a; 16]);
+    let status = c.decrypt(decrypt_req(&blob, &context, None)).await.unwrap_err();
+    assert_eq!(
+        error_type(&status),
+        "InvalidCiphertextException",
+        "{}",
+        status.message()
+    );
+    let id = status.metadata().get("x-kms-request-id").expect("a request id");
+    let (_, records) = server.audit_records();
+    let record = records
+        .iter()
+        .find(|r| r["request_id"] == id.to_str().unwrap())
+        .expect("the failed Decrypt is audited");
+    assert_eq!(record["outcome"], "InvalidCiphertextException");
+    assert!(
+        record.get("key_arn").is_none(),
+        "a forged header named the key: {record}"
+    );
+}
+
+#[tokio::test]
 async fn encryption_context_is_bound_to_the_ciphertext() {
     let server = Server::start().await;
     let mut c = server.client().await;
@@ -364,6 +395,17 @@ async fn re_encrypt_moves_a_ciphertext_to_another_key_and_context() {
     assert_eq!(r.source_encryption_algorithm, "SYMMETRIC_DEFAULT");
     assert_eq!(r.destination_encryption_algorithm, "SYMMETRIC_DEFAULT");
     assert_ne!(r.ciphertext_blob, blob);
+    // Its audit record names both keys and both contexts' keys (never their values).
+    let (text, records) = server.audit_records();
+    let record = records.iter().rev().find(|r| r["operation"] == "ReEncrypt").unwrap();
+    assert_eq!(record["source_key_arn"], a.arn.as_str());
+    assert_eq!(record["key_arn"], b.arn.as_str());
+    assert_eq!(record["source_encryption_context_keys"], serde_json::json!(["stage"]));
+    assert_eq!(record["encryption_context_keys"], serde_json::json!(["owner", "stage"]));
+    assert!(
+        !text.contains("\"one\"") && !text.contains("\"two\""),
+        "a context value was audited"
+    );
 
     // The new blob decrypts under B with c2, to the original plaintext...
     let d = c
