@@ -100,9 +100,6 @@ named_enum!(KeyPairSpec, "keyPairSpec", {
     EccSecgP256k1 => "ECC_SECG_P256K1",
     Sm2 => "SM2",
     EccNistEdwards25519 => "ECC_NIST_EDWARDS25519",
-    MlKem512 => "ML_KEM_512",
-    MlKem768 => "ML_KEM_768",
-    MlKem1024 => "ML_KEM_1024",
 });
 
 named_enum!(MessageType, "messageType", {
@@ -163,6 +160,8 @@ mod tests {
             assert!(SigningAlgorithm::parse("s", name).is_ok());
         }
         assert!(KeyPairSpec::parse("k", "ECC_NIST_EDWARDS25519").is_ok());
+        // ML-KEM is a CreateKey KeySpec only: AWS's DataKeyPairSpec has no such value.
+        assert!(KeyPairSpec::parse("k", "ML_KEM_768").is_err());
         assert_eq!(Hash::Sha384.digest(b"abc").len(), 48);
         assert_eq!(MacAlgorithm::HmacSha224.hash().output_len(), 28);
     }

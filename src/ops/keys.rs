@@ -144,13 +144,13 @@ impl Kms {
             return Ok((self.hsm.call(move |h| h.random(len)).await?, None));
         }
         let seed = self.hsm.call(|h| h.random(32)).await?;
-        let pair = tokio::task::spawn_blocking(move || {
-            let mut seed_bytes = Zeroizing::new([0u8; 32]);
-            seed_bytes.copy_from_slice(&seed);
-            generate(spec, &mut ChaCha20Rng::from_seed(*seed_bytes))
-        })
-        .await
-        .map_err(|_| KmsError::internal("key generation panicked"))??;
+        let pair = self
+            .cpu(move || {
+                let mut seed_bytes = Zeroizing::new([0u8; 32]);
+                seed_bytes.copy_from_slice(&seed);
+                generate(spec, &mut ChaCha20Rng::from_seed(*seed_bytes))
+            })
+            .await?;
         Ok((pair.pkcs8, Some(pair.public_key)))
     }
 

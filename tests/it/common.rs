@@ -503,3 +503,18 @@ impl Server {
             .unwrap()
     }
 }
+
+/// Runs the futures concurrently (each on a task of its own) and returns their outputs in order.
+pub async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
