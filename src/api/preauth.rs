@@ -186,11 +186,14 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        // An unknown method is answered UNIMPLEMENTED by tonic without reading the body.
+        // A method this list lacks is still authenticated (fail closed: a method the proto parse
+        // missed must not skip the check); tonic answers an authenticated caller UNIMPLEMENTED.
         let method = request.uri().path().rsplit('/').next().unwrap_or("");
-        let Some(&operation) = methods().iter().find(|m| **m == method) else {
-            return Call::Through(self.inner.call(request), None);
-        };
+        let operation = methods()
+            .iter()
+            .find(|m| **m == method)
+            .copied()
+            .unwrap_or("UnknownOperation");
         // As in `begin`: a header that isn't visible ASCII is a malformed credential.
         let authorization = request.headers().get("authorization").map(|v| v.to_str().unwrap_or(""));
         let tls_info = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();

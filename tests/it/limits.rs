@@ -259,17 +259,40 @@ async fn unauthenticated_requests_are_refused_before_their_body_is_read() {
     );
 }
 
-/// Runs the futures concurrently and returns their outputs in order.
-async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        out.push(h.await.unwrap());
-    }
-    out
+/// Sends an empty message to `method` of the KMS service, bypassing the generated client.
+async fn call_method(server: &Server, bearer: Bearer, method: &str) -> tonic::Status {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(tonic::service::interceptor::InterceptedService::new(channel, bearer));
+    grpc.ready().await.unwrap();
+    let path = format!("/kms.v1.KeyManagementService/{method}").parse().unwrap();
+    let codec = tonic_prost::ProstCodec::<pb::ListKeysRequest, pb::ListKeysResponse>::default();
+    grpc.unary(tonic::Request::new(pb::ListKeysRequest::default()), path, codec)
+        .await
+        .expect_err("not a method of the service")
+}
+
+/// Authentication before the body fails closed: a method it doesn't know is refused to an
+/// unauthenticated caller too (an authenticated one is told it doesn't exist).
+#[tokio::test]
+async fn an_unknown_method_is_authenticated_first() {
+    use crate::auth::{auth_config, BOB, BOB_TOKEN};
+    let server = Server::start_with(&auth_config(false, &[(BOB_TOKEN, BOB)], &[], None)).await;
+    let anonymous = call_method(&server, Bearer::default(), "NoSuchMethod").await;
+    assert_eq!(anonymous.code(), Code::Unauthenticated, "{anonymous:?}");
+    assert_eq!(error_type(&anonymous), "UnrecognizedClientException");
+    let bob = call_method(&server, Bearer::token(Some(BOB_TOKEN)), "NoSuchMethod").await;
+    assert_eq!(bob.code(), Code::Unimplemented, "{bob:?}");
+    let (_, records) = server.audit_records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["operation"] == "UnknownOperation" && r["outcome"] == "UnrecognizedClientException"),
+        "{records:?}"
+    );
 }
 
 /// A request whose body never comes is given up on after `limits.request_timeout_seconds`: a
