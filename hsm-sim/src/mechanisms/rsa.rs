@@ -16,11 +16,24 @@ use zeroize::Zeroizing;
 /// Generated key: public and private attribute values.
 pub type Parts = Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>;
 
+/// A public exponent key generation can use: odd and 3 <= e <= 2^33 - 1,
+/// the range the rsa crate accepts (it loops forever on an even e, and
+/// refuses a larger one only after generating the primes).
+fn public_exponent(exponent: Option<&[u8]>) -> Rv<BigUint> {
+    let e = BigUint::from_bytes_be(exponent.unwrap_or(&[1, 0, 1]));
+    let max = BigUint::from(RsaPublicKey::MAX_PUB_EXPONENT);
+    let odd = e.to_bytes_le()[0] & 1 == 1;
+    if e < BigUint::from(3u8) || e > max || !odd {
+        return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+    }
+    Ok(e)
+}
+
 pub fn generate(bits: usize, exponent: Option<&[u8]>) -> Rv<(Parts, Parts)> {
     if !(2048..=4096).contains(&bits) {
         return Err(CKR_KEY_SIZE_RANGE);
     }
-    let e = BigUint::from_bytes_be(exponent.unwrap_or(&[1, 0, 1]));
+    let e = public_exponent(exponent)?;
     let key = RsaPrivateKey::new_with_exp(&mut OsRng, bits, &e).map_err(|_| CKR_TEMPLATE_INCONSISTENT)?;
     Ok(parts(&key))
 }
