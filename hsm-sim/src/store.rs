@@ -135,12 +135,52 @@ impl Store {
         fs::create_dir_all(self.objects_dir()).map_err(io_err)
     }
 
-    pub fn load_meta(&self) -> Rv<Option<TokenMeta>> {
-        match fs::read(self.dir.join("token.json")) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|_| CKR_DEVICE_ERROR),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(e)),
+    /// The token metadata; None only for a blank token: no `token.json`
+    /// and no objects (objects without metadata are a damaged token, not a
+    /// blank one). The error names the file and the cause, never its
+    /// content (PIN verifiers must not reach a log).
+    pub fn load_meta(&self) -> Result<Option<TokenMeta>, String> {
+        let path = self.dir.join("token.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                let what = match e.classify() {
+                    serde_json::error::Category::Eof => "truncated",
+                    serde_json::error::Category::Syntax => "not JSON",
+                    _ => "not token metadata",
+                };
+                format!("{}: {what} (line {}, column {})", path.display(), e.line(), e.column())
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if self.has_objects()? {
+                    Err(format!(
+                        "{} is missing but {} holds objects",
+                        path.display(),
+                        self.objects_dir().display()
+                    ))
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(e) => Err(format!("{}: {e}", path.display())),
         }
+    }
+
+    /// Whether `objects/` holds anything besides leftovers of interrupted
+    /// writes (dot files).
+    fn has_objects(&self) -> Result<bool, String> {
+        let dir = self.objects_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        };
+        for entry in rd {
+            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+            if !entry.file_name().to_string_lossy().starts_with('.') {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub fn save_meta(&self, meta: &TokenMeta) -> Rv<()> {

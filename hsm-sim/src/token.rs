@@ -17,6 +17,9 @@ pub struct Token {
     pub slot: usize,
     store: Store,
     cfg: Arc<Config>,
+    /// Set when the token on disk could not be read: the token is then
+    /// unusable (and never wiped) until the next C_Initialize.
+    damaged: bool,
     inner: RwLock<TokenInner>,
 }
 
@@ -55,21 +58,39 @@ fn check_pin_len(pin: &[u8]) -> Rv<()> {
 impl Token {
     pub fn open(slot: usize, cfg: Arc<Config>) -> Token {
         let store = Store::new(cfg.token_dir.join(format!("slot-{slot}")));
+        // Only a blank directory is an uninitialized token: reading a
+        // damaged one as blank would let C_InitToken wipe its objects.
+        let (meta, damaged) = match store.load_meta() {
+            Ok(meta) => (meta, false),
+            Err(reason) => {
+                eprintln!("hsm-sim: slot {slot}: token unusable, left untouched: {reason}");
+                (None, true)
+            }
+        };
         let t = Token {
             slot,
             store,
             cfg,
+            damaged,
             inner: RwLock::new(TokenInner::default()),
         };
         {
             let mut inner = t.write();
-            // An unreadable token.json reads as an uninitialized token.
-            inner.meta = t.store.load_meta().ok().flatten();
+            inner.meta = meta;
             if inner.meta.is_some() {
                 let _ = t.load_objects(&mut inner);
             }
         }
         t
+    }
+
+    /// Fails for a token whose files could not be read.
+    pub fn check_usable(&self) -> Rv<()> {
+        if self.damaged {
+            Err(CKR_TOKEN_NOT_RECOGNIZED)
+        } else {
+            Ok(())
+        }
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, TokenInner> {
@@ -107,16 +128,28 @@ impl Token {
     }
 
     pub fn init_token(&self, so_pin: &[u8], label: &str) -> Rv<()> {
+        self.check_usable()?;
         check_pin_len(so_pin)?;
         let old = self.read().meta.clone();
-        if let Some(meta) = old {
-            if meta.so_failures >= self.max_attempts() {
-                return Err(CKR_PIN_LOCKED);
+        match old {
+            Some(meta) => {
+                if meta.so_failures >= self.max_attempts() {
+                    return Err(CKR_PIN_LOCKED);
+                }
+                if let Err(e) = meta.so.unlock(so_pin) {
+                    self.record_failure(true)?;
+                    return Err(e);
+                }
             }
-            if let Err(e) = meta.so.unlock(so_pin) {
-                self.record_failure(true)?;
-                return Err(e);
-            }
+            // Without an SO PIN to check, only a still blank directory may be initialized.
+            None => match self.store.load_meta() {
+                Ok(None) => {}
+                Ok(Some(_)) => return Err(CKR_TOKEN_NOT_RECOGNIZED),
+                Err(reason) => {
+                    eprintln!("hsm-sim: slot {}: C_InitToken refused: {reason}", self.slot);
+                    return Err(CKR_TOKEN_NOT_RECOGNIZED);
+                }
+            },
         }
         let key = new_key()?;
         let mut serial = [0u8; 8];

@@ -180,6 +180,7 @@ impl Module {
 
     pub fn token_info(&self, slot: CK_SLOT_ID) -> Rv<TokenInfo> {
         let t = self.slot_gate(slot, "C_GetTokenInfo")?;
+        t.check_usable()?;
         let (sessions, rw_sessions) = self.session_counts(t.slot);
         let inner = t.read();
         let mut flags = CKF_RNG | CKF_LOGIN_REQUIRED | CKF_RESTORE_KEY_NOT_NEEDED;
@@ -235,6 +236,7 @@ impl Module {
 
     pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> Rv<CK_SESSION_HANDLE> {
         let t = self.slot_gate(slot, "C_OpenSession")?;
+        t.check_usable()?;
         if flags & CKF_SERIAL_SESSION == 0 {
             return Err(CKR_SESSION_PARALLEL_NOT_SUPPORTED);
         }
