@@ -343,13 +343,17 @@ impl Token {
         Ok(())
     }
 
-    /// Replaces an object's attributes (C_SetAttributeValue).
-    pub fn replace(&self, h: CK_OBJECT_HANDLE, attrs: Attrs) -> Rv<()> {
+    /// Changes an object's attributes (C_SetAttributeValue): `change` gets
+    /// the current object and whether the SO is logged in, and returns the
+    /// new attributes. Read, change and store happen under one write lock,
+    /// so concurrent changes never undo one another.
+    pub fn modify(&self, h: CK_OBJECT_HANDLE, change: impl FnOnce(&Object, bool) -> Rv<Attrs>) -> Rv<()> {
         let mut inner = self.write();
         let obj = inner.get(h)?;
         if obj.locked {
             return Err(CKR_USER_NOT_LOGGED_IN);
         }
+        let attrs = change(&obj, inner.login == Some(CKU_SO))?;
         if let Some(id) = &obj.file_id {
             let file = ObjectFile::encode(id, &attrs, inner.key.as_ref())?;
             self.store.write_object(id, &file)?;

@@ -137,14 +137,15 @@ impl Module {
 
     pub fn set_attributes(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, template: &attrs::Template) -> Rv<()> {
         self.with_session(h, "C_SetAttributeValue", |t, s| {
-            let o = t.read().get(obj)?;
-            check_writable(s, &o.attrs)?;
-            if !o.attrs.bool(CKA_MODIFIABLE) {
-                return Err(CKR_ACTION_PROHIBITED);
-            }
-            let mut a = o.attrs.clone();
-            apply_changes(&mut a, template, false, so(t))?;
-            t.replace(obj, a)
+            t.modify(obj, |o, so| {
+                check_writable(s, &o.attrs)?;
+                if !o.attrs.bool(CKA_MODIFIABLE) {
+                    return Err(CKR_ACTION_PROHIBITED);
+                }
+                let mut a = o.attrs.clone();
+                apply_changes(&mut a, template, false, so)?;
+                Ok(a)
+            })
         })
     }
 
