@@ -31,6 +31,8 @@ pub struct TokenInner {
     pub objects: HashMap<CK_OBJECT_HANDLE, Arc<Object>>,
     /// File id -> handle, so a token object keeps its handle across logins.
     handles: HashMap<String, CK_OBJECT_HANDLE>,
+    /// PIN checks under way (user, SO), each already counted as a failure.
+    running: [u32; 2],
 }
 
 impl TokenInner {
@@ -130,26 +132,19 @@ impl Token {
     pub fn init_token(&self, so_pin: &[u8], label: &str) -> Rv<()> {
         self.check_usable()?;
         check_pin_len(so_pin)?;
-        let old = self.read().meta.clone();
-        match old {
-            Some(meta) => {
-                if meta.so_failures >= self.max_attempts() {
-                    return Err(CKR_PIN_LOCKED);
-                }
-                if let Err(e) = meta.so.unlock(so_pin) {
-                    self.record_failure(true)?;
-                    return Err(e);
-                }
-            }
+        let initialized = self.read().meta.is_some();
+        if initialized {
+            self.unlock(true, so_pin)?;
+        } else {
             // Without an SO PIN to check, only a still blank directory may be initialized.
-            None => match self.store.load_meta() {
+            match self.store.load_meta() {
                 Ok(None) => {}
                 Ok(Some(_)) => return Err(CKR_TOKEN_NOT_RECOGNIZED),
                 Err(reason) => {
                     eprintln!("hsm-sim: slot {}: C_InitToken refused: {reason}", self.slot);
                     return Err(CKR_TOKEN_NOT_RECOGNIZED);
                 }
-            },
+            }
         }
         let key = new_key()?;
         let mut serial = [0u8; 8];
@@ -173,53 +168,67 @@ impl Token {
         Ok(())
     }
 
-    fn record_failure(&self, so: bool) -> Rv<()> {
-        let mut inner = self.write();
-        if let Some(meta) = inner.meta.as_mut() {
-            if so {
-                meta.so_failures += 1;
-            } else {
-                meta.user_failures += 1;
-            }
-            let m = meta.clone();
-            self.store.save_meta(&m)?;
-        }
-        Ok(())
+    /// Verifies a PIN and counts failures. The attempt is counted, on disk
+    /// too, before the slow KDF runs, so neither concurrent wrong PINs nor
+    /// killing the process mid-check get past the limit; a success then
+    /// takes back the failures counted so far, except attempts still running.
+    fn unlock(&self, so: bool, pin: &[u8]) -> Rv<Key32> {
+        let record = self.reserve_attempt(so)?;
+        let result = record.unlock(pin);
+        self.settle_attempt(so, result.is_ok())?;
+        result
     }
 
-    /// Verifies a PIN (outside the lock: the KDF is slow) and counts failures.
-    fn unlock(&self, so: bool, pin: &[u8]) -> Rv<Key32> {
-        let meta = self.read().meta.clone().ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
-        let (record, failures) = if so {
-            (Some(meta.so), meta.so_failures)
-        } else {
-            (meta.user, meta.user_failures)
-        };
+    fn reserve_attempt(&self, so: bool) -> Rv<PinRecord> {
+        let max = self.max_attempts();
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        let meta = inner.meta.as_mut().ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
+        let record = if so { Some(meta.so.clone()) } else { meta.user.clone() };
         let record = record.ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
-        if failures >= self.max_attempts() {
+        let failures = if so {
+            &mut meta.so_failures
+        } else {
+            &mut meta.user_failures
+        };
+        if *failures >= max {
             return Err(CKR_PIN_LOCKED);
         }
-        match record.unlock(pin) {
-            Ok(k) => {
-                if failures > 0 {
-                    let mut inner = self.write();
-                    if let Some(m) = inner.meta.as_mut() {
-                        if so {
-                            m.so_failures = 0;
-                        } else {
-                            m.user_failures = 0;
-                        }
-                        let m = m.clone();
-                        self.store.save_meta(&m)?;
-                    }
-                }
-                Ok(k)
-            }
-            Err(e) => {
-                self.record_failure(so)?;
-                Err(e)
-            }
+        *failures += 1;
+        if let Err(e) = self.store.save_meta(meta) {
+            let failures = if so {
+                &mut meta.so_failures
+            } else {
+                &mut meta.user_failures
+            };
+            *failures -= 1;
+            return Err(e);
         }
+        inner.running[usize::from(so)] += 1;
+        Ok(record)
+    }
+
+    /// Ends an attempt begun by `reserve_attempt`: a failure stays counted;
+    /// a success leaves only the attempts of checks still running.
+    fn settle_attempt(&self, so: bool, ok: bool) -> Rv<()> {
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        let running = &mut inner.running[usize::from(so)];
+        *running = running.saturating_sub(1);
+        let still = *running;
+        let Some(meta) = inner.meta.as_mut() else {
+            return Ok(());
+        };
+        let failures = if so {
+            &mut meta.so_failures
+        } else {
+            &mut meta.user_failures
+        };
+        if !ok || *failures <= still {
+            return Ok(());
+        }
+        *failures = still;
+        self.store.save_meta(meta)
     }
 
     pub fn login(&self, user: CK_USER_TYPE, pin: &[u8], ro_session_exists: bool) -> Rv<()> {

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error, RvError};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::slot::Slot;
@@ -19,7 +20,7 @@ fn pkcs11() -> &'static Pkcs11 {
         let dir = temp_dir("concurrency");
         let conf = dir.join("hsm-sim.toml");
         let toml = format!(
-            "token_dir = {:?}\nslots = 2\npbkdf2_iterations = 20000\nmax_pin_attempts = {MAX_PIN_ATTEMPTS}\n",
+            "token_dir = {:?}\nslots = 3\npbkdf2_iterations = 20000\nmax_pin_attempts = {MAX_PIN_ATTEMPTS}\n",
             dir.join("tokens").display().to_string()
         );
         std::fs::write(&conf, toml).unwrap();
@@ -87,4 +88,61 @@ fn concurrent_attribute_changes_are_never_lost() {
         b.destroy_object(k).unwrap();
     }
     assert_eq!(lost, 0, "runs that lost an acknowledged change");
+}
+
+/// Wrong PINs tried at once by many sessions: at most MAX_PIN_ATTEMPTS of
+/// them may be checked, the rest find the PIN locked.
+#[test]
+fn concurrent_wrong_pins_respect_the_lockout() {
+    let p = pkcs11();
+    let s = init(1);
+    let n = 16;
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let sess = p.open_ro_session(s).unwrap();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                match sess.login(UserType::User, Some(&pin(&format!("wrong{i:03}")))) {
+                    Err(Error::Pkcs11(rv, _)) => rv,
+                    other => panic!("a wrong PIN gave {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let rvs: Vec<RvError> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let incorrect = rvs.iter().filter(|rv| **rv == RvError::PinIncorrect).count();
+    let locked = rvs.iter().filter(|rv| **rv == RvError::PinLocked).count();
+    assert!(
+        incorrect <= MAX_PIN_ATTEMPTS,
+        "{incorrect} wrong PINs were checked: {rvs:?}"
+    );
+    assert_eq!(incorrect + locked, n, "{rvs:?}");
+    // Locked for the right PIN too.
+    let sess = p.open_ro_session(s).unwrap();
+    match sess.login(UserType::User, Some(&pin(USER_PIN))) {
+        Err(Error::Pkcs11(RvError::PinLocked, _)) => {}
+        other => panic!("the right PIN after the lockout gave {other:?}"),
+    }
+}
+
+/// The limit counts consecutive failures: a right PIN forgives the earlier
+/// wrong ones.
+#[test]
+fn a_right_pin_resets_the_count() {
+    let p = pkcs11();
+    let s = init(2);
+    let sess = p.open_ro_session(s).unwrap();
+    for _ in 0..2 {
+        for _ in 0..MAX_PIN_ATTEMPTS - 1 {
+            match sess.login(UserType::User, Some(&pin("wrong-pin"))) {
+                Err(Error::Pkcs11(RvError::PinIncorrect, _)) => {}
+                other => panic!("a wrong PIN gave {other:?}"),
+            }
+        }
+        sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+        sess.logout().unwrap();
+    }
+    assert!(!p.get_token_info(s).unwrap().user_pin_count_low());
 }
