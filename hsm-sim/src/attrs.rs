@@ -50,8 +50,15 @@ impl Attrs {
         self.ulong(CKA_KEY_TYPE).unwrap_or(CK_UNAVAILABLE_INFORMATION)
     }
     /// True when every template attribute is present with the same value.
+    /// Key material is never compared, so a template naming it matches
+    /// nothing: a match would confirm a guess of a sensitive key's value
+    /// (SoftHSM2 does compare it; C_FindObjectsInit has no error code for
+    /// this, so matching nothing is the answer that reveals nothing).
     pub fn matches(&self, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> bool {
-        template.iter().all(|(t, v)| self.get(*t) == Some(v.as_slice()))
+        let class = self.class();
+        template
+            .iter()
+            .all(|(t, v)| !is_secret(class, *t) && self.get(*t) == Some(v.as_slice()))
     }
 }
 
@@ -433,6 +440,8 @@ pub fn apply_changes(
         }
         let on = v.first().is_some_and(|b| *b != CK_FALSE);
         match *t {
+            // Never compared with the stored value: "unchanged" would confirm a guess.
+            t if is_secret(class, t) => return Err(CKR_ATTRIBUTE_READ_ONLY),
             t if freely_settable(t) => {}
             CKA_SENSITIVE if on => {}
             CKA_EXTRACTABLE | CKA_COPYABLE | CKA_DESTROYABLE if !on => {}
