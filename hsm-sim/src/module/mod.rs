@@ -154,6 +154,15 @@ impl Module {
         f(&self.tokens[slot], &mut session)
     }
 
+    /// Ends the operation `func` belongs to, for an error found at the C
+    /// boundary before the call reached the module.
+    pub fn end_operation(&self, h: CK_SESSION_HANDLE, func: &str) {
+        let entry = self.sessions.read().unwrap_or_else(|e| e.into_inner()).get(&h).cloned();
+        if let Some(entry) = entry {
+            end_operation(&mut entry.session.lock().unwrap_or_else(|e| e.into_inner()), func);
+        }
+    }
+
     pub fn slot_count(&self) -> usize {
         self.tokens.len()
     }
