@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::Attribute;
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -44,5 +44,40 @@ fn rsa_generation_refuses_unusable_exponents() {
             )
         });
         assert_eq!(rv(r), RvError::AttributeValueInvalid, "exponent {e:?}");
+    }
+}
+
+/// Private RSA keys whose modulus or private exponent is zero, one or
+/// longer than 4096 bits (no primes given, so the rsa crate would have to
+/// recover them).
+#[test]
+fn malformed_rsa_private_keys_are_refused() {
+    let s = init_token(1, "rsa-create");
+    let big = |bytes: usize| {
+        let mut v = vec![0xff; bytes];
+        v[bytes - 1] = 0xfd;
+        v
+    };
+    let cases: [(Vec<u8>, Vec<u8>); 6] = [
+        (vec![], vec![]),
+        (vec![0], vec![0]),
+        (vec![1], vec![1]),
+        (big(256), vec![]),
+        (big(513), big(513)),
+        (big(1 << 14), big(1 << 14)),
+    ];
+    for (n, d) in cases {
+        let what = format!("modulus of {} bytes, private exponent of {} bytes", n.len(), d.len());
+        let sess = user_session(s);
+        let r = within(Duration::from_secs(20), move || {
+            sess.create_object(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Modulus(n),
+                Attribute::PublicExponent(vec![1, 0, 1]),
+                Attribute::PrivateExponent(d),
+            ])
+        });
+        assert_eq!(rv(r), RvError::AttributeValueInvalid, "{what}");
     }
 }

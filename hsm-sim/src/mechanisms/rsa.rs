@@ -71,15 +71,25 @@ pub fn public_from_attrs(a: &Attrs) -> Rv<RsaPublicKey> {
     RsaPublicKey::new(big(a, CKA_MODULUS)?, big(a, CKA_PUBLIC_EXPONENT)?).map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)
 }
 
+/// A private key number the rsa crate can take: 1 < v < 2^4096. It panics
+/// on a zero modulus or private exponent and is slow on huge ones.
+fn component(a: &Attrs, t: CK_ATTRIBUTE_TYPE) -> Rv<BigUint> {
+    let v = big(a, t)?;
+    if v <= BigUint::from(1u8) || v.bits() > RsaPublicKey::MAX_SIZE {
+        return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+    }
+    Ok(v)
+}
+
 pub fn private_from_attrs(a: &Attrs) -> Rv<RsaPrivateKey> {
     let primes = match (a.get(CKA_PRIME_1), a.get(CKA_PRIME_2)) {
-        (Some(p), Some(q)) => vec![BigUint::from_bytes_be(p), BigUint::from_bytes_be(q)],
+        (Some(_), Some(_)) => vec![component(a, CKA_PRIME_1)?, component(a, CKA_PRIME_2)?],
         _ => Vec::new(),
     };
     let mut key = RsaPrivateKey::from_components(
-        big(a, CKA_MODULUS)?,
+        component(a, CKA_MODULUS)?,
         big(a, CKA_PUBLIC_EXPONENT)?,
-        big(a, CKA_PRIVATE_EXPONENT)?,
+        component(a, CKA_PRIVATE_EXPONENT)?,
         primes,
     )
     .map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;
