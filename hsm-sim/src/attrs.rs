@@ -79,6 +79,7 @@ pub fn template_bool(t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)], a: CK_ATTRIBUTE_TYPE) -
 enum Kind {
     Bool,
     Ulong,
+    Ulongs,
     Bytes,
 }
 
@@ -115,6 +116,7 @@ fn kind(t: CK_ATTRIBUTE_TYPE) -> Kind {
         | CKA_CERTIFICATE_CATEGORY
         | CKA_JAVA_MIDP_SECURITY_DOMAIN
         | CKA_NAME_HASH_ALGORITHM => Kind::Ulong,
+        CKA_ALLOWED_MECHANISMS => Kind::Ulongs,
         _ => Kind::Bytes,
     }
 }
@@ -124,6 +126,7 @@ pub fn check_value(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Rv<()> {
     let ok = match kind(t) {
         Kind::Bool => v.len() == 1,
         Kind::Ulong => v.len() == std::mem::size_of::<CK_ULONG>(),
+        Kind::Ulongs => v.len().is_multiple_of(std::mem::size_of::<CK_ULONG>()),
         Kind::Bytes => true,
     };
     if ok {
@@ -159,7 +162,6 @@ const PUBLIC: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_VERIFY_RECOVER,
     CKA_WRAP,
     CKA_TRUSTED,
-    CKA_WRAP_TEMPLATE,
     CKA_PUBLIC_KEY_INFO,
 ];
 const PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[
@@ -173,7 +175,6 @@ const PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_ALWAYS_SENSITIVE,
     CKA_NEVER_EXTRACTABLE,
     CKA_WRAP_WITH_TRUSTED,
-    CKA_UNWRAP_TEMPLATE,
     CKA_ALWAYS_AUTHENTICATE,
     CKA_PUBLIC_KEY_INFO,
 ];
@@ -191,8 +192,6 @@ const SECRET: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_CHECK_VALUE,
     CKA_WRAP_WITH_TRUSTED,
     CKA_TRUSTED,
-    CKA_WRAP_TEMPLATE,
-    CKA_UNWRAP_TEMPLATE,
     CKA_VALUE,
     CKA_VALUE_LEN,
 ];
@@ -230,7 +229,10 @@ const CERT: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_NAME_HASH_ALGORITHM,
 ];
 
-/// Is `t` an attribute of objects of this class / key type?
+/// Is `t` an attribute of objects of this class / key type? Not
+/// CKA_WRAP_TEMPLATE / CKA_UNWRAP_TEMPLATE: their values are arrays of the
+/// caller's pointers and the token does not apply them, so they are
+/// refused (CKR_ATTRIBUTE_TYPE_INVALID) rather than stored.
 pub fn allowed(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE, t: CK_ATTRIBUTE_TYPE) -> bool {
     if COMMON.contains(&t) {
         return true;
@@ -338,6 +340,10 @@ pub fn build(
         }
         if *t == CKA_TRUSTED && v[0] != CK_FALSE && !so_logged_in {
             return Err(CKR_ATTRIBUTE_READ_ONLY);
+        }
+        // A login before each use is not implemented, so it is not promised.
+        if *t == CKA_ALWAYS_AUTHENTICATE && v[0] != CK_FALSE {
+            return Err(CKR_ATTRIBUTE_VALUE_INVALID);
         }
         if origin != Origin::Create && is_secret(class, *t) {
             return Err(CKR_TEMPLATE_INCONSISTENT);
@@ -471,5 +477,21 @@ pub fn read(a: &Attrs, t: CK_ATTRIBUTE_TYPE) -> Readable<'_> {
     match a.get(t) {
         Some(v) => Readable::Value(v),
         None => Readable::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_mechanisms_is_a_whole_number_of_ulongs() {
+        let n = std::mem::size_of::<CK_ULONG>();
+        assert!(check_value(CKA_ALLOWED_MECHANISMS, &[]).is_ok());
+        assert!(check_value(CKA_ALLOWED_MECHANISMS, &vec![0; 2 * n]).is_ok());
+        assert_eq!(
+            check_value(CKA_ALLOWED_MECHANISMS, &vec![0; n + 1]),
+            Err(CKR_ATTRIBUTE_VALUE_INVALID)
+        );
     }
 }

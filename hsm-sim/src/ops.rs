@@ -48,7 +48,7 @@ pub fn oaep_params(p: &Param) -> Rv<OaepParams> {
 
 impl CipherOp {
     pub fn init(m: &Mechanism, obj: &Object, encrypt: bool) -> Rv<CipherOp> {
-        require(&obj.attrs, if encrypt { CKA_ENCRYPT } else { CKA_DECRYPT })?;
+        require(&obj.attrs, if encrypt { CKA_ENCRYPT } else { CKA_DECRYPT }, m.mech)?;
         let key = obj.material()?;
         let cipher = match m.mech {
             CKM_AES_GCM => {
@@ -171,7 +171,7 @@ fn pss_scheme(p: &Param, expect: Option<Hash>, key: &Material) -> Rv<rsa::Scheme
 
 impl SignOp {
     pub fn init(m: &Mechanism, obj: &Object, sign: bool) -> Rv<SignOp> {
-        require(&obj.attrs, if sign { CKA_SIGN } else { CKA_VERIFY })?;
+        require(&obj.attrs, if sign { CKA_SIGN } else { CKA_VERIFY }, m.mech)?;
         let key = obj.material()?;
         let prehash = hashed(m.mech);
         let acc = match prehash {

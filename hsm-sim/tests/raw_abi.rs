@@ -9,18 +9,6 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki_sys::*;
 use std::ptr::null_mut;
 
-fn functions() -> &'static CK_FUNCTION_LIST {
-    env();
-    // SAFETY: loading our own module; the library handle is leaked so the
-    // function list stays valid for the whole test process.
-    let lib = Box::leak(Box::new(unsafe { cryptoki_sys::Pkcs11::new(module_path()) }.unwrap()));
-    let mut list: *mut CK_FUNCTION_LIST = null_mut();
-    // SAFETY: valid out-pointer.
-    assert_eq!(unsafe { lib.C_GetFunctionList(&mut list) }, CKR_OK);
-    // SAFETY: the module returns a pointer to its static function list.
-    unsafe { &*list }
-}
-
 #[test]
 fn function_list_and_interface() {
     let f = functions();

@@ -162,7 +162,7 @@ impl Module {
                     inner.get(target).map_err(|_| CKR_KEY_HANDLE_INVALID)?,
                 )
             };
-            require(&wk.attrs, CKA_WRAP)?;
+            require(&wk.attrs, CKA_WRAP, m.mech)?;
             if !key.attrs.bool(CKA_EXTRACTABLE) {
                 return Err(CKR_KEY_UNEXTRACTABLE);
             }
@@ -222,7 +222,7 @@ impl Module {
                 .read()
                 .get(unwrapping)
                 .map_err(|_| CKR_UNWRAPPING_KEY_HANDLE_INVALID)?;
-            require(&uk.attrs, CKA_UNWRAP)?;
+            require(&uk.attrs, CKA_UNWRAP, m.mech)?;
             let umat = uk.material().map_err(unwrapping_error)?;
             let value: Zeroizing<Vec<u8>> = match (m.mech, &*umat) {
                 (CKM_AES_KEY_WRAP, Material::Aes(k)) => {
