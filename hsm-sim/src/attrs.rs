@@ -3,14 +3,26 @@
 use crate::Rv;
 use cryptoki_sys::*;
 use std::collections::BTreeMap;
+use zeroize::Zeroizing;
 
-/// Attribute values in their CK_ATTRIBUTE byte form (CK_BBOOL is one byte,
-/// CK_ULONG native-endian).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Attrs(pub BTreeMap<CK_ATTRIBUTE_TYPE, Vec<u8>>);
+/// An attribute value in its CK_ATTRIBUTE byte form (CK_BBOOL is one byte,
+/// CK_ULONG native-endian). Any value may be key material, so every value
+/// is wiped when dropped.
+pub type Value = Zeroizing<Vec<u8>>;
+
+/// An object's attributes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Attrs(pub BTreeMap<CK_ATTRIBUTE_TYPE, Value>);
+
+/// Shows the attribute types only: values may be key material.
+impl std::fmt::Debug for Attrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys().map(|t| format!("{t:#x}"))).finish()
+    }
+}
 
 /// A template as the caller passed it.
-pub type Template = Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>;
+pub type Template = Vec<(CK_ATTRIBUTE_TYPE, Value)>;
 
 pub fn enc_bool(v: bool) -> Vec<u8> {
     vec![if v { CK_TRUE } else { CK_FALSE }]
@@ -26,7 +38,7 @@ pub fn dec_ulong(v: &[u8]) -> Option<CK_ULONG> {
 
 impl Attrs {
     pub fn get(&self, t: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
-        self.0.get(&t).map(Vec::as_slice)
+        self.0.get(&t).map(|v| v.as_slice())
     }
     pub fn bool(&self, t: CK_ATTRIBUTE_TYPE) -> bool {
         matches!(self.get(t), Some([b]) if *b != CK_FALSE)
@@ -34,8 +46,9 @@ impl Attrs {
     pub fn ulong(&self, t: CK_ATTRIBUTE_TYPE) -> Option<CK_ULONG> {
         self.get(t).and_then(dec_ulong)
     }
-    pub fn set(&mut self, t: CK_ATTRIBUTE_TYPE, v: Vec<u8>) {
-        self.0.insert(t, v);
+    /// Takes the value as it is (a plain Vec is moved, not copied).
+    pub fn set(&mut self, t: CK_ATTRIBUTE_TYPE, v: impl Into<Value>) {
+        self.0.insert(t, v.into());
     }
     pub fn set_bool(&mut self, t: CK_ATTRIBUTE_TYPE, v: bool) {
         self.set(t, enc_bool(v));
@@ -54,7 +67,7 @@ impl Attrs {
     /// nothing: a match would confirm a guess of a sensitive key's value
     /// (SoftHSM2 does compare it; C_FindObjectsInit has no error code for
     /// this, so matching nothing is the answer that reveals nothing).
-    pub fn matches(&self, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> bool {
+    pub fn matches(&self, template: &[(CK_ATTRIBUTE_TYPE, Value)]) -> bool {
         let class = self.class();
         template
             .iter()
@@ -62,14 +75,14 @@ impl Attrs {
     }
 }
 
-pub fn template_ulong(t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)], a: CK_ATTRIBUTE_TYPE) -> Rv<Option<CK_ULONG>> {
+pub fn template_ulong(t: &[(CK_ATTRIBUTE_TYPE, Value)], a: CK_ATTRIBUTE_TYPE) -> Rv<Option<CK_ULONG>> {
     match t.iter().rev().find(|(k, _)| *k == a) {
         None => Ok(None),
         Some((_, v)) => dec_ulong(v).map(Some).ok_or(CKR_ATTRIBUTE_VALUE_INVALID),
     }
 }
 
-pub fn template_bool(t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)], a: CK_ATTRIBUTE_TYPE) -> Option<bool> {
+pub fn template_bool(t: &[(CK_ATTRIBUTE_TYPE, Value)], a: CK_ATTRIBUTE_TYPE) -> Option<bool> {
     t.iter()
         .rev()
         .find(|(k, _)| *k == a)
@@ -316,7 +329,7 @@ pub enum Origin {
 pub fn build(
     class: CK_OBJECT_CLASS,
     key_type: CK_KEY_TYPE,
-    template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    template: &[(CK_ATTRIBUTE_TYPE, Value)],
     origin: Origin,
     so_logged_in: bool,
 ) -> Rv<Attrs> {
@@ -433,7 +446,7 @@ fn defaults(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE) -> Attrs {
 /// following the standard's one-way rules.
 pub fn apply_changes(
     a: &mut Attrs,
-    changes: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    changes: &[(CK_ATTRIBUTE_TYPE, Value)],
     copying: bool,
     so_logged_in: bool,
 ) -> Rv<()> {

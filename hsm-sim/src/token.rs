@@ -1,6 +1,6 @@
 //! A token: its persistent metadata (label, PIN records), login state, the
 //! unlocked token key and the objects currently visible to the module.
-use crate::attrs::Attrs;
+use crate::attrs::{Attrs, Value};
 use crate::config::Config;
 use crate::object::{next_handle, Object};
 use crate::pin::{hex, new_key, random_bytes, Key32, PinRecord};
@@ -375,7 +375,7 @@ impl Token {
         self.write().objects.retain(|_, o| o.owner != Some(session));
     }
 
-    pub fn find(&self, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Vec<CK_OBJECT_HANDLE> {
+    pub fn find(&self, template: &[(CK_ATTRIBUTE_TYPE, Value)]) -> Vec<CK_OBJECT_HANDLE> {
         let inner = self.read();
         let mut found: Vec<_> = inner
             .objects

@@ -2,7 +2,7 @@
 //! signatures, PKCS#8 for wrapping private keys.
 use super::digest::Hash;
 use super::OaepParams;
-use crate::attrs::Attrs;
+use crate::attrs::{enc_ulong, Attrs, Value};
 use crate::Rv;
 use cryptoki_sys::*;
 use rand_core::OsRng;
@@ -14,7 +14,7 @@ use sha2::{Sha256, Sha384, Sha512};
 use zeroize::Zeroizing;
 
 /// Generated key: public and private attribute values.
-pub type Parts = Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>;
+pub type Parts = Vec<(CK_ATTRIBUTE_TYPE, Value)>;
 
 /// A public exponent key generation can use: odd and 3 <= e <= 2^33 - 1,
 /// the range the rsa crate accepts (it loops forever on an even e, and
@@ -38,27 +38,35 @@ pub fn generate(bits: usize, exponent: Option<&[u8]>) -> Rv<(Parts, Parts)> {
     Ok(parts(&key))
 }
 
+/// Big-endian bytes, wiped when dropped.
+fn bytes(v: &BigUint) -> Value {
+    Zeroizing::new(v.to_bytes_be())
+}
+
 fn parts(key: &RsaPrivateKey) -> (Parts, Parts) {
-    let n = key.n().to_bytes_be();
-    let e = key.e().to_bytes_be();
+    let n = bytes(key.n());
+    let e = bytes(key.e());
     let public = vec![
         (CKA_MODULUS, n.clone()),
         (CKA_PUBLIC_EXPONENT, e.clone()),
-        (CKA_MODULUS_BITS, crate::attrs::enc_ulong(key.n().bits() as CK_ULONG)),
+        (CKA_MODULUS_BITS, enc_ulong(key.n().bits() as CK_ULONG).into()),
     ];
     let mut private = vec![
         (CKA_MODULUS, n),
         (CKA_PUBLIC_EXPONENT, e),
-        (CKA_PRIVATE_EXPONENT, key.d().to_bytes_be()),
+        (CKA_PRIVATE_EXPONENT, bytes(key.d())),
     ];
     if let [p, q] = key.primes() {
-        private.push((CKA_PRIME_1, p.to_bytes_be()));
-        private.push((CKA_PRIME_2, q.to_bytes_be()));
+        private.push((CKA_PRIME_1, bytes(p)));
+        private.push((CKA_PRIME_2, bytes(q)));
     }
-    if let (Some(dp), Some(dq), Some(qi)) = (key.dp(), key.dq(), key.crt_coefficient()) {
-        private.push((CKA_EXPONENT_1, dp.to_bytes_be()));
-        private.push((CKA_EXPONENT_2, dq.to_bytes_be()));
-        private.push((CKA_COEFFICIENT, qi.to_bytes_be()));
+    // The rsa crate returns dp and dq by reference but the coefficient as a
+    // new number, which it does not wipe: it is wiped here.
+    let qi = key.crt_coefficient().map(Zeroizing::new);
+    if let (Some(dp), Some(dq), Some(qi)) = (key.dp(), key.dq(), qi) {
+        private.push((CKA_EXPONENT_1, bytes(dp)));
+        private.push((CKA_EXPONENT_2, bytes(dq)));
+        private.push((CKA_COEFFICIENT, bytes(&qi)));
     }
     (public, private)
 }
