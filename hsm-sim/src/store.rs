@@ -42,6 +42,36 @@ fn io_err(_: std::io::Error) -> cryptoki_sys::CK_RV {
     CKR_DEVICE_ERROR
 }
 
+/// Creates `dir` and its missing ancestors, then fsyncs the parent of each
+/// one created, so a new directory's entry survives a power loss (the
+/// files written into it are synced, their directory entry would not be).
+/// Returns the directories it synced.
+fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut p = dir;
+    while !p.is_dir() {
+        missing.push(p);
+        match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+            _ => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    fs::create_dir_all(dir)?;
+    let mut synced = Vec::new();
+    for d in missing {
+        let parent = match d.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+        synced.push(parent.to_path_buf());
+    }
+    Ok(synced)
+}
+
 /// Writes `bytes` to `path` so that a crash leaves either the old or the
 /// new content, never a torn file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -158,7 +188,7 @@ impl Store {
     }
 
     fn ensure(&self) -> Rv<()> {
-        fs::create_dir_all(self.objects_dir()).map_err(io_err)
+        create_dirs(&self.objects_dir()).map(|_| ()).map_err(io_err)
     }
 
     /// The token metadata; None only for a blank token: no `token.json`
@@ -267,6 +297,22 @@ impl Store {
 mod tests {
     use super::*;
     use crate::pin::new_key;
+
+    #[test]
+    fn new_directories_are_synced_into_their_parents() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let root = std::env::temp_dir().join(format!("hsm-sim-dirs-{}-{nanos}", std::process::id()));
+        fs::create_dir(&root).unwrap();
+        let objects = root.join("slot-3").join("objects");
+        let synced = create_dirs(&objects).unwrap();
+        assert!(objects.is_dir());
+        assert_eq!(synced, vec![root.join("slot-3"), root.clone()]);
+        assert!(create_dirs(&objects).unwrap().is_empty(), "nothing new to sync");
+        fs::remove_dir_all(&root).unwrap();
+    }
 
     /// The sealed JSON fits the buffer sized for it (so it never grew and
     /// left a copy behind), and reads back.
