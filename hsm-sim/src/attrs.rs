@@ -3,14 +3,26 @@
 use crate::Rv;
 use cryptoki_sys::*;
 use std::collections::BTreeMap;
+use zeroize::Zeroizing;
 
-/// Attribute values in their CK_ATTRIBUTE byte form (CK_BBOOL is one byte,
-/// CK_ULONG native-endian).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Attrs(pub BTreeMap<CK_ATTRIBUTE_TYPE, Vec<u8>>);
+/// An attribute value in its CK_ATTRIBUTE byte form (CK_BBOOL is one byte,
+/// CK_ULONG native-endian). Any value may be key material, so every value
+/// is wiped when dropped.
+pub type Value = Zeroizing<Vec<u8>>;
+
+/// An object's attributes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Attrs(pub BTreeMap<CK_ATTRIBUTE_TYPE, Value>);
+
+/// Shows the attribute types only: values may be key material.
+impl std::fmt::Debug for Attrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys().map(|t| format!("{t:#x}"))).finish()
+    }
+}
 
 /// A template as the caller passed it.
-pub type Template = Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>;
+pub type Template = Vec<(CK_ATTRIBUTE_TYPE, Value)>;
 
 pub fn enc_bool(v: bool) -> Vec<u8> {
     vec![if v { CK_TRUE } else { CK_FALSE }]
@@ -26,7 +38,7 @@ pub fn dec_ulong(v: &[u8]) -> Option<CK_ULONG> {
 
 impl Attrs {
     pub fn get(&self, t: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
-        self.0.get(&t).map(Vec::as_slice)
+        self.0.get(&t).map(|v| v.as_slice())
     }
     pub fn bool(&self, t: CK_ATTRIBUTE_TYPE) -> bool {
         matches!(self.get(t), Some([b]) if *b != CK_FALSE)
@@ -34,8 +46,9 @@ impl Attrs {
     pub fn ulong(&self, t: CK_ATTRIBUTE_TYPE) -> Option<CK_ULONG> {
         self.get(t).and_then(dec_ulong)
     }
-    pub fn set(&mut self, t: CK_ATTRIBUTE_TYPE, v: Vec<u8>) {
-        self.0.insert(t, v);
+    /// Takes the value as it is (a plain Vec is moved, not copied).
+    pub fn set(&mut self, t: CK_ATTRIBUTE_TYPE, v: impl Into<Value>) {
+        self.0.insert(t, v.into());
     }
     pub fn set_bool(&mut self, t: CK_ATTRIBUTE_TYPE, v: bool) {
         self.set(t, enc_bool(v));
@@ -50,19 +63,26 @@ impl Attrs {
         self.ulong(CKA_KEY_TYPE).unwrap_or(CK_UNAVAILABLE_INFORMATION)
     }
     /// True when every template attribute is present with the same value.
-    pub fn matches(&self, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> bool {
-        template.iter().all(|(t, v)| self.get(*t) == Some(v.as_slice()))
+    /// Key material is never compared, so a template naming it matches
+    /// nothing: a match would confirm a guess of a sensitive key's value
+    /// (SoftHSM2 does compare it; C_FindObjectsInit has no error code for
+    /// this, so matching nothing is the answer that reveals nothing).
+    pub fn matches(&self, template: &[(CK_ATTRIBUTE_TYPE, Value)]) -> bool {
+        let class = self.class();
+        template
+            .iter()
+            .all(|(t, v)| !is_secret(class, *t) && self.get(*t) == Some(v.as_slice()))
     }
 }
 
-pub fn template_ulong(t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)], a: CK_ATTRIBUTE_TYPE) -> Rv<Option<CK_ULONG>> {
+pub fn template_ulong(t: &[(CK_ATTRIBUTE_TYPE, Value)], a: CK_ATTRIBUTE_TYPE) -> Rv<Option<CK_ULONG>> {
     match t.iter().rev().find(|(k, _)| *k == a) {
         None => Ok(None),
         Some((_, v)) => dec_ulong(v).map(Some).ok_or(CKR_ATTRIBUTE_VALUE_INVALID),
     }
 }
 
-pub fn template_bool(t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)], a: CK_ATTRIBUTE_TYPE) -> Option<bool> {
+pub fn template_bool(t: &[(CK_ATTRIBUTE_TYPE, Value)], a: CK_ATTRIBUTE_TYPE) -> Option<bool> {
     t.iter()
         .rev()
         .find(|(k, _)| *k == a)
@@ -72,6 +92,7 @@ pub fn template_bool(t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)], a: CK_ATTRIBUTE_TYPE) -
 enum Kind {
     Bool,
     Ulong,
+    Ulongs,
     Bytes,
 }
 
@@ -108,6 +129,7 @@ fn kind(t: CK_ATTRIBUTE_TYPE) -> Kind {
         | CKA_CERTIFICATE_CATEGORY
         | CKA_JAVA_MIDP_SECURITY_DOMAIN
         | CKA_NAME_HASH_ALGORITHM => Kind::Ulong,
+        CKA_ALLOWED_MECHANISMS => Kind::Ulongs,
         _ => Kind::Bytes,
     }
 }
@@ -117,6 +139,7 @@ pub fn check_value(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Rv<()> {
     let ok = match kind(t) {
         Kind::Bool => v.len() == 1,
         Kind::Ulong => v.len() == std::mem::size_of::<CK_ULONG>(),
+        Kind::Ulongs => v.len().is_multiple_of(std::mem::size_of::<CK_ULONG>()),
         Kind::Bytes => true,
     };
     if ok {
@@ -152,7 +175,6 @@ const PUBLIC: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_VERIFY_RECOVER,
     CKA_WRAP,
     CKA_TRUSTED,
-    CKA_WRAP_TEMPLATE,
     CKA_PUBLIC_KEY_INFO,
 ];
 const PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[
@@ -166,7 +188,6 @@ const PRIVATE: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_ALWAYS_SENSITIVE,
     CKA_NEVER_EXTRACTABLE,
     CKA_WRAP_WITH_TRUSTED,
-    CKA_UNWRAP_TEMPLATE,
     CKA_ALWAYS_AUTHENTICATE,
     CKA_PUBLIC_KEY_INFO,
 ];
@@ -184,8 +205,6 @@ const SECRET: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_CHECK_VALUE,
     CKA_WRAP_WITH_TRUSTED,
     CKA_TRUSTED,
-    CKA_WRAP_TEMPLATE,
-    CKA_UNWRAP_TEMPLATE,
     CKA_VALUE,
     CKA_VALUE_LEN,
 ];
@@ -223,7 +242,10 @@ const CERT: &[CK_ATTRIBUTE_TYPE] = &[
     CKA_NAME_HASH_ALGORITHM,
 ];
 
-/// Is `t` an attribute of objects of this class / key type?
+/// Is `t` an attribute of objects of this class / key type? Not
+/// CKA_WRAP_TEMPLATE / CKA_UNWRAP_TEMPLATE: their values are arrays of the
+/// caller's pointers and the token does not apply them, so they are
+/// refused (CKR_ATTRIBUTE_TYPE_INVALID) rather than stored.
 pub fn allowed(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE, t: CK_ATTRIBUTE_TYPE) -> bool {
     if COMMON.contains(&t) {
         return true;
@@ -307,7 +329,7 @@ pub enum Origin {
 pub fn build(
     class: CK_OBJECT_CLASS,
     key_type: CK_KEY_TYPE,
-    template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    template: &[(CK_ATTRIBUTE_TYPE, Value)],
     origin: Origin,
     so_logged_in: bool,
 ) -> Rv<Attrs> {
@@ -331,6 +353,10 @@ pub fn build(
         }
         if *t == CKA_TRUSTED && v[0] != CK_FALSE && !so_logged_in {
             return Err(CKR_ATTRIBUTE_READ_ONLY);
+        }
+        // A login before each use is not implemented, so it is not promised.
+        if *t == CKA_ALWAYS_AUTHENTICATE && v[0] != CK_FALSE {
+            return Err(CKR_ATTRIBUTE_VALUE_INVALID);
         }
         if origin != Origin::Create && is_secret(class, *t) {
             return Err(CKR_TEMPLATE_INCONSISTENT);
@@ -420,7 +446,7 @@ fn defaults(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE) -> Attrs {
 /// following the standard's one-way rules.
 pub fn apply_changes(
     a: &mut Attrs,
-    changes: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    changes: &[(CK_ATTRIBUTE_TYPE, Value)],
     copying: bool,
     so_logged_in: bool,
 ) -> Rv<()> {
@@ -433,6 +459,8 @@ pub fn apply_changes(
         }
         let on = v.first().is_some_and(|b| *b != CK_FALSE);
         match *t {
+            // Never compared with the stored value: "unchanged" would confirm a guess.
+            t if is_secret(class, t) => return Err(CKR_ATTRIBUTE_READ_ONLY),
             t if freely_settable(t) => {}
             CKA_SENSITIVE if on => {}
             CKA_EXTRACTABLE | CKA_COPYABLE | CKA_DESTROYABLE if !on => {}
@@ -462,5 +490,21 @@ pub fn read(a: &Attrs, t: CK_ATTRIBUTE_TYPE) -> Readable<'_> {
     match a.get(t) {
         Some(v) => Readable::Value(v),
         None => Readable::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_mechanisms_is_a_whole_number_of_ulongs() {
+        let n = std::mem::size_of::<CK_ULONG>();
+        assert!(check_value(CKA_ALLOWED_MECHANISMS, &[]).is_ok());
+        assert!(check_value(CKA_ALLOWED_MECHANISMS, &vec![0; 2 * n]).is_ok());
+        assert_eq!(
+            check_value(CKA_ALLOWED_MECHANISMS, &vec![0; n + 1]),
+            Err(CKR_ATTRIBUTE_VALUE_INVALID)
+        );
     }
 }

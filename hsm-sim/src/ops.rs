@@ -8,6 +8,7 @@ use crate::Rv;
 use cryptoki_sys::*;
 use ring::{digest, hmac};
 use std::sync::Arc;
+use zeroize::Zeroizing;
 
 enum Cipher {
     Gcm { iv: [u8; aes::IV_LEN], aad: Vec<u8> },
@@ -18,8 +19,22 @@ pub struct CipherOp {
     key: Arc<Material>,
     cipher: Cipher,
     encrypt: bool,
-    /// Multi-part input: GCM and OAEP both need the whole message.
-    buf: Vec<u8>,
+    /// Multi-part input: GCM and OAEP both need the whole message. It may
+    /// be plaintext, so it is wiped, and grown only by `append`.
+    buf: Zeroizing<Vec<u8>>,
+}
+
+/// Appends to a buffer of secrets. When it must grow, the bytes move to a
+/// new buffer and the old one is wiped (Vec's own growth would free it
+/// unwiped); capacity doubles, as Vec's does.
+fn append(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
+    let need = buf.len() + data.len();
+    if need > buf.capacity() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(need.max(2 * buf.capacity())));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(data);
 }
 
 /// Validated GCM parameters: 96-bit IV, 128-bit tag.
@@ -48,7 +63,7 @@ pub fn oaep_params(p: &Param) -> Rv<OaepParams> {
 
 impl CipherOp {
     pub fn init(m: &Mechanism, obj: &Object, encrypt: bool) -> Rv<CipherOp> {
-        require(&obj.attrs, if encrypt { CKA_ENCRYPT } else { CKA_DECRYPT })?;
+        require(&obj.attrs, if encrypt { CKA_ENCRYPT } else { CKA_DECRYPT }, m.mech)?;
         let key = obj.material()?;
         let cipher = match m.mech {
             CKM_AES_GCM => {
@@ -71,7 +86,7 @@ impl CipherOp {
             key,
             cipher,
             encrypt,
-            buf: Vec::new(),
+            buf: Zeroizing::new(Vec::new()),
         })
     }
 
@@ -88,17 +103,18 @@ impl CipherOp {
     }
 
     pub fn update(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        append(&mut self.buf, data);
     }
 
     /// Processes buffered input plus `data`, leaving the state untouched so
-    /// a too-small buffer can be retried.
-    pub fn compute(&self, data: &[u8]) -> Rv<Vec<u8>> {
+    /// a too-small buffer can be retried. The output is wiped when dropped:
+    /// it is plaintext when decrypting.
+    pub fn compute(&self, data: &[u8]) -> Rv<Zeroizing<Vec<u8>>> {
         let joined;
         let input = if self.buf.is_empty() {
             data
         } else {
-            joined = [self.buf.as_slice(), data].concat();
+            joined = Zeroizing::new([self.buf.as_slice(), data].concat());
             &joined
         };
         match (&self.cipher, &*self.key) {
@@ -109,8 +125,8 @@ impl CipherOp {
                     k.gcm_open(iv, aad, input)
                 }
             }
-            (Cipher::Oaep(p), Material::RsaPublic(k)) => rsa::oaep_encrypt(k, p, input),
-            (Cipher::Oaep(p), Material::RsaPrivate(k)) => rsa::oaep_decrypt(k, p, input).map(|v| v.to_vec()),
+            (Cipher::Oaep(p), Material::RsaPublic(k)) => rsa::oaep_encrypt(k, p, input).map(Zeroizing::new),
+            (Cipher::Oaep(p), Material::RsaPrivate(k)) => rsa::oaep_decrypt(k, p, input),
             _ => Err(CKR_GENERAL_ERROR),
         }
     }
@@ -171,7 +187,7 @@ fn pss_scheme(p: &Param, expect: Option<Hash>, key: &Material) -> Rv<rsa::Scheme
 
 impl SignOp {
     pub fn init(m: &Mechanism, obj: &Object, sign: bool) -> Rv<SignOp> {
-        require(&obj.attrs, if sign { CKA_SIGN } else { CKA_VERIFY })?;
+        require(&obj.attrs, if sign { CKA_SIGN } else { CKA_VERIFY }, m.mech)?;
         let key = obj.material()?;
         let prehash = hashed(m.mech);
         let acc = match prehash {
@@ -322,5 +338,22 @@ impl DigestOp {
         let mut c = self.ctx.clone();
         c.update(data);
         c.finish().as_ref().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_keeps_every_byte_across_growth() {
+        let mut buf = Zeroizing::new(Vec::new());
+        let mut expect = Vec::new();
+        for i in 0..100u8 {
+            let part = vec![i; usize::from(i % 7)];
+            append(&mut buf, &part);
+            expect.extend_from_slice(&part);
+        }
+        assert_eq!(&buf[..], &expect[..]);
     }
 }

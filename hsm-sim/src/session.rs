@@ -2,6 +2,7 @@
 use crate::ops::{CipherOp, DigestOp, SignOp};
 use crate::Rv;
 use cryptoki_sys::*;
+use zeroize::Zeroizing;
 
 pub struct Session {
     pub handle: CK_SESSION_HANDLE,
@@ -41,22 +42,23 @@ pub enum Out {
     Len(usize),
     /// Buffer too small: this many bytes are needed.
     TooSmall(usize),
-    Data(Vec<u8>),
+    /// The output; it may be plaintext, so it is wiped once copied out.
+    Data(Zeroizing<Vec<u8>>),
 }
 
 /// Runs the final step of an operation: a length query or too-small buffer
 /// keeps the operation active; success or any error ends it.
-pub fn produce<T>(
+pub fn produce<T, V: Into<Zeroizing<Vec<u8>>>>(
     slot: &mut Option<T>,
     capacity: Option<usize>,
     hint: impl FnOnce(&T) -> usize,
-    run: impl FnOnce(&mut T) -> Rv<Vec<u8>>,
+    run: impl FnOnce(&mut T) -> Rv<V>,
 ) -> Rv<Out> {
     let op = slot.as_mut().ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
     let Some(cap) = capacity else {
         return Ok(Out::Len(hint(op)));
     };
-    match run(op) {
+    match run(op).map(Into::into) {
         Err(e) => {
             *slot = None;
             Err(e)

@@ -1,7 +1,7 @@
 //! On-disk token: `token.json` plus one file per token object under
 //! `objects/`. Every write is atomic (temp file, fsync, rename, fsync dir),
 //! and key material only ever reaches disk sealed under the token key.
-use crate::attrs::{is_secret, Attrs};
+use crate::attrs::{is_secret, Attrs, Value};
 use crate::pin::{hex, open, seal, unhex, Key32, PinRecord};
 use crate::Rv;
 use cryptoki_sys::*;
@@ -11,6 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use zeroize::{Zeroize, Zeroizing};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenMeta {
@@ -41,6 +42,36 @@ fn io_err(_: std::io::Error) -> cryptoki_sys::CK_RV {
     CKR_DEVICE_ERROR
 }
 
+/// Creates `dir` and its missing ancestors, then fsyncs the parent of each
+/// one created, so a new directory's entry survives a power loss (the
+/// files written into it are synced, their directory entry would not be).
+/// Returns the directories it synced.
+fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut p = dir;
+    while !p.is_dir() {
+        missing.push(p);
+        match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+            _ => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    fs::create_dir_all(dir)?;
+    let mut synced = Vec::new();
+    for d in missing {
+        let parent = match d.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+        synced.push(parent.to_path_buf());
+    }
+    Ok(synced)
+}
+
 /// Writes `bytes` to `path` so that a crash leaves either the old or the
 /// new content, never a torn file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -61,16 +92,44 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn encode(attrs: impl Iterator<Item = (CK_ATTRIBUTE_TYPE, Vec<u8>)>) -> BTreeMap<String, String> {
-    attrs.map(|(t, v)| (format!("{t:x}"), hex(&v))).collect()
-}
-
 fn decode(map: &BTreeMap<String, String>, into: &mut Attrs) -> Rv<()> {
     for (t, v) in map {
         let t = CK_ATTRIBUTE_TYPE::from_str_radix(t, 16).map_err(|_| CKR_DEVICE_ERROR)?;
         into.set(t, unhex(v).map_err(|_| CKR_DEVICE_ERROR)?);
     }
     Ok(())
+}
+
+/// Attribute values as hex strings by type, the on-disk form. Wiped when
+/// dropped: the sealed part is key material.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(transparent)]
+struct HexAttrs(BTreeMap<String, String>);
+
+impl Drop for HexAttrs {
+    fn drop(&mut self) {
+        self.0.values_mut().for_each(Zeroize::zeroize);
+    }
+}
+
+impl HexAttrs {
+    fn encode<'a>(attrs: impl Iterator<Item = (&'a CK_ATTRIBUTE_TYPE, &'a Value)>) -> HexAttrs {
+        HexAttrs(attrs.map(|(t, v)| (format!("{t:x}"), hex(v))).collect())
+    }
+
+    /// An upper bound of the JSON size: hex needs no escapes, so each entry
+    /// is `"k":"v",` at most.
+    fn json_size(&self) -> usize {
+        2 + self.0.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>()
+    }
+
+    /// JSON in a buffer sized up front: a growing Vec would leave copies of
+    /// the secrets behind in freed memory.
+    fn to_json(&self) -> Rv<Zeroizing<Vec<u8>>> {
+        let mut json = Zeroizing::new(Vec::with_capacity(self.json_size()));
+        serde_json::to_writer(&mut *json, self).map_err(|_| CKR_GENERAL_ERROR)?;
+        Ok(json)
+    }
 }
 
 fn aad(id: &str) -> Vec<u8> {
@@ -83,21 +142,18 @@ impl ObjectFile {
     pub fn encode(id: &str, a: &Attrs, key: Option<&Key32>) -> Rv<ObjectFile> {
         let private = a.bool(CKA_PRIVATE);
         let class = a.class();
-        let (secret, public): (Vec<_>, Vec<_>) =
-            a.0.iter()
-                .map(|(t, v)| (*t, v.clone()))
-                .partition(|(t, _)| private || is_secret(class, *t));
+        let (secret, public): (Vec<_>, Vec<_>) = a.0.iter().partition(|(t, _)| private || is_secret(class, **t));
         let sealed = if secret.is_empty() {
             None
         } else {
             let key = key.ok_or(CKR_USER_NOT_LOGGED_IN)?;
-            let json = serde_json::to_vec(&encode(secret.into_iter())).map_err(|_| CKR_GENERAL_ERROR)?;
-            let json = zeroize::Zeroizing::new(json);
+            let json = HexAttrs::encode(secret.into_iter()).to_json()?;
             Some(hex(&seal(key, &aad(id), &json)?))
         };
+        let mut public = HexAttrs::encode(public.into_iter());
         Ok(ObjectFile {
             private,
-            public: encode(public.into_iter()),
+            public: std::mem::take(&mut public.0),
             sealed,
         })
     }
@@ -112,8 +168,8 @@ impl ObjectFile {
             match key {
                 Some(key) => {
                     let plain = open(key, &aad(id), &unhex(sealed)?).map_err(|_| CKR_DEVICE_ERROR)?;
-                    let map: BTreeMap<String, String> = serde_json::from_slice(&plain).map_err(|_| CKR_DEVICE_ERROR)?;
-                    decode(&map, &mut a)?;
+                    let map: HexAttrs = serde_json::from_slice(&plain).map_err(|_| CKR_DEVICE_ERROR)?;
+                    decode(&map.0, &mut a)?;
                 }
                 None => locked = true,
             }
@@ -132,15 +188,55 @@ impl Store {
     }
 
     fn ensure(&self) -> Rv<()> {
-        fs::create_dir_all(self.objects_dir()).map_err(io_err)
+        create_dirs(&self.objects_dir()).map(|_| ()).map_err(io_err)
     }
 
-    pub fn load_meta(&self) -> Rv<Option<TokenMeta>> {
-        match fs::read(self.dir.join("token.json")) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|_| CKR_DEVICE_ERROR),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(e)),
+    /// The token metadata; None only for a blank token: no `token.json`
+    /// and no objects (objects without metadata are a damaged token, not a
+    /// blank one). The error names the file and the cause, never its
+    /// content (PIN verifiers must not reach a log).
+    pub fn load_meta(&self) -> Result<Option<TokenMeta>, String> {
+        let path = self.dir.join("token.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                let what = match e.classify() {
+                    serde_json::error::Category::Eof => "truncated",
+                    serde_json::error::Category::Syntax => "not JSON",
+                    _ => "not token metadata",
+                };
+                format!("{}: {what} (line {}, column {})", path.display(), e.line(), e.column())
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if self.has_objects()? {
+                    Err(format!(
+                        "{} is missing but {} holds objects",
+                        path.display(),
+                        self.objects_dir().display()
+                    ))
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(e) => Err(format!("{}: {e}", path.display())),
         }
+    }
+
+    /// Whether `objects/` holds anything besides leftovers of interrupted
+    /// writes (dot files).
+    fn has_objects(&self) -> Result<bool, String> {
+        let dir = self.objects_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        };
+        for entry in rd {
+            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+            if !entry.file_name().to_string_lossy().starts_with('.') {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub fn save_meta(&self, meta: &TokenMeta) -> Rv<()> {
@@ -194,5 +290,45 @@ impl Store {
             self.delete_object(&id)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pin::new_key;
+
+    #[test]
+    fn new_directories_are_synced_into_their_parents() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let root = std::env::temp_dir().join(format!("hsm-sim-dirs-{}-{nanos}", std::process::id()));
+        fs::create_dir(&root).unwrap();
+        let objects = root.join("slot-3").join("objects");
+        let synced = create_dirs(&objects).unwrap();
+        assert!(objects.is_dir());
+        assert_eq!(synced, vec![root.join("slot-3"), root.clone()]);
+        assert!(create_dirs(&objects).unwrap().is_empty(), "nothing new to sync");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// The sealed JSON fits the buffer sized for it (so it never grew and
+    /// left a copy behind), and reads back.
+    #[test]
+    fn sealed_attributes_fit_their_buffer_and_round_trip() {
+        let mut a = Attrs::default();
+        a.set_ulong(CKA_CLASS, CKO_PRIVATE_KEY);
+        a.set_bool(CKA_PRIVATE, true);
+        a.set(CKA_VALUE, vec![0xab; 4096]);
+        a.set(CKA_LABEL, Vec::new());
+        let map = HexAttrs::encode(a.0.iter());
+        let json = map.to_json().unwrap();
+        assert!(json.len() <= map.json_size(), "{} > {}", json.len(), map.json_size());
+        let key = new_key().unwrap();
+        let file = ObjectFile::encode("id", &a, Some(&key)).unwrap();
+        assert!(file.public.is_empty());
+        assert_eq!(file.decode("id", Some(&key)).unwrap(), (a, false));
     }
 }

@@ -1,6 +1,6 @@
 //! A token: its persistent metadata (label, PIN records), login state, the
 //! unlocked token key and the objects currently visible to the module.
-use crate::attrs::Attrs;
+use crate::attrs::{Attrs, Value};
 use crate::config::Config;
 use crate::object::{next_handle, Object};
 use crate::pin::{hex, new_key, random_bytes, Key32, PinRecord};
@@ -17,6 +17,9 @@ pub struct Token {
     pub slot: usize,
     store: Store,
     cfg: Arc<Config>,
+    /// Set when the token on disk could not be read: the token is then
+    /// unusable (and never wiped) until the next C_Initialize.
+    damaged: bool,
     inner: RwLock<TokenInner>,
 }
 
@@ -28,6 +31,8 @@ pub struct TokenInner {
     pub objects: HashMap<CK_OBJECT_HANDLE, Arc<Object>>,
     /// File id -> handle, so a token object keeps its handle across logins.
     handles: HashMap<String, CK_OBJECT_HANDLE>,
+    /// PIN checks under way (user, SO), each already counted as a failure.
+    running: [u32; 2],
 }
 
 impl TokenInner {
@@ -55,21 +60,39 @@ fn check_pin_len(pin: &[u8]) -> Rv<()> {
 impl Token {
     pub fn open(slot: usize, cfg: Arc<Config>) -> Token {
         let store = Store::new(cfg.token_dir.join(format!("slot-{slot}")));
+        // Only a blank directory is an uninitialized token: reading a
+        // damaged one as blank would let C_InitToken wipe its objects.
+        let (meta, damaged) = match store.load_meta() {
+            Ok(meta) => (meta, false),
+            Err(reason) => {
+                eprintln!("hsm-sim: slot {slot}: token unusable, left untouched: {reason}");
+                (None, true)
+            }
+        };
         let t = Token {
             slot,
             store,
             cfg,
+            damaged,
             inner: RwLock::new(TokenInner::default()),
         };
         {
             let mut inner = t.write();
-            // An unreadable token.json reads as an uninitialized token.
-            inner.meta = t.store.load_meta().ok().flatten();
+            inner.meta = meta;
             if inner.meta.is_some() {
                 let _ = t.load_objects(&mut inner);
             }
         }
         t
+    }
+
+    /// Fails for a token whose files could not be read.
+    pub fn check_usable(&self) -> Rv<()> {
+        if self.damaged {
+            Err(CKR_TOKEN_NOT_RECOGNIZED)
+        } else {
+            Ok(())
+        }
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, TokenInner> {
@@ -107,15 +130,20 @@ impl Token {
     }
 
     pub fn init_token(&self, so_pin: &[u8], label: &str) -> Rv<()> {
+        self.check_usable()?;
         check_pin_len(so_pin)?;
-        let old = self.read().meta.clone();
-        if let Some(meta) = old {
-            if meta.so_failures >= self.max_attempts() {
-                return Err(CKR_PIN_LOCKED);
-            }
-            if let Err(e) = meta.so.unlock(so_pin) {
-                self.record_failure(true)?;
-                return Err(e);
+        let initialized = self.read().meta.is_some();
+        if initialized {
+            self.unlock(true, so_pin)?;
+        } else {
+            // Without an SO PIN to check, only a still blank directory may be initialized.
+            match self.store.load_meta() {
+                Ok(None) => {}
+                Ok(Some(_)) => return Err(CKR_TOKEN_NOT_RECOGNIZED),
+                Err(reason) => {
+                    eprintln!("hsm-sim: slot {}: C_InitToken refused: {reason}", self.slot);
+                    return Err(CKR_TOKEN_NOT_RECOGNIZED);
+                }
             }
         }
         let key = new_key()?;
@@ -140,53 +168,67 @@ impl Token {
         Ok(())
     }
 
-    fn record_failure(&self, so: bool) -> Rv<()> {
-        let mut inner = self.write();
-        if let Some(meta) = inner.meta.as_mut() {
-            if so {
-                meta.so_failures += 1;
-            } else {
-                meta.user_failures += 1;
-            }
-            let m = meta.clone();
-            self.store.save_meta(&m)?;
-        }
-        Ok(())
+    /// Verifies a PIN and counts failures. The attempt is counted, on disk
+    /// too, before the slow KDF runs, so neither concurrent wrong PINs nor
+    /// killing the process mid-check get past the limit; a success then
+    /// takes back the failures counted so far, except attempts still running.
+    fn unlock(&self, so: bool, pin: &[u8]) -> Rv<Key32> {
+        let record = self.reserve_attempt(so)?;
+        let result = record.unlock(pin);
+        self.settle_attempt(so, result.is_ok())?;
+        result
     }
 
-    /// Verifies a PIN (outside the lock: the KDF is slow) and counts failures.
-    fn unlock(&self, so: bool, pin: &[u8]) -> Rv<Key32> {
-        let meta = self.read().meta.clone().ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
-        let (record, failures) = if so {
-            (Some(meta.so), meta.so_failures)
-        } else {
-            (meta.user, meta.user_failures)
-        };
+    fn reserve_attempt(&self, so: bool) -> Rv<PinRecord> {
+        let max = self.max_attempts();
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        let meta = inner.meta.as_mut().ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
+        let record = if so { Some(meta.so.clone()) } else { meta.user.clone() };
         let record = record.ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
-        if failures >= self.max_attempts() {
+        let failures = if so {
+            &mut meta.so_failures
+        } else {
+            &mut meta.user_failures
+        };
+        if *failures >= max {
             return Err(CKR_PIN_LOCKED);
         }
-        match record.unlock(pin) {
-            Ok(k) => {
-                if failures > 0 {
-                    let mut inner = self.write();
-                    if let Some(m) = inner.meta.as_mut() {
-                        if so {
-                            m.so_failures = 0;
-                        } else {
-                            m.user_failures = 0;
-                        }
-                        let m = m.clone();
-                        self.store.save_meta(&m)?;
-                    }
-                }
-                Ok(k)
-            }
-            Err(e) => {
-                self.record_failure(so)?;
-                Err(e)
-            }
+        *failures += 1;
+        if let Err(e) = self.store.save_meta(meta) {
+            let failures = if so {
+                &mut meta.so_failures
+            } else {
+                &mut meta.user_failures
+            };
+            *failures -= 1;
+            return Err(e);
         }
+        inner.running[usize::from(so)] += 1;
+        Ok(record)
+    }
+
+    /// Ends an attempt begun by `reserve_attempt`: a failure stays counted;
+    /// a success leaves only the attempts of checks still running.
+    fn settle_attempt(&self, so: bool, ok: bool) -> Rv<()> {
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        let running = &mut inner.running[usize::from(so)];
+        *running = running.saturating_sub(1);
+        let still = *running;
+        let Some(meta) = inner.meta.as_mut() else {
+            return Ok(());
+        };
+        let failures = if so {
+            &mut meta.so_failures
+        } else {
+            &mut meta.user_failures
+        };
+        if !ok || *failures <= still {
+            return Ok(());
+        }
+        *failures = still;
+        self.store.save_meta(meta)
     }
 
     pub fn login(&self, user: CK_USER_TYPE, pin: &[u8], ro_session_exists: bool) -> Rv<()> {
@@ -310,13 +352,17 @@ impl Token {
         Ok(())
     }
 
-    /// Replaces an object's attributes (C_SetAttributeValue).
-    pub fn replace(&self, h: CK_OBJECT_HANDLE, attrs: Attrs) -> Rv<()> {
+    /// Changes an object's attributes (C_SetAttributeValue): `change` gets
+    /// the current object and whether the SO is logged in, and returns the
+    /// new attributes. Read, change and store happen under one write lock,
+    /// so concurrent changes never undo one another.
+    pub fn modify(&self, h: CK_OBJECT_HANDLE, change: impl FnOnce(&Object, bool) -> Rv<Attrs>) -> Rv<()> {
         let mut inner = self.write();
         let obj = inner.get(h)?;
         if obj.locked {
             return Err(CKR_USER_NOT_LOGGED_IN);
         }
+        let attrs = change(&obj, inner.login == Some(CKU_SO))?;
         if let Some(id) = &obj.file_id {
             let file = ObjectFile::encode(id, &attrs, inner.key.as_ref())?;
             self.store.write_object(id, &file)?;
@@ -329,7 +375,7 @@ impl Token {
         self.write().objects.retain(|_, o| o.owner != Some(session));
     }
 
-    pub fn find(&self, template: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Vec<CK_OBJECT_HANDLE> {
+    pub fn find(&self, template: &[(CK_ATTRIBUTE_TYPE, Value)]) -> Vec<CK_OBJECT_HANDLE> {
         let inner = self.read();
         let mut found: Vec<_> = inner
             .objects

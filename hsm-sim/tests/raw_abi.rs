@@ -9,18 +9,6 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki_sys::*;
 use std::ptr::null_mut;
 
-fn functions() -> &'static CK_FUNCTION_LIST {
-    env();
-    // SAFETY: loading our own module; the library handle is leaked so the
-    // function list stays valid for the whole test process.
-    let lib = Box::leak(Box::new(unsafe { cryptoki_sys::Pkcs11::new(module_path()) }.unwrap()));
-    let mut list: *mut CK_FUNCTION_LIST = null_mut();
-    // SAFETY: valid out-pointer.
-    assert_eq!(unsafe { lib.C_GetFunctionList(&mut list) }, CKR_OK);
-    // SAFETY: the module returns a pointer to its static function list.
-    unsafe { &*list }
-}
-
 #[test]
 fn function_list_and_interface() {
     let f = functions();
@@ -358,5 +346,95 @@ fn parameter_lengths_are_bounded() {
         assert_eq!(f.C_DigestInit.unwrap()(h, &mut sha), CKR_OK);
         let rv = f.C_DigestUpdate.unwrap()(h, data.as_mut_ptr(), CK_ULONG::MAX);
         assert_eq!(rv, CKR_ARGUMENTS_BAD);
+    }
+}
+
+/// An argument error found before the call reaches the token (a NULL
+/// buffer with a length, a NULL length pointer) ends the operation like any
+/// other error but CKR_BUFFER_TOO_SMALL: the next Init finds none active.
+#[test]
+fn a_rejected_argument_ends_the_operation() {
+    let f = functions();
+    let sess = user_session(init_token(3, "arguments-bad"));
+    let key = sess
+        .generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(32.into())])
+        .unwrap()
+        .handle();
+    let h = sess.handle();
+    let mut iv = [0u8; 12];
+    let mut gcm_params = CK_GCM_PARAMS {
+        pIv: iv.as_mut_ptr(),
+        ulIvLen: 12,
+        ulIvBits: 96,
+        pAAD: null_mut(),
+        ulAADLen: 0,
+        ulTagBits: 128,
+    };
+    let mut gcm = CK_MECHANISM {
+        mechanism: CKM_AES_GCM,
+        pParameter: &mut gcm_params as *mut _ as *mut _,
+        ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+    };
+    let mut hmac = CK_MECHANISM {
+        mechanism: CKM_SHA256_HMAC,
+        pParameter: null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut sha = CK_MECHANISM {
+        mechanism: CKM_SHA256,
+        pParameter: null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut data = [1u8; 32];
+    let mut out = [0u8; 64];
+    let mut len: CK_ULONG = 64;
+    let (d, o, l) = (data.as_mut_ptr(), out.as_mut_ptr(), &mut len as *mut CK_ULONG);
+    let nul = null_mut::<u8>();
+    let gcm: *mut CK_MECHANISM = &mut gcm;
+    let hmac: *mut CK_MECHANISM = &mut hmac;
+    let sha: *mut CK_MECHANISM = &mut sha;
+    // SAFETY (all calls below): pointers are live locals of the stated
+    // sizes, or NULL where the module must refuse them.
+    unsafe {
+        let enc_init = || f.C_EncryptInit.unwrap()(h, gcm, key);
+        let dec_init = || f.C_DecryptInit.unwrap()(h, gcm, key);
+        let sign_init = || f.C_SignInit.unwrap()(h, hmac, key);
+        let verify_init = || f.C_VerifyInit.unwrap()(h, hmac, key);
+        let digest_init = || f.C_DigestInit.unwrap()(h, sha);
+        let check = |name: &str, init: &dyn Fn() -> CK_RV, call: &dyn Fn() -> CK_RV| {
+            assert_eq!(init(), CKR_OK, "{name}: Init");
+            assert_eq!(call(), CKR_ARGUMENTS_BAD, "{name}");
+            assert_eq!(init(), CKR_OK, "{name}: the operation is still active");
+            // The same error ends this one too, for the next case.
+            assert_eq!(call(), CKR_ARGUMENTS_BAD, "{name}");
+        };
+        check("C_Encrypt", &enc_init, &|| f.C_Encrypt.unwrap()(h, nul, 5, o, l));
+        check("C_Encrypt len", &enc_init, &|| {
+            f.C_Encrypt.unwrap()(h, d, 32, o, null_mut())
+        });
+        check("C_EncryptUpdate", &enc_init, &|| {
+            f.C_EncryptUpdate.unwrap()(h, nul, 5, o, l)
+        });
+        check("C_EncryptFinal", &enc_init, &|| {
+            f.C_EncryptFinal.unwrap()(h, o, null_mut())
+        });
+        check("C_Decrypt", &dec_init, &|| f.C_Decrypt.unwrap()(h, nul, 5, o, l));
+        check("C_DecryptUpdate", &dec_init, &|| {
+            f.C_DecryptUpdate.unwrap()(h, nul, 5, o, l)
+        });
+        check("C_DecryptFinal", &dec_init, &|| {
+            f.C_DecryptFinal.unwrap()(h, o, null_mut())
+        });
+        check("C_Sign", &sign_init, &|| f.C_Sign.unwrap()(h, nul, 5, o, l));
+        check("C_SignUpdate", &sign_init, &|| f.C_SignUpdate.unwrap()(h, nul, 5));
+        check("C_SignFinal", &sign_init, &|| f.C_SignFinal.unwrap()(h, o, null_mut()));
+        check("C_Verify", &verify_init, &|| f.C_Verify.unwrap()(h, d, 32, nul, 32));
+        check("C_VerifyUpdate", &verify_init, &|| f.C_VerifyUpdate.unwrap()(h, nul, 5));
+        check("C_VerifyFinal", &verify_init, &|| f.C_VerifyFinal.unwrap()(h, nul, 32));
+        check("C_Digest", &digest_init, &|| f.C_Digest.unwrap()(h, nul, 5, o, l));
+        check("C_DigestUpdate", &digest_init, &|| f.C_DigestUpdate.unwrap()(h, nul, 5));
+        check("C_DigestFinal", &digest_init, &|| {
+            f.C_DigestFinal.unwrap()(h, o, null_mut())
+        });
     }
 }

@@ -33,6 +33,7 @@ pub fn prepare(cfg: &mut Config) -> Result<(), String> {
     let pin_file = cfg.data_dir.join("hsm-user.pin");
     init_token(
         &module,
+        &token_dir,
         &cfg.hsm.token_label,
         &pin_file,
         &cfg.data_dir.join("hsm-so.pin"),
@@ -56,15 +57,29 @@ fn locate_module() -> Result<PathBuf, String> {
     })
 }
 
-/// Initialises the token labelled `label` unless it exists already.
-fn init_token(module_path: &Path, label: &str, user_pin_file: &Path, so_pin_file: &Path) -> Result<(), String> {
+/// Initialises the token labelled `label` unless it exists already. A token hsm-sim cannot read
+/// stops the start-up: taking its slot for a new token would overwrite the PIN files and wipe the
+/// root keys.
+fn init_token(
+    module_path: &Path,
+    token_dir: &Path,
+    label: &str,
+    user_pin_file: &Path,
+    so_pin_file: &Path,
+) -> Result<(), String> {
     let m = module::load(module_path)?;
     let slots = m.get_all_slots().map_err(|e| format!("C_GetSlotList failed: {e}"))?;
     let mut free = None;
     for slot in slots {
-        let info = m
-            .get_token_info(slot)
-            .map_err(|e| format!("C_GetTokenInfo failed: {e}"))?;
+        let info = m.get_token_info(slot).map_err(|e| {
+            let dir = token_dir.join(format!("slot-{}", slot.id()));
+            format!(
+                "the embedded hsm-sim token in {} is unusable (C_GetTokenInfo: {e}): repair or restore {} \
+                 (hsm-sim names the problem on stderr); nothing was changed",
+                dir.display(),
+                dir.join("token.json").display()
+            )
+        })?;
         if info.token_initialized() && info.label().trim_end() == label {
             if !user_pin_file.exists() {
                 return Err(format!(

@@ -31,6 +31,46 @@ fn start(data_dir: &std::path::Path) -> (std::process::Child, String) {
     (child, addr)
 }
 
+/// Runs `kms serve` as `start` does, for a start-up that must fail: its output once it exited.
+async fn refused_start(data_dir: &std::path::Path) -> std::process::Output {
+    let data = data_dir.to_path_buf();
+    let child = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_kms"))
+            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env_remove("HSM_SIM_CONF")
+            .env_remove("KMS_HSM_PIN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the server did not stop")
+    .unwrap()
+}
+
+/// Every file below `dir` with its content.
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(snapshot(&p));
+        } else {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
 #[tokio::test]
 async fn serve_with_no_hsm_configured_uses_the_embedded_hsm_sim_and_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,29 +148,7 @@ async fn a_second_server_leaves_the_embedded_token_alone() {
     let written = std::fs::metadata(&conf).unwrap().modified().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20)); // a rewrite would get a later mtime
 
-    let second = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_kms"))
-                .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(&data)
-                .env_remove("HSM_SIM_CONF")
-                .env_remove("KMS_HSM_PIN")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || second.wait_with_output().unwrap()),
-    )
-    .await
-    .expect("the second server did not stop")
-    .unwrap();
+    let out = refused_start(&data).await;
     let _ = first.kill();
     let _ = first.wait();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -144,4 +162,43 @@ async fn a_second_server_leaves_the_embedded_token_alone() {
         written,
         "the second server rewrote hsm-sim.toml"
     );
+}
+
+/// A damaged token.json stops the start-up with a message naming it; the token is not taken for
+/// blank and re-initialised, so the root keys and the PIN files are all still there.
+#[tokio::test]
+async fn a_damaged_embedded_token_stops_the_start_up_and_keeps_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, addr) = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || start(&data)
+    })
+    .await
+    .unwrap();
+    let mut c = KeyManagementServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    c.create_key(pb::CreateKeyRequest::default()).await.unwrap();
+    drop(c);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let meta = data.join("hsm").join("slot-0").join("token.json");
+    std::fs::write(&meta, b"{").unwrap();
+    let before = snapshot(&data.join("hsm"));
+    let pins = [data.join("hsm-user.pin"), data.join("hsm-so.pin")].map(|p| std::fs::read(p).unwrap());
+    assert!(
+        before.iter().any(|(p, _)| p.parent().unwrap().ends_with("objects")),
+        "no token objects to protect: {before:?}"
+    );
+
+    let out = refused_start(&data).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&meta.display().to_string()), "{stderr}");
+    assert!(stderr.contains("is unusable"), "{stderr}");
+    assert_eq!(snapshot(&data.join("hsm")), before, "the token files changed");
+    let after = [data.join("hsm-user.pin"), data.join("hsm-so.pin")].map(|p| std::fs::read(p).unwrap());
+    assert_eq!(after, pins, "the PIN files changed");
 }

@@ -2,6 +2,8 @@
 use super::mech::mechanism;
 use super::ptr::{bytes, capacity, deliver, guard};
 use crate::module;
+use crate::session::Out;
+use crate::Rv;
 use cryptoki_sys::*;
 
 pub unsafe extern "C" fn C_EncryptInit(h: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, k: CK_OBJECT_HANDLE) -> CK_RV {
@@ -14,24 +16,36 @@ pub unsafe extern "C" fn C_DecryptInit(h: CK_SESSION_HANDLE, m: *mut CK_MECHANIS
     guard(|| module::get()?.encrypt_init(h, &unsafe { mechanism(m) }?, k, false))
 }
 
+/// Runs a call's argument checks; an error there ends the operation `func`
+/// belongs to, as any error but CKR_BUFFER_TOO_SMALL must, although the
+/// call never reached the module.
+fn checked<T>(m: &module::Module, h: CK_SESSION_HANDLE, func: &str, args: impl FnOnce() -> Rv<T>) -> Rv<T> {
+    args().inspect_err(|_| m.end_operation(h, func))
+}
+
 /// Shared body of single-part and update calls that return data.
 ///
 /// # Safety
 /// `input` holds `in_len` readable bytes; `out`/`out_len` follow the
 /// length convention.
 unsafe fn crypt(
+    h: CK_SESSION_HANDLE,
+    func: &str,
     input: *const u8,
     in_len: CK_ULONG,
     out: *mut u8,
     out_len: *mut CK_ULONG,
-    call: impl FnOnce(&module::Module, &[u8], Option<usize>) -> crate::Rv<crate::session::Out>,
+    call: impl FnOnce(&module::Module, &[u8], Option<usize>) -> Rv<Out>,
 ) -> CK_RV {
     guard(|| {
         let m = module::get()?;
-        // SAFETY: forwarded caller guarantees.
-        let data = unsafe { bytes(input, in_len) }?;
-        // SAFETY: forwarded caller guarantees.
-        let cap = unsafe { capacity(out, out_len) }?;
+        let (data, cap) = checked(&m, h, func, || {
+            // SAFETY: forwarded caller guarantees.
+            let data = unsafe { bytes(input, in_len) }?;
+            // SAFETY: forwarded caller guarantees.
+            let cap = unsafe { capacity(out, out_len) }?;
+            Ok((data, cap))
+        })?;
         let r = call(&m, data, cap)?;
         // SAFETY: forwarded caller guarantees; capacity was honoured.
         unsafe { deliver(out, out_len, r) }
@@ -41,17 +55,38 @@ unsafe fn crypt(
 /// # Safety
 /// As for [`crypt`], without input.
 unsafe fn finish(
+    h: CK_SESSION_HANDLE,
+    func: &str,
     out: *mut u8,
     out_len: *mut CK_ULONG,
-    call: impl FnOnce(&module::Module, Option<usize>) -> crate::Rv<crate::session::Out>,
+    call: impl FnOnce(&module::Module, Option<usize>) -> Rv<Out>,
 ) -> CK_RV {
     guard(|| {
         let m = module::get()?;
         // SAFETY: forwarded caller guarantees.
-        let cap = unsafe { capacity(out, out_len) }?;
+        let cap = checked(&m, h, func, || unsafe { capacity(out, out_len) })?;
         let r = call(&m, cap)?;
         // SAFETY: forwarded caller guarantees; capacity was honoured.
         unsafe { deliver(out, out_len, r) }
+    })
+}
+
+/// Shared body of the update calls that take input only.
+///
+/// # Safety
+/// `input` holds `in_len` readable bytes.
+unsafe fn update(
+    h: CK_SESSION_HANDLE,
+    func: &str,
+    input: *const u8,
+    in_len: CK_ULONG,
+    call: impl FnOnce(&module::Module, &[u8]) -> Rv<()>,
+) -> CK_RV {
+    guard(|| {
+        let m = module::get()?;
+        // SAFETY: forwarded caller guarantee.
+        let data = checked(&m, h, func, || unsafe { bytes(input, in_len) })?;
+        call(&m, data)
     })
 }
 
@@ -63,7 +98,7 @@ pub unsafe extern "C" fn C_Encrypt(
     on: *mut CK_ULONG,
 ) -> CK_RV {
     // SAFETY: caller buffers per the standard.
-    unsafe { crypt(d, n, o, on, |m, d, c| m.crypt(h, d, c, true)) }
+    unsafe { crypt(h, "C_Encrypt", d, n, o, on, |m, d, c| m.crypt(h, d, c, true)) }
 }
 
 pub unsafe extern "C" fn C_EncryptUpdate(
@@ -74,12 +109,16 @@ pub unsafe extern "C" fn C_EncryptUpdate(
     on: *mut CK_ULONG,
 ) -> CK_RV {
     // SAFETY: caller buffers per the standard.
-    unsafe { crypt(d, n, o, on, |m, d, c| m.crypt_update(h, d, c, true)) }
+    unsafe {
+        crypt(h, "C_EncryptUpdate", d, n, o, on, |m, d, c| {
+            m.crypt_update(h, d, c, true)
+        })
+    }
 }
 
 pub unsafe extern "C" fn C_EncryptFinal(h: CK_SESSION_HANDLE, o: *mut u8, on: *mut CK_ULONG) -> CK_RV {
     // SAFETY: caller buffers per the standard.
-    unsafe { finish(o, on, |m, c| m.crypt_final(h, c, true)) }
+    unsafe { finish(h, "C_EncryptFinal", o, on, |m, c| m.crypt_final(h, c, true)) }
 }
 
 pub unsafe extern "C" fn C_Decrypt(
@@ -90,7 +129,7 @@ pub unsafe extern "C" fn C_Decrypt(
     on: *mut CK_ULONG,
 ) -> CK_RV {
     // SAFETY: caller buffers per the standard.
-    unsafe { crypt(d, n, o, on, |m, d, c| m.crypt(h, d, c, false)) }
+    unsafe { crypt(h, "C_Decrypt", d, n, o, on, |m, d, c| m.crypt(h, d, c, false)) }
 }
 
 pub unsafe extern "C" fn C_DecryptUpdate(
@@ -101,12 +140,16 @@ pub unsafe extern "C" fn C_DecryptUpdate(
     on: *mut CK_ULONG,
 ) -> CK_RV {
     // SAFETY: caller buffers per the standard.
-    unsafe { crypt(d, n, o, on, |m, d, c| m.crypt_update(h, d, c, false)) }
+    unsafe {
+        crypt(h, "C_DecryptUpdate", d, n, o, on, |m, d, c| {
+            m.crypt_update(h, d, c, false)
+        })
+    }
 }
 
 pub unsafe extern "C" fn C_DecryptFinal(h: CK_SESSION_HANDLE, o: *mut u8, on: *mut CK_ULONG) -> CK_RV {
     // SAFETY: caller buffers per the standard.
-    unsafe { finish(o, on, |m, c| m.crypt_final(h, c, false)) }
+    unsafe { finish(h, "C_DecryptFinal", o, on, |m, c| m.crypt_final(h, c, false)) }
 }
 
 pub unsafe extern "C" fn C_DigestInit(h: CK_SESSION_HANDLE, m: *mut CK_MECHANISM) -> CK_RV {
@@ -122,17 +165,17 @@ pub unsafe extern "C" fn C_Digest(
     on: *mut CK_ULONG,
 ) -> CK_RV {
     // SAFETY: caller buffers per the standard.
-    unsafe { crypt(d, n, o, on, |m, d, c| m.digest(h, d, c)) }
+    unsafe { crypt(h, "C_Digest", d, n, o, on, |m, d, c| m.digest(h, d, c)) }
 }
 
 pub unsafe extern "C" fn C_DigestUpdate(h: CK_SESSION_HANDLE, d: *mut u8, n: CK_ULONG) -> CK_RV {
     // SAFETY: the caller passes n readable bytes.
-    guard(|| module::get()?.digest_update(h, unsafe { bytes(d, n) }?))
+    unsafe { update(h, "C_DigestUpdate", d, n, |m, d| m.digest_update(h, d)) }
 }
 
 pub unsafe extern "C" fn C_DigestFinal(h: CK_SESSION_HANDLE, o: *mut u8, on: *mut CK_ULONG) -> CK_RV {
     // SAFETY: caller buffers per the standard.
-    unsafe { finish(o, on, |m, c| m.digest_final(h, c)) }
+    unsafe { finish(h, "C_DigestFinal", o, on, |m, c| m.digest_final(h, c)) }
 }
 
 pub unsafe extern "C" fn C_SignInit(h: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, k: CK_OBJECT_HANDLE) -> CK_RV {
@@ -142,17 +185,17 @@ pub unsafe extern "C" fn C_SignInit(h: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, 
 
 pub unsafe extern "C" fn C_Sign(h: CK_SESSION_HANDLE, d: *mut u8, n: CK_ULONG, o: *mut u8, on: *mut CK_ULONG) -> CK_RV {
     // SAFETY: caller buffers per the standard.
-    unsafe { crypt(d, n, o, on, |m, d, c| m.sign(h, d, c)) }
+    unsafe { crypt(h, "C_Sign", d, n, o, on, |m, d, c| m.sign(h, d, c)) }
 }
 
 pub unsafe extern "C" fn C_SignUpdate(h: CK_SESSION_HANDLE, d: *mut u8, n: CK_ULONG) -> CK_RV {
     // SAFETY: the caller passes n readable bytes.
-    guard(|| module::get()?.sign_update(h, unsafe { bytes(d, n) }?, true))
+    unsafe { update(h, "C_SignUpdate", d, n, |m, d| m.sign_update(h, d, true)) }
 }
 
 pub unsafe extern "C" fn C_SignFinal(h: CK_SESSION_HANDLE, o: *mut u8, on: *mut CK_ULONG) -> CK_RV {
     // SAFETY: caller buffers per the standard.
-    unsafe { finish(o, on, |m, c| m.sign_final(h, c)) }
+    unsafe { finish(h, "C_SignFinal", o, on, |m, c| m.sign_final(h, c)) }
 }
 
 pub unsafe extern "C" fn C_VerifyInit(h: CK_SESSION_HANDLE, m: *mut CK_MECHANISM, k: CK_OBJECT_HANDLE) -> CK_RV {
@@ -163,24 +206,27 @@ pub unsafe extern "C" fn C_VerifyInit(h: CK_SESSION_HANDLE, m: *mut CK_MECHANISM
 pub unsafe extern "C" fn C_Verify(h: CK_SESSION_HANDLE, d: *mut u8, n: CK_ULONG, s: *mut u8, sn: CK_ULONG) -> CK_RV {
     guard(|| {
         let m = module::get()?;
-        // SAFETY: the caller passes n readable bytes.
-        let data = unsafe { bytes(d, n) }?;
-        // SAFETY: the caller passes sn readable bytes.
-        let sig = unsafe { bytes(s, sn) }?;
+        let (data, sig) = checked(&m, h, "C_Verify", || {
+            // SAFETY: the caller passes n readable bytes.
+            let data = unsafe { bytes(d, n) }?;
+            // SAFETY: the caller passes sn readable bytes.
+            let sig = unsafe { bytes(s, sn) }?;
+            Ok((data, sig))
+        })?;
         m.verify(h, Some(data), sig)
     })
 }
 
 pub unsafe extern "C" fn C_VerifyUpdate(h: CK_SESSION_HANDLE, d: *mut u8, n: CK_ULONG) -> CK_RV {
     // SAFETY: the caller passes n readable bytes.
-    guard(|| module::get()?.sign_update(h, unsafe { bytes(d, n) }?, false))
+    unsafe { update(h, "C_VerifyUpdate", d, n, |m, d| m.sign_update(h, d, false)) }
 }
 
 pub unsafe extern "C" fn C_VerifyFinal(h: CK_SESSION_HANDLE, s: *mut u8, sn: CK_ULONG) -> CK_RV {
     guard(|| {
         let m = module::get()?;
         // SAFETY: the caller passes sn readable bytes.
-        let sig = unsafe { bytes(s, sn) }?;
+        let sig = checked(&m, h, "C_VerifyFinal", || unsafe { bytes(s, sn) })?;
         m.verify(h, None, sig)
     })
 }

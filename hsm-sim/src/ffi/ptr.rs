@@ -5,6 +5,7 @@ use crate::session::Out;
 use crate::Rv;
 use cryptoki_sys::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use zeroize::Zeroizing;
 
 /// Runs an entry point body; a panic becomes CKR_GENERAL_ERROR instead of
 /// unwinding into C.
@@ -73,7 +74,8 @@ pub unsafe fn attributes<'a>(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Rv<&'a [CK_
     Ok(unsafe { std::slice::from_raw_parts(p, n as usize) })
 }
 
-/// Copies a caller template.
+/// Copies a caller template; the copies are wiped when dropped, as values
+/// may be key material.
 ///
 /// # Safety
 /// As for [`attributes`].
@@ -85,7 +87,7 @@ pub unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Rv<Template> {
         .map(|a| {
             // SAFETY: the caller guarantees each pValue holds ulValueLen bytes.
             let v = unsafe { bytes(a.pValue as *const u8, a.ulValueLen) }?;
-            Ok((a.type_, v.to_vec()))
+            Ok((a.type_, Zeroizing::new(v.to_vec())))
         })
         .collect()
 }

@@ -52,27 +52,29 @@ impl AesKey {
         &self.raw
     }
 
-    /// Returns ciphertext || 16-byte tag.
-    pub fn gcm_seal(&self, iv: &[u8; IV_LEN], aad: &[u8], data: &[u8]) -> Rv<Vec<u8>> {
-        let mut buf = Vec::with_capacity(data.len() + TAG_LEN);
+    /// Returns ciphertext || 16-byte tag, in a buffer sized for the tag so
+    /// it never reallocates with the plaintext in it (wiped if sealing fails).
+    pub fn gcm_seal(&self, iv: &[u8; IV_LEN], aad: &[u8], data: &[u8]) -> Rv<Zeroizing<Vec<u8>>> {
+        let mut buf = Zeroizing::new(Vec::with_capacity(data.len() + TAG_LEN));
         buf.extend_from_slice(data);
         match &self.gcm {
             Gcm::Ring(k) => k
-                .seal_in_place_append_tag(Nonce::assume_unique_for_key(*iv), Aad::from(aad), &mut buf)
+                .seal_in_place_append_tag(Nonce::assume_unique_for_key(*iv), Aad::from(aad), &mut *buf)
                 .map_err(|_| CKR_DATA_LEN_RANGE)?,
             Gcm::Aes192(k) => k
-                .encrypt_in_place(iv.into(), aad, &mut buf)
+                .encrypt_in_place(iv.into(), aad, &mut *buf)
                 .map_err(|_| CKR_DATA_LEN_RANGE)?,
         }
         Ok(buf)
     }
 
     /// Takes ciphertext || tag; a wrong tag is CKR_ENCRYPTED_DATA_INVALID.
-    pub fn gcm_open(&self, iv: &[u8; IV_LEN], aad: &[u8], data: &[u8]) -> Rv<Vec<u8>> {
+    /// The plaintext is wiped when dropped (kms unwraps data keys here).
+    pub fn gcm_open(&self, iv: &[u8; IV_LEN], aad: &[u8], data: &[u8]) -> Rv<Zeroizing<Vec<u8>>> {
         if data.len() < TAG_LEN {
             return Err(CKR_ENCRYPTED_DATA_LEN_RANGE);
         }
-        let mut buf = data.to_vec();
+        let mut buf = Zeroizing::new(data.to_vec());
         match &self.gcm {
             Gcm::Ring(k) => {
                 let n = k
@@ -82,7 +84,7 @@ impl AesKey {
                 buf.truncate(n);
             }
             Gcm::Aes192(k) => k
-                .decrypt_in_place(iv.into(), aad, &mut buf)
+                .decrypt_in_place(iv.into(), aad, &mut *buf)
                 .map_err(|_| CKR_ENCRYPTED_DATA_INVALID)?,
         }
         Ok(buf)

@@ -1,12 +1,12 @@
 //! ECDSA on P-256 and P-384 (p256/p384 crates). Signatures are raw r||s as
 //! PKCS#11 specifies; CKA_EC_POINT is a DER OCTET STRING of the point.
-use crate::attrs::Attrs;
+use crate::attrs::{Attrs, Value};
 use crate::Rv;
 use cryptoki_sys::*;
 use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rand_core::OsRng;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 pub const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 pub const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
@@ -72,39 +72,47 @@ fn unwrap_octets(v: &[u8]) -> &[u8] {
     }
 }
 
-pub type Parts = Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>;
+pub type Parts = Vec<(CK_ATTRIBUTE_TYPE, Value)>;
+
+/// A secret scalar's bytes, wiped when dropped; the field-bytes array the
+/// curve crates return is wiped too.
+fn scalar(bytes: &mut [u8]) -> Value {
+    let v = Zeroizing::new(bytes.to_vec());
+    bytes.zeroize();
+    v
+}
 
 pub fn generate(curve: Curve) -> (Parts, Parts) {
-    let (point, scalar) = match curve {
+    let (point, d) = match curve {
         Curve::P256 => {
             let sk = p256::SecretKey::random(&mut OsRng);
-            (sk.public_key().to_sec1_bytes().to_vec(), sk.to_bytes().to_vec())
+            (sk.public_key().to_sec1_bytes().to_vec(), scalar(&mut sk.to_bytes()))
         }
         Curve::P384 => {
             let sk = p384::SecretKey::random(&mut OsRng);
-            (sk.public_key().to_sec1_bytes().to_vec(), sk.to_bytes().to_vec())
+            (sk.public_key().to_sec1_bytes().to_vec(), scalar(&mut sk.to_bytes()))
         }
     };
-    parts(curve, point, scalar)
+    parts(curve, point, d)
 }
 
-fn parts(curve: Curve, point: Vec<u8>, scalar: Vec<u8>) -> (Parts, Parts) {
+fn parts(curve: Curve, point: Vec<u8>, d: Value) -> (Parts, Parts) {
     (
         vec![
-            (CKA_EC_PARAMS, curve.oid().to_vec()),
-            (CKA_EC_POINT, der_octets(&point)),
+            (CKA_EC_PARAMS, curve.oid().to_vec().into()),
+            (CKA_EC_POINT, der_octets(&point).into()),
         ],
-        vec![(CKA_EC_PARAMS, curve.oid().to_vec()), (CKA_VALUE, scalar)],
+        vec![(CKA_EC_PARAMS, curve.oid().to_vec().into()), (CKA_VALUE, d)],
     )
 }
 
 /// Private key attributes from PKCS#8 (unwrap).
 pub fn from_pkcs8(der: &[u8]) -> Rv<Parts> {
     if let Ok(sk) = p256::SecretKey::from_pkcs8_der(der) {
-        return Ok(parts(Curve::P256, Vec::new(), sk.to_bytes().to_vec()).1);
+        return Ok(parts(Curve::P256, Vec::new(), scalar(&mut sk.to_bytes())).1);
     }
     if let Ok(sk) = p384::SecretKey::from_pkcs8_der(der) {
-        return Ok(parts(Curve::P384, Vec::new(), sk.to_bytes().to_vec()).1);
+        return Ok(parts(Curve::P384, Vec::new(), scalar(&mut sk.to_bytes())).1);
     }
     Err(CKR_WRAPPED_KEY_INVALID)
 }

@@ -6,7 +6,7 @@ pub mod ec;
 pub mod hmac;
 pub mod rsa;
 
-use crate::attrs::Attrs;
+use crate::attrs::{dec_ulong, Attrs};
 use crate::Rv;
 use cryptoki_sys::*;
 use zeroize::Zeroizing;
@@ -120,11 +120,22 @@ pub fn info(mech: CK_MECHANISM_TYPE) -> Rv<(CK_ULONG, CK_ULONG, CK_FLAGS)> {
         .ok_or(CKR_MECHANISM_INVALID)
 }
 
-/// Requires a usage attribute (CKA_ENCRYPT, CKA_SIGN, ...) to be true.
-pub fn require(a: &Attrs, usage: CK_ATTRIBUTE_TYPE) -> Rv<()> {
-    if a.bool(usage) {
-        Ok(())
-    } else {
-        Err(CKR_KEY_FUNCTION_NOT_PERMITTED)
+/// Requires a usage attribute (CKA_ENCRYPT, CKA_SIGN, ...) to be true and,
+/// when the key has a non-empty CKA_ALLOWED_MECHANISMS, `mech` to be in it
+/// (else CKR_MECHANISM_INVALID, as SoftHSM2 answers).
+pub fn require(a: &Attrs, usage: CK_ATTRIBUTE_TYPE, mech: CK_MECHANISM_TYPE) -> Rv<()> {
+    if !a.bool(usage) {
+        return Err(CKR_KEY_FUNCTION_NOT_PERMITTED);
+    }
+    match a.get(CKA_ALLOWED_MECHANISMS) {
+        None | Some([]) => Ok(()),
+        Some(list) => {
+            let mut allowed = list.chunks_exact(std::mem::size_of::<CK_ULONG>()).map(dec_ulong);
+            if allowed.any(|m| m == Some(mech)) {
+                Ok(())
+            } else {
+                Err(CKR_MECHANISM_INVALID)
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! signatures, PKCS#8 for wrapping private keys.
 use super::digest::Hash;
 use super::OaepParams;
-use crate::attrs::Attrs;
+use crate::attrs::{enc_ulong, Attrs, Value};
 use crate::Rv;
 use cryptoki_sys::*;
 use rand_core::OsRng;
@@ -14,38 +14,59 @@ use sha2::{Sha256, Sha384, Sha512};
 use zeroize::Zeroizing;
 
 /// Generated key: public and private attribute values.
-pub type Parts = Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>;
+pub type Parts = Vec<(CK_ATTRIBUTE_TYPE, Value)>;
+
+/// A public exponent key generation can use: odd and 3 <= e <= 2^33 - 1,
+/// the range the rsa crate accepts (it loops forever on an even e, and
+/// refuses a larger one only after generating the primes).
+fn public_exponent(exponent: Option<&[u8]>) -> Rv<BigUint> {
+    let e = BigUint::from_bytes_be(exponent.unwrap_or(&[1, 0, 1]));
+    let max = BigUint::from(RsaPublicKey::MAX_PUB_EXPONENT);
+    let odd = e.to_bytes_le()[0] & 1 == 1;
+    if e < BigUint::from(3u8) || e > max || !odd {
+        return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+    }
+    Ok(e)
+}
 
 pub fn generate(bits: usize, exponent: Option<&[u8]>) -> Rv<(Parts, Parts)> {
     if !(2048..=4096).contains(&bits) {
         return Err(CKR_KEY_SIZE_RANGE);
     }
-    let e = BigUint::from_bytes_be(exponent.unwrap_or(&[1, 0, 1]));
+    let e = public_exponent(exponent)?;
     let key = RsaPrivateKey::new_with_exp(&mut OsRng, bits, &e).map_err(|_| CKR_TEMPLATE_INCONSISTENT)?;
     Ok(parts(&key))
 }
 
+/// Big-endian bytes, wiped when dropped.
+fn bytes(v: &BigUint) -> Value {
+    Zeroizing::new(v.to_bytes_be())
+}
+
 fn parts(key: &RsaPrivateKey) -> (Parts, Parts) {
-    let n = key.n().to_bytes_be();
-    let e = key.e().to_bytes_be();
+    let n = bytes(key.n());
+    let e = bytes(key.e());
     let public = vec![
         (CKA_MODULUS, n.clone()),
         (CKA_PUBLIC_EXPONENT, e.clone()),
-        (CKA_MODULUS_BITS, crate::attrs::enc_ulong(key.n().bits() as CK_ULONG)),
+        (CKA_MODULUS_BITS, enc_ulong(key.n().bits() as CK_ULONG).into()),
     ];
     let mut private = vec![
         (CKA_MODULUS, n),
         (CKA_PUBLIC_EXPONENT, e),
-        (CKA_PRIVATE_EXPONENT, key.d().to_bytes_be()),
+        (CKA_PRIVATE_EXPONENT, bytes(key.d())),
     ];
     if let [p, q] = key.primes() {
-        private.push((CKA_PRIME_1, p.to_bytes_be()));
-        private.push((CKA_PRIME_2, q.to_bytes_be()));
+        private.push((CKA_PRIME_1, bytes(p)));
+        private.push((CKA_PRIME_2, bytes(q)));
     }
-    if let (Some(dp), Some(dq), Some(qi)) = (key.dp(), key.dq(), key.crt_coefficient()) {
-        private.push((CKA_EXPONENT_1, dp.to_bytes_be()));
-        private.push((CKA_EXPONENT_2, dq.to_bytes_be()));
-        private.push((CKA_COEFFICIENT, qi.to_bytes_be()));
+    // The rsa crate returns dp and dq by reference but the coefficient as a
+    // new number, which it does not wipe: it is wiped here.
+    let qi = key.crt_coefficient().map(Zeroizing::new);
+    if let (Some(dp), Some(dq), Some(qi)) = (key.dp(), key.dq(), qi) {
+        private.push((CKA_EXPONENT_1, bytes(dp)));
+        private.push((CKA_EXPONENT_2, bytes(dq)));
+        private.push((CKA_COEFFICIENT, bytes(&qi)));
     }
     (public, private)
 }
@@ -58,15 +79,25 @@ pub fn public_from_attrs(a: &Attrs) -> Rv<RsaPublicKey> {
     RsaPublicKey::new(big(a, CKA_MODULUS)?, big(a, CKA_PUBLIC_EXPONENT)?).map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)
 }
 
+/// A private key number the rsa crate can take: 1 < v < 2^4096. It panics
+/// on a zero modulus or private exponent and is slow on huge ones.
+fn component(a: &Attrs, t: CK_ATTRIBUTE_TYPE) -> Rv<BigUint> {
+    let v = big(a, t)?;
+    if v <= BigUint::from(1u8) || v.bits() > RsaPublicKey::MAX_SIZE {
+        return Err(CKR_ATTRIBUTE_VALUE_INVALID);
+    }
+    Ok(v)
+}
+
 pub fn private_from_attrs(a: &Attrs) -> Rv<RsaPrivateKey> {
     let primes = match (a.get(CKA_PRIME_1), a.get(CKA_PRIME_2)) {
-        (Some(p), Some(q)) => vec![BigUint::from_bytes_be(p), BigUint::from_bytes_be(q)],
+        (Some(_), Some(_)) => vec![component(a, CKA_PRIME_1)?, component(a, CKA_PRIME_2)?],
         _ => Vec::new(),
     };
     let mut key = RsaPrivateKey::from_components(
-        big(a, CKA_MODULUS)?,
+        component(a, CKA_MODULUS)?,
         big(a, CKA_PUBLIC_EXPONENT)?,
-        big(a, CKA_PRIVATE_EXPONENT)?,
+        component(a, CKA_PRIVATE_EXPONENT)?,
         primes,
     )
     .map_err(|_| CKR_ATTRIBUTE_VALUE_INVALID)?;

@@ -21,7 +21,7 @@ fn cipher_update(op: &mut Option<CipherOp>, data: &[u8], capacity: Option<usize>
     let o = op.as_mut().ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
     if capacity.is_some() {
         o.update(data);
-        Ok(Out::Data(Vec::new()))
+        Ok(Out::Data(Default::default()))
     } else {
         Ok(Out::Len(0))
     }

@@ -17,7 +17,7 @@ fn so(t: &Token) -> bool {
     t.read().login == Some(CKU_SO)
 }
 
-fn set_parts(a: &mut Attrs, parts: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>) {
+fn set_parts(a: &mut Attrs, parts: Template) {
     for (t, v) in parts {
         a.set(t, v);
     }
@@ -92,7 +92,7 @@ impl Module {
             let mut a = build(CKO_SECRET_KEY, key_type, template, Origin::Generate(m.mech), so(t))?;
             let mut value = Zeroizing::new(vec![0u8; len]);
             random_bytes(&mut value)?;
-            a.set(CKA_VALUE, value.to_vec());
+            a.set(CKA_VALUE, value);
             a.set_ulong(CKA_VALUE_LEN, len as CK_ULONG);
             check_writable(s, &a)?;
             t.insert(a, s.handle)
@@ -162,7 +162,7 @@ impl Module {
                     inner.get(target).map_err(|_| CKR_KEY_HANDLE_INVALID)?,
                 )
             };
-            require(&wk.attrs, CKA_WRAP)?;
+            require(&wk.attrs, CKA_WRAP, m.mech)?;
             if !key.attrs.bool(CKA_EXTRACTABLE) {
                 return Err(CKR_KEY_UNEXTRACTABLE);
             }
@@ -204,7 +204,7 @@ impl Module {
             Ok(match cap {
                 None => Out::Len(out.len()),
                 Some(c) if c < out.len() => Out::TooSmall(out.len()),
-                Some(_) => Out::Data(out),
+                Some(_) => Out::Data(out.into()),
             })
         })
     }
@@ -222,7 +222,7 @@ impl Module {
                 .read()
                 .get(unwrapping)
                 .map_err(|_| CKR_UNWRAPPING_KEY_HANDLE_INVALID)?;
-            require(&uk.attrs, CKA_UNWRAP)?;
+            require(&uk.attrs, CKA_UNWRAP, m.mech)?;
             let umat = uk.material().map_err(unwrapping_error)?;
             let value: Zeroizing<Vec<u8>> = match (m.mech, &*umat) {
                 (CKM_AES_KEY_WRAP, Material::Aes(k)) => {
@@ -263,7 +263,7 @@ impl Module {
                             return Err(CKR_TEMPLATE_INCONSISTENT);
                         }
                     }
-                    a.set(CKA_VALUE, value.to_vec());
+                    a.set(CKA_VALUE, value);
                 }
                 (CKO_PRIVATE_KEY, CKK_RSA) => set_parts(&mut a, rsa::from_pkcs8(&value)?),
                 (CKO_PRIVATE_KEY, CKK_EC) => set_parts(&mut a, ec::from_pkcs8(&value)?),

@@ -154,6 +154,15 @@ impl Module {
         f(&self.tokens[slot], &mut session)
     }
 
+    /// Ends the operation `func` belongs to, for an error found at the C
+    /// boundary before the call reached the module.
+    pub fn end_operation(&self, h: CK_SESSION_HANDLE, func: &str) {
+        let entry = self.sessions.read().unwrap_or_else(|e| e.into_inner()).get(&h).cloned();
+        if let Some(entry) = entry {
+            end_operation(&mut entry.session.lock().unwrap_or_else(|e| e.into_inner()), func);
+        }
+    }
+
     pub fn slot_count(&self) -> usize {
         self.tokens.len()
     }
@@ -180,6 +189,7 @@ impl Module {
 
     pub fn token_info(&self, slot: CK_SLOT_ID) -> Rv<TokenInfo> {
         let t = self.slot_gate(slot, "C_GetTokenInfo")?;
+        t.check_usable()?;
         let (sessions, rw_sessions) = self.session_counts(t.slot);
         let inner = t.read();
         let mut flags = CKF_RNG | CKF_LOGIN_REQUIRED | CKF_RESTORE_KEY_NOT_NEEDED;
@@ -235,6 +245,7 @@ impl Module {
 
     pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> Rv<CK_SESSION_HANDLE> {
         let t = self.slot_gate(slot, "C_OpenSession")?;
+        t.check_usable()?;
         if flags & CKF_SERIAL_SESSION == 0 {
             return Err(CKR_SESSION_PARALLEL_NOT_SUPPORTED);
         }

@@ -1,6 +1,6 @@
 //! Object management calls: create, copy, destroy, attributes, find.
 use super::Module;
-use crate::attrs::{self, apply_changes, build, read, template_ulong, Attrs, Origin, Readable};
+use crate::attrs::{self, apply_changes, build, read, template_ulong, Attrs, Origin, Readable, Value};
 use crate::mechanisms::{aes, Material};
 use crate::session::Session;
 use crate::token::Token;
@@ -9,7 +9,8 @@ use cryptoki_sys::*;
 
 /// One C_GetAttributeValue answer.
 pub enum AttrValue {
-    Value(Vec<u8>),
+    /// A copy, wiped once delivered: it may be an extractable key's value.
+    Value(Value),
     Sensitive,
     Invalid,
 }
@@ -127,7 +128,7 @@ impl Module {
             Ok(types
                 .iter()
                 .map(|ty| match read(&o.attrs, *ty) {
-                    Readable::Value(v) => AttrValue::Value(v.to_vec()),
+                    Readable::Value(v) => AttrValue::Value(v.to_vec().into()),
                     Readable::Sensitive => AttrValue::Sensitive,
                     Readable::Invalid => AttrValue::Invalid,
                 })
@@ -137,14 +138,15 @@ impl Module {
 
     pub fn set_attributes(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, template: &attrs::Template) -> Rv<()> {
         self.with_session(h, "C_SetAttributeValue", |t, s| {
-            let o = t.read().get(obj)?;
-            check_writable(s, &o.attrs)?;
-            if !o.attrs.bool(CKA_MODIFIABLE) {
-                return Err(CKR_ACTION_PROHIBITED);
-            }
-            let mut a = o.attrs.clone();
-            apply_changes(&mut a, template, false, so(t))?;
-            t.replace(obj, a)
+            t.modify(obj, |o, so| {
+                check_writable(s, &o.attrs)?;
+                if !o.attrs.bool(CKA_MODIFIABLE) {
+                    return Err(CKR_ACTION_PROHIBITED);
+                }
+                let mut a = o.attrs.clone();
+                apply_changes(&mut a, template, false, so)?;
+                Ok(a)
+            })
         })
     }
 

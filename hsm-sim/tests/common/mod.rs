@@ -103,3 +103,16 @@ pub fn user_session(s: Slot) -> Session {
     }
     sess
 }
+
+/// The module's function list, for calls cryptoki has no API for.
+pub fn functions() -> &'static cryptoki_sys::CK_FUNCTION_LIST {
+    env();
+    // SAFETY: loading our own module; the library handle is leaked so the
+    // function list stays valid for the whole test process.
+    let lib = Box::leak(Box::new(unsafe { cryptoki_sys::Pkcs11::new(module_path()) }.unwrap()));
+    let mut list: *mut cryptoki_sys::CK_FUNCTION_LIST = std::ptr::null_mut();
+    // SAFETY: valid out-pointer.
+    assert_eq!(unsafe { lib.C_GetFunctionList(&mut list) }, cryptoki_sys::CKR_OK);
+    // SAFETY: the module returns a pointer to its static function list.
+    unsafe { &*list }
+}

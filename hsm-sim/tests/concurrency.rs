@@ -1,0 +1,148 @@
+//! Concurrent calls on one token: attribute changes are never lost, and
+//! concurrent wrong PINs cannot get past the lockout.
+mod common;
+
+use common::*;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error, RvError};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::slot::Slot;
+use std::sync::{Arc, Barrier, OnceLock};
+
+const MAX_PIN_ATTEMPTS: usize = 3;
+
+/// The module with a lockout after 3 wrong PINs and a KDF slow enough for
+/// logins to overlap.
+fn pkcs11() -> &'static Pkcs11 {
+    static P: OnceLock<Pkcs11> = OnceLock::new();
+    P.get_or_init(|| {
+        let dir = temp_dir("concurrency");
+        let conf = dir.join("hsm-sim.toml");
+        let toml = format!(
+            "token_dir = {:?}\nslots = 3\npbkdf2_iterations = 20000\nmax_pin_attempts = {MAX_PIN_ATTEMPTS}\n",
+            dir.join("tokens").display().to_string()
+        );
+        std::fs::write(&conf, toml).unwrap();
+        std::env::set_var("HSM_SIM_CONF", &conf);
+        let p = Pkcs11::new(module_path()).unwrap();
+        p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .unwrap();
+        p
+    })
+}
+
+fn init(n: usize) -> Slot {
+    let p = pkcs11();
+    let s = p.get_all_slots().unwrap()[n];
+    p.init_token(s, &pin(SO_PIN), "concurrency").unwrap();
+    let sess = p.open_rw_session(s).unwrap();
+    sess.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
+    sess.init_pin(&pin(USER_PIN)).unwrap();
+    sess.logout().unwrap();
+    s
+}
+
+/// One thread makes a key sensitive while another renames it: both return
+/// CKR_OK, so both changes must stick (CKA_SENSITIVE is one-way).
+#[test]
+fn concurrent_attribute_changes_are_never_lost() {
+    let p = pkcs11();
+    let s = init(0);
+    let mut a = p.open_rw_session(s).unwrap();
+    a.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+    let b = p.open_rw_session(s).unwrap();
+    let mut lost = 0;
+    for i in 0..200u32 {
+        let k = b
+            .create_object(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Value(vec![0x41; 32]),
+                Attribute::Token(true),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+            ])
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let t = std::thread::spawn({
+            let barrier = barrier.clone();
+            move || {
+                barrier.wait();
+                let r = a.update_attributes(k, &[Attribute::Sensitive(true)]);
+                (a, r)
+            }
+        });
+        barrier.wait();
+        let label = i.to_string().into_bytes();
+        b.update_attributes(k, &[Attribute::Label(label.clone())]).unwrap();
+        let (back, r) = t.join().unwrap();
+        a = back;
+        r.unwrap();
+        let got = b
+            .get_attributes(k, &[AttributeType::Sensitive, AttributeType::Label])
+            .unwrap();
+        if got != vec![Attribute::Sensitive(true), Attribute::Label(label)] {
+            lost += 1;
+        }
+        b.destroy_object(k).unwrap();
+    }
+    assert_eq!(lost, 0, "runs that lost an acknowledged change");
+}
+
+/// Wrong PINs tried at once by many sessions: at most MAX_PIN_ATTEMPTS of
+/// them may be checked, the rest find the PIN locked.
+#[test]
+fn concurrent_wrong_pins_respect_the_lockout() {
+    let p = pkcs11();
+    let s = init(1);
+    let n = 16;
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let sess = p.open_ro_session(s).unwrap();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                match sess.login(UserType::User, Some(&pin(&format!("wrong{i:03}")))) {
+                    Err(Error::Pkcs11(rv, _)) => rv,
+                    other => panic!("a wrong PIN gave {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let rvs: Vec<RvError> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let incorrect = rvs.iter().filter(|rv| **rv == RvError::PinIncorrect).count();
+    let locked = rvs.iter().filter(|rv| **rv == RvError::PinLocked).count();
+    assert!(
+        incorrect <= MAX_PIN_ATTEMPTS,
+        "{incorrect} wrong PINs were checked: {rvs:?}"
+    );
+    assert_eq!(incorrect + locked, n, "{rvs:?}");
+    // Locked for the right PIN too.
+    let sess = p.open_ro_session(s).unwrap();
+    match sess.login(UserType::User, Some(&pin(USER_PIN))) {
+        Err(Error::Pkcs11(RvError::PinLocked, _)) => {}
+        other => panic!("the right PIN after the lockout gave {other:?}"),
+    }
+}
+
+/// The limit counts consecutive failures: a right PIN forgives the earlier
+/// wrong ones.
+#[test]
+fn a_right_pin_resets_the_count() {
+    let p = pkcs11();
+    let s = init(2);
+    let sess = p.open_ro_session(s).unwrap();
+    for _ in 0..2 {
+        for _ in 0..MAX_PIN_ATTEMPTS - 1 {
+            match sess.login(UserType::User, Some(&pin("wrong-pin"))) {
+                Err(Error::Pkcs11(RvError::PinIncorrect, _)) => {}
+                other => panic!("a wrong PIN gave {other:?}"),
+            }
+        }
+        sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+        sess.logout().unwrap();
+    }
+    assert!(!p.get_token_info(s).unwrap().user_pin_count_low());
+}
