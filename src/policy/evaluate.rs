@@ -9,6 +9,10 @@
 //!    statement, or an account grant across accounts) allows if an identity policy allows.
 //! 4. Otherwise a matching grant allows.
 //! 5. Otherwise the request is implicitly denied.
+//!
+//! A caller of another account gets past step 1 only for the operations AWS allows across
+//! accounts ([`CROSS_ACCOUNT_ACTIONS`]); any other action is implicitly denied to it, whatever a
+//! policy or grant says ("such permissions have no effect").
 
 use std::fmt;
 
@@ -188,6 +192,32 @@ pub(crate) fn key_policy_verdict<'p>(policy: &'p Policy, ctx: &RequestContext) -
     v
 }
 
+/// The actions a principal of another account may be allowed on a key (lower case): AWS's
+/// "Cross-account use: Yes" operations. Administration (policies, state, deletion, tags, aliases,
+/// description, rotation) stays with the key's own account.
+pub const CROSS_ACCOUNT_ACTIONS: &[&str] = &[
+    "kms:creategrant",
+    "kms:decrypt",
+    "kms:derivesharedsecret",
+    "kms:describekey",
+    "kms:encrypt",
+    "kms:generatedatakey",
+    "kms:generatedatakeypair",
+    "kms:generatedatakeypairwithoutplaintext",
+    "kms:generatedatakeywithoutplaintext",
+    "kms:generatemac",
+    "kms:getkeyrotationstatus",
+    "kms:getpublickey",
+    "kms:listgrants",
+    "kms:reencryptfrom",
+    "kms:reencryptto",
+    "kms:retiregrant",
+    "kms:revokegrant",
+    "kms:sign",
+    "kms:verify",
+    "kms:verifymac",
+];
+
 /// Decides a request.
 ///
 /// `key_policy` is the key's policy (parsed as [`PolicyKind::KeyPolicy`]); `identity_policies`
@@ -231,6 +261,9 @@ where
     }
     let caller = &ctx.caller;
     let same_account = caller.account.is_some() && caller.account.as_deref() == ctx.key_account();
+    if caller.account.is_some() && !same_account && !CROSS_ACCOUNT_ACTIONS.contains(&ctx.action_lc.as_str()) {
+        return Decision::ImplicitDeny(MissingAllow::KeyPolicy);
+    }
     // The root user holds every permission of its own account; a service principal has no
     // identity policies to consult.
     let implicit_identity = matches!(caller.kind, CallerKind::Root | CallerKind::Service);

@@ -238,6 +238,53 @@ fn encryption_context_string_equals_if_exists() {
     assert!(!allowed(&kp, &[], &c(&[("Department", "HR")])));
 }
 
+/// Administration stays with the key's account: a key policy that gives another account (its
+/// root, or its users through their identity policies) `kms:*` lets it use the key, not run it.
+#[test]
+fn another_account_may_use_a_key_but_never_administer_it() {
+    let kp = with_root(json!({
+        "Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::{OTHER}:root")},
+        "Action": "kms:*",
+        "Resource": "*"
+    }));
+    let everything = allow_all_kms("everything");
+    let other_root = format!("arn:aws:iam::{OTHER}:root");
+    for caller in [other_root.as_str(), &other_user("bob")] {
+        for action in [
+            "kms:PutKeyPolicy",
+            "kms:GetKeyPolicy",
+            "kms:ScheduleKeyDeletion",
+            "kms:DisableKey",
+            "kms:TagResource",
+            "kms:UpdateKeyDescription",
+            "kms:CreateAlias",
+        ] {
+            assert_eq!(
+                decide(&kp, std::slice::from_ref(&everything), &ctx(caller, action)),
+                Decision::ImplicitDeny(MissingAllow::KeyPolicy),
+                "{caller} {action}"
+            );
+            // Not through a grant either.
+            assert!(!evaluate(&kp, std::slice::from_ref(&everything), true, &ctx(caller, action)).is_allowed());
+        }
+        for action in [
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+            "kms:DescribeKey",
+            "kms:CreateGrant",
+            "kms:ReEncryptFrom",
+        ] {
+            assert!(
+                allowed(&kp, std::slice::from_ref(&everything), &ctx(caller, action)),
+                "{caller} {action}"
+            );
+        }
+    }
+    // The key's own account is not limited.
+    assert!(allowed(&kp, NO_POLICIES, &ctx(&root(), "kms:PutKeyPolicy")));
+}
+
 #[test]
 fn cross_account_needs_key_policy_and_identity_policy() {
     // The key policy in account A allows account B.
