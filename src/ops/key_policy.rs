@@ -23,8 +23,7 @@ impl Kms {
         let access = Access::new("kms:PutKeyPolicy")
             .with(ck::BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, bypass_lockout_check.to_string());
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
-        let parsed = Policy::parse_key_policy(&text)?;
-        parsed.check_new_key_policy()?;
+        let parsed = Policy::parse_new_key_policy(&text)?;
         if !bypass_lockout_check {
             self.lockout_check(ev, &parsed, &key.key_id, Some(&key)).await?;
         }

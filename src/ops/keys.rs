@@ -84,8 +84,7 @@ impl Kms {
         let policy_text = input
             .policy
             .unwrap_or_else(|| policy::default_key_policy_in(&self.scope.partition, &self.scope.account));
-        let key_policy = Arc::new(Policy::parse_key_policy(&policy_text)?);
-        key_policy.check_new_key_policy()?;
+        let key_policy = Arc::new(Policy::parse_new_key_policy(&policy_text)?);
         if !bypass {
             self.lockout_check(ev, &key_policy, &key_id, None).await?;
         }

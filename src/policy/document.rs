@@ -112,6 +112,34 @@ impl Policy {
         Ok(())
     }
 
+    /// A key policy given to CreateKey or PutKeyPolicy: AWS's checks of the text (over 32 KB is
+    /// LimitExceededException; only tab, LF, CR and U+0020..U+00FF may appear, as AWS's pattern
+    /// says), then parsed, then [`Policy::check_new_key_policy`]. Stored policies are parsed with
+    /// [`Policy::parse_key_policy`] and keep working.
+    pub fn parse_new_key_policy(text: &str) -> Result<Policy> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(KmsError::LimitExceeded(format!(
+                "The key policy is {} bytes; a key policy may be at most {MAX_POLICY_BYTES} bytes",
+                text.len()
+            )));
+        }
+        if let Some((at, c)) = text
+            .chars()
+            .enumerate()
+            .find(|(_, c)| !matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{ff}'))
+        {
+            return Err(KmsError::validation(format!(
+                "1 validation error detected: Value at 'policy' failed to satisfy constraint: Member must \
+                 satisfy regular expression pattern: [\\u0009\\u000A\\u000D\\u0020-\\u00FF]+ (character {at} is \
+                 U+{:04X})",
+                c as u32
+            )));
+        }
+        let policy = Policy::parse_key_policy(text)?;
+        policy.check_new_key_policy()?;
+        Ok(policy)
+    }
+
     /// Whether any statement has a Condition. Without one no condition key can change a decision,
     /// so a caller may skip building them (the default key policy has none).
     pub fn has_conditions(&self) -> bool {

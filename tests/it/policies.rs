@@ -442,13 +442,19 @@ async fn put_get_list_key_policies_and_the_lockout_check() {
     let exactly = format!("{admin}{}", " ".repeat(32 * 1024 - admin.len()));
     put_policy(&mut app, &key, &exactly, false).await.unwrap();
     assert_eq!(get_policy(&mut app, &key).await, exactly);
+    // Over the quota is LimitExceededException, as AWS documents for PutKeyPolicy and CreateKey.
     let over = format!("{exactly} ");
-    let msg = expect_err(
-        put_policy(&mut app, &key, &over, false).await,
-        "MalformedPolicyDocumentException",
-    );
-    assert!(msg.starts_with("Policy") && msg.contains("32768"), "{msg}");
+    let msg = expect_err(put_policy(&mut app, &key, &over, false).await, "LimitExceededException");
+    assert!(msg.contains("32768"), "{msg}");
     assert_eq!(get_policy(&mut app, &key).await, exactly);
+    // Only tab, LF, CR and U+0020..U+00FF may appear (Latin-1 is fine, the euro sign is not).
+    let latin1 = admin.replacen("AppAdministers", "AppAdministers-\u{e9}", 1);
+    assert_ne!(latin1, admin, "the Sid was renamed");
+    put_policy(&mut app, &key, &latin1, false).await.unwrap();
+    let euro = admin.replacen("AppAdministers", "AppAdministers-\u{20ac}", 1);
+    let msg = expect_err(put_policy(&mut app, &key, &euro, false).await, "ValidationException");
+    assert!(msg.contains("U+20AC"), "{msg}");
+    assert_eq!(get_policy(&mut app, &key).await, latin1);
 }
 
 #[tokio::test]
