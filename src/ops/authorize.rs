@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::grants::GrantScope;
 use super::Kms;
 use crate::audit::AuditEvent;
+use crate::auth::identity::IdentityPolicies;
 use crate::error::{KmsError, Result};
 use crate::keys::context::EncryptionContext;
 use crate::keys::{KeyRecord, Tag};
@@ -88,10 +89,28 @@ impl<'a> Access<'a> {
 impl Kms {
     /// Decides `access` on `key` for the caller recorded in `ev`.
     pub(super) async fn authorize(&self, ev: &mut AuditEvent, access: &Access<'_>, key: &KeyRecord) -> Result<()> {
+        let token_grants = self.grants_for_tokens(access.grant_tokens).await?;
+        let mut d = self.policy_decision(ev, access, key).await?;
+        // Grants are consulted only when no policy allows: the common path never looks at them.
+        if matches!(d.decision, Decision::ImplicitDeny(_))
+            && self.grant_allows(ev, &d.ctx, access, key, &token_grants).await?
+        {
+            d.decision = policy::evaluate(&d.key_policy, d.identity.for_principal(&ev.principal), true, &d.ctx);
+        }
+        conclude(ev, &d.ctx, d.decision)
+    }
+
+    /// What the key policy and the caller's identity policies decide, grants aside, and the
+    /// request context they decided on.
+    pub(super) async fn policy_decision(
+        &self,
+        ev: &AuditEvent,
+        access: &Access<'_>,
+        key: &KeyRecord,
+    ) -> Result<PolicyDecision> {
         let key_policy = self.key_policy(&key.key_id).await?;
         let identity = self.identity.snapshot();
         let identity_policies = identity.for_principal(&ev.principal);
-        let token_grants = self.grants_for_tokens(access.grant_tokens).await?;
         let identity_conditional = identity_policies.iter().any(|p| p.has_conditions());
         let ctx = if key_policy.has_conditions() || identity_conditional {
             // Only the condition keys these policies read (usually the key policy's, precomputed).
@@ -102,14 +121,13 @@ impl Kms {
             // No statement reads a condition key: don't build them (most keys, the hot path).
             RequestContext::without_conditions(&ev.principal, access.action, &self.key_arn(&key.key_id))
         };
-        let mut decision = policy::evaluate(&key_policy, identity_policies, false, &ctx);
-        // Grants are consulted only when no policy allows: the common path never looks at them.
-        if matches!(decision, Decision::ImplicitDeny(_))
-            && self.grant_allows(ev, &ctx, access, key, &token_grants).await?
-        {
-            decision = policy::evaluate(&key_policy, identity_policies, true, &ctx);
-        }
-        conclude(ev, &ctx, decision)
+        let decision = policy::evaluate(&key_policy, identity_policies, false, &ctx);
+        Ok(PolicyDecision {
+            ctx,
+            decision,
+            key_policy,
+            identity,
+        })
     }
 
     /// Decides an action that concerns no existing key (CreateKey, ListKeys, ListAliases,
@@ -283,7 +301,16 @@ fn condition_keys_read(key_policy: &Arc<Policy>, identity_policies: &[Arc<Policy
     keys.into()
 }
 
-fn conclude(ev: &mut AuditEvent, ctx: &RequestContext, decision: Decision) -> Result<()> {
+/// A decision of the policies (see `Kms::policy_decision`), with what it was decided from.
+pub(super) struct PolicyDecision {
+    pub ctx: RequestContext,
+    pub decision: Decision,
+    key_policy: Arc<Policy>,
+    identity: Arc<IdentityPolicies>,
+}
+
+/// Allows, or refuses with AWS's AccessDeniedException and the deciding rule in the audit record.
+pub(super) fn conclude(ev: &mut AuditEvent, ctx: &RequestContext, decision: Decision) -> Result<()> {
     if decision.is_allowed() {
         return Ok(());
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use ring::digest::{digest, SHA256};
 use ring::rand::SecureRandom;
 
+use super::authorize::conclude;
 use super::crypto::check_grant_tokens;
 use super::paging::{self, Page};
 use super::{refuse_pending_deletion, Access, Kms};
@@ -22,7 +23,7 @@ use crate::keys::context::EncryptionContext;
 use crate::keys::dry_run::DryRun;
 use crate::keys::key_ref::Accept;
 use crate::keys::{now_secs, KeyRecord, KeySpec, KeyUsage};
-use crate::policy::{keys as ck, RequestContext};
+use crate::policy::{keys as ck, Decision, RequestContext};
 use crate::store::GrantRecord;
 
 /// AWS's "Grants per KMS key" quota: CreateGrant beyond it is a LimitExceededException.
@@ -253,7 +254,14 @@ impl Kms {
             check_principal("granteePrincipal", p)?;
         }
         let key = self
-            .resolve(Access::new("kms:ListGrants"), "keyId", key_id, Accept::KeyOnly, ev)
+            .resolve(
+                // No AWS service calls here on a caller's behalf: as CreateGrant, "false".
+                Access::new("kms:ListGrants").with(ck::GRANT_IS_FOR_AWS_RESOURCE, "false"),
+                "keyId",
+                key_id,
+                Accept::KeyOnly,
+                ev,
+            )
             .await?;
         let (id, grant_id, grantee) = (
             key.key_id.clone(),
@@ -334,10 +342,21 @@ impl Kms {
         };
         let key_arn = self.key_arn(&grant.key_id);
         ev.key_arn = Some(key_arn.clone());
+        let key = self
+            .key(&grant.key_id)
+            .await?
+            .ok_or_else(|| not_found(&grant.grant_id, &key_arn))?;
+        // The policies have a say too: a Deny of kms:RetireGrant refuses whoever the grant names,
+        // and an Allow (the key's account delegating to its users) lets a caller it doesn't name.
+        let policies = self.policy_decision(ev, &Access::new("kms:RetireGrant"), &key).await?;
+        if matches!(policies.decision, Decision::ExplicitDeny(_)) {
+            return conclude(ev, &policies.ctx, policies.decision);
+        }
         let caller = CallerArns::of(&ev.principal);
         let may = grant.retiring_principal.as_deref().is_some_and(|r| caller.is(r))
             || (caller.is(&grant.grantee_principal) && grant.operations.iter().any(|o| o == "RetireGrant"))
-            || caller.is(&grant.issuing_account);
+            || caller.is(&grant.issuing_account)
+            || policies.decision.is_allowed();
         if !may {
             ev.decision =
                 Some("not the grant's retiring principal, a grantee allowed to retire it, or its account".into());
@@ -354,7 +373,14 @@ impl Kms {
     pub async fn revoke_grant(&self, key_id: &str, grant_id: &str, dry_run: DryRun, ev: &mut AuditEvent) -> Result<()> {
         check_grant_id(grant_id)?;
         let key = self
-            .resolve(Access::new("kms:RevokeGrant"), "keyId", key_id, Accept::KeyOnly, ev)
+            .resolve(
+                // No AWS service calls here on a caller's behalf: as CreateGrant, "false".
+                Access::new("kms:RevokeGrant").with(ck::GRANT_IS_FOR_AWS_RESOURCE, "false"),
+                "keyId",
+                key_id,
+                Accept::KeyOnly,
+                ev,
+            )
             .await?;
         if dry_run.is_on() {
             // The real call's NotFoundException, without removing anything.

@@ -449,6 +449,113 @@ async fn list_retire_and_idempotent_names() {
     assert_eq!(left.grants[0].grant_id, ids[2]);
 }
 
+/// RetireGrant answers to the policies as well as to the grant: a key policy's Deny refuses even
+/// the grantee the grant lets retire it, and an identity policy allowing kms:RetireGrant (the
+/// key's account delegating) lets a caller the grant doesn't name retire it.
+#[tokio::test]
+async fn retire_grant_obeys_denies_and_delegation() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("identity.toml");
+    let retire = crate::auth::allow(&["kms:RetireGrant"], "*");
+    std::fs::write(
+        &identity,
+        crate::auth::identity_file(&[("retire", &retire)], &[(CAROL, &["retire"])]),
+    )
+    .unwrap();
+    let server = Server::start_with(&format!(
+        "[auth]\nidentity_policies_file = {:?}\n{}",
+        identity.display().to_string(),
+        config()
+    ))
+    .await;
+    let mut root = server.client().await;
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
+         "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
+        {"Sid": "BobRetiresNothing", "Effect": "Deny", "Principal": {"AWS": BOB},
+         "Action": "kms:RetireGrant", "Resource": "*"}
+    ]})
+    .to_string();
+    let key = root
+        .create_key(pb::CreateKeyRequest {
+            policy: Some(policy),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap();
+    let k = key.key_id.as_str();
+    let retire_by_token = |token: &str, grant_token: String| {
+        as_user(
+            token,
+            pb::RetireGrantRequest {
+                grant_token: Some(grant_token),
+                ..Default::default()
+            },
+        )
+    };
+    // Bob's grant lets him retire it, but the key policy denies him.
+    let own = create_grant(&mut root, grant_req(k, BOB, &["Encrypt", "RetireGrant"])).await;
+    let msg = expect_err(
+        root.retire_grant(retire_by_token(BOB_TOKEN, own.grant_token.clone()))
+            .await,
+        "AccessDeniedException",
+    );
+    assert!(msg.contains("explicit deny"), "{msg}");
+    // Carol is neither grantee nor retiring principal; her identity policy allows kms:RetireGrant.
+    root.retire_grant(retire_by_token(CAROL_TOKEN, own.grant_token))
+        .await
+        .unwrap();
+    let left = root
+        .list_grants(pb::ListGrantsRequest {
+            key_id: k.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(left.grants.is_empty(), "{:?}", left.grants);
+
+    // kms:GrantIsForAWSResource is "false" on ListGrants and RevokeGrant too, as on CreateGrant:
+    // a Deny conditioned on it applies to direct calls.
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": ["kms:ListGrants", "kms:RevokeGrant"],
+         "Resource": "*", "Condition": {"Bool": {"kms:GrantIsForAWSResource": "false"}}}
+    ]})
+    .to_string();
+    let guarded = root
+        .create_key(pb::CreateKeyRequest {
+            policy: Some(policy),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap();
+    let g = create_grant(&mut root, grant_req(&guarded.key_id, BOB, &["Encrypt"])).await;
+    expect_err(
+        root.list_grants(pb::ListGrantsRequest {
+            key_id: guarded.key_id.clone(),
+            ..Default::default()
+        })
+        .await,
+        "AccessDeniedException",
+    );
+    expect_err(
+        root.revoke_grant(pb::RevokeGrantRequest {
+            key_id: guarded.key_id.clone(),
+            grant_id: g.grant_id,
+            ..Default::default()
+        })
+        .await,
+        "AccessDeniedException",
+    );
+}
+
 /// A grantee with CreateGrant may pass on a subset of its operations, no more.
 #[tokio::test]
 async fn a_grant_with_create_grant_passes_on_a_subset() {
