@@ -47,6 +47,15 @@ pub use paging::Page;
 pub use signing::{PublicKeyInfo, SignInput, Signed};
 pub use sweep::spawn_material_sweep;
 
+/// A blocking task that didn't finish: it panicked, or the runtime shut down before it ran.
+fn not_run(what: &str, e: tokio::task::JoinError) -> KmsError {
+    if e.is_panic() {
+        KmsError::internal(format!("{what} panicked"))
+    } else {
+        KmsError::internal("the service is shutting down")
+    }
+}
+
 pub struct Kms {
     /// This service itself, for work that must finish after a cancelled request (see `write`).
     me: Weak<Kms>,
@@ -147,7 +156,7 @@ impl Kms {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
-            .map_err(|_| KmsError::internal("a store call panicked"))?
+            .map_err(|e| not_run("a store call", e))?
     }
 
     /// Runs a store write on the blocking pool and then `invalidate`s the caches it makes stale,
@@ -169,7 +178,7 @@ impl Kms {
             result
         })
         .await
-        .map_err(|_| KmsError::internal("a store call panicked"))?
+        .map_err(|e| not_run("a store call", e))?
     }
 
     /// Runs CPU-heavy work (private-key operations: up to milliseconds; key pair generation: up to
@@ -187,7 +196,7 @@ impl Kms {
             f()
         })
         .await
-        .map_err(|_| KmsError::internal("a private-key operation panicked"))?
+        .map_err(|e| not_run("a private-key operation", e))?
     }
 
     /// Resolves a `KeyId` parameter to its key and authorizes `access` on it.
