@@ -60,7 +60,8 @@ impl ArnScope {
                  Member must have length greater than or equal to 1"
             )));
         }
-        if input.len() > 2048 {
+        // AWS counts characters, not bytes (the byte count is the cheap first test).
+        if input.len() > 2048 && input.chars().count() > 2048 {
             return Err(KmsError::validation(format!(
                 "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
                  Member must have length less than or equal to 2048"
@@ -151,6 +152,22 @@ mod tests {
             s.parse("keyId", &alias_arn, Accept::KeyOrAlias).unwrap(),
             KeyRef::Alias("alias/a".into())
         );
+    }
+
+    #[test]
+    fn the_length_limit_counts_characters() {
+        let s = scope();
+        // 2206 bytes, 1106 characters: within AWS's 2048, so a name to look up, not a bad value.
+        let accented = format!("alias/{}", "\u{e9}".repeat(1100));
+        assert_eq!(
+            s.parse("keyId", &accented, Accept::KeyOrAlias).unwrap(),
+            KeyRef::Alias(accented.clone())
+        );
+        let long = format!("alias/{}", "\u{e9}".repeat(2043));
+        assert!(matches!(
+            s.parse("keyId", &long, Accept::KeyOrAlias),
+            Err(KmsError::Validation(_))
+        ));
     }
 
     #[test]
