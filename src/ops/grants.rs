@@ -23,7 +23,7 @@ use crate::keys::context::EncryptionContext;
 use crate::keys::dry_run::DryRun;
 use crate::keys::key_ref::Accept;
 use crate::keys::{now_secs, KeyRecord, KeySpec, KeyUsage};
-use crate::policy::{keys as ck, Decision, RequestContext};
+use crate::policy::{self, keys as ck, Decision, Policy, RequestContext};
 use crate::store::GrantRecord;
 
 /// AWS's "Grants per KMS key" quota: CreateGrant beyond it is a LimitExceededException.
@@ -207,7 +207,13 @@ impl Kms {
             creation_date: now_secs(),
             grantee_principal: input.grantee_principal,
             retiring_principal: input.retiring_principal,
-            issuing_account: format!("arn:{}:iam::{}:root", self.scope.partition, self.scope.account),
+            // The caller's account (AWS: "the account under which the grant was issued"), which is
+            // not the key's when another account's principal creates the grant.
+            issuing_account: format!(
+                "arn:{}:iam::{}:root",
+                self.scope.partition,
+                crate::auth::principal_account(&ev.principal).unwrap_or_else(|_| self.scope.account.clone())
+            ),
             operations: scope.operations,
             context_equals: scope.context_equals,
             context_subset: scope.context_subset,
@@ -356,7 +362,12 @@ impl Kms {
         let may = grant.retiring_principal.as_deref().is_some_and(|r| caller.is(r))
             || (caller.is(&grant.grantee_principal) && grant.operations.iter().any(|o| o == "RetireGrant"))
             || caller.is(&grant.issuing_account)
-            || policies.decision.is_allowed();
+            || policies.decision.is_allowed()
+            || grant
+                .retiring_principal
+                .iter()
+                .chain([&grant.issuing_account])
+                .any(|account| self.delegates_retiring(account, &policies.ctx, &ev.principal));
         if !may {
             ev.decision =
                 Some("not the grant's retiring principal, a grantee allowed to retire it, or its account".into());
@@ -368,6 +379,24 @@ impl Kms {
         }
         dry_run.stop()?;
         self.remove_grant(&grant.key_id, &grant.grant_id).await
+    }
+
+    /// Whether `account_root` (a retiring principal or issuing account that is an account's root)
+    /// has delegated retiring to the caller: the caller belongs to that account and its identity
+    /// policies allow kms:RetireGrant on the key, as AWS lets either account delegate.
+    fn delegates_retiring(&self, account_root: &str, ctx: &RequestContext, caller: &str) -> bool {
+        let Ok(account) = crate::auth::principal_account(account_root) else {
+            return false;
+        };
+        if !account_root.ends_with(":root") || crate::auth::principal_account(caller).ok() != Some(account.clone()) {
+            return false;
+        }
+        let Ok(delegating) = Policy::parse_key_policy(&policy::default_key_policy_in(&self.scope.partition, &account))
+        else {
+            return false;
+        };
+        let identity = self.identity.snapshot();
+        policy::evaluate(&delegating, identity.for_principal(caller), false, ctx).is_allowed()
     }
 
     pub async fn revoke_grant(&self, key_id: &str, grant_id: &str, dry_run: DryRun, ev: &mut AuditEvent) -> Result<()> {

@@ -556,6 +556,93 @@ async fn retire_grant_obeys_denies_and_delegation() {
     );
 }
 
+/// A grant created by another account's principal (allowed by the key policy) is issued under
+/// that account, as AWS reports it, not under the key's.
+#[tokio::test]
+async fn a_grant_from_another_account_is_issued_under_it() {
+    const FOREIGN: &str = "arn:aws:iam::444455556666:root";
+    const FOREIGN_TOKEN: &str = "grants-test-foreign-root-token";
+    const ADMIN: &str = "arn:aws:iam::444455556666:user/admin";
+    const ADMIN_TOKEN: &str = "grants-test-foreign-admin-token";
+    const INTERN: &str = "arn:aws:iam::444455556666:user/intern";
+    const INTERN_TOKEN: &str = "grants-test-foreign-intern-token";
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("identity.toml");
+    let retire = crate::auth::allow(&["kms:RetireGrant"], "*");
+    std::fs::write(
+        &identity,
+        crate::auth::identity_file(&[("retire", &retire)], &[(ADMIN, &["retire"])]),
+    )
+    .unwrap();
+    let mut cfg = format!(
+        "[auth]\nidentity_policies_file = {:?}\n{}",
+        identity.display().to_string(),
+        config()
+    );
+    for (token, principal) in [(FOREIGN_TOKEN, FOREIGN), (ADMIN_TOKEN, ADMIN), (INTERN_TOKEN, INTERN)] {
+        cfg += &format!(
+            "[[auth.tokens]]\nsha256 = {:?}\nprincipal = {principal:?}\n",
+            kms::auth::token_digest(token)
+        );
+    }
+    let server = Server::start_with(&cfg).await;
+    let mut root = server.client().await;
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Allow", "Principal": {"AWS": FOREIGN}, "Action": ["kms:CreateGrant", "kms:Encrypt"], "Resource": "*"}
+    ]})
+    .to_string();
+    let key = root
+        .create_key(pb::CreateKeyRequest {
+            policy: Some(policy),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap();
+    let g = root
+        .create_grant(as_user(FOREIGN_TOKEN, grant_req(&key.arn, BOB, &["Encrypt"])))
+        .await
+        .unwrap()
+        .into_inner();
+    let own = create_grant(&mut root, grant_req(&key.key_id, BOB, &["Encrypt"])).await;
+    let listed = root
+        .list_grants(pb::ListGrantsRequest {
+            key_id: key.key_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    let issuer = |id: &str| {
+        listed
+            .iter()
+            .find(|e| e.grant_id == id)
+            .unwrap()
+            .issuing_account
+            .clone()
+    };
+    assert_eq!(issuer(&g.grant_id), FOREIGN);
+    assert_eq!(issuer(&own.grant_id), "arn:aws:iam::111122223333:root");
+
+    // The issuing (or retiring) account delegates retiring to its users by identity policy: its
+    // admin may retire the grant, its intern (no such policy) may not.
+    let retire = |token: &str| {
+        as_user(
+            token,
+            pb::RetireGrantRequest {
+                grant_token: Some(g.grant_token.clone()),
+                ..Default::default()
+            },
+        )
+    };
+    expect_err(root.retire_grant(retire(INTERN_TOKEN)).await, "AccessDeniedException");
+    root.retire_grant(retire(ADMIN_TOKEN)).await.unwrap();
+}
+
 /// A grantee with CreateGrant may pass on a subset of its operations, no more.
 #[tokio::test]
 async fn a_grant_with_create_grant_passes_on_a_subset() {
