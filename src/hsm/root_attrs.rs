@@ -11,9 +11,10 @@ use cryptoki::session::Session;
 const ROOT_KEY_LEN: std::os::raw::c_ulong = 32;
 
 /// The attributes a usable root key must have; never CKA_VALUE.
-const CHECKED: [AttributeType; 6] = [
+const CHECKED: [AttributeType; 7] = [
     AttributeType::KeyType,
     AttributeType::ValueLen,
+    AttributeType::Private,
     AttributeType::Sensitive,
     AttributeType::Extractable,
     AttributeType::Encrypt,
@@ -21,8 +22,8 @@ const CHECKED: [AttributeType; 6] = [
 ];
 
 /// What a usable root key is, for operators' messages.
-pub const REQUIRED: &str = "an AES-256 secret key (CKA_KEY_TYPE CKK_AES, CKA_VALUE_LEN 32) with CKA_SENSITIVE TRUE, \
-     CKA_EXTRACTABLE FALSE, CKA_ENCRYPT TRUE and CKA_DECRYPT TRUE";
+pub const REQUIRED: &str = "an AES-256 secret key (CKA_KEY_TYPE CKK_AES, CKA_VALUE_LEN 32) with CKA_PRIVATE TRUE, \
+     CKA_SENSITIVE TRUE, CKA_EXTRACTABLE FALSE, CKA_ENCRYPT TRUE and CKA_DECRYPT TRUE";
 
 /// Reads `key`'s attributes. `Ok(Err(defects))`: the key is not usable as the root key, and
 /// `defects` names each wrong attribute (never any key material). `Err`: the HSM call failed.
@@ -48,6 +49,9 @@ pub fn defects(attrs: &[Attribute]) -> Vec<String> {
             Attribute::ValueLen(len) if **len != ROOT_KEY_LEN => {
                 Some(format!("CKA_VALUE_LEN is {len} bytes, not {ROOT_KEY_LEN} (AES-256)"))
             }
+            // A public object is usable by any session, logged in or not (and SoftHSM2 stores its
+            // value unencrypted): the PIN would no longer guard the root key.
+            Attribute::Private(false) => Some("CKA_PRIVATE is FALSE: usable without logging in".to_string()),
             Attribute::Sensitive(false) => Some("CKA_SENSITIVE is FALSE".to_string()),
             Attribute::Extractable(true) => Some("CKA_EXTRACTABLE is TRUE".to_string()),
             Attribute::Encrypt(false) => Some("CKA_ENCRYPT is FALSE".to_string()),
@@ -63,6 +67,7 @@ fn name(t: AttributeType) -> &'static str {
     match t {
         AttributeType::KeyType => "CKA_KEY_TYPE",
         AttributeType::ValueLen => "CKA_VALUE_LEN",
+        AttributeType::Private => "CKA_PRIVATE",
         AttributeType::Sensitive => "CKA_SENSITIVE",
         AttributeType::Extractable => "CKA_EXTRACTABLE",
         AttributeType::Encrypt => "CKA_ENCRYPT",
@@ -79,6 +84,7 @@ mod tests {
         vec![
             Attribute::KeyType(KeyType::AES),
             Attribute::ValueLen(32.into()),
+            Attribute::Private(true),
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
             Attribute::Encrypt(true),
@@ -105,6 +111,7 @@ mod tests {
     fn each_wrong_attribute_is_named() {
         let cases = [
             (Attribute::Extractable(true), "CKA_EXTRACTABLE is TRUE"),
+            (Attribute::Private(false), "CKA_PRIVATE is FALSE"),
             (Attribute::Sensitive(false), "CKA_SENSITIVE is FALSE"),
             (Attribute::KeyType(KeyType::GENERIC_SECRET), "CKA_KEY_TYPE"),
             (Attribute::ValueLen(16.into()), "CKA_VALUE_LEN is 16 bytes"),

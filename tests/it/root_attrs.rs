@@ -105,15 +105,20 @@ fn starts(hsm: &TestHsm, root_key_id: &str) -> bool {
 fn a_root_key_with_wrong_attributes_stops_the_first_start() {
     // Not the default id: the check applies to the key `hsm.root_key_id` names.
     let id = "726f6f742d6174747273";
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
-            &["--key-type", "AES:32", "--sensitive", "--extractable"],
+            &["--key-type", "AES:32", "--sensitive", "--private", "--extractable"],
             "CKA_EXTRACTABLE is TRUE",
         ),
-        (&["--key-type", "AES:32"], "CKA_SENSITIVE is FALSE"),
-        (&["--key-type", "AES:16", "--sensitive"], "CKA_VALUE_LEN is 16 bytes"),
+        (&["--key-type", "AES:32", "--private"], "CKA_SENSITIVE is FALSE"),
+        // pkcs11-tool's default: a public object, usable (and on SoftHSM2 stored) without the PIN.
+        (&["--key-type", "AES:32", "--sensitive"], "CKA_PRIVATE is FALSE"),
         (
-            &["--key-type", "GENERIC:32", "--sensitive"],
+            &["--key-type", "AES:16", "--sensitive", "--private"],
+            "CKA_VALUE_LEN is 16 bytes",
+        ),
+        (
+            &["--key-type", "GENERIC:32", "--sensitive", "--private"],
             "CKA_KEY_TYPE is CKK_GENERIC_SECRET",
         ),
     ];
@@ -142,6 +147,7 @@ fn a_root_key_with_wrong_attributes_stops_the_first_start() {
             "--key-type",
             "AES:32",
             "--sensitive",
+            "--private",
             "--id",
             id,
             "--label",
@@ -183,7 +189,7 @@ async fn an_unusable_replacement_root_key_is_refused_as_unavailable() {
         args.extend_from_slice(flags);
         pkcs11_tool(&server.hsm, &args);
     };
-    replace(&["--sensitive", "--extractable"]);
+    replace(&["--sensitive", "--private", "--extractable"]);
 
     let replaced = Instant::now();
     loop {
@@ -213,7 +219,7 @@ async fn an_unusable_replacement_root_key_is_refused_as_unavailable() {
     assert_eq!(listed.keys.len(), 1, "no key was created under the unusable root key");
 
     // An operator puts a proper key in its place: it is adopted.
-    replace(&["--sensitive"]);
+    replace(&["--sensitive", "--private"]);
     let new_key = create_key(&mut c).await;
     c.generate_data_key(gdk(&new_key.key_id)).await.unwrap();
 }

@@ -94,6 +94,7 @@ fn replace_root_key(server: &Server) {
             "--label",
             "kms-root",
             "--sensitive",
+            "--private",
         ],
     );
 }
