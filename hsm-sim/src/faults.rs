@@ -2,6 +2,13 @@
 //! rewrite at any time. The file is stat'ed at most every 50 ms and
 //! re-parsed only when its mtime or size changes, so the hot path costs an
 //! atomic load and a clock read.
+//!
+//! Rule keys: `latency_ms` (fixed or `[lo, hi]`), `error_rate`, `error` (a
+//! return code name, see `rv_by_name`), `functions` (the rule applies to
+//! these only; `"*"` is all), `fail_next`, `unplugged`, and `record`: a file
+//! to which the name of every call the rule applies to is appended, one per
+//! line, before its latency or failure (so a test can count the calls that
+//! reached the module, e.g. C_Login).
 use crate::Rv;
 use cryptoki_sys::*;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -30,6 +37,7 @@ struct RawRule {
     functions: Option<Vec<String>>,
     fail_next: Option<u64>,
     unplugged: Option<bool>,
+    record: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -48,6 +56,7 @@ struct Rule {
     functions: Option<Vec<String>>,
     fail_next: AtomicU64,
     unplugged: bool,
+    record: Option<PathBuf>,
 }
 
 fn rv_by_name(name: &str) -> Result<CK_RV, String> {
@@ -58,6 +67,11 @@ fn rv_by_name(name: &str) -> Result<CK_RV, String> {
         "CKR_DEVICE_MEMORY" => CKR_DEVICE_MEMORY,
         "CKR_TOKEN_NOT_PRESENT" => CKR_TOKEN_NOT_PRESENT,
         "CKR_DEVICE_REMOVED" => CKR_DEVICE_REMOVED,
+        "CKR_PIN_INCORRECT" => CKR_PIN_INCORRECT,
+        "CKR_PIN_LOCKED" => CKR_PIN_LOCKED,
+        "CKR_PIN_EXPIRED" => CKR_PIN_EXPIRED,
+        "CKR_PIN_INVALID" => CKR_PIN_INVALID,
+        "CKR_PIN_LEN_RANGE" => CKR_PIN_LEN_RANGE,
         other => return Err(format!("unknown error name {other}")),
     })
 }
@@ -74,6 +88,7 @@ impl Rule {
             functions: r.functions.clone(),
             fail_next: AtomicU64::new(r.fail_next.unwrap_or(0)),
             unplugged: r.unplugged.unwrap_or(false),
+            record: r.record.clone(),
         })
     }
 
@@ -84,7 +99,11 @@ impl Rule {
     }
 
     fn is_active(&self) -> bool {
-        self.latency.is_some() || self.error_rate > 0.0 || self.fail_next.load(Ordering::Relaxed) > 0 || self.unplugged
+        self.latency.is_some()
+            || self.error_rate > 0.0
+            || self.fail_next.load(Ordering::Relaxed) > 0
+            || self.unplugged
+            || self.record.is_some()
     }
 }
 
@@ -118,6 +137,22 @@ fn random_unit() -> f64 {
         return 1.0;
     }
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Appends `func` and a newline to `path` in one write (O_APPEND: lines of
+/// concurrent calls never interleave). A file that can't be written is
+/// skipped: the call itself is not failed for it.
+fn record_call(path: &std::path::Path, func: &str) {
+    use std::io::Write;
+    let line = format!("{func}\n");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("hsm-sim: cannot record a call to {}: {e}", path.display());
+    }
 }
 
 impl Faults {
@@ -207,7 +242,7 @@ impl Faults {
         if !self.active.load(Ordering::Acquire) {
             return Ok(());
         }
-        let (latency, result) = {
+        let (latency, result, record) = {
             let Ok(st) = self.state.read() else {
                 return Ok(());
             };
@@ -227,8 +262,15 @@ impl Faults {
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
                 .is_ok()
                 || (rule.error_rate > 0.0 && random_unit() < rule.error_rate);
-            (rule.latency, if fail { Err(rule.error_rv) } else { Ok(()) })
+            (
+                rule.latency,
+                if fail { Err(rule.error_rv) } else { Ok(()) },
+                rule.record.clone(),
+            )
         };
+        if let Some(path) = record {
+            record_call(&path, func);
+        }
         if let Some((lo, hi)) = latency {
             let ms = lo + ((hi - lo) as f64 * random_unit()) as u64;
             std::thread::sleep(Duration::from_millis(ms));

@@ -48,6 +48,40 @@ pub fn root_unusable() -> KmsError {
     KmsError::KeyUnavailable("The root key in the HSM is not usable (wrong attributes; see the server log)".to_string())
 }
 
+/// C_Login refused the configured PIN: a credential failure, never retried. Every wrong login counts
+/// toward locking the HSM user (CloudHSM locks a crypto user after 5, for every application using
+/// it), so the session pool latches the first refusal and logs in no more (`SessionPool::login`).
+pub fn is_pin_refused(e: &Error) -> bool {
+    matches!(e, Error::Pkcs11(rv, Function::Login) if pin_rv_name(*rv).is_some())
+}
+
+/// The PKCS#11 name of a return code that refuses a PIN (None: not one of them).
+pub fn pin_rv_name(rv: RvError) -> Option<&'static str> {
+    Some(match rv {
+        RvError::PinIncorrect => "CKR_PIN_INCORRECT",
+        RvError::PinLocked => "CKR_PIN_LOCKED",
+        RvError::PinExpired => "CKR_PIN_EXPIRED",
+        RvError::PinInvalid => "CKR_PIN_INVALID",
+        RvError::PinLenRange => "CKR_PIN_LEN_RANGE",
+        _ => return None,
+    })
+}
+
+/// The answer while the HSM refuses the configured PIN: like a missing device, nothing that needs
+/// a new session can be done until an operator fixes the PIN (the message names the return code,
+/// never the PIN).
+pub fn pin_refused(e: &Error) -> KmsError {
+    let rv = match e {
+        Error::Pkcs11(rv, _) => pin_rv_name(*rv),
+        _ => None,
+    };
+    KmsError::KeyUnavailable(format!(
+        "The HSM refused the configured PIN ({}); kms will not log in with it again. An operator must \
+         fix the PIN and restart kms (see the server log)",
+        rv.unwrap_or("C_Login failed")
+    ))
+}
+
 /// A failure that is not the device's: a bug, a misconfiguration or tampered stored material.
 pub fn rejected(what: &str, e: &Error) -> KmsError {
     KmsError::Internal(format!("HSM refused to {what} ({})", short(e)))
@@ -58,5 +92,35 @@ fn short(e: &Error) -> String {
     match e {
         Error::Pkcs11(rv, func) => format!("{func}: {rv}"),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_pin_is_a_credential_failure_not_a_device_one() {
+        for rv in [
+            RvError::PinIncorrect,
+            RvError::PinLocked,
+            RvError::PinExpired,
+            RvError::PinInvalid,
+            RvError::PinLenRange,
+        ] {
+            let e = Error::Pkcs11(rv, Function::Login);
+            assert!(is_pin_refused(&e), "{rv:?}");
+            assert!(!is_retryable(&e), "{rv:?}");
+            let answer = pin_refused(&e);
+            assert_eq!(answer.name(), "KeyUnavailableException");
+            assert!(answer.to_string().contains(pin_rv_name(rv).unwrap()), "{answer}");
+        }
+        // Logged in already is success, not a refusal; and only C_Login's answer is one.
+        assert!(!is_pin_refused(&Error::Pkcs11(
+            RvError::UserAlreadyLoggedIn,
+            Function::Login
+        )));
+        assert!(!is_pin_refused(&Error::Pkcs11(RvError::PinIncorrect, Function::SetPIN)));
+        assert!(!is_pin_refused(&Error::Pkcs11(RvError::DeviceError, Function::Login)));
     }
 }

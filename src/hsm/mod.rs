@@ -58,9 +58,14 @@ impl Hsm {
         let root_check = (quirks.root_session_copy && cfg.root_check_seconds > 0)
             .then(|| Duration::from_secs(cfg.root_check_seconds));
         let pool = SessionPool::new(module, slot, pin, root_id.clone(), root_check);
-        let session = pool
-            .open()
-            .map_err(|e| format!("cannot log in to token {:?}: {e}", cfg.token_label))?;
+        let session = pool.open_first().map_err(|e| match e {
+            cryptoki::error::Error::Pkcs11(rv, _) if errors::is_pin_refused(&e) => format!(
+                "token {:?} refused the configured PIN (C_Login returned {}): check hsm.pin_file or hsm.pin_env",
+                cfg.token_label,
+                errors::pin_rv_name(rv).unwrap_or("a PIN error")
+            ),
+            e => format!("cannot log in to token {:?}: {e}", cfg.token_label),
+        })?;
         let (handle, root) = match find_root(&session, &root_id).map_err(|e| format!("root key lookup failed: {e}"))? {
             RootLookup::One(h) => (h, RootKey::Found),
             RootLookup::Many(n) => {
@@ -204,6 +209,9 @@ impl Hsm {
                     return Ok(v);
                 }
                 Err(e) if pool::is_unusable(&e) => return Err(errors::root_unusable()),
+                // The HSM refused the PIN (logged once by the pool, which won't try it again):
+                // retrying can't help, and every attempt would count toward locking the HSM user.
+                Err(e) if errors::is_pin_refused(&e) => return Err(errors::pin_refused(&e)),
                 // The root key's handle went stale: the key was destroyed or replaced on the token.
                 // Every pooled session holds that handle, so all are dropped, and a new session
                 // looks the key up again (once: a key that is really gone is then refused).

@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cryptoki::context::Pkcs11;
+use cryptoki::context::{Function, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
+use super::errors;
 use super::root::RootCopies;
 use super::root_attrs;
 
@@ -69,6 +70,9 @@ pub struct SessionPool {
     unusable_warned: AtomicU64,
     generation: AtomicU64,
     idle: Mutex<Vec<PooledSession>>,
+    /// Held across C_Login, so concurrent sessions never try the PIN at once; holds the return code
+    /// once C_Login refused the PIN (`login`).
+    pin_refused: Mutex<Option<RvError>>,
 }
 
 impl SessionPool {
@@ -87,6 +91,7 @@ impl SessionPool {
             unusable_warned: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
+            pin_refused: Mutex::new(None),
         }
     }
 
@@ -226,14 +231,60 @@ impl SessionPool {
 
     /// A read-write logged-in session (CloudHSM has no read-only sessions; RW also lets us create the
     /// root key). Login is per token and application, so later sessions find it done already.
-    pub fn open(&self) -> Result<Session, Error> {
+    fn open(&self) -> Result<Session, Error> {
+        self.open_logged_in(true)
+    }
+
+    /// The first session, at start: as `open`, but a refused PIN is not logged here, since the
+    /// server does not start and says why itself.
+    pub fn open_first(&self) -> Result<Session, Error> {
+        self.open_logged_in(false)
+    }
+
+    fn open_logged_in(&self, serving: bool) -> Result<Session, Error> {
         let session = self.module.open_rw_session(self.slot)?;
         // Login is per token: skip it (and the HSM's PIN check) when another session did it.
         if session.get_session_info()?.session_state() == SessionState::RwUser {
             return Ok(session);
         }
+        self.login(&session, serving)?;
+        Ok(session)
+    }
+
+    /// Logs the token in with the configured PIN, unless the HSM refused that PIN before.
+    ///
+    /// A refused PIN (`errors::is_pin_refused`: incorrect, locked, expired, invalid or out of range)
+    /// is a credential failure, not a device one: trying it again can't succeed (kms has no other
+    /// PIN; SIGHUP does not reload it) and every wrong login counts toward locking the HSM user,
+    /// which CloudHSM does after 5 for every application using it. So the first refusal is latched
+    /// and logged once, and from then on no session logs in until the process restarts; callers get
+    /// the latched error (`KeyUnavailableException`). What needs no login keeps working: idle
+    /// sessions still logged in, and sessions that find the token logged in already (`open`), so
+    /// requests served from them or from the material cache are answered as before.
+    ///
+    /// Logins are serialized, so sessions opened at once (after a failover logged kms out) try the
+    /// PIN once between them, not once each. A session that waited finds the token logged in by
+    /// the one before it: CKR_USER_ALREADY_LOGGED_IN, which is success.
+    fn login(&self, session: &Session, serving: bool) -> Result<(), Error> {
+        let mut refused = self.pin_refused.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rv) = *refused {
+            return Err(Error::Pkcs11(rv, Function::Login));
+        }
         match session.login(UserType::User, Some(&self.pin)) {
-            Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+            Err(e @ Error::Pkcs11(rv, _)) if errors::is_pin_refused(&e) => {
+                if serving {
+                    tracing::error!(
+                        "the HSM refused the configured PIN: C_Login returned {}. kms will not log in with \
+                     it again, so as not to lock the HSM user; requests that need a new HSM session get \
+                     KeyUnavailableException. An operator must fix the PIN (hsm.pin_file or \
+                     hsm.pin_env) and restart kms: SIGHUP does not reload it",
+                        errors::pin_rv_name(rv).unwrap_or("a PIN error")
+                    );
+                }
+                *refused = Some(rv);
+                Err(e)
+            }
             Err(e) => Err(e),
         }
     }

@@ -518,3 +518,48 @@ where
     }
     out
 }
+
+// ---- The server's log (faults.rs) ----
+
+impl Server {
+    /// Restarts the server with its stderr, the log, captured instead of inherited: the returned
+    /// buffer collects every line (each also echoed to the test's stderr). `restart` and `stop`
+    /// work as before; a later `restart` inherits stderr again.
+    pub async fn restart_capturing_log(&mut self) -> std::sync::Arc<std::sync::Mutex<String>> {
+        self.stop();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut child = self
+            .serve_command()
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("kms listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .unwrap_or_else(|_| panic!("kms did not start: {:?}", child.try_wait()));
+        self.addr = addr;
+        self.child = Some(child);
+        log
+    }
+}

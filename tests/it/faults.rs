@@ -167,3 +167,100 @@ async fn a_failing_root_key_copy_is_a_device_error_not_a_refusal() {
     server.set_faults("").await;
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
+
+/// The PIN was changed on the HSM while kms ran, then a failover closed every session, which logged
+/// kms out: the next session must log in, and the HSM refuses the PIN. That refusal is a credential
+/// failure: kms tries the PIN once, not on every request (CloudHSM locks a crypto user after 5 wrong
+/// logins, for every application using it), logs it once, and refuses requests with
+/// KeyUnavailableException until it is restarted with the right PIN. hsm-sim records every C_Login
+/// that reaches it, so "once" is counted, not timed.
+#[tokio::test]
+async fn a_refused_pin_is_tried_once_not_by_every_request() {
+    let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
+    let mut server = Server::start_on(TestHsm::hsm_sim(), cache_off, "retry_attempts = 2").await;
+    let log = server.restart_capturing_log().await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+
+    // The failover: every session is gone and the token logged kms out.
+    server.set_faults("unplugged = true\n").await;
+    expect_err(c.generate_data_key(gdk(&key.key_id)).await, "KeyUnavailableException");
+
+    // Back, but refusing the PIN kms has.
+    let logins = server.hsm.dir.path().join("logins.txt");
+    server
+        .set_faults(&format!(
+            "error_rate = 1.0\nerror = \"CKR_PIN_INCORRECT\"\nfunctions = [\"C_Login\"]\nrecord = {:?}\n",
+            logins.display().to_string()
+        ))
+        .await;
+    let c_logins = || {
+        std::fs::read_to_string(&logins)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == "C_Login")
+            .count()
+    };
+    // At once, as requests come in after a failover: no idle session, each needs a new one.
+    let answers = futures_join_all((0..5).map(|_| {
+        let (mut c, key_id) = (c.clone(), key.key_id.clone());
+        async move { c.generate_data_key(gdk(&key_id)).await }
+    }))
+    .await;
+    let mut messages = vec![];
+    for answer in answers {
+        messages.push(expect_err(answer, "KeyUnavailableException"));
+    }
+    assert_eq!(c_logins(), 1, "concurrent requests tried the PIN once between them");
+    // And one after another.
+    for _ in 0..5 {
+        messages.push(expect_err(
+            c.generate_data_key(gdk(&key.key_id)).await,
+            "KeyUnavailableException",
+        ));
+        messages.push(expect_err(
+            c.generate_random(pb::GenerateRandomRequest {
+                number_of_bytes: Some(8),
+            })
+            .await,
+            "KeyUnavailableException",
+        ));
+    }
+    assert_eq!(c_logins(), 1, "no request after the first refusal tried the PIN again");
+    for m in &messages {
+        assert!(m.contains("refused the configured PIN"), "{m}");
+        assert!(m.contains("CKR_PIN_INCORRECT"), "{m}");
+        assert!(!m.contains(PIN), "the PIN must never be returned: {m}");
+    }
+
+    // Once in the log, at error level, naming the return code, never the PIN.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = log.lock().unwrap().clone();
+        if text.contains("refused the configured PIN") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("refused the configured PIN"))
+        .collect();
+    assert_eq!(lines.len(), 1, "logged once: {text}");
+    assert!(lines[0].contains("ERROR"), "{}", lines[0]);
+    assert!(lines[0].contains("CKR_PIN_INCORRECT"), "{}", lines[0]);
+    assert!(lines[0].contains("restart"), "{}", lines[0]);
+    assert!(!text.contains(PIN), "the PIN must never be logged: {text}");
+
+    // Latched until the process restarts, even once the HSM would take the PIN again...
+    server
+        .set_faults(&format!("record = {:?}\n", logins.display().to_string()))
+        .await;
+    expect_err(c.generate_data_key(gdk(&key.key_id)).await, "KeyUnavailableException");
+    assert_eq!(c_logins(), 1);
+    // ...and a restart (the operator's fix) logs in and serves again.
+    server.restart().await;
+    let mut c = server.client().await;
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+}
