@@ -299,6 +299,23 @@ async fn list_retire_and_idempotent_names() {
         .into_inner();
     assert_eq!(by_grantee.grants.len(), 1);
     assert_eq!(by_grantee.grants[0].grant_id, ids[2]);
+    // A filter that fits AWS's pattern but no grant's principal matches nothing (not refused);
+    // one that doesn't fit the pattern is a ValidationException.
+    for (filter, matches) in [("111122223333", Some(0)), ("not a principal", None)] {
+        let r = root
+            .list_grants(pb::ListGrantsRequest {
+                key_id: k.into(),
+                grantee_principal: Some(filter.into()),
+                ..Default::default()
+            })
+            .await;
+        match matches {
+            Some(n) => assert_eq!(r.unwrap().into_inner().grants.len(), n, "{filter}"),
+            None => {
+                expect_err(r, "ValidationException");
+            }
+        }
+    }
     let by_id = root
         .list_grants(pb::ListGrantsRequest {
             key_id: k.into(),
