@@ -206,13 +206,19 @@ impl Server {
             extra = self.extra_config,
         );
         std::fs::write(self.config_path(), config).unwrap();
-        let mut child = self
+        let child = self
             .serve_command()
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        self.adopt(child).await;
+    }
+
+    /// Waits for the `kms serve` child's `kms listening on` line (stdout piped) and makes it this
+    /// server.
+    async fn adopt(&mut self, mut child: std::process::Child) {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -545,21 +551,7 @@ impl Server {
                 log.push('\n');
             }
         });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("kms listening on ") {
-                    let _ = tx.send(addr.to_string());
-                }
-            }
-        });
-        let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
-            .await
-            .unwrap()
-            .unwrap_or_else(|_| panic!("kms did not start: {:?}", child.try_wait()));
-        self.addr = addr;
-        self.child = Some(child);
+        self.adopt(child).await;
         log
     }
 }

@@ -21,6 +21,25 @@ fn config() -> String {
     s
 }
 
+/// `config()` plus an identity policy allowing `principal` kms:RetireGrant on every key (the file
+/// lives in the returned directory).
+fn config_where_may_retire(principal: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("identity.toml");
+    let retire = crate::auth::allow(&["kms:RetireGrant"], "*");
+    std::fs::write(
+        &identity,
+        crate::auth::identity_file(&[("retire", &retire)], &[(principal, &["retire"])]),
+    )
+    .unwrap();
+    let cfg = format!(
+        "[auth]\nidentity_policies_file = {:?}\n{}",
+        identity.display().to_string(),
+        config()
+    );
+    (dir, cfg)
+}
+
 /// A request sent as the principal of `token`.
 fn as_user<T>(token: &str, msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
@@ -49,6 +68,18 @@ fn encrypt_req(key: &str, context: &[(&str, &str)]) -> pb::EncryptRequest {
         encryption_context: ctx(context),
         ..Default::default()
     }
+}
+
+async fn create_key_with_policy(c: &mut Client, policy: String) -> pb::KeyMetadata {
+    c.create_key(pb::CreateKeyRequest {
+        policy: Some(policy),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .key_metadata
+    .unwrap()
 }
 
 async fn create_grant(c: &mut Client, r: pb::CreateGrantRequest) -> pb::CreateGrantResponse {
@@ -471,20 +502,8 @@ async fn list_retire_and_idempotent_names() {
 /// key's account delegating) lets a caller the grant doesn't name retire it.
 #[tokio::test]
 async fn retire_grant_obeys_denies_and_delegation() {
-    let dir = tempfile::tempdir().unwrap();
-    let identity = dir.path().join("identity.toml");
-    let retire = crate::auth::allow(&["kms:RetireGrant"], "*");
-    std::fs::write(
-        &identity,
-        crate::auth::identity_file(&[("retire", &retire)], &[(CAROL, &["retire"])]),
-    )
-    .unwrap();
-    let server = Server::start_with(&format!(
-        "[auth]\nidentity_policies_file = {:?}\n{}",
-        identity.display().to_string(),
-        config()
-    ))
-    .await;
+    let (_dir, cfg) = config_where_may_retire(CAROL);
+    let server = Server::start_with(&cfg).await;
     let mut root = server.client().await;
     let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
         {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
@@ -493,16 +512,7 @@ async fn retire_grant_obeys_denies_and_delegation() {
          "Action": "kms:RetireGrant", "Resource": "*"}
     ]})
     .to_string();
-    let key = root
-        .create_key(pb::CreateKeyRequest {
-            policy: Some(policy),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .key_metadata
-        .unwrap();
+    let key = create_key_with_policy(&mut root, policy).await;
     let k = key.key_id.as_str();
     let retire_by_token = |token: &str, grant_token: String| {
         as_user(
@@ -543,16 +553,7 @@ async fn retire_grant_obeys_denies_and_delegation() {
          "Resource": "*", "Condition": {"Bool": {"kms:GrantIsForAWSResource": "false"}}}
     ]})
     .to_string();
-    let guarded = root
-        .create_key(pb::CreateKeyRequest {
-            policy: Some(policy),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .key_metadata
-        .unwrap();
+    let guarded = create_key_with_policy(&mut root, policy).await;
     let g = create_grant(&mut root, grant_req(&guarded.key_id, BOB, &["Encrypt"])).await;
     expect_err(
         root.list_grants(pb::ListGrantsRequest {
@@ -583,19 +584,7 @@ async fn a_grant_from_another_account_is_issued_under_it() {
     const ADMIN_TOKEN: &str = "grants-test-foreign-admin-token";
     const INTERN: &str = "arn:aws:iam::444455556666:user/intern";
     const INTERN_TOKEN: &str = "grants-test-foreign-intern-token";
-    let dir = tempfile::tempdir().unwrap();
-    let identity = dir.path().join("identity.toml");
-    let retire = crate::auth::allow(&["kms:RetireGrant"], "*");
-    std::fs::write(
-        &identity,
-        crate::auth::identity_file(&[("retire", &retire)], &[(ADMIN, &["retire"])]),
-    )
-    .unwrap();
-    let mut cfg = format!(
-        "[auth]\nidentity_policies_file = {:?}\n{}",
-        identity.display().to_string(),
-        config()
-    );
+    let (_dir, mut cfg) = config_where_may_retire(ADMIN);
     for (token, principal) in [(FOREIGN_TOKEN, FOREIGN), (ADMIN_TOKEN, ADMIN), (INTERN_TOKEN, INTERN)] {
         cfg += &format!(
             "[[auth.tokens]]\nsha256 = {:?}\nprincipal = {principal:?}\n",
@@ -609,16 +598,7 @@ async fn a_grant_from_another_account_is_issued_under_it() {
         {"Effect": "Allow", "Principal": {"AWS": FOREIGN}, "Action": ["kms:CreateGrant", "kms:Encrypt"], "Resource": "*"}
     ]})
     .to_string();
-    let key = root
-        .create_key(pb::CreateKeyRequest {
-            policy: Some(policy),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .key_metadata
-        .unwrap();
+    let key = create_key_with_policy(&mut root, policy).await;
     let g = root
         .create_grant(as_user(FOREIGN_TOKEN, grant_req(&key.arn, BOB, &["Encrypt"])))
         .await
