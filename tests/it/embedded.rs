@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 
 use kms::proto as pb;
 use kms::proto::key_management_service_client::KeyManagementServiceClient;
+use tonic::transport::Channel;
 
 /// Starts `kms serve` with flags only (no config file, no PIN) and returns it with its address.
 fn start(data_dir: &std::path::Path) -> (std::process::Child, String) {
@@ -71,19 +72,21 @@ fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     out
 }
 
+/// `start` off the runtime's threads, and a client of the server it started.
+async fn start_and_connect(data: &std::path::Path) -> (std::process::Child, KeyManagementServiceClient<Channel>) {
+    let data = data.to_path_buf();
+    let (child, addr) = tokio::task::spawn_blocking(move || start(&data)).await.unwrap();
+    let c = KeyManagementServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    (child, c)
+}
+
 #[tokio::test]
 async fn serve_with_no_hsm_configured_uses_the_embedded_hsm_sim_and_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut child, addr) = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || start(&data)
-    })
-    .await
-    .unwrap();
-    let mut c = KeyManagementServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let (mut child, mut c) = start_and_connect(&data).await;
     let key = c
         .create_key(pb::CreateKeyRequest::default())
         .await
@@ -110,15 +113,7 @@ async fn serve_with_no_hsm_configured_uses_the_embedded_hsm_sim_and_survives_res
     assert_eq!(mode & 0o077, 0, "PIN file must be owner-only");
     assert!(data.join("hsm").is_dir());
 
-    let (mut child, addr) = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || start(&data)
-    })
-    .await
-    .unwrap();
-    let mut c = KeyManagementServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let (mut child, mut c) = start_and_connect(&data).await;
     let out = c
         .decrypt(pb::DecryptRequest {
             ciphertext_blob: dk.ciphertext_blob,
@@ -170,15 +165,7 @@ async fn a_second_server_leaves_the_embedded_token_alone() {
 async fn a_damaged_embedded_token_stops_the_start_up_and_keeps_its_keys() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut child, addr) = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || start(&data)
-    })
-    .await
-    .unwrap();
-    let mut c = KeyManagementServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let (mut child, mut c) = start_and_connect(&data).await;
     c.create_key(pb::CreateKeyRequest::default()).await.unwrap();
     drop(c);
     child.kill().unwrap();

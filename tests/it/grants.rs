@@ -82,6 +82,18 @@ async fn create_key_with_policy(c: &mut Client, policy: String) -> pb::KeyMetada
     .unwrap()
 }
 
+/// The key's grants (one page: these tests make few).
+async fn grants_of(c: &mut Client, key: &str) -> Vec<pb::GrantListEntry> {
+    c.list_grants(pb::ListGrantsRequest {
+        key_id: key.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .grants
+}
+
 async fn create_grant(c: &mut Client, r: pb::CreateGrantRequest) -> pb::CreateGrantResponse {
     c.create_grant(r)
         .await
@@ -485,16 +497,9 @@ async fn list_retire_and_idempotent_names() {
     .await
     .unwrap();
 
-    let left = root
-        .list_grants(pb::ListGrantsRequest {
-            key_id: k.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(left.grants.len(), 1);
-    assert_eq!(left.grants[0].grant_id, ids[2]);
+    let left = grants_of(&mut root, k).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].grant_id, ids[2]);
 }
 
 /// RetireGrant answers to the policies as well as to the grant: a key policy's Deny refuses even
@@ -535,15 +540,8 @@ async fn retire_grant_obeys_denies_and_delegation() {
     root.retire_grant(retire_by_token(CAROL_TOKEN, own.grant_token))
         .await
         .unwrap();
-    let left = root
-        .list_grants(pb::ListGrantsRequest {
-            key_id: k.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(left.grants.is_empty(), "{:?}", left.grants);
+    let left = grants_of(&mut root, k).await;
+    assert!(left.is_empty(), "{left:?}");
 
     // kms:GrantIsForAWSResource is "false" on ListGrants and RevokeGrant too, as on CreateGrant:
     // a Deny conditioned on it applies to direct calls.
@@ -605,15 +603,7 @@ async fn a_grant_from_another_account_is_issued_under_it() {
         .unwrap()
         .into_inner();
     let own = create_grant(&mut root, grant_req(&key.key_id, BOB, &["Encrypt"])).await;
-    let listed = root
-        .list_grants(pb::ListGrantsRequest {
-            key_id: key.key_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .grants;
+    let listed = grants_of(&mut root, &key.key_id).await;
     let issuer = |id: &str| {
         listed
             .iter()
