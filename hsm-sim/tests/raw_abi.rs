@@ -29,6 +29,27 @@ fn function_list_and_interface() {
     assert_eq!(rv, CKR_FUNCTION_NOT_SUPPORTED);
 }
 
+/// AES-GCM parameters for a 96-bit IV in `iv`, no AAD, a 128-bit tag.
+fn gcm_params(iv: &mut [u8; 12]) -> CK_GCM_PARAMS {
+    CK_GCM_PARAMS {
+        pIv: iv.as_mut_ptr(),
+        ulIvLen: 12,
+        ulIvBits: 96,
+        pAAD: null_mut(),
+        ulAADLen: 0,
+        ulTagBits: 128,
+    }
+}
+
+/// CKM_AES_GCM with `params` (which must outlive the calls that use the mechanism).
+fn gcm_mechanism(params: &mut CK_GCM_PARAMS) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism: CKM_AES_GCM,
+        pParameter: params as *mut _ as *mut _,
+        ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+    }
+}
+
 #[test]
 fn length_convention() {
     let f = functions();
@@ -38,19 +59,8 @@ fn length_convention() {
         .unwrap();
     let h = sess.handle();
     let mut iv = [0u8; 12];
-    let mut params = CK_GCM_PARAMS {
-        pIv: iv.as_mut_ptr(),
-        ulIvLen: 12,
-        ulIvBits: 96,
-        pAAD: null_mut(),
-        ulAADLen: 0,
-        ulTagBits: 128,
-    };
-    let mut mech = CK_MECHANISM {
-        mechanism: CKM_AES_GCM,
-        pParameter: &mut params as *mut _ as *mut _,
-        ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
-    };
+    let mut params = gcm_params(&mut iv);
+    let mut mech = gcm_mechanism(&mut params);
     let mut data = [1u8; 32];
     let mut out = [0u8; 64];
     let mut len: CK_ULONG = 0;
@@ -362,19 +372,8 @@ fn a_rejected_argument_ends_the_operation() {
         .handle();
     let h = sess.handle();
     let mut iv = [0u8; 12];
-    let mut gcm_params = CK_GCM_PARAMS {
-        pIv: iv.as_mut_ptr(),
-        ulIvLen: 12,
-        ulIvBits: 96,
-        pAAD: null_mut(),
-        ulAADLen: 0,
-        ulTagBits: 128,
-    };
-    let mut gcm = CK_MECHANISM {
-        mechanism: CKM_AES_GCM,
-        pParameter: &mut gcm_params as *mut _ as *mut _,
-        ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
-    };
+    let mut params = gcm_params(&mut iv);
+    let mut gcm = gcm_mechanism(&mut params);
     let mut hmac = CK_MECHANISM {
         mechanism: CKM_SHA256_HMAC,
         pParameter: null_mut(),
