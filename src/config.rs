@@ -197,6 +197,18 @@ impl Config {
         if self.hsm.max_sessions == 0 || self.hsm.retry_attempts == 0 {
             return Err("hsm.max_sessions and hsm.retry_attempts must be at least 1".into());
         }
+        if self.hsm.retry_attempts > 10 {
+            return Err(format!(
+                "hsm.retry_attempts must be 1 to 10, got {}",
+                self.hsm.retry_attempts
+            ));
+        }
+        if !(10..=600_000).contains(&self.hsm.timeout_ms) {
+            return Err(format!(
+                "hsm.timeout_ms must be 10 to 600000, got {}",
+                self.hsm.timeout_ms
+            ));
+        }
         if !(1..=3600).contains(&self.limits.request_timeout_seconds) {
             return Err(format!(
                 "limits.request_timeout_seconds must be 1 to 3600, got {}",
@@ -301,6 +313,27 @@ mod tests {
             let text = format!("[hsm]\nroot_check_seconds = {bad}\n");
             let err = toml::from_str::<Config>(&text).unwrap_err().to_string();
             assert!(err.contains("root_check_seconds"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn hsm_retries_and_timeout_are_bounded() {
+        for (attempts, timeout_ms, ok) in [
+            (1, 10, true),
+            (10, 600_000, true),
+            (11, 5000, false),
+            (3, 0, false),
+            (3, 9, false),
+            (3, 600_001, false),
+        ] {
+            let mut c = Config::default();
+            c.hsm.retry_attempts = attempts;
+            c.hsm.timeout_ms = timeout_ms;
+            let result = c.validate();
+            assert_eq!(result.is_ok(), ok, "{attempts} {timeout_ms}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.contains("hsm.retry_attempts") || e.contains("hsm.timeout_ms"), "{e}");
+            }
         }
     }
 

@@ -201,6 +201,8 @@ impl Hsm {
         let mut delay = Duration::from_millis(20);
         let mut attempt = 1;
         let mut looked_up_again = false;
+        // The caller stops waiting after the workers' timeout: no retry starts past it.
+        let deadline = std::time::Instant::now() + self.workers.timeout();
         loop {
             let outcome = self.pool.take().and_then(|s| f(&s).map(|v| (v, s)));
             match outcome {
@@ -222,13 +224,13 @@ impl Hsm {
                 }
                 Err(e) if errors::is_retryable(&e) => {
                     self.pool.clear();
-                    if attempt >= self.attempts {
+                    if attempt >= self.attempts || std::time::Instant::now() + delay >= deadline {
                         tracing::error!(error = %e, attempts = attempt, "HSM unavailable: {what}");
                         return Err(errors::unavailable(&e));
                     }
                     tracing::warn!(error = %e, attempt, "HSM device error, retrying: {what}");
                     std::thread::sleep(delay);
-                    delay *= 4;
+                    delay = (delay * 4).min(MAX_RETRY_DELAY);
                     attempt += 1;
                 }
                 Err(e) => return Err(errors::rejected(what, &e)),
@@ -236,6 +238,9 @@ impl Hsm {
         }
     }
 }
+
+/// The longest pause between two attempts of an HSM call after a device error.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// With `gcm_iv_from_hsm`, the IV buffer goes to the HSM as zeros and the HSM writes the IV it
 /// chose into it. Still all zeros, the HSM used the caller's IV instead (a module that is not what

@@ -12,9 +12,15 @@
 //! signalled, so a burst of submissions wakes one worker per waiting job, not one per submission.
 //! Everything is decided under one mutex, with `wakeups` as the condvar's predicate, so no wake-up is
 //! lost and a spurious one changes nothing.
+//!
+//! A call still running when its caller's timeout passes (an HSM that never answers) keeps its
+//! worker, which is then counted `overdue` and not toward `max`: a replacement may start, so `max`
+//! hung calls can't leave every later call waiting behind them until they return, perhaps never.
+//! Replacements stop at twice `max` threads in all.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -22,6 +28,12 @@ use tokio::sync::oneshot;
 
 /// Runs the call, marks its worker free (`running -= 1`), then sends the answer.
 type Job = Box<dyn FnOnce(&Shared) + Send>;
+
+/// A job's phase, for telling a call that overran its timeout while running from one that never ran.
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const OVERDUE: u8 = 2;
+const DONE: u8 = 3;
 
 /// How long a worker that found the queue empty keeps looking before it sleeps (see above).
 const LINGER: Duration = Duration::from_micros(20);
@@ -56,6 +68,8 @@ struct State {
     awake: usize,
     /// Workers running a job (until its answer is computed).
     running: usize,
+    /// Of those, the ones whose caller's timeout has passed: not counted toward `max`.
+    overdue: usize,
     /// Signals sent to sleeping workers and not yet taken.
     wakeups: usize,
     /// Set when the `Workers` is dropped: workers finish the queue, then exit.
@@ -100,12 +114,20 @@ impl Workers {
         F: FnOnce() -> T + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let phase = Arc::new(AtomicU8::new(QUEUED));
+        let job_phase = phase.clone();
         self.submit(Box::new(move |shared: &Shared| {
             // A caller that timed out while its job waited gets nothing: don't spend the HSM on it.
-            let result = (!tx.is_closed()).then(|| catch_unwind(AssertUnwindSafe(f)));
+            let result = (job_phase.swap(RUNNING, Ordering::AcqRel) == QUEUED && !tx.is_closed())
+                .then(|| catch_unwind(AssertUnwindSafe(f)));
             // Free before the caller hears back, so that its next call finds this worker free and
             // wakes no other.
-            shared.lock().running -= 1;
+            let mut st = shared.lock();
+            st.running -= 1;
+            if job_phase.swap(DONE, Ordering::AcqRel) == OVERDUE {
+                st.overdue -= 1;
+            }
+            drop(st);
             if let Some(result) = result {
                 let _ = tx.send(result.map_err(|_| JobError::Panicked));
             }
@@ -114,7 +136,18 @@ impl Workers {
             Ok(Ok(result)) => result,
             // The job was dropped without an answer: only an unwinding job can do that.
             Ok(Err(_)) => Err(JobError::Panicked),
-            Err(_) => Err(JobError::TimedOut),
+            Err(_) => {
+                // Still running: its worker is overdue (under the lock, so the job's own end,
+                // which takes the lock too, sees the mark or undoes nothing).
+                let mut st = self.shared.lock();
+                if phase
+                    .compare_exchange(RUNNING, OVERDUE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    st.overdue += 1;
+                }
+                Err(JobError::TimedOut)
+            }
         }
     }
 
@@ -127,7 +160,7 @@ impl Workers {
                 st.wakeups += 1;
                 st.awake += 1;
                 notify = true;
-            } else if st.threads < self.max {
+            } else if st.threads - st.overdue < self.max && st.threads < 2 * self.max {
                 st.threads += 1;
                 st.awake += 1;
                 start = true;
@@ -244,6 +277,54 @@ mod tests {
         }
         let st = w.shared.lock();
         assert!(st.queue.is_empty() && st.threads <= 4, "{} threads", st.threads);
+    }
+
+    /// Calls that never return (an HSM that stopped answering) don't hold up later ones: once
+    /// their caller's timeout passes their worker is overdue and a replacement starts, up to twice
+    /// `max` threads; when they do return, their workers count again.
+    #[tokio::test]
+    async fn hung_calls_are_replaced_up_to_twice_max() {
+        let w = Workers::new(1, Duration::from_millis(300)).unwrap();
+        let mut releases = Vec::new();
+        for _ in 0..2 {
+            let (release, hang) = std::sync::mpsc::channel::<()>();
+            releases.push(release);
+            assert_eq!(
+                w.run(move || {
+                    let _ = hang.recv();
+                })
+                .await,
+                Err(JobError::TimedOut)
+            );
+        }
+        assert_eq!(w.shared.lock().overdue, 2);
+        assert_eq!(w.shared.lock().threads, 2, "one replacement for the first hung call");
+        // Both threads hang and the cap is reached: this one waits, and times out.
+        assert_eq!(w.run(|| 7).await, Err(JobError::TimedOut));
+        drop(releases); // the hung calls return
+        for _ in 0..200 {
+            if w.shared.lock().overdue == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(w.shared.lock().overdue, 0);
+        assert_eq!(w.run(|| 8).await, Ok(8));
+    }
+
+    #[tokio::test]
+    async fn one_hung_call_does_not_hold_up_the_next() {
+        let w = Workers::new(1, Duration::from_millis(300)).unwrap();
+        let (release, hang) = std::sync::mpsc::channel::<()>();
+        assert_eq!(
+            w.run(move || {
+                let _ = hang.recv();
+            })
+            .await,
+            Err(JobError::TimedOut)
+        );
+        assert_eq!(w.run(|| 7).await, Ok(7), "a replacement worker ran it");
+        drop(release);
     }
 
     #[tokio::test]

@@ -78,6 +78,30 @@ async fn a_slow_hsm_gives_dependency_timeout() {
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
 
+/// As many hung calls as there are sessions (an HSM that stopped answering): once they are past
+/// the timeout they no longer hold the workers, so when the HSM answers again the next call is
+/// served, not queued behind calls that may never return.
+#[tokio::test]
+async fn hung_hsm_calls_do_not_hold_up_the_calls_after_them() {
+    let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
+    let server = Server::start_on(TestHsm::hsm_sim(), cache_off, "timeout_ms = 500\nmax_sessions = 2").await;
+    let c = server.client().await;
+    let key = create_key(&mut c.clone()).await;
+    server
+        .set_faults("latency_ms = 60000\nfunctions = [\"C_Decrypt\"]\n")
+        .await;
+    let hung = futures_join_all((0..2).map(|_| {
+        let (mut c, id) = (c.clone(), key.key_id.clone());
+        async move { c.generate_data_key(gdk(&id)).await }
+    }))
+    .await;
+    for r in hung {
+        expect_err(r, "DependencyTimeoutException");
+    }
+    server.set_faults("").await;
+    c.clone().generate_data_key(gdk(&key.key_id)).await.unwrap();
+}
+
 #[tokio::test]
 async fn cached_material_keeps_the_hot_path_off_the_hsm() {
     let server = Server::start_on(TestHsm::hsm_sim(), "", "").await;
