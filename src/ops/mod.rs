@@ -82,9 +82,10 @@ pub struct Kms {
     deletion_interval: Duration,
     /// Each key's grants, invalidated by CreateGrant, RetireGrant and RevokeGrant.
     grants: ShardedCache<String, Arc<Vec<crate::store::GrantRecord>>>,
-    /// Turns for CPU-heavy work (`cpu`): as many as there are cores, so a burst of RSA-4096
-    /// generations waits here instead of filling the blocking pool that every store call needs.
-    cpu_slots: Arc<tokio::sync::Semaphore>,
+    /// Turns for key pair generation (`generation`, up to seconds each): as many as there are
+    /// cores, so a burst of RSA-4096 generations waits here instead of filling the blocking pool
+    /// that every store call needs. Sign, Verify and RSA decryption don't wait behind them.
+    generation_turns: Arc<tokio::sync::Semaphore>,
     /// Held for the server's life (`data_dir::lock`).
     _data_dir_lock: data_dir::Lock,
 }
@@ -131,7 +132,7 @@ impl Kms {
             identity,
             deletion_interval: Duration::from_secs(config.deletion.check_interval_seconds),
             grants: ShardedCache::new(config.cache.metadata_capacity, None),
-            cpu_slots: Arc::new(tokio::sync::Semaphore::new(
+            generation_turns: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
             _data_dir_lock: data_dir_lock,
@@ -181,22 +182,28 @@ impl Kms {
         .map_err(|e| not_run("a store call", e))?
     }
 
-    /// Runs CPU-heavy work (private-key operations: up to milliseconds; key pair generation: up to
-    /// seconds) on the blocking pool, so it never stalls the async reactor, one per core at most.
-    /// The turn goes with the work: a caller that gives up while it runs doesn't free its turn.
+    /// Runs CPU-heavy work (private-key operations: up to milliseconds) on the blocking pool, so it
+    /// never stalls the async reactor.
     async fn cpu<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| not_run("a private-key operation", e))?
+    }
+
+    /// Runs a key pair generation as `cpu` does, once one of `generation_turns` is free. The turn
+    /// goes with the work: a caller that gives up while it runs doesn't free its turn.
+    async fn generation<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
         let turn = self
-            .cpu_slots
+            .generation_turns
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| KmsError::internal("the service is shutting down"))?;
-        tokio::task::spawn_blocking(move || {
+        self.cpu(move || {
             let _turn = turn;
             f()
         })
         .await
-        .map_err(|e| not_run("a private-key operation", e))?
     }
 
     /// Resolves a `KeyId` parameter to its key and authorizes `access` on it.
