@@ -57,6 +57,8 @@ pub struct Workers {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// Workers that may run calls at once, overdue ones aside (`Workers::max`).
+    max: usize,
 }
 
 #[derive(Default)]
@@ -90,6 +92,7 @@ impl Workers {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 wake: Condvar::new(),
+                max: max.max(1),
             }),
             max: max.max(1),
             timeout,
@@ -132,20 +135,27 @@ impl Workers {
                 let _ = tx.send(result.map_err(|_| JobError::Panicked));
             }
         }));
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(result)) => result,
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut watch = OverdueWatch {
+            shared: self.shared.clone(),
+            phase,
+            deadline,
+            armed: true,
+        };
+        let outcome = tokio::time::timeout_at(deadline, rx).await;
+        match outcome {
+            Ok(Ok(result)) => {
+                watch.armed = false;
+                result
+            }
             // The job was dropped without an answer: only an unwinding job can do that.
-            Ok(Err(_)) => Err(JobError::Panicked),
+            Ok(Err(_)) => {
+                watch.armed = false;
+                Err(JobError::Panicked)
+            }
             Err(_) => {
-                // Still running: its worker is overdue (under the lock, so the job's own end,
-                // which takes the lock too, sees the mark or undoes nothing).
-                let mut st = self.shared.lock();
-                if phase
-                    .compare_exchange(RUNNING, OVERDUE, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    st.overdue += 1;
-                }
+                watch.armed = false;
+                mark_overdue(&self.shared, &watch.phase);
                 Err(JobError::TimedOut)
             }
         }
@@ -191,6 +201,43 @@ impl Drop for Workers {
     }
 }
 
+/// A job still running at its deadline makes its worker overdue (under the lock, so the job's own
+/// end, which takes the lock too, sees the mark or undoes nothing).
+fn mark_overdue(shared: &Shared, phase: &AtomicU8) {
+    let mut st = shared.lock();
+    if phase
+        .compare_exchange(RUNNING, OVERDUE, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        st.overdue += 1;
+    }
+}
+
+/// Marks the job overdue at its deadline even when its caller stops waiting first (a client's
+/// deadline or disconnect drops `run`): a hung call must stop counting toward `max` either way.
+struct OverdueWatch {
+    shared: Arc<Shared>,
+    phase: Arc<AtomicU8>,
+    deadline: tokio::time::Instant,
+    armed: bool,
+}
+
+impl Drop for OverdueWatch {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (shared, phase, deadline) = (self.shared.clone(), self.phase.clone(), self.deadline);
+        runtime.spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            mark_overdue(&shared, &phase);
+        });
+    }
+}
+
 fn spawn(shared: &Arc<Shared>) -> std::io::Result<()> {
     let shared = shared.clone();
     std::thread::Builder::new()
@@ -209,6 +256,11 @@ fn work(shared: &Shared) {
             job(shared); // catches its own panics
             lingered = false;
             st = shared.lock();
+            // A replacement started while calls hung; once they return, the surplus goes (when
+            // the queue is empty, so no waiting call is left without an awake worker).
+            if st.queue.is_empty() && st.threads - st.overdue > shared.max {
+                break;
+            }
             continue;
         }
         if st.closed {
@@ -310,6 +362,34 @@ mod tests {
         }
         assert_eq!(w.shared.lock().overdue, 0);
         assert_eq!(w.run(|| 8).await, Ok(8));
+        // The replacement's surplus thread went once the hung calls returned.
+        for _ in 0..200 {
+            if w.shared.lock().threads == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(w.shared.lock().threads, 1, "back to max threads");
+    }
+
+    /// A caller that stops waiting before the timeout (its client's deadline) still gets its
+    /// hung call counted overdue at the timeout.
+    #[tokio::test]
+    async fn a_hung_call_whose_caller_left_early_is_overdue_at_its_deadline() {
+        let w = Workers::new(1, Duration::from_millis(300)).unwrap();
+        let (release, hang) = std::sync::mpsc::channel::<()>();
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            w.run(move || {
+                let _ = hang.recv();
+            }),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the caller left first");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(w.shared.lock().overdue, 1);
+        assert_eq!(w.run(|| 7).await, Ok(7), "a replacement worker ran it");
+        drop(release);
     }
 
     #[tokio::test]
