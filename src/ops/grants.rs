@@ -352,22 +352,26 @@ impl Kms {
             .key(&grant.key_id)
             .await?
             .ok_or_else(|| not_found(&grant.grant_id, &key_arn))?;
-        // The policies have a say too: a Deny of kms:RetireGrant refuses whoever the grant names,
-        // and an Allow (the key's account delegating to its users) lets a caller it doesn't name.
-        let policies = self.policy_decision(ev, &Access::new("kms:RetireGrant"), &key).await?;
-        if matches!(policies.decision, Decision::ExplicitDeny(_)) {
-            return conclude(ev, &policies.ctx, policies.decision);
+        // As AWS: kms:RetireGrant is not effective in a key policy. The caller's identity policies
+        // have a say: a Deny refuses whoever the grant names, and an Allow lets a user of the
+        // issuing account, or of a retiring account, retire it (that account delegating).
+        let ctx = self
+            .policy_decision(ev, &Access::new("kms:RetireGrant"), &key)
+            .await?
+            .ctx;
+        let delegation = self.identity_verdict(&ctx, &ev.principal);
+        if let Some((_, decision @ Decision::ExplicitDeny(_))) = delegation {
+            return conclude(ev, &ctx, decision);
         }
         let caller = CallerArns::of(&ev.principal);
         let may = grant.retiring_principal.as_deref().is_some_and(|r| caller.is(r))
             || (caller.is(&grant.grantee_principal) && grant.operations.iter().any(|o| o == "RetireGrant"))
             || caller.is(&grant.issuing_account)
-            || policies.decision.is_allowed()
-            || grant
-                .retiring_principal
-                .iter()
-                .chain([&grant.issuing_account])
-                .any(|account| self.delegates_retiring(account, &policies.ctx, &ev.principal));
+            || delegation.is_some_and(|(account_root, decision)| {
+                decision.is_allowed()
+                    && (grant.issuing_account == account_root
+                        || grant.retiring_principal.as_deref() == Some(&account_root))
+            });
         if !may {
             ev.decision =
                 Some("not the grant's retiring principal, a grantee allowed to retire it, or its account".into());
@@ -381,22 +385,16 @@ impl Kms {
         self.remove_grant(&grant.key_id, &grant.grant_id).await
     }
 
-    /// Whether `account_root` (a retiring principal or issuing account that is an account's root)
-    /// has delegated retiring to the caller: the caller belongs to that account and its identity
-    /// policies allow kms:RetireGrant on the key, as AWS lets either account delegate.
-    fn delegates_retiring(&self, account_root: &str, ctx: &RequestContext, caller: &str) -> bool {
-        let Ok(account) = crate::auth::principal_account(account_root) else {
-            return false;
-        };
-        if !account_root.ends_with(":root") || crate::auth::principal_account(caller).ok() != Some(account.clone()) {
-            return false;
-        }
-        let Ok(delegating) = Policy::parse_key_policy(&policy::default_key_policy_in(&self.scope.partition, &account))
-        else {
-            return false;
-        };
+    /// What the caller's identity policies say of `ctx` (kms:RetireGrant), decided as if its own
+    /// account's key policy delegated to them, with that account's root ARN; None for a caller of
+    /// no account.
+    fn identity_verdict(&self, ctx: &RequestContext, caller: &str) -> Option<(String, Decision)> {
+        let account = crate::auth::principal_account(caller).ok()?;
+        let delegating =
+            Policy::parse_key_policy(&policy::default_key_policy_in(&self.scope.partition, &account)).ok()?;
         let identity = self.identity.snapshot();
-        policy::evaluate(&delegating, identity.for_principal(caller), false, ctx).is_allowed()
+        let decision = policy::evaluate(&delegating, identity.for_principal(caller), false, ctx);
+        Some((format!("arn:{}:iam::{account}:root", self.scope.partition), decision))
     }
 
     pub async fn revoke_grant(&self, key_id: &str, grant_id: &str, dry_run: DryRun, ev: &mut AuditEvent) -> Result<()> {

@@ -21,15 +21,24 @@ fn config() -> String {
     s
 }
 
-/// `config()` plus an identity policy allowing `principal` kms:RetireGrant on every key (the file
-/// lives in the returned directory).
-fn config_where_may_retire(principal: &str) -> (tempfile::TempDir, String) {
+/// `config()` plus identity policies: `may` is allowed kms:RetireGrant on every key, `may_not`
+/// (if any) denied it (the file lives in the returned directory).
+fn config_retiring(may: &str, may_not: Option<&str>) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let identity = dir.path().join("identity.toml");
     let retire = crate::auth::allow(&["kms:RetireGrant"], "*");
+    let deny = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Action": "kms:RetireGrant", "Resource": "*"},
+        {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}
+    ]})
+    .to_string();
+    let mut principals: Vec<(&str, &[&str])> = vec![(may, &["retire"])];
+    if let Some(p) = may_not {
+        principals.push((p, &["deny"]));
+    }
     std::fs::write(
         &identity,
-        crate::auth::identity_file(&[("retire", &retire)], &[(principal, &["retire"])]),
+        crate::auth::identity_file(&[("retire", &retire), ("deny", &deny)], &principals),
     )
     .unwrap();
     let cfg = format!(
@@ -502,18 +511,19 @@ async fn list_retire_and_idempotent_names() {
     assert_eq!(left[0].grant_id, ids[2]);
 }
 
-/// RetireGrant answers to the policies as well as to the grant: a key policy's Deny refuses even
-/// the grantee the grant lets retire it, and an identity policy allowing kms:RetireGrant (the
-/// key's account delegating) lets a caller the grant doesn't name retire it.
+/// RetireGrant answers to identity policies as well as to the grant: a Deny of kms:RetireGrant
+/// refuses even the grantee the grant lets retire it, and an Allow (the key's account delegating)
+/// lets a caller the grant doesn't name retire it. In a key policy, as AWS says, kms:RetireGrant is
+/// not effective either way.
 #[tokio::test]
 async fn retire_grant_obeys_denies_and_delegation() {
-    let (_dir, cfg) = config_where_may_retire(CAROL);
+    let (_dir, cfg) = config_retiring(CAROL, Some(BOB));
     let server = Server::start_with(&cfg).await;
     let mut root = server.client().await;
     let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
         {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
          "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"},
-        {"Sid": "BobRetiresNothing", "Effect": "Deny", "Principal": {"AWS": BOB},
+        {"Sid": "NoOneRetires", "Effect": "Deny", "Principal": {"AWS": "*"},
          "Action": "kms:RetireGrant", "Resource": "*"}
     ]})
     .to_string();
@@ -528,15 +538,16 @@ async fn retire_grant_obeys_denies_and_delegation() {
             },
         )
     };
-    // Bob's grant lets him retire it, but the key policy denies him.
+    // Bob's grant lets him retire it, but his identity policy denies him.
     let own = create_grant(&mut root, grant_req(k, BOB, &["Encrypt", "RetireGrant"])).await;
     let msg = expect_err(
         root.retire_grant(retire_by_token(BOB_TOKEN, own.grant_token.clone()))
             .await,
         "AccessDeniedException",
     );
-    assert!(msg.contains("explicit deny"), "{msg}");
-    // Carol is neither grantee nor retiring principal; her identity policy allows kms:RetireGrant.
+    assert!(msg.contains("explicit deny in an identity-based policy"), "{msg}");
+    // Carol is neither grantee nor retiring principal; her identity policy allows kms:RetireGrant,
+    // and the key policy's Deny has no effect on it.
     root.retire_grant(retire_by_token(CAROL_TOKEN, own.grant_token))
         .await
         .unwrap();
@@ -582,7 +593,7 @@ async fn a_grant_from_another_account_is_issued_under_it() {
     const ADMIN_TOKEN: &str = "grants-test-foreign-admin-token";
     const INTERN: &str = "arn:aws:iam::444455556666:user/intern";
     const INTERN_TOKEN: &str = "grants-test-foreign-intern-token";
-    let (_dir, mut cfg) = config_where_may_retire(ADMIN);
+    let (_dir, mut cfg) = config_retiring(ADMIN, None);
     for (token, principal) in [(FOREIGN_TOKEN, FOREIGN), (ADMIN_TOKEN, ADMIN), (INTERN_TOKEN, INTERN)] {
         cfg += &format!(
             "[[auth.tokens]]\nsha256 = {:?}\nprincipal = {principal:?}\n",
