@@ -63,7 +63,7 @@ impl Kms {
         self.symmetric_encryption_key(&key)?;
         dry_run.stop()?;
         // Like data keys, from the OS CSPRNG; RSA generation is CPU-heavy, so off the reactor.
-        let pair = self.cpu(move || generate(key_spec, &mut OsRng)).await?;
+        let pair = self.generation(move || generate(key_spec, &mut OsRng)).await?;
         let private_key_ciphertext = self.seal(&key, context, &pair.pkcs8).await?;
         Ok(DataKeyPair {
             private_key_ciphertext,

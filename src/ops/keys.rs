@@ -144,7 +144,7 @@ impl Kms {
         }
         let seed = self.hsm.call(|h| h.random(32)).await?;
         let pair = self
-            .cpu(move || {
+            .generation(move || {
                 let mut seed_bytes = Zeroizing::new([0u8; 32]);
                 seed_bytes.copy_from_slice(&seed);
                 generate(spec, &mut ChaCha20Rng::from_seed(*seed_bytes))
