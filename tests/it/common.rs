@@ -345,6 +345,30 @@ pub async fn create_key(c: &mut Client) -> pb::KeyMetadata {
         .unwrap()
 }
 
+pub async fn create_key_with_policy(c: &mut Client, policy: String) -> pb::KeyMetadata {
+    c.create_key(pb::CreateKeyRequest {
+        policy: Some(policy),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .key_metadata
+    .unwrap()
+}
+
+/// The key's grants (one page: the tests make few).
+pub async fn grants_of(c: &mut Client, key: &str) -> Vec<pb::GrantListEntry> {
+    c.list_grants(pb::ListGrantsRequest {
+        key_id: key.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .grants
+}
+
 /// Every file below `dir`, recursively.
 pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -459,14 +483,18 @@ pub async fn tls_client(
     Ok(KeyManagementServiceClient::with_interceptor(channel, bearer))
 }
 
-/// A plaintext client that sends `bearer` with every request.
-pub async fn plain_client(server: &Server, bearer: Bearer) -> AuthClient {
-    let channel = Channel::from_shared(format!("http://{}", server.addr))
+/// A plaintext connection to the server, for clients of any shape (raw gRPC included).
+pub async fn plain_channel(server: &Server) -> Channel {
+    Channel::from_shared(format!("http://{}", server.addr))
         .unwrap()
         .connect()
         .await
-        .unwrap();
-    KeyManagementServiceClient::with_interceptor(channel, bearer)
+        .unwrap()
+}
+
+/// A plaintext client that sends `bearer` with every request.
+pub async fn plain_client(server: &Server, bearer: Bearer) -> AuthClient {
+    KeyManagementServiceClient::with_interceptor(plain_channel(server).await, bearer)
 }
 
 /// An encryption context from string pairs.

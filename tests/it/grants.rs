@@ -79,30 +79,6 @@ fn encrypt_req(key: &str, context: &[(&str, &str)]) -> pb::EncryptRequest {
     }
 }
 
-async fn create_key_with_policy(c: &mut Client, policy: String) -> pb::KeyMetadata {
-    c.create_key(pb::CreateKeyRequest {
-        policy: Some(policy),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .key_metadata
-    .unwrap()
-}
-
-/// The key's grants (one page: these tests make few).
-async fn grants_of(c: &mut Client, key: &str) -> Vec<pb::GrantListEntry> {
-    c.list_grants(pb::ListGrantsRequest {
-        key_id: key.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .grants
-}
-
 async fn create_grant(c: &mut Client, r: pb::CreateGrantRequest) -> pb::CreateGrantResponse {
     c.create_grant(r)
         .await

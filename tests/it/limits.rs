@@ -261,11 +261,7 @@ async fn unauthenticated_requests_are_refused_before_their_body_is_read() {
 
 /// Sends an empty message to `method` of the KMS service, bypassing the generated client.
 async fn call_method(server: &Server, bearer: Bearer, method: &str) -> tonic::Status {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = plain_channel(&server).await;
     let mut grpc = tonic::client::Grpc::new(tonic::service::interceptor::InterceptedService::new(channel, bearer));
     grpc.ready().await.unwrap();
     let path = format!("/kms.v1.KeyManagementService/{method}").parse().unwrap();
@@ -303,11 +299,7 @@ async fn a_request_whose_body_never_comes_is_given_up_on() {
     let server = Server::start_with("[limits]\nrequest_timeout_seconds = 1").await;
     let mut c = server.client().await;
     create_key(&mut c).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = plain_channel(&server).await;
     let mut raw = tonic::client::Grpc::new(channel);
     raw.ready().await.unwrap();
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/kms.v1.KeyManagementService/ListKeys");

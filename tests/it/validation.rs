@@ -1303,11 +1303,7 @@ async fn undecodable_request_bodies_are_validation_errors() {
     let server = Server::start().await;
     let mut c = server.client().await;
     let key = create_key(&mut c).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = plain_channel(&server).await;
     let mut raw = tonic::client::Grpc::new(channel);
     let bodies: [&[u8]; 4] = [
         &[0xff; 16],               // an unterminated varint
