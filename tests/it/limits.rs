@@ -261,7 +261,7 @@ async fn unauthenticated_requests_are_refused_before_their_body_is_read() {
 
 /// Sends an empty message to `method` of the KMS service, bypassing the generated client.
 async fn call_method(server: &Server, bearer: Bearer, method: &str) -> tonic::Status {
-    let channel = plain_channel(&server).await;
+    let channel = plain_channel(server).await;
     let mut grpc = tonic::client::Grpc::new(tonic::service::interceptor::InterceptedService::new(channel, bearer));
     grpc.ready().await.unwrap();
     let path = format!("/kms.v1.KeyManagementService/{method}").parse().unwrap();
