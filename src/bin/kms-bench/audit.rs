@@ -91,6 +91,8 @@ pub async fn main(args: &AuditArgs, report: &mut Report) -> Result<(), String> {
                     ms(s.p99_ms),
                     s.server_cpu_us_per_op.map_or("-".into(), |v| format!("{v:.1}")),
                     writer_share.map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
+                    s.client_cpu_us_per_op.map_or("-".into(), |v| format!("{v:.1}")),
+                    s.idle_share.map_or("-".into(), |v| format!("{:.0}%", v * 100.0)),
                     s.errors.to_string(),
                 ]);
                 report.push(
@@ -119,6 +121,8 @@ pub async fn main(args: &AuditArgs, report: &mut Report) -> Result<(), String> {
             "p99 ms",
             "cpu us/op",
             "audit-writer cpu",
+            "client us/op",
+            "idle",
             "errors",
         ],
         &rows,

@@ -16,8 +16,19 @@ pub struct LoadSpec {
     pub duration: Duration,
     pub warmup: Duration,
     /// The server process whose CPU time the measured period is charged with (CPU per request
-    /// is steadier than ops/s on a shared machine).
+    /// is steadier than ops/s on a shared machine). This process's own CPU time and the
+    /// machine's idle time are measured either way.
     pub cpu_of: Option<u32>,
+}
+
+/// CPU seconds used during the measured period: by the server, its audit writer, this client
+/// process, and left idle by the whole machine.
+#[derive(Default)]
+struct Cpu {
+    server_s: Option<f64>,
+    audit_writer_s: Option<f64>,
+    client_s: Option<f64>,
+    idle_s: Option<f64>,
 }
 
 /// At most this many error messages are kept per measurement.
@@ -38,21 +49,27 @@ pub async fn drive(conns: &[Conn], spec: &LoadSpec, w: &Workload, max_calls: Opt
     let measured_from = start + spec.warmup;
     let end = measured_from + spec.duration;
     let started = Arc::new(AtomicU64::new(0));
-    let cpu = spec.cpu_of.map(|pid| {
-        tokio::spawn(async move {
-            let read = || {
-                (
-                    machine::cpu_seconds(pid),
-                    machine::thread_cpu_seconds(pid, "audit-writer"),
-                )
-            };
-            tokio::time::sleep_until(measured_from.into()).await;
-            let before = read();
-            tokio::time::sleep_until(end.into()).await;
-            let after = read();
-            let used = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
-            (used(before.0, after.0), used(before.1, after.1))
-        })
+    let server = spec.cpu_of;
+    let cpu = tokio::spawn(async move {
+        let read = || {
+            (
+                server.and_then(machine::cpu_seconds),
+                server.and_then(|pid| machine::thread_cpu_seconds(pid, "audit-writer")),
+                machine::cpu_seconds(std::process::id()),
+                machine::idle_seconds(),
+            )
+        };
+        tokio::time::sleep_until(measured_from.into()).await;
+        let before = read();
+        tokio::time::sleep_until(end.into()).await;
+        let after = read();
+        let used = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
+        Cpu {
+            server_s: used(before.0, after.0),
+            audit_writer_s: used(before.1, after.1),
+            client_s: used(before.2, after.2),
+            idle_s: used(before.3, after.3),
+        }
     });
     let mut tasks = Vec::with_capacity(spec.concurrency);
     for i in 0..spec.concurrency {
@@ -125,9 +142,11 @@ pub async fn drive(conns: &[Conn], spec: &LoadSpec, w: &Workload, max_calls: Opt
         Some(t) if t > measured_from => t.duration_since(measured_from),
         _ => spec.duration,
     };
-    if let Some(cpu) = cpu {
-        (sample.server_cpu_s, sample.audit_writer_cpu_s) = cpu.await.unwrap_or_default();
-    }
+    let used = cpu.await.unwrap_or_default();
+    sample.server_cpu_s = used.server_s;
+    sample.audit_writer_cpu_s = used.audit_writer_s;
+    sample.client_cpu_s = used.client_s;
+    sample.idle_s = used.idle_s;
     sample.finish();
     sample
 }

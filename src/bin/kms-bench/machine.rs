@@ -38,6 +38,16 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     ticks_in_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// Core-seconds the whole machine has spent idle or waiting on I/O so far (the `cpu` line of
+/// /proc/stat, in USER_HZ ticks).
+pub fn idle_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait ...
+    Some((fields.get(3)? + fields.get(4)?) as f64 / 100.0)
+}
+
 /// utime + stime of a /proc/.../stat line, in seconds.
 fn ticks_in_stat(stat: &str) -> Option<f64> {
     // Fields after the command name, which is in parentheses and may contain spaces.

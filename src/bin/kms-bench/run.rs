@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Drive a running server (e.g. http://127.0.0.1:7300) instead of starting one.
     #[arg(long)]
     pub target: Option<String>,
+    /// With --target: the process id of that server, so its CPU time per request is reported.
+    #[arg(long, requires = "target")]
+    pub target_pid: Option<u32>,
     /// Skip the no-work baseline.
     #[arg(long)]
     pub no_baseline: bool,
@@ -93,7 +96,7 @@ pub async fn main(args: &RunArgs, report: &mut Report) -> Result<(), String> {
             hsm: None,
             cache: None,
             raw: None,
-            pid: None,
+            pid: args.target_pid,
         };
         return measure_ops(&side, url, &ops, args, &spec, baseline.as_ref(), report).await;
     }
@@ -272,6 +275,10 @@ async fn measure_ops(
             times(x_raw),
             cpu(s.server_cpu_us_per_op),
             base.map_or("-".into(), |b| cpu(b.server_cpu_us_per_op)),
+            cpu(s.client_cpu_us_per_op),
+            base.map_or("-".into(), |b| cpu(b.client_cpu_us_per_op)),
+            idle(s.idle_share),
+            base.map_or("-".into(), |b| idle(b.idle_share)),
             s.errors.to_string(),
         ]);
         report.push(
@@ -317,6 +324,10 @@ async fn measure_ops(
             "x raw HSM",
             "cpu us/op",
             "base cpu us/op",
+            "client us/op",
+            "base client us/op",
+            "idle",
+            "base idle",
             "errors",
         ],
         &rows,
@@ -325,6 +336,11 @@ async fn measure_ops(
         println!("{}: not supported by the server", unsupported.join(", "));
     }
     Ok(())
+}
+
+/// The machine's idle share as a percentage, or "-" when not watched.
+fn idle(share: Option<f64>) -> String {
+    share.map_or("-".into(), |v| format!("{:.0}%", v * 100.0))
 }
 
 /// Server CPU microseconds per request, or "-" when not watched.

@@ -40,6 +40,7 @@ pub async fn main(common: &Common, report: &mut Report) -> Result<(), String> {
                 ops: vec![],
                 keys: 4,
                 target: None,
+                target_pid: None,
                 no_baseline: false,
                 no_raw: false,
                 raw_seconds: 0.2,

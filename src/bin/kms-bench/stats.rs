@@ -18,6 +18,10 @@ pub struct Sample {
     pub server_cpu_s: Option<f64>,
     /// Of which the server's audit-writer thread.
     pub audit_writer_cpu_s: Option<f64>,
+    /// CPU seconds this load generator used (with the server watched).
+    pub client_cpu_s: Option<f64>,
+    /// Core-seconds the machine spent idle or in I/O wait.
+    pub idle_s: Option<f64>,
 }
 
 impl Sample {
@@ -46,6 +50,14 @@ impl Sample {
                 .server_cpu_s
                 .filter(|_| n > 0)
                 .map(|s| s * 1e6 / (n as u64 + self.errors) as f64),
+            client_cpu_us_per_op: self
+                .client_cpu_s
+                .filter(|_| n > 0)
+                .map(|s| s * 1e6 / (n as u64 + self.errors) as f64),
+            idle_share: self.idle_s.map(|s| {
+                let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+                s / (self.elapsed.as_secs_f64().max(1e-9) * cores)
+            }),
         }
     }
 }
@@ -62,6 +74,10 @@ pub struct Summary {
     pub max_ms: f64,
     /// Server CPU time per request (all threads, user + system), in microseconds.
     pub server_cpu_us_per_op: Option<f64>,
+    /// The load generator's CPU time per request.
+    pub client_cpu_us_per_op: Option<f64>,
+    /// The share of the machine's cores left idle (or waiting on I/O) during the measurement.
+    pub idle_share: Option<f64>,
 }
 
 /// `a / b`, or None when `b` is zero.
