@@ -5,6 +5,10 @@
 //!
 //! The capacity bounds the whole cache (an atomic count, not a lock), not each shard: a working
 //! set as large as the capacity fits, however unevenly it hashes over the shards.
+//!
+//! Loads are single-flight: concurrent misses on one key wait for the first one's load instead of
+//! each loading (a burst on a cold key makes one HSM unwrap, not one per request). A disabled cache
+//! does not share loads: with the cache off, every request unwraps.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -13,11 +17,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 const SHARDS: usize = 64;
 
 struct Shard<K, V> {
     map: HashMap<K, (V, Instant)>,
     generation: u64,
+    /// Loads under way, by key: their value is sent when it is loaded.
+    flights: HashMap<K, watch::Receiver<Option<V>>>,
 }
 
 pub struct ShardedCache<K, V> {
@@ -42,6 +50,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
                     Mutex::new(Shard {
                         map: HashMap::new(),
                         generation: 0,
+                        flights: HashMap::new(),
                     })
                 })
                 .collect(),
@@ -63,7 +72,14 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
     where
         K: Borrow<Q>,
     {
-        let mut shard = self.shard(key);
+        self.fresh(&mut self.shard(key), key)
+    }
+
+    /// The entry unless it has expired (an expired one is dropped).
+    fn fresh<Q: Hash + Eq + ?Sized>(&self, shard: &mut Shard<K, V>, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         let (value, at) = shard.map.get(key)?;
         if self.ttl.is_some_and(|ttl| at.elapsed() >= ttl) {
             shard.map.remove(key);
@@ -102,6 +118,8 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
     }
 
     /// The cached value, or `load`'s, which is cached unless the entry was invalidated meanwhile.
+    /// A miss while another caller loads the same key waits for that load; if it fails or its
+    /// caller goes away, the waiters load for themselves.
     pub async fn get_or_load<Q, E>(
         &self,
         key: &Q,
@@ -111,13 +129,43 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        if let Some(v) = self.get(key) {
-            return Ok(v);
+        let joined = {
+            let mut shard = self.shard(key);
+            if let Some(v) = self.fresh(&mut shard, key) {
+                return Ok(v);
+            }
+            let seen = Generation(shard.generation);
+            match shard.flights.get(key) {
+                Some(flight) => Err(flight.clone()),
+                None if self.capacity == 0 => Ok(None),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    shard.flights.insert(key.to_owned(), rx.clone());
+                    Ok(Some(Flight {
+                        cache: self,
+                        key: key.to_owned(),
+                        seen,
+                        tx,
+                        rx,
+                    }))
+                }
+            }
+        };
+        match joined {
+            Ok(Some(flight)) => flight.run(load).await,
+            Ok(None) => load.await, // the cache is off
+            Err(mut flight) => {
+                if let Ok(loaded) = flight.wait_for(Option::is_some).await {
+                    if let Some(v) = loaded.as_ref() {
+                        return Ok(v.clone());
+                    }
+                }
+                let seen = self.generation(key);
+                let v = load.await?;
+                self.insert_if_unchanged(key.to_owned(), seen, v.clone());
+                Ok(v)
+            }
         }
-        let seen = self.generation(key);
-        let v = load.await?;
-        self.insert_if_unchanged(key.to_owned(), seen, v.clone());
-        Ok(v)
     }
 
     /// Drops the entry and fences off loads that started before this call.
@@ -127,6 +175,8 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
     {
         let mut shard = self.shard(key);
         shard.generation += 1;
+        // Callers from now on load afresh instead of waiting for a load from before.
+        shard.flights.remove(key);
         if shard.map.remove(key).is_some() {
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
@@ -157,8 +207,38 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             shard.generation += 1;
+            shard.flights.clear();
             self.len.fetch_sub(shard.map.len(), Ordering::Relaxed);
             shard.map.clear();
+        }
+    }
+}
+
+/// One load under way: its caller loads, caches and sends the value to those waiting. Dropped
+/// (loaded, failed or abandoned), it leaves the shard's flights, so no one waits on it any more.
+struct Flight<'c, K: Hash + Eq + Clone, V: Clone> {
+    cache: &'c ShardedCache<K, V>,
+    key: K,
+    seen: Generation,
+    tx: watch::Sender<Option<V>>,
+    /// Tells this flight's entry from a later one for the same key.
+    rx: watch::Receiver<Option<V>>,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Flight<'_, K, V> {
+    async fn run<E>(self, load: impl std::future::Future<Output = Result<V, E>>) -> Result<V, E> {
+        let v = load.await?;
+        self.cache.insert_if_unchanged(self.key.clone(), self.seen, v.clone());
+        self.tx.send_replace(Some(v.clone()));
+        Ok(v)
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Drop for Flight<'_, K, V> {
+    fn drop(&mut self) {
+        let mut shard = self.cache.shard(&self.key);
+        if shard.flights.get(&self.key).is_some_and(|f| f.same_channel(&self.rx)) {
+            shard.flights.remove(&self.key);
         }
     }
 }
@@ -166,6 +246,82 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `n` concurrent `get_or_load`s of one key whose load takes 50 ms; how many loads ran.
+    async fn concurrent_loads(cache: ShardedCache<u32, u32>, n: usize) -> usize {
+        let cache = std::sync::Arc::new(cache);
+        let loads = std::sync::Arc::new(AtomicUsize::new(0));
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (cache, loads) = (cache.clone(), loads.clone());
+            calls.spawn(async move {
+                let load = async {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<_, ()>(42)
+                };
+                cache.get_or_load(&7, load).await
+            });
+        }
+        while let Some(answer) = calls.join_next().await {
+            assert_eq!(answer.unwrap(), Ok(42));
+        }
+        loads.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_on_one_key_load_it_once_unless_the_cache_is_off() {
+        assert_eq!(concurrent_loads(ShardedCache::new(100, None), 20).await, 1);
+        let off = ShardedCache::new(100, Some(Duration::ZERO));
+        assert_eq!(concurrent_loads(off, 5).await, 5, "cache off: every request loads");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_load_for_themselves_when_the_first_load_fails_or_is_abandoned() {
+        let cache: ShardedCache<u32, u32> = ShardedCache::new(100, None);
+        let slow_failure = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err("HSM unplugged")
+        };
+        let waiter = async {
+            tokio::time::sleep(Duration::from_millis(10)).await; // joins the flight under way
+            cache.get_or_load(&1, async { Ok::<_, &str>(1) }).await
+        };
+        let (first, second) = tokio::join!(cache.get_or_load(&1, slow_failure), waiter);
+        assert_eq!((first, second), (Err("HSM unplugged"), Ok(1)));
+        assert_eq!(cache.get(&1), Some(1));
+
+        let never = async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<u32, ()>(0)
+        };
+        let abandoned = tokio::time::timeout(Duration::from_millis(50), cache.get_or_load(&2, never));
+        let waiter = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            cache.get_or_load(&2, async { Ok::<_, ()>(2) }).await
+        };
+        let (first, second) = tokio::join!(abandoned, waiter);
+        assert!(first.is_err(), "the first caller gave up");
+        assert_eq!(second, Ok(2));
+        assert!(cache.shards.iter().all(|s| s.lock().unwrap().flights.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_load_from_before_an_invalidation_is_not_waited_for_after_it() {
+        let cache: ShardedCache<u32, u32> = ShardedCache::new(100, None);
+        let stale = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, ()>(1)
+        };
+        let after_invalidation = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            cache.invalidate(&1); // e.g. the key's material was deleted meanwhile
+            cache.get_or_load(&1, async { Ok::<_, ()>(2) }).await
+        };
+        let (first, second) = tokio::join!(cache.get_or_load(&1, stale), after_invalidation);
+        assert_eq!((first, second), (Ok(1), Ok(2)));
+        assert_eq!(cache.get(&1), Some(2), "the stale load was not cached over the new one");
+    }
 
     #[test]
     fn a_load_racing_an_invalidation_is_not_cached() {

@@ -127,6 +127,43 @@ async fn cached_material_keeps_the_hot_path_off_the_hsm() {
     );
 }
 
+/// A burst of requests on a key whose material is not cached yet (after a restart, or a TTL
+/// expiry) makes one HSM unwrap between them, not one each. hsm-sim records every C_DecryptInit
+/// that reaches it, and slows it so that the requests overlap.
+#[tokio::test]
+async fn a_burst_on_a_cold_key_unwraps_its_material_once() {
+    let mut server = Server::start_on(TestHsm::hsm_sim(), "", "").await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    let dk = c.generate_data_key(gdk(&key.key_id)).await.unwrap().into_inner();
+    server.restart().await;
+    let c = server.client().await;
+
+    let unwraps = server.hsm.dir.path().join("unwraps.txt");
+    server
+        .set_faults(&format!(
+            "latency_ms = 300\nfunctions = [\"C_DecryptInit\"]\nrecord = {:?}\n",
+            unwraps.display().to_string()
+        ))
+        .await;
+    let answers = futures_join_all((0..16).map(|_| {
+        let (mut c, blob) = (c.clone(), dk.ciphertext_blob.clone());
+        async move {
+            c.decrypt(pb::DecryptRequest {
+                ciphertext_blob: blob,
+                ..Default::default()
+            })
+            .await
+        }
+    }))
+    .await;
+    for answer in answers {
+        assert_eq!(answer.unwrap().into_inner().plaintext, dk.plaintext);
+    }
+    let calls = std::fs::read_to_string(&unwraps).unwrap_or_default();
+    assert_eq!(calls.lines().count(), 1, "one unwrap for the burst: {calls}");
+}
+
 /// Device errors under concurrency: one failing call drops the pooled sessions while others are
 /// mid-call. Each session unwraps with its own copy of the root key, so the calls in flight finish
 /// normally: every answer is a data key or, after the last retry, KeyUnavailableException, never
