@@ -201,8 +201,9 @@ impl Hsm {
         let mut delay = Duration::from_millis(20);
         let mut attempt = 1;
         let mut looked_up_again = false;
-        // The caller stops waiting after the workers' timeout: no retry starts past it.
-        let deadline = std::time::Instant::now() + self.workers.timeout();
+        // No retry starts once the caller has stopped waiting: the workers' timeout after it
+        // submitted the call (time in the queue counts), or from now outside a worker job.
+        let deadline = workers::deadline().unwrap_or_else(|| std::time::Instant::now() + self.workers.timeout());
         loop {
             let outcome = self.pool.take().and_then(|s| f(&s).map(|v| (v, s)));
             match outcome {

@@ -17,6 +17,15 @@
 //! worker, which is then counted `overdue` and not toward `max`: a replacement may start, so `max`
 //! hung calls can't leave every later call waiting behind them until they return, perhaps never.
 //! Replacements stop at twice `max` threads in all.
+//!
+//! A job still queued at its caller's deadline is abandoned: skipped when a worker reaches it, and
+//! dropped from the queue (without running) once the queue has doubled since it was last pruned, so
+//! while every worker hangs the queue holds at most about two timeouts' worth of requests.
+//!
+//! A job's deadline counts from its submission, and the job can read it (`deadline`): a call that
+//! waited in the queue has that much less time for its retries.
+
+use std::cell::Cell;
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -26,14 +35,34 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-/// Runs the call, marks its worker free (`running -= 1`), then sends the answer.
-type Job = Box<dyn FnOnce(&Shared) + Send>;
+/// A queued call: `run` runs it, marks its worker free (`running -= 1`), then sends the answer.
+struct Job {
+    run: Box<dyn FnOnce(&Shared) + Send>,
+    phase: Arc<AtomicU8>,
+}
 
 /// A job's phase, for telling a call that overran its timeout while running from one that never ran.
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
 const OVERDUE: u8 = 2;
 const DONE: u8 = 3;
+/// Its caller's deadline passed before it started: it never runs.
+const ABANDONED: u8 = 4;
+
+/// The queue is pruned of abandoned jobs when it reaches this length, or twice its length after
+/// the last pruning.
+const PRUNE_FROM: usize = 1024;
+
+thread_local! {
+    /// The deadline of the job this worker thread is running.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// On an HSM worker thread, inside a job: when the job's caller stops waiting (its submission plus
+/// the timeout). None elsewhere.
+pub fn deadline() -> Option<Instant> {
+    DEADLINE.with(Cell::get)
+}
 
 /// How long a worker that found the queue empty keeps looking before it sleeps (see above).
 const LINGER: Duration = Duration::from_micros(20);
@@ -76,6 +105,8 @@ struct State {
     wakeups: usize,
     /// Set when the `Workers` is dropped: workers finish the queue, then exit.
     closed: bool,
+    /// The queue's length after it was last pruned of abandoned jobs.
+    pruned_len: usize,
 }
 
 impl Shared {
@@ -119,10 +150,15 @@ impl Workers {
         let (tx, rx) = oneshot::channel();
         let phase = Arc::new(AtomicU8::new(QUEUED));
         let job_phase = phase.clone();
-        self.submit(Box::new(move |shared: &Shared| {
+        let job_deadline = Instant::now() + self.timeout;
+        let run = Box::new(move |shared: &Shared| {
             // A caller that timed out while its job waited gets nothing: don't spend the HSM on it.
-            let result = (job_phase.swap(RUNNING, Ordering::AcqRel) == QUEUED && !tx.is_closed())
-                .then(|| catch_unwind(AssertUnwindSafe(f)));
+            let result = (job_phase.swap(RUNNING, Ordering::AcqRel) == QUEUED && !tx.is_closed()).then(|| {
+                DEADLINE.set(Some(job_deadline));
+                let result = catch_unwind(AssertUnwindSafe(f));
+                DEADLINE.set(None);
+                result
+            });
             // Free before the caller hears back, so that its next call finds this worker free and
             // wakes no other.
             let mut st = shared.lock();
@@ -134,8 +170,12 @@ impl Workers {
             if let Some(result) = result {
                 let _ = tx.send(result.map_err(|_| JobError::Panicked));
             }
-        }));
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        });
+        self.submit(Job {
+            run,
+            phase: phase.clone(),
+        });
+        let deadline = tokio::time::Instant::from_std(job_deadline);
         let mut watch = OverdueWatch {
             shared: self.shared.clone(),
             phase,
@@ -163,6 +203,10 @@ impl Workers {
 
     fn submit(&self, job: Job) {
         let mut st = self.shared.lock();
+        if st.queue.len() >= PRUNE_FROM.max(2 * st.pruned_len) {
+            st.queue.retain(|j| j.phase.load(Ordering::Acquire) != ABANDONED);
+            st.pruned_len = st.queue.len();
+        }
         st.queue.push_back(job);
         let (mut notify, mut start) = (false, false);
         if st.queue.len() > st.awake - st.running {
@@ -202,13 +246,15 @@ impl Drop for Workers {
 }
 
 /// A job still running at its deadline makes its worker overdue (under the lock, so the job's own
-/// end, which takes the lock too, sees the mark or undoes nothing).
+/// end, which takes the lock too, sees the mark or undoes nothing); one still queued is abandoned.
 fn mark_overdue(shared: &Shared, phase: &AtomicU8) {
     let mut st = shared.lock();
-    if phase
-        .compare_exchange(RUNNING, OVERDUE, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
-    {
+    let before = phase.fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| match p {
+        RUNNING => Some(OVERDUE),
+        QUEUED => Some(ABANDONED),
+        _ => None,
+    });
+    if before == Ok(RUNNING) {
         st.overdue += 1;
     }
 }
@@ -253,7 +299,7 @@ fn work(shared: &Shared) {
         if let Some(job) = st.queue.pop_front() {
             st.running += 1;
             drop(st);
-            job(shared); // catches its own panics
+            (job.run)(shared); // catches its own panics
             lingered = false;
             st = shared.lock();
             // A replacement started while calls hung; once they return, the surplus goes (when
@@ -493,6 +539,59 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(w.run(|| 0).await, Ok(0));
         assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    /// A call that waited in the queue has only what is left of its caller's timeout for its
+    /// retries, not a whole timeout from when it started.
+    #[tokio::test]
+    async fn a_job_reads_the_deadline_its_submission_set() {
+        let w = Workers::new(1, Duration::from_millis(1000)).unwrap();
+        let left = || deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        let first = w.run(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            left()
+        });
+        let queued = w.run(left); // waits behind the first: one worker
+        let (first, queued) = tokio::join!(first, queued);
+        let (first, queued) = (first.unwrap().unwrap(), queued.unwrap().unwrap());
+        assert!(first > Duration::from_millis(450), "{first:?}");
+        assert!(
+            queued < Duration::from_millis(650),
+            "the queued call's wait counts: {queued:?} left"
+        );
+        assert_eq!(deadline(), None, "outside a job");
+    }
+
+    /// While every worker hangs, calls whose callers' deadlines passed are dropped from the queue
+    /// instead of piling up until the HSM answers again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_calls_do_not_pile_up_behind_hung_workers() {
+        let w = Arc::new(Workers::new(1, Duration::from_millis(50)).unwrap());
+        let (release, hang) = std::sync::mpsc::channel::<()>();
+        let hang = Arc::new(Mutex::new(hang));
+        let hung = |w: Arc<Workers>, hang: Arc<Mutex<std::sync::mpsc::Receiver<()>>>| async move {
+            w.run(move || {
+                let _ = hang.lock().unwrap().recv();
+            })
+            .await
+        };
+        // Both threads (max and its one replacement) hang.
+        assert_eq!(hung(w.clone(), hang.clone()).await, Err(JobError::TimedOut));
+        assert_eq!(hung(w.clone(), hang.clone()).await, Err(JobError::TimedOut));
+        for _ in 0..5 {
+            let calls: Vec<_> = (0..1000)
+                .map(|_| {
+                    let w = w.clone();
+                    tokio::spawn(async move { w.run(|| 0).await })
+                })
+                .collect();
+            for c in calls {
+                assert_eq!(c.await.unwrap(), Err(JobError::TimedOut));
+            }
+        }
+        let queued = w.shared.lock().queue.len();
+        assert!(queued <= 2 * PRUNE_FROM, "{queued} calls queued after 5000 abandoned");
+        drop(release);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
