@@ -137,6 +137,11 @@ impl Kms {
         self.authorize_by_identity(ev, access, "*")
     }
 
+    /// Decides an action whose resource is a principal (ListRetirableGrants), by identity policy.
+    pub(super) fn authorize_principal(&self, ev: &mut AuditEvent, access: &Access<'_>, principal: &str) -> Result<()> {
+        self.authorize_by_identity(ev, access, principal)
+    }
+
     /// Decides an action on an alias (CreateAlias, UpdateAlias, DeleteAlias), which AWS checks on
     /// the alias as well as on its key. An alias has no policy of its own: as in AWS, only the
     /// caller's identity policies can allow it (Resource: the alias ARN); the root principal may.

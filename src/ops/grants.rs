@@ -298,7 +298,18 @@ impl Kms {
         let limit = paging::limit(limit, 50, 100)?;
         let after = paging::decode_marker(marker)?;
         check_principal_pattern("retiringPrincipal", retiring)?;
-        self.authorize_account(ev, &Access::new("kms:ListRetirableGrants"))?;
+        // AWS: "You must specify a principal in your AWS account" (a service principal has none).
+        let caller_account = crate::auth::principal_account(&ev.principal).ok();
+        if let (Some(caller), Some(named)) = (caller_account.as_deref(), account_named_by(retiring)) {
+            if caller != named {
+                return Err(KmsError::AccessDenied(format!(
+                    "ListRetirableGrants lists the grants of a principal in the caller's account ({caller}), \
+                     not of account {named}"
+                )));
+            }
+        }
+        // As in AWS, the resource authorized is the retiring principal.
+        self.authorize_principal(ev, &Access::new("kms:ListRetirableGrants"), retiring)?;
         let retiring = retiring.to_string();
         let items = self
             .store(move |s| s.list_retirable_grants(&retiring, after.as_deref(), limit + 1))
@@ -660,6 +671,15 @@ fn check_principal_pattern(field: &str, p: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The account a principal belongs to: an ARN's account field, or a bare account id.
+fn account_named_by(principal: &str) -> Option<&str> {
+    let account = match principal.splitn(6, ':').collect::<Vec<_>>().as_slice() {
+        ["arn", _, _, _, account, _] => *account,
+        _ => principal,
+    };
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then_some(account)
 }
 
 /// A principal a grant names: the pattern, and an IAM or STS ARN or an AWS service principal.

@@ -667,6 +667,11 @@ async fn authorization_matrix_over_mtls_and_tokens() {
             continue;
         }
         for secret in [BOB_TOKEN, ALICE, "Statement", "Bob", "Sid", &fx.policy] {
+            // ListRetirableGrants' resource is the principal bob himself named (alice), as in AWS.
+            if op == "ListRetirableGrants" && secret == ALICE {
+                assert!(msg.contains(&format!("on resource: {ALICE} ")), "{msg}");
+                continue;
+            }
             assert!(!msg.contains(secret), "{op}: {msg} mentions {secret:?}");
         }
         let why = if ACCOUNT_OPS.contains(&op) {

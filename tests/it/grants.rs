@@ -377,6 +377,18 @@ async fn list_retire_and_idempotent_names() {
         .unwrap()
         .into_inner();
     assert_eq!(retirable.grants.len(), 3);
+    // Only a principal of the caller's own account (AWS: "in your AWS account").
+    for foreign in ["arn:aws:iam::444455556666:user/carol", "444455556666"] {
+        let refused = expect_err(
+            root.list_retirable_grants(pb::ListRetirableGrantsRequest {
+                retiring_principal: foreign.into(),
+                ..Default::default()
+            })
+            .await,
+            "AccessDeniedException",
+        );
+        assert!(refused.contains("444455556666"), "{refused}");
+    }
 
     // Idempotent retry by name: same id, a new token that works too.
     let mut again = grant_req(k, BOB, &["DescribeKey", "Encrypt"]);
