@@ -27,6 +27,14 @@ pub fn is_retryable(e: &Error) -> bool {
     )
 }
 
+/// CloudHSM's answer when throttled: the HSM is busy, not gone. The failing session is dropped and
+/// the call retried after a pause, but the other sessions are kept; dropping them all would have
+/// every call in flight open (and on software tokens, copy the root key into) a new session while
+/// the HSM is already overloaded.
+pub fn is_throttling(e: &Error) -> bool {
+    matches!(e, Error::Pkcs11(RvError::FunctionFailed, _))
+}
+
 /// A key or object handle the HSM no longer knows, from an operation (not a lookup): the root key
 /// was destroyed or replaced on the token since the session looked it up.
 pub fn is_stale_handle(e: &Error) -> bool {

@@ -224,7 +224,11 @@ impl Hsm {
                     looked_up_again = true;
                 }
                 Err(e) if errors::is_retryable(&e) => {
-                    self.pool.clear();
+                    // The failing session was not put back (it closes as it drops); a device-wide
+                    // failure drops the other sessions too.
+                    if !errors::is_throttling(&e) {
+                        self.pool.clear();
+                    }
                     if attempt >= self.attempts || std::time::Instant::now() + delay >= deadline {
                         tracing::error!(error = %e, attempts = attempt, "HSM unavailable: {what}");
                         return Err(errors::unavailable(&e));

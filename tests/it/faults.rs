@@ -210,6 +210,52 @@ async fn concurrent_device_errors_never_surface_as_internal_errors() {
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
 
+/// CloudHSM answers CKR_FUNCTION_FAILED when throttled: the call is retried on another session,
+/// and the other pooled sessions are kept (a device error drops them all). hsm-sim records the
+/// C_OpenSession calls that follow.
+#[tokio::test]
+async fn throttling_drops_only_the_throttled_session() {
+    let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
+    let server = Server::start_on(TestHsm::hsm_sim(), cache_off, "retry_attempts = 3").await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    // Slow unwraps make concurrent requests take sessions of their own: several go back idle.
+    server
+        .set_faults("latency_ms = 100\nfunctions = [\"C_DecryptInit\"]\n")
+        .await;
+    let warmed = futures_join_all((0..6).map(|_| {
+        let (mut c, key_id) = (c.clone(), key.key_id.clone());
+        async move { c.generate_data_key(gdk(&key_id)).await }
+    }))
+    .await;
+    assert!(warmed.iter().all(Result::is_ok));
+
+    let opens = server.hsm.dir.path().join("opens.txt");
+    let count = |func: &str| {
+        let text = std::fs::read_to_string(&opens).unwrap_or_default();
+        text.lines().filter(|l| *l == func).count()
+    };
+    for (error, dropped_all) in [("CKR_FUNCTION_FAILED", false), ("CKR_DEVICE_ERROR", true)] {
+        let _ = std::fs::remove_file(&opens);
+        server
+            .set_faults(&format!(
+                "fail_next = 1\nerror = {error:?}\nfunctions = [\"C_DecryptInit\", \"C_OpenSession\"]\nrecord = {:?}\n",
+                opens.display().to_string()
+            ))
+            .await;
+        for _ in 0..4 {
+            c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+        }
+        assert_eq!(count("C_DecryptInit"), 5, "{error}: one failed and retried");
+        let new_sessions = count("C_OpenSession");
+        if dropped_all {
+            assert!(new_sessions >= 1, "{error}: the pool was dropped, sessions reopened");
+        } else {
+            assert_eq!(new_sessions, 0, "{error}: idle sessions were kept and used");
+        }
+    }
+}
+
 /// A device error while copying the root key is a device error (retried, then refused), not a
 /// sign that the HSM can't copy keys: copies must not be turned off for good by it.
 #[tokio::test]
