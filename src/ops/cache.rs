@@ -7,8 +7,9 @@
 //! set as large as the capacity fits, however unevenly it hashes over the shards.
 //!
 //! Loads are single-flight: concurrent misses on one key wait for the first one's load instead of
-//! each loading (a burst on a cold key makes one HSM unwrap, not one per request). A disabled cache
-//! does not share loads: with the cache off, every request unwraps.
+//! each loading (a burst on a cold key makes one HSM unwrap, not one per request), and get its
+//! value or its error. A disabled cache does not share loads: with the cache off, every request
+//! unwraps.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -19,13 +20,18 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::error::KmsError;
+
+/// What a load under way ends with, as its waiters see it: None until then.
+type Outcome<V> = Option<Result<V, KmsError>>;
+
 const SHARDS: usize = 64;
 
 struct Shard<K, V> {
     map: HashMap<K, (V, Instant)>,
     generation: u64,
-    /// Loads under way, by key: their value is sent when it is loaded.
-    flights: HashMap<K, watch::Receiver<Option<V>>>,
+    /// Loads under way, by key: their outcome is sent when they end.
+    flights: HashMap<K, watch::Receiver<Outcome<V>>>,
 }
 
 pub struct ShardedCache<K, V> {
@@ -118,53 +124,57 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
     }
 
     /// The cached value, or `load`'s, which is cached unless the entry was invalidated meanwhile.
-    /// A miss while another caller loads the same key waits for that load; if it fails or its
-    /// caller goes away, the waiters load for themselves.
-    pub async fn get_or_load<Q, E>(
+    /// A miss while another caller loads the same key waits for that load and gets its value or
+    /// its error; if that caller goes away first, one of the waiters loads for the rest.
+    pub async fn get_or_load<Q>(
         &self,
         key: &Q,
-        load: impl std::future::Future<Output = Result<V, E>>,
-    ) -> Result<V, E>
+        load: impl std::future::Future<Output = Result<V, KmsError>>,
+    ) -> Result<V, KmsError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let joined = {
-            let mut shard = self.shard(key);
-            if let Some(v) = self.fresh(&mut shard, key) {
-                return Ok(v);
-            }
-            let seen = Generation(shard.generation);
-            match shard.flights.get(key) {
-                Some(flight) => Err(flight.clone()),
-                None if self.capacity == 0 => Ok(None),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    shard.flights.insert(key.to_owned(), rx.clone());
-                    Ok(Some(Flight {
-                        cache: self,
-                        key: key.to_owned(),
-                        seen,
-                        tx,
-                        rx,
-                    }))
+        let mut load = Some(load);
+        loop {
+            let joined = {
+                let mut shard = self.shard(key);
+                if let Some(v) = self.fresh(&mut shard, key) {
+                    return Ok(v);
                 }
-            }
-        };
-        match joined {
-            Ok(Some(flight)) => flight.run(load).await,
-            Ok(None) => load.await, // the cache is off
-            Err(mut flight) => {
-                if let Ok(loaded) = flight.wait_for(Option::is_some).await {
-                    if let Some(v) = loaded.as_ref() {
-                        return Ok(v.clone());
+                let seen = Generation(shard.generation);
+                match shard.flights.get(key) {
+                    Some(flight) => Err(flight.clone()),
+                    None if self.capacity == 0 => Ok(None),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        shard.flights.insert(key.to_owned(), rx.clone());
+                        Ok(Some(Flight {
+                            cache: self,
+                            key: key.to_owned(),
+                            seen,
+                            tx,
+                            rx,
+                        }))
                     }
                 }
-                let seen = self.generation(key);
-                let v = load.await?;
-                self.insert_if_unchanged(key.to_owned(), seen, v.clone());
-                Ok(v)
+            };
+            let mut flight = match joined {
+                Ok(leading) => {
+                    let load = load.take().expect("a caller leads at most once, then returns");
+                    return match leading {
+                        Some(flight) => flight.run(load).await,
+                        None => load.await, // the cache is off
+                    };
+                }
+                Err(flight) => flight,
+            };
+            let ended = flight.wait_for(Option::is_some).await.ok().and_then(|o| o.clone());
+            if let Some(outcome) = ended {
+                return outcome;
             }
+            // The loading caller went away before its load ended: start again (one of the
+            // waiters now leads).
         }
     }
 
@@ -214,23 +224,25 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
     }
 }
 
-/// One load under way: its caller loads, caches and sends the value to those waiting. Dropped
-/// (loaded, failed or abandoned), it leaves the shard's flights, so no one waits on it any more.
+/// One load under way: its caller loads, caches the value and sends the outcome to those waiting.
+/// Dropped (ended or abandoned), it leaves the shard's flights, so no one waits on it any more.
 struct Flight<'c, K: Hash + Eq + Clone, V: Clone> {
     cache: &'c ShardedCache<K, V>,
     key: K,
     seen: Generation,
-    tx: watch::Sender<Option<V>>,
+    tx: watch::Sender<Outcome<V>>,
     /// Tells this flight's entry from a later one for the same key.
-    rx: watch::Receiver<Option<V>>,
+    rx: watch::Receiver<Outcome<V>>,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Flight<'_, K, V> {
-    async fn run<E>(self, load: impl std::future::Future<Output = Result<V, E>>) -> Result<V, E> {
-        let v = load.await?;
-        self.cache.insert_if_unchanged(self.key.clone(), self.seen, v.clone());
-        self.tx.send_replace(Some(v.clone()));
-        Ok(v)
+    async fn run(self, load: impl std::future::Future<Output = Result<V, KmsError>>) -> Result<V, KmsError> {
+        let outcome = load.await;
+        if let Ok(v) = &outcome {
+            self.cache.insert_if_unchanged(self.key.clone(), self.seen, v.clone());
+        }
+        self.tx.send_replace(Some(outcome.clone()));
+        outcome
     }
 }
 
@@ -258,7 +270,7 @@ mod tests {
                 let load = async {
                     loads.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    Ok::<_, ()>(42)
+                    Ok(42)
                 };
                 cache.get_or_load(&7, load).await
             });
@@ -276,49 +288,57 @@ mod tests {
         assert_eq!(concurrent_loads(off, 5).await, 5, "cache off: every request loads");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn waiters_load_for_themselves_when_the_first_load_fails_or_is_abandoned() {
-        let cache: ShardedCache<u32, u32> = ShardedCache::new(100, None);
-        let slow_failure = async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Err("HSM unplugged")
-        };
-        let waiter = async {
-            tokio::time::sleep(Duration::from_millis(10)).await; // joins the flight under way
-            cache.get_or_load(&1, async { Ok::<_, &str>(1) }).await
-        };
-        let (first, second) = tokio::join!(cache.get_or_load(&1, slow_failure), waiter);
-        assert_eq!((first, second), (Err("HSM unplugged"), Ok(1)));
-        assert_eq!(cache.get(&1), Some(1));
+    /// A load that counts itself and answers `answer` after `ms`.
+    async fn counted(loads: &AtomicUsize, ms: u64, answer: Result<u32, KmsError>) -> Result<u32, KmsError> {
+        loads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        answer
+    }
 
-        let never = async {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok::<u32, ()>(0)
-        };
-        let abandoned = tokio::time::timeout(Duration::from_millis(50), cache.get_or_load(&2, never));
-        let waiter = async {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            cache.get_or_load(&2, async { Ok::<_, ()>(2) }).await
-        };
-        let (first, second) = tokio::join!(abandoned, waiter);
+    /// Runs `f` after `ms`, failing the test rather than hanging if it never ends.
+    async fn later<T>(ms: u64, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("a waiter hung")
+    }
+
+    #[tokio::test]
+    async fn waiters_share_a_failed_load_and_take_over_an_abandoned_one() {
+        let cache: ShardedCache<u32, u32> = ShardedCache::new(100, None);
+        let loads = AtomicUsize::new(0);
+        let unplugged = KmsError::KeyUnavailable("HSM unplugged".into());
+        let failing = counted(&loads, 50, Err(unplugged.clone()));
+        let waiter = later(10, cache.get_or_load(&1, counted(&loads, 0, Ok(1))));
+        let (first, second) = tokio::join!(cache.get_or_load(&1, failing), waiter);
+        assert_eq!((first, second), (Err(unplugged.clone()), Err(unplugged)));
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "the waiter did not load again");
+        assert_eq!(cache.get(&1), None, "errors are not cached");
+
+        // The first caller gives up; of the two waiting, one loads for both.
+        loads.store(0, Ordering::SeqCst);
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            cache.get_or_load(&2, counted(&loads, 3_600_000, Ok(0))),
+        );
+        let a = later(10, cache.get_or_load(&2, counted(&loads, 30, Ok(2))));
+        let b = later(20, cache.get_or_load(&2, counted(&loads, 30, Ok(2))));
+        let (first, a, b) = tokio::join!(abandoned, a, b);
         assert!(first.is_err(), "the first caller gave up");
-        assert_eq!(second, Ok(2));
+        assert_eq!((a, b), (Ok(2), Ok(2)));
+        assert_eq!(loads.load(Ordering::SeqCst), 2, "the abandoned load and one more");
         assert!(cache.shards.iter().all(|s| s.lock().unwrap().flights.is_empty()));
     }
 
     #[tokio::test]
     async fn a_load_from_before_an_invalidation_is_not_waited_for_after_it() {
         let cache: ShardedCache<u32, u32> = ShardedCache::new(100, None);
-        let stale = async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok::<_, ()>(1)
-        };
-        let after_invalidation = async {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let loads = AtomicUsize::new(0);
+        let after_invalidation = later(10, async {
             cache.invalidate(&1); // e.g. the key's material was deleted meanwhile
-            cache.get_or_load(&1, async { Ok::<_, ()>(2) }).await
-        };
-        let (first, second) = tokio::join!(cache.get_or_load(&1, stale), after_invalidation);
+            cache.get_or_load(&1, counted(&loads, 0, Ok(2))).await
+        });
+        let (first, second) = tokio::join!(cache.get_or_load(&1, counted(&loads, 50, Ok(1))), after_invalidation);
         assert_eq!((first, second), (Ok(1), Ok(2)));
         assert_eq!(cache.get(&1), Some(2), "the stale load was not cached over the new one");
     }

@@ -298,15 +298,16 @@ impl Kms {
         let limit = paging::limit(limit, 50, 100)?;
         let after = paging::decode_marker(marker)?;
         check_principal_pattern("retiringPrincipal", retiring)?;
-        // AWS: "You must specify a principal in your AWS account" (a service principal has none).
-        let caller_account = crate::auth::principal_account(&ev.principal).ok();
-        if let (Some(caller), Some(named)) = (caller_account.as_deref(), account_named_by(retiring)) {
-            if caller != named {
-                return Err(KmsError::AccessDenied(format!(
-                    "ListRetirableGrants lists the grants of a principal in the caller's account ({caller}), \
-                     not of account {named}"
-                )));
-            }
+        // AWS: "You must specify a principal in your AWS account". A service principal names no
+        // account; its grants here are on this account's keys, so only this account lists them.
+        let caller = crate::auth::principal_account(&ev.principal)
+            .map_err(|_| KmsError::AccessDenied("The caller is not a principal of an account".into()))?;
+        let named = account_named_by(retiring).unwrap_or(&self.scope.account);
+        if caller != named {
+            return Err(KmsError::AccessDenied(format!(
+                "ListRetirableGrants lists the grants of a principal in the caller's account ({caller}), \
+                 not of account {named}"
+            )));
         }
         // As in AWS, the resource authorized is the retiring principal.
         self.authorize_principal(ev, &Access::new("kms:ListRetirableGrants"), retiring)?;

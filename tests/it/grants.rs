@@ -389,6 +389,13 @@ async fn list_retire_and_idempotent_names() {
         );
         assert!(refused.contains("444455556666"), "{refused}");
     }
+    // A service principal's grants are on this account's keys: this account lists them.
+    root.list_retirable_grants(pb::ListRetirableGrantsRequest {
+        retiring_principal: "dynamodb.amazonaws.com".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
 
     // Idempotent retry by name: same id, a new token that works too.
     let mut again = grant_req(k, BOB, &["DescribeKey", "Encrypt"]);
@@ -627,6 +634,22 @@ async fn a_grant_from_another_account_is_issued_under_it() {
     };
     expect_err(root.retire_grant(retire(INTERN_TOKEN)).await, "AccessDeniedException");
     root.retire_grant(retire(ADMIN_TOKEN)).await.unwrap();
+
+    // The foreign root may not list the grants of this account's principals, nor of a service
+    // principal (those grants are on this account's keys).
+    let list = |principal: &str| {
+        as_user(
+            FOREIGN_TOKEN,
+            pb::ListRetirableGrantsRequest {
+                retiring_principal: principal.into(),
+                ..Default::default()
+            },
+        )
+    };
+    for other in [CAROL, "dynamodb.amazonaws.com"] {
+        let refused = expect_err(root.list_retirable_grants(list(other)).await, "AccessDeniedException");
+        assert!(refused.contains("caller's account (444455556666)"), "{refused}");
+    }
 }
 
 /// A grantee with CreateGrant may pass on a subset of its operations, no more.

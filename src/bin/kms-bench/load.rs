@@ -142,7 +142,13 @@ pub async fn drive(conns: &[Conn], spec: &LoadSpec, w: &Workload, max_calls: Opt
         Some(t) if t > measured_from => t.duration_since(measured_from),
         _ => spec.duration,
     };
-    let used = cpu.await.unwrap_or_default();
+    // Workers that stopped early (an operation the server lacks) leave no full period to charge.
+    let used = if Instant::now() < end {
+        cpu.abort();
+        Cpu::default()
+    } else {
+        cpu.await.unwrap_or_default()
+    };
     sample.server_cpu_s = used.server_s;
     sample.audit_writer_cpu_s = used.audit_writer_s;
     sample.client_cpu_s = used.client_s;

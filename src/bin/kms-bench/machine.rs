@@ -48,6 +48,17 @@ pub fn idle_seconds() -> Option<f64> {
     Some((fields.get(3)? + fields.get(4)?) as f64 / 100.0)
 }
 
+/// The host's CPUs as /proc/stat counts them (its idle time is theirs, whatever this process's
+/// affinity or cgroup allows).
+pub fn host_cpus() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let n = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    (n > 0).then_some(n)
+}
+
 /// utime + stime of a /proc/.../stat line, in seconds.
 fn ticks_in_stat(stat: &str) -> Option<f64> {
     // Fields after the command name, which is in parentheses and may contain spaces.

@@ -18,7 +18,7 @@ pub struct Sample {
     pub server_cpu_s: Option<f64>,
     /// Of which the server's audit-writer thread.
     pub audit_writer_cpu_s: Option<f64>,
-    /// CPU seconds this load generator used (with the server watched).
+    /// CPU seconds this load generator used.
     pub client_cpu_s: Option<f64>,
     /// Core-seconds the machine spent idle or in I/O wait.
     pub idle_s: Option<f64>,
@@ -54,10 +54,10 @@ impl Sample {
                 .client_cpu_s
                 .filter(|_| n > 0)
                 .map(|s| s * 1e6 / (n as u64 + self.errors) as f64),
-            idle_share: self.idle_s.map(|s| {
-                let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
-                s / (self.elapsed.as_secs_f64().max(1e-9) * cores)
-            }),
+            idle_share: self
+                .idle_s
+                .zip(crate::machine::host_cpus())
+                .map(|(s, cpus)| s / (self.elapsed.as_secs_f64().max(1e-9) * cpus as f64)),
         }
     }
 }
