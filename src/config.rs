@@ -185,8 +185,27 @@ impl Config {
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("account_id must be 12 digits, got {:?}", self.account_id));
         }
-        if self.region.is_empty() || self.partition.is_empty() {
-            return Err("region and partition must not be empty".into());
+        // They go into every ARN, which is split on ':' and '/': AWS's own names are lower-case
+        // letters, digits and hyphens.
+        for (name, value) in [("region", &self.region), ("partition", &self.partition)] {
+            let ok = !value.is_empty()
+                && value.len() <= 64
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(format!(
+                    "{name} must be 1-64 lower-case letters, digits and hyphens, got {value:?}"
+                ));
+            }
+        }
+        // PKCS#11 labels are 32 bytes padded with spaces: a longer label or one ending in a space
+        // can never be found again.
+        let label = &self.hsm.token_label;
+        if label.is_empty() || label.len() > 32 || label.ends_with(' ') {
+            return Err(format!(
+                "hsm.token_label must be 1-32 bytes and not end in a space, got {label:?}"
+            ));
         }
         if hex_decode(&self.hsm.root_key_id).is_none_or(|id| id.is_empty()) {
             return Err(format!(
@@ -222,6 +241,18 @@ impl Config {
             return Err(format!(
                 "dev mode (auth.dev_mode or --dev) makes every caller without credentials the account \
                  root, so it only listens on a loopback address (127.0.0.1, ::1); listen is {}",
+                self.listen
+            ));
+        }
+        if !self.auth.tokens.is_empty()
+            && self.tls.is_none()
+            && !self.listen.ip().is_loopback()
+            && !self.auth.allow_tokens_without_tls
+        {
+            return Err(format!(
+                "auth.tokens without [tls] would send bearer tokens in the clear to {}: configure [tls], \
+                 listen on a loopback address, or set auth.allow_tokens_without_tls = true (e.g. behind \
+                 a TLS-terminating proxy on the same host)",
                 self.listen
             ));
         }
@@ -289,6 +320,51 @@ mod tests {
             assert!(err.contains("loopback"), "{bad}: {err}");
         }
         c.auth.dev_mode = false;
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn names_that_go_into_arns_and_token_labels_are_checked() {
+        for (field, bad) in [
+            ("region", "eu:west-1"),
+            ("region", "EU-WEST-1"),
+            ("region", ""),
+            ("partition", "aws/x"),
+        ] {
+            let c: Config = toml::from_str(&format!("{field} = {bad:?}\n")).unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(err.contains(field), "{bad}: {err}");
+        }
+        let c: Config = toml::from_str("region = \"eu-west-1\"\npartition = \"aws-cn\"\n").unwrap();
+        assert!(c.validate().is_ok());
+        for bad in ["", "label ", &"x".repeat(33)] {
+            let c: Config = toml::from_str(&format!("[hsm]\ntoken_label = {bad:?}\n")).unwrap();
+            assert!(c.validate().unwrap_err().contains("token_label"), "{bad:?}");
+        }
+        let c: Config = toml::from_str(&format!("[hsm]\ntoken_label = {:?}\n", "x".repeat(32))).unwrap();
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn bearer_tokens_need_tls_off_loopback() {
+        let token = format!(
+            "[[auth.tokens]]\nsha256 = {:?}\nprincipal = \"arn:aws:iam::111122223333:user/svc\"\n",
+            crate::auth::token_digest("t0123456789abcdef")
+        );
+        let at = |listen: &str, extra: &str| -> Config {
+            toml::from_str(&format!("listen = {listen:?}\n{extra}{token}")).unwrap()
+        };
+        assert!(at("127.0.0.1:7300", "").validate().is_ok());
+        let err = at("0.0.0.0:7300", "").validate().unwrap_err();
+        assert!(
+            err.contains("in the clear") && err.contains("allow_tokens_without_tls"),
+            "{err}"
+        );
+        let mut c = at("0.0.0.0:7300", "");
+        c.auth.allow_tokens_without_tls = true;
+        assert!(c.validate().is_ok());
+        let tls = "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\n";
+        let c: Config = toml::from_str(&format!("listen = \"0.0.0.0:7300\"\n{tls}{token}")).unwrap();
         assert!(c.validate().is_ok());
     }
 

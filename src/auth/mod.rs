@@ -31,6 +31,9 @@ pub struct AuthConfig {
     pub certificates: Vec<CertRuleConfig>,
     /// TOML file of identity policies (reloaded on SIGHUP).
     pub identity_policies_file: Option<std::path::PathBuf>,
+    /// Accept bearer tokens over plaintext on a non-loopback address (TLS terminated by a proxy
+    /// on the same host). Off: such a config refuses to start.
+    pub allow_tokens_without_tls: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
