@@ -261,22 +261,34 @@ fn spawn_reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let config = Arc::new(config);
         while hup.recv().await.is_some() {
-            match kms.reload_identity_policies() {
-                Ok(()) => tracing::info!("identity policies reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "identity policies not reloaded; the previous ones stay in force")
-                }
-            }
-            if config.file.is_none() {
-                continue;
-            }
-            match config.with_reread_credentials().and_then(|c| auth.reload(&c.auth)) {
-                Ok(()) => tracing::info!("tokens and certificate rules reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "tokens and certificate rules not reloaded; the previous ones stay in force")
-                }
+            // The files are read on the blocking pool: a slow file system must not stall a
+            // runtime thread.
+            let (kms, auth, config) = (kms.clone(), auth.clone(), config.clone());
+            let reloaded = tokio::task::spawn_blocking(move || reload(&kms, &auth, &config)).await;
+            if let Err(e) = reloaded {
+                tracing::error!(error = %e, "the reload did not run");
             }
         }
     })
+}
+
+/// Reads identity policies and, with a config file, tokens and certificate rules again.
+fn reload(kms: &Kms, auth: &Authenticator, config: &Config) {
+    match kms.reload_identity_policies() {
+        Ok(()) => tracing::info!("identity policies reloaded"),
+        Err(e) => {
+            tracing::error!(error = %e, "identity policies not reloaded; the previous ones stay in force")
+        }
+    }
+    if config.file.is_none() {
+        return;
+    }
+    match config.with_reread_credentials().and_then(|c| auth.reload(&c.auth)) {
+        Ok(()) => tracing::info!("tokens and certificate rules reloaded"),
+        Err(e) => {
+            tracing::error!(error = %e, "tokens and certificate rules not reloaded; the previous ones stay in force")
+        }
+    }
 }

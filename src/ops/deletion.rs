@@ -15,10 +15,24 @@ impl Kms {
         let due = self.store(move |s| s.keys_due_for_deletion(now)).await?;
         let mut deleted = 0;
         for key_id in due {
-            let Some(key) = self.key(&key_id).await? else { continue };
+            // One key that can't be read or deleted (a damaged row) must not hold up the others,
+            // nor the audit of those already deleted: it is logged and tried again next pass.
             let id = key_id.clone();
-            if !self.store(move |s| s.delete_key_if_due(&id, now)).await? {
-                continue;
+            let key = match self.key(&key_id).await {
+                Ok(Some(key)) => key,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(key_arn = %self.key_arn(&key_id), error = %e, "cannot read a key due for deletion");
+                    continue;
+                }
+            };
+            match self.store(move |s| s.delete_key_if_due(&id, now)).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::error!(key_arn = %self.key_arn(&key_id), error = %e, "cannot delete a key due for deletion");
+                    continue;
+                }
             }
             deleted += 1;
             self.keys.invalidate(&key_id);
