@@ -21,16 +21,28 @@ pub struct AuditFile {
     /// Bytes of the file written so far (records and zeros).
     allocated: u64,
     step: u64,
+    /// After a failed batch: the end of what it may have left in the file, to be zeroed by the
+    /// next append (0: nothing to clean).
+    stale_until: u64,
+    /// Where the last append attempted to write up to.
+    attempted: u64,
 }
 
 impl AuditFile {
     pub fn open(path: &Path, step: u64) -> io::Result<AuditFile> {
+        let created = !path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false) // earlier records stay
             .open(path)?;
+        if created {
+            // The new file's name must survive a power loss as its records do.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)?.sync_all()?;
+            }
+        }
         let allocated = file.metadata()?.len();
         let end = records_end(&file, allocated)?;
         let mut log = AuditFile {
@@ -38,6 +50,8 @@ impl AuditFile {
             end,
             allocated,
             step: step.max(1),
+            stale_until: 0,
+            attempted: end,
         };
         // A crash mid-write can leave a torn last record: the next one starts on a line of its own.
         let mut last = [0u8; 1];
@@ -47,15 +61,37 @@ impl AuditFile {
         Ok(log)
     }
 
-    /// Writes `data` after the last record; durable only after `sync`.
+    /// Where the next record goes.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Writes `data` after the last record; durable only after `sync`. What a failed batch left
+    /// past it is zeroed in the same write.
     pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
         let needed = self.end + data.len() as u64;
+        self.attempted = needed;
         if needed > self.allocated {
             self.grow(needed)?;
         }
-        self.file.write_all_at(data, self.end)?;
+        if self.stale_until > needed {
+            let mut cleaned = data.to_vec();
+            cleaned.resize((self.stale_until - self.end) as usize, 0);
+            self.file.write_all_at(&cleaned, self.end)?;
+        } else {
+            self.file.write_all_at(data, self.end)?;
+        }
+        self.stale_until = 0;
         self.end = needed;
         Ok(())
+    }
+
+    /// After a failed append or sync: what was written from `from` on is not durable, and its
+    /// requests were refused. The next append writes over it and zeros the rest, so a failed
+    /// batch's records never show up among later ones.
+    pub fn rewind(&mut self, from: u64) {
+        self.stale_until = self.stale_until.max(self.attempted).max(self.end);
+        self.end = from;
     }
 
     pub fn sync(&self) -> io::Result<()> {
@@ -120,6 +156,26 @@ mod tests {
             text(&path).trim_end_matches('\0'),
             format!("{{\"a\":1}}\n{long}{{\"b\":2}}\n")
         );
+    }
+
+    #[test]
+    fn a_failed_batch_is_written_over_and_its_remains_zeroed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditFile::open(&path, 1000).unwrap();
+        log.append(b"{\"a\":1}\n").unwrap();
+        // A batch whose sync failed: its requests were refused, so it must not stay in the log.
+        let start = log.end();
+        log.append(b"{\"failed\":\"a long batch of records\"}\n").unwrap();
+        log.rewind(start);
+        log.append(b"{\"b\":2}\n").unwrap();
+        let text = text(&path);
+        assert_eq!(text.trim_end_matches('\0'), "{\"a\":1}\n{\"b\":2}\n");
+        assert!(!text.contains("failed") && !text.contains("records"), "{text:?}");
+        // Reopened, it continues after the last record.
+        drop(log);
+        let log = AuditFile::open(&path, 1000).unwrap();
+        assert_eq!(log.end() as usize, "{\"a\":1}\n{\"b\":2}\n".len());
     }
 
     #[test]

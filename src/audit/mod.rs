@@ -13,6 +13,10 @@ use tokio::sync::oneshot;
 use crate::error::{KmsError, Result};
 use file::AuditFile;
 
+/// The outcome of the record a state change makes durable before it changes anything; the
+/// record of its real outcome, with the same request id, follows.
+pub const STARTED: &str = "Started";
+
 /// What one request did. Filled in as the request is handled; written as one JSON line by
 /// [`AuditEvent::to_line`] (field order as declared; optional fields only when present).
 #[derive(Debug, Clone)]
@@ -28,7 +32,8 @@ pub struct AuditEvent {
     pub encryption_context_keys: Vec<String>,
     /// ReEncrypt: the keys of the context the ciphertext was decrypted with.
     pub source_encryption_context_keys: Vec<String>,
-    /// "Success" or the AWS exception name.
+    /// "Success", the AWS exception name, or `STARTED` for the record a state change writes
+    /// before it changes anything.
     pub outcome: &'static str,
     /// For denials: which rule decided.
     pub decision: Option<String>,
@@ -191,7 +196,8 @@ impl AuditLog {
             .map_err(|_| KmsError::internal("the audit writer has stopped"))?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(KmsError::internal(format!("cannot write the audit log: {e}"))),
+            // The OS error is in the server's log (the writer logs it), not in the answer.
+            Ok(Err(_)) => Err(KmsError::internal("the audit log could not record this request")),
             Err(_) => Err(KmsError::internal("the audit writer has stopped")),
         }
     }
@@ -230,9 +236,11 @@ fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>) {
                 None
             };
         }
+        let start = file.end();
         let result = file.append(&buf).and_then(|_| file.sync()).map_err(|e| e.to_string());
         if let Err(e) = &result {
-            tracing::error!(error = %e, "audit log write failed");
+            tracing::error!(error = %e, "audit log write failed: the batch's requests are refused");
+            file.rewind(start);
         }
         for done in waiters.drain(..) {
             let _ = done.send(result.clone());

@@ -46,6 +46,7 @@ impl Kms {
             last_updated_date: now,
         };
         self.write(
+            ev,
             move |s| s.create_alias(&alias, MAX_ALIASES_PER_KEY),
             stale_alias(name, [key.key_id.clone()]),
         )
@@ -90,6 +91,7 @@ impl Kms {
             let (owned, from, to) = (name.to_string(), current.clone(), key.key_id.clone());
             let moved = self
                 .write(
+                    ev,
                     move |s| s.update_alias(&owned, &from, &to, now_secs(), MAX_ALIASES_PER_KEY),
                     stale_alias(name, [current.clone(), key.key_id.clone()]),
                 )
@@ -114,6 +116,7 @@ impl Kms {
             let (owned, key_id) = (name.to_string(), target.clone());
             let deleted = self
                 .write(
+                    ev,
                     move |s| s.delete_alias(&owned, &key_id),
                     stale_alias(name, [target.clone()]),
                 )

@@ -229,7 +229,7 @@ impl Kms {
             .map_err(|_| KmsError::internal("the random number generator failed"))?;
         let digest = token_digest(&secret);
         let stored = self
-            .write(move |s| s.create_grant(&record, &digest, MAX_GRANTS_PER_KEY), {
+            .write(ev, move |s| s.create_grant(&record, &digest, MAX_GRANTS_PER_KEY), {
                 let id = key.key_id.clone();
                 move |k| k.grants.invalidate(&id)
             })
@@ -394,7 +394,7 @@ impl Kms {
             )));
         }
         dry_run.stop()?;
-        self.remove_grant(&grant.key_id, &grant.grant_id).await
+        self.remove_grant(ev, &grant.key_id, &grant.grant_id).await
     }
 
     /// What the caller's identity policies say of `ctx` (kms:RetireGrant), decided as if its own
@@ -430,7 +430,7 @@ impl Kms {
             }
         }
         dry_run.stop()?;
-        self.remove_grant(&key.key_id, grant_id).await
+        self.remove_grant(ev, &key.key_id, grant_id).await
     }
 
     /// The grants-per-key quota as the store applies it to CreateGrant: a new grant (not a retry
@@ -449,10 +449,10 @@ impl Kms {
         Ok(())
     }
 
-    async fn remove_grant(&self, key_id: &str, grant_id: &str) -> Result<()> {
+    async fn remove_grant(&self, ev: &AuditEvent, key_id: &str, grant_id: &str) -> Result<()> {
         let (k, g) = (key_id.to_string(), grant_id.to_string());
         let removed = self
-            .write(move |s| s.delete_grant(&k, &g), {
+            .write(ev, move |s| s.delete_grant(&k, &g), {
                 let id = key_id.to_string();
                 move |k| k.grants.invalidate(&id)
             })

@@ -28,7 +28,7 @@ impl Kms {
             self.lockout_check(ev, &parsed, &key.key_id, Some(&key)).await?;
         }
         let id = key.key_id.clone();
-        self.write(move |s| s.put_key_policy(&id, &text), {
+        self.write(ev, move |s| s.put_key_policy(&id, &text), {
             let id = key.key_id.clone();
             move |k| k.policies.invalidate(&id)
         })

@@ -117,6 +117,7 @@ impl Kms {
         // Taken before the key exists: a PutKeyPolicy that lands between the commit and the
         // insert below bumps it, so the creation-time policy is never cached over the new one.
         let seen = self.policies.generation(&key_id);
+        self.audit_intent(ev).await?;
         self.store(move |s| s.create_key(&record, &material, &tags, &policy_text))
             .await?;
         self.policies.insert_if_unchanged(key_id.clone(), seen, key_policy);
@@ -179,7 +180,7 @@ impl Kms {
         let access = Access::new("kms:UpdateKeyDescription");
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         let arn = self.key_arn(&key.key_id);
-        self.update_key(&key.key_id, move |k| {
+        self.update_key(ev, &key.key_id, move |k| {
             refuse_pending_deletion(&arn, k)?;
             k.description = description.clone();
             Ok(())
@@ -206,7 +207,7 @@ impl Kms {
             .resolve(Access::new(action), "keyId", key_id, Accept::KeyOnly, ev)
             .await?;
         let arn = self.key_arn(&key.key_id);
-        self.update_key(&key.key_id, move |k| {
+        self.update_key(ev, &key.key_id, move |k| {
             refuse_pending_deletion(&arn, k)?;
             k.state = state;
             Ok(())
@@ -236,7 +237,7 @@ impl Kms {
             .with(ck::SCHEDULE_KEY_DELETION_PENDING_WINDOW_IN_DAYS, days.to_string());
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         let arn = self.key_arn(&key.key_id);
-        self.update_key(&key.key_id, move |k| {
+        self.update_key(ev, &key.key_id, move |k| {
             refuse_pending_deletion(&arn, k)?;
             k.state = KeyState::PendingDeletion;
             k.deletion_date = Some(now_secs() + i64::from(days) * DAY);
@@ -250,7 +251,7 @@ impl Kms {
         let access = Access::new("kms:CancelKeyDeletion");
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         let arn = self.key_arn(&key.key_id);
-        self.update_key(&key.key_id, move |k| {
+        self.update_key(ev, &key.key_id, move |k| {
             if k.state != KeyState::PendingDeletion {
                 return Err(KmsError::InvalidState(format!("{arn} is not pending deletion.")));
             }

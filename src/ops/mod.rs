@@ -152,6 +152,17 @@ impl Kms {
         self.audit.record(event).await
     }
 
+    /// Before a state change: the request's record, outcome `Started`, durable before anything
+    /// changes (as Vault logs a request before serving it). The outcome record follows when the
+    /// request is answered. If the trail can't take it, the request fails and nothing changed:
+    /// otherwise a full or failing disk would let changes through with no record of them, and a
+    /// crash between the commit and the outcome record would leave a change without a trace.
+    async fn audit_intent(&self, ev: &AuditEvent) -> Result<()> {
+        let mut intent = ev.clone();
+        intent.outcome = crate::audit::STARTED;
+        self.audit.record(&intent).await
+    }
+
     /// Runs a blocking store call on the blocking pool.
     async fn store<T: Send + 'static>(&self, f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static) -> Result<T> {
         let store = self.store.clone();
@@ -164,11 +175,16 @@ impl Kms {
     /// both on that thread. A request cancelled mid-write (a client deadline, a reset stream) drops
     /// its future, so an invalidation after the `.await` would be skipped while the write still
     /// lands, leaving a stale entry for good; here the invalidation always follows the write.
+    ///
+    /// The request's record goes to the audit trail first (`audit_intent`): no change is made
+    /// that the trail has not taken.
     async fn write<T: Send + 'static>(
         &self,
+        ev: &AuditEvent,
         f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
         invalidate: impl FnOnce(&Kms) + Send + 'static,
     ) -> Result<T> {
+        self.audit_intent(ev).await?;
         let me = self
             .me
             .upgrade()
@@ -274,11 +290,12 @@ impl Kms {
     /// Changes a key in the store and invalidates its cached record.
     async fn update_key(
         &self,
+        ev: &AuditEvent,
         key_id: &str,
         mut change: impl FnMut(&mut KeyRecord) -> Result<()> + Send + 'static,
     ) -> Result<KeyRecord> {
         let owned = key_id.to_string();
-        self.write(move |s| s.update_key(&owned, &mut change), {
+        self.write(ev, move |s| s.update_key(&owned, &mut change), {
             let key_id = key_id.to_string();
             move |k| k.keys.invalidate(&key_id)
         })

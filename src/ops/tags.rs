@@ -17,7 +17,7 @@ impl Kms {
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
         let id = key.key_id.clone();
-        self.write(move |s| s.tag_key(&id, &tags, MAX_TAGS_PER_KEY), {
+        self.write(ev, move |s| s.tag_key(&id, &tags, MAX_TAGS_PER_KEY), {
             let id = key.key_id.clone();
             move |k| k.key_tags.invalidate(&id)
         })
@@ -38,7 +38,7 @@ impl Kms {
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
         let id = key.key_id.clone();
-        self.write(move |s| s.untag_key(&id, &tag_keys), {
+        self.write(ev, move |s| s.untag_key(&id, &tag_keys), {
             let id = key.key_id.clone();
             move |k| k.key_tags.invalidate(&id)
         })

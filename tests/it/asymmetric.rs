@@ -271,27 +271,6 @@ fn pair_wp_req(
     }
 }
 
-async fn describe(c: &mut Client, key: &str) -> pb::KeyMetadata {
-    c.describe_key(pb::DescribeKeyRequest { key_id: key.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .key_metadata
-        .unwrap()
-}
-
-async fn key_count(c: &mut Client) -> usize {
-    c.list_keys(pb::ListKeysRequest {
-        limit: Some(1000),
-        marker: None,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .keys
-    .len()
-}
-
 // ---------------------------------------------------------------------------------------------
 // The independent implementation: the `openssl` command line, on files in a scratch directory.
 

@@ -583,3 +583,26 @@ impl Server {
         log
     }
 }
+
+/// A key's metadata (DescribeKey).
+pub async fn describe(c: &mut Client, key_id: &str) -> pb::KeyMetadata {
+    c.describe_key(pb::DescribeKeyRequest { key_id: key_id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+}
+
+/// How many keys ListKeys lists (up to 1000).
+pub async fn key_count(c: &mut Client) -> usize {
+    c.list_keys(pb::ListKeysRequest {
+        limit: Some(1000),
+        marker: None,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .keys
+    .len()
+}

@@ -144,8 +144,11 @@ async fn no_data_key_plaintext_or_key_material_on_disk_or_in_the_audit_log() {
 
     let audit = server.audit_text();
     let records: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    // 3 CreateKey, 15 GenerateDataKey, 3 Encrypt, 3 Decrypt, 1 GenerateRandom: one record per request.
-    assert_eq!(records.len(), 25);
+    // 3 CreateKey, 15 GenerateDataKey, 3 Encrypt, 3 Decrypt, 1 GenerateRandom: one record per
+    // request, and one more (`Started`) before each change of state (the 3 CreateKey).
+    assert_eq!(records.len(), 28);
+    let started = records.iter().filter(|r| r["outcome"] == "Started");
+    assert!(started.clone().count() == 3 && started.into_iter().all(|r| r["operation"] == "CreateKey"));
     let gdk = records.iter().find(|r| r["operation"] == "GenerateDataKey").unwrap();
     for field in ["time", "request_id", "principal", "source_ip", "key_arn", "outcome"] {
         assert!(gdk.get(field).is_some(), "audit record lacks {field}: {gdk}");

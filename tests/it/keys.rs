@@ -14,15 +14,6 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-async fn describe(c: &mut Client, key_id: &str) -> pb::KeyMetadata {
-    c.describe_key(pb::DescribeKeyRequest { key_id: key_id.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .key_metadata
-        .unwrap()
-}
-
 async fn encrypt(c: &mut Client, key_id: &str) -> Result<tonic::Response<pb::EncryptResponse>, tonic::Status> {
     c.encrypt(pb::EncryptRequest {
         key_id: key_id.into(),

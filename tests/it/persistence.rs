@@ -230,6 +230,60 @@ async fn a_deletion_whose_audit_record_was_lost_is_audited_at_the_next_start() {
     );
 }
 
+/// A state change whose audit record can't be written is not made: its `Started` record must be
+/// durable first. The audit log is pointed at /dev/full (every write: ENOSPC) for one run.
+#[tokio::test]
+async fn a_state_change_the_audit_trail_cannot_take_is_not_made() {
+    let mut server = Server::start().await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    server.stop();
+    let log = server.data_dir().join("audit.log");
+    let kept = server.data_dir().join("audit.log.kept");
+    std::fs::rename(&log, &kept).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    server.restart().await;
+    let mut c = server.client().await;
+    let refused = expect_err(
+        c.disable_key(pb::DisableKeyRequest {
+            key_id: key.key_id.clone(),
+        })
+        .await,
+        "KMSInternalException",
+    );
+    assert!(refused.contains("audit"), "{refused}");
+    assert!(
+        !refused.contains("No space"),
+        "the OS error stays in the server's log: {refused}"
+    );
+    expect_err(
+        c.create_key(pb::CreateKeyRequest::default()).await,
+        "KMSInternalException",
+    );
+
+    server.stop();
+    std::fs::remove_file(&log).unwrap();
+    std::fs::rename(&kept, &log).unwrap();
+    server.restart().await;
+    let mut c = server.client().await;
+    assert_eq!(key_count(&mut c).await, 1, "no key was created");
+    let meta = describe(&mut c, &key.key_id).await;
+    assert_eq!(meta.key_state, "Enabled", "the key was not disabled");
+
+    // With the trail back, a change is recorded twice: Started before it, Success after.
+    c.disable_key(pb::DisableKeyRequest {
+        key_id: key.key_id.clone(),
+    })
+    .await
+    .unwrap();
+    let (_, records) = server.audit_records();
+    let disables: Vec<_> = records.iter().filter(|r| r["operation"] == "DisableKey").collect();
+    let outcomes: Vec<_> = disables.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["Started", "Success"]);
+    assert_eq!(disables[0]["request_id"], disables[1]["request_id"]);
+    assert_eq!(disables[0]["key_arn"], disables[1]["key_arn"]);
+}
+
 #[tokio::test]
 async fn a_missing_root_key_with_keys_in_the_store_refuses_to_start() {
     let mut server = Server::start().await;

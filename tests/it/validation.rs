@@ -19,27 +19,6 @@ fn tag(k: &str, v: &str) -> pb::Tag {
     }
 }
 
-async fn describe(c: &mut Client, key_id: &str) -> pb::KeyMetadata {
-    c.describe_key(pb::DescribeKeyRequest { key_id: key_id.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .key_metadata
-        .unwrap()
-}
-
-async fn key_count(c: &mut Client) -> usize {
-    c.list_keys(pb::ListKeysRequest {
-        limit: Some(1000),
-        marker: None,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .keys
-    .len()
-}
-
 /// Replaces field `i` (0-based, split at ':') of an ARN.
 fn arn_with(arn: &str, i: usize, value: &str) -> String {
     let mut parts: Vec<&str> = arn.splitn(6, ':').collect();
