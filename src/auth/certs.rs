@@ -41,9 +41,21 @@ impl CertRule {
 /// one names the holder is a matter of convention, and a CA that lets a requester add a CN
 /// would let them pick a rule's. Such a certificate is refused when a `cn:` rule is reached.
 pub fn principal_for(rules: &[CertRule], leaf: &CertificateDer<'_>) -> Result<Option<String>> {
-    let cert = Certificate::from_der(leaf.as_ref())
-        .map_err(|_| KmsError::Unauthenticated("The client certificate cannot be parsed".into()))?;
-    let names = Names::of(&cert);
+    principal_of(rules, &parse(leaf)?)
+}
+
+/// When the certificate stops being valid (its notAfter).
+pub fn expiry(leaf: &CertificateDer<'_>) -> Result<std::time::SystemTime> {
+    Ok(parse(leaf)?.tbs_certificate.validity.not_after.to_system_time())
+}
+
+fn parse(leaf: &CertificateDer<'_>) -> Result<Certificate> {
+    Certificate::from_der(leaf.as_ref())
+        .map_err(|_| KmsError::Unauthenticated("The client certificate cannot be parsed".into()))
+}
+
+fn principal_of(rules: &[CertRule], cert: &Certificate) -> Result<Option<String>> {
+    let names = Names::of(cert);
     for rule in rules {
         let matched = match rule {
             CertRule::Uri(v, _) => names.uris.contains(v),

@@ -8,6 +8,7 @@ mod tokens;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
@@ -63,10 +64,10 @@ struct Credentials {
     tokens: TokenTable,
     certs: Vec<CertRule>,
     /// What each client certificate (its DER, verified by rustls before it gets here) maps to
-    /// under these rules. Parsing a leaf costs ~5 us and every request is authenticated twice
-    /// (before its body is read, then in the service), so a connection's certificate is parsed
-    /// once, not per call. It goes with the rules it was computed under.
-    cert_cache: Mutex<HashMap<Vec<u8>, CertOutcome>>,
+    /// under these rules, and when it expires. Parsing a leaf costs ~5 us and every request is
+    /// authenticated twice (before its body is read, then in the service), so a connection's
+    /// certificate is parsed once, not per call. It goes with the rules it was computed under.
+    cert_cache: Mutex<HashMap<Vec<u8>, (CertOutcome, SystemTime)>>,
 }
 
 /// A certificate's principal (None: no rule matched), or why it is refused.
@@ -91,23 +92,33 @@ impl Credentials {
     }
 
     fn certificate_principal(&self, leaf: &CertificateDer<'_>) -> Result<Option<String>> {
+        self.certificate_principal_at(leaf, SystemTime::now())
+    }
+
+    fn certificate_principal_at(&self, leaf: &CertificateDer<'_>, now: SystemTime) -> Result<Option<String>> {
         let lock = || self.cert_cache.lock().unwrap_or_else(|p| p.into_inner());
         let known = lock().get(leaf.as_ref()).cloned();
-        let outcome = match known {
-            Some(o) => o,
+        let (outcome, expires) = match known {
+            Some(known) => known,
             None => {
-                let o = certs::principal_for(&self.certs, leaf).map_err(|e| match e {
+                let message = |e: KmsError| match e {
                     KmsError::Unauthenticated(m) => m,
                     other => other.to_string(),
-                });
+                };
+                let o = certs::principal_for(&self.certs, leaf).map_err(message);
+                let expires = certs::expiry(leaf).map_err(|e| KmsError::Unauthenticated(message(e)))?;
                 let mut cache = lock();
                 if cache.len() >= CERT_CACHE_CAPACITY {
                     cache.clear();
                 }
-                cache.insert(leaf.as_ref().to_vec(), o.clone());
-                o
+                cache.insert(leaf.as_ref().to_vec(), (o.clone(), expires));
+                (o, expires)
             }
         };
+        // TLS checked the validity period at the handshake; a connection can outlive it.
+        if now > expires {
+            return Err(KmsError::Unauthenticated("The client certificate has expired".into()));
+        }
         outcome.map_err(KmsError::Unauthenticated)
     }
 }
@@ -220,6 +231,49 @@ mod tests {
         assert!(
             dev.authenticate(Some("Bearer wrong"), None).is_err(),
             "a bad token is refused even in dev mode"
+        );
+    }
+
+    /// rustls checks the validity period at the handshake; a connection that outlives the
+    /// certificate is refused from then on.
+    #[test]
+    fn a_certificate_is_refused_once_it_expires_even_on_an_open_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("openssl")
+            .current_dir(dir.path())
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ])
+            .args(["-keyout", "k.pem", "-outform", "DER", "-out", "c.der", "-days", "1"])
+            .args(["-subj", "/O=kms/CN=dave"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let leaf = CertificateDer::from(std::fs::read(dir.path().join("c.der")).unwrap());
+        let rules = Credentials::new(&AuthConfig {
+            certificates: vec![CertRuleConfig {
+                matches: "cn:dave".into(),
+                principal: "arn:aws:iam::111122223333:user/dave".into(),
+            }],
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let now = SystemTime::now();
+        let dave = Some("arn:aws:iam::111122223333:user/dave".to_string());
+        assert_eq!(rules.certificate_principal_at(&leaf, now).unwrap(), dave);
+        let in_two_days = now + std::time::Duration::from_secs(2 * 86_400);
+        let refused = rules.certificate_principal_at(&leaf, in_two_days).unwrap_err();
+        assert!(refused.to_string().contains("expired"), "{refused}");
+        assert_eq!(
+            rules.certificate_principal_at(&leaf, now).unwrap(),
+            dave,
+            "cached, still valid"
         );
     }
 
