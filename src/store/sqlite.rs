@@ -151,6 +151,19 @@ impl KeyRecordRow {
 const KEY_COLUMNS: &str = "key_id, creation_date, description, state, deletion_date, pending_window_days, \
                            key_spec, key_usage, origin, current_material, version";
 
+/// Inside a write's transaction: the key still exists and is not pending deletion. The request
+/// checked its state when it began, but a ScheduleKeyDeletion (or the deletion itself) may have
+/// committed since; tags, aliases and grants must not land on such a key.
+fn refuse_unless_changeable(tx: &rusqlite::Transaction<'_>, key_id: &str) -> Result<()> {
+    match read_key(tx, key_id)? {
+        None => Err(KmsError::NotFound(format!("Key '{key_id}' does not exist"))),
+        Some(k) if k.state == KeyState::PendingDeletion => {
+            Err(KmsError::InvalidState(format!("Key '{key_id}' is pending deletion.")))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 fn read_key(conn: &Connection, key_id: &str) -> Result<Option<KeyRecord>> {
     conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?1"))
         .and_then(|mut st| st.query_row([key_id], key_from_row).optional())
@@ -398,6 +411,7 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
+        refuse_unless_changeable(&tx, &a.target_key_id)?;
         let n = tx
             .execute(
                 "INSERT OR IGNORE INTO aliases (name, key_id, creation_date, last_updated_date) VALUES (?1, ?2, ?3, ?4)",
@@ -426,6 +440,7 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
+        refuse_unless_changeable(&tx, to_key_id)?;
         let n = tx
             .execute(
                 "UPDATE aliases SET key_id = ?3, last_updated_date = ?4 WHERE name = ?1 AND key_id = ?2",
@@ -481,6 +496,7 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
+        refuse_unless_changeable(&tx, key_id)?;
         for t in tags {
             tx.execute(
                 "INSERT INTO tags (key_id, tag_key, tag_value) VALUES (?1, ?2, ?3)
@@ -502,7 +518,10 @@ impl Store for SqliteStore {
 
     fn untag_key(&self, key_id: &str, tag_keys: &[String]) -> Result<()> {
         let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(db)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        refuse_unless_changeable(&tx, key_id)?;
         for k in tag_keys {
             tx.execute(
                 "DELETE FROM tags WHERE key_id = ?1 AND tag_key = ?2",
@@ -536,9 +555,7 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        if read_key(&tx, &g.key_id)?.is_none() {
-            return Err(KmsError::NotFound(format!("Key '{}' does not exist", g.key_id)));
-        }
+        refuse_unless_changeable(&tx, &g.key_id)?;
         let mut existing = None;
         if let Some(name) = &g.name {
             let mut st = tx
@@ -924,6 +941,42 @@ pub(super) mod tests {
             !holds_material(),
             "the destroyed material is still in the write-ahead log"
         );
+    }
+
+    /// A ScheduleKeyDeletion that commits after a request checked the key's state still stops
+    /// the request's write: the state is read again inside the write's transaction.
+    #[test]
+    fn tags_aliases_and_grants_do_not_land_on_a_key_pending_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
+        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
+        s.update_key("a", &mut |k| {
+            k.state = KeyState::PendingDeletion;
+            k.deletion_date = Some(50);
+            Ok(())
+        })
+        .unwrap();
+        let tag = Tag {
+            key: "k".into(),
+            value: "v".into(),
+        };
+        let alias = AliasRecord {
+            name: "alias/a".into(),
+            target_key_id: "a".into(),
+            creation_date: 1,
+            last_updated_date: 1,
+        };
+        let pending = |r: Result<()>| matches!(r, Err(KmsError::InvalidState(_)));
+        assert!(pending(s.tag_key("a", std::slice::from_ref(&tag), 50)));
+        assert!(pending(s.untag_key("a", &["k".into()])));
+        assert!(pending(s.create_alias(&alias, 50)));
+        let grant = s.create_grant(&decrypt_grant("g1", "a", None), &[1; 32], 50);
+        assert!(matches!(grant, Err(KmsError::InvalidState(_))), "{grant:?}");
+        assert!(s.list_tags("a", None, 50).unwrap().is_empty());
+        assert!(s.get_alias("alias/a").unwrap().is_none());
+        assert!(s.get_grant("g1").unwrap().is_none());
+        let gone = s.tag_key("nope", &[tag], 50);
+        assert!(matches!(gone, Err(KmsError::NotFound(_))), "{gone:?}");
     }
 
     #[test]
