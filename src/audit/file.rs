@@ -45,6 +45,7 @@ impl AuditFile {
         }
         let allocated = file.metadata()?.len();
         let end = records_end(&file, allocated)?;
+        let end = drop_torn_batch(&file, end)?;
         let mut log = AuditFile {
             file,
             end,
@@ -112,6 +113,26 @@ impl AuditFile {
     }
 }
 
+/// The most a batch writes (`MAX_BATCH_BYTES`) plus one record, however large: a crash during a
+/// batch's flush can only have torn the last this many bytes.
+const REPAIR_WINDOW: u64 = 2 << 20;
+
+/// A crash while a batch was being flushed can persist a later page of it but not an earlier one,
+/// leaving NUL bytes among the records (a record never holds a NUL: JSON escapes it). None of that
+/// batch was acknowledged, so everything from the first such NUL on is zeroed and the records end
+/// there: readers, which stop at the first NUL, then miss nothing that comes after it.
+fn drop_torn_batch(file: &File, end: u64) -> io::Result<u64> {
+    let from = end.saturating_sub(REPAIR_WINDOW);
+    let mut tail = vec![0u8; (end - from) as usize];
+    file.read_exact_at(&mut tail, from)?;
+    let Some(gap) = tail.iter().position(|&b| b == 0) else {
+        return Ok(end);
+    };
+    file.write_all_at(&vec![0u8; tail.len() - gap], from + gap as u64)?;
+    file.sync_data()?;
+    Ok(from + gap as u64)
+}
+
 /// The offset just past the last non-NUL byte among the first `len` bytes of the file.
 fn records_end(file: &File, len: u64) -> io::Result<u64> {
     let mut block = vec![0u8; 64 * 1024];
@@ -155,6 +176,26 @@ mod tests {
         assert_eq!(
             text(&path).trim_end_matches('\0'),
             format!("{{\"a\":1}}\n{long}{{\"b\":2}}\n")
+        );
+    }
+
+    #[test]
+    fn a_batch_torn_by_a_crash_is_dropped_at_the_first_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        // A power loss kept the second page of the last batch but not its first.
+        let mut bytes = b"{\"a\":1}\n{\"b\":".to_vec();
+        bytes.extend_from_slice(&[0u8; 100]);
+        bytes.extend_from_slice(b"2}\n{\"c\":3}\n");
+        bytes.extend_from_slice(&[0u8; 50]);
+        std::fs::write(&path, &bytes).unwrap();
+        let mut log = AuditFile::open(&path, 1000).unwrap();
+        log.append(b"{\"d\":4}\n").unwrap();
+        let text = text(&path);
+        assert_eq!(text.trim_end_matches('\0'), "{\"a\":1}\n{\"b\":\n{\"d\":4}\n");
+        assert!(
+            !text.contains("\"c\""),
+            "nothing of the torn batch after the gap: {text:?}"
         );
     }
 

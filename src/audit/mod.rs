@@ -173,6 +173,9 @@ pub struct AuditLog {
 }
 
 const MAX_BATCH: usize = 4096;
+/// A batch stops taking records past this many bytes, so a torn batch is found near the end of
+/// the file (`file::REPAIR_WINDOW`).
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 impl AuditLog {
     pub fn open(path: &Path) -> std::result::Result<AuditLog, String> {
@@ -230,7 +233,7 @@ fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>) {
         while let Some((line, done)) = next {
             buf.extend_from_slice(&line);
             waiters.push(done);
-            next = if waiters.len() < MAX_BATCH {
+            next = if waiters.len() < MAX_BATCH && buf.len() < MAX_BATCH_BYTES {
                 rx.try_recv().ok()
             } else {
                 None
