@@ -3,7 +3,8 @@
 //! also overwrite each other's audit records and, with the embedded HSM, its token files. The lock
 //! is an exclusive `flock` on `<data_dir>/kms.lock`, and goes with the process however it ends.
 //! `main` takes it before it prepares the embedded HSM, and `Kms::open` again (library users):
-//! within one process the second call shares the first's lock.
+//! within one process the second call shares the first's lock. `Kms::open` also `claim`s the
+//! directory, so that two `Kms` in one process (a library user, a test) can't share one either.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,37 @@ pub type Lock = Arc<File>;
 
 /// The locks this process holds, by canonical data directory.
 static HELD: Mutex<Vec<(PathBuf, Weak<File>)>> = Mutex::new(Vec::new());
+
+/// The directories a live `Kms` of this process uses.
+static CLAIMED: Mutex<Vec<(PathBuf, Weak<()>)>> = Mutex::new(Vec::new());
+
+/// A data directory locked for this process and used by one `Kms` in it, while this lives.
+pub struct Claim {
+    _lock: Lock,
+    _mine: Arc<()>,
+}
+
+/// Locks `dir` and claims it for one `Kms`: a second claim while the first lives is refused.
+pub fn claim(dir: &Path) -> Result<Claim, String> {
+    let lock = lock(dir)?;
+    let key = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve data directory {}: {e}", dir.display()))?;
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+    claimed.retain(|(_, c)| c.strong_count() > 0);
+    if claimed.iter().any(|(d, _)| *d == key) {
+        return Err(format!(
+            "the data directory {} is already in use by another Kms in this process",
+            dir.display()
+        ));
+    }
+    let mine = Arc::new(());
+    claimed.push((key, Arc::downgrade(&mine)));
+    Ok(Claim {
+        _lock: lock,
+        _mine: mine,
+    })
+}
 
 /// Locks `dir` (created if missing) for this process; an error says another server holds it. The
 /// data directory must be on a local file system: `flock` over NFS may lock only locally.
@@ -53,6 +85,17 @@ pub fn lock(dir: &Path) -> Result<Lock, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_kms_per_directory_in_a_process_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let _main = lock(dir.path()).unwrap(); // as main takes it first
+        let first = claim(dir.path()).unwrap();
+        let err = claim(&dir.path().join(".")).err().expect("a second Kms is refused");
+        assert!(err.contains("another Kms"), "{err}");
+        drop(first);
+        claim(dir.path()).expect("free again once the first Kms is gone");
+    }
 
     #[test]
     fn one_process_shares_its_lock_and_releases_it_with_the_last_holder() {

@@ -86,8 +86,8 @@ pub struct Kms {
     /// cores, so a burst of RSA-4096 generations waits here instead of filling the blocking pool
     /// that every store call needs. Sign, Verify and RSA decryption don't wait behind them.
     generation_turns: Arc<tokio::sync::Semaphore>,
-    /// Held for the server's life (`data_dir::lock`).
-    _data_dir_lock: data_dir::Lock,
+    /// Held for the server's life (`data_dir::claim`).
+    _data_dir_lock: data_dir::Claim,
 }
 
 impl Kms {
@@ -96,7 +96,7 @@ impl Kms {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
-        let data_dir_lock = data_dir::lock(&config.data_dir)?;
+        let data_dir_lock = data_dir::claim(&config.data_dir)?;
         let store = SqliteStore::open(&config.data_dir.join("kms.db"))?;
         let empty = store.is_empty().map_err(|e| e.to_string())?;
         let (hsm, root) = Hsm::open(&config.hsm, pin, empty)?;
