@@ -87,6 +87,17 @@ fn init_token(
                     user_pin_file.display()
                 ));
             }
+            if !info.user_pin_initialized() {
+                // C_InitToken ran and C_InitPIN did not (a crash or a failure between them): the
+                // PINs were written first, so the initialisation is finished with them.
+                let so = AuthPin::from(read_secret(so_pin_file)?);
+                let user = AuthPin::from(read_secret(user_pin_file)?);
+                set_user_pin(&m, slot, &so, &user)?;
+                tracing::warn!(
+                    token = label,
+                    "finished initialising the embedded hsm-sim token (its user PIN was not set)"
+                );
+            }
             return Ok(());
         }
         if !info.token_initialized() && free.is_none() {
@@ -102,19 +113,34 @@ fn init_token(
     let (so, user) = (AuthPin::from(so_pin), AuthPin::from(user_pin));
     m.init_token(slot, &so, label)
         .map_err(|e| format!("C_InitToken failed: {e}"))?;
-    let session = m
-        .open_rw_session(slot)
-        .map_err(|e| format!("C_OpenSession failed: {e}"))?;
-    session
-        .login(UserType::So, Some(&so))
-        .map_err(|e| format!("SO login failed: {e}"))?;
-    session.init_pin(&user).map_err(|e| format!("C_InitPIN failed: {e}"))?;
-    session.logout().map_err(|e| format!("C_Logout failed: {e}"))?;
+    set_user_pin(&m, slot, &so, &user)?;
     tracing::warn!(
         token = label,
         "initialised the embedded hsm-sim token (development HSM; use a real HSM in production)"
     );
     Ok(())
+}
+
+/// Sets the token's user PIN as its security officer.
+fn set_user_pin(
+    m: &cryptoki::context::Pkcs11,
+    slot: cryptoki::slot::Slot,
+    so: &AuthPin,
+    user: &AuthPin,
+) -> Result<(), String> {
+    let session = m
+        .open_rw_session(slot)
+        .map_err(|e| format!("C_OpenSession failed: {e}"))?;
+    session
+        .login(UserType::So, Some(so))
+        .map_err(|e| format!("SO login failed: {e}"))?;
+    session.init_pin(user).map_err(|e| format!("C_InitPIN failed: {e}"))?;
+    session.logout().map_err(|e| format!("C_Logout failed: {e}"))
+}
+
+/// A PIN file's content.
+fn read_secret(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn random_pin() -> Result<String, String> {

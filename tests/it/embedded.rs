@@ -189,3 +189,45 @@ async fn a_damaged_embedded_token_stops_the_start_up_and_keeps_its_keys() {
     let after = [data.join("hsm-user.pin"), data.join("hsm-so.pin")].map(|p| std::fs::read(p).unwrap());
     assert_eq!(after, pins, "the PIN files changed");
 }
+
+/// A token whose C_InitToken ran but whose C_InitPIN did not (a crash between the two) is
+/// finished at the next start with the PINs kms wrote before it began, instead of refusing every
+/// start with a login failure. The half-made token is made here with pkcs11-tool.
+#[tokio::test]
+async fn a_half_initialised_embedded_token_is_finished_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tokens = data.join("hsm");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = data.join("hsm-sim.toml");
+    std::fs::write(&conf, format!("token_dir = {:?}\n", tokens.display().to_string())).unwrap();
+    let module = std::path::Path::new(env!("CARGO_BIN_EXE_kms")).with_file_name("libhsm_sim.so");
+    let so_pin = "0123456789abcdef0123456789abcdef";
+    let out = Command::new("pkcs11-tool")
+        .arg("--module")
+        .arg(&module)
+        .args(["--init-token", "--label", "kms", "--so-pin", so_pin])
+        .env("HSM_SIM_CONF", &conf)
+        .output()
+        .expect("pkcs11-tool (opensc) must be installed");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(data.join("hsm-so.pin"), so_pin).unwrap();
+    std::fs::write(data.join("hsm-user.pin"), "fedcba9876543210fedcba9876543210").unwrap();
+
+    let (mut child, mut c) = start_and_connect(&data).await;
+    let key = c
+        .create_key(pb::CreateKeyRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let key_id = key.key_metadata.unwrap().key_id;
+    c.generate_data_key(pb::GenerateDataKeyRequest {
+        key_id,
+        key_spec: Some("AES_256".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
