@@ -4,6 +4,7 @@ pub mod codec;
 mod convert;
 mod grpc;
 mod preauth;
+mod refusals;
 mod run_to_end;
 pub(crate) mod server;
 mod status;

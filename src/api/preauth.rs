@@ -26,6 +26,7 @@ use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
+use super::refusals::RefusalRecords;
 use super::status::{to_status, ERROR_TYPE, REQUEST_ID};
 use crate::audit::AuditEvent;
 use crate::auth::Authenticator;
@@ -52,11 +53,19 @@ pub struct PreAuth<S> {
     auth: Arc<Authenticator>,
     kms: Arc<Kms>,
     tls: bool,
+    /// Which unauthenticated refusals get an audit record of their own.
+    refusals: Arc<RefusalRecords>,
 }
 
 impl<S> PreAuth<S> {
-    pub fn new(inner: S, auth: Arc<Authenticator>, kms: Arc<Kms>, tls: bool) -> Self {
-        PreAuth { inner, auth, kms, tls }
+    pub fn new(inner: S, auth: Arc<Authenticator>, kms: Arc<Kms>, tls: bool, refusals: Arc<RefusalRecords>) -> Self {
+        PreAuth {
+            inner,
+            auth,
+            kms,
+            tls,
+            refusals,
+        }
     }
 }
 
@@ -224,7 +233,12 @@ where
         ev.outcome = e.name();
         let status = to_status(&e, &ev.request_id);
         drop(request); // the body is never read
-        Call::Refused(audited(self.kms.clone(), ev, status.into_http()))
+        if self.refusals.admit(remote.map(|a| a.ip())) {
+            Call::Refused(audited(self.kms.clone(), ev, status.into_http()))
+        } else {
+            // Past its address's share of records: counted, and in a summary record within a second.
+            Call::Refused(Box::pin(std::future::ready(Ok(status.into_http()))))
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use super::grpc::GrpcService;
 use super::preauth::PreAuth;
+use super::refusals::{self, RefusalRecords};
 use super::run_to_end::{Detached, RunToEnd};
 use crate::auth::Authenticator;
 use crate::config::{Config, TlsConfig};
@@ -69,6 +70,9 @@ pub async fn serve(
         .max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES);
 
     let deletion = spawn_deletion_task(kms.clone());
+    let refusals = Arc::new(RefusalRecords::default());
+    let refusal_summaries = refusals::spawn_summaries(refusals.clone(), kms.clone());
+    let kms_for_summaries = kms.clone();
     let sweep = spawn_material_sweep(kms.clone());
     // Small request/response messages: don't wait for Nagle. TCP keepalive finds peers that
     // vanished without a FIN (HTTP/2 pings below find the ones whose stack still answers).
@@ -95,6 +99,7 @@ pub async fn serve(
             auth,
             kms,
             tls.is_some(),
+            refusals.clone(),
         ))
         .serve_with_incoming_shutdown(incoming, async move {
             let mut stopped = stopped;
@@ -119,6 +124,8 @@ pub async fn serve(
     }
     deletion.abort();
     reload.abort();
+    refusal_summaries.abort();
+    refusals::write_summaries(&refusals, &kms_for_summaries).await;
     if let Some(sweep) = sweep {
         sweep.abort();
     }

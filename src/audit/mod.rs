@@ -41,6 +41,9 @@ pub struct AuditEvent {
     pub secure_transport: bool,
     /// The alias the caller named the key by (the kms:RequestAlias condition key). Not written.
     pub request_alias: Option<String>,
+    /// A record that stands for this many refused requests (unauthenticated refusals past their
+    /// address's share of records, `api::refusals`).
+    pub count: Option<u64>,
 }
 
 impl AuditEvent {
@@ -59,6 +62,7 @@ impl AuditEvent {
             decision: None,
             secure_transport: false,
             request_alias: None,
+            count: None,
         }
     }
 
@@ -90,6 +94,9 @@ impl AuditEvent {
         field(&mut out, "outcome", self.outcome);
         if let Some(d) = &self.decision {
             field(&mut out, "decision", d);
+        }
+        if let Some(n) = self.count {
+            out.extend_from_slice(format!("\"count\":{n},").as_bytes());
         }
         *out.last_mut().expect("at least one field") = b'}';
         out.push(b'\n');

@@ -314,3 +314,34 @@ async fn a_request_whose_body_never_comes_is_given_up_on() {
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     create_key(&mut c).await;
 }
+
+/// A flood of requests without credentials can't fill the audit disk: past its address's share
+/// (100 at once, 20 a second after) the refusals get no record each, but one record a second
+/// says how many there were. Every refusal is answered as before, and recorded one way or the
+/// other.
+#[tokio::test]
+async fn a_flood_of_unauthenticated_requests_is_recorded_in_summaries() {
+    use crate::auth::{auth_config, expect_unrecognized, BOB, BOB_TOKEN};
+    let server = Server::start_with(&auth_config(false, &[(BOB_TOKEN, BOB)], &[], None)).await;
+    let anonymous = plain_client(&server, Bearer::default()).await;
+    const CALLS: u64 = 1000;
+    let calls = (0..CALLS).map(|_| {
+        let mut c = anonymous.clone();
+        async move { c.list_keys(pb::ListKeysRequest::default()).await }
+    });
+    for r in futures_join_all(calls).await {
+        expect_unrecognized(r);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a summary is written every second
+    let (_, records) = server.audit_records();
+    let refused: Vec<_> = records.iter().filter(|r| r["principal"] == "unauthenticated").collect();
+    let own = refused.iter().filter(|r| r["operation"] == "ListKeys").count() as u64;
+    let summaries: Vec<_> = refused.iter().filter(|r| r["operation"] == "*").collect();
+    let summarised: u64 = summaries.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    assert!(own <= 200, "{own} records of their own for {CALLS} refusals");
+    assert!(!summaries.is_empty());
+    assert!(summaries
+        .iter()
+        .all(|r| r["outcome"] == "UnrecognizedClientException" && r["source_ip"] == "127.0.0.1"));
+    assert_eq!(own + summarised, CALLS, "every refusal is recorded or counted");
+}
