@@ -47,15 +47,11 @@ impl Bucket {
         }
     }
 
-    /// Refills for the time since it was last used; takes a token if there is one.
-    fn take(&mut self, now: Instant, burst: f64, per_second: f64) -> bool {
+    /// Refills for the time since it was last used; whether a token is there.
+    fn has(&mut self, now: Instant, burst: f64, per_second: f64) -> bool {
         self.tokens = self.refilled(now, per_second).min(burst);
         self.at = now;
-        let there = self.tokens >= 1.0;
-        if there {
-            self.tokens -= 1.0;
-        }
-        there
+        self.tokens >= 1.0
     }
 
     fn refilled(&self, now: Instant, per_second: f64) -> f64 {
@@ -95,16 +91,31 @@ impl RefusalRecords {
             None
         };
         let bucket = shard.entry(key).or_insert_with(|| Bucket::full(now, BURST));
-        let admitted = bucket.take(now, BURST, PER_SECOND)
-            && self
-                .global
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(now, GLOBAL_BURST, GLOBAL_PER_SECOND);
-        if !admitted {
+        // A token is spent only when both have one, so neither pays for the other's refusal.
+        let admitted = bucket.has(now, BURST, PER_SECOND) && {
+            let mut global = self.global.lock().unwrap_or_else(|p| p.into_inner());
+            let there = global.has(now, GLOBAL_BURST, GLOBAL_PER_SECOND);
+            if there {
+                global.tokens -= 1.0;
+            }
+            there
+        };
+        if admitted {
+            bucket.tokens -= 1.0;
+        } else {
             bucket.counted += 1;
         }
         admitted
+    }
+
+    /// Counts again refusals whose summary record could not be written.
+    fn put_back(&self, ip: Option<IpAddr>, n: u64) {
+        let i = (self.hasher.hash_one(ip) as usize) % SHARDS;
+        let mut shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
+        shard
+            .entry(ip)
+            .or_insert_with(|| Bucket::full(Instant::now(), 0.0))
+            .counted += n;
     }
 
     /// The refusals counted since the last call, by address, most first: `MAX_SUMMARIES` at most,
@@ -124,36 +135,65 @@ impl RefusalRecords {
                 b.refilled(now, PER_SECOND) < BURST
             });
         }
+        // Addresses first, most refusals first; what has no address (the shards' overflow
+        // buckets, the addresses past MAX_SUMMARIES) goes into one record.
+        let mut rest: u64 = 0;
+        counted.retain(|(ip, n)| {
+            if ip.is_none() {
+                rest += n;
+            }
+            ip.is_some()
+        });
         counted.sort_by_key(|c| std::cmp::Reverse(c.1));
-        if counted.len() > MAX_SUMMARIES {
-            let rest: u64 = counted.drain(MAX_SUMMARIES - 1..).map(|(_, n)| n).sum();
+        if counted.len() >= MAX_SUMMARIES {
+            rest += counted.drain(MAX_SUMMARIES - 1..).map(|(_, n)| n).sum::<u64>();
+        }
+        if rest > 0 {
             counted.push((None, rest));
         }
         counted
     }
 }
 
-/// Writes, once a second, one record per address whose refusals were counted rather than recorded.
-pub fn spawn_summaries(records: Arc<RefusalRecords>, kms: Arc<Kms>) -> tokio::task::JoinHandle<()> {
+/// Writes, once a second, one record per address whose refusals were counted rather than recorded,
+/// and a last time when `stop` fires (or its sender goes).
+pub fn spawn_summaries(
+    records: Arc<RefusalRecords>,
+    kms: Arc<Kms>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SUMMARY_EVERY);
         loop {
-            tick.tick().await;
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                _ = &mut stop => true,
+            };
             write_summaries(&records, &kms).await;
+            if stopping {
+                return;
+            }
         }
     })
 }
 
-/// The summary records of the refusals counted so far (also written when the server stops).
-pub async fn write_summaries(records: &RefusalRecords, kms: &Kms) {
+/// The summary records of the refusals counted so far, written together (one group commit); the
+/// counts of any that can't be written are kept for the next time.
+async fn write_summaries(records: &Arc<RefusalRecords>, kms: &Arc<Kms>) {
+    let mut writes = tokio::task::JoinSet::new();
     for (ip, n) in records.take_counted() {
         let mut ev = AuditEvent::new("*", "unauthenticated".into(), ip.map(|a| a.to_string()));
         ev.outcome = "UnrecognizedClientException";
         ev.count = Some(n);
-        if kms.audit(&ev).await.is_err() {
-            tracing::error!(count = n, "cannot record refused unauthenticated requests");
-        }
+        let (records, kms) = (records.clone(), kms.clone());
+        writes.spawn(async move {
+            if kms.audit(&ev).await.is_err() {
+                tracing::error!(count = n, "cannot record refused unauthenticated requests yet");
+                records.put_back(ip, n);
+            }
+        });
     }
+    while writes.join_next().await.is_some() {}
 }
 
 #[cfg(test)]
@@ -204,5 +244,13 @@ mod tests {
             "every refusal is recorded or counted"
         );
         assert_eq!(summaries.last().unwrap().0, None, "the rest under no address");
+        assert_eq!(
+            summaries.iter().filter(|(a, _)| a.is_none()).count(),
+            1,
+            "in one record"
+        );
+        // Counts that could not be written come back next time.
+        r.put_back(None, 5);
+        assert_eq!(r.take_counted_at(t0), vec![(None, 5)]);
     }
 }

@@ -71,8 +71,8 @@ pub async fn serve(
 
     let deletion = spawn_deletion_task(kms.clone());
     let refusals = Arc::new(RefusalRecords::default());
-    let refusal_summaries = refusals::spawn_summaries(refusals.clone(), kms.clone());
-    let kms_for_summaries = kms.clone();
+    let (stop_summaries, summaries_stop) = tokio::sync::oneshot::channel();
+    let refusal_summaries = refusals::spawn_summaries(refusals.clone(), kms.clone(), summaries_stop);
     let sweep = spawn_material_sweep(kms.clone());
     // Small request/response messages: don't wait for Nagle. TCP keepalive finds peers that
     // vanished without a FIN (HTTP/2 pings below find the ones whose stack still answers).
@@ -124,8 +124,9 @@ pub async fn serve(
     }
     deletion.abort();
     reload.abort();
-    refusal_summaries.abort();
-    refusals::write_summaries(&refusals, &kms_for_summaries).await;
+    // The refusals counted since the last summary are written before the runtime goes.
+    let _ = stop_summaries.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), refusal_summaries).await;
     if let Some(sweep) = sweep {
         sweep.abort();
     }

@@ -45,7 +45,7 @@ impl AuditFile {
         }
         let allocated = file.metadata()?.len();
         let end = records_end(&file, allocated)?;
-        let end = drop_torn_batch(&file, end)?;
+        let end = drop_torn_batch(&file, path, end)?;
         let mut log = AuditFile {
             file,
             end,
@@ -71,7 +71,7 @@ impl AuditFile {
     /// past it is zeroed in the same write.
     pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
         let needed = self.end + data.len() as u64;
-        self.attempted = needed;
+        self.attempted = needed.max(self.stale_until);
         if needed > self.allocated {
             self.grow(needed)?;
         }
@@ -82,7 +82,6 @@ impl AuditFile {
         } else {
             self.file.write_all_at(data, self.end)?;
         }
-        self.stale_until = 0;
         self.end = needed;
         Ok(())
     }
@@ -95,8 +94,12 @@ impl AuditFile {
         self.end = from;
     }
 
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+    /// Makes what was appended durable; once it is, a failed batch's remains are gone for good
+    /// (zeroed on disk), so they need not be zeroed again.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        self.stale_until = 0;
+        Ok(())
     }
 
     /// Writes zeros up to the step boundary past `needed` (real zeros, not a hole or fallocate's
@@ -119,18 +122,36 @@ const REPAIR_WINDOW: u64 = 2 << 20;
 
 /// A crash while a batch was being flushed can persist a later page of it but not an earlier one,
 /// leaving NUL bytes among the records (a record never holds a NUL: JSON escapes it). None of that
-/// batch was acknowledged, so everything from the first such NUL on is zeroed and the records end
-/// there: readers, which stop at the first NUL, then miss nothing that comes after it.
-fn drop_torn_batch(file: &File, end: u64) -> io::Result<u64> {
+/// batch was acknowledged, so the records end at the first such NUL: readers, which stop there,
+/// then miss nothing after it. What followed the gap is first copied, byte for byte, to
+/// `<log>.torn-<offset>` beside the log and the cut is logged: a log written by an older build
+/// (which appended after a gap) may hold acknowledged records there, and none is ever destroyed.
+fn drop_torn_batch(file: &File, path: &Path, end: u64) -> io::Result<u64> {
     let from = end.saturating_sub(REPAIR_WINDOW);
     let mut tail = vec![0u8; (end - from) as usize];
     file.read_exact_at(&mut tail, from)?;
     let Some(gap) = tail.iter().position(|&b| b == 0) else {
         return Ok(end);
     };
-    file.write_all_at(&vec![0u8; tail.len() - gap], from + gap as u64)?;
+    let cut = from + gap as u64;
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".torn-{cut}"));
+    let aside = std::path::PathBuf::from(aside);
+    let mut kept = File::create(&aside)?;
+    std::io::Write::write_all(&mut kept, &tail[gap..])?;
+    kept.sync_all()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    tracing::warn!(
+        offset = cut,
+        bytes = end - cut,
+        kept = %aside.display(),
+        "the audit log's last batch was torn by a crash: its records end at the gap; what followed it is kept aside"
+    );
+    file.write_all_at(&vec![0u8; tail.len() - gap], cut)?;
     file.sync_data()?;
-    Ok(from + gap as u64)
+    Ok(cut)
 }
 
 /// The offset just past the last non-NUL byte among the first `len` bytes of the file.
@@ -197,6 +218,12 @@ mod tests {
             !text.contains("\"c\""),
             "nothing of the torn batch after the gap: {text:?}"
         );
+        let cut = "{\"a\":1}\n{\"b\":".len();
+        let aside = std::fs::read(dir.path().join(format!("audit.log.torn-{cut}"))).unwrap();
+        assert!(
+            aside.ends_with(b"2}\n{\"c\":3}\n"),
+            "what followed the gap is kept: {aside:?}"
+        );
     }
 
     #[test]
@@ -213,10 +240,22 @@ mod tests {
         let text = text(&path);
         assert_eq!(text.trim_end_matches('\0'), "{\"a\":1}\n{\"b\":2}\n");
         assert!(!text.contains("failed") && !text.contains("records"), "{text:?}");
+        // Two failed batches in a row, the second shorter: neither leaves anything behind.
+        let start = log.end();
+        log.append(b"{\"failed\":\"the longest batch of refused records\"}\n")
+            .unwrap();
+        log.rewind(start);
+        log.append(b"{\"failed\":2}\n").unwrap();
+        log.rewind(start);
+        log.append(b"{\"c\":3}\n").unwrap();
+        log.sync().unwrap();
+        let text = super::tests::text(&path);
+        assert_eq!(text.trim_end_matches('\0'), "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+        assert!(!text.contains("failed") && !text.contains("refused"), "{text:?}");
         // Reopened, it continues after the last record.
         drop(log);
         let log = AuditFile::open(&path, 1000).unwrap();
-        assert_eq!(log.end() as usize, "{\"a\":1}\n{\"b\":2}\n".len());
+        assert_eq!(log.end() as usize, "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n".len());
     }
 
     #[test]

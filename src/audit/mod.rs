@@ -44,6 +44,9 @@ pub struct AuditEvent {
     /// A record that stands for this many refused requests (unauthenticated refusals past their
     /// address's share of records, `api::refusals`).
     pub count: Option<u64>,
+    /// Whether this request's `STARTED` record is written (a request that retries its change
+    /// writes it once). Not written.
+    pub started: bool,
 }
 
 impl AuditEvent {
@@ -63,6 +66,7 @@ impl AuditEvent {
             secure_transport: false,
             request_alias: None,
             count: None,
+            started: false,
         }
     }
 

@@ -138,9 +138,13 @@ fn set_user_pin(
     session.logout().map_err(|e| format!("C_Logout failed: {e}"))
 }
 
-/// A PIN file's content.
+/// A PIN file's content, without a trailing newline, as `ops::read_pin` reads the user PIN.
 fn read_secret(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    );
+    // The only copy left goes into an AuthPin (a SecretString, wiped on drop).
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 fn random_pin() -> Result<String, String> {

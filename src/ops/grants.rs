@@ -449,7 +449,7 @@ impl Kms {
         Ok(())
     }
 
-    async fn remove_grant(&self, ev: &AuditEvent, key_id: &str, grant_id: &str) -> Result<()> {
+    async fn remove_grant(&self, ev: &mut AuditEvent, key_id: &str, grant_id: &str) -> Result<()> {
         let (k, g) = (key_id.to_string(), grant_id.to_string());
         let removed = self
             .write(ev, move |s| s.delete_grant(&k, &g), {

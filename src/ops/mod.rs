@@ -157,10 +157,15 @@ impl Kms {
     /// request is answered. If the trail can't take it, the request fails and nothing changed:
     /// otherwise a full or failing disk would let changes through with no record of them, and a
     /// crash between the commit and the outcome record would leave a change without a trace.
-    async fn audit_intent(&self, ev: &AuditEvent) -> Result<()> {
+    async fn audit_intent(&self, ev: &mut AuditEvent) -> Result<()> {
+        if ev.started {
+            return Ok(()); // a retry of the same change (UpdateAlias, DeleteAlias)
+        }
         let mut intent = ev.clone();
         intent.outcome = crate::audit::STARTED;
-        self.audit.record(&intent).await
+        self.audit.record(&intent).await?;
+        ev.started = true;
+        Ok(())
     }
 
     /// Runs a blocking store call on the blocking pool.
@@ -180,7 +185,7 @@ impl Kms {
     /// that the trail has not taken.
     async fn write<T: Send + 'static>(
         &self,
-        ev: &AuditEvent,
+        ev: &mut AuditEvent,
         f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
         invalidate: impl FnOnce(&Kms) + Send + 'static,
     ) -> Result<T> {
@@ -290,7 +295,7 @@ impl Kms {
     /// Changes a key in the store and invalidates its cached record.
     async fn update_key(
         &self,
-        ev: &AuditEvent,
+        ev: &mut AuditEvent,
         key_id: &str,
         mut change: impl FnMut(&mut KeyRecord) -> Result<()> + Send + 'static,
     ) -> Result<KeyRecord> {
