@@ -234,10 +234,9 @@ mod tests {
         );
     }
 
-    /// rustls checks the validity period at the handshake; a connection that outlives the
-    /// certificate is refused from then on.
-    #[test]
-    fn a_certificate_is_refused_once_it_expires_even_on_an_open_connection() {
+    /// A self-signed certificate for CN=dave (SAN URI spiffe://x/y), valid for a day, made with
+    /// the openssl command line.
+    pub(super) fn dave_certificate() -> CertificateDer<'static> {
         let dir = tempfile::tempdir().unwrap();
         let ok = std::process::Command::new("openssl")
             .current_dir(dir.path())
@@ -251,11 +250,18 @@ mod tests {
                 "-nodes",
             ])
             .args(["-keyout", "k.pem", "-outform", "DER", "-out", "c.der", "-days", "1"])
-            .args(["-subj", "/O=kms/CN=dave"])
+            .args(["-subj", "/O=kms/CN=dave", "-addext", "subjectAltName=URI:spiffe://x/y"])
             .status()
             .unwrap();
         assert!(ok.success());
-        let leaf = CertificateDer::from(std::fs::read(dir.path().join("c.der")).unwrap());
+        CertificateDer::from(std::fs::read(dir.path().join("c.der")).unwrap())
+    }
+
+    /// rustls checks the validity period at the handshake; a connection that outlives the
+    /// certificate is refused from then on.
+    #[test]
+    fn a_certificate_is_refused_once_it_expires_even_on_an_open_connection() {
+        let leaf = dave_certificate();
         let rules = Credentials::new(&AuthConfig {
             certificates: vec![CertRuleConfig {
                 matches: "cn:dave".into(),
@@ -300,24 +306,7 @@ mod cost {
     #[test]
     #[ignore]
     fn authenticate_cost() {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("openssl")
-            .current_dir(dir.path())
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-            ])
-            .args(["-keyout", "k.pem", "-outform", "DER", "-out", "c.der", "-days", "1"])
-            .args(["-subj", "/O=kms/CN=dave", "-addext", "subjectAltName=URI:spiffe://x/y"])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let der = CertificateDer::from(std::fs::read(dir.path().join("c.der")).unwrap());
+        let der = super::tests::dave_certificate();
         let cfg = AuthConfig {
             tokens: (0..10)
                 .map(|i| TokenConfig {
