@@ -135,15 +135,20 @@ impl Kms {
         self.store(move |s| s.get_alias(&owned))
             .await?
             .map(|a| a.target_key_id)
-            .ok_or_else(|| self.alias_error(name, KmsError::NotFound(String::new())))
+            .ok_or_else(|| self.alias_not_found(name))
     }
 
-    /// AWS's NotFoundException message for a missing alias; other errors as they are.
+    /// AWS's NotFoundException message for a missing alias; other errors as they are (the
+    /// store's "no such key", when the target was deleted during the request, stays as it is).
     fn alias_error(&self, name: &str, e: KmsError) -> KmsError {
         match e {
-            KmsError::NotFound(_) => KmsError::NotFound(format!("Alias {} is not found.", self.scope.alias_arn(name))),
+            KmsError::NotFound(m) if m.starts_with("Alias ") => self.alias_not_found(name),
             other => other,
         }
+    }
+
+    fn alias_not_found(&self, name: &str) -> KmsError {
+        KmsError::NotFound(format!("Alias {} is not found.", self.scope.alias_arn(name)))
     }
 
     fn alias_contended(&self, name: &str) -> KmsError {

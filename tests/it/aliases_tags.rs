@@ -202,10 +202,11 @@ async fn aliases_move_between_keys_and_disappear_when_deleted() {
     assert_eq!(e3.key_id, k1.arn);
 
     // Unknown names and targets.
-    expect_err(
+    let missing = expect_err(
         c.update_alias(update_alias_req("alias/unknown", &k1.key_id)).await,
         "NotFoundException",
     );
+    assert!(missing.ends_with(":alias/unknown is not found."), "{missing}");
     expect_err(
         c.update_alias(update_alias_req("alias/app", "00000000-0000-4000-8000-000000000000"))
             .await,
