@@ -38,10 +38,7 @@ impl AuditFile {
             .truncate(false) // earlier records stay
             .open(path)?;
         if created {
-            // The new file's name must survive a power loss as its records do.
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)?.sync_all()?;
-            }
+            sync_parent(path)?; // the new file's name must survive a power loss as its records do
         }
         let allocated = file.metadata()?.len();
         let end = records_end(&file, allocated)?;
@@ -140,9 +137,7 @@ fn drop_torn_batch(file: &File, path: &Path, end: u64) -> io::Result<u64> {
     let mut kept = File::create(&aside)?;
     std::io::Write::write_all(&mut kept, &tail[gap..])?;
     kept.sync_all()?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
+    sync_parent(&aside)?;
     tracing::warn!(
         offset = cut,
         bytes = end - cut,
@@ -152,6 +147,14 @@ fn drop_torn_batch(file: &File, path: &Path, end: u64) -> io::Result<u64> {
     file.write_all_at(&vec![0u8; tail.len() - gap], cut)?;
     file.sync_data()?;
     Ok(cut)
+}
+
+/// Makes a new file's directory entry durable.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 /// The offset just past the last non-NUL byte among the first `len` bytes of the file.

@@ -606,3 +606,9 @@ pub async fn key_count(c: &mut Client) -> usize {
     .keys
     .len()
 }
+
+/// How many calls to `func` hsm-sim's fault rule recorded in `file` (its `record` key).
+pub fn recorded_calls(file: &std::path::Path, func: &str) -> usize {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines().filter(|l| *l == func).count()
+}

@@ -160,8 +160,7 @@ async fn a_burst_on_a_cold_key_unwraps_its_material_once() {
     for answer in answers {
         assert_eq!(answer.unwrap().into_inner().plaintext, dk.plaintext);
     }
-    let calls = std::fs::read_to_string(&unwraps).unwrap_or_default();
-    assert_eq!(calls.lines().count(), 1, "one unwrap for the burst: {calls}");
+    assert_eq!(recorded_calls(&unwraps, "C_DecryptInit"), 1, "one unwrap for the burst");
 }
 
 /// Device errors under concurrency: one failing call drops the pooled sessions while others are
@@ -231,10 +230,7 @@ async fn throttling_drops_only_the_throttled_session() {
     assert!(warmed.iter().all(Result::is_ok));
 
     let opens = server.hsm.dir.path().join("opens.txt");
-    let count = |func: &str| {
-        let text = std::fs::read_to_string(&opens).unwrap_or_default();
-        text.lines().filter(|l| *l == func).count()
-    };
+    let count = |func: &str| recorded_calls(&opens, func);
     for (error, dropped_all) in [("CKR_FUNCTION_FAILED", false), ("CKR_DEVICE_ERROR", true)] {
         let _ = std::fs::remove_file(&opens);
         server
@@ -302,13 +298,7 @@ async fn a_refused_pin_is_tried_once_not_by_every_request() {
             logins.display().to_string()
         ))
         .await;
-    let c_logins = || {
-        std::fs::read_to_string(&logins)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| *l == "C_Login")
-            .count()
-    };
+    let c_logins = || recorded_calls(&logins, "C_Login");
     // At once, as requests come in after a failover: no idle session, each needs a new one.
     let answers = futures_join_all((0..5).map(|_| {
         let (mut c, key_id) = (c.clone(), key.key_id.clone());
