@@ -85,12 +85,23 @@ pub struct LimitsConfig {
     /// can't hold a stream, and the memory behind it, for longer. Ample for the slowest call
     /// (HSM retries, RSA 4096 key generation).
     pub request_timeout_seconds: u64,
+    /// Connections open at once; at the cap the server stops accepting until one closes. Lowered
+    /// at start to fit under the open-files limit (`ulimit -n`) with room for the store and log.
+    pub max_connections: usize,
+    /// Connections open at once from one source address; more are closed when accepted. 0: no
+    /// cap per address (behind a proxy that hides client addresses).
+    pub max_connections_per_ip: usize,
 }
+
+/// The largest connection cap accepted (each connection is a file descriptor).
+const MAX_CONNECTIONS: usize = 1_000_000;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             request_timeout_seconds: 30,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -232,6 +243,18 @@ impl Config {
             return Err(format!(
                 "limits.request_timeout_seconds must be 1 to 3600, got {}",
                 self.limits.request_timeout_seconds
+            ));
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.limits.max_connections) {
+            return Err(format!(
+                "limits.max_connections must be 1 to {MAX_CONNECTIONS}, got {}",
+                self.limits.max_connections
+            ));
+        }
+        if self.limits.max_connections_per_ip > MAX_CONNECTIONS {
+            return Err(format!(
+                "limits.max_connections_per_ip must be 0 (no cap) to {MAX_CONNECTIONS}, got {}",
+                self.limits.max_connections_per_ip
             ));
         }
         if self.deletion.check_interval_seconds == 0 {
@@ -409,6 +432,28 @@ mod tests {
             assert_eq!(result.is_ok(), ok, "{attempts} {timeout_ms}: {result:?}");
             if let Err(e) = result {
                 assert!(e.contains("hsm.retry_attempts") || e.contains("hsm.timeout_ms"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn connection_caps_are_bounded() {
+        let d = Config::default().limits;
+        assert_eq!((d.max_connections, d.max_connections_per_ip), (4096, 256));
+        for (max, per_ip, ok) in [
+            (0, 0, false),
+            (1, 0, true),
+            (1_000_000, 1_000_000, true),
+            (1_000_001, 0, false),
+            (10, 1_000_001, false),
+        ] {
+            let mut c = Config::default();
+            c.limits.max_connections = max;
+            c.limits.max_connections_per_ip = per_ip;
+            let result = c.validate();
+            assert_eq!(result.is_ok(), ok, "{max} {per_ip}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.contains("limits.max_connections"), "{e}");
             }
         }
     }

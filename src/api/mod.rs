@@ -1,6 +1,7 @@
 //! Transports. gRPC only for now: `grpc` maps proto <-> domain types and errors, `server` runs it.
 
 pub mod codec;
+mod connections;
 mod convert;
 mod grpc;
 mod preauth;

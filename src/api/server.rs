@@ -12,6 +12,7 @@ use tokio_stream::Stream;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use super::connections::{self, ConnectionLimits, Limited};
 use super::grpc::GrpcService;
 use super::preauth::PreAuth;
 use super::refusals::{self, RefusalRecords};
@@ -42,6 +43,7 @@ pub async fn serve(
             .tls_config(tls_config(tls)?)
             .map_err(|e| format!("TLS: {}", error_chain(&e)))?;
     }
+    let connection_limits = connection_limits(&config)?;
     let reload_config = config.clone();
     let drain = detached_drain(&config);
     let kms = tokio::task::spawn_blocking(move || Kms::open(&config, pin))
@@ -76,12 +78,15 @@ pub async fn serve(
     let sweep = spawn_material_sweep(kms.clone());
     // Small request/response messages: don't wait for Nagle. TCP keepalive finds peers that
     // vanished without a FIN (HTTP/2 pings below find the ones whose stack still answers).
-    let incoming = BackOffOnError::new(
-        TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(limits::TCP_KEEPALIVE))
-            .with_keepalive_interval(Some(limits::TCP_KEEPALIVE_INTERVAL))
-            .with_keepalive_retries(Some(limits::TCP_KEEPALIVE_RETRIES)),
+    let incoming = Limited::new(
+        BackOffOnError::new(
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(limits::TCP_KEEPALIVE))
+                .with_keepalive_interval(Some(limits::TCP_KEEPALIVE_INTERVAL))
+                .with_keepalive_retries(Some(limits::TCP_KEEPALIVE_RETRIES)),
+        ),
+        connection_limits,
     );
     println!("kms listening on {addr}");
     tracing::info!(%addr, "serving");
@@ -131,6 +136,31 @@ pub async fn serve(
         sweep.abort();
     }
     result.map_err(|e| format!("server error: {e}"))
+}
+
+/// The connection caps, the total lowered to fit under the open-files limit.
+fn connection_limits(config: &Config) -> Result<Arc<ConnectionLimits>, String> {
+    let configured = config.limits.max_connections;
+    let open_files = connections::open_files_limit();
+    let max = ConnectionLimits::effective_max(configured, open_files).ok_or_else(|| {
+        format!(
+            "the open-files limit (ulimit -n {}) leaves no room for connections: raise it",
+            open_files.unwrap_or(0)
+        )
+    })?;
+    if max < configured {
+        let message = format!(
+            "limits.max_connections lowered from {configured} to {max}: the process may open {} files (ulimit -n)",
+            open_files.unwrap_or(0)
+        );
+        // Said louder when the operator chose the figure than for the default.
+        if configured == crate::config::LimitsConfig::default().max_connections {
+            tracing::info!("{message}");
+        } else {
+            tracing::warn!("{message}");
+        }
+    }
+    Ok(ConnectionLimits::new(max, config.limits.max_connections_per_ip))
 }
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);

@@ -6,6 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use kms::proto as pb;
+use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::common::*;
@@ -356,4 +357,38 @@ async fn a_flood_of_unauthenticated_requests_is_recorded_in_summaries() {
         .iter()
         .all(|r| r["outcome"] == "UnrecognizedClientException" && r["source_ip"] == "127.0.0.1"));
     assert_eq!(own + summarised, CALLS, "every refusal is recorded or counted");
+}
+
+/// One address can't take every connection: past `limits.max_connections_per_ip` its new
+/// connections are closed as they are accepted, while its open ones are served, and its share
+/// comes back when one of them closes.
+#[tokio::test]
+async fn an_address_past_its_connection_share_is_turned_away() {
+    let server = Server::start_with("[limits]\nmax_connections_per_ip = 2").await;
+    let mut first = server.client().await;
+    let mut second = server.client().await;
+    create_key(&mut first).await;
+    create_key(&mut second).await;
+    let url = format!("http://{}", server.addr);
+    let third = Channel::from_shared(url.clone()).unwrap().connect().await;
+    if let Ok(channel) = third {
+        let mut c = Client::new(channel);
+        // The connection is closed under it: tonic says Unavailable or Cancelled.
+        let err = c.list_keys(pb::ListKeysRequest::default()).await.unwrap_err();
+        assert!(matches!(err.code(), Code::Unavailable | Code::Cancelled), "{err:?}");
+    }
+    create_key(&mut first).await;
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let fourth = Channel::from_shared(url.clone()).unwrap().connect().await;
+        if let Ok(channel) = fourth {
+            let mut c = Client::new(channel);
+            if c.list_keys(pb::ListKeysRequest::default()).await.is_ok() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the address's share did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
