@@ -13,6 +13,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -36,6 +37,8 @@ pub struct ConnectionLimits {
     per_ip: usize,
     open_by_ip: Mutex<HashMap<IpAddr, usize>>,
     warned: Mutex<[Option<Instant>; 2]>,
+    /// Connections closed for their source's share since the last warning about it.
+    turned_away: AtomicU64,
 }
 
 impl ConnectionLimits {
@@ -47,6 +50,7 @@ impl ConnectionLimits {
             per_ip,
             open_by_ip: Mutex::new(HashMap::new()),
             warned: Mutex::new([None, None]),
+            turned_away: AtomicU64::new(0),
         })
     }
 
@@ -64,7 +68,7 @@ impl ConnectionLimits {
 
     /// Takes a slot for `ip`, or None when that address already has its share open.
     fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Option<IpGuard> {
-        let Some(ip) = ip.filter(|_| self.per_ip > 0) else {
+        let Some(ip) = ip.filter(|_| self.per_ip > 0).map(source) else {
             return Some(IpGuard {
                 limits: self.clone(),
                 ip: None,
@@ -93,7 +97,20 @@ impl ConnectionLimits {
     }
 }
 
-/// One address's count of open connections, given back when the connection closes.
+/// What counts as one source: an IPv4 address (also when it comes IPv4-mapped), or an IPv6 /64,
+/// the smallest network a host is usually given (it could otherwise take every slot by
+/// rotating its addresses).
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into()),
+        },
+    }
+}
+
+/// One source's count of open connections, given back when the connection closes.
 struct IpGuard {
     limits: Arc<ConnectionLimits>,
     ip: Option<IpAddr>,
@@ -195,10 +212,14 @@ where
                 }
                 None => {
                     // Closed at once (dropped); the slot stays for the next accept.
-                    let per_ip = this.limits.per_ip;
-                    this.limits.warn(1, || {
+                    let limits = &this.limits;
+                    limits.turned_away.fetch_add(1, Ordering::Relaxed);
+                    limits.warn(1, || {
                         format!(
-                            "connections from {} closed: it has {per_ip} open (limits.max_connections_per_ip)",
+                            "{} connection(s) closed since the last such warning: their source had {} open \
+                             (limits.max_connections_per_ip); the latest from {}",
+                            limits.turned_away.swap(0, Ordering::Relaxed),
+                            limits.per_ip,
                             ip.map_or("?".into(), |ip| ip.to_string())
                         )
                     });
@@ -255,12 +276,24 @@ impl AsyncWrite for LimitedConnection {
     }
 }
 
-/// The soft limit on open files (`ulimit -n`) from /proc/self/limits; None if unknown or
+/// Raises the soft open-files limit to the hard one, as Go's runtime does and systemd advises
+/// for programs that don't use select(): the soft default of 1024 is kept for select()'s sake,
+/// and would bound connections long before the cap. Returns the soft limit now in force; None:
 /// unlimited.
-pub fn open_files_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+pub fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => return limit.maximum,
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit to its hard value"),
+        }
+    }
+    limit.current
 }
 
 #[cfg(test)]
@@ -294,7 +327,11 @@ mod tests {
             next_within(&mut accepted, 300).await.is_none(),
             "a third accepted past the cap"
         );
-        drop(first);
+        // Closed while the stream waits for a slot: the wait must wake.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(first);
+        });
         assert!(
             next_within(&mut accepted, 2000).await.is_some(),
             "the freed slot is not used"
@@ -337,7 +374,25 @@ mod tests {
         assert_eq!(ConnectionLimits::effective_max(4096, Some(1024)), Some(1024 - 128));
         assert_eq!(ConnectionLimits::effective_max(100, Some(1024)), Some(100));
         assert_eq!(ConnectionLimits::effective_max(4096, Some(100)), None);
-        assert!(open_files_limit().is_some_and(|n| n > 0), "read from /proc/self/limits");
+    }
+
+    #[test]
+    fn a_source_is_an_ipv4_address_or_an_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(source(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")), ip("2001:db8:1:2::"));
+        assert_eq!(source(ip("2001:db8:1:2::9")), source(ip("2001:db8:1:2:ffff::1")));
+        assert_ne!(source(ip("2001:db8:1:2::9")), source(ip("2001:db8:1:3::9")));
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_its_hard_value() {
+        use rustix::process::{getrlimit, Resource};
+        let now = raise_open_files_limit();
+        let limit = getrlimit(Resource::Nofile);
+        assert_eq!(now, limit.current);
+        assert_eq!(limit.current, limit.maximum);
     }
 
     async fn connect_n(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {

@@ -141,7 +141,7 @@ pub async fn serve(
 /// The connection caps, the total lowered to fit under the open-files limit.
 fn connection_limits(config: &Config) -> Result<Arc<ConnectionLimits>, String> {
     let configured = config.limits.max_connections;
-    let open_files = connections::open_files_limit();
+    let open_files = connections::raise_open_files_limit();
     let max = ConnectionLimits::effective_max(configured, open_files).ok_or_else(|| {
         format!(
             "the open-files limit (ulimit -n {}) leaves no room for connections: raise it",
@@ -149,16 +149,10 @@ fn connection_limits(config: &Config) -> Result<Arc<ConnectionLimits>, String> {
         )
     })?;
     if max < configured {
-        let message = format!(
+        tracing::warn!(
             "limits.max_connections lowered from {configured} to {max}: the process may open {} files (ulimit -n)",
             open_files.unwrap_or(0)
         );
-        // Said louder when the operator chose the figure than for the default.
-        if configured == crate::config::LimitsConfig::default().max_connections {
-            tracing::info!("{message}");
-        } else {
-            tracing::warn!("{message}");
-        }
     }
     Ok(ConnectionLimits::new(max, config.limits.max_connections_per_ip))
 }
