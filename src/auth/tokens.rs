@@ -2,6 +2,7 @@
 //! hashed and compared against every entry in constant time.
 
 use ring::digest::{digest, SHA256};
+use subtle::ConstantTimeEq;
 
 use super::{principal_account, TokenConfig};
 use crate::config::hex_decode;
@@ -43,16 +44,12 @@ impl TokenTable {
         let mut found = None;
         // Every entry is compared, so timing does not tell which (or whether one) matched.
         for (d, principal) in &self.entries {
-            if constant_time_eq(d, presented.as_ref()) {
+            if bool::from(d.as_slice().ct_eq(presented.as_ref())) {
                 found = Some(principal.as_str());
             }
         }
         found
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

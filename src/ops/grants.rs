@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use ring::digest::{digest, SHA256};
 use ring::rand::SecureRandom;
+use subtle::ConstantTimeEq;
 
 use super::authorize::conclude;
 use super::crypto::check_grant_tokens;
@@ -490,7 +491,7 @@ impl Kms {
         // Every digest is compared, in constant time.
         let matched = digests
             .iter()
-            .fold(false, |found, d| found | constant_time_eq(d, &expected));
+            .fold(false, |found, d| found | bool::from(d.as_slice().ct_eq(&expected)));
         match grant {
             Some(g) if matched => Ok(g),
             _ => Err(invalid()),
@@ -786,10 +787,6 @@ fn token_digest(secret: &[u8; 32]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
