@@ -8,7 +8,9 @@
 //! these only; `"*"` is all), `fail_next`, `unplugged`, and `record`: a file
 //! to which the name of every call the rule applies to is appended, one per
 //! line, before its latency or failure (so a test can count the calls that
-//! reached the module, e.g. C_Login).
+//! reached the module, e.g. C_Login), and `corrupt_output`: C_Encrypt and
+//! C_Decrypt answer with the first byte of their output flipped (a device
+//! that returns wrong data, as a caller's self-check must catch).
 use crate::Rv;
 use cryptoki_sys::*;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -38,6 +40,7 @@ struct RawRule {
     fail_next: Option<u64>,
     unplugged: Option<bool>,
     record: Option<PathBuf>,
+    corrupt_output: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -57,6 +60,7 @@ struct Rule {
     fail_next: AtomicU64,
     unplugged: bool,
     record: Option<PathBuf>,
+    corrupt_output: bool,
 }
 
 fn rv_by_name(name: &str) -> Result<CK_RV, String> {
@@ -89,6 +93,7 @@ impl Rule {
             fail_next: AtomicU64::new(r.fail_next.unwrap_or(0)),
             unplugged: r.unplugged.unwrap_or(false),
             record: r.record.clone(),
+            corrupt_output: r.corrupt_output.unwrap_or(false),
         })
     }
 
@@ -104,6 +109,7 @@ impl Rule {
             || self.fail_next.load(Ordering::Relaxed) > 0
             || self.unplugged
             || self.record.is_some()
+            || self.corrupt_output
     }
 }
 
@@ -234,6 +240,17 @@ impl Faults {
     pub fn unplugged(&self, slot: usize) -> bool {
         self.refresh();
         self.active.load(Ordering::Acquire) && self.state.read().map(|s| s.rule(slot).unplugged).unwrap_or(false)
+    }
+
+    /// Whether `func`'s output on `slot` is to be corrupted (`corrupt_output`).
+    pub fn corrupts(&self, slot: usize, func: &str) -> bool {
+        self.refresh();
+        self.active.load(Ordering::Acquire)
+            && self
+                .state
+                .read()
+                .map(|s| s.rule(slot).corrupt_output && s.rule(slot).applies(func))
+                .unwrap_or(false)
     }
 
     /// Applies the configured faults to one call of `func` on `slot`.

@@ -19,6 +19,7 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::types::AuthPin;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::config::{hex_decode, HsmConfig};
@@ -172,6 +173,23 @@ impl Hsm {
             hsm_generated_iv(&out[..GCM_IV_LEN])?;
         }
         Ok(out)
+    }
+
+    /// `wrap`, then the result unwrapped and compared with `plaintext`. New material is stored
+    /// only once it is known to come back through the path every later use takes (the unwrap
+    /// key, on software tokens the session's copy of the root key): a device that returned wrong
+    /// data, or an unwrap key that is not the wrapping key, would otherwise leave a key whose
+    /// data is lost as soon as the cache lets go of its material.
+    pub fn wrap_verified(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        let wrapped = self.wrap(plaintext, aad)?;
+        let back = self.unwrap(&wrapped, aad)?;
+        if bool::from(back.as_slice().ct_eq(plaintext)) {
+            Ok(wrapped)
+        } else {
+            Err(KmsError::internal(
+                "the HSM's wrapped key material unwraps to different material; nothing was stored",
+            ))
+        }
     }
 
     /// Reverses `wrap`. A failed integrity check means the stored material or the root key is not

@@ -91,7 +91,7 @@ impl Kms {
         let (plain, public_key) = self.new_material(spec).await?;
         let aad = wrap_aad(&key_id, FIRST_MATERIAL);
         let to_wrap = plain.clone();
-        let wrapped = self.hsm.call(move |h| h.wrap(&to_wrap, &aad)).await?;
+        let wrapped = self.hsm.call(move |h| h.wrap_verified(&to_wrap, &aad)).await?;
         let now = now_secs();
         let key = KeyRecord {
             key_id: key_id.clone(),

@@ -361,3 +361,31 @@ async fn a_refused_pin_is_tried_once_not_by_every_request() {
     let mut c = server.client().await;
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
+
+/// New key material is unwrapped again and compared before the key is stored. An HSM whose wrap
+/// comes back wrong (or whose unwrap answers other bytes) makes CreateKey fail with nothing
+/// stored, instead of creating a key whose data is lost once its cached material goes.
+#[tokio::test]
+async fn key_material_that_does_not_unwrap_to_itself_creates_no_key() {
+    let server = Server::start_on(TestHsm::hsm_sim(), "", "").await;
+    let mut c = server.client().await;
+    create_key(&mut c).await;
+    for function in ["C_Encrypt", "C_Decrypt"] {
+        server
+            .set_faults(&format!("corrupt_output = true\nfunctions = [\"{function}\"]\n"))
+            .await;
+        let message = expect_err(
+            c.create_key(pb::CreateKeyRequest::default()).await,
+            "KMSInternalException",
+        );
+        assert!(
+            message.contains("unwrap") || message.contains("different material"),
+            "{function}: {message}"
+        );
+        assert_eq!(key_count(&mut c).await, 1, "{function}: a key was stored");
+    }
+    server.set_faults("").await;
+    let key = create_key(&mut c).await;
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+    assert_eq!(key_count(&mut c).await, 2);
+}

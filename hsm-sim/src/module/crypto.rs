@@ -42,10 +42,18 @@ impl Module {
 
     pub fn crypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>, enc: bool) -> Rv<Out> {
         let func = if enc { "C_Encrypt" } else { "C_Decrypt" };
-        self.with_session(h, func, |_, s| {
+        let mut out = self.with_session(h, func, |_, s| {
             let slot = if enc { &mut s.encrypt } else { &mut s.decrypt };
             produce(slot, cap, |op| op.hint(data.len()), |op| op.compute(data))
-        })
+        })?;
+        if let Out::Data(bytes) = &mut out {
+            if let (Some(first), Some(slot)) = (bytes.first_mut(), self.session_slot(h)) {
+                if self.faults.corrupts(slot, func) {
+                    *first ^= 1;
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn crypt_update(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>, enc: bool) -> Rv<Out> {

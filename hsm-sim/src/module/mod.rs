@@ -154,6 +154,15 @@ impl Module {
         f(&self.tokens[slot], &mut session)
     }
 
+    /// The slot a session is on.
+    pub fn session_slot(&self, h: CK_SESSION_HANDLE) -> Option<usize> {
+        self.sessions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&h)
+            .map(|e| e.slot)
+    }
+
     /// Ends the operation `func` belongs to, for an error found at the C
     /// boundary before the call reached the module.
     pub fn end_operation(&self, h: CK_SESSION_HANDLE, func: &str) {
