@@ -242,15 +242,18 @@ impl Faults {
         self.active.load(Ordering::Acquire) && self.state.read().map(|s| s.rule(slot).unplugged).unwrap_or(false)
     }
 
-    /// Whether `func`'s output on `slot` is to be corrupted (`corrupt_output`).
-    pub fn corrupts(&self, slot: usize, func: &str) -> bool {
-        self.refresh();
-        self.active.load(Ordering::Acquire)
-            && self
-                .state
-                .read()
-                .map(|s| s.rule(slot).corrupt_output && s.rule(slot).applies(func))
-                .unwrap_or(false)
+    /// Whether `func`'s output is to be corrupted (`corrupt_output`) on the slot `slot` names.
+    /// The rules were refreshed by the call's `check`; with no fault active this costs one
+    /// atomic load (`slot` is not asked).
+    pub fn corrupts(&self, func: &str, slot: impl FnOnce() -> Option<usize>) -> bool {
+        if !self.active.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(slot) = slot() else { return false };
+        self.state
+            .read()
+            .map(|s| s.rule(slot).corrupt_output && s.rule(slot).applies(func))
+            .unwrap_or(false)
     }
 
     /// Applies the configured faults to one call of `func` on `slot`.

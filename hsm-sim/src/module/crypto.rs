@@ -47,8 +47,8 @@ impl Module {
             produce(slot, cap, |op| op.hint(data.len()), |op| op.compute(data))
         })?;
         if let Out::Data(bytes) = &mut out {
-            if let (Some(first), Some(slot)) = (bytes.first_mut(), self.session_slot(h)) {
-                if self.faults.corrupts(slot, func) {
+            if let Some(first) = bytes.first_mut() {
+                if self.faults.corrupts(func, || self.session_slot(h)) {
                     *first ^= 1;
                 }
             }
