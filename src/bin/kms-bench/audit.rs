@@ -3,7 +3,8 @@
 //! append + fdatasync per batch is the only disk work) with the data directory on tmpfs (fdatasync is
 //! free) against the same on disk. The difference is what durable auditing costs on this disk; the
 //! rest of the audit cost (building and encoding the record, the writer thread) is paid in both.
-//! Rounds alternate tmpfs and disk so that both see the same machine load.
+//! Rounds alternate tmpfs and disk (tmpfs first on odd rounds, disk first on even ones) so that both
+//! see the same machine load.
 
 use std::path::PathBuf;
 
@@ -61,7 +62,8 @@ pub async fn main(args: &AuditArgs, report: &mut Report) -> Result<(), String> {
     let mut rows = vec![];
     let mut totals: Vec<(Op, [Vec<Summary>; 2])> = ops.iter().map(|&op| (op, [vec![], vec![]])).collect();
     for round in 1..=args.rounds.max(1) {
-        for (i, (name, dir)) in places.iter().enumerate() {
+        for i in load::round_order(round, places.len()) {
+            let (name, dir) = &places[i];
             let server = KmsServer::start(&ServerSpec::fresh(args.hsm, true, dir))?;
             let conns = client::connect(&server.url, args.common.connections).await?;
             let fixture = ops::fixture(&conns[0], args.keys).await?;

@@ -178,3 +178,27 @@ impl Rng {
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
 }
+
+/// The order in which round `round` (from 1) measures `n` alternatives: as given on odd rounds,
+/// reversed on even ones (A B, B A, A B, ...), so that a machine that speeds up or slows down
+/// during the run doesn't always favour the alternative measured first.
+pub fn round_order(round: usize, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if round.is_multiple_of(2) {
+        order.reverse();
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_order;
+
+    #[test]
+    fn rounds_alternate_which_alternative_goes_first() {
+        assert_eq!(round_order(1, 2), vec![0, 1]);
+        assert_eq!(round_order(2, 2), vec![1, 0]);
+        assert_eq!(round_order(3, 2), vec![0, 1]);
+        assert_eq!(round_order(4, 3), vec![2, 1, 0]);
+    }
+}

@@ -111,7 +111,8 @@ pub async fn main(args: &PolicyArgs, report: &mut Report) -> Result<(), String> 
     let mut rows = vec![];
     let mut sums: [Vec<Summary>; 2] = [vec![], vec![]];
     for round in 1..=args.rounds.max(1) {
-        for (i, (name, w)) in kinds.iter().enumerate() {
+        for i in load::round_order(round, kinds.len()) {
+            let (name, w) = &kinds[i];
             let sample = load::drive(&conns, &spec, w, None).await;
             report.check(&format!("policy {name}"), &sample);
             let s = sample.summary();

@@ -164,25 +164,23 @@ pub async fn main(args: &ScaleArgs, report: &mut Report) -> Result<(), String> {
             (name, sample)
         }
     };
-    // Alternating rounds, so that both sets see the same machine load.
+    // Alternating rounds (A B, B A, ...), so that both sets see the same machine load.
     let mut results: Vec<(String, Summary)> = vec![];
-    let (mut hot_runs, mut spread_runs) = (vec![], vec![]);
+    let sets = [
+        (format!("{} keys", hot.len()), hot.clone()),
+        (format!("random {} keys", sample.len()), sample.clone()),
+    ];
+    let mut runs: [Vec<Summary>; 2] = [vec![], vec![]];
     for round in 1..=args.rounds.max(1) {
-        for (name, set, runs) in [
-            (format!("{} keys", hot.len()), hot.clone(), &mut hot_runs),
-            (
-                format!("random {} keys", sample.len()),
-                sample.clone(),
-                &mut spread_runs,
-            ),
-        ] {
-            let (name, s) = run(name, set).await;
+        for i in load::round_order(round, sets.len()) {
+            let (name, s) = run(sets[i].0.clone(), sets[i].1.clone()).await;
             report.check(&format!("scale GenerateDataKey over {name}"), &s);
             let s = s.summary();
-            runs.push(s);
+            runs[i].push(s);
             results.push((format!("{name} (round {round})"), s));
         }
     }
+    let [hot_runs, spread_runs] = runs;
     let mem_after = machine::mem(server.pid);
     let startup = server.startup;
     server.stop();
