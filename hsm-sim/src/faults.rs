@@ -9,8 +9,9 @@
 //! to which the name of every call the rule applies to is appended, one per
 //! line, before its latency or failure (so a test can count the calls that
 //! reached the module, e.g. C_Login), and `corrupt_output`: C_Encrypt and
-//! C_Decrypt answer with the first byte of their output flipped (a device
-//! that returns wrong data, as a caller's self-check must catch).
+//! C_Decrypt answer with the first byte of their output flipped, and
+//! C_CopyObject makes a copy whose CKA_VALUE differs in its first byte (a
+//! device that returns wrong data, as a caller's self-check must catch).
 use crate::Rv;
 use cryptoki_sys::*;
 use ring::rand::{SecureRandom, SystemRandom};

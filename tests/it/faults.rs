@@ -389,3 +389,28 @@ async fn key_material_that_does_not_unwrap_to_itself_creates_no_key() {
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
     assert_eq!(key_count(&mut c).await, 2);
 }
+
+/// The check uses the key every later unwrap uses: on software tokens a session's copy of the root
+/// key. Sessions whose copy is not the root key make CreateKey fail with nothing stored.
+#[tokio::test]
+async fn a_session_copy_that_is_not_the_root_key_creates_no_key() {
+    let server = Server::start_on(TestHsm::hsm_sim(), "", "").await;
+    let mut c = server.client().await;
+    create_key(&mut c).await;
+    // Unplugging ends every open session (seen at the next call); the sessions opened after it
+    // copy the root key wrong.
+    server.set_faults("unplugged = true\n").await;
+    expect_err(
+        c.create_key(pb::CreateKeyRequest::default()).await,
+        "KeyUnavailableException",
+    );
+    server
+        .set_faults("corrupt_output = true\nfunctions = [\"C_CopyObject\"]\n")
+        .await;
+    let message = expect_err(
+        c.create_key(pb::CreateKeyRequest::default()).await,
+        "KMSInternalException",
+    );
+    assert!(message.contains("unwrap"), "{message}");
+    assert_eq!(key_count(&mut c).await, 1, "a key was stored");
+}

@@ -95,6 +95,15 @@ impl Module {
             let mut a = o.attrs.clone();
             apply_changes(&mut a, template, true, so(t))?;
             check_writable(s, &a)?;
+            if self.faults.corrupts("C_CopyObject", || self.session_slot(h)) {
+                // A copy that is not the key it was copied from.
+                if let Some(mut value) = a.get(CKA_VALUE).map(<[u8]>::to_vec) {
+                    if let Some(first) = value.first_mut() {
+                        *first ^= 1;
+                    }
+                    a.set(CKA_VALUE, value);
+                }
+            }
             t.insert(a, s.handle)
         })
     }
