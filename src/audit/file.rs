@@ -91,6 +91,19 @@ impl AuditFile {
         self.end = from;
     }
 
+    /// Zeros what failed batches may have left past the records and makes that durable, so a stop
+    /// or a crash before the next append can't leave refused requests' records at the end of the
+    /// log, where the next start would take them for acknowledged ones. If it fails too (the disk
+    /// still failing), the next append writes over them as before.
+    pub fn clean(&mut self) -> io::Result<()> {
+        if self.stale_until <= self.end {
+            return Ok(());
+        }
+        let zeros = vec![0u8; (self.stale_until - self.end) as usize];
+        self.file.write_all_at(&zeros, self.end)?;
+        self.sync()
+    }
+
     /// Makes what was appended durable; once it is, a failed batch's remains are gone for good
     /// (zeroed on disk), so they need not be zeroed again.
     pub fn sync(&mut self) -> io::Result<()> {
@@ -259,6 +272,24 @@ mod tests {
         drop(log);
         let log = AuditFile::open(&path, 1000).unwrap();
         assert_eq!(log.end() as usize, "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n".len());
+    }
+
+    #[test]
+    fn a_failed_batch_is_zeroed_at_once_so_a_stop_before_the_next_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditFile::open(&path, 1000).unwrap();
+        log.append(b"{\"a\":1}\n").unwrap();
+        log.sync().unwrap();
+        let start = log.end();
+        log.append(b"{\"refused\":1}\n{\"refused\":2}\n").unwrap();
+        log.rewind(start);
+        log.clean().unwrap();
+        // Stopped here, with no later append: reopened, the refused records are not in the log.
+        drop(log);
+        assert_eq!(text(&path).trim_end_matches('\0'), "{\"a\":1}\n");
+        let log = AuditFile::open(&path, 1000).unwrap();
+        assert_eq!(log.end() as usize, "{\"a\":1}\n".len());
     }
 
     #[test]

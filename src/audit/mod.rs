@@ -234,6 +234,13 @@ fn next_record(rx: &mpsc::Receiver<Pending>) -> Option<Pending> {
     }
 }
 
+/// Zeros a failed batch's remains now rather than at the next append (see `AuditFile::clean`).
+fn clean(file: &mut AuditFile) {
+    if let Err(e) = file.clean() {
+        tracing::error!(error = %e, "cannot zero the failed audit batch yet; the next write will");
+    }
+}
+
 fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::with_capacity(MAX_BATCH);
@@ -255,11 +262,14 @@ fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>) {
         if let Err(e) = &result {
             tracing::error!(error = %e, "audit log write failed: the batch's requests are refused");
             file.rewind(start);
+            clean(&mut file);
         }
         for done in waiters.drain(..) {
             let _ = done.send(result.clone());
         }
     }
+    // Stopping: a failed batch whose zeroing failed too gets one more try.
+    clean(&mut file);
 }
 
 #[cfg(test)]
