@@ -21,8 +21,8 @@ pub struct AuditFile {
     /// Bytes of the file written so far (records and zeros).
     allocated: u64,
     step: u64,
-    /// After a failed batch: the end of what it may have left in the file, to be zeroed by the
-    /// next append (0: nothing to clean).
+    /// After a failed batch: the end of what it may have left in the file, to be zeroed by `clean`
+    /// or the next append (0: nothing to clean). Never past `allocated`: nothing was written there.
     stale_until: u64,
     /// Where the last append attempted to write up to.
     attempted: u64,
@@ -87,8 +87,14 @@ impl AuditFile {
     /// requests were refused. The next append writes over it and zeros the rest, so a failed
     /// batch's records never show up among later ones.
     pub fn rewind(&mut self, from: u64) {
-        self.stale_until = self.stale_until.max(self.attempted).max(self.end);
+        // A batch that failed while growing the file wrote nothing past what was allocated.
+        self.stale_until = self.stale_until.max(self.attempted).max(self.end).min(self.allocated);
         self.end = from;
+    }
+
+    /// Whether a failed batch's remains are still to be zeroed.
+    pub fn stale(&self) -> bool {
+        self.stale_until > self.end
     }
 
     /// Zeros what failed batches may have left past the records and makes that durable, so a stop
@@ -272,6 +278,27 @@ mod tests {
         drop(log);
         let log = AuditFile::open(&path, 1000).unwrap();
         assert_eq!(log.end() as usize, "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n".len());
+    }
+
+    #[test]
+    fn a_batch_that_failed_while_growing_the_file_is_not_zeroed_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut log = AuditFile::open(&path, 100).unwrap();
+        log.append(b"{\"a\":1}\n").unwrap();
+        let start = log.end();
+        // As if growing for a 1000-byte batch failed (ENOSPC) after the first step.
+        log.attempted = start + 1000;
+        log.rewind(start);
+        assert!(
+            log.stale_until <= log.allocated,
+            "{} > {}",
+            log.stale_until,
+            log.allocated
+        );
+        log.clean().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 100, "the file did not grow");
+        assert!(!log.stale());
     }
 
     #[test]

@@ -221,15 +221,34 @@ impl AuditLog {
 /// comes within microseconds, and a sleep costs a futex wake-up and two context switches.
 const LINGER: std::time::Duration = std::time::Duration::from_micros(20);
 
-/// The next record: polled for `LINGER` (yielding the CPU), then waited for.
-fn next_record(rx: &mpsc::Receiver<Pending>) -> Option<Pending> {
+/// While a failed batch's zeroing is still to be done, the writer tries it again this often when
+/// no record comes.
+const CLEAN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+enum Next {
+    Record(Pending),
+    /// `CLEAN_RETRY` passed without a record (asked for only while a zeroing is due).
+    Idle,
+    Closed,
+}
+
+/// The next record: polled for `LINGER` (yielding the CPU), then waited for; with `retry_clean`,
+/// at most `CLEAN_RETRY`.
+fn next_record(rx: &mpsc::Receiver<Pending>, retry_clean: bool) -> Next {
     let started = std::time::Instant::now();
     loop {
         match rx.try_recv() {
-            Ok(p) => return Some(p),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Ok(p) => return Next::Record(p),
+            Err(mpsc::TryRecvError::Disconnected) => return Next::Closed,
             Err(mpsc::TryRecvError::Empty) if started.elapsed() < LINGER => std::thread::yield_now(),
-            Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
+            Err(mpsc::TryRecvError::Empty) if retry_clean => {
+                return match rx.recv_timeout(CLEAN_RETRY) {
+                    Ok(p) => Next::Record(p),
+                    Err(mpsc::RecvTimeoutError::Timeout) => Next::Idle,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+                }
+            }
+            Err(mpsc::TryRecvError::Empty) => return rx.recv().map_or(Next::Closed, Next::Record),
         }
     }
 }
@@ -244,7 +263,15 @@ fn clean(file: &mut AuditFile) {
 fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = next_record(&rx) {
+    loop {
+        let first = match next_record(&rx, file.stale()) {
+            Next::Record(p) => p,
+            Next::Idle => {
+                clean(&mut file);
+                continue;
+            }
+            Next::Closed => break,
+        };
         buf.clear();
         waiters.clear();
         let mut next = Some(first);
@@ -268,7 +295,8 @@ fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>) {
             let _ = done.send(result.clone());
         }
     }
-    // Stopping: a failed batch whose zeroing failed too gets one more try.
+    // Stopping: a failed batch whose zeroing failed too gets one more try (best effort: nothing
+    // waits for this thread at exit).
     clean(&mut file);
 }
 
