@@ -91,10 +91,16 @@ pub struct LimitsConfig {
     /// Connections open at once from one source address; more are closed when accepted. 0: no
     /// cap per address (behind a proxy that hides client addresses).
     pub max_connections_per_ip: usize,
+    /// A connection older than this is asked to close (HTTP/2 GOAWAY): its client reconnects, so
+    /// load spreads over new servers and slots held by long-lived clients come back. Requests in
+    /// flight finish first. 0: connections live as long as their client keeps them.
+    pub max_connection_age_seconds: u64,
 }
 
 /// The largest connection cap accepted (each connection is a file descriptor).
 const MAX_CONNECTIONS: usize = 1_000_000;
+/// The longest connection age accepted: 30 days.
+const MAX_CONNECTION_AGE_SECONDS: u64 = 30 * 24 * 3600;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -102,6 +108,7 @@ impl Default for LimitsConfig {
             request_timeout_seconds: 30,
             max_connections: 4096,
             max_connections_per_ip: 256,
+            max_connection_age_seconds: 0,
         }
     }
 }
@@ -255,6 +262,12 @@ impl Config {
             return Err(format!(
                 "limits.max_connections_per_ip must be 0 (no cap) to {MAX_CONNECTIONS}, got {}",
                 self.limits.max_connections_per_ip
+            ));
+        }
+        if self.limits.max_connection_age_seconds > MAX_CONNECTION_AGE_SECONDS {
+            return Err(format!(
+                "limits.max_connection_age_seconds must be 0 (no limit) to {MAX_CONNECTION_AGE_SECONDS}, got {}",
+                self.limits.max_connection_age_seconds
             ));
         }
         if self.deletion.check_interval_seconds == 0 {
@@ -432,6 +445,20 @@ mod tests {
             assert_eq!(result.is_ok(), ok, "{attempts} {timeout_ms}: {result:?}");
             if let Err(e) = result {
                 assert!(e.contains("hsm.retry_attempts") || e.contains("hsm.timeout_ms"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_connection_age_is_off_or_at_most_30_days() {
+        assert_eq!(Config::default().limits.max_connection_age_seconds, 0);
+        for (value, ok) in [(0, true), (1, true), (2_592_000, true), (2_592_001, false)] {
+            let mut c = Config::default();
+            c.limits.max_connection_age_seconds = value;
+            let result = c.validate();
+            assert_eq!(result.is_ok(), ok, "{value}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.contains("limits.max_connection_age_seconds"), "{e}");
             }
         }
     }

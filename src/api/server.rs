@@ -36,8 +36,14 @@ pub async fn serve(
     let (partition, account) = (config.partition.clone(), config.account_id.clone());
     // Credentials and TLS first: a mistake there is reported before a slow HSM start-up.
     let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
-    let mut builder =
-        limits::apply(Server::builder()).timeout(Duration::from_secs(config.limits.request_timeout_seconds));
+    let request_timeout = Duration::from_secs(config.limits.request_timeout_seconds);
+    let mut builder = limits::apply(Server::builder()).timeout(request_timeout);
+    if config.limits.max_connection_age_seconds > 0 {
+        // Past its age a connection gets GOAWAY and closes once its requests in flight are done
+        // (the request timeout bounds them). No max_connection_age_grace: in tonic 0.14 setting
+        // one replaces the GOAWAY with a hard close at age + grace.
+        builder = builder.max_connection_age(Duration::from_secs(config.limits.max_connection_age_seconds));
+    }
     if let Some(tls) = &tls {
         builder = builder
             .tls_config(tls_config(tls)?)

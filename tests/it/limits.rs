@@ -400,3 +400,30 @@ async fn an_address_past_its_connection_share_is_turned_away() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// With `limits.max_connection_age_seconds`, a connection past its age is asked to close with a
+/// GOAWAY (no error), and other connections are served.
+#[tokio::test]
+async fn a_connection_past_its_age_gets_a_goaway() {
+    let server = Server::start_with("[limits]\nmax_connection_age_seconds = 1").await;
+    let addr = server.addr.clone();
+    let (elapsed, goaway) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut s = h2_connect(&addr);
+        let frames = read_frames(&mut s, |kind, _| kind == GOAWAY);
+        (
+            started.elapsed(),
+            frames.into_iter().find(|(k, _)| *k == GOAWAY).map(|(_, p)| p),
+        )
+    })
+    .await
+    .unwrap();
+    let goaway = goaway.unwrap_or_else(|| panic!("no GOAWAY within {elapsed:?}"));
+    let code = u32::from_be_bytes([goaway[4], goaway[5], goaway[6], goaway[7]]);
+    assert_eq!(code, 0, "GOAWAY with NO_ERROR, got error code {code:#x}");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "GOAWAY before the age: {elapsed:?}"
+    );
+    create_key(&mut server.client().await).await;
+}
