@@ -147,12 +147,26 @@ where
     }
 }
 
-/// Holds a message and wipes its secrets when dropped, on the error and panic paths too.
-struct WipeOnDrop<T: WipeSecrets>(T);
+/// Holds a message and wipes its secrets when dropped, on the error, panic and cancellation paths
+/// too, unless it is taken out first (`into_inner`).
+pub struct WipeOnDrop<T: WipeSecrets>(Option<T>);
+
+impl<T: WipeSecrets> WipeOnDrop<T> {
+    pub fn new(message: T) -> Self {
+        WipeOnDrop(Some(message))
+    }
+
+    /// The message, no longer wiped when dropped: its new owner takes that on.
+    pub fn into_inner(mut self) -> T {
+        self.0.take().expect("held until taken")
+    }
+}
 
 impl<T: WipeSecrets> Drop for WipeOnDrop<T> {
     fn drop(&mut self) {
-        self.0.wipe_secrets();
+        if let Some(message) = &mut self.0 {
+            message.wipe_secrets();
+        }
     }
 }
 
@@ -167,9 +181,10 @@ impl<T: Message + WipeSecrets> Encoder for WipingEncoder<T> {
     type Error = Status;
 
     fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        let item = WipeOnDrop(item);
+        let item = WipeOnDrop::new(item);
+        let message = item.0.as_ref().expect("held until taken");
         // As ProstEncoder: an EncodeBuf grows on demand, so this cannot run out of space.
-        item.0.encode(buf).expect("Message only errors if not enough space");
+        message.encode(buf).expect("Message only errors if not enough space");
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use super::codec::WipeSecrets;
+use super::codec::{WipeOnDrop, WipeSecrets};
 use super::convert::{alias_entry, key_metadata, names, tags_in, tags_out};
 use super::status::{to_status, REQUEST_ID};
 use crate::audit::AuditEvent;
@@ -71,9 +71,21 @@ impl GrpcService {
             Ok(_) => "Success",
             Err(e) => e.name(),
         };
-        let audited = self.kms.audit(&ev).await;
-        answer(result, audited, &ev.request_id)
+        answer_once_audited(result, self.kms.audit(&ev), &ev.request_id).await
     }
+}
+
+/// Waits for the request's audit record, then answers. The response waits in a guard: a request
+/// cancelled during the wait (a client deadline or reset, most often during the flush) drops it
+/// wiped, as the codec would have after sending it.
+async fn answer_once_audited<T: WipeSecrets>(
+    result: Result<T>,
+    audit: impl std::future::Future<Output = Result<()>>,
+    request_id: &str,
+) -> Result<Response<T>, Status> {
+    let held = result.map(WipeOnDrop::new);
+    let audited = audit.await;
+    answer(held.map(WipeOnDrop::into_inner), audited, request_id)
 }
 
 /// The response, if its audit record was written. One refused for want of a record is wiped
@@ -846,6 +858,24 @@ mod tests {
         );
         assert_eq!(refused.err().map(|s| s.code()), Some(tonic::Code::Internal));
         assert!(wiped.load(Ordering::SeqCst), "the unsent response was wiped");
+    }
+
+    #[tokio::test]
+    async fn a_response_cancelled_while_its_record_is_written_is_wiped() {
+        let wiped = Arc::new(AtomicBool::new(false));
+        let flush = std::future::pending::<Result<()>>();
+        let call = answer_once_audited(Ok(Probe(wiped.clone())), flush, "req-3");
+        let cancelled = tokio::time::timeout(std::time::Duration::from_millis(10), call).await;
+        assert!(cancelled.is_err(), "the record never became durable");
+        assert!(wiped.load(Ordering::SeqCst), "the dropped response was wiped");
+    }
+
+    #[tokio::test]
+    async fn a_response_whose_record_is_written_is_answered_unwiped() {
+        let wiped = Arc::new(AtomicBool::new(false));
+        let answered = answer_once_audited(Ok(Probe(wiped.clone())), async { Ok(()) }, "req-4").await;
+        assert!(answered.is_ok());
+        assert!(!wiped.load(Ordering::SeqCst), "the codec wipes it after sending");
     }
 
     #[test]
