@@ -259,7 +259,8 @@ impl Kms {
         number_of_bytes: Option<i32>,
         ev: &mut AuditEvent,
     ) -> Result<Zeroizing<Vec<u8>>> {
-        self.authorize_account(ev, &Access::new("kms:GenerateRandom"))?;
+        // Input first, as AWS and every other operation here: a bad length is a
+        // ValidationException whoever asks.
         let n = match number_of_bytes {
             Some(n @ 1..=1024) => n as usize,
             other => {
@@ -270,6 +271,7 @@ impl Kms {
                 )))
             }
         };
+        self.authorize_account(ev, &Access::new("kms:GenerateRandom"))?;
         self.hsm.call(move |h| h.random(n)).await
     }
 
@@ -446,7 +448,7 @@ impl Kms {
     pub(super) async fn material(&self, key: &KeyRecord, material_id: u32) -> Result<Arc<Material>> {
         let cache_key = (key.key_id.clone(), material_id);
         let unwrap = async {
-            let record = self.wrapped_material(&cache_key).await?;
+            let record = self.wrapped_material(&cache_key, key.current_material).await?;
             let aad = wrap_aad(&key.key_id, material_id);
             let plain = self.hsm.call(move |h| h.unwrap(&record.wrapped, &aad)).await?;
             Ok(Arc::new(Material::from_plain(key.key_spec, &plain)?))
@@ -455,13 +457,19 @@ impl Kms {
     }
 
     /// The stored (wrapped) material, from memory when it was read before.
-    async fn wrapped_material(&self, cache_key: &(String, u32)) -> Result<Arc<MaterialRecord>> {
+    async fn wrapped_material(&self, cache_key: &(String, u32), current: u32) -> Result<Arc<MaterialRecord>> {
         // Lazy: nothing below runs (or allocates) on a cache hit.
         let read = async {
             let (key_id, material_id) = cache_key.clone();
             let stored = self.store(move |s| s.get_material(&key_id, material_id)).await?;
             stored.map(Arc::new).ok_or_else(|| {
-                KmsError::InvalidCiphertext("The ciphertext refers to key material that does not exist".into())
+                if material_id == current {
+                    // Every key has its current material: the store is damaged (a partial
+                    // restore), not the caller's input. Encrypt or Sign never get InvalidCiphertext.
+                    KmsError::internal("the key's current key material is missing from the store")
+                } else {
+                    KmsError::InvalidCiphertext("The ciphertext refers to key material that does not exist".into())
+                }
             })
         };
         self.wrapped.get_or_load(cache_key, read).await

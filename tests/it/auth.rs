@@ -690,6 +690,15 @@ async fn authorization_matrix_over_mtls_and_tokens() {
     })
     .await
     .unwrap();
+    // Input is checked before permission, as in AWS: a bad length is a ValidationException even
+    // for a caller who may not call GenerateRandom at all.
+    for bad in [Some(0), Some(1025), None] {
+        let result = bob
+            .generate_random(pb::GenerateRandomRequest { number_of_bytes: bad })
+            .await;
+        let msg = expect_err(result, "ValidationException");
+        assert!(msg.contains("numberOfBytes"), "{bad:?}: {msg}");
+    }
 
     // Nothing the refused requests asked for happened.
     let victim = alice

@@ -230,6 +230,45 @@ async fn a_deletion_whose_audit_record_was_lost_is_audited_at_the_next_start() {
     );
 }
 
+/// A store that lost a key's current material (a partial restore) is the server's fault, not the
+/// caller's: Encrypt and GenerateDataKey get KMSInternalException, never InvalidCiphertext, which
+/// AWS does not return for them. A ciphertext naming material that never existed stays
+/// InvalidCiphertextException.
+#[tokio::test]
+async fn a_key_whose_current_material_is_missing_is_an_internal_error() {
+    let mut server = Server::start().await;
+    let mut c = server.client().await;
+    let damaged = create_key(&mut c).await;
+    let intact = create_key(&mut c).await;
+    drop(c);
+    server.stop();
+    let db = rusqlite::Connection::open(server.data_dir().join("kms.db")).unwrap();
+    db.execute("DELETE FROM materials WHERE key_id = ?1", [&damaged.key_id])
+        .unwrap();
+    server.start_again().await;
+    let mut c = server.client().await;
+
+    let msg = expect_err(
+        c.encrypt(encrypt_req(&damaged.key_id, b"x")).await,
+        "KMSInternalException",
+    );
+    assert!(msg.contains("current key material is missing"), "{msg}");
+    expect_err(c.generate_data_key(gdk(&damaged.key_id)).await, "KMSInternalException");
+
+    // Material 2 of a key that has only material 1: the ciphertext is at fault.
+    let blob = c
+        .encrypt(encrypt_req(&intact.key_id, b"x"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext_blob;
+    let mut forged = blob.clone();
+    let material_at = 1 + 16; // version | key id | material id (big-endian u32)
+    forged[material_at..material_at + 4].copy_from_slice(&2u32.to_be_bytes());
+    expect_err(c.decrypt(decrypt_req(forged)).await, "InvalidCiphertextException");
+    c.decrypt(decrypt_req(blob)).await.unwrap();
+}
+
 /// A state change whose audit record can't be written is not made: its `Started` record must be
 /// durable first. The audit log is pointed at /dev/full (every write: ENOSPC) for one run.
 #[tokio::test]
