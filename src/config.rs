@@ -270,8 +270,11 @@ impl Config {
                 self.limits.max_connection_age_seconds
             ));
         }
-        if self.deletion.check_interval_seconds == 0 {
-            return Err("deletion.check_interval_seconds must be at least 1".into());
+        if !(1..=MAX_DELETION_CHECK_INTERVAL_SECONDS).contains(&self.deletion.check_interval_seconds) {
+            return Err(format!(
+                "deletion.check_interval_seconds must be 1 to {MAX_DELETION_CHECK_INTERVAL_SECONDS} (a day), got {}",
+                self.deletion.check_interval_seconds
+            ));
         }
         if self.auth.dev_mode && !self.listen.ip().is_loopback() {
             return Err(format!(
@@ -305,8 +308,13 @@ impl Config {
     }
 }
 
+/// Keys due for deletion wait at most this long past their window (and tokio's timer overflows
+/// on an interval near u64::MAX seconds).
+const MAX_DELETION_CHECK_INTERVAL_SECONDS: u64 = 86_400;
+
 pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
+    // Digits only: from_str_radix alone would take "+a" as a byte.
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
@@ -460,6 +468,33 @@ mod tests {
             if let Err(e) = result {
                 assert!(e.contains("limits.max_connection_age_seconds"), "{e}");
             }
+        }
+    }
+
+    #[test]
+    fn the_deletion_check_interval_is_one_second_to_a_day() {
+        for (value, ok) in [
+            (0, false),
+            (1, true),
+            (86_400, true),
+            (86_401, false),
+            (u64::MAX, false),
+        ] {
+            let mut c = Config::default();
+            c.deletion.check_interval_seconds = value;
+            let result = c.validate();
+            assert_eq!(result.is_ok(), ok, "{value}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.contains("deletion.check_interval_seconds"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn hex_is_digits_only() {
+        assert_eq!(hex_decode("0aFf"), Some(vec![0x0a, 0xff]));
+        for bad in ["+a", "-1", "0", "zz", " 1"] {
+            assert_eq!(hex_decode(bad), None, "{bad:?}");
         }
     }
 

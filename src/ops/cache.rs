@@ -192,6 +192,19 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
         }
     }
 
+    /// Drops every entry `doomed` picks (a key's materials, however many) and fences off every
+    /// load under way. Walks the whole cache: for rare changes, not the hot path.
+    pub fn invalidate_matching(&self, doomed: impl Fn(&K) -> bool) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.generation += 1;
+            shard.flights.retain(|k, _| !doomed(k));
+            let before = shard.map.len();
+            shard.map.retain(|k, _| !doomed(k));
+            self.len.fetch_sub(before - shard.map.len(), Ordering::Relaxed);
+        }
+    }
+
     /// Drops every entry older than the TTL (none without one), so a value nobody asks for again
     /// doesn't outlive it. Returns how many went.
     pub fn purge_expired(&self) -> usize {
@@ -353,6 +366,26 @@ mod tests {
         let seen = c.generation(&"k");
         c.insert_if_unchanged("k", seen, 2);
         assert_eq!(c.get(&"k"), Some(2));
+    }
+
+    #[test]
+    fn invalidate_matching_drops_one_keys_entries_and_fences_their_loads() {
+        let c: ShardedCache<(String, u32), u32> = ShardedCache::new(100, None);
+        let k = |id: &str, m| (id.to_string(), m);
+        for m in 1..=3 {
+            c.insert_if_unchanged(k("a", m), c.generation(&k("a", m)), m);
+        }
+        c.insert_if_unchanged(k("b", 1), c.generation(&k("b", 1)), 9);
+        let seen = c.generation(&k("a", 2));
+        c.invalidate_matching(|(id, _)| id == "a");
+        assert_eq!(
+            (1..=3).map(|m| c.get(&k("a", m))).collect::<Vec<_>>(),
+            [None, None, None]
+        );
+        assert_eq!(c.get(&k("b", 1)), Some(9), "other keys stay");
+        assert_eq!(c.len.load(Ordering::Relaxed), 1);
+        c.insert_if_unchanged(k("a", 2), seen, 2);
+        assert_eq!(c.get(&k("a", 2)), None, "a load from before is not cached");
     }
 
     #[test]

@@ -15,17 +15,9 @@ impl Kms {
         let due = self.store(move |s| s.keys_due_for_deletion(now)).await?;
         let mut deleted = 0;
         for key_id in due {
-            // One key that can't be read or deleted (a damaged row) must not hold up the others,
-            // nor the audit of those already deleted: it is logged and tried again next pass.
+            // One key that can't be deleted (a damaged row) must not hold up the others, nor the
+            // audit of those already deleted: it is logged and tried again next pass.
             let id = key_id.clone();
-            let key = match self.key(&key_id).await {
-                Ok(Some(key)) => key,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::error!(key_arn = %self.key_arn(&key_id), error = %e, "cannot read a key due for deletion");
-                    continue;
-                }
-            };
             match self.store(move |s| s.delete_key_if_due(&id, now)).await {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -36,10 +28,9 @@ impl Kms {
             }
             deleted += 1;
             self.keys.invalidate(&key_id);
-            for m in 1..=key.current_material {
-                self.materials.invalidate(&(key_id.clone(), m));
-                self.wrapped.invalidate(&(key_id.clone(), m));
-            }
+            // By key, not by counting to `current_material`: a damaged count can't stall this.
+            self.materials.invalidate_matching(|(id, _)| *id == key_id);
+            self.wrapped.invalidate_matching(|(id, _)| *id == key_id);
             self.aliases.clear(); // the key's aliases went with it; a rare event
             self.key_aliases.invalidate(&key_id);
             self.key_tags.invalidate(&key_id);
@@ -71,9 +62,13 @@ impl Kms {
     }
 }
 
-/// When the key was deleted, as audit records write times.
+/// When the key was deleted, as audit records write times. Clamped to RFC 3339's range: a damaged
+/// value must not panic the deletion task (humantime can't write year 10000, and the addition
+/// could overflow).
 fn deletion_time(deleted: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(deleted.max(0) as u64);
+    const LAST_RFC3339_SECOND: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let secs = deleted.clamp(0, LAST_RFC3339_SECOND) as u64;
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     humantime::format_rfc3339_millis(at).to_string()
 }
 
@@ -97,8 +92,16 @@ pub fn spawn_deletion_task(kms: Arc<Kms>) -> tokio::task::JoinHandle<()> {
         let mut tick = tokio::time::interval(kms.deletion_interval);
         loop {
             tick.tick().await;
-            if let Err(e) = kms.delete_due_keys().await {
-                tracing::error!(error = %e, "key deletion pass failed; will retry");
+            // Each pass in a task of its own: one that panics (a damaged store) is logged and the
+            // next runs, instead of deletion stopping for good with nothing said.
+            let pass = tokio::spawn({
+                let kms = kms.clone();
+                async move { kms.delete_due_keys().await }
+            });
+            match pass.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "key deletion pass failed; will retry"),
+                Err(e) => tracing::error!(error = %e, "key deletion pass panicked; will retry"),
             }
         }
     })
@@ -121,5 +124,12 @@ mod tests {
         let uuid = uuid::Uuid::parse_str(&id).unwrap();
         assert_eq!(uuid.get_version_num(), 4);
         assert_eq!(deletion_time(1_700_000_000), "2023-11-14T22:13:20.000Z");
+    }
+
+    #[test]
+    fn a_damaged_deletion_time_is_clamped_not_a_panic() {
+        assert_eq!(deletion_time(253_402_300_800), "9999-12-31T23:59:59.000Z");
+        assert_eq!(deletion_time(i64::MAX), "9999-12-31T23:59:59.000Z");
+        assert_eq!(deletion_time(-5), "1970-01-01T00:00:00.000Z");
     }
 }

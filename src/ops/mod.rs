@@ -300,11 +300,17 @@ impl Kms {
         mut change: impl FnMut(&mut KeyRecord) -> Result<()> + Send + 'static,
     ) -> Result<KeyRecord> {
         let owned = key_id.to_string();
-        self.write(ev, move |s| s.update_key(&owned, &mut change), {
-            let key_id = key_id.to_string();
-            move |k| k.keys.invalidate(&key_id)
-        })
-        .await
+        let record = self
+            .write(ev, move |s| s.update_key(&owned, &mut change), {
+                let key_id = key_id.to_string();
+                move |k| k.keys.invalidate(&key_id)
+            })
+            .await?;
+        if record.state != KeyState::Enabled {
+            // Never served in this state (every use checks it first); not kept in memory either.
+            self.materials.invalidate_matching(|(id, _)| *id == record.key_id);
+        }
+        Ok(record)
     }
 }
 

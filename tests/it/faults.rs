@@ -163,6 +163,35 @@ async fn a_burst_on_a_cold_key_unwraps_its_material_once() {
     assert_eq!(recorded_calls(&unwraps, "C_DecryptInit"), 1, "one unwrap for the burst");
 }
 
+/// A disabled key's unwrapped material leaves memory with the DisableKey, not at its TTL: once the
+/// key is enabled again, its next use unwraps in the HSM (hsm-sim records each C_DecryptInit).
+#[tokio::test]
+async fn disabling_a_key_drops_its_unwrapped_material() {
+    let server = Server::start_on(TestHsm::hsm_sim(), "", "").await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+    let unwraps = server.hsm.dir.path().join("unwraps.txt");
+    server
+        .set_faults(&format!(
+            "functions = [\"C_DecryptInit\"]\nrecord = {:?}\n",
+            unwraps.display().to_string()
+        ))
+        .await;
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+    assert_eq!(recorded_calls(&unwraps, "C_DecryptInit"), 0, "served from the cache");
+
+    let id = || key.key_id.clone();
+    c.disable_key(pb::DisableKeyRequest { key_id: id() }).await.unwrap();
+    c.enable_key(pb::EnableKeyRequest { key_id: id() }).await.unwrap();
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+    assert_eq!(
+        recorded_calls(&unwraps, "C_DecryptInit"),
+        1,
+        "unwrapped again after the disable"
+    );
+}
+
 /// Device errors under concurrency: one failing call drops the pooled sessions while others are
 /// mid-call. Each session unwraps with its own copy of the root key, so the calls in flight finish
 /// normally: every answer is a data key or, after the last retry, KeyUnavailableException, never
