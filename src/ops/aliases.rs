@@ -182,7 +182,8 @@ impl Kms {
         // AWS ListAliases: Limit 1-100, default 50 (ListKeys allows up to 1000).
         self.authorize_account(ev, &Access::new("kms:ListAliases"))?;
         let limit = paging::limit(limit, 50, 100)?;
-        let after = paging::decode_marker(marker)?;
+        let listing = paging::Listing::new("ListAliases", &[key_id]);
+        let after = paging::decode_marker(&listing, marker)?;
         let key_id = match key_id {
             Some(k) => Some(self.lookup("keyId", k, Accept::KeyOnly, ev).await?.key_id.clone()),
             None => None,
@@ -190,6 +191,6 @@ impl Kms {
         let items = self
             .store(move |s| s.list_aliases(key_id.as_deref(), after.as_deref(), limit + 1))
             .await?;
-        Ok(paging::page(items, limit, |a| &a.name))
+        Ok(paging::page(items, limit, &listing, |a| &a.name))
     }
 }

@@ -253,7 +253,8 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Page<GrantRecord>> {
         let limit = paging::limit(limit, 50, 100)?;
-        let after = paging::decode_marker(marker)?;
+        let listing = paging::Listing::new("ListGrants", &[Some(key_id), grant_id, grantee]);
+        let after = paging::decode_marker(&listing, marker)?;
         if let Some(id) = grant_id {
             check_grant_id(id)?;
         }
@@ -286,7 +287,7 @@ impl Kms {
                 )
             })
             .await?;
-        Ok(paging::page(items, limit, |g| &g.grant_id))
+        Ok(paging::page(items, limit, &listing, |g| &g.grant_id))
     }
 
     pub async fn list_retirable_grants(
@@ -297,7 +298,8 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Page<GrantRecord>> {
         let limit = paging::limit(limit, 50, 100)?;
-        let after = paging::decode_marker(marker)?;
+        let listing = paging::Listing::new("ListRetirableGrants", &[Some(retiring)]);
+        let after = paging::decode_marker(&listing, marker)?;
         check_principal_pattern("retiringPrincipal", retiring)?;
         // AWS: "You must specify a principal in your AWS account". A service principal names no
         // account; its grants here are on this account's keys, so only this account lists them.
@@ -316,7 +318,7 @@ impl Kms {
         let items = self
             .store(move |s| s.list_retirable_grants(&retiring, after.as_deref(), limit + 1))
             .await?;
-        Ok(paging::page(items, limit, |g| &g.grant_id))
+        Ok(paging::page(items, limit, &listing, |g| &g.grant_id))
     }
 
     /// Retires a grant named by its token, or by key and grant id. The grant decides who may: its

@@ -54,7 +54,8 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Page<String>> {
         let limit = paging::limit(limit, 100, 1000)?;
-        let after = paging::decode_marker(marker)?;
+        let listing = paging::Listing::new("ListKeyPolicies", &[Some(key_id)]);
+        let after = paging::decode_marker(&listing, marker)?;
         self.resolve(Access::new("kms:ListKeyPolicies"), "keyId", key_id, Accept::KeyOnly, ev)
             .await?;
         let names: Vec<String> = [DEFAULT_NAME]
@@ -62,7 +63,7 @@ impl Kms {
             .filter(|n| after.as_deref().is_none_or(|a| *n > a))
             .map(String::from)
             .collect();
-        Ok(paging::page(names, limit, |n| n))
+        Ok(paging::page(names, limit, &listing, |n| n))
     }
 }
 

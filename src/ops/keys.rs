@@ -170,9 +170,10 @@ impl Kms {
     ) -> Result<Page<String>> {
         self.authorize_account(ev, &Access::new("kms:ListKeys"))?;
         let limit = paging::limit(limit, 100, 1000)?;
-        let after = paging::decode_marker(marker)?;
+        let listing = paging::Listing::new("ListKeys", &[]);
+        let after = paging::decode_marker(&listing, marker)?;
         let ids = self.store(move |s| s.list_keys(after.as_deref(), limit + 1)).await?;
-        Ok(paging::page(ids, limit, |id| id))
+        Ok(paging::page(ids, limit, &listing, |id| id))
     }
 
     pub async fn update_key_description(&self, key_id: &str, description: String, ev: &mut AuditEvent) -> Result<()> {

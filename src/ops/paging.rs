@@ -21,32 +21,70 @@ pub fn limit(value: Option<i32>, default: usize, max: usize) -> Result<usize> {
     }
 }
 
-const MARKER_PREFIX: &str = "m1.";
+const MARKER_PREFIX: &str = "m2.";
 
-/// Markers are opaque to clients: the sort key of the last item returned, hex-encoded.
-pub fn encode_marker(last: &str) -> String {
-    let mut s = String::with_capacity(MARKER_PREFIX.len() + last.len() * 2);
+/// Which listing a marker belongs to: the operation and every request field but Limit and
+/// Marker, hashed. A marker carries its listing's tag, so one from another operation, key or
+/// filter is refused (InvalidMarkerException) instead of silently starting some other page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listing([u8; 4]);
+
+impl Listing {
+    pub fn new(operation: &str, fields: &[Option<&str>]) -> Listing {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in std::iter::once(Some(operation)).chain(fields.iter().copied()) {
+            // Length-prefixed, with absent told apart from empty: no two field lists hash alike.
+            match part {
+                Some(p) => {
+                    ctx.update(&(p.len() as u64).to_be_bytes());
+                    ctx.update(p.as_bytes());
+                }
+                None => ctx.update(&u64::MAX.to_be_bytes()),
+            }
+        }
+        let digest = ctx.finish();
+        let mut tag = [0; 4];
+        tag.copy_from_slice(&digest.as_ref()[..4]);
+        Listing(tag)
+    }
+
+    fn tag(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Markers are opaque to clients: the listing's tag and the sort key of the last item returned,
+/// hex-encoded.
+pub fn encode_marker(listing: &Listing, last: &str) -> String {
+    let mut s = String::with_capacity(MARKER_PREFIX.len() + 9 + last.len() * 2);
     s.push_str(MARKER_PREFIX);
+    s.push_str(&listing.tag());
+    s.push('.');
     for b in last.bytes() {
         s.push_str(&format!("{b:02x}"));
     }
     s
 }
 
-pub fn decode_marker(marker: Option<&str>) -> Result<Option<String>> {
+/// The sort key to start after, from a marker this listing returned.
+pub fn decode_marker(listing: &Listing, marker: Option<&str>) -> Result<Option<String>> {
     let Some(m) = marker else { return Ok(None) };
-    let invalid = || KmsError::InvalidMarker(format!("Marker '{m}' is not one this service returned"));
-    let hex = m.strip_prefix(MARKER_PREFIX).ok_or_else(invalid)?;
+    let invalid = || KmsError::InvalidMarker(format!("Marker '{m}' is not one this listing returned"));
+    let rest = m.strip_prefix(MARKER_PREFIX).ok_or_else(invalid)?;
+    let (tag, hex) = rest.split_once('.').ok_or_else(invalid)?;
+    if tag != listing.tag() || hex.is_empty() {
+        return Err(invalid());
+    }
     let bytes = crate::config::hex_decode(hex).ok_or_else(invalid)?;
     String::from_utf8(bytes).map(Some).map_err(|_| invalid())
 }
 
 /// Builds a page from up to `limit + 1` fetched items.
-pub fn page<T>(mut items: Vec<T>, limit: usize, sort_key: impl Fn(&T) -> &str) -> Page<T> {
+pub fn page<T>(mut items: Vec<T>, limit: usize, listing: &Listing, sort_key: impl Fn(&T) -> &str) -> Page<T> {
     let truncated = items.len() > limit;
     items.truncate(limit);
     let next_marker = if truncated {
-        items.last().map(|i| encode_marker(sort_key(i)))
+        items.last().map(|i| encode_marker(listing, sort_key(i)))
     } else {
         None
     };
@@ -63,22 +101,68 @@ mod tests {
 
     #[test]
     fn markers_round_trip_and_garbage_is_refused() {
-        let m = encode_marker("alias/x");
-        assert_eq!(decode_marker(Some(&m)).unwrap().as_deref(), Some("alias/x"));
-        assert_eq!(decode_marker(None).unwrap(), None);
-        assert!(matches!(decode_marker(Some("nope")), Err(KmsError::InvalidMarker(_))));
-        assert!(matches!(decode_marker(Some("m1.zz")), Err(KmsError::InvalidMarker(_))));
+        let l = Listing::new("ListAliases", &[None]);
+        let m = encode_marker(&l, "alias/x");
+        assert_eq!(decode_marker(&l, Some(&m)).unwrap().as_deref(), Some("alias/x"));
+        assert_eq!(decode_marker(&l, None).unwrap(), None);
+        let tag = l.tag();
+        for garbage in [
+            "nope".to_string(),
+            "m2.".into(),
+            format!("m2.{tag}"),
+            format!("m2.{tag}."),
+            format!("m2.{tag}.zz"),
+            format!("m2.{tag}.+a"),
+            format!("m2.{tag}.ff"), // not UTF-8
+            "m1.616263".into(),     // an old-format marker
+        ] {
+            assert!(
+                matches!(decode_marker(&l, Some(&garbage)), Err(KmsError::InvalidMarker(_))),
+                "{garbage}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_marker_from_another_listing_is_refused() {
+        let keys = Listing::new("ListKeys", &[]);
+        let m = encode_marker(&keys, "3f00");
+        let others = [
+            Listing::new("ListAliases", &[None]),
+            Listing::new("ListResourceTags", &[Some("key-a")]),
+            Listing::new("ListGrants", &[Some("key-a"), None, None]),
+        ];
+        for other in others {
+            assert!(matches!(
+                decode_marker(&other, Some(&m)),
+                Err(KmsError::InvalidMarker(_))
+            ));
+        }
+        // The same operation on another key, or with another filter.
+        let tags_a = Listing::new("ListResourceTags", &[Some("key-a")]);
+        let tags_b = Listing::new("ListResourceTags", &[Some("key-b")]);
+        let m = encode_marker(&tags_a, "team");
+        assert!(decode_marker(&tags_b, Some(&m)).is_err());
+        assert_ne!(
+            Listing::new("ListGrants", &[Some("k"), None, Some("")]),
+            Listing::new("ListGrants", &[Some("k"), Some(""), None]),
+            "absent and empty differ"
+        );
     }
 
     #[test]
     fn limits_and_pages() {
+        let l = Listing::new("ListKeys", &[]);
         assert_eq!(limit(None, 100, 1000).unwrap(), 100);
         assert!(limit(Some(0), 100, 1000).is_err());
         assert!(limit(Some(1001), 100, 1000).is_err());
-        let p = page(vec!["a", "b", "c"], 2, |s| s);
+        let p = page(vec!["a", "b", "c"], 2, &l, |s| s);
         assert_eq!(p.items, vec!["a", "b"]);
         assert!(p.truncated);
-        assert_eq!(decode_marker(p.next_marker.as_deref()).unwrap().as_deref(), Some("b"));
-        assert!(!page(vec!["a"], 2, |s| s).truncated);
+        assert_eq!(
+            decode_marker(&l, p.next_marker.as_deref()).unwrap().as_deref(),
+            Some("b")
+        );
+        assert!(!page(vec!["a"], 2, &l, |s| s).truncated);
     }
 }

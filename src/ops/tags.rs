@@ -66,7 +66,8 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Page<Tag>> {
         let limit = paging::limit(limit, 50, 50)?;
-        let after = paging::decode_marker(marker)?;
+        let listing = paging::Listing::new("ListResourceTags", &[Some(key_id)]);
+        let after = paging::decode_marker(&listing, marker)?;
         let key = self
             .resolve(
                 Access::new("kms:ListResourceTags"),
@@ -80,6 +81,6 @@ impl Kms {
         let items = self
             .store(move |s| s.list_tags(&id, after.as_deref(), limit + 1))
             .await?;
-        Ok(paging::page(items, limit, |t| &t.key))
+        Ok(paging::page(items, limit, &listing, |t| &t.key))
     }
 }

@@ -1237,6 +1237,10 @@ async fn paging_limits_and_markers() {
     assert_ne!(second.keys[0].key_id, first.keys[0].key_id);
     assert!([&key.key_id, &other.key_id].contains(&&second.keys[0].key_id));
     expect_err(c.list_keys(list_keys(Some(0), Some(&marker))).await, v);
+    // A marker belongs to its listing: ListKeys' marker starts no other list (every alias name
+    // sorts after a key id, so ListAliases would otherwise answer its first page).
+    expect_err(c.list_aliases(list_aliases(Some(1), Some(&marker))).await, m);
+    expect_err(c.list_resource_tags(list_tags(Some(1), Some(&marker))).await, m);
 }
 
 /// Passes raw bytes through as the request and hands back the raw response bytes.
