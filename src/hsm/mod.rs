@@ -327,6 +327,9 @@ fn create_root(
         Attribute::Decrypt(true),
         Attribute::Wrap(false),
         Attribute::Unwrap(false),
+        // Token defaults (TRUE on SoftHSM2) would make it an HMAC key too.
+        Attribute::Sign(false),
+        Attribute::Verify(false),
         Attribute::Id(id.to_vec()),
         Attribute::Label(b"kms-root".to_vec()),
     ];

@@ -244,6 +244,27 @@ async fn a_created_root_key_is_read_only_where_sessions_do_not_copy_it() {
     );
 }
 
+/// The root key the server creates encrypts and decrypts and nothing else: PKCS#11 leaves
+/// CKA_SIGN and CKA_VERIFY to the token's defaults (TRUE on SoftHSM2 and hsm-sim), which would let
+/// any session use the root key as an HMAC key.
+#[tokio::test]
+async fn a_created_root_key_can_only_encrypt_and_decrypt() {
+    let mut server = Server::start_on(TestHsm::new(), "", "").await;
+    server.stop();
+    let out = pkcs11_tool_output(
+        &server.hsm,
+        &["--list-objects", "--type", "secrkey", "--id", DEFAULT_ROOT_KEY_ID],
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listing}");
+    let usage = listing
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage:"))
+        .unwrap_or_else(|| panic!("no usage line: {listing}"))
+        .trim();
+    assert_eq!(usage, "encrypt, decrypt", "{listing}");
+}
+
 /// With the `gcm_iv_from_hsm` quirk (hsm.vendor = "cloudhsm") the HSM must write the IV. SoftHSM2
 /// and hsm-sim use the caller's instead, which is left all zeros: a module that does that would
 /// seal every material under one IV. The wrap is refused and nothing is stored.
