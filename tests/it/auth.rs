@@ -690,15 +690,6 @@ async fn authorization_matrix_over_mtls_and_tokens() {
     })
     .await
     .unwrap();
-    // Input is checked before permission, as in AWS: a bad length is a ValidationException even
-    // for a caller who may not call GenerateRandom at all.
-    for bad in [Some(0), Some(1025), None] {
-        let result = bob
-            .generate_random(pb::GenerateRandomRequest { number_of_bytes: bad })
-            .await;
-        let msg = expect_err(result, "ValidationException");
-        assert!(msg.contains("numberOfBytes"), "{bad:?}: {msg}");
-    }
 
     // Nothing the refused requests asked for happened.
     let victim = alice
@@ -790,6 +781,17 @@ async fn authorization_matrix_over_mtls_and_tokens() {
         .all(|r| r.get("key_arn").is_none() && r["source_ip"] == "127.0.0.1"));
     for secret in [BOB_TOKEN, WRONG_TOKEN, &kms::auth::token_digest(BOB_TOKEN)] {
         assert!(!text.contains(secret), "the audit log holds {secret:?}");
+    }
+
+    // Input is checked before permission, as in AWS: a bad length is a ValidationException even
+    // for a caller who may not call GenerateRandom at all. (Last: the audit checks above expect
+    // only denials from bob.)
+    for bad in [Some(0), Some(1025), None] {
+        let result = bob
+            .generate_random(pb::GenerateRandomRequest { number_of_bytes: bad })
+            .await;
+        let msg = expect_err(result, "ValidationException");
+        assert!(msg.contains("numberOfBytes"), "{bad:?}: {msg}");
     }
 }
 
