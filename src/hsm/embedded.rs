@@ -24,7 +24,8 @@ pub fn prepare(cfg: &mut Config) -> Result<(), String> {
     }
     let module = locate_module()?;
     let token_dir = cfg.data_dir.join("hsm");
-    std::fs::create_dir_all(&token_dir).map_err(|e| format!("cannot create {}: {e}", token_dir.display()))?;
+    crate::ops::data_dir::create_durably(&token_dir)
+        .map_err(|e| format!("cannot create {}: {e}", token_dir.display()))?;
     let conf = cfg.data_dir.join("hsm-sim.toml");
     let toml = format!("token_dir = {:?}\n", token_dir.display().to_string());
     std::fs::write(&conf, toml).map_err(|e| format!("cannot write {}: {e}", conf.display()))?;

@@ -47,10 +47,29 @@ pub fn claim(dir: &Path) -> Result<Claim, String> {
     })
 }
 
+/// Creates `dir` and its missing parents, and makes their names durable: each new directory's
+/// entry is synced in its parent. Otherwise a power loss soon after the first start could lose
+/// the whole data directory, with keys and audit records acknowledged as written inside it.
+pub fn create_durably(dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    std::fs::create_dir_all(dir)?;
+    for created in missing {
+        let parent = match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Locks `dir` (created if missing) for this process; an error says another server holds it. The
 /// data directory must be on a local file system: `flock` over NFS may lock only locally.
 pub fn lock(dir: &Path) -> Result<Lock, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+    create_durably(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
     let key = dir
         .canonicalize()
         .map_err(|e| format!("cannot resolve data directory {}: {e}", dir.display()))?;
@@ -85,6 +104,22 @@ pub fn lock(dir: &Path) -> Result<Lock, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_are_created_with_their_parents_relative_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        create_durably(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_durably(&deep).expect("there already: nothing to do");
+        // A relative name whose parent is the working directory ("" as Path::parent says).
+        let cwd = std::env::current_dir().unwrap();
+        let relative = format!("kms-test-{}", std::process::id());
+        let _ = std::fs::remove_dir(cwd.join(&relative));
+        create_durably(Path::new(&relative)).unwrap();
+        assert!(cwd.join(&relative).is_dir());
+        std::fs::remove_dir(cwd.join(&relative)).unwrap();
+    }
 
     #[test]
     fn one_kms_per_directory_in_a_process_too() {

@@ -94,7 +94,7 @@ impl Kms {
     /// Opens the store in the data directory, the HSM and the audit log. Errors are for the operator.
     pub fn open(config: &Config, pin: AuthPin) -> std::result::Result<Arc<Kms>, String> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir)
+        data_dir::create_durably(&config.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
         let data_dir_lock = data_dir::claim(&config.data_dir)?;
         let store = SqliteStore::open(&config.data_dir.join("kms.db"))?;
