@@ -86,6 +86,8 @@ pub struct Kms {
     /// cores, so a burst of RSA-4096 generations waits here instead of filling the blocking pool
     /// that every store call needs. Sign, Verify and RSA decryption don't wait behind them.
     generation_turns: Arc<tokio::sync::Semaphore>,
+    /// Private-key operations running at once (`cpu`): one per core.
+    cpu_turns: Arc<tokio::sync::Semaphore>,
     /// Held for the server's life (`data_dir::claim`).
     _data_dir_lock: data_dir::Claim,
 }
@@ -132,9 +134,8 @@ impl Kms {
             identity,
             deletion_interval: Duration::from_secs(config.deletion.check_interval_seconds),
             grants: ShardedCache::new(config.cache.metadata_capacity, None),
-            generation_turns: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
+            generation_turns: Arc::new(tokio::sync::Semaphore::new(cores())),
+            cpu_turns: Arc::new(tokio::sync::Semaphore::new(cores())),
             _data_dir_lock: data_dir_lock,
         }))
     }
@@ -204,27 +205,20 @@ impl Kms {
     }
 
     /// Runs CPU-heavy work (private-key operations: up to milliseconds) on the blocking pool, so it
-    /// never stalls the async reactor.
+    /// never stalls the async reactor, once one of `cpu_turns` (one per core) is free. Without the
+    /// turns, hundreds of RSA-4096 signatures in flight would take hundreds of blocking threads
+    /// and starve the store calls and HSM calls every other request needs; waiting callers
+    /// instead wait here, and can give up.
     async fn cpu<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| not_run("a private-key operation", e))?
+        let turn = turn(&self.cpu_turns).await?;
+        run_blocking(turn, f, "a private-key operation").await
     }
 
-    /// Runs a key pair generation as `cpu` does, once one of `generation_turns` is free. The turn
-    /// goes with the work: a caller that gives up while it runs doesn't free its turn.
+    /// Runs a key pair generation (up to seconds) as `cpu` does, but on turns of its own
+    /// (`generation_turns`), so generations can't hold off every signature meanwhile.
     async fn generation<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-        let turn = self
-            .generation_turns
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| KmsError::internal("the service is shutting down"))?;
-        self.cpu(move || {
-            let _turn = turn;
-            f()
-        })
-        .await
+        let turn = turn(&self.generation_turns).await?;
+        run_blocking(turn, f, "a key pair generation").await
     }
 
     /// Resolves a `KeyId` parameter to its key and authorizes `access` on it.
@@ -314,6 +308,33 @@ impl Kms {
     }
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+async fn turn(turns: &Arc<tokio::sync::Semaphore>) -> Result<tokio::sync::OwnedSemaphorePermit> {
+    turns
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| KmsError::internal("the service is shutting down"))
+}
+
+/// Runs `f` on the blocking pool holding `turn`. The turn goes with the work: a caller that gives
+/// up while it runs doesn't free its turn.
+async fn run_blocking<T: Send + 'static>(
+    turn: tokio::sync::OwnedSemaphorePermit,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+    what: &str,
+) -> Result<T> {
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        f()
+    })
+    .await
+    .map_err(|e| not_run(what, e))?
+}
+
 /// Refuses keys pending deletion, for the calls AWS refuses in that state.
 fn refuse_pending_deletion(arn: &str, k: &KeyRecord) -> Result<()> {
     if k.state == KeyState::PendingDeletion {
@@ -343,4 +364,45 @@ pub fn read_pin(config: &crate::config::HsmConfig) -> std::result::Result<AuthPi
 
 fn read_pin_file(path: &Path) -> std::result::Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read the HSM PIN file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Work runs on the blocking pool no more than `turns` at a time, and each holds its turn until
+    /// it has finished, even when its caller gave up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cpu_work_runs_at_most_one_per_turn() {
+        let turns = Arc::new(tokio::sync::Semaphore::new(2));
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let work = |running: Arc<AtomicUsize>, most: Arc<AtomicUsize>| {
+            move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }
+        };
+        // One caller gives up at once: its work still holds its turn while it runs.
+        let abandoned = turn(&turns).await.unwrap();
+        drop(tokio::spawn(run_blocking(
+            abandoned,
+            work(running.clone(), most.clone()),
+            "w",
+        )));
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (turns, w) = (turns.clone(), work(running.clone(), most.clone()));
+                tokio::spawn(async move { run_blocking(turn(&turns).await?, w, "w").await })
+            })
+            .collect();
+        for c in calls {
+            c.await.unwrap().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+    }
 }
