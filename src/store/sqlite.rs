@@ -1,10 +1,10 @@
 //! The embedded store: one SQLite file in the data directory, WAL mode with synchronous=FULL so
 //! every acknowledged write survives a crash, and secure_delete so destroyed material is overwritten.
-//! CreateKey goes through a group-commit writer (`batch.rs`); every other call uses the connection
-//! directly, under the same mutex.
+//! CreateKey goes through a group-commit writer (`batch.rs`); every other write uses the writer's
+//! connection directly, under the same mutex. Reads use a few read-only connections of their own.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,11 +17,32 @@ use crate::error::{KmsError, Result};
 use crate::keys::{AliasRecord, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialRecord, Origin, Tag};
 
 pub struct SqliteStore {
+    /// Writes, and the group-commit writer's batches.
     conn: Arc<Mutex<Connection>>,
+    /// Reads, on connections of their own: in WAL mode a reader sees every committed write and
+    /// never waits for a writer, so a cache miss on the request path doesn't queue behind a
+    /// write's fsync (a CreateKey batch, a deletion's checkpoint) on the writer's mutex.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
     creates: GroupCommit<NewKey>,
     /// A deletion's pages may still be in the write-ahead log (`truncate_log_after_deletions`).
     /// True at open: a crash may have left one there.
     truncate_pending: AtomicBool,
+}
+
+/// Read connections: enough that reads on the blocking pool rarely wait for each other.
+const READERS: usize = 4;
+
+/// A read-only connection to the prepared store.
+fn open_reader(path: &Path) -> std::result::Result<Connection, String> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open {} for reading: {e}", path.display()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| format!("cannot prepare {} for reading: {e}", path.display()))?;
+    Ok(conn)
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -81,14 +102,30 @@ impl SqliteStore {
         )
         .map_err(|e| format!("cannot prepare {}: {e}", path.display()))?;
         schema::prepare(&mut conn).map_err(|e| format!("cannot prepare {}: {e}", path.display()))?;
+        let readers = (0..READERS)
+            .map(|_| open_reader(path).map(Mutex::new))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let conn = Arc::new(Mutex::new(conn));
         let creates = GroupCommit::start("store-create-key", conn.clone(), insert_key)
             .map_err(|e| format!("cannot start the store writer: {e}"))?;
         Ok(SqliteStore {
             conn,
+            readers,
+            next_reader: AtomicUsize::new(0),
             creates,
             truncate_pending: AtomicBool::new(true),
         })
+    }
+
+    /// A free read connection, or (all busy) the next one in turn.
+    fn reader(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        if let Some(free) = self.readers.iter().find_map(|r| r.try_lock().ok()) {
+            return Ok(free);
+        }
+        let next = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.readers[next]
+            .lock()
+            .map_err(|_| super::failure("a store read connection is poisoned (a thread panicked holding it)"))
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
@@ -239,7 +276,7 @@ fn alias_from_row(r: &Row<'_>) -> rusqlite::Result<AliasRecord> {
 
 impl Store for SqliteStore {
     fn is_empty(&self) -> Result<bool> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM (SELECT 1 FROM keys LIMIT 1)", [], |r| r.get(0))
             .map_err(db)?;
@@ -256,7 +293,7 @@ impl Store for SqliteStore {
     }
 
     fn get_key_policy(&self, key_id: &str) -> Result<Option<String>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         conn.prepare_cached("SELECT policy FROM key_policies WHERE key_id = ?1")
             .and_then(|mut st| st.query_row([key_id], |r| r.get(0)).optional())
             .map_err(db)
@@ -278,7 +315,7 @@ impl Store for SqliteStore {
     }
 
     fn get_key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
-        read_key(&*self.conn()?, key_id)
+        read_key(&*self.reader()?, key_id)
     }
 
     fn update_key(&self, key_id: &str, change: &mut dyn FnMut(&mut KeyRecord) -> Result<()>) -> Result<KeyRecord> {
@@ -296,7 +333,7 @@ impl Store for SqliteStore {
     }
 
     fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let mut st = conn
             .prepare_cached("SELECT key_id FROM keys WHERE key_id > ?1 ORDER BY key_id LIMIT ?2")
             .map_err(db)?;
@@ -307,7 +344,7 @@ impl Store for SqliteStore {
     }
 
     fn get_material(&self, key_id: &str, material_id: u32) -> Result<Option<MaterialRecord>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let mut st = conn
             .prepare_cached("SELECT wrapped, public_key, created FROM materials WHERE key_id = ?1 AND material_id = ?2")
             .map_err(db)?;
@@ -325,7 +362,7 @@ impl Store for SqliteStore {
     }
 
     fn keys_due_for_deletion(&self, now: i64) -> Result<Vec<String>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let mut st = conn
             .prepare_cached("SELECT key_id FROM keys WHERE deletion_date IS NOT NULL AND deletion_date <= ?1 AND state = 'PendingDeletion'")
             .map_err(db)?;
@@ -364,7 +401,7 @@ impl Store for SqliteStore {
     }
 
     fn deletions_to_audit(&self) -> Result<Vec<(String, i64)>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let mut stmt = conn
             .prepare_cached("SELECT key_id, deleted FROM deletions_to_audit ORDER BY deleted, key_id")
             .map_err(db)?;
@@ -471,14 +508,14 @@ impl Store for SqliteStore {
     }
 
     fn get_alias(&self, name: &str) -> Result<Option<AliasRecord>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         conn.prepare_cached("SELECT name, key_id, creation_date, last_updated_date FROM aliases WHERE name = ?1")
             .and_then(|mut st| st.query_row([name], alias_from_row).optional())
             .map_err(db)
     }
 
     fn list_aliases(&self, key_id: Option<&str>, after: Option<&str>, limit: usize) -> Result<Vec<AliasRecord>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let mut st = conn
             .prepare_cached(
                 "SELECT name, key_id, creation_date, last_updated_date FROM aliases
@@ -533,7 +570,7 @@ impl Store for SqliteStore {
     }
 
     fn list_tags(&self, key_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Tag>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let mut st = conn
             .prepare_cached(
                 "SELECT tag_key, tag_value FROM tags WHERE key_id = ?1 AND tag_key > ?2 ORDER BY tag_key LIMIT ?3",
@@ -619,7 +656,7 @@ impl Store for SqliteStore {
     }
 
     fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         conn.prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE grant_id = ?1"))
             .and_then(|mut st| st.query_row([grant_id], grant_from_row).optional())
             .map_err(db)?
@@ -628,7 +665,7 @@ impl Store for SqliteStore {
     }
 
     fn grant_token_digests(&self, grant_id: &str) -> Result<Vec<Vec<u8>>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let mut st = conn
             .prepare_cached("SELECT token_sha256 FROM grant_tokens WHERE grant_id = ?1")
             .map_err(db)?;
@@ -644,7 +681,7 @@ impl Store for SqliteStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<GrantRecord>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let mut st = conn
             .prepare_cached(&format!(
                 "SELECT {GRANT_COLUMNS} FROM grants WHERE key_id = ?1 AND (?2 IS NULL OR grant_id = ?2)
@@ -662,7 +699,7 @@ impl Store for SqliteStore {
     }
 
     fn list_retirable_grants(&self, retiring: &str, after: Option<&str>, limit: usize) -> Result<Vec<GrantRecord>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let mut st = conn
             .prepare_cached(&format!(
                 "SELECT {GRANT_COLUMNS} FROM grants WHERE retiring_principal = ?1 AND grant_id > ?2
@@ -773,6 +810,38 @@ pub(super) mod tests {
             wrapped: vec![7; 60],
             created: 1,
         }
+    }
+
+    /// Reads go to connections of their own: one doesn't wait while a write holds the writer's
+    /// connection (as a CreateKey batch does through its fsync), and it sees every committed write.
+    #[test]
+    fn reads_do_not_wait_for_the_writer_and_see_its_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(SqliteStore::open(&dir.path().join("kms.db")).unwrap());
+        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
+        let writing = s.conn().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn({
+            let s = s.clone();
+            move || tx.send(s.get_key("a").map(|k| k.map(|k| k.key_id))).unwrap()
+        });
+        let read = rx.recv_timeout(Duration::from_secs(5));
+        drop(writing);
+        reader.join().unwrap();
+        assert_eq!(
+            read.expect("the read waited for the writer").unwrap().as_deref(),
+            Some("a")
+        );
+        s.update_key("a", &mut |k| {
+            k.state = KeyState::Disabled;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            s.get_key("a").unwrap().unwrap().state,
+            KeyState::Disabled,
+            "read after write"
+        );
     }
 
     #[test]
