@@ -134,21 +134,22 @@ impl CipherOp {
 
 #[derive(Clone)]
 enum Accum {
-    Hmac(hmac::Context),
     Digest(digest::Context),
     Raw(Vec<u8>),
 }
 
 #[derive(Clone, Copy)]
 enum Signer {
-    Hmac(usize),
+    /// HMAC input is buffered and the ring key made only for the one call
+    /// that computes the tag: ring never wipes its HMAC states, which are as
+    /// good as the key, so none may outlive a call.
+    Hmac(hmac::Algorithm),
     Rsa(rsa::Scheme),
     Ecdsa,
 }
 
 pub struct SignOp {
     key: Arc<Material>,
-    hmac_key: Option<hmac::Key>,
     signer: Signer,
     acc: Accum,
 }
@@ -194,20 +195,12 @@ impl SignOp {
             Some(h) => Accum::Digest(digest::Context::new(h.ring())),
             None => Accum::Raw(Vec::new()),
         };
-        let mut hmac_key = None;
         let (signer, acc) = match m.mech {
             CKM_SHA256_HMAC | CKM_SHA384_HMAC | CKM_SHA512_HMAC => {
                 hm::key_type_ok(obj.attrs.key_type())?;
                 let alg = hm::algorithm(m.mech).ok_or(CKR_MECHANISM_INVALID)?;
-                let raw: &[u8] = match &*key {
-                    Material::Aes(k) => k.raw(),
-                    Material::Generic(v) => v,
-                    _ => return Err(CKR_KEY_TYPE_INCONSISTENT),
-                };
-                let k = hmac::Key::new(alg, raw);
-                let acc = Accum::Hmac(hmac::Context::with_key(&k));
-                hmac_key = Some(k);
-                (Signer::Hmac(alg.digest_algorithm().output_len()), acc)
+                hmac_raw(&key)?;
+                (Signer::Hmac(alg), acc)
             }
             CKM_ECDSA | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384 => {
                 match (&*key, sign) {
@@ -226,17 +219,11 @@ impl SignOp {
             }
             _ => return Err(CKR_MECHANISM_INVALID),
         };
-        Ok(SignOp {
-            key,
-            hmac_key,
-            signer,
-            acc,
-        })
+        Ok(SignOp { key, signer, acc })
     }
 
     pub fn update(&mut self, data: &[u8]) {
         match &mut self.acc {
-            Accum::Hmac(c) => c.update(data),
             Accum::Digest(c) => c.update(data),
             Accum::Raw(v) => v.extend_from_slice(data),
         }
@@ -245,7 +232,7 @@ impl SignOp {
     /// Signature length.
     pub fn len(&self) -> usize {
         match (self.signer, &*self.key) {
-            (Signer::Hmac(n), _) => n,
+            (Signer::Hmac(alg), _) => alg.digest_algorithm().output_len(),
             (_, Material::RsaPrivate(k)) => rsa::private_size(k),
             (_, Material::RsaPublic(k)) => rsa::size(k),
             (_, Material::EcPrivate(k)) => 2 * k.curve().size(),
@@ -259,13 +246,9 @@ impl SignOp {
     }
 
     /// The bytes the signature covers: HMAC tag, digest or raw input.
-    fn input(&self, data: &[u8]) -> Vec<u8> {
+    fn input(&self, data: &[u8]) -> Rv<Vec<u8>> {
         let mut acc = self.acc.clone();
-        match &mut acc {
-            Accum::Hmac(c) => {
-                c.update(data);
-                c.clone().sign().as_ref().to_vec()
-            }
+        let input = match &mut acc {
             Accum::Digest(c) => {
                 c.update(data);
                 c.clone().finish().as_ref().to_vec()
@@ -274,11 +257,18 @@ impl SignOp {
                 v.extend_from_slice(data);
                 std::mem::take(v)
             }
+        };
+        match self.signer {
+            Signer::Hmac(alg) => {
+                let k = hmac::Key::new(alg, hmac_raw(&self.key)?);
+                Ok(hmac::sign(&k, &input).as_ref().to_vec())
+            }
+            _ => Ok(input),
         }
     }
 
     pub fn sign(&self, data: &[u8]) -> Rv<Vec<u8>> {
-        let input = self.input(data);
+        let input = self.input(data)?;
         match (self.signer, &*self.key) {
             (Signer::Hmac(_), _) => Ok(input),
             (Signer::Rsa(s), Material::RsaPrivate(k)) => rsa::sign(k, s, &input),
@@ -288,12 +278,14 @@ impl SignOp {
     }
 
     pub fn verify(&self, data: &[u8], sig: &[u8]) -> Rv<()> {
-        let input = self.input(data);
+        if let Signer::Hmac(alg) = self.signer {
+            if sig.len() != alg.digest_algorithm().output_len() {
+                return Err(CKR_SIGNATURE_LEN_RANGE);
+            }
+        }
+        let input = self.input(data)?;
         match (self.signer, &*self.key) {
-            (Signer::Hmac(n), _) => {
-                if sig.len() != n || self.hmac_key.is_none() {
-                    return Err(CKR_SIGNATURE_LEN_RANGE);
-                }
+            (Signer::Hmac(_), _) => {
                 if ct_eq(&input, sig) {
                     Ok(())
                 } else {
@@ -304,6 +296,15 @@ impl SignOp {
             (Signer::Ecdsa, Material::EcPublic(k)) => k.verify_prehash(&input, sig),
             _ => Err(CKR_GENERAL_ERROR),
         }
+    }
+}
+
+/// The raw bytes of a key usable for HMAC.
+fn hmac_raw(key: &Material) -> Rv<&[u8]> {
+    match key {
+        Material::Aes(k) => Ok(k.raw()),
+        Material::Generic(v) => Ok(v),
+        _ => Err(CKR_KEY_TYPE_INCONSISTENT),
     }
 }
 

@@ -1,8 +1,14 @@
 //! PIN handling: PBKDF2-HMAC-SHA256 turns a PIN into a verifier and a
 //! key-encryption key; AES-256-GCM seals the token key and object secrets.
+//!
+//! Sealing uses aes-gcm, which wipes its key schedule when dropped (ring's
+//! would leave the token key in memory). PBKDF2 and HMAC stay on ring: their
+//! states live only within one call, and no HMAC in the dependency tree
+//! wipes its state either.
 use crate::Rv;
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::Aes256Gcm;
 use cryptoki_sys::*;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{hmac, pbkdf2};
 use serde::{Deserialize, Serialize};
@@ -90,39 +96,35 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     hmac::verify(&k, b, tag.as_ref()).is_ok()
 }
 
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
 /// AES-256-GCM with a random nonce; output is nonce || ciphertext || tag.
 pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Rv<Vec<u8>> {
-    let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CKR_GENERAL_ERROR)?);
+    let k = Aes256Gcm::new(key.into());
     let mut nonce = [0u8; NONCE_LEN];
     random_bytes(&mut nonce)?;
     // Room for the tag up front: growing the buffer would free a copy of
     // the plaintext unwiped; on error what is left is wiped.
-    let mut out = Zeroizing::new(Vec::with_capacity(NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len()));
+    let mut out = Zeroizing::new(Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN));
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
     let tag = k
-        .seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut out[NONCE_LEN..],
-        )
+        .encrypt_in_place_detached(&nonce.into(), aad, &mut out[NONCE_LEN..])
         .map_err(|_| CKR_GENERAL_ERROR)?;
-    out.extend_from_slice(tag.as_ref());
+    out.extend_from_slice(&tag);
     Ok(std::mem::take(&mut *out))
 }
 
 pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Rv<Zeroizing<Vec<u8>>> {
-    if sealed.len() < NONCE_LEN {
+    if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(CKR_GENERAL_ERROR);
     }
-    let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| CKR_GENERAL_ERROR)?);
-    let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).map_err(|_| CKR_GENERAL_ERROR)?;
-    let mut buf = Zeroizing::new(sealed[NONCE_LEN..].to_vec());
-    let len = k
-        .open_in_place(nonce, Aad::from(aad), &mut buf)
-        .map_err(|_| CKR_GENERAL_ERROR)?
-        .len();
-    buf.truncate(len);
+    let k = Aes256Gcm::new(key.into());
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let mut buf = Zeroizing::new(rest.to_vec());
+    k.decrypt_in_place(nonce.into(), aad, &mut *buf)
+        .map_err(|_| CKR_GENERAL_ERROR)?;
     Ok(buf)
 }
 

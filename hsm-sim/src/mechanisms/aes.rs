@@ -1,12 +1,11 @@
-//! AES: GCM (ring for 128/256-bit keys, aes-gcm for 192) and key wrap
-//! (aes-kw: RFC 3394 and RFC 5649).
+//! AES: GCM (aes-gcm, whose AES round keys and GHASH key are wiped on drop)
+//! and key wrap (aes-kw: RFC 3394 and RFC 5649).
 use crate::Rv;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::aes::Aes192;
-use aes_gcm::AesGcm;
+use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm};
 use aes_kw::{KekAes128, KekAes192, KekAes256};
 use cryptoki_sys::*;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
 use zeroize::Zeroizing;
 
 type Aes192Gcm = AesGcm<Aes192, aes_gcm::aead::consts::U12>;
@@ -14,12 +13,13 @@ type Aes192Gcm = AesGcm<Aes192, aes_gcm::aead::consts::U12>;
 pub const TAG_LEN: usize = 16;
 pub const IV_LEN: usize = 12;
 
-// Boxing the ring key would add a pointer chase per call for no gain:
-// keys live once per object behind an Arc.
-#[allow(clippy::large_enum_variant)]
+/// Not ring: ring never wipes its key schedules (AES-256's first two round
+/// keys are the raw key), so every dropped copy would leave the key in
+/// freed memory. Boxed so moving an AesKey leaves no copy of a schedule.
 enum Gcm {
-    Ring(LessSafeKey),
+    Aes128(Box<Aes128Gcm>),
     Aes192(Box<Aes192Gcm>),
+    Aes256(Box<Aes256Gcm>),
 }
 
 /// An AES key with its GCM key schedule computed once.
@@ -30,16 +30,11 @@ pub struct AesKey {
 
 impl AesKey {
     pub fn new(raw: &[u8]) -> Rv<AesKey> {
+        let bad = |_| CKR_KEY_SIZE_RANGE;
         let gcm = match raw.len() {
-            16 => Gcm::Ring(LessSafeKey::new(
-                UnboundKey::new(&AES_128_GCM, raw).map_err(|_| CKR_KEY_SIZE_RANGE)?,
-            )),
-            32 => Gcm::Ring(LessSafeKey::new(
-                UnboundKey::new(&AES_256_GCM, raw).map_err(|_| CKR_KEY_SIZE_RANGE)?,
-            )),
-            24 => Gcm::Aes192(Box::new(
-                Aes192Gcm::new_from_slice(raw).map_err(|_| CKR_KEY_SIZE_RANGE)?,
-            )),
+            16 => Gcm::Aes128(Box::new(Aes128Gcm::new_from_slice(raw).map_err(bad)?)),
+            24 => Gcm::Aes192(Box::new(Aes192Gcm::new_from_slice(raw).map_err(bad)?)),
+            32 => Gcm::Aes256(Box::new(Aes256Gcm::new_from_slice(raw).map_err(bad)?)),
             _ => return Err(CKR_KEY_SIZE_RANGE),
         };
         Ok(AesKey {
@@ -57,14 +52,12 @@ impl AesKey {
     pub fn gcm_seal(&self, iv: &[u8; IV_LEN], aad: &[u8], data: &[u8]) -> Rv<Zeroizing<Vec<u8>>> {
         let mut buf = Zeroizing::new(Vec::with_capacity(data.len() + TAG_LEN));
         buf.extend_from_slice(data);
-        match &self.gcm {
-            Gcm::Ring(k) => k
-                .seal_in_place_append_tag(Nonce::assume_unique_for_key(*iv), Aad::from(aad), &mut *buf)
-                .map_err(|_| CKR_DATA_LEN_RANGE)?,
-            Gcm::Aes192(k) => k
-                .encrypt_in_place(iv.into(), aad, &mut *buf)
-                .map_err(|_| CKR_DATA_LEN_RANGE)?,
-        }
+        let r = match &self.gcm {
+            Gcm::Aes128(k) => k.encrypt_in_place(iv.into(), aad, &mut *buf),
+            Gcm::Aes192(k) => k.encrypt_in_place(iv.into(), aad, &mut *buf),
+            Gcm::Aes256(k) => k.encrypt_in_place(iv.into(), aad, &mut *buf),
+        };
+        r.map_err(|_| CKR_DATA_LEN_RANGE)?;
         Ok(buf)
     }
 
@@ -75,18 +68,12 @@ impl AesKey {
             return Err(CKR_ENCRYPTED_DATA_LEN_RANGE);
         }
         let mut buf = Zeroizing::new(data.to_vec());
-        match &self.gcm {
-            Gcm::Ring(k) => {
-                let n = k
-                    .open_in_place(Nonce::assume_unique_for_key(*iv), Aad::from(aad), &mut buf)
-                    .map_err(|_| CKR_ENCRYPTED_DATA_INVALID)?
-                    .len();
-                buf.truncate(n);
-            }
-            Gcm::Aes192(k) => k
-                .decrypt_in_place(iv.into(), aad, &mut *buf)
-                .map_err(|_| CKR_ENCRYPTED_DATA_INVALID)?,
-        }
+        let r = match &self.gcm {
+            Gcm::Aes128(k) => k.decrypt_in_place(iv.into(), aad, &mut *buf),
+            Gcm::Aes192(k) => k.decrypt_in_place(iv.into(), aad, &mut *buf),
+            Gcm::Aes256(k) => k.decrypt_in_place(iv.into(), aad, &mut *buf),
+        };
+        r.map_err(|_| CKR_ENCRYPTED_DATA_INVALID)?;
         Ok(buf)
     }
 
