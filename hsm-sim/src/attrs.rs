@@ -290,7 +290,9 @@ fn token_managed(t: CK_ATTRIBUTE_TYPE) -> bool {
     )
 }
 
-/// Attributes C_SetAttributeValue may change freely (within the class).
+/// Attributes C_SetAttributeValue may change freely (within the class) on a
+/// modifiable object. Not CKA_ALLOWED_MECHANISMS: the standard makes it
+/// unmodifiable, so a key's mechanism limit can't be lifted.
 fn freely_settable(t: CK_ATTRIBUTE_TYPE) -> bool {
     matches!(
         t,
@@ -308,7 +310,6 @@ fn freely_settable(t: CK_ATTRIBUTE_TYPE) -> bool {
             | CKA_DERIVE
             | CKA_APPLICATION
             | CKA_OBJECT_ID
-            | CKA_ALLOWED_MECHANISMS
             | CKA_ISSUER
             | CKA_SERIAL_NUMBER
             | CKA_URL
@@ -443,7 +444,12 @@ fn defaults(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE) -> Attrs {
 }
 
 /// Applies C_SetAttributeValue (or C_CopyObject when `copying`) changes
-/// following the standard's one-way rules.
+/// following the standard's one-way rules. A copy may not loosen what the
+/// original promises (CKA_PRIVATE only goes to true, CKA_MODIFIABLE and
+/// CKA_DESTROYABLE only to false), and a copy of a non-modifiable object may
+/// only tighten: its usage, label and other attributes stay as they are.
+/// Anything else is CKR_ATTRIBUTE_READ_ONLY (a single attribute that may not
+/// change, not two attributes at odds: not CKR_TEMPLATE_INCONSISTENT).
 pub fn apply_changes(
     a: &mut Attrs,
     changes: &[(CK_ATTRIBUTE_TYPE, Value)],
@@ -452,6 +458,8 @@ pub fn apply_changes(
 ) -> Rv<()> {
     let class = a.class();
     let key_type = a.key_type();
+    // The original's, so a template can't first make it modifiable.
+    let modifiable = a.bool(CKA_MODIFIABLE);
     for (t, v) in changes {
         check_value(*t, v)?;
         if !allowed(class, key_type, *t) {
@@ -461,13 +469,14 @@ pub fn apply_changes(
         match *t {
             // Never compared with the stored value: "unchanged" would confirm a guess.
             t if is_secret(class, t) => return Err(CKR_ATTRIBUTE_READ_ONLY),
-            t if freely_settable(t) => {}
-            CKA_SENSITIVE if on => {}
-            CKA_EXTRACTABLE | CKA_COPYABLE | CKA_DESTROYABLE if !on => {}
-            CKA_WRAP_WITH_TRUSTED if on => {}
-            CKA_TRUSTED if so_logged_in => {}
-            CKA_TOKEN | CKA_PRIVATE | CKA_MODIFIABLE | CKA_DESTROYABLE if copying => {}
             t if a.get(t) == Some(v.as_slice()) => {}
+            t if freely_settable(t) && modifiable => {}
+            CKA_TRUSTED if so_logged_in && modifiable => {}
+            CKA_SENSITIVE | CKA_WRAP_WITH_TRUSTED if on => {}
+            CKA_EXTRACTABLE | CKA_COPYABLE | CKA_DESTROYABLE if !on => {}
+            CKA_TOKEN if copying => {}
+            CKA_PRIVATE if copying && on => {}
+            CKA_MODIFIABLE if copying && !on => {}
             _ => return Err(CKR_ATTRIBUTE_READ_ONLY),
         }
         a.set(*t, v.clone());

@@ -125,3 +125,87 @@ fn wrap_and_unwrap_templates_are_refused() {
         assert_eq!(r, CKR_ATTRIBUTE_TYPE_INVALID, "attribute {t:#x}");
     }
 }
+
+/// A copy may tighten a key's protections but never loosen them, and a copy
+/// of a non-modifiable key keeps its usage. kms copies its root key (this
+/// template, CKA_MODIFIABLE false) into sessions with CKA_TOKEN false only.
+#[test]
+fn copies_keep_protections() {
+    let sess = user_session(init_token(3, "copy-protections"));
+    let root = sess
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                Attribute::Wrap(false),
+                Attribute::Unwrap(false),
+                Attribute::Sign(false),
+                Attribute::Verify(false),
+                Attribute::Modifiable(false),
+                Attribute::AllowedMechanisms(vec![MechanismType::AES_GCM]),
+            ],
+        )
+        .unwrap();
+    // The kms copy works and is the same key.
+    let copy = sess.copy_object(root, &[Attribute::Token(false)]).unwrap();
+    let mut iv = [0u8; 12];
+    let gcm = Mechanism::AesGcm(GcmParams::new(&mut iv, b"", 128.into()).unwrap());
+    let ct = sess.encrypt(&gcm, root, b"root").unwrap();
+    assert_eq!(sess.decrypt(&gcm, copy, &ct).unwrap(), b"root");
+    // Unchanged values and tightening are fine.
+    sess.copy_object(
+        root,
+        &[
+            Attribute::Token(false),
+            Attribute::Private(true),
+            Attribute::Encrypt(true),
+        ],
+    )
+    .unwrap();
+    sess.copy_object(root, &[Attribute::Destroyable(false), Attribute::Copyable(false)])
+        .unwrap();
+    let loosen: Vec<(&str, Attribute)> = vec![
+        ("private", Attribute::Private(false)),
+        ("modifiable", Attribute::Modifiable(true)),
+        ("usage on a non-modifiable key", Attribute::Sign(true)),
+        ("usage on a non-modifiable key", Attribute::Encrypt(false)),
+        ("label on a non-modifiable key", Attribute::Label(b"x".to_vec())),
+        ("allowed mechanisms", Attribute::AllowedMechanisms(vec![])),
+    ];
+    for (what, a) in loosen {
+        let r = sess.copy_object(root, &[Attribute::Token(false), a]);
+        assert_eq!(rv(r), RvError::AttributeReadOnly, "{what}");
+    }
+    // A modifiable key: usage may change on copy, CKA_DESTROYABLE only to false,
+    // CKA_ALLOWED_MECHANISMS never (not by C_SetAttributeValue either).
+    let key = sess
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[Attribute::ValueLen(16.into()), Attribute::Destroyable(false)],
+        )
+        .unwrap();
+    let signer = sess.copy_object(key, &[Attribute::Sign(false)]).unwrap();
+    assert_eq!(
+        sess.get_attributes(signer, &[AttributeType::Sign]).unwrap(),
+        vec![Attribute::Sign(false)]
+    );
+    assert_eq!(
+        rv(sess.copy_object(key, &[Attribute::Destroyable(true)])),
+        RvError::AttributeReadOnly
+    );
+    let gcm_only = vec![MechanismType::AES_GCM];
+    assert_eq!(
+        rv(sess.copy_object(key, &[Attribute::AllowedMechanisms(gcm_only.clone())])),
+        RvError::AttributeReadOnly
+    );
+    assert_eq!(
+        rv(sess.update_attributes(key, &[Attribute::AllowedMechanisms(gcm_only)])),
+        RvError::AttributeReadOnly
+    );
+}
