@@ -437,3 +437,65 @@ fn a_rejected_argument_ends_the_operation() {
         });
     }
 }
+
+/// Arrays from the caller become slices only when their length fits an
+/// object (at most isize::MAX bytes) and their pointer is aligned; anything
+/// else is CKR_ARGUMENTS_BAD, before any of it is read or written.
+#[test]
+fn caller_arrays_are_bounded_and_aligned() {
+    let f = functions();
+    let sess = user_session(init_token(4, "array-bounds"));
+    let key = sess
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[Attribute::ValueLen(16.into()), Attribute::Label(b"bounds".to_vec())],
+        )
+        .unwrap()
+        .handle();
+    let h = sess.handle();
+    let mut buf = [0u64; 8];
+    let bytes = buf.as_mut_ptr() as *mut u8;
+    let too_many_attrs = (isize::MAX as usize / std::mem::size_of::<CK_ATTRIBUTE>() + 1) as CK_ULONG;
+    let mut label = CK_ATTRIBUTE {
+        type_: CKA_LABEL,
+        pValue: null_mut(),
+        ulValueLen: 0,
+    };
+    // SAFETY (all calls below): pointers are live locals at least as large as
+    // the module may touch; the lengths are lies the module must refuse.
+    unsafe {
+        let random = f.C_GenerateRandom.unwrap();
+        assert_eq!(random(h, bytes, CK_ULONG::MAX), CKR_ARGUMENTS_BAD);
+        assert_eq!(random(h, bytes, isize::MAX as CK_ULONG + 1), CKR_ARGUMENTS_BAD);
+        assert_eq!(random(h, bytes, 64), CKR_OK);
+        let get = f.C_GetAttributeValue.unwrap();
+        assert_eq!(get(h, key, &mut label, too_many_attrs), CKR_ARGUMENTS_BAD);
+        // A CK_ATTRIBUTE array one byte off its alignment.
+        let odd = bytes.add(1) as *mut CK_ATTRIBUTE;
+        assert_eq!(get(h, key, odd, 1), CKR_ARGUMENTS_BAD);
+        assert_eq!(get(h, key, &mut label, 1), CKR_OK);
+        assert_eq!(label.ulValueLen, 6);
+        // A misaligned handle array is refused without losing the results.
+        let mut class = CKO_SECRET_KEY;
+        let mut template = CK_ATTRIBUTE {
+            type_: CKA_CLASS,
+            pValue: &mut class as *mut _ as *mut _,
+            ulValueLen: std::mem::size_of::<CK_ULONG>() as CK_ULONG,
+        };
+        assert_eq!(f.C_FindObjectsInit.unwrap()(h, &mut template, 1), CKR_OK);
+        let mut count: CK_ULONG = 0;
+        let find = f.C_FindObjects.unwrap();
+        assert_eq!(
+            find(h, bytes.add(1) as *mut CK_OBJECT_HANDLE, 2, &mut count),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(find(h, buf.as_mut_ptr(), 2, &mut count), CKR_OK);
+        assert_eq!((count, buf[0]), (1, key));
+        assert_eq!(f.C_FindObjectsFinal.unwrap()(h), CKR_OK);
+        // The same for a list written by the length convention.
+        let mut list = [0 as CK_MECHANISM_TYPE; 65];
+        let mut n: CK_ULONG = 64;
+        let mechs = (list.as_mut_ptr() as *mut u8).add(1) as *mut CK_MECHANISM_TYPE;
+        assert_eq!(f.C_GetMechanismList.unwrap()(0, mechs, &mut n), CKR_ARGUMENTS_BAD);
+    }
+}

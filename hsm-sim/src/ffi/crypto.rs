@@ -1,6 +1,6 @@
 //! Encrypt, decrypt, digest, sign, verify and random entry points.
 use super::mech::mechanism;
-use super::ptr::{bytes, capacity, deliver, guard};
+use super::ptr::{bytes, capacity, deliver, guard, slice_mut};
 use crate::module;
 use crate::session::Out;
 use crate::Rv;
@@ -234,14 +234,8 @@ pub unsafe extern "C" fn C_VerifyFinal(h: CK_SESSION_HANDLE, s: *mut u8, sn: CK_
 pub unsafe extern "C" fn C_GenerateRandom(h: CK_SESSION_HANDLE, out: *mut u8, n: CK_ULONG) -> CK_RV {
     guard(|| {
         let m = module::get()?;
-        if n == 0 {
-            return m.random(h, &mut []);
-        }
-        if out.is_null() {
-            return Err(CKR_ARGUMENTS_BAD);
-        }
-        // SAFETY: non-null; the caller passes n writable bytes.
-        let buf = unsafe { std::slice::from_raw_parts_mut(out, n as usize) };
+        // SAFETY: the caller passes n writable bytes.
+        let buf = unsafe { slice_mut(out, n) }?;
         m.random(h, buf)
     })
 }

@@ -1,5 +1,5 @@
 //! Object management entry points.
-use super::ptr::{attributes, guard, load, store, template};
+use super::ptr::{attributes, guard, load, slice_mut, store, template};
 use crate::module::{self, AttrValue};
 use cryptoki_sys::*;
 
@@ -136,14 +136,14 @@ pub unsafe extern "C" fn C_FindObjects(
     count: *mut CK_ULONG,
 ) -> CK_RV {
     guard(|| {
-        if count.is_null() || (out.is_null() && max > 0) {
+        if count.is_null() {
             return Err(CKR_ARGUMENTS_BAD);
         }
-        let found = module::get()?.find(h, max as usize)?;
-        if !found.is_empty() {
-            // SAFETY: out holds max >= found.len() writable handles.
-            unsafe { std::ptr::copy_nonoverlapping(found.as_ptr(), out, found.len()) };
-        }
+        // Checked before any handle is taken from the search.
+        // SAFETY: the caller passes max writable handles.
+        let out = unsafe { slice_mut(out, max) }?;
+        let found = module::get()?.find(h, out.len())?;
+        out[..found.len()].copy_from_slice(&found);
         // SAFETY: checked non-null; the caller passes a writable count.
         unsafe { store(count, found.len() as CK_ULONG) }
     })

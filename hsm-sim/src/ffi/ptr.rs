@@ -17,25 +17,55 @@ pub fn guard(f: impl FnOnce() -> Rv<()>) -> CK_RV {
     }
 }
 
+/// Checks a caller's array of `n` `T`s before it becomes a slice: Ok(None)
+/// when empty; CKR_ARGUMENTS_BAD for a null or misaligned pointer, or a
+/// length no object can have (over isize::MAX bytes a slice is undefined
+/// behaviour, whatever the caller passed).
+fn checked_len<T>(p: *const T, n: CK_ULONG) -> Rv<Option<usize>> {
+    if n == 0 {
+        return Ok(None);
+    }
+    let max = isize::MAX as usize / size_of::<T>().max(1);
+    match usize::try_from(n) {
+        Ok(n) if n <= max && !p.is_null() && p.is_aligned() => Ok(Some(n)),
+        _ => Err(CKR_ARGUMENTS_BAD),
+    }
+}
+
+/// A caller's array of `n` `T`s, checked by [`checked_len`].
+///
+/// # Safety
+/// `p` must be null or point to `n` readable `T`s that stay valid and
+/// unmodified for `'a`.
+pub unsafe fn slice<'a, T>(p: *const T, n: CK_ULONG) -> Rv<&'a [T]> {
+    match checked_len(p, n)? {
+        None => Ok(&[]),
+        // SAFETY: non-null, aligned, at most isize::MAX bytes, and the
+        // caller guarantees `n` readable elements.
+        Some(n) => Ok(unsafe { std::slice::from_raw_parts(p, n) }),
+    }
+}
+
+/// A caller's writable array of `n` `T`s, checked by [`checked_len`].
+///
+/// # Safety
+/// `p` must be null or point to `n` writable `T`s that nothing else uses
+/// for `'a`.
+pub unsafe fn slice_mut<'a, T>(p: *mut T, n: CK_ULONG) -> Rv<&'a mut [T]> {
+    match checked_len(p, n)? {
+        None => Ok(&mut []),
+        // SAFETY: non-null, aligned, at most isize::MAX bytes, and the
+        // caller guarantees `n` writable elements used by no one else.
+        Some(n) => Ok(unsafe { std::slice::from_raw_parts_mut(p, n) }),
+    }
+}
+
 /// # Safety
 /// `p` must be null or point to `len` readable bytes that stay valid and
 /// unmodified for `'a`.
 pub unsafe fn bytes<'a>(p: *const u8, len: CK_ULONG) -> Rv<&'a [u8]> {
-    if len == 0 {
-        return Ok(&[]);
-    }
-    // No object can be longer than isize::MAX bytes (a slice claiming more
-    // would be undefined behaviour), nor than the address space.
-    let len = match usize::try_from(len) {
-        Ok(n) if n <= isize::MAX as usize => n,
-        _ => return Err(CKR_ARGUMENTS_BAD),
-    };
-    if p.is_null() {
-        return Err(CKR_ARGUMENTS_BAD);
-    }
-    // SAFETY: non-null, at most isize::MAX, and the caller guarantees `len`
-    // readable bytes.
-    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+    // SAFETY: forwarded caller guarantee.
+    unsafe { slice(p, len) }
 }
 
 /// # Safety
@@ -64,14 +94,8 @@ pub unsafe fn load<T: Copy>(p: *const T) -> Rv<T> {
 /// `p` must be null or point to `n` CK_ATTRIBUTEs whose pValue/ulValueLen
 /// describe readable memory.
 pub unsafe fn attributes<'a>(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Rv<&'a [CK_ATTRIBUTE]> {
-    if n == 0 {
-        return Ok(&[]);
-    }
-    if p.is_null() {
-        return Err(CKR_ARGUMENTS_BAD);
-    }
-    // SAFETY: non-null, and the caller guarantees `n` attributes.
-    Ok(unsafe { std::slice::from_raw_parts(p, n as usize) })
+    // SAFETY: forwarded caller guarantee.
+    unsafe { slice(p, n) }
 }
 
 /// Copies a caller template; the copies are wiped when dropped, as values
@@ -144,8 +168,8 @@ pub unsafe fn list<T: Copy>(buf: *mut T, count: *mut CK_ULONG, items: &[T]) -> R
     if cap < items.len() {
         return Err(CKR_BUFFER_TOO_SMALL);
     }
-    // SAFETY: `buf` holds at least `cap >= items.len()` elements.
-    unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), buf, items.len()) };
+    // SAFETY: `buf` holds at least `cap >= items.len()` writable elements.
+    unsafe { slice_mut(buf, items.len() as CK_ULONG) }?.copy_from_slice(items);
     Ok(())
 }
 
