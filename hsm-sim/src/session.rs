@@ -8,8 +8,9 @@ pub struct Session {
     pub handle: CK_SESSION_HANDLE,
     pub slot: usize,
     pub rw: bool,
-    /// Set when the token was unplugged: the handle is no longer usable.
-    pub dead: bool,
+    /// Set by C_CloseSession under the session's lock: a call that found
+    /// the session before it was closed must not act for it afterwards.
+    pub closed: bool,
     pub find: Option<Vec<CK_OBJECT_HANDLE>>,
     pub encrypt: Option<CipherOp>,
     pub decrypt: Option<CipherOp>,
@@ -24,7 +25,7 @@ impl Session {
             handle,
             slot,
             rw,
-            dead: false,
+            closed: false,
             find: None,
             encrypt: None,
             decrypt: None,

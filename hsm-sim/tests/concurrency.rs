@@ -1,26 +1,29 @@
-//! Concurrent calls on one token: attribute changes are never lost, and
-//! concurrent wrong PINs cannot get past the lockout.
+//! Concurrent calls on one token: attribute changes are never lost,
+//! concurrent wrong PINs cannot get past the lockout, and a session closed
+//! during a call leaves nothing behind.
 mod common;
 
 use common::*;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
-use cryptoki::session::UserType;
+use cryptoki::session::{SessionState, UserType};
 use cryptoki::slot::Slot;
+use std::path::PathBuf;
 use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
 
 const MAX_PIN_ATTEMPTS: usize = 3;
 
 /// The module with a lockout after 3 wrong PINs and a KDF slow enough for
-/// logins to overlap.
-fn pkcs11() -> &'static Pkcs11 {
-    static P: OnceLock<Pkcs11> = OnceLock::new();
+/// logins to overlap, and its fault file.
+fn module() -> &'static (Pkcs11, PathBuf) {
+    static P: OnceLock<(Pkcs11, PathBuf)> = OnceLock::new();
     P.get_or_init(|| {
         let dir = temp_dir("concurrency");
         let conf = dir.join("hsm-sim.toml");
         let toml = format!(
-            "token_dir = {:?}\nslots = 3\npbkdf2_iterations = 20000\nmax_pin_attempts = {MAX_PIN_ATTEMPTS}\n",
+            "token_dir = {:?}\nslots = 5\npbkdf2_iterations = 20000\nmax_pin_attempts = {MAX_PIN_ATTEMPTS}\n",
             dir.join("tokens").display().to_string()
         );
         std::fs::write(&conf, toml).unwrap();
@@ -28,8 +31,27 @@ fn pkcs11() -> &'static Pkcs11 {
         let p = Pkcs11::new(module_path()).unwrap();
         p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
             .unwrap();
-        p
+        (p, dir.join("tokens").join("faults.toml"))
     })
+}
+
+fn pkcs11() -> &'static Pkcs11 {
+    &module().0
+}
+
+/// C_CloseSession through the raw ABI, for a session another thread owns
+/// (not `functions()`: that would initialize the module a second time).
+fn close_raw(h: cryptoki_sys::CK_SESSION_HANDLE) -> cryptoki_sys::CK_RV {
+    static LIB: OnceLock<cryptoki_sys::Pkcs11> = OnceLock::new();
+    // SAFETY: loading our own module, kept loaded for the whole process.
+    let lib = LIB.get_or_init(|| unsafe { cryptoki_sys::Pkcs11::new(module_path()) }.unwrap());
+    let mut list: *mut cryptoki_sys::CK_FUNCTION_LIST = std::ptr::null_mut();
+    // SAFETY: valid out-pointer; the module returns its static function list.
+    // A stale handle is an error, not undefined behaviour.
+    unsafe {
+        assert_eq!(lib.C_GetFunctionList(&mut list), cryptoki_sys::CKR_OK);
+        (*list).C_CloseSession.unwrap()(h)
+    }
 }
 
 fn init(n: usize) -> Slot {
@@ -145,4 +167,72 @@ fn a_right_pin_resets_the_count() {
         sess.logout().unwrap();
     }
     assert!(!p.get_token_info(s).unwrap().user_pin_count_low());
+}
+
+/// C_CreateObject slowed down (fault latency, before the session lock) while
+/// its session closes: it must fail rather than leave an object the closed
+/// session owns.
+#[test]
+fn an_object_created_while_its_session_closes_does_not_outlive_it() {
+    let (p, faults) = module();
+    let s = init(3);
+    let other = p.open_rw_session(s).unwrap();
+    std::fs::write(faults, "[slot.3]\nlatency_ms = 400\nfunctions = [\"C_CreateObject\"]\n").unwrap();
+    std::thread::sleep(Duration::from_millis(120));
+    let doomed = p.open_rw_session(s).unwrap();
+    let h = doomed.handle();
+    let label = b"orphan".to_vec();
+    let t = std::thread::spawn({
+        let label = label.clone();
+        move || {
+            doomed.create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(false),
+                Attribute::Private(false),
+                Attribute::Label(label),
+            ])
+        }
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(close_raw(h), cryptoki_sys::CKR_OK);
+    let created = t.join().unwrap();
+    std::fs::write(faults, "").unwrap();
+    assert!(
+        matches!(created, Err(Error::Pkcs11(RvError::SessionHandleInvalid, _))),
+        "{created:?}"
+    );
+    assert_eq!(other.find_objects(&[Attribute::Label(label)]).unwrap(), vec![]);
+}
+
+/// The last session closes while C_Login is deriving the PIN's key: the
+/// token must not end up logged in with no session to log it out. Closes
+/// land across the whole login, so some fall inside the derivation.
+#[test]
+fn a_login_racing_the_last_close_leaves_the_token_logged_out() {
+    let p = pkcs11();
+    let s = init(4);
+    let sess = p.open_ro_session(s).unwrap();
+    let start = Instant::now();
+    sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+    let login_time = start.elapsed();
+    drop(sess);
+    let runs = 40u32;
+    for i in 0..runs {
+        let sess = p.open_ro_session(s).unwrap();
+        let h = sess.handle();
+        let t = std::thread::spawn(move || {
+            let r = sess.login(UserType::User, Some(&pin(USER_PIN)));
+            std::mem::forget(sess); // closed below; a second close would log an error
+            r
+        });
+        std::thread::sleep(login_time * i / runs);
+        assert_eq!(close_raw(h), cryptoki_sys::CKR_OK);
+        match t.join().unwrap() {
+            Ok(()) | Err(Error::Pkcs11(RvError::SessionHandleInvalid, _)) => {}
+            other => panic!("login gave {other:?}"),
+        }
+        let probe = p.open_ro_session(s).unwrap();
+        let state = probe.get_session_info().unwrap().session_state();
+        assert_eq!(state, SessionState::RoPublic, "run {i}: logged in with no session");
+    }
 }

@@ -143,6 +143,10 @@ impl Module {
         // call never blocks other sessions' calls, such as C_OpenSession counting sessions.
         let fault = self.faults.check(slot, func, true);
         let mut session = entry.session.lock().unwrap_or_else(|e| e.into_inner());
+        // Closed while this call waited: what it made (objects) would outlive the session.
+        if session.closed {
+            return Err(CKR_SESSION_HANDLE_INVALID);
+        }
         if let Err(rv) = fault {
             // A failed call ends the operation it belongs to, as on a device.
             end_operation(&mut session, func);
@@ -291,13 +295,19 @@ impl Module {
             .slot;
         let _open_close = self.open_close_lock(slot);
         // A concurrent close of the same handle may have won the race.
-        self.sessions
+        let entry = self
+            .sessions
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&h)
             .ok_or(CKR_SESSION_HANDLE_INVALID)?;
+        // Waits for a call running on the session and turns away those that
+        // already found it, so no object is created after its objects go.
+        let mut session = entry.session.lock().unwrap_or_else(|e| e.into_inner());
+        session.closed = true;
         let t = &self.tokens[slot];
         t.drop_session_objects(h);
+        drop(session);
         if self.session_counts(slot).0 == 0 {
             let _ = t.logout();
         }
@@ -346,7 +356,20 @@ impl Module {
     pub fn login(&self, h: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &[u8]) -> Rv<()> {
         let slot = self.with_session(h, "C_Login", |t, _| Ok(t.slot))?;
         let ro = self.has_ro_session(slot);
-        self.tokens[slot].login(user, pin, ro)
+        let t = &self.tokens[slot];
+        t.login(user, pin, ro)?;
+        // The session may have closed during the PIN check; if it was the
+        // last, nothing would log the token out. Under the open/close lock,
+        // as close_session decides on logout under it.
+        let _open_close = self.open_close_lock(slot);
+        let live = self.sessions.read().unwrap_or_else(|e| e.into_inner()).contains_key(&h);
+        if !live {
+            if user != CKU_CONTEXT_SPECIFIC {
+                let _ = t.logout();
+            }
+            return Err(CKR_SESSION_HANDLE_INVALID);
+        }
+        Ok(())
     }
 
     pub fn logout(&self, h: CK_SESSION_HANDLE) -> Rv<()> {
