@@ -7,7 +7,7 @@
 //! nothing. A grant token is `<grant id><32 random bytes>` in hex; the store keeps only its SHA-256
 //! and a presented token is compared in constant time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ring::digest::{digest, SHA256};
@@ -548,31 +548,58 @@ fn grant_permits(g: &GrantRecord, operation: &str, access: &Access<'_>, key: &Ke
     if key.key_spec != KeySpec::SymmetricDefault || !CONTEXT_OPERATIONS.contains(&operation) {
         return true;
     }
-    let context: Vec<(String, &String)> = match access.context {
-        Some(c) => c.pairs().map(|(k, v)| (k.to_lowercase(), v)).collect(),
-        None => Vec::new(),
-    };
+    let context: Vec<(&String, &String)> = access.context.map(|c| c.pairs().collect()).unwrap_or_default();
     constraints_hold(g.context_equals.as_ref(), g.context_subset.as_ref(), &context)
 }
 
-/// Constraint keys match case-insensitively, values case-sensitively (`context` has lowercased
-/// keys, every pair kept: `Dept` and `DEPT` are two pairs, so they can't pass for one).
+/// Constraint keys match case-insensitively, values case-sensitively (as AWS). A request context
+/// with two keys differing only in case meets no constraint: which of them a constraint means is
+/// ambiguous, and either answer could let a pair the grant never allowed through.
 fn constraints_hold(
     equals: Option<&BTreeMap<String, String>>,
     subset: Option<&BTreeMap<String, String>>,
-    context: &[(String, &String)],
+    context: &[(&String, &String)],
 ) -> bool {
-    let contains_all = |pairs: &BTreeMap<String, String>| {
-        pairs.iter().all(|(k, v)| {
-            let k = k.to_lowercase();
-            context.iter().any(|(ck, cv)| *ck == k && *cv == v)
-        })
+    if equals.is_none() && subset.is_none() {
+        return true;
+    }
+    let Some(context) = lowercased(context.iter().copied()) else {
+        return false;
     };
-    equals.is_none_or(|e| e.len() == context.len() && contains_all(e)) && subset.is_none_or(contains_all)
+    let contains_all =
+        |pairs: &BTreeMap<String, String>| pairs.iter().all(|(k, v)| context.get(&k.to_lowercase()) == Some(&v));
+    // Equals: the same (lowercased) keys as the request, each with its value. Comparing key sets,
+    // not counts, keeps a stored grant with colliding keys (refused now) from admitting an extra key.
+    let same_keys = |pairs: &BTreeMap<String, String>| {
+        pairs.keys().map(|k| k.to_lowercase()).collect::<BTreeSet<_>>() == context.keys().cloned().collect()
+    };
+    equals.is_none_or(|e| same_keys(e) && contains_all(e)) && subset.is_none_or(contains_all)
+}
+
+/// The pairs with lowercased keys, or None when two keys differ only in case.
+fn lowercased<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> Option<BTreeMap<String, &'a String>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in pairs {
+        if out.insert(k.to_lowercase(), v).is_some() {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 /// A grant created under a constrained grant must be constrained at least as strictly.
 fn at_least_as_strict(new: &GrantScope, parent: &GrantRecord) -> bool {
+    // Keys differing only in case (refused now, but a grant stored earlier may have them) make a
+    // constraint ambiguous, and lowercasing below would merge them: allow no sub-grant then.
+    let maps = [
+        &new.context_equals,
+        &new.context_subset,
+        &parent.context_equals,
+        &parent.context_subset,
+    ];
+    if maps.into_iter().flatten().any(|m| lowercased(m).is_none()) {
+        return false;
+    }
     let lower = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
         m.iter().map(|(k, v)| (k.to_lowercase(), v.clone())).collect()
     };
@@ -760,6 +787,17 @@ fn check_constraint(field: &str, pairs: BTreeMap<String, String>) -> Result<Opti
             "constraints.{field}: encryption context keys must not be empty"
         )));
     }
+    // AWS matches constraint keys case-insensitively: keys differing only in case would be one
+    // key said twice, and a sub-grant check that merges them could be made looser than its parent.
+    let mut seen: BTreeMap<String, &String> = BTreeMap::new();
+    for k in pairs.keys() {
+        if let Some(other) = seen.insert(k.to_lowercase(), k) {
+            return Err(KmsError::validation(format!(
+                "constraints.{field}: encryption context keys '{other}' and '{k}' differ only in case; \
+                 grant constraint keys are not case sensitive, so each key may appear once"
+            )));
+        }
+    }
     if pairs.values().any(|v| v.chars().count() > MAX_CONSTRAINT_VALUE) {
         return Err(KmsError::validation(format!(
             "constraints.{field}: an encryption context value exceeds {MAX_CONSTRAINT_VALUE} characters"
@@ -799,25 +837,70 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    fn pairs(m: &BTreeMap<String, String>) -> Vec<(&String, &String)> {
+        m.iter().collect()
+    }
+
     #[test]
     fn constraints_match_keys_case_insensitively() {
         let s = map(&[("Dept", "eng")]);
-        let v1 = "eng".to_string();
-        let v2 = "x".to_string();
-        let ctx = [("dept".to_string(), &v1), ("other".to_string(), &v2)];
-        assert!(constraints_hold(None, Some(&s), &ctx));
-        assert!(!constraints_hold(Some(&s), None, &ctx));
-        let only = [("dept".to_string(), &v1)];
-        assert!(constraints_hold(Some(&s), Some(&s), &only));
-        let wrong = "ENG".to_string();
-        let bad = [("dept".to_string(), &wrong)];
-        assert!(!constraints_hold(None, Some(&s), &bad));
+        let ctx = map(&[("dept", "eng"), ("other", "x")]);
+        assert!(constraints_hold(None, Some(&s), &pairs(&ctx)));
+        assert!(!constraints_hold(Some(&s), None, &pairs(&ctx)));
+        let only = map(&[("DEPT", "eng")]);
+        assert!(constraints_hold(Some(&s), Some(&s), &pairs(&only)));
+        let bad = map(&[("dept", "ENG")]);
+        assert!(!constraints_hold(None, Some(&s), &pairs(&bad)));
         assert!(constraints_hold(None, None, &[]));
-        // {"DEPT": "x", "Dept": "eng"} is two pairs: not the one pair Equals asks for, whichever
-        // of the two a lowercased map would have kept; Subset finds its pair among them.
-        let collide = [("dept".to_string(), &v2), ("dept".to_string(), &v1)];
-        assert!(!constraints_hold(Some(&s), None, &collide));
-        assert!(constraints_hold(None, Some(&s), &collide));
+        // {"DEPT": "x", "Dept": "eng"}: which pair a constraint means is ambiguous, so none holds;
+        // without constraints the collision is no matter.
+        let collide = map(&[("DEPT", "x"), ("Dept", "eng")]);
+        assert!(!constraints_hold(Some(&s), None, &pairs(&collide)));
+        assert!(!constraints_hold(None, Some(&s), &pairs(&collide)));
+        assert!(constraints_hold(None, None, &pairs(&collide)));
+    }
+
+    #[test]
+    fn constraint_keys_differing_only_in_case_are_refused() {
+        for field in ["encryptionContextEquals", "encryptionContextSubset"] {
+            let err = check_constraint(field, map(&[("Tenant", "A"), ("tenant", "A")])).unwrap_err();
+            assert!(matches!(err, KmsError::Validation(_)), "{err:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(field) && msg.contains("'Tenant' and 'tenant' differ only in case"),
+                "{msg}"
+            );
+        }
+        assert!(check_constraint("f", map(&[("Tenant", "A"), ("project", "A")])).is_ok());
+    }
+
+    /// The review's trick: under a grant with Equals {"tenant":"A"}, a sub-grant with Equals
+    /// {"Tenant":"A","tenant":"A"} passed as equally strict, yet admitted an extra key.
+    #[test]
+    fn colliding_constraint_keys_give_no_looser_sub_grant() {
+        let mut parent = constrained_grant();
+        parent.context_equals = Some(map(&[("tenant", "A")]));
+        parent.context_subset = None;
+        let sneaky = map(&[("Tenant", "A"), ("tenant", "A")]);
+        let new = GrantScope {
+            operations: vec!["Encrypt".into()],
+            context_equals: Some(sneaky.clone()),
+            context_subset: None,
+        };
+        assert!(check_constraint("encryptionContextEquals", sneaky.clone()).is_err());
+        assert!(!at_least_as_strict(&new, &parent));
+        // A grant stored before the refusal: it must not match a context with an extra key.
+        let extra = map(&[("tenant", "A"), ("project", "anything")]);
+        assert!(!constraints_hold(Some(&sneaky), None, &pairs(&extra)));
+        assert!(!constraints_hold(parent.context_equals.as_ref(), None, &pairs(&extra)));
+        assert!(constraints_hold(Some(&sneaky), None, &pairs(&map(&[("TENANT", "A")]))));
+        // Nor may a sub-grant be made under such a stored grant.
+        parent.context_equals = Some(sneaky);
+        let plain = GrantScope {
+            context_equals: Some(map(&[("tenant", "A")])),
+            ..new
+        };
+        assert!(!at_least_as_strict(&plain, &parent));
     }
 
     #[test]
@@ -839,9 +922,8 @@ mod tests {
         assert!(split_token("zz").is_none());
     }
 
-    #[test]
-    fn stricter_constraints() {
-        let parent = GrantRecord {
+    fn constrained_grant() -> GrantRecord {
+        GrantRecord {
             grant_id: "g".into(),
             key_id: "k".into(),
             name: None,
@@ -852,7 +934,12 @@ mod tests {
             operations: vec!["Encrypt".into(), "CreateGrant".into()],
             context_equals: None,
             context_subset: Some(map(&[("a", "1")])),
-        };
+        }
+    }
+
+    #[test]
+    fn stricter_constraints() {
+        let parent = constrained_grant();
         let mut new = GrantScope {
             operations: vec!["Encrypt".into()],
             context_equals: None,
