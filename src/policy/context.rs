@@ -35,6 +35,8 @@ pub struct RequestContext {
 /// A condition key's request values as an operator reads them.
 pub(crate) enum Request<'a> {
     Strings(&'a [String]),
+    /// One of these values, which is unknown (see [`Value::OneOf`]).
+    OneOf(&'a [String]),
     Time(&'a Stamp),
 }
 
@@ -112,7 +114,9 @@ impl RequestContext {
     }
 
     /// Sets `kms:EncryptionContext:<k>` for every entry and `kms:EncryptionContextKeys` to the
-    /// set of keys. An empty context leaves both missing, as in AWS.
+    /// set of keys. An empty context leaves both missing, as in AWS. Context keys differing only
+    /// in case name one condition key, which then holds all their values as [`Value::OneOf`]: the
+    /// last one alone would let the caller choose what a Deny sees.
     pub fn with_encryption_context<K: AsRef<str>, V: AsRef<str>>(
         mut self,
         context: impl IntoIterator<Item = (K, V)>,
@@ -124,8 +128,10 @@ impl RequestContext {
         let mut names = None;
         for (k, v) in context {
             let (k, v) = (k.as_ref(), v.as_ref());
-            self.values
-                .set(Name::encryption_context(k), || Value::One(v.to_string()));
+            self.values.update(Name::encryption_context(k), |prev| match prev {
+                None => Value::One(v.to_string()),
+                Some(prev) => Value::one_of(prev, v.to_string()),
+            });
             if keep_names {
                 names = Some(Value::with(names, k.to_string()));
             }
@@ -170,7 +176,7 @@ impl RequestContext {
     pub fn get(&self, key: &str) -> Option<&[String]> {
         let v = self.values.get(Name::plain(key))?;
         Some(match self.read(v) {
-            Request::Strings(s) => s,
+            Request::Strings(s) | Request::OneOf(s) => s,
             Request::Time(t) => std::slice::from_ref(t.text()),
         })
     }
@@ -185,6 +191,7 @@ impl RequestContext {
         match v {
             Value::One(s) => Request::Strings(one(s)),
             Value::Many(vs) => Request::Strings(vs),
+            Value::OneOf(vs) => Request::OneOf(vs),
             Value::CallerArn => Request::Strings(one(&self.caller.arn)),
             Value::CallerAccount => Request::Strings(self.caller.account.as_ref().map_or(&[], one)),
             Value::Time(t) => Request::Time(t),

@@ -148,7 +148,7 @@ fn statement_applies(s: &Statement, ctx: &RequestContext) -> Match {
         }
     };
     // Conditions last: they are the most expensive part.
-    if m == Match::No || !s.condition.holds(ctx) {
+    if m == Match::No || !s.condition.holds(ctx, s.effect) {
         return Match::No;
     }
     m
@@ -246,7 +246,9 @@ where
                 PolicyKind::IdentityPolicy => statement_applies(s, ctx) != Match::No,
                 // Principals mean nothing in a policy attached to the caller.
                 PolicyKind::KeyPolicy => {
-                    s.actions.covers(&ctx.action_lc) && s.resources.covers(ctx.resource()) && s.condition.holds(ctx)
+                    s.actions.covers(&ctx.action_lc)
+                        && s.resources.covers(ctx.resource())
+                        && s.condition.holds(ctx, s.effect)
                 }
             };
             if !applies {

@@ -14,7 +14,7 @@ pub(crate) mod time;
 use serde_json::Value;
 
 use super::context::{Request, RequestContext};
-use super::document::{describe_json_type, malformed, seg, show};
+use super::document::{describe_json_type, malformed, seg, show, Effect};
 use crate::error::Result;
 use operators::{expected, Operator, OperatorError, SetQualifier, Values};
 
@@ -129,9 +129,9 @@ impl Condition {
         self.clauses.iter().map(|c| c.key.as_str())
     }
 
-    /// Whether every clause holds for `ctx`.
-    pub(crate) fn holds(&self, ctx: &RequestContext) -> bool {
-        self.clauses.iter().all(|c| c.holds(ctx))
+    /// Whether every clause holds for `ctx`, in a statement of this `effect`.
+    pub(crate) fn holds(&self, ctx: &RequestContext, effect: Effect) -> bool {
+        self.clauses.iter().all(|c| c.holds(ctx, effect))
     }
 }
 
@@ -154,7 +154,7 @@ fn condition_values(v: &Value) -> Option<Vec<String>> {
 }
 
 impl Clause {
-    fn holds(&self, ctx: &RequestContext) -> bool {
+    fn holds(&self, ctx: &RequestContext, effect: Effect) -> bool {
         // An empty set counts as missing.
         let request = ctx
             .request_lc(&self.key)
@@ -166,6 +166,15 @@ impl Clause {
         let op = self.op;
         let request = match request {
             Some(Request::Strings(values)) => values,
+            // A key with one unknown value of several: a Deny applies if the clause holds for any
+            // of them, an Allow only if for all, so the caller's choice of case can't pick.
+            Some(Request::OneOf(values)) => {
+                let for_one = |v: &String| self.holds_for(std::slice::from_ref(v));
+                return match effect {
+                    Effect::Deny => values.iter().any(for_one),
+                    Effect::Allow => values.iter().all(for_one),
+                };
+            }
             // One value: every qualifier comes down to whether it satisfies the operator.
             Some(Request::Time(t)) => return self.values.time_matches(op.family, t) != op.negated,
             None => {
@@ -176,6 +185,12 @@ impl Clause {
                 }
             }
         };
+        self.holds_for(request)
+    }
+
+    /// Whether the clause holds for a key present with these (non-empty) values.
+    fn holds_for(&self, request: &[String]) -> bool {
+        let op = self.op;
         // For one request value: does it satisfy the operator (OR over policy values, NOR for a
         // negated operator)?
         let one = |r: &String| self.values.any_matches(op.family, r) != op.negated;
@@ -203,7 +218,7 @@ mod tests {
         if let Some(values) = request {
             ctx.set_values(key, values.iter().copied());
         }
-        c.holds(&ctx)
+        c.holds(&ctx, Effect::Allow)
     }
 
     /// Each operator with a request value that satisfies it and one that does not.
@@ -373,7 +388,7 @@ mod tests {
         ];
         for cond in cases {
             let c = Condition::parse(&cond, "Condition").unwrap();
-            assert_eq!(c.holds(&typed), c.holds(&text), "{cond}");
+            assert_eq!(c.holds(&typed, Effect::Allow), c.holds(&text, Effect::Allow), "{cond}");
         }
         assert_eq!(typed.get(keys::CURRENT_TIME), text.get(keys::CURRENT_TIME));
         assert_eq!(typed.get(keys::EPOCH_TIME), text.get(keys::EPOCH_TIME));
@@ -388,8 +403,8 @@ mod tests {
         let c = Condition::parse(&cond, "Condition").unwrap();
         let ctx = RequestContext::new("111122223333", "kms:Encrypt", "*");
         let ok = ctx.clone().with("kms:a", "1").with("KMS:B", "2").with("kms:c", "xyz");
-        assert!(c.holds(&ok));
-        assert!(!c.holds(&ok.clone().with("kms:B", "3")));
-        assert!(!c.holds(&ok.clone().with("kms:C", "y")));
+        assert!(c.holds(&ok, Effect::Allow));
+        assert!(!c.holds(&ok.clone().with("kms:B", "3"), Effect::Allow));
+        assert!(!c.holds(&ok.clone().with("kms:C", "y"), Effect::Allow));
     }
 }

@@ -130,15 +130,23 @@ impl Store {
 
     /// Sets `name` to `value()` if the key is kept; `value` is not called otherwise.
     pub(crate) fn set(&mut self, name: Name<'_>, value: impl FnOnce() -> Value) {
+        self.update(name, |_| value());
+    }
+
+    /// Sets `name` to `value(its value so far)` if the key is kept; `value` is not called otherwise.
+    pub(crate) fn update(&mut self, name: Name<'_>, value: impl FnOnce(Option<Value>) -> Value) {
         match self {
             Store::Only { names, slots } => {
                 if let Some(i) = name.position(names) {
-                    slots[i] = Some(value());
+                    slots[i] = Some(value(slots[i].take()));
                 }
             }
             Store::All(entries) => match name.search(entries, |(n, _)| n) {
-                Ok(i) => entries[i].1 = value(),
-                Err(i) => entries.insert(i, (name.lowercased(), value())),
+                Ok(i) => {
+                    let prev = std::mem::replace(&mut entries[i].1, Value::Many(Vec::new()));
+                    entries[i].1 = value(Some(prev));
+                }
+                Err(i) => entries.insert(i, (name.lowercased(), value(None))),
             },
         }
     }

@@ -12,6 +12,9 @@ pub(crate) enum Value {
     One(String),
     /// A multi-valued key; an empty set counts as missing.
     Many(Vec<String>),
+    /// A single-valued key the request gave more than once (encryption context keys differing
+    /// only in case name one condition key): it has one of these values, and which is unknown.
+    OneOf(Vec<String>),
     /// `aws:PrincipalArn` when it is the caller's own ARN.
     CallerArn,
     /// `aws:PrincipalAccount` / `kms:CallerAccount`: the caller's account.
@@ -28,6 +31,18 @@ impl Value {
             Some(Value::Many(mut all)) => {
                 all.push(s);
                 Value::Many(all)
+            }
+            _ => Value::One(s),
+        }
+    }
+
+    /// `prev`, a single-valued key's value, with another value `s` the request also gave it.
+    pub(crate) fn one_of(prev: Value, s: String) -> Value {
+        match prev {
+            Value::One(first) => Value::OneOf(vec![first, s]),
+            Value::OneOf(mut all) => {
+                all.push(s);
+                Value::OneOf(all)
             }
             _ => Value::One(s),
         }

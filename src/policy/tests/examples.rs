@@ -238,6 +238,57 @@ fn encryption_context_string_equals_if_exists() {
     assert!(!allowed(&kp, &[], &c(&[("Department", "HR")])));
 }
 
+/// Context keys differing only in case name one condition key. Its several values all count: a
+/// Deny applies if any of them meets its condition, an Allow only if every one does, whichever
+/// order the request gives them in and whichever context store keeps them.
+#[test]
+fn colliding_encryption_context_keys_cannot_steer_a_condition() {
+    let kp = key_policy(json!([
+        {
+            "Effect": "Allow",
+            "Principal": {"AWS": user("alice")},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"kms:EncryptionContext:Department": "IT"}}
+        },
+        {
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": "kms:*",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"kms:EncryptionContext:classification": "secret"}}
+        },
+        {
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": "kms:*",
+            "Resource": "*",
+            "Condition": {
+                "StringNotEquals": {"kms:EncryptionContext:Region": "eu"},
+                "Null": {"kms:EncryptionContext:Region": "false"}
+            }
+        }
+    ]));
+    let read = kp.condition_keys().clone();
+    let dept = [("Department", "IT")];
+    let cases: &[(&[(&str, &str)], bool)] = &[
+        (&[("Classification", "secret"), ("classification", "public")], false),
+        (&[("classification", "public"), ("Classification", "secret")], false),
+        (&[("Classification", "public"), ("classification", "public")], true),
+        (&[("Region", "eu"), ("REGION", "us")], false),
+        (&[("Region", "eu"), ("REGION", "eu")], true),
+        (&[("department", "HR")], false),
+    ];
+    for (extra, expected) in cases {
+        let ec: Vec<(&str, &str)> = dept.iter().chain(extra.iter()).copied().collect();
+        for only in [None, Some(read.clone())] {
+            let c = RequestContext::new_reading(&user("alice"), "kms:Decrypt", KEY, only.clone())
+                .with_encryption_context(ec.iter().copied());
+            assert_eq!(allowed(&kp, &[], &c), *expected, "{ec:?}, {only:?}");
+        }
+    }
+}
+
 /// Administration stays with the key's account: a key policy that gives another account (its
 /// root, or its users through their identity policies) `kms:*` lets it use the key, not run it.
 #[test]
