@@ -217,7 +217,10 @@ impl Kms {
         resource: &str,
         only: Option<std::sync::Arc<[String]>>,
     ) -> RequestContext {
-        let mut ctx = RequestContext::new_reading(&ev.principal, access.action, resource, only);
+        let mut ctx = with_service_values(
+            RequestContext::new_reading(&ev.principal, access.action, resource, only),
+            &self.scope.region,
+        );
         ctx.set(ck::SECURE_TRANSPORT, if ev.secure_transport { "true" } else { "false" });
         if let Some(ip) = &ev.source_ip {
             ctx.set(ck::SOURCE_IP, ip.as_str());
@@ -276,6 +279,15 @@ impl Kms {
             .insert_if_unchanged(key_id.to_string(), seen, parsed.clone());
         Ok(parsed)
     }
+}
+
+/// The global condition keys AWS sets on every request whose value here is certain: no AWS
+/// service calls on a principal's behalf, callers are IAM principals (never service principals),
+/// and every request is to the configured region.
+fn with_service_values(ctx: RequestContext, region: &str) -> RequestContext {
+    ctx.with(ck::VIA_AWS_SERVICE, "false")
+        .with(ck::PRINCIPAL_IS_AWS_SERVICE, "false")
+        .with(ck::REQUESTED_REGION, region)
 }
 
 /// kms:ResourceAliases and aws:ResourceTag/ as condition key lists hold them (lowercased).
@@ -344,6 +356,36 @@ mod tests {
 
     fn identity(name: &str, keys: &[&str]) -> Arc<Policy> {
         policy(PolicyKind::IdentityPolicy, name, keys)
+    }
+
+    /// Keys AWS always sets are set, so a policy can rely on them (a Deny on a missing key with
+    /// `Bool` would never apply).
+    #[test]
+    fn always_present_aws_keys_are_set() {
+        let text = serde_json::json!({"Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*"},
+            {"Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*",
+             "Condition": {"Bool": {"aws:ViaAWSService": "false"}}},
+            {"Effect": "Deny", "Principal": "*", "Action": "kms:Encrypt", "Resource": "*",
+             "Condition": {"Bool": {"aws:PrincipalIsAWSService": "false"}}},
+            {"Effect": "Deny", "Principal": "*", "Action": "kms:Sign", "Resource": "*",
+             "Condition": {"StringEquals": {"aws:RequestedRegion": "eu-west-1"}}}
+        ]})
+        .to_string();
+        let kp = Policy::parse_key_policy(&text).unwrap();
+        let user = "arn:aws:iam::111122223333:user/alice";
+        let key = "arn:aws:kms:eu-west-1:111122223333:key/k";
+        let decide = |action: &str, only: Option<Arc<[String]>>| {
+            let ctx = with_service_values(RequestContext::new_reading(user, action, key, only), "eu-west-1");
+            policy::evaluate(&kp, &[] as &[Policy], false, &ctx)
+        };
+        for only in [None, Some(kp.condition_keys().clone())] {
+            for action in ["kms:Decrypt", "kms:Encrypt", "kms:Sign"] {
+                let d = decide(action, only.clone());
+                assert!(matches!(d, Decision::ExplicitDeny(_)), "{action}: {d}");
+            }
+            assert!(decide("kms:Verify", only).is_allowed());
+        }
     }
 
     #[test]
