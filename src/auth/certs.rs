@@ -36,12 +36,13 @@ impl CertRule {
     }
 }
 
-/// The principal of the first rule the leaf certificate satisfies. A `cn:` rule is only decided
-/// on a subject with exactly one common name: with several (`CN=someone-else, CN=dave`) which
-/// one names the holder is a matter of convention, and a CA that lets a requester add a CN
-/// would let them pick a rule's. Such a certificate is refused when a `cn:` rule is reached.
+/// The principal of the first rule the leaf certificate satisfies. A rule is only decided on a
+/// certificate with exactly one name of its kind (SAN URI, SAN DNS name, subject common name):
+/// with several (`CN=someone-else, CN=dave`) which one names the holder is a matter of
+/// convention, and a CA that lets a requester add a name would let them pick whichever rule
+/// comes first. Such a certificate is refused when a rule of that kind is reached.
 pub fn principal_for(rules: &[CertRule], leaf: &CertificateDer<'_>) -> Result<Option<String>> {
-    principal_of(rules, &parse(leaf)?)
+    principal_of(rules, &Names::of(&parse(leaf)?))
 }
 
 /// When the certificate stops being valid (its notAfter).
@@ -54,12 +55,21 @@ fn parse(leaf: &CertificateDer<'_>) -> Result<Certificate> {
         .map_err(|_| KmsError::Unauthenticated("The client certificate cannot be parsed".into()))
 }
 
-fn principal_of(rules: &[CertRule], cert: &Certificate) -> Result<Option<String>> {
-    let names = Names::of(cert);
+fn principal_of(rules: &[CertRule], names: &Names) -> Result<Option<String>> {
+    let only = |found: &[String], what: &str, v: &String| {
+        if found.len() > 1 {
+            return Err(KmsError::Unauthenticated(format!(
+                "The client certificate has {} subject alternative name {what}s; a certificate rule \
+                 matching {what}s needs exactly one",
+                found.len()
+            )));
+        }
+        Ok(found.first() == Some(v))
+    };
     for rule in rules {
         let matched = match rule {
-            CertRule::Uri(v, _) => names.uris.contains(v),
-            CertRule::Dns(v, _) => names.dns.contains(v),
+            CertRule::Uri(v, _) => only(&names.uris, "URI", v)?,
+            CertRule::Dns(v, _) => only(&names.dns, "DNS name", v)?,
             CertRule::Cn(v, _) => {
                 if names.cn_count > 1 {
                     return Err(KmsError::Unauthenticated(
@@ -121,5 +131,45 @@ fn directory_string(value: &x509_cert::der::Any) -> Option<String> {
         Tag::PrintableString => PrintableStringRef::try_from(value).ok().map(|s| s.as_str().to_string()),
         Tag::Ia5String => Ia5StringRef::try_from(value).ok().map(|s| s.as_str().to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(m: &str, user: &str) -> CertRule {
+        CertRule::new(&CertRuleConfig {
+            matches: m.into(),
+            principal: format!("arn:aws:iam::111122223333:user/{user}"),
+        })
+        .unwrap()
+    }
+
+    fn names(uris: &[&str], dns: &[&str]) -> Names {
+        Names {
+            uris: uris.iter().map(|s| s.to_string()).collect(),
+            dns: dns.iter().map(|s| s.to_string()).collect(),
+            ..Names::default()
+        }
+    }
+
+    /// A holder who got a second SAN added must not pick the rule that comes first.
+    #[test]
+    fn several_sans_of_a_rules_kind_are_refused() {
+        let rules = [rule("uri:spiffe://x/bob", "bob"), rule("uri:spiffe://x/alice", "alice")];
+        let one = principal_of(&rules, &names(&["spiffe://x/alice"], &[])).unwrap();
+        assert_eq!(one.as_deref(), Some("arn:aws:iam::111122223333:user/alice"));
+        let two = principal_of(&rules, &names(&["spiffe://x/alice", "spiffe://x/bob"], &[]));
+        let Err(KmsError::Unauthenticated(msg)) = two else {
+            panic!("{two:?}")
+        };
+        assert!(msg.contains("2 subject alternative name URIs"), "{msg}");
+
+        let rules = [rule("dns:bob.example", "bob"), rule("dns:alice.example", "alice")];
+        assert!(principal_of(&rules, &names(&[], &["alice.example", "bob.example"])).is_err());
+        // Several names of another kind don't matter to a rule.
+        let ok = principal_of(&rules, &names(&["spiffe://a", "spiffe://b"], &["alice.example"])).unwrap();
+        assert_eq!(ok.as_deref(), Some("arn:aws:iam::111122223333:user/alice"));
     }
 }
