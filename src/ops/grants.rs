@@ -145,6 +145,7 @@ impl Kms {
             context_equals: check_constraint("encryptionContextEquals", input.context_equals)?,
             context_subset: check_constraint("encryptionContextSubset", input.context_subset)?,
         };
+        refuse_contradicting_constraints(&scope)?;
         // As AWS: a grant's constraint context is CreateGrant's kms:EncryptionContext:* keys.
         let constraint_context = scope
             .context_equals
@@ -576,6 +577,27 @@ fn constraints_hold(
     equals.is_none_or(|e| same_keys(e) && contains_all(e)) && subset.is_none_or(contains_all)
 }
 
+/// Equals and Subset naming one key (case-insensitively, as constraints match) with two values: no
+/// request could meet both, and the policy's view of CreateGrant (one kms:EncryptionContext:<key>
+/// per key) would see only one of the values, so a condition on it could be steered.
+fn refuse_contradicting_constraints(scope: &GrantScope) -> Result<()> {
+    let (Some(equals), Some(subset)) = (&scope.context_equals, &scope.context_subset) else {
+        return Ok(());
+    };
+    for (k, v) in subset {
+        let lower = k.to_lowercase();
+        if let Some((ek, ev)) = equals.iter().find(|(ek, _)| ek.to_lowercase() == lower) {
+            if ev != v {
+                return Err(KmsError::validation(format!(
+                    "constraints: encryptionContextEquals has '{ek}' = '{ev}' but encryptionContextSubset \
+                     has '{k}' = '{v}'; no request could meet both"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The pairs with lowercased keys, or None when two keys differ only in case.
 fn lowercased<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> Option<BTreeMap<String, &'a String>> {
     let mut out = BTreeMap::new();
@@ -858,6 +880,20 @@ mod tests {
         assert!(!constraints_hold(Some(&s), None, &pairs(&collide)));
         assert!(!constraints_hold(None, Some(&s), &pairs(&collide)));
         assert!(constraints_hold(None, None, &pairs(&collide)));
+    }
+
+    #[test]
+    fn equals_and_subset_may_not_contradict_each_other() {
+        let scope = |e: &[(&str, &str)], sub: &[(&str, &str)]| GrantScope {
+            operations: vec!["Decrypt".into()],
+            context_equals: Some(map(e)),
+            context_subset: Some(map(sub)),
+        };
+        let err = refuse_contradicting_constraints(&scope(&[("tenant", "A")], &[("Tenant", "B")])).unwrap_err();
+        assert!(matches!(err, KmsError::Validation(_)), "{err:?}");
+        assert!(err.to_string().contains("no request could meet both"), "{err}");
+        refuse_contradicting_constraints(&scope(&[("tenant", "A")], &[("TENANT", "A")])).unwrap();
+        refuse_contradicting_constraints(&scope(&[("tenant", "A")], &[("project", "B")])).unwrap();
     }
 
     #[test]
