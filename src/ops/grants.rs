@@ -468,17 +468,15 @@ impl Kms {
         }
     }
 
-    /// The key's grants, through the cache.
+    /// The key's grants, through the cache. Single-flight: after a grant change drops the list,
+    /// concurrent requests share one store read (up to 50,000 rows) instead of one each.
     async fn key_grants(&self, key_id: &str) -> Result<Arc<Vec<GrantRecord>>> {
-        if let Some(g) = self.grants.get(key_id) {
-            return Ok(g);
-        }
-        let seen = self.grants.generation(key_id);
-        let owned = key_id.to_string();
-        let grants = Arc::new(self.store(move |s| s.key_grants(&owned)).await?);
         self.grants
-            .insert_if_unchanged(key_id.to_string(), seen, grants.clone());
-        Ok(grants)
+            .get_or_load(key_id, async {
+                let owned = key_id.to_string();
+                Ok(Arc::new(self.store(move |s| s.key_grants(&owned)).await?))
+            })
+            .await
     }
 
     /// The grant a token names; InvalidGrantTokenException when it names none (any more).
