@@ -156,6 +156,10 @@ impl<T: WipeSecrets> WipeOnDrop<T> {
         WipeOnDrop(Some(message))
     }
 
+    pub fn get(&self) -> &T {
+        self.0.as_ref().expect("held until taken")
+    }
+
     /// The message, no longer wiped when dropped: its new owner takes that on.
     pub fn into_inner(mut self) -> T {
         self.0.take().expect("held until taken")
@@ -182,9 +186,8 @@ impl<T: Message + WipeSecrets> Encoder for WipingEncoder<T> {
 
     fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
         let item = WipeOnDrop::new(item);
-        let message = item.0.as_ref().expect("held until taken");
         // As ProstEncoder: an EncodeBuf grows on demand, so this cannot run out of space.
-        message.encode(buf).expect("Message only errors if not enough space");
+        item.get().encode(buf).expect("Message only errors if not enough space");
         Ok(())
     }
 }
