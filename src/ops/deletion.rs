@@ -35,7 +35,7 @@ impl Kms {
             self.key_aliases.invalidate(&key_id);
             self.key_tags.invalidate(&key_id);
             self.policies.invalidate(&key_id);
-            self.grants.invalidate(&key_id);
+            self.grants.invalidate_matching(|(id, _)| *id == key_id);
             tracing::info!(key_arn = %self.key_arn(&key_id), "key material destroyed: pending window ended");
         }
         self.audit_deletions().await?;

@@ -222,7 +222,9 @@ impl Kms {
         };
         if input.dry_run.is_on() {
             // The real call's store write makes this check; a dry run writes nothing.
-            self.check_grant_quota(&record).await?;
+            let asked = record.clone();
+            self.store(move |s| s.check_grant_quota(&asked, MAX_GRANTS_PER_KEY))
+                .await?;
         }
         input.dry_run.stop()?;
         let mut secret = [0u8; 32];
@@ -230,10 +232,11 @@ impl Kms {
             .fill(&mut secret)
             .map_err(|_| KmsError::internal("the random number generator failed"))?;
         let digest = token_digest(&secret);
+        let grantee = record.grantee_principal.clone();
         let stored = self
             .write(ev, move |s| s.create_grant(&record, &digest, MAX_GRANTS_PER_KEY), {
-                let id = key.key_id.clone();
-                move |k| k.grants.invalidate(&id)
+                let cached = (key.key_id.clone(), grantee);
+                move |k| k.grants.invalidate(&cached)
             })
             .await?;
         // An idempotent retry answers with the existing grant's id and a new token for it.
@@ -437,44 +440,35 @@ impl Kms {
         self.remove_grant(ev, &key.key_id, grant_id).await
     }
 
-    /// The grants-per-key quota as the store applies it to CreateGrant: a new grant (not a retry
-    /// of an existing one, by Name and parameters) beyond it is LimitExceededException.
-    async fn check_grant_quota(&self, record: &GrantRecord) -> Result<()> {
-        let grants = self.key_grants(&record.key_id).await?;
-        let retry = record.name.is_some() && grants.iter().any(|g| g.same_parameters(record));
-        if !retry && grants.len() >= MAX_GRANTS_PER_KEY {
-            return Err(KmsError::LimitExceeded(format!(
-                "Key '{}' already has {} grants; a key can have at most {MAX_GRANTS_PER_KEY}. Retire or revoke \
-                 grants first",
-                self.key_arn(&record.key_id),
-                grants.len()
-            )));
-        }
-        Ok(())
-    }
-
     async fn remove_grant(&self, ev: &mut AuditEvent, key_id: &str, grant_id: &str) -> Result<()> {
         let (k, g) = (key_id.to_string(), grant_id.to_string());
         let removed = self
-            .write(ev, move |s| s.delete_grant(&k, &g), {
-                let id = key_id.to_string();
-                move |k| k.grants.invalidate(&id)
+            .write_then(ev, move |s| Ok(s.delete_grant(&k, &g)?.map(|grantee| (k, grantee))), {
+                let key_id = key_id.to_string();
+                move |kms, removed| match removed {
+                    Ok(Some(cached)) => kms.grants.invalidate(cached),
+                    Ok(None) => {}
+                    // Whether it landed is unknown; which grantee it had too.
+                    Err(_) => kms.grants.invalidate_matching(|(id, _)| *id == key_id),
+                }
             })
             .await?;
-        if removed {
-            Ok(())
-        } else {
-            Err(not_found(grant_id, &self.key_arn(key_id)))
+        match removed {
+            Some(_) => Ok(()),
+            None => Err(not_found(grant_id, &self.key_arn(key_id))),
         }
     }
 
-    /// The key's grants, through the cache. Single-flight: after a grant change drops the list,
-    /// concurrent requests share one store read (up to 50,000 rows) instead of one each.
-    async fn key_grants(&self, key_id: &str) -> Result<Arc<Vec<GrantRecord>>> {
+    /// The key's grants to `grantee`, through the cache. Single-flight: after a grant change
+    /// drops the entry, concurrent requests share one store read instead of one each.
+    async fn grantee_grants(&self, key_id: &str, grantee: &str) -> Result<Arc<Vec<GrantRecord>>> {
+        let cached = (key_id.to_string(), grantee.to_string());
         self.grants
-            .get_or_load(key_id, async {
-                let owned = key_id.to_string();
-                Ok(Arc::new(self.store(move |s| s.key_grants(&owned)).await?))
+            .get_or_load(&cached, async {
+                let (key_id, grantee) = cached.clone();
+                Ok(Arc::new(
+                    self.store(move |s| s.grantee_grants(&key_id, &grantee)).await?,
+                ))
             })
             .await
     }
@@ -526,9 +520,14 @@ impl Kms {
             arn: ev.principal.clone(),
             role,
         };
-        let stored = self.key_grants(&key.key_id).await?;
-        Ok(stored
+        let to_caller = self.grantee_grants(&key.key_id, &caller.arn).await?;
+        let to_role = match &caller.role {
+            Some(role) if *role != caller.arn => Some(self.grantee_grants(&key.key_id, role).await?),
+            _ => None,
+        };
+        Ok(to_caller
             .iter()
+            .chain(to_role.iter().flat_map(|g| g.iter()))
             .chain(token_grants.iter().filter(|g| g.key_id == key.key_id))
             .any(|g| caller.is(&g.grantee_principal) && grant_permits(g, operation, access, key)))
     }

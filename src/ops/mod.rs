@@ -80,8 +80,10 @@ pub struct Kms {
     account_policy: Policy,
     identity: IdentityStore,
     deletion_interval: Duration,
-    /// Each key's grants, invalidated by CreateGrant, RetireGrant and RevokeGrant.
-    grants: ShardedCache<String, Arc<Vec<crate::store::GrantRecord>>>,
+    /// A key's grants to one grantee, by (key id, grantee principal): a request authorized by a
+    /// grant reads only its caller's, however many grants the key has. A grant's creation, retiring
+    /// or revocation invalidates only its own grantee's entry.
+    grants: ShardedCache<(String, String), Arc<Vec<crate::store::GrantRecord>>>,
     /// Turns for key pair generation (`generation`, up to seconds each): as many as there are
     /// cores, so a burst of RSA-4096 generations waits here instead of filling the blocking pool
     /// that every store call needs. Sign, Verify and RSA decryption don't wait behind them.
@@ -190,6 +192,16 @@ impl Kms {
         f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
         invalidate: impl FnOnce(&Kms) + Send + 'static,
     ) -> Result<T> {
+        self.write_then(ev, f, move |k, _| invalidate(k)).await
+    }
+
+    /// `write`, with an invalidation that depends on what the write did (a deleted grant's grantee).
+    async fn write_then<T: Send + 'static>(
+        &self,
+        ev: &mut AuditEvent,
+        f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
+        invalidate: impl FnOnce(&Kms, &Result<T>) + Send + 'static,
+    ) -> Result<T> {
         self.audit_intent(ev).await?;
         let me = self
             .me
@@ -197,7 +209,7 @@ impl Kms {
             .ok_or_else(|| KmsError::internal("the service is shutting down"))?;
         tokio::task::spawn_blocking(move || {
             let result = f(me.store.as_ref());
-            invalidate(&me);
+            invalidate(&me, &result);
             result
         })
         .await

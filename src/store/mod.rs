@@ -85,8 +85,12 @@ pub trait Store: Send + Sync + 'static {
     /// instead and returns it (an idempotent retry). NotFoundException when the key is gone;
     /// LimitExceededException when a new grant would exceed `max_grants` on the key.
     fn create_grant(&self, grant: &GrantRecord, token_sha256: &[u8; 32], max_grants: usize) -> Result<GrantRecord>;
-    /// Every grant of a key, ordered by grant id.
-    fn key_grants(&self, key_id: &str) -> Result<Vec<GrantRecord>>;
+    /// What `create_grant` would refuse for the quota, without writing (a dry run): Ok when `grant`
+    /// is a retry of a named grant or the key has room for one more.
+    fn check_grant_quota(&self, grant: &GrantRecord, max_grants: usize) -> Result<()>;
+    /// A key's grants to one grantee principal, ordered by grant id (an indexed read: a key may
+    /// have 50,000 grants, and a request authorized by a grant needs only its caller's).
+    fn grantee_grants(&self, key_id: &str, grantee: &str) -> Result<Vec<GrantRecord>>;
     fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>>;
     /// The SHA-256 digests of the tokens issued for a grant.
     fn grant_token_digests(&self, grant_id: &str) -> Result<Vec<Vec<u8>>>;
@@ -101,8 +105,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<GrantRecord>>;
     /// Grants (of any key) whose retiring principal is `retiring`, ordered by id.
     fn list_retirable_grants(&self, retiring: &str, after: Option<&str>, limit: usize) -> Result<Vec<GrantRecord>>;
-    /// Deletes a grant and its tokens; false when the key has no such grant.
-    fn delete_grant(&self, key_id: &str, grant_id: &str) -> Result<bool>;
+    /// Deletes a grant and its tokens; returns its grantee, or None when the key has no such grant.
+    fn delete_grant(&self, key_id: &str, grant_id: &str) -> Result<Option<String>>;
 }
 
 /// A grant: permission for a grantee principal to use a key in some operations.

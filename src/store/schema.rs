@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS grants (
     context_subset TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS grants_key ON grants(key_id, grant_id);
+CREATE INDEX IF NOT EXISTS grants_grantee ON grants(key_id, grantee_principal, grant_id);
+CREATE INDEX IF NOT EXISTS grants_name ON grants(key_id, name) WHERE name IS NOT NULL;
 CREATE INDEX IF NOT EXISTS grants_retiring ON grants(retiring_principal, grant_id) WHERE retiring_principal IS NOT NULL;
 CREATE TABLE IF NOT EXISTS deletions_to_audit (
     key_id TEXT PRIMARY KEY,

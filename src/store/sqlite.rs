@@ -593,36 +593,10 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
         refuse_unless_changeable(&tx, &g.key_id)?;
-        let mut existing = None;
-        if let Some(name) = &g.name {
-            let mut st = tx
-                .prepare_cached(&format!(
-                    "SELECT {GRANT_COLUMNS} FROM grants WHERE key_id = ?1 AND name = ?2 ORDER BY grant_id"
-                ))
-                .map_err(db)?;
-            let rows = st.query_map(params![g.key_id, name], grant_from_row).map_err(db)?;
-            for row in rows {
-                let found = row.map_err(db)?.into_record()?;
-                if found.same_parameters(g) {
-                    existing = Some(found);
-                    break;
-                }
-            }
-        }
-        let grant = match existing {
+        let grant = match named_retry(&tx, g)? {
             Some(found) => found,
             None => {
-                let n: i64 = tx
-                    .query_row("SELECT COUNT(*) FROM grants WHERE key_id = ?1", [&g.key_id], |r| {
-                        r.get(0)
-                    })
-                    .map_err(db)?;
-                if n as usize >= max_grants {
-                    return Err(KmsError::LimitExceeded(format!(
-                        "Key '{}' already has {n} grants; a key can have at most {max_grants}. Retire or revoke grants first",
-                        g.key_id
-                    )));
-                }
+                refuse_over_quota(&tx, &g.key_id, max_grants)?;
                 tx.execute(
                     &format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                     params![
@@ -651,8 +625,24 @@ impl Store for SqliteStore {
         Ok(grant)
     }
 
-    fn key_grants(&self, key_id: &str) -> Result<Vec<GrantRecord>> {
-        self.list_grants(key_id, None, None, None, usize::MAX >> 1)
+    fn check_grant_quota(&self, g: &GrantRecord, max_grants: usize) -> Result<()> {
+        let conn = self.reader()?;
+        match named_retry(&conn, g)? {
+            Some(_) => Ok(()),
+            None => refuse_over_quota(&conn, &g.key_id, max_grants),
+        }
+    }
+
+    fn grantee_grants(&self, key_id: &str, grantee: &str) -> Result<Vec<GrantRecord>> {
+        let conn = self.reader()?;
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {GRANT_COLUMNS} FROM grants WHERE key_id = ?1 AND grantee_principal = ?2 ORDER BY grant_id"
+            ))
+            .map_err(db)?;
+        let rows = st.query_map(params![key_id, grantee], grant_from_row).map_err(db)?;
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)?;
+        rows.into_iter().map(GrantRow::into_record).collect()
     }
 
     fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
@@ -713,14 +703,16 @@ impl Store for SqliteStore {
         rows.into_iter().map(GrantRow::into_record).collect()
     }
 
-    fn delete_grant(&self, key_id: &str, grant_id: &str) -> Result<bool> {
+    fn delete_grant(&self, key_id: &str, grant_id: &str) -> Result<Option<String>> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db)?;
-        let n = tx
-            .execute(
-                "DELETE FROM grants WHERE key_id = ?1 AND grant_id = ?2",
+        let grantee: Option<String> = tx
+            .query_row(
+                "DELETE FROM grants WHERE key_id = ?1 AND grant_id = ?2 RETURNING grantee_principal",
                 params![key_id, grant_id],
+                |r| r.get(0),
             )
+            .optional()
             .map_err(db)?;
         // Scoped to the key too: a grant id named through another key must not lose its tokens.
         tx.execute(
@@ -729,8 +721,39 @@ impl Store for SqliteStore {
         )
         .map_err(db)?;
         tx.commit().map_err(db)?;
-        Ok(n > 0)
+        Ok(grantee)
     }
+}
+
+/// The key's grant with `g`'s name and parameters, if there is one: CreateGrant retried.
+fn named_retry(conn: &rusqlite::Connection, g: &GrantRecord) -> Result<Option<GrantRecord>> {
+    let Some(name) = &g.name else { return Ok(None) };
+    let mut st = conn
+        .prepare_cached(&format!(
+            "SELECT {GRANT_COLUMNS} FROM grants WHERE key_id = ?1 AND name = ?2 ORDER BY grant_id"
+        ))
+        .map_err(db)?;
+    let rows = st.query_map(params![g.key_id, name], grant_from_row).map_err(db)?;
+    for row in rows {
+        let found = row.map_err(db)?.into_record()?;
+        if found.same_parameters(g) {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// LimitExceededException when the key already has `max_grants` grants.
+fn refuse_over_quota(conn: &rusqlite::Connection, key_id: &str, max_grants: usize) -> Result<()> {
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM grants WHERE key_id = ?1", [key_id], |r| r.get(0))
+        .map_err(db)?;
+    if n as usize >= max_grants {
+        return Err(KmsError::LimitExceeded(format!(
+            "Key '{key_id}' already has {n} grants; a key can have at most {max_grants}. Retire or revoke grants first"
+        )));
+    }
+    Ok(())
 }
 
 const GRANT_COLUMNS: &str = "grant_id, key_id, name, creation_date, grantee_principal, retiring_principal, \
@@ -1109,7 +1132,11 @@ pub(super) mod tests {
         retry.operations.reverse();
         assert_eq!(s.create_grant(&retry, &[2; 32], 50).unwrap().grant_id, "g1");
         assert_eq!(s.grant_token_digests("g1").unwrap().len(), 2);
-        assert_eq!(s.key_grants("a").unwrap(), vec![g.clone()]);
+        assert_eq!(s.grantee_grants("a", &g.grantee_principal).unwrap(), vec![g.clone()]);
+        assert!(s
+            .grantee_grants("a", "arn:aws:iam::111122223333:user/nobody")
+            .unwrap()
+            .is_empty());
         let carol = g.retiring_principal.as_deref().unwrap();
         assert_eq!(s.list_retirable_grants(carol, None, 10).unwrap().len(), 1);
         let mut missing = g.clone();
@@ -1127,7 +1154,7 @@ pub(super) mod tests {
         assert!(s.delete_key_if_due("a", 5).unwrap());
         assert!(s.get_grant("g1").unwrap().is_none());
         assert!(s.grant_token_digests("g1").unwrap().is_empty());
-        assert!(!s.delete_grant("a", "g1").unwrap());
+        assert!(s.delete_grant("a", "g1").unwrap().is_none());
     }
 
     fn alias(name: &str, key_id: &str) -> AliasRecord {
@@ -1210,9 +1237,16 @@ pub(super) mod tests {
             "{full:?}"
         );
         assert!(s.get_grant("g3").unwrap().is_none());
+        // A dry run is refused as the write was, and a retry is not.
+        assert!(matches!(
+            s.check_grant_quota(&grant("g3", "three"), 2),
+            Err(KmsError::LimitExceeded(m)) if m.contains("at most 2")
+        ));
+        s.check_grant_quota(&grant("g4", "two"), 2).unwrap();
+        s.check_grant_quota(&grant("g3", "three"), 3).unwrap();
         // An idempotent retry (same name and parameters) adds no grant, so it still succeeds.
         assert_eq!(s.create_grant(&grant("g4", "two"), &[4; 32], 2).unwrap().grant_id, "g2");
-        assert!(s.delete_grant("a", "g1").unwrap());
+        assert!(s.delete_grant("a", "g1").unwrap().is_some());
         s.create_grant(&grant("g3", "three"), &[3; 32], 2).unwrap();
     }
 
@@ -1223,10 +1257,14 @@ pub(super) mod tests {
         s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
         s.create_key(&key("b"), &material("b"), &[], "{}").unwrap();
         s.create_grant(&decrypt_grant("gb", "b", None), &[9; 32], 50).unwrap();
-        assert!(!s.delete_grant("a", "gb").unwrap(), "gb is not a's grant");
+        assert!(s.delete_grant("a", "gb").unwrap().is_none(), "gb is not a's grant");
         assert!(s.get_grant("gb").unwrap().is_some());
         assert_eq!(s.grant_token_digests("gb").unwrap(), vec![vec![9; 32]]);
-        assert!(s.delete_grant("b", "gb").unwrap());
+        assert_eq!(
+            s.delete_grant("b", "gb").unwrap().as_deref(),
+            Some("arn:aws:iam::111122223333:user/bob"),
+            "the deleted grant's grantee"
+        );
         assert!(s.grant_token_digests("gb").unwrap().is_empty());
     }
 }

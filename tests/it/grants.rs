@@ -827,3 +827,56 @@ async fn grant_tokens_on_cryptographic_operations() {
         b"secret"
     );
 }
+
+/// Grants are looked up by grantee: others' grants, before and after the caller's, don't count
+/// for it, and each lookup sees the grants made and revoked since, the cached "no grant" of an
+/// earlier refusal included.
+#[tokio::test]
+async fn grants_are_found_by_grantee_among_many() {
+    let server = Server::start_with(&config()).await;
+    let mut root = server.client().await;
+    let key = create_key(&mut root).await;
+    let k = key.key_id.as_str();
+    let bob_gdk = || as_user(BOB_TOKEN, gdk(k));
+
+    expect_err(root.generate_data_key(bob_gdk()).await, "AccessDeniedException");
+    for i in 0..20 {
+        let other = format!("arn:aws:iam::111122223333:role/other-{i}");
+        create_grant(&mut root, grant_req(k, &other, &["GenerateDataKey"])).await;
+    }
+    create_grant(&mut root, grant_req(k, CAROL, &["GenerateDataKey"])).await;
+    expect_err(root.generate_data_key(bob_gdk()).await, "AccessDeniedException");
+
+    let to_bob = create_grant(&mut root, grant_req(k, BOB, &["GenerateDataKey"])).await;
+    create_grant(
+        &mut root,
+        grant_req(k, "arn:aws:iam::111122223333:role/last", &["Decrypt"]),
+    )
+    .await;
+    root.generate_data_key(bob_gdk())
+        .await
+        .unwrap_or_else(|s| panic!("bob GenerateDataKey through his grant: {}", s.message()));
+    root.revoke_grant(pb::RevokeGrantRequest {
+        key_id: k.into(),
+        grant_id: to_bob.grant_id,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    expect_err(root.generate_data_key(bob_gdk()).await, "AccessDeniedException");
+    // Carol's grant still works: revoking bob's dropped only bob's.
+    root.generate_data_key(as_user(CAROL_TOKEN, gdk(k)))
+        .await
+        .unwrap_or_else(|s| panic!("carol GenerateDataKey: {}", s.message()));
+
+    let again = create_grant(&mut root, grant_req(k, BOB, &["GenerateDataKey"])).await;
+    root.generate_data_key(bob_gdk()).await.unwrap();
+    root.retire_grant(pb::RetireGrantRequest {
+        key_id: Some(k.into()),
+        grant_id: Some(again.grant_id),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    expect_err(root.generate_data_key(bob_gdk()).await, "AccessDeniedException");
+}
