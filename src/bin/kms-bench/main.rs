@@ -3,13 +3,14 @@
 //! It starts the server itself (the `kms` binary beside this one) on a chosen HSM, or drives a running
 //! one (`--target`), and measures in the same run a bare tonic service that does no work (the
 //! baseline, a child process) and the raw PKCS#11 rate of the HSM. Modes: the crypto operations (the
-//! default), `create-keys`, `scale`, `audit`, and `--smoke`, which runs every mode briefly and fails
-//! if any request fails. See BENCHMARKS.md for the method and figures.
+//! default), `create-keys`, `scale`, `audit`, `policy`, `grants`, and `--smoke`, which runs every mode
+//! briefly and fails if any request fails. See BENCHMARKS.md for the method and figures.
 
 mod audit;
 mod baseline;
 mod client;
 mod create_keys;
+mod grants;
 mod hsm;
 mod load;
 mod machine;
@@ -62,6 +63,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Key-policy cost: GenerateDataKey with the default policy vs a 10-statement policy.
     Policy(policy::PolicyArgs),
+    /// Grant cost: GenerateDataKey allowed by a grant, on a key with 1 grant vs one with N (default 50,000).
+    Grants(grants::GrantsArgs),
     /// Serve the no-work baseline service; prints `baseline listening on ADDR`.
     BaselineServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
         Some(Command::Scale(a)) => a.common.json.clone(),
         Some(Command::Audit(a)) => a.common.json.clone(),
         Some(Command::Policy(a)) => a.common.json.clone(),
+        Some(Command::Grants(a)) => a.common.json.clone(),
         _ => cli.run.common.json.clone(),
     };
     let outcome = runtime.block_on(async {
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
             Some(Command::Scale(a)) => scale::main(&a, &mut report).await,
             Some(Command::Audit(a)) => audit::main(&a, &mut report).await,
             Some(Command::Policy(a)) => policy::main(&a, &mut report).await,
+            Some(Command::Grants(a)) => grants::main(&a, &mut report).await,
             Some(Command::BaselineServer { .. }) | Some(Command::RawHsm(_)) => unreachable!("handled above"),
             None if cli.smoke => smoke::main(&cli.run.common, &mut report).await,
             None => run::main(&cli.run, &mut report).await,

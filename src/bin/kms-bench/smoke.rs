@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::audit::{self, AuditArgs};
 use crate::create_keys::{self, CreateKeysArgs};
+use crate::grants::{self, GrantsArgs};
 use crate::hsm::HsmKind;
 use crate::policy::{self, PolicyArgs};
 use crate::report::Report;
@@ -93,6 +94,16 @@ pub async fn main(common: &Common, report: &mut Report) -> Result<(), String> {
             hsm: HsmKind::Sim,
             rounds: 1,
             keys: 4,
+        },
+        report,
+    )
+    .await?;
+    grants::main(
+        &GrantsArgs {
+            common: small.clone(),
+            hsm: HsmKind::Sim,
+            grants: 50,
+            rounds: 1,
         },
         report,
     )
