@@ -15,9 +15,9 @@ use crate::client::{self, Conn};
 use crate::hsm::HsmKind;
 use crate::load;
 use crate::ops::{self, describe, error_type, Op, Workload};
-use crate::report::{self, ms, num, Report};
+use crate::report::{self, num, Report};
 use crate::server::{KmsServer, ServerSpec};
-use crate::stats::{ratio, Summary};
+use crate::stats::ratio;
 use crate::Common;
 use kms::proto as pb;
 
@@ -290,37 +290,17 @@ pub async fn main(args: &GrantsArgs, report: &mut Report) -> Result<(), String> 
         })?;
     }
 
-    let kinds = [
+    let workloads = [
         (
-            "few",
-            "1 grant".to_string(),
+            "few (1 grant)".to_string(),
             Workload::new(Op::GenerateDataKey, Arc::new(vec![few]), Arc::new(vec![])),
         ),
         (
-            "many",
-            format!("{n} grants"),
+            format!("many ({n} grants)"),
             Workload::new(Op::GenerateDataKey, Arc::new(vec![many]), Arc::new(vec![])),
         ),
     ];
-    let mut rows = vec![];
-    let mut sums: [Vec<Summary>; 2] = [vec![], vec![]];
-    for round in 1..=args.rounds.max(1) {
-        for i in load::round_order(round, kinds.len()) {
-            let (name, grants, w) = &kinds[i];
-            let sample = load::drive(&conns, &spec, w, None).await;
-            report.check(&format!("grants {name}"), &sample);
-            let s = sample.summary();
-            rows.push(vec![
-                round.to_string(),
-                format!("{name} ({grants})"),
-                num(s.ops_per_s),
-                ms(s.p50_ms),
-                ms(s.p99_ms),
-                s.errors.to_string(),
-            ]);
-            sums[i].push(s);
-        }
-    }
+    let (rows, sums) = load::alternating_rounds(&conns, &spec, &workloads, args.rounds, "grants", report).await;
     server.stop();
     report::table(
         &format!(
@@ -334,8 +314,7 @@ pub async fn main(args: &GrantsArgs, report: &mut Report) -> Result<(), String> 
         &["round", "key", "ops/s", "p50 ms", "p99 ms", "errors"],
         &rows,
     );
-    let mean = |v: &[Summary]| v.iter().map(|s| s.ops_per_s).sum::<f64>() / v.len().max(1) as f64;
-    let (few_mean, many_mean) = (mean(&sums[0]), mean(&sums[1]));
+    let (few_mean, many_mean) = (load::mean_ops(&sums[0]), load::mean_ops(&sums[1]));
     let many_vs_few = many_mean / few_mean.max(1e-9);
     println!(
         "mean ops/s: many ({n} grants) {} / few (1 grant) {} = {many_vs_few:.3}",

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use crate::client::Conn;
 use crate::machine;
 use crate::ops::{self, Workload};
-use crate::stats::Sample;
+use crate::report::{ms, num, Report};
+use crate::stats::{Sample, Summary};
 
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -177,6 +178,44 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
+}
+
+/// A/B rounds on one server: each round measures every workload once, in `round_order`. Returns
+/// one table row per measurement (round, label, ops/s, p50 ms, p99 ms, errors) and each workload's
+/// summaries. `mode` names the failures `report` records.
+pub async fn alternating_rounds(
+    conns: &[Conn],
+    spec: &LoadSpec,
+    workloads: &[(String, Workload)],
+    rounds: usize,
+    mode: &str,
+    report: &mut Report,
+) -> (Vec<Vec<String>>, Vec<Vec<Summary>>) {
+    let mut rows = vec![];
+    let mut sums = vec![vec![]; workloads.len()];
+    for round in 1..=rounds.max(1) {
+        for i in round_order(round, workloads.len()) {
+            let (label, w) = &workloads[i];
+            let sample = drive(conns, spec, w, None).await;
+            report.check(&format!("{mode} {label}"), &sample);
+            let s = sample.summary();
+            rows.push(vec![
+                round.to_string(),
+                label.clone(),
+                num(s.ops_per_s),
+                ms(s.p50_ms),
+                ms(s.p99_ms),
+                s.errors.to_string(),
+            ]);
+            sums[i].push(s);
+        }
+    }
+    (rows, sums)
+}
+
+/// The mean ops/s of a workload's rounds.
+pub fn mean_ops(rounds: &[Summary]) -> f64 {
+    rounds.iter().map(|s| s.ops_per_s).sum::<f64>() / rounds.len().max(1) as f64
 }
 
 /// The order in which round `round` (from 1) measures `n` alternatives: as given on odd rounds,

@@ -11,9 +11,8 @@ use crate::client;
 use crate::hsm::HsmKind;
 use crate::load;
 use crate::ops::{describe, Op, Workload};
-use crate::report::{self, ms, num, Report};
+use crate::report::{self, num, Report};
 use crate::server::{KmsServer, ServerSpec};
-use crate::stats::Summary;
 use crate::Common;
 use kms::proto as pb;
 
@@ -90,9 +89,9 @@ pub async fn main(args: &PolicyArgs, report: &mut Report) -> Result<(), String> 
     let spec = args.common.load();
     let server = KmsServer::start(&ServerSpec::fresh(args.hsm, true, &args.common.data_root()))?;
     let conns = client::connect(&server.url, args.common.connections).await?;
-    let kinds = [
+    let workloads = [
         (
-            "default",
+            "default".to_string(),
             Workload::new(
                 Op::GenerateDataKey,
                 keys(&conns[0], args.keys, None).await?,
@@ -100,7 +99,7 @@ pub async fn main(args: &PolicyArgs, report: &mut Report) -> Result<(), String> 
             ),
         ),
         (
-            "10 statements",
+            "10 statements".to_string(),
             Workload::new(
                 Op::GenerateDataKey,
                 keys(&conns[0], args.keys, Some(complex_policy("111122223333"))).await?,
@@ -108,25 +107,7 @@ pub async fn main(args: &PolicyArgs, report: &mut Report) -> Result<(), String> 
             ),
         ),
     ];
-    let mut rows = vec![];
-    let mut sums: [Vec<Summary>; 2] = [vec![], vec![]];
-    for round in 1..=args.rounds.max(1) {
-        for i in load::round_order(round, kinds.len()) {
-            let (name, w) = &kinds[i];
-            let sample = load::drive(&conns, &spec, w, None).await;
-            report.check(&format!("policy {name}"), &sample);
-            let s = sample.summary();
-            rows.push(vec![
-                round.to_string(),
-                name.to_string(),
-                num(s.ops_per_s),
-                ms(s.p50_ms),
-                ms(s.p99_ms),
-                s.errors.to_string(),
-            ]);
-            sums[i].push(s);
-        }
-    }
+    let (rows, sums) = load::alternating_rounds(&conns, &spec, &workloads, args.rounds, "policy", report).await;
     server.stop();
     report::table(
         &format!(
@@ -139,8 +120,7 @@ pub async fn main(args: &PolicyArgs, report: &mut Report) -> Result<(), String> 
         &["round", "key policy", "ops/s", "p50 ms", "p99 ms", "errors"],
         &rows,
     );
-    let mean = |v: &[Summary]| v.iter().map(|s| s.ops_per_s).sum::<f64>() / v.len().max(1) as f64;
-    let (plain, complex) = (mean(&sums[0]), mean(&sums[1]));
+    let (plain, complex) = (load::mean_ops(&sums[0]), load::mean_ops(&sums[1]));
     let ratio = complex / plain.max(1e-9);
     println!(
         "mean ops/s: default {} / 10 statements {} = {ratio:.3} (target: within 5%, i.e. >= 0.95) {}",
