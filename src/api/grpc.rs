@@ -33,11 +33,7 @@ impl GrpcService {
     /// Authenticates the caller and starts the request's audit record. An unauthenticated request
     /// is audited and refused here: it never reaches an operation.
     async fn begin<T>(&self, operation: &'static str, request: &Request<T>) -> Result<AuditEvent, Status> {
-        let mut ev = AuditEvent::new(
-            operation,
-            String::new(),
-            request.remote_addr().map(|a| a.ip().to_string()),
-        );
+        let mut ev = AuditEvent::new(operation, String::new(), request.remote_addr().map(|a| ip_text(a.ip())));
         ev.secure_transport = self.tls;
         // A header that isn't visible ASCII is a malformed credential, refused as one: never
         // taken as no header (which would be dev mode's root, or the certificate's principal).
@@ -105,6 +101,29 @@ fn answer<T: WipeSecrets>(result: Result<T>, audited: Result<()>, request_id: &s
         }
         (Err(e), _) => Err(to_status(&e, request_id)),
     }
+}
+
+/// The caller's address as the audit record and `aws:SourceIp` give it, as `IpAddr`'s `Display`
+/// writes it. IPv4, every request's case, is written by hand: `fmt` made it a tenth of the audit
+/// record's cost.
+fn ip_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 fn context(field: &str, map: std::collections::HashMap<String, String>) -> Result<EncryptionContext> {
@@ -837,6 +856,22 @@ mod tests {
 
     use super::*;
     use crate::error::KmsError;
+
+    /// The hand-written IPv4 text is `Display`'s, one- to three-digit octets alike; IPv6 is
+    /// `Display`'s.
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for a in [0u8, 1, 9, 10, 99, 100, 199, 200, 255] {
+            for b in [0u8, 7, 42, 250] {
+                let ip = std::net::IpAddr::from([a, b, 255 - a, b.wrapping_mul(a)]);
+                assert_eq!(ip_text(ip), ip.to_string());
+            }
+        }
+        for ip in ["::1", "2001:db8::7", "::ffff:10.0.0.1"] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 
     /// A response that says whether it was wiped (a real one can't be seen once dropped).
     #[derive(Debug)]

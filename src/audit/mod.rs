@@ -137,6 +137,13 @@ fn list_field(out: &mut Vec<u8>, name: &str, values: &[String]) {
 /// A JSON string literal (RFC 8259): quote, backslash and control characters escaped.
 fn json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    // Almost every value (ARNs, ids, times) needs no escape: one branch-free pass, which the
+    // compiler vectorizes, then one copy. Half of a record's cost was the byte-by-byte loop below.
+    if !s.bytes().fold(false, |seen, b| seen | needs_escape(b)) {
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let escape: &[u8] = match b {
@@ -158,6 +165,10 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&s.as_bytes()[start..]);
     out.push(b'"');
+}
+
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
 }
 
 /// A UUID-shaped request id, unique across restarts: a random 64-bit prefix drawn once per

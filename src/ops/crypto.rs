@@ -291,11 +291,11 @@ impl Kms {
 
     /// Disabled keys refuse with DisabledException, keys pending deletion with KMSInvalidStateException.
     pub(super) fn enabled(&self, key: &KeyRecord) -> Result<()> {
-        let arn = self.key_arn(&key.key_id);
+        let arn = || self.key_arn(&key.key_id);
         match key.state {
             KeyState::Enabled => Ok(()),
-            KeyState::Disabled => Err(KmsError::Disabled(format!("{arn} is disabled."))),
-            KeyState::PendingDeletion => Err(KmsError::InvalidState(format!("{arn} is pending deletion."))),
+            KeyState::Disabled => Err(KmsError::Disabled(format!("{} is disabled.", arn()))),
+            KeyState::PendingDeletion => Err(KmsError::InvalidState(format!("{} is pending deletion.", arn()))),
         }
     }
 

@@ -118,11 +118,7 @@ impl Kms {
             me: me.clone(),
             store: Arc::new(store),
             hsm: Arc::new(hsm),
-            scope: ArnScope {
-                partition: config.partition.clone(),
-                region: config.region.clone(),
-                account: config.account_id.clone(),
-            },
+            scope: ArnScope::new(&config.partition, &config.region, &config.account_id),
             audit,
             rng: SystemRandom::new(),
             keys: ShardedCache::new(config.cache.metadata_capacity, None),
