@@ -5,7 +5,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema this build reads and writes.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
 /// The current tables. Every statement is idempotent: after the migrations, this creates what
 /// an older store lacks (tables and indexes added since) and leaves the rest alone.
@@ -65,6 +65,16 @@ CREATE INDEX IF NOT EXISTS grants_key ON grants(key_id, grant_id);
 CREATE INDEX IF NOT EXISTS grants_grantee ON grants(key_id, grantee_principal, grant_id);
 CREATE INDEX IF NOT EXISTS grants_name ON grants(key_id, name) WHERE name IS NOT NULL;
 CREATE INDEX IF NOT EXISTS grants_retiring ON grants(retiring_principal, grant_id) WHERE retiring_principal IS NOT NULL;
+CREATE TABLE IF NOT EXISTS grant_counts (
+    key_id TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS grants_counted AFTER INSERT ON grants BEGIN
+    INSERT INTO grant_counts (key_id, n) VALUES (NEW.key_id, 1) ON CONFLICT (key_id) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS grants_uncounted AFTER DELETE ON grants BEGIN
+    UPDATE grant_counts SET n = n - 1 WHERE key_id = OLD.key_id;
+END;
 CREATE TABLE IF NOT EXISTS deletions_to_audit (
     key_id TEXT PRIMARY KEY,
     deleted INTEGER NOT NULL
@@ -95,6 +105,9 @@ pub fn prepare(conn: &mut Connection) -> Result<(), String> {
     if found < 1 {
         unversioned_to_1(&tx).map_err(|e| format!("cannot migrate the store to schema version 1: {e}"))?;
     }
+    if found < 2 {
+        one_to_2(&tx).map_err(|e| format!("cannot migrate the store to schema version 2: {e}"))?;
+    }
     tx.execute_batch(TABLES).map_err(|e| e.to_string())?;
     tx.pragma_update(None, "user_version", VERSION)
         .map_err(|e| e.to_string())?;
@@ -106,6 +119,20 @@ pub fn prepare(conn: &mut Connection) -> Result<(), String> {
 fn unversioned_to_1(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     if has_table(tx, "materials")? && !has_column(tx, "materials", "public_key")? {
         tx.execute_batch("ALTER TABLE materials ADD COLUMN public_key BLOB")?;
+    }
+    Ok(())
+}
+
+/// Version 2 counts each key's grants in `grant_counts` (kept by triggers on `grants`), so that
+/// CreateGrant's quota check reads one row instead of counting up to 50,000. The counts start
+/// from the grants already there; the triggers come with `TABLES`.
+fn one_to_2(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    if has_table(tx, "grants")? {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS grant_counts (key_id TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+             DELETE FROM grant_counts;
+             INSERT INTO grant_counts (key_id, n) SELECT key_id, COUNT(*) FROM grants GROUP BY key_id;",
+        )?;
     }
     Ok(())
 }
@@ -192,6 +219,54 @@ mod tests {
         // Opening again is a no-op.
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.get_material("new", 1).unwrap().unwrap().wrapped, vec![9; 60]);
+    }
+
+    /// A version 1 store (grants, no counts) gets its grants counted: the quota holds for the
+    /// grants made before the upgrade, and the counts go on from there.
+    #[test]
+    fn a_version_1_store_counts_the_grants_it_already_has() {
+        use crate::error::KmsError;
+        use crate::store::sqlite::tests::decrypt_grant;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.db");
+        let store = SqliteStore::open(&path).unwrap();
+        for id in ["a", "b"] {
+            let (key, material) = new_key(id);
+            store.create_key(&key, &material, &[], "{}").unwrap();
+        }
+        for (i, key_id) in ["a", "a", "a", "b"].into_iter().enumerate() {
+            store
+                .create_grant(&decrypt_grant(&format!("g{i}"), key_id, None), &[i as u8; 32], 10)
+                .unwrap();
+        }
+        drop(store);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "DROP TRIGGER grants_counted; DROP TRIGGER grants_uncounted; DROP TABLE grant_counts;
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&path), VERSION);
+        let next = |key_id: &str| decrypt_grant("new", key_id, None);
+        assert!(matches!(
+            store.check_grant_quota(&next("a"), 3),
+            Err(KmsError::LimitExceeded(_))
+        ));
+        store.check_grant_quota(&next("a"), 4).unwrap();
+        assert!(matches!(
+            store.check_grant_quota(&next("b"), 1),
+            Err(KmsError::LimitExceeded(_))
+        ));
+        assert!(store.delete_grant("a", "g0").unwrap().is_some());
+        store.check_grant_quota(&next("a"), 3).unwrap();
+        store.create_grant(&next("b"), &[7; 32], 2).unwrap();
+        assert!(matches!(
+            store.check_grant_quota(&next("b"), 2),
+            Err(KmsError::LimitExceeded(_))
+        ));
     }
 
     #[test]
