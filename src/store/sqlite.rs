@@ -814,6 +814,16 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
 pub(super) mod tests {
     use super::*;
 
+    /// Puts `key_id` in PendingDeletion, due at `at`.
+    fn schedule_deletion(s: &SqliteStore, key_id: &str, at: i64) {
+        s.update_key(key_id, &mut |k| {
+            k.state = KeyState::PendingDeletion;
+            k.deletion_date = Some(at);
+            Ok(())
+        })
+        .unwrap();
+    }
+
     pub(in crate::store) fn key(id: &str) -> KeyRecord {
         KeyRecord {
             key_id: id.into(),
@@ -997,12 +1007,7 @@ pub(super) mod tests {
         )
         .unwrap();
         assert!(!s.delete_key_if_due("a", 100).unwrap());
-        s.update_key("a", &mut |k| {
-            k.state = KeyState::PendingDeletion;
-            k.deletion_date = Some(50);
-            Ok(())
-        })
-        .unwrap();
+        schedule_deletion(&s, "a", 50);
         assert_eq!(s.keys_due_for_deletion(49).unwrap(), Vec::<String>::new());
         assert_eq!(s.keys_due_for_deletion(50).unwrap(), vec!["a".to_string()]);
         assert!(s.delete_key_if_due("a", 50).unwrap());
@@ -1047,12 +1052,7 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
         s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
-        s.update_key("a", &mut |k| {
-            k.state = KeyState::PendingDeletion;
-            k.deletion_date = Some(50);
-            Ok(())
-        })
-        .unwrap();
+        schedule_deletion(&s, "a", 50);
         let tag = Tag {
             key: "k".into(),
             value: "v".into(),
@@ -1150,12 +1150,7 @@ pub(super) mod tests {
             s.create_grant(&missing, &[3; 32], 50),
             Err(KmsError::NotFound(_))
         ));
-        s.update_key("a", &mut |k| {
-            k.state = KeyState::PendingDeletion;
-            k.deletion_date = Some(5);
-            Ok(())
-        })
-        .unwrap();
+        schedule_deletion(&s, "a", 5);
         assert!(s.delete_key_if_due("a", 5).unwrap());
         assert!(s.get_grant("g1").unwrap().is_none());
         assert!(s.grant_token_digests("g1").unwrap().is_empty());
@@ -1290,12 +1285,7 @@ pub(super) mod tests {
             Err(KmsError::LimitExceeded(m)) if m.contains("already has 1 grants")
         ));
 
-        s.update_key("a", &mut |k| {
-            k.state = KeyState::PendingDeletion;
-            k.deletion_date = Some(50);
-            Ok(())
-        })
-        .unwrap();
+        schedule_deletion(&s, "a", 50);
         assert!(s.delete_key_if_due("a", 50).unwrap());
         assert_eq!((count("a"), count("b")), (None, Some(1)));
     }
