@@ -104,8 +104,8 @@ fn answer<T: WipeSecrets>(result: Result<T>, audited: Result<()>, request_id: &s
 }
 
 /// The caller's address as the audit record and `aws:SourceIp` give it, as `IpAddr`'s `Display`
-/// writes it. IPv4, every request's case, is written by hand: `fmt` made it a tenth of the audit
-/// record's cost.
+/// writes it. IPv4, every request's case, is written by hand: through `fmt` it took ~1,300
+/// instructions a request (callgrind), seven times this.
 fn ip_text(ip: std::net::IpAddr) -> String {
     let std::net::IpAddr::V4(v4) = ip else {
         return ip.to_string();
