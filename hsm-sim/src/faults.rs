@@ -19,7 +19,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 const CHECK_EVERY_MS: u64 = 50;
@@ -132,6 +132,8 @@ pub struct Faults {
     start: Instant,
     next_check_ms: AtomicU64,
     active: AtomicBool,
+    /// Held while the file is checked; see `refresh`.
+    reload: Mutex<()>,
     state: RwLock<State>,
     /// Bumped each time a slot becomes unplugged: sessions opened in an
     /// older epoch are dead.
@@ -169,6 +171,7 @@ impl Faults {
             start: Instant::now(),
             next_check_ms: AtomicU64::new(0),
             active: AtomicBool::new(false),
+            reload: Mutex::new(()),
             state: RwLock::new(State::default()),
             epochs: (0..slots).map(|_| AtomicU64::new(0)).collect(),
         };
@@ -178,15 +181,21 @@ impl Faults {
 
     fn refresh(&self) {
         let now = self.start.elapsed().as_millis() as u64;
-        let due = self.next_check_ms.load(Ordering::Relaxed);
-        if now < due
-            || self
-                .next_check_ms
-                .compare_exchange(due, now + CHECK_EVERY_MS, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-        {
+        if now < self.next_check_ms.load(Ordering::Acquire) {
             return;
         }
+        // Calls that come due together wait for the one check between them: a call that
+        // went on before the reload finished would miss a fault the file already names.
+        let _reloading = self.reload.lock().unwrap_or_else(|e| e.into_inner());
+        if now < self.next_check_ms.load(Ordering::Acquire) {
+            return;
+        }
+        self.reload_if_changed();
+        // Only now: a call that finds the check not yet due must find its result in place.
+        self.next_check_ms.store(now + CHECK_EVERY_MS, Ordering::Release);
+    }
+
+    fn reload_if_changed(&self) {
         let stamp = std::fs::metadata(&self.path)
             .ok()
             .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
@@ -297,5 +306,40 @@ impl Faults {
             std::thread::sleep(Duration::from_millis(ms));
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    /// Calls that come due at the same moment all see a fault the file has just gained: none
+    /// goes on under the old rules while another call reloads them.
+    #[test]
+    fn calls_that_come_due_together_all_see_a_new_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("faults.toml");
+        let faults = Arc::new(Faults::new(path.clone(), 1));
+        const CALLERS: usize = 8;
+        for round in 0..20 {
+            let failing = round % 2 == 0;
+            let text = if failing { "error_rate = 1.0\n" } else { "" };
+            std::fs::write(&path, format!("{text}# round {round}\n")).unwrap();
+            std::thread::sleep(Duration::from_millis(CHECK_EVERY_MS + 10));
+            let barrier = Arc::new(Barrier::new(CALLERS));
+            let callers: Vec<_> = (0..CALLERS)
+                .map(|_| {
+                    let (faults, barrier) = (faults.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        faults.check(0, "C_Decrypt", true).is_err()
+                    })
+                })
+                .collect();
+            for c in callers {
+                assert_eq!(c.join().unwrap(), failing, "round {round}");
+            }
+        }
     }
 }
