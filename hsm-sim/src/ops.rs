@@ -22,6 +22,31 @@ pub struct CipherOp {
     /// Multi-part input: GCM and OAEP both need the whole message. It may
     /// be plaintext, so it is wiped, and grown only by `append`.
     buf: Zeroizing<Vec<u8>>,
+    updated: bool,
+}
+
+/// An operation that an Update call has made multi-part: the single-part
+/// call (C_Encrypt, C_Sign, ...) may no longer end it.
+pub trait MultiPart {
+    fn updated(&self) -> bool;
+}
+
+impl MultiPart for CipherOp {
+    fn updated(&self) -> bool {
+        self.updated
+    }
+}
+
+impl MultiPart for SignOp {
+    fn updated(&self) -> bool {
+        self.updated
+    }
+}
+
+impl MultiPart for DigestOp {
+    fn updated(&self) -> bool {
+        self.updated
+    }
 }
 
 /// Appends to a buffer of secrets. When it must grow, the bytes move to a
@@ -87,6 +112,7 @@ impl CipherOp {
             cipher,
             encrypt,
             buf: Zeroizing::new(Vec::new()),
+            updated: false,
         })
     }
 
@@ -103,6 +129,7 @@ impl CipherOp {
     }
 
     pub fn update(&mut self, data: &[u8]) {
+        self.updated = true;
         append(&mut self.buf, data);
     }
 
@@ -152,6 +179,7 @@ pub struct SignOp {
     key: Arc<Material>,
     signer: Signer,
     acc: Accum,
+    updated: bool,
 }
 
 fn hashed(m: CK_MECHANISM_TYPE) -> Option<Hash> {
@@ -219,10 +247,16 @@ impl SignOp {
             }
             _ => return Err(CKR_MECHANISM_INVALID),
         };
-        Ok(SignOp { key, signer, acc })
+        Ok(SignOp {
+            key,
+            signer,
+            acc,
+            updated: false,
+        })
     }
 
     pub fn update(&mut self, data: &[u8]) {
+        self.updated = true;
         match &mut self.acc {
             Accum::Digest(c) => c.update(data),
             Accum::Raw(v) => v.extend_from_slice(data),
@@ -318,12 +352,14 @@ fn rsa_key_ok(key: &Material, sign: bool) -> Rv<()> {
 #[derive(Clone)]
 pub struct DigestOp {
     ctx: digest::Context,
+    updated: bool,
 }
 
 impl DigestOp {
     pub fn init(m: &Mechanism) -> Rv<DigestOp> {
         Ok(DigestOp {
             ctx: digest::Context::new(digest_hash(m.mech)?.ring()),
+            updated: false,
         })
     }
     pub fn len(&self) -> usize {
@@ -333,6 +369,7 @@ impl DigestOp {
         false
     }
     pub fn update(&mut self, data: &[u8]) {
+        self.updated = true;
         self.ctx.update(data)
     }
     pub fn compute(&self, data: &[u8]) -> Vec<u8> {

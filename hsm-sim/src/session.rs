@@ -1,5 +1,5 @@
 //! Per-session state: flags, the find cursor and the active operations.
-use crate::ops::{CipherOp, DigestOp, SignOp};
+use crate::ops::{CipherOp, DigestOp, MultiPart, SignOp};
 use crate::Rv;
 use cryptoki_sys::*;
 use zeroize::Zeroizing;
@@ -45,6 +45,18 @@ pub enum Out {
     TooSmall(usize),
     /// The output; it may be plaintext, so it is wiped once copied out.
     Data(Zeroizing<Vec<u8>>),
+}
+
+/// Checks that a single-part call (C_Encrypt, C_Sign, C_Verify, C_Digest)
+/// may end the operation in `slot`: not after an Update call made it
+/// multi-part (PKCS#11 2.40, 5.8: "C_Encrypt cannot be used to terminate a
+/// multi-part operation"). Refused, the call ends it, as any error does.
+pub fn single_part<T: MultiPart>(slot: &mut Option<T>) -> Rv<()> {
+    if slot.as_ref().is_some_and(MultiPart::updated) {
+        *slot = None;
+        return Err(CKR_OPERATION_ACTIVE);
+    }
+    Ok(())
 }
 
 /// Runs the final step of an operation: a length query or too-small buffer

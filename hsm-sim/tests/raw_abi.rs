@@ -438,6 +438,107 @@ fn a_rejected_argument_ends_the_operation() {
     }
 }
 
+/// After an Update call the operation is multi-part: the single-part call
+/// is refused with CKR_OPERATION_ACTIVE rather than answering for the
+/// buffered input and its own together, and (an error) it ends the
+/// operation. Without an Update, the single-part call works.
+#[test]
+fn a_single_part_call_cannot_end_a_multi_part_operation() {
+    let f = functions();
+    let sess = user_session(init_token(5, "single-after-update"));
+    let key = sess
+        .generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(32.into())])
+        .unwrap()
+        .handle();
+    let h = sess.handle();
+    let mut iv = [0u8; 12];
+    let mut params = gcm_params(&mut iv);
+    let mut gcm = gcm_mechanism(&mut params);
+    let mut hmac = CK_MECHANISM {
+        mechanism: CKM_SHA256_HMAC,
+        pParameter: null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut sha = CK_MECHANISM {
+        mechanism: CKM_SHA256,
+        pParameter: null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut data = [1u8; 32];
+    let mut out = [0u8; 64];
+    let mut len: CK_ULONG = 64;
+    let (d, o, l) = (data.as_mut_ptr(), out.as_mut_ptr(), &mut len as *mut CK_ULONG);
+    let gcm: *mut CK_MECHANISM = &mut gcm;
+    let hmac: *mut CK_MECHANISM = &mut hmac;
+    let sha: *mut CK_MECHANISM = &mut sha;
+    // SAFETY (all calls below): pointers are live locals of the stated sizes.
+    unsafe {
+        let check = |name: &str, init: &dyn Fn() -> CK_RV, update: &dyn Fn() -> CK_RV, single: &dyn Fn() -> CK_RV| {
+            assert_eq!(init(), CKR_OK, "{name}: Init");
+            assert_eq!(update(), CKR_OK, "{name}: Update");
+            assert_eq!(single(), CKR_OPERATION_ACTIVE, "{name} after an Update");
+            assert_eq!(init(), CKR_OK, "{name}: the refused call ended the operation");
+            assert_eq!(single(), CKR_OK, "{name} with no Update");
+        };
+        *l = 64;
+        check(
+            "C_Encrypt",
+            &|| f.C_EncryptInit.unwrap()(h, gcm, key),
+            &|| f.C_EncryptUpdate.unwrap()(h, d, 16, o, l),
+            &|| {
+                *l = 64;
+                f.C_Encrypt.unwrap()(h, d, 16, o, l)
+            },
+        );
+        // A ciphertext to decrypt: 16 bytes and the tag.
+        *l = 64;
+        assert_eq!(f.C_EncryptInit.unwrap()(h, gcm, key), CKR_OK);
+        assert_eq!(f.C_Encrypt.unwrap()(h, d, 16, o, l), CKR_OK);
+        let mut sealed = [0u8; 32];
+        sealed.copy_from_slice(&out[..32]);
+        let mut plain = [0u8; 64];
+        let mut plain_len: CK_ULONG = 64;
+        let (s, p, pl) = (sealed.as_mut_ptr(), plain.as_mut_ptr(), &mut plain_len as *mut CK_ULONG);
+        check(
+            "C_Decrypt",
+            &|| f.C_DecryptInit.unwrap()(h, gcm, key),
+            &|| f.C_DecryptUpdate.unwrap()(h, s, 16, p, pl),
+            &|| {
+                *pl = 64;
+                f.C_Decrypt.unwrap()(h, s, 32, p, pl)
+            },
+        );
+        check(
+            "C_Sign",
+            &|| f.C_SignInit.unwrap()(h, hmac, key),
+            &|| f.C_SignUpdate.unwrap()(h, d, 16),
+            &|| {
+                *l = 64;
+                f.C_Sign.unwrap()(h, d, 16, o, l)
+            },
+        );
+        check(
+            "C_Digest",
+            &|| f.C_DigestInit.unwrap()(h, sha),
+            &|| f.C_DigestUpdate.unwrap()(h, d, 16),
+            &|| {
+                *l = 64;
+                f.C_Digest.unwrap()(h, d, 16, o, l)
+            },
+        );
+        // C_Verify: a valid HMAC of the 32 bytes, refused after an Update all the same.
+        assert_eq!(f.C_SignInit.unwrap()(h, hmac, key), CKR_OK);
+        *l = 64;
+        assert_eq!(f.C_Sign.unwrap()(h, d, 32, o, l), CKR_OK);
+        check(
+            "C_Verify",
+            &|| f.C_VerifyInit.unwrap()(h, hmac, key),
+            &|| f.C_VerifyUpdate.unwrap()(h, d, 16),
+            &|| f.C_Verify.unwrap()(h, d, 32, o, 32),
+        );
+    }
+}
+
 /// Arrays from the caller become slices only when their length fits an
 /// object (at most isize::MAX bytes) and their pointer is aligned; anything
 /// else is CKR_ARGUMENTS_BAD, before any of it is read or written.

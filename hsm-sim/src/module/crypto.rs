@@ -5,7 +5,7 @@ use crate::mechanisms::Mechanism;
 use crate::object::Object;
 use crate::ops::{CipherOp, DigestOp, SignOp};
 use crate::pin::random_bytes;
-use crate::session::{produce, Out};
+use crate::session::{produce, single_part, Out};
 use crate::token::Token;
 use crate::Rv;
 use cryptoki_sys::*;
@@ -44,6 +44,7 @@ impl Module {
         let func = if enc { "C_Encrypt" } else { "C_Decrypt" };
         let mut out = self.with_session(h, func, |_, s| {
             let slot = if enc { &mut s.encrypt } else { &mut s.decrypt };
+            single_part(slot)?;
             produce(slot, cap, |op| op.hint(data.len()), |op| op.compute(data))
         })?;
         if let Out::Data(bytes) = &mut out {
@@ -86,6 +87,7 @@ impl Module {
 
     pub fn sign(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> Rv<Out> {
         self.with_session(h, "C_Sign", |_, s| {
+            single_part(&mut s.sign)?;
             produce(&mut s.sign, cap, |op| op.len(), |op| op.sign(data))
         })
     }
@@ -110,6 +112,9 @@ impl Module {
     pub fn verify(&self, h: CK_SESSION_HANDLE, data: Option<&[u8]>, sig: &[u8]) -> Rv<()> {
         let func = if data.is_some() { "C_Verify" } else { "C_VerifyFinal" };
         self.with_session(h, func, |_, s| {
+            if data.is_some() {
+                single_part(&mut s.verify)?;
+            }
             let op = s.verify.take().ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
             op.verify(data.unwrap_or_default(), sig)
         })
@@ -127,6 +132,7 @@ impl Module {
 
     pub fn digest(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> Rv<Out> {
         self.with_session(h, "C_Digest", |_, s| {
+            single_part(&mut s.digest)?;
             produce(&mut s.digest, cap, |op| op.len(), |op| Ok(op.compute(data)))
         })
     }
