@@ -1,6 +1,7 @@
 //! Concurrent calls on one token: attribute changes are never lost,
 //! concurrent wrong PINs cannot get past the lockout, and a session closed
-//! during a call leaves nothing behind.
+//! during a call leaves nothing behind, and no read-only session opens
+//! under an SO login.
 mod common;
 
 use common::*;
@@ -23,7 +24,7 @@ fn module() -> &'static (Pkcs11, PathBuf) {
         let dir = temp_dir("concurrency");
         let conf = dir.join("hsm-sim.toml");
         let toml = format!(
-            "token_dir = {:?}\nslots = 5\npbkdf2_iterations = 20000\nmax_pin_attempts = {MAX_PIN_ATTEMPTS}\n",
+            "token_dir = {:?}\nslots = 6\npbkdf2_iterations = 20000\nmax_pin_attempts = {MAX_PIN_ATTEMPTS}\n",
             dir.join("tokens").display().to_string()
         );
         std::fs::write(&conf, toml).unwrap();
@@ -234,5 +235,43 @@ fn a_login_racing_the_last_close_leaves_the_token_logged_out() {
         let probe = p.open_ro_session(s).unwrap();
         let state = probe.get_session_info().unwrap().session_state();
         assert_eq!(state, SessionState::RoPublic, "run {i}: logged in with no session");
+    }
+}
+
+/// A read-only session opens while C_Login(SO) is deriving the PIN's key.
+/// PKCS#11 allows no read-only session while the SO is logged in: either
+/// the open is refused (CKR_SESSION_READ_WRITE_SO_EXISTS) or the login is
+/// (CKR_SESSION_READ_ONLY_EXISTS), never neither. Opens land across the
+/// whole login, so some fall inside the derivation.
+#[test]
+fn an_so_login_and_a_read_only_open_never_both_succeed() {
+    let p = pkcs11();
+    let s = init(5);
+    let so = p.open_rw_session(s).unwrap();
+    let start = Instant::now();
+    so.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
+    let login_time = start.elapsed();
+    so.logout().unwrap();
+    let runs = 40u32;
+    let mut so = Some(so);
+    for i in 0..runs {
+        let session = so.take().unwrap();
+        let t = std::thread::spawn(move || {
+            let r = session.login(UserType::So, Some(&pin(SO_PIN)));
+            (session, r)
+        });
+        std::thread::sleep(login_time * i / runs);
+        let ro = p.open_ro_session(s);
+        let (session, login) = t.join().unwrap();
+        let so = so.insert(session);
+        match (&login, &ro) {
+            (Ok(()), Err(Error::Pkcs11(RvError::SessionReadWriteSoExists, _)))
+            | (Err(Error::Pkcs11(RvError::SessionReadOnlyExists, _)), Ok(_)) => {}
+            _ => panic!("run {i}: SO login {login:?} and read-only open {:?}", ro.map(|_| ())),
+        }
+        drop(ro);
+        if login.is_ok() {
+            so.logout().unwrap();
+        }
     }
 }

@@ -369,6 +369,13 @@ impl Module {
             }
             return Err(CKR_SESSION_HANDLE_INVALID);
         }
+        // A read-only session may have opened during the PIN check, before
+        // the login it must be refused under was in place. From here on
+        // open_session sees the SO login; one that came before is counted now.
+        if user == CKU_SO && self.has_ro_session(slot) {
+            let _ = t.logout();
+            return Err(CKR_SESSION_READ_ONLY_EXISTS);
+        }
         Ok(())
     }
 
