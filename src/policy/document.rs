@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::action::Actions;
 use super::condition::Condition;
+use super::duplicate_keys::refuse_duplicate_keys;
 use super::principal::Principals;
 use super::resource::Resources;
 use crate::error::{KmsError, Result};
@@ -114,7 +115,8 @@ impl Policy {
 
     /// A key policy given to CreateKey or PutKeyPolicy: AWS's checks of the text (over 32 KB is
     /// LimitExceededException; only tab, LF, CR and U+0020..U+00FF may appear, as AWS's pattern
-    /// says), then parsed, then [`Policy::check_new_key_policy`]. Stored policies are parsed with
+    /// says), then parsed, refused if an object repeats a key, then
+    /// [`Policy::check_new_key_policy`]. Stored policies are parsed with
     /// [`Policy::parse_key_policy`] and keep working.
     pub fn parse_new_key_policy(text: &str) -> Result<Policy> {
         if text.len() > MAX_POLICY_BYTES {
@@ -136,6 +138,7 @@ impl Policy {
             )));
         }
         let policy = Policy::parse_key_policy(text)?;
+        refuse_duplicate_keys(text)?;
         policy.check_new_key_policy()?;
         Ok(policy)
     }
@@ -159,7 +162,9 @@ impl Policy {
     /// Parses an identity policy attached to the caller; `name` identifies it in decisions
     /// (e.g. the policy's ARN or name).
     pub fn parse_identity_policy(name: &str, text: &str) -> Result<Policy> {
-        Policy::parse(PolicyKind::IdentityPolicy, name, text)
+        let policy = Policy::parse(PolicyKind::IdentityPolicy, name, text)?;
+        refuse_duplicate_keys(text)?;
+        Ok(policy)
     }
 
     /// Parses a policy document of `kind`, enforcing the 32 KB size limit.

@@ -16,6 +16,7 @@ pub mod condition;
 mod context;
 mod default;
 mod document;
+mod duplicate_keys;
 mod evaluate;
 mod pattern;
 mod principal;

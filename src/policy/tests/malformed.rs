@@ -339,3 +339,51 @@ fn for_all_values_on_a_single_valued_context_key_is_overly_permissive() {
     let multi = json!({"ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["Department"]}});
     assert!(accepted(multi, PolicyKind::KeyPolicy));
 }
+
+/// A new policy in which an object names a key twice is refused: the parser would keep one of
+/// the two and drop the other silently. Stored policies, accepted before, keep their meaning.
+#[test]
+fn a_key_repeated_in_one_object_is_refused_in_new_policies() {
+    let principal = format!(r#""Principal": {{"AWS": "{ALICE}"}}"#);
+    let repeated_effect = format!(
+        r#"{{"Version": "2012-10-17", "Statement": [{{"Effect": "Deny", "Effect": "Allow", {principal},
+            "Action": "kms:*", "Resource": "*"}}]}}"#
+    );
+    let repeated_operator = format!(
+        r#"{{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", {principal},
+            "Action": "kms:*", "Resource": "*",
+            "Condition": {{"StringEquals": {{"kms:ViaService": "a"}}, "StringEquals": {{"kms:CallerAccount": "b"}}}}}}]}}"#
+    );
+    let repeated_context_key = format!(
+        r#"{{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", {principal},
+            "Action": "kms:*", "Resource": "*",
+            "Condition": {{"StringEquals": {{"kms:ViaService": "a", "kms:ViaService": "b"}}}}}}]}}"#
+    );
+    for (text, key) in [
+        (&repeated_effect, "\"Effect\""),
+        (&repeated_operator, "\"StringEquals\""),
+        (&repeated_context_key, "\"kms:ViaService\""),
+    ] {
+        match Policy::parse_new_key_policy(text) {
+            Err(KmsError::MalformedPolicyDocument(msg)) => {
+                assert_msg(&msg, "Policy", &format!("the key {key} appears twice in one object"));
+                assert!(msg.contains(" at line "), "the position is given: {msg}");
+            }
+            other => panic!("{key}: {other:?}"),
+        }
+        match Policy::parse_identity_policy("p", &text.replace(&format!("{principal},"), "")) {
+            Err(KmsError::MalformedPolicyDocument(msg)) => assert!(msg.contains(key), "{msg}"),
+            other => panic!("identity policy, {key}: {other:?}"),
+        }
+    }
+    // Stored: read as before, the last of the two.
+    let stored = Policy::parse_key_policy(&repeated_effect).unwrap();
+    assert_eq!(stored.statements()[0].effect(), Effect::Allow);
+    // The same key in two different objects is fine.
+    Policy::parse_new_key_policy(&format!(
+        r#"{{"Version": "2012-10-17", "Statement": [
+            {{"Effect": "Allow", {principal}, "Action": "kms:*", "Resource": "*"}},
+            {{"Effect": "Deny", {principal}, "Action": "kms:Decrypt", "Resource": "*"}}]}}"#
+    ))
+    .unwrap();
+}
