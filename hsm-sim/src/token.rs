@@ -3,7 +3,7 @@
 use crate::attrs::{Attrs, Value};
 use crate::config::Config;
 use crate::object::{next_handle, Object};
-use crate::pin::{hex, new_key, random_bytes, Key32, PinRecord};
+use crate::pin::{ct_eq, hex, new_key, random_bytes, Key32, PinRecord};
 use crate::store::{ObjectFile, Store, TokenMeta};
 use crate::Rv;
 use cryptoki_sys::*;
@@ -287,14 +287,25 @@ impl Token {
         inner.objects.retain(|_, o| o.is_token());
     }
 
+    /// The PIN's key is derived outside the token lock: the slow KDF must
+    /// not hold up every other call on the token.
     pub fn init_pin(&self, pin: &[u8]) -> Rv<()> {
         check_pin_len(pin)?;
+        let key = match &*self.read() {
+            TokenInner {
+                login: Some(CKU_SO),
+                key: Some(key),
+                ..
+            } => key.clone(),
+            _ => return Err(CKR_USER_NOT_LOGGED_IN),
+        };
+        let record = PinRecord::new(pin, &key, self.cfg.pbkdf2_iterations)?;
         let mut inner = self.write();
-        if inner.login != Some(CKU_SO) {
+        // The SO may have logged out (or the token been re-initialized) meanwhile.
+        let same = matches!((inner.login, &inner.key), (Some(CKU_SO), Some(now)) if ct_eq(&now[..], &key[..]));
+        if !same {
             return Err(CKR_USER_NOT_LOGGED_IN);
         }
-        let key = inner.key.clone().ok_or(CKR_USER_NOT_LOGGED_IN)?;
-        let record = PinRecord::new(pin, &key, self.cfg.pbkdf2_iterations)?;
         let meta = inner.meta.as_mut().ok_or(CKR_GENERAL_ERROR)?;
         meta.user = Some(record);
         meta.user_failures = 0;

@@ -179,3 +179,40 @@ fn logout_destroys_private_session_objects() {
     let again = sess.create_object(&data_object(b"private", false, true)).unwrap();
     assert_eq!(find(b"private"), vec![again]);
 }
+
+/// C_InitPIN needs the SO logged in: a public session, the user and an SO
+/// that logged out are refused with CKR_USER_NOT_LOGGED_IN, and the PIN the
+/// SO then sets is the one that works.
+#[test]
+fn only_a_logged_in_so_sets_the_user_pin() {
+    let p = &env().pkcs11;
+    let s = init_token(6, "init-pin");
+    let sess = p.open_rw_session(s).unwrap();
+    assert_eq!(
+        rv(sess.init_pin(&pin("public01")).unwrap_err()),
+        RvError::UserNotLoggedIn
+    );
+    sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+    assert_eq!(
+        rv(sess.init_pin(&pin("asuser01")).unwrap_err()),
+        RvError::UserNotLoggedIn
+    );
+    sess.logout().unwrap();
+    sess.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
+    sess.logout().unwrap();
+    assert_eq!(
+        rv(sess.init_pin(&pin("loggedout")).unwrap_err()),
+        RvError::UserNotLoggedIn
+    );
+    sess.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
+    sess.init_pin(&pin("newuser01")).unwrap();
+    sess.logout().unwrap();
+    for refused in [USER_PIN, "public01", "asuser01", "loggedout"] {
+        assert_eq!(
+            rv(sess.login(UserType::User, Some(&pin(refused))).unwrap_err()),
+            RvError::PinIncorrect,
+            "{refused}"
+        );
+    }
+    sess.login(UserType::User, Some(&pin("newuser01"))).unwrap();
+}
