@@ -103,9 +103,31 @@ impl KmsError {
     }
 }
 
+/// The most characters of a caller's value an error message quotes.
+pub const MAX_QUOTED_CHARS: usize = 64;
+
+/// A caller's value as an error message quotes it: whole when short, else its first
+/// [`MAX_QUOTED_CHARS`] characters and "...". A request may be 512 KiB; an error header that
+/// large would break the caller's connection (HTTP/2 clients refuse header lists over 16 KiB).
+pub fn quoted(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => value.into(),
+        Some((cut, _)) => format!("{}...", &value[..cut]).into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_quoted_in_part() {
+        assert_eq!(quoted("AES_256"), "AES_256");
+        let exactly = "é".repeat(MAX_QUOTED_CHARS);
+        assert_eq!(quoted(&exactly), exactly);
+        let long = format!("{exactly}x");
+        assert_eq!(quoted(&long), format!("{exactly}..."));
+    }
 
     #[test]
     fn names_are_aws_exception_names() {

@@ -38,14 +38,32 @@ pub fn code(e: &KmsError) -> Code {
     }
 }
 
+/// The longest message sent, in bytes. tonic percent-encodes non-ASCII bytes (3 bytes each), so
+/// the `grpc-message` header stays under 12 KiB: HTTP/2 clients refuse header lists over 16 KiB
+/// by default (hyper), and over 64 KiB drop the whole connection.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
 pub fn to_status(e: &KmsError, request_id: &str) -> Status {
-    let mut status = Status::new(code(e), e.to_string());
+    let mut status = Status::new(code(e), capped(e.to_string()));
     let md = status.metadata_mut();
     md.insert(ERROR_TYPE, MetadataValue::from_static(e.name()));
     if let Ok(v) = MetadataValue::try_from(request_id) {
         md.insert(REQUEST_ID, v);
     }
     status
+}
+
+/// `message` cut to at most [`MAX_MESSAGE_BYTES`] (at a character boundary, marked "...").
+fn capped(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES - 3;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    message
 }
 
 /// A message that doesn't decode: the caller's error, so ValidationException (INVALID_ARGUMENT)
@@ -74,5 +92,16 @@ mod tests {
         let s = to_status(&KmsError::dry_run(), "r-2");
         assert_eq!(s.code(), Code::FailedPrecondition);
         assert_eq!(s.metadata().get(ERROR_TYPE).unwrap(), "DryRunOperationException");
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let short = "é".repeat(MAX_MESSAGE_BYTES / 2);
+        assert_eq!(to_status(&KmsError::NotFound(short.clone()), "r").message(), short);
+        let long = format!("x{short}");
+        let sent = to_status(&KmsError::NotFound(long.clone()), "r");
+        assert!(sent.message().len() <= MAX_MESSAGE_BYTES, "{}", sent.message().len());
+        assert!(sent.message().ends_with("é..."));
+        assert!(long.starts_with(sent.message().trim_end_matches("...")));
     }
 }

@@ -267,8 +267,9 @@ impl Origin {
 /// The ValidationException AWS gives for a value outside an enumeration.
 pub fn enum_error(field: &str, value: &str, allowed: &[&str]) -> KmsError {
     KmsError::validation(format!(
-        "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: \
+        "1 validation error detected: Value '{}' at '{field}' failed to satisfy constraint: \
          Member must satisfy enum value set: [{}]",
+        crate::error::quoted(value),
         allowed.join(", ")
     ))
 }

@@ -675,7 +675,8 @@ fn not_found(grant_id: &str, key_arn: &str) -> KmsError {
 
 fn validation_error(field: &str, value: &str, constraint: &str) -> KmsError {
     KmsError::validation(format!(
-        "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}"
+        "1 validation error detected: Value '{}' at '{field}' failed to satisfy constraint: {constraint}",
+        crate::error::quoted(value)
     ))
 }
 

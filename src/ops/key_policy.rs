@@ -73,8 +73,9 @@ fn check_policy_name(name: Option<&str>) -> Result<()> {
         None | Some(DEFAULT_NAME) => Ok(()),
         Some(n) if n.is_empty() || n.len() > 128 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
             Err(KmsError::validation(format!(
-                "1 validation error detected: Value '{n}' at 'policyName' failed to satisfy constraint: \
-                 Member must satisfy regular expression pattern: [\\w]+ (1-128 characters)"
+                "1 validation error detected: Value '{}' at 'policyName' failed to satisfy constraint: \
+                 Member must satisfy regular expression pattern: [\\w]+ (1-128 characters)",
+                crate::error::quoted(n)
             )))
         }
         Some(n) => Err(KmsError::NotFound(format!(

@@ -69,7 +69,12 @@ pub fn encode_marker(listing: &Listing, last: &str) -> String {
 /// The sort key to start after, from a marker this listing returned.
 pub fn decode_marker(listing: &Listing, marker: Option<&str>) -> Result<Option<String>> {
     let Some(m) = marker else { return Ok(None) };
-    let invalid = || KmsError::InvalidMarker(format!("Marker '{m}' is not one this listing returned"));
+    let invalid = || {
+        KmsError::InvalidMarker(format!(
+            "Marker '{}' is not one this listing returned",
+            crate::error::quoted(m)
+        ))
+    };
     let rest = m.strip_prefix(MARKER_PREFIX).ok_or_else(invalid)?;
     let (tag, hex) = rest.split_once('.').ok_or_else(invalid)?;
     if tag != listing.tag() || hex.is_empty() {

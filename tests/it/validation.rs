@@ -1322,3 +1322,56 @@ async fn undecodable_request_bodies_are_validation_errors() {
     }
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
+
+/// A request may be 512 KiB. Values from it that an error message quotes are cut short, and no
+/// message is long enough to be refused as a header: the caller gets its exception, and its
+/// connection goes on serving (HTTP/2 clients refuse header lists over 16 KiB, and drop the
+/// connection over 64 KiB).
+#[tokio::test]
+async fn long_values_get_short_errors_and_the_connection_survives() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    let long = "é".repeat(20_000); // 40 KB; 120 KB as the percent-encoded header
+    let msg = expect_err(
+        c.encrypt(pb::EncryptRequest {
+            key_id: key.key_id.clone(),
+            plaintext: b"data".to_vec(),
+            encryption_algorithm: Some(long.clone()),
+            ..Default::default()
+        })
+        .await,
+        "ValidationException",
+    );
+    assert!(msg.len() < 400 && msg.contains("é..."), "{msg}");
+    let msg = expect_err(
+        c.list_keys(pb::ListKeysRequest {
+            marker: Some(long.clone()),
+            ..Default::default()
+        })
+        .await,
+        "InvalidMarkerException",
+    );
+    assert!(msg.len() < 400, "{msg}");
+    let msg = expect_err(
+        c.create_grant(pb::CreateGrantRequest {
+            key_id: key.key_id.clone(),
+            grantee_principal: long.clone(),
+            operations: vec!["Decrypt".into()],
+            ..Default::default()
+        })
+        .await,
+        "ValidationException",
+    );
+    assert!(msg.len() < 400, "{msg}");
+    // A key id of the longest length AWS allows, in 4-byte characters: quoted whole, within the cap.
+    let msg = expect_err(
+        c.describe_key(pb::DescribeKeyRequest {
+            key_id: "𝄞".repeat(2048),
+        })
+        .await,
+        "NotFoundException",
+    );
+    assert!(msg.len() <= 4096, "{}", msg.len());
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+}
