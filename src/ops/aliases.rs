@@ -27,6 +27,8 @@ fn stale_alias<const N: usize>(name: &str, keys: [String; N]) -> impl FnOnce(&Km
 impl Kms {
     pub async fn create_alias(&self, name: &str, target: &str, ev: &mut AuditEvent) -> Result<()> {
         names::alias_name(name)?;
+        // Input first, as AWS checks it: a malformed TargetKeyId is refused before any lookup.
+        self.scope.parse("targetKeyId", target, Accept::KeyOnly)?;
         self.authorize_alias(ev, &Access::new("kms:CreateAlias"), name)?;
         let key = self
             .resolve(
@@ -57,6 +59,8 @@ impl Kms {
     /// as AWS requires.
     pub async fn update_alias(&self, name: &str, target: &str, ev: &mut AuditEvent) -> Result<()> {
         names::alias_name(name)?;
+        // Input first, as AWS checks it: a malformed TargetKeyId is refused before any lookup.
+        self.scope.parse("targetKeyId", target, Accept::KeyOnly)?;
         self.authorize_alias(ev, &Access::new("kms:UpdateAlias"), name)?;
         let mut current = self.stored_alias_target(name).await?;
         let key = self
@@ -180,10 +184,11 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Page<AliasRecord>> {
         // AWS ListAliases: Limit 1-100, default 50 (ListKeys allows up to 1000).
-        self.authorize_account(ev, &Access::new("kms:ListAliases"))?;
+        // Input first, as AWS checks it: a bad Limit or Marker is refused whoever asks.
         let limit = paging::limit(limit, 50, 100)?;
         let listing = paging::Listing::new("ListAliases", &[key_id]);
         let after = paging::decode_marker(&listing, marker)?;
+        self.authorize_account(ev, &Access::new("kms:ListAliases"))?;
         let key_id = match key_id {
             Some(k) => Some(self.lookup("keyId", k, Accept::KeyOnly, ev).await?.key_id.clone()),
             None => None,

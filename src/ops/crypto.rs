@@ -150,6 +150,9 @@ impl Kms {
         ev.source_encryption_context_keys = source_context.keys();
         parse_name("sourceEncryptionAlgorithm", algorithms.0)?;
         parse_name("destinationEncryptionAlgorithm", algorithms.1)?;
+        // Before any key is looked up, as AWS checks it (a dry run that ignores it may be empty).
+        let min_blob = usize::from(dry_run != DryRun::IgnoreCiphertext);
+        names::length("ciphertextBlob", blob.len(), min_blob, MAX_BLOB)?;
         // The destination key, looked up once before anything is decided: kms:ReEncryptOnSameKey
         // is part of both decisions (ReEncryptFrom and ReEncryptTo), which must see the same key.
         let destination = self
@@ -580,7 +583,9 @@ pub(super) fn check_grant_tokens(tokens: &[String]) -> Result<()> {
              Member must have length less than or equal to {MAX_GRANT_TOKENS}"
         )));
     }
-    if tokens.iter().any(|t| t.is_empty() || t.len() > 8192) {
+    // Characters, as AWS counts them (a byte count first: no char may take more than 4).
+    let too_long = |t: &str| t.len() > 8192 && (t.len() > 4 * 8192 || t.chars().count() > 8192);
+    if tokens.iter().any(|t| t.is_empty() || too_long(t)) {
         return Err(KmsError::validation("Each grant token must be 1 to 8192 characters"));
     }
     Ok(())
@@ -589,6 +594,17 @@ pub(super) fn check_grant_tokens(tokens: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grant_tokens_are_measured_in_characters() {
+        let tokens = |t: String| check_grant_tokens(&[t]);
+        tokens("€".repeat(8192)).expect("8192 characters of 3 bytes");
+        tokens("a".repeat(8192)).expect("8192 characters");
+        assert!(tokens("a".repeat(8193)).is_err());
+        assert!(tokens("€".repeat(8193)).is_err());
+        assert!(tokens(String::new()).is_err());
+        assert!(check_grant_tokens(&vec!["t".to_string(); 11]).is_err());
+    }
 
     #[test]
     fn data_key_spec_rules() {

@@ -168,10 +168,11 @@ impl Kms {
         marker: Option<&str>,
         ev: &mut AuditEvent,
     ) -> Result<Page<String>> {
-        self.authorize_account(ev, &Access::new("kms:ListKeys"))?;
+        // Input first, as AWS checks it: a bad Limit or Marker is refused whoever asks.
         let limit = paging::limit(limit, 100, 1000)?;
         let listing = paging::Listing::new("ListKeys", &[]);
         let after = paging::decode_marker(&listing, marker)?;
+        self.authorize_account(ev, &Access::new("kms:ListKeys"))?;
         let ids = self.store(move |s| s.list_keys(after.as_deref(), limit + 1)).await?;
         Ok(paging::page(ids, limit, &listing, |id| id))
     }

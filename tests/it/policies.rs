@@ -1294,3 +1294,36 @@ async fn a_cancelled_change_still_invalidates_once_written() {
         .aliases;
     assert!(aliases.iter().all(|a| a.alias_name != "alias/ok"), "the delete landed");
 }
+
+/// Input is checked before the caller's permissions, as AWS does: a caller that may not list keys
+/// or aliases, or move an alias, still learns that its Limit, Marker or TargetKeyId is malformed,
+/// and ReEncrypt's ciphertext is measured before any key is looked up.
+#[tokio::test]
+async fn malformed_input_is_refused_before_authorization() {
+    let server = Server::start_with(&token_config(false, &[ROOT, APP], None)).await;
+    let mut app = client_as(&server, APP).await;
+    expect_err(
+        app.list_keys(pb::ListKeysRequest::default()).await,
+        "AccessDeniedException",
+    );
+    let zero = pb::ListKeysRequest {
+        limit: Some(0),
+        ..Default::default()
+    };
+    expect_err(app.list_keys(zero).await, "ValidationException");
+    let garbage = pb::ListAliasesRequest {
+        marker: Some("not-a-marker".into()),
+        ..Default::default()
+    };
+    expect_err(app.list_aliases(garbage).await, "InvalidMarkerException");
+    let empty_target = pb::UpdateAliasRequest {
+        alias_name: "alias/none-yet".into(),
+        target_key_id: String::new(),
+    };
+    expect_err(app.update_alias(empty_target).await, "ValidationException");
+    let empty_blob = pb::ReEncryptRequest {
+        destination_key_id: "00000000-0000-4000-8000-000000000000".into(),
+        ..Default::default()
+    };
+    expect_err(app.re_encrypt(empty_blob).await, "ValidationException");
+}
