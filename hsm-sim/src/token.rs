@@ -258,7 +258,12 @@ impl Token {
         }
         inner.key = Some(key);
         inner.login = Some(user);
-        self.load_objects(&mut inner)
+        // A login whose objects can't be listed (EIO, EMFILE) fails whole: not left logged in.
+        let loaded = self.load_objects(&mut inner);
+        if loaded.is_err() {
+            self.forget(&mut inner);
+        }
+        loaded
     }
 
     pub fn logout(&self) -> Rv<()> {
@@ -306,11 +311,13 @@ impl Token {
         if !same {
             return Err(CKR_USER_NOT_LOGGED_IN);
         }
-        let meta = inner.meta.as_mut().ok_or(CKR_GENERAL_ERROR)?;
+        // Saved first: a failed save leaves the old PIN in force here as on disk.
+        let mut meta = inner.meta.clone().ok_or(CKR_GENERAL_ERROR)?;
         meta.user = Some(record);
         meta.user_failures = 0;
-        let m = meta.clone();
-        self.store.save_meta(&m)
+        self.store.save_meta(&meta)?;
+        inner.meta = Some(meta);
+        Ok(())
     }
 
     /// Re-wraps the token key under the new PIN; objects are untouched.
@@ -320,14 +327,16 @@ impl Token {
         let key = self.unlock(so, old)?;
         let record = PinRecord::new(new, &key, self.cfg.pbkdf2_iterations)?;
         let mut inner = self.write();
-        let meta = inner.meta.as_mut().ok_or(CKR_GENERAL_ERROR)?;
+        // Saved first: a failed save leaves the old PIN in force here as on disk.
+        let mut meta = inner.meta.clone().ok_or(CKR_GENERAL_ERROR)?;
         if so {
             meta.so = record;
         } else {
             meta.user = Some(record);
         }
-        let m = meta.clone();
-        self.store.save_meta(&m)
+        self.store.save_meta(&meta)?;
+        inner.meta = Some(meta);
+        Ok(())
     }
 
     /// Adds an object; token objects are written to disk first.

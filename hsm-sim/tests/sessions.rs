@@ -216,3 +216,31 @@ fn only_a_logged_in_so_sets_the_user_pin() {
     }
     sess.login(UserType::User, Some(&pin("newuser01"))).unwrap();
 }
+
+/// A PIN change whose save fails (here a directory has taken the temp
+/// file's name) leaves the old PIN in force, in this process as on disk.
+#[test]
+fn a_pin_change_that_cannot_be_saved_changes_nothing() {
+    let p = &env().pkcs11;
+    let s = init_token(7, "pin-save");
+    let blocker = env().token_dir.join("slot-7").join(".token.json.tmp");
+    let sess = p.open_rw_session(s).unwrap();
+    sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+    std::fs::create_dir(&blocker).unwrap();
+    assert!(sess.set_pin(&pin(USER_PIN), &pin("changed01")).is_err());
+    sess.logout().unwrap();
+    std::fs::remove_dir(&blocker).unwrap();
+    sess.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
+    std::fs::create_dir(&blocker).unwrap();
+    assert!(sess.init_pin(&pin("reset0001")).is_err());
+    std::fs::remove_dir(&blocker).unwrap();
+    sess.logout().unwrap();
+    for refused in ["changed01", "reset0001"] {
+        assert_eq!(
+            rv(sess.login(UserType::User, Some(&pin(refused))).unwrap_err()),
+            RvError::PinIncorrect,
+            "{refused}"
+        );
+    }
+    sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+}
