@@ -50,6 +50,22 @@ fn gcm_mechanism(params: &mut CK_GCM_PARAMS) -> CK_MECHANISM {
     }
 }
 
+/// A mechanism that takes no parameter.
+fn no_parameters(mechanism: CK_MECHANISM_TYPE) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism,
+        pParameter: null_mut(),
+        ulParameterLen: 0,
+    }
+}
+
+/// A new AES-256 session key (it also serves HMAC).
+fn aes_256_key(sess: &cryptoki::session::Session) -> CK_OBJECT_HANDLE {
+    sess.generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(32.into())])
+        .unwrap()
+        .handle()
+}
+
 #[test]
 fn length_convention() {
     let f = functions();
@@ -366,24 +382,13 @@ fn parameter_lengths_are_bounded() {
 fn a_rejected_argument_ends_the_operation() {
     let f = functions();
     let sess = user_session(init_token(3, "arguments-bad"));
-    let key = sess
-        .generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(32.into())])
-        .unwrap()
-        .handle();
+    let key = aes_256_key(&sess);
     let h = sess.handle();
     let mut iv = [0u8; 12];
     let mut params = gcm_params(&mut iv);
     let mut gcm = gcm_mechanism(&mut params);
-    let mut hmac = CK_MECHANISM {
-        mechanism: CKM_SHA256_HMAC,
-        pParameter: null_mut(),
-        ulParameterLen: 0,
-    };
-    let mut sha = CK_MECHANISM {
-        mechanism: CKM_SHA256,
-        pParameter: null_mut(),
-        ulParameterLen: 0,
-    };
+    let mut hmac = no_parameters(CKM_SHA256_HMAC);
+    let mut sha = no_parameters(CKM_SHA256);
     let mut data = [1u8; 32];
     let mut out = [0u8; 64];
     let mut len: CK_ULONG = 64;
@@ -446,24 +451,13 @@ fn a_rejected_argument_ends_the_operation() {
 fn a_single_part_call_cannot_end_a_multi_part_operation() {
     let f = functions();
     let sess = user_session(init_token(5, "single-after-update"));
-    let key = sess
-        .generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(32.into())])
-        .unwrap()
-        .handle();
+    let key = aes_256_key(&sess);
     let h = sess.handle();
     let mut iv = [0u8; 12];
     let mut params = gcm_params(&mut iv);
     let mut gcm = gcm_mechanism(&mut params);
-    let mut hmac = CK_MECHANISM {
-        mechanism: CKM_SHA256_HMAC,
-        pParameter: null_mut(),
-        ulParameterLen: 0,
-    };
-    let mut sha = CK_MECHANISM {
-        mechanism: CKM_SHA256,
-        pParameter: null_mut(),
-        ulParameterLen: 0,
-    };
+    let mut hmac = no_parameters(CKM_SHA256_HMAC);
+    let mut sha = no_parameters(CKM_SHA256);
     let mut data = [1u8; 32];
     let mut out = [0u8; 64];
     let mut len: CK_ULONG = 64;
