@@ -400,7 +400,7 @@ pub(crate) fn malformed(loc: &str, what: impl std::fmt::Display) -> KmsError {
 /// An element or key name as it may appear in a message: quoted, and cut short if long. Names
 /// come from the document's structure, never its values.
 pub(crate) fn show(name: &str) -> String {
-    const MAX: usize = 64;
+    const MAX: usize = crate::error::MAX_QUOTED_CHARS;
     let mut out = String::with_capacity(name.len().min(MAX) + 5);
     out.push('"');
     for (i, c) in name.chars().enumerate() {
