@@ -1,6 +1,12 @@
 //! On-disk token: `token.json` plus one file per token object under
 //! `objects/`. Every write is atomic (temp file, fsync, rename, fsync dir),
 //! and key material only ever reaches disk sealed under the token key.
+//!
+//! Several processes may open one token directory (kms and pkcs11-tool,
+//! say). Every write happens under the slot's lock ([`SlotLock`]), and
+//! `token.json` is changed by reading it afresh under that lock
+//! ([`Store::update_meta`]): one process never writes back a PIN or a
+//! failure count another has since changed, and no two share a temp file.
 use crate::attrs::{is_secret, Attrs, Value};
 use crate::pin::{hex, open, seal, unhex, Key32, PinRecord};
 use crate::Rv;
@@ -25,6 +31,17 @@ pub struct TokenMeta {
     pub user_failures: u32,
 }
 
+impl TokenMeta {
+    /// The consecutive wrong PINs counted for the SO or the user.
+    pub fn failures_mut(&mut self, so: bool) -> &mut u32 {
+        if so {
+            &mut self.so_failures
+        } else {
+            &mut self.user_failures
+        }
+    }
+}
+
 /// One token object file. Private objects are sealed whole; public ones
 /// keep non-secret attributes readable so they load before login.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +53,15 @@ pub struct ObjectFile {
 
 pub struct Store {
     dir: PathBuf,
+}
+
+/// Proof that the slot's lock is held: an advisory `flock` on the slot
+/// directory, released when dropped (or when the process dies). Store
+/// writes take one, so they cannot be made without it. Taken only while
+/// the token's in-process write lock is held, so threads of one process
+/// never wait on each other's `flock`.
+pub struct SlotLock {
+    _dir: File,
 }
 
 fn io_err(_: std::io::Error) -> cryptoki_sys::CK_RV {
@@ -239,7 +265,44 @@ impl Store {
         Ok(false)
     }
 
-    pub fn save_meta(&self, meta: &TokenMeta) -> Rv<()> {
+    /// Takes the slot's lock, creating the token's directories first.
+    pub fn lock(&self) -> Rv<SlotLock> {
+        self.ensure()?;
+        self.lock_existing()?.ok_or(CKR_DEVICE_ERROR)
+    }
+
+    /// The slot's lock; None when the slot directory does not exist.
+    fn lock_existing(&self) -> Rv<Option<SlotLock>> {
+        let dir = match File::open(&self.dir) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(e)),
+        };
+        dir.lock().map_err(io_err)?;
+        Ok(Some(SlotLock { _dir: dir }))
+    }
+
+    /// Reads `token.json` afresh under the slot's lock, lets `change` edit
+    /// it and saves it when `change` returns true. Returns the metadata as
+    /// it now is on disk; None for a blank token (`change` is not called).
+    pub fn update_meta(&self, change: impl FnOnce(&mut TokenMeta) -> Rv<bool>) -> Rv<Option<TokenMeta>> {
+        let Some(lock) = self.lock_existing()? else {
+            return Ok(None);
+        };
+        let loaded = self.load_meta().map_err(|reason| {
+            eprintln!("hsm-sim: {reason}");
+            CKR_DEVICE_ERROR
+        })?;
+        let Some(mut meta) = loaded else {
+            return Ok(None);
+        };
+        if change(&mut meta)? {
+            self.save_meta(&lock, &meta)?;
+        }
+        Ok(Some(meta))
+    }
+
+    pub fn save_meta(&self, _: &SlotLock, meta: &TokenMeta) -> Rv<()> {
         self.ensure()?;
         let bytes = serde_json::to_vec_pretty(meta).map_err(|_| CKR_GENERAL_ERROR)?;
         write_atomic(&self.dir.join("token.json"), &bytes).map_err(io_err)
@@ -271,13 +334,13 @@ impl Store {
         serde_json::from_slice(&bytes).map_err(|_| CKR_DEVICE_ERROR)
     }
 
-    pub fn write_object(&self, id: &str, file: &ObjectFile) -> Rv<()> {
+    pub fn write_object(&self, _: &SlotLock, id: &str, file: &ObjectFile) -> Rv<()> {
         self.ensure()?;
         let bytes = serde_json::to_vec(file).map_err(|_| CKR_GENERAL_ERROR)?;
         write_atomic(&self.objects_dir().join(format!("{id}.json")), &bytes).map_err(io_err)
     }
 
-    pub fn delete_object(&self, id: &str) -> Rv<()> {
+    pub fn delete_object(&self, _: &SlotLock, id: &str) -> Rv<()> {
         fs::remove_file(self.objects_dir().join(format!("{id}.json"))).map_err(io_err)?;
         File::open(self.objects_dir())
             .and_then(|d| d.sync_all())
@@ -285,9 +348,9 @@ impl Store {
     }
 
     /// Removes every object (C_InitToken).
-    pub fn wipe_objects(&self) -> Rv<()> {
+    pub fn wipe_objects(&self, lock: &SlotLock) -> Rv<()> {
         for id in self.object_ids()? {
-            self.delete_object(&id)?;
+            self.delete_object(lock, &id)?;
         }
         Ok(())
     }

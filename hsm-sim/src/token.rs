@@ -103,6 +103,12 @@ impl Token {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The metadata as on disk now (another process may have changed a PIN
+    /// or its failure count), or as last read if the file can't be read.
+    pub fn meta_now(&self) -> Option<TokenMeta> {
+        self.store.load_meta().unwrap_or_else(|_| self.read().meta.clone())
+    }
+
     pub fn max_attempts(&self) -> u32 {
         self.cfg.max_pin_attempts
     }
@@ -129,23 +135,21 @@ impl Token {
         Ok(())
     }
 
+    /// What is on disk decides whether the SO PIN must be checked, not what
+    /// this process read when it started: another may have initialized the
+    /// token since.
     pub fn init_token(&self, so_pin: &[u8], label: &str) -> Rv<()> {
         self.check_usable()?;
         check_pin_len(so_pin)?;
-        let initialized = self.read().meta.is_some();
-        if initialized {
-            self.unlock(true, so_pin)?;
-        } else {
-            // Without an SO PIN to check, only a still blank directory may be initialized.
-            match self.store.load_meta() {
-                Ok(None) => {}
-                Ok(Some(_)) => return Err(CKR_TOKEN_NOT_RECOGNIZED),
-                Err(reason) => {
-                    eprintln!("hsm-sim: slot {}: C_InitToken refused: {reason}", self.slot);
-                    return Err(CKR_TOKEN_NOT_RECOGNIZED);
-                }
-            }
-        }
+        let on_disk = self.store.load_meta().map_err(|reason| {
+            eprintln!("hsm-sim: slot {}: C_InitToken refused: {reason}", self.slot);
+            CKR_TOKEN_NOT_RECOGNIZED
+        })?;
+        // Without an SO PIN to check, only a still blank directory may be initialized.
+        let checked_serial = match on_disk {
+            Some(_) => Some(self.unlock(true, so_pin)?.1),
+            None => None,
+        };
         let key = new_key()?;
         let mut serial = [0u8; 8];
         random_bytes(&mut serial)?;
@@ -158,8 +162,14 @@ impl Token {
             user_failures: 0,
         };
         let mut inner = self.write();
-        self.store.wipe_objects()?;
-        self.store.save_meta(&meta)?;
+        let lock = self.store.lock()?;
+        // Still the token whose SO PIN was checked (or still blank).
+        let now = self.store.load_meta().map_err(|_| CKR_TOKEN_NOT_RECOGNIZED)?;
+        if now.map(|m| m.serial) != checked_serial {
+            return Err(CKR_TOKEN_NOT_RECOGNIZED);
+        }
+        self.store.wipe_objects(&lock)?;
+        self.store.save_meta(&lock, &meta)?;
         inner.objects.clear();
         inner.handles.clear();
         inner.meta = Some(meta);
@@ -171,39 +181,35 @@ impl Token {
     /// Verifies a PIN and counts failures. The attempt is counted, on disk
     /// too, before the slow KDF runs, so neither concurrent wrong PINs nor
     /// killing the process mid-check get past the limit; a success then
-    /// takes back the failures counted so far, except attempts still running.
-    fn unlock(&self, so: bool, pin: &[u8]) -> Rv<Key32> {
-        let record = self.reserve_attempt(so)?;
+    /// takes back the failures counted so far, except attempts still running
+    /// in this process. Returns the token key and the serial of the token it
+    /// belongs to.
+    fn unlock(&self, so: bool, pin: &[u8]) -> Rv<(Key32, String)> {
+        let (record, serial) = self.reserve_attempt(so)?;
         let result = record.unlock(pin);
         self.settle_attempt(so, result.is_ok())?;
-        result
+        Ok((result?, serial))
     }
 
-    fn reserve_attempt(&self, so: bool) -> Rv<PinRecord> {
+    /// The PIN record as it is on disk now (another process may have
+    /// changed the PIN), with the attempt counted there.
+    fn reserve_attempt(&self, so: bool) -> Rv<(PinRecord, String)> {
         let max = self.max_attempts();
-        let mut guard = self.write();
-        let inner = &mut *guard;
-        let meta = inner.meta.as_mut().ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
-        let record = if so { Some(meta.so.clone()) } else { meta.user.clone() };
+        let mut inner = self.write();
+        let mut record = None;
+        let meta = self.store.update_meta(|meta| {
+            let found = if so { Some(meta.so.clone()) } else { meta.user.clone() };
+            let found = found.ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
+            let failures = meta.failures_mut(so);
+            if *failures >= max {
+                return Err(CKR_PIN_LOCKED);
+            }
+            *failures += 1;
+            record = Some((found, meta.serial.clone()));
+            Ok(true)
+        })?;
+        self.adopt(&mut inner, meta);
         let record = record.ok_or(CKR_USER_PIN_NOT_INITIALIZED)?;
-        let failures = if so {
-            &mut meta.so_failures
-        } else {
-            &mut meta.user_failures
-        };
-        if *failures >= max {
-            return Err(CKR_PIN_LOCKED);
-        }
-        *failures += 1;
-        if let Err(e) = self.store.save_meta(meta) {
-            let failures = if so {
-                &mut meta.so_failures
-            } else {
-                &mut meta.user_failures
-            };
-            *failures -= 1;
-            return Err(e);
-        }
         inner.running[usize::from(so)] += 1;
         Ok(record)
     }
@@ -211,32 +217,63 @@ impl Token {
     /// Ends an attempt begun by `reserve_attempt`: a failure stays counted;
     /// a success leaves only the attempts of checks still running.
     fn settle_attempt(&self, so: bool, ok: bool) -> Rv<()> {
-        let mut guard = self.write();
-        let inner = &mut *guard;
+        let mut inner = self.write();
         let running = &mut inner.running[usize::from(so)];
         *running = running.saturating_sub(1);
         let still = *running;
-        let Some(meta) = inner.meta.as_mut() else {
-            return Ok(());
-        };
-        let failures = if so {
-            &mut meta.so_failures
-        } else {
-            &mut meta.user_failures
-        };
-        if !ok || *failures <= still {
+        if !ok {
             return Ok(());
         }
-        *failures = still;
-        self.store.save_meta(meta)
+        let meta = self.store.update_meta(|meta| {
+            let failures = meta.failures_mut(so);
+            let changed = *failures > still;
+            *failures = (*failures).min(still);
+            Ok(changed)
+        })?;
+        self.adopt(&mut inner, meta);
+        Ok(())
+    }
+
+    /// Takes metadata just read from disk. When another process has
+    /// re-initialized the token (a new serial), this process's login, token
+    /// key and token objects belong to the old token and are dropped.
+    fn adopt(&self, inner: &mut TokenInner, meta: Option<TokenMeta>) {
+        let replaced = inner
+            .meta
+            .as_ref()
+            .is_some_and(|old| meta.as_ref().map(|m| &m.serial) != Some(&old.serial));
+        if replaced {
+            self.forget(inner);
+            inner.objects.retain(|_, o| !o.is_token());
+            inner.handles.clear();
+        }
+        inner.meta = meta;
+    }
+
+    /// Changes `token.json` for a PIN set by a logged-in user or SO: only
+    /// if the token on disk is still the one this process logged in to.
+    fn save_pin(&self, inner: &mut TokenInner, serial: &str, set: impl FnOnce(&mut TokenMeta)) -> Rv<()> {
+        let mut done = false;
+        let meta = self.store.update_meta(|meta| {
+            if meta.serial != serial {
+                return Ok(false);
+            }
+            set(meta);
+            done = true;
+            Ok(true)
+        })?;
+        self.adopt(inner, meta);
+        if done {
+            Ok(())
+        } else {
+            Err(CKR_USER_NOT_LOGGED_IN)
+        }
     }
 
     pub fn login(&self, user: CK_USER_TYPE, pin: &[u8], ro_session_exists: bool) -> Rv<()> {
         {
+            // Whether the token is initialized is read from disk by `unlock`.
             let inner = self.read();
-            if inner.meta.is_none() {
-                return Err(CKR_USER_PIN_NOT_INITIALIZED);
-            }
             match (inner.login, user) {
                 (Some(CKU_USER), CKU_CONTEXT_SPECIFIC) => {}
                 (_, CKU_CONTEXT_SPECIFIC) => return Err(CKR_USER_NOT_LOGGED_IN),
@@ -248,7 +285,7 @@ impl Token {
             }
         }
         let so = user == CKU_SO;
-        let key = self.unlock(so, pin)?;
+        let (key, _) = self.unlock(so, pin)?;
         if user == CKU_CONTEXT_SPECIFIC {
             return Ok(());
         }
@@ -305,38 +342,36 @@ impl Token {
             _ => return Err(CKR_USER_NOT_LOGGED_IN),
         };
         let record = PinRecord::new(pin, &key, self.cfg.pbkdf2_iterations)?;
-        let mut inner = self.write();
+        let mut guard = self.write();
+        let inner = &mut *guard;
         // The SO may have logged out (or the token been re-initialized) meanwhile.
         let same = matches!((inner.login, &inner.key), (Some(CKU_SO), Some(now)) if ct_eq(&now[..], &key[..]));
-        if !same {
+        let serial = inner.meta.as_ref().map(|m| m.serial.clone());
+        let (true, Some(serial)) = (same, serial) else {
             return Err(CKR_USER_NOT_LOGGED_IN);
-        }
+        };
         // Saved first: a failed save leaves the old PIN in force here as on disk.
-        let mut meta = inner.meta.clone().ok_or(CKR_GENERAL_ERROR)?;
-        meta.user = Some(record);
-        meta.user_failures = 0;
-        self.store.save_meta(&meta)?;
-        inner.meta = Some(meta);
-        Ok(())
+        self.save_pin(inner, &serial, |meta| {
+            meta.user = Some(record);
+            meta.user_failures = 0;
+        })
     }
 
     /// Re-wraps the token key under the new PIN; objects are untouched.
     pub fn set_pin(&self, old: &[u8], new: &[u8]) -> Rv<()> {
         check_pin_len(new)?;
         let so = self.read().login == Some(CKU_SO);
-        let key = self.unlock(so, old)?;
+        let (key, serial) = self.unlock(so, old)?;
         let record = PinRecord::new(new, &key, self.cfg.pbkdf2_iterations)?;
         let mut inner = self.write();
         // Saved first: a failed save leaves the old PIN in force here as on disk.
-        let mut meta = inner.meta.clone().ok_or(CKR_GENERAL_ERROR)?;
-        if so {
-            meta.so = record;
-        } else {
-            meta.user = Some(record);
-        }
-        self.store.save_meta(&meta)?;
-        inner.meta = Some(meta);
-        Ok(())
+        self.save_pin(&mut inner, &serial, |meta| {
+            if so {
+                meta.so = record;
+            } else {
+                meta.user = Some(record);
+            }
+        })
     }
 
     /// Adds an object; token objects are written to disk first.
@@ -351,7 +386,7 @@ impl Token {
             random_bytes(&mut raw)?;
             let id = hex(&raw);
             let file = ObjectFile::encode(&id, &attrs, inner.key.as_ref())?;
-            self.store.write_object(&id, &file)?;
+            self.store.write_object(&self.store.lock()?, &id, &file)?;
             inner.handles.insert(id.clone(), h);
             Object::new(h, attrs, None, Some(id), false)
         } else {
@@ -365,7 +400,7 @@ impl Token {
         let mut inner = self.write();
         let obj = inner.get(h)?;
         if let Some(id) = &obj.file_id {
-            self.store.delete_object(id)?;
+            self.store.delete_object(&self.store.lock()?, id)?;
             inner.handles.remove(id);
         }
         inner.objects.remove(&h);
@@ -385,7 +420,7 @@ impl Token {
         let attrs = change(&obj, inner.login == Some(CKU_SO))?;
         if let Some(id) = &obj.file_id {
             let file = ObjectFile::encode(id, &attrs, inner.key.as_ref())?;
-            self.store.write_object(id, &file)?;
+            self.store.write_object(&self.store.lock()?, id, &file)?;
         }
         inner.objects.insert(h, Arc::new(obj.with_attrs(attrs)));
         Ok(())

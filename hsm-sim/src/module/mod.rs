@@ -204,10 +204,10 @@ impl Module {
         let t = self.slot_gate(slot, "C_GetTokenInfo")?;
         t.check_usable()?;
         let (sessions, rw_sessions) = self.session_counts(t.slot);
-        let inner = t.read();
+        let meta = t.meta_now();
         let mut flags = CKF_RNG | CKF_LOGIN_REQUIRED | CKF_RESTORE_KEY_NOT_NEEDED;
         let max = t.max_attempts();
-        let (label, serial) = match &inner.meta {
+        let (label, serial) = match &meta {
             Some(m) => {
                 flags |= CKF_TOKEN_INITIALIZED;
                 if m.user.is_some() {
