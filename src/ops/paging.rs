@@ -1,5 +1,8 @@
 //! Pagination as AWS does it: Limit, an opaque Marker, Truncated.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
 use crate::error::{KmsError, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +24,32 @@ pub fn limit(value: Option<i32>, default: usize, max: usize) -> Result<usize> {
     }
 }
 
-const MARKER_PREFIX: &str = "m2.";
+/// Markers: the prefix, the listing's tag, a dot, the last sort key in base64url. Version 2
+/// markers held the key in hex, which made one for a tag key of 128 four-byte characters longer
+/// than the 1024 characters a Marker may have; they are still read.
+const MARKER_PREFIX: &str = "m3.";
+const HEX_MARKER_PREFIX: &str = "m2.";
+
+/// AWS's constraints on a Marker: 1 to 1024 characters, each in U+0020..U+00FF.
+const MAX_MARKER_CHARS: usize = 1024;
+
+/// A Marker that breaks AWS's constraints is a ValidationException, as in AWS; one that keeps
+/// them but is not a marker this listing returned is an InvalidMarkerException.
+fn check_marker_syntax(m: &str) -> Result<()> {
+    let broken = if m.is_empty() {
+        "Member must have length greater than or equal to 1"
+    } else if m.chars().nth(MAX_MARKER_CHARS).is_some() {
+        "Member must have length less than or equal to 1024"
+    } else if m.chars().any(|c| !('\u{20}'..='\u{ff}').contains(&c)) {
+        "Member must satisfy regular expression pattern: [\\u0020-\\u00FF]*"
+    } else {
+        return Ok(());
+    };
+    Err(KmsError::validation(format!(
+        "1 validation error detected: Value '{}' at 'marker' failed to satisfy constraint: {broken}",
+        crate::error::quoted(m)
+    )))
+}
 
 /// Which listing a marker belongs to: the operation and every request field but Limit and
 /// Marker, hashed. A marker carries its listing's tag, so one from another operation, key or
@@ -53,35 +81,43 @@ impl Listing {
     }
 }
 
-/// Markers are opaque to clients: the listing's tag and the sort key of the last item returned,
-/// hex-encoded.
+/// Markers are opaque to clients: the listing's tag and the sort key of the last item returned.
 pub fn encode_marker(listing: &Listing, last: &str) -> String {
-    let mut s = String::with_capacity(MARKER_PREFIX.len() + 9 + last.len() * 2);
+    let mut s = String::with_capacity(MARKER_PREFIX.len() + 9 + last.len().div_ceil(3) * 4);
     s.push_str(MARKER_PREFIX);
     s.push_str(&listing.tag());
     s.push('.');
-    for b in last.bytes() {
-        s.push_str(&format!("{b:02x}"));
-    }
+    URL_SAFE_NO_PAD.encode_string(last, &mut s);
     s
 }
 
 /// The sort key to start after, from a marker this listing returned.
 pub fn decode_marker(listing: &Listing, marker: Option<&str>) -> Result<Option<String>> {
     let Some(m) = marker else { return Ok(None) };
+    check_marker_syntax(m)?;
     let invalid = || {
         KmsError::InvalidMarker(format!(
             "Marker '{}' is not one this listing returned",
             crate::error::quoted(m)
         ))
     };
-    let rest = m.strip_prefix(MARKER_PREFIX).ok_or_else(invalid)?;
-    let (tag, hex) = rest.split_once('.').ok_or_else(invalid)?;
-    if tag != listing.tag() || hex.is_empty() {
+    let (encoded, hex) = match (m.strip_prefix(MARKER_PREFIX), m.strip_prefix(HEX_MARKER_PREFIX)) {
+        (Some(rest), _) => (rest, false),
+        (None, Some(rest)) => (rest, true),
+        (None, None) => return Err(invalid()),
+    };
+    let (tag, last) = encoded.split_once('.').ok_or_else(invalid)?;
+    if tag != listing.tag() || last.is_empty() {
         return Err(invalid());
     }
-    let bytes = crate::config::hex_decode(hex).ok_or_else(invalid)?;
-    String::from_utf8(bytes).map(Some).map_err(|_| invalid())
+    let bytes = if hex {
+        crate::config::hex_decode(last)
+    } else {
+        URL_SAFE_NO_PAD.decode(last).ok()
+    };
+    String::from_utf8(bytes.ok_or_else(invalid)?)
+        .map(Some)
+        .map_err(|_| invalid())
 }
 
 /// Builds a page from up to `limit + 1` fetched items.
@@ -111,21 +147,58 @@ mod tests {
         assert_eq!(decode_marker(&l, Some(&m)).unwrap().as_deref(), Some("alias/x"));
         assert_eq!(decode_marker(&l, None).unwrap(), None);
         let tag = l.tag();
+        let hex_marker = format!("m2.{tag}.616c6961732f78");
+        assert_eq!(
+            decode_marker(&l, Some(&hex_marker)).unwrap().as_deref(),
+            Some("alias/x"),
+            "a marker of the previous version is still read"
+        );
         for garbage in [
             "nope".to_string(),
-            "m2.".into(),
-            format!("m2.{tag}"),
-            format!("m2.{tag}."),
-            format!("m2.{tag}.zz"),
-            format!("m2.{tag}.+a"),
-            format!("m2.{tag}.ff"), // not UTF-8
-            "m1.616263".into(),     // an old-format marker
+            "m3.".into(),
+            format!("m3.{tag}"),
+            format!("m3.{tag}."),
+            format!("m3.{tag}.*a"),
+            format!("m3.{tag}.YWJ"), // not base64 (a 4n+3 length whose last character carries spare bits)
+            format!("m3.{tag}._w"),  // 0xff: not UTF-8
+            format!("m2.{tag}.zz"),  // not hex
+            format!("m2.{tag}.ff"),  // not UTF-8
+            "m1.616263".into(),      // a first-version marker
+            "é".repeat(MAX_MARKER_CHARS), // the most a Marker may be
         ] {
             assert!(
                 matches!(decode_marker(&l, Some(&garbage)), Err(KmsError::InvalidMarker(_))),
                 "{garbage}"
             );
         }
+    }
+
+    /// AWS's constraints on the Marker field are checked first: ValidationException.
+    #[test]
+    fn markers_outside_the_field_constraints_are_validation_errors() {
+        let l = Listing::new("ListKeys", &[]);
+        for (marker, says) in [
+            (String::new(), "greater than or equal to 1"),
+            ("é".repeat(MAX_MARKER_CHARS + 1), "less than or equal to 1024"),
+            ("m3.\u{1F511}".into(), "regular expression pattern"),
+            ("m3.\t".into(), "regular expression pattern"),
+        ] {
+            match decode_marker(&l, Some(&marker)) {
+                Err(e @ KmsError::Validation(_)) => assert!(e.to_string().contains(says), "{e}"),
+                other => panic!("{marker:?}: {other:?}"),
+            }
+        }
+    }
+
+    /// The longest sort key (a tag key of 128 four-byte characters) makes a marker a client can
+    /// send back.
+    #[test]
+    fn the_longest_sort_key_makes_a_valid_marker() {
+        let l = Listing::new("ListResourceTags", &[Some("key")]);
+        let last = "\u{10FFFF}".repeat(128);
+        let m = encode_marker(&l, &last);
+        assert!(m.len() <= MAX_MARKER_CHARS, "{}", m.len());
+        assert_eq!(decode_marker(&l, Some(&m)).unwrap(), Some(last));
     }
 
     #[test]

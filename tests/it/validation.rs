@@ -1220,10 +1220,16 @@ async fn paging_limits_and_markers() {
     assert!(!rest.truncated);
 
     // Markers: only ones the service returned.
-    for marker in ["garbage", "m1.zz", "m1.0", "bTEuNjE=", "\u{1F511}"] {
+    for marker in ["garbage", "m1.zz", "m1.0", "bTEuNjE=", "m3.00000000.YWxpYXM"] {
         expect_err(c.list_keys(list_keys(Some(1), Some(marker))).await, m);
         expect_err(c.list_aliases(list_aliases(Some(1), Some(marker))).await, m);
         expect_err(c.list_resource_tags(list_tags(Some(1), Some(marker))).await, m);
+    }
+    // Markers outside the field's constraints (1-1024 characters in U+0020-U+00FF), as in AWS.
+    for marker in [String::new(), "x".repeat(1025), "\u{1F511}".into()] {
+        expect_err(c.list_keys(list_keys(Some(1), Some(&marker))).await, v);
+        expect_err(c.list_aliases(list_aliases(Some(1), Some(&marker))).await, v);
+        expect_err(c.list_resource_tags(list_tags(Some(1), Some(&marker))).await, v);
     }
     // A real marker works, and the limit is still checked alongside it.
     let first = c.list_keys(list_keys(Some(1), None)).await.unwrap().into_inner();
@@ -1350,7 +1356,7 @@ async fn long_values_get_short_errors_and_the_connection_survives() {
             ..Default::default()
         })
         .await,
-        "InvalidMarkerException",
+        "ValidationException",
     );
     assert!(msg.len() < 400, "{msg}");
     let msg = expect_err(
