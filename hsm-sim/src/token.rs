@@ -118,13 +118,18 @@ impl Token {
     fn load_objects(&self, inner: &mut TokenInner) -> Rv<()> {
         inner.objects.retain(|_, o| !o.is_token());
         for id in self.store.object_ids()? {
+            // A damaged object file costs that object, not the token; it is named on stderr
+            // (its content never is).
+            let unreadable = |why: &str| eprintln!("hsm-sim: slot {}: object {id} skipped: {why}", self.slot);
             let Ok(file) = self.store.read_object(&id) else {
+                unreadable("cannot be read or parsed");
                 continue;
             };
             if file.private && inner.key.is_none() {
                 continue;
             }
             let Ok((attrs, locked)) = file.decode(&id, inner.key.as_ref()) else {
+                unreadable("its attributes cannot be decoded or unsealed");
                 continue;
             };
             let h = *inner.handles.entry(id.clone()).or_insert_with(next_handle);
@@ -376,7 +381,26 @@ impl Token {
 
     /// Adds an object; token objects are written to disk first.
     pub fn insert(&self, attrs: Attrs, owner: CK_SESSION_HANDLE) -> Rv<CK_OBJECT_HANDLE> {
+        self.insert_locked(&mut self.write(), attrs, owner)
+    }
+
+    /// Adds a copy of object `from` (C_CopyObject): `make` gets the object
+    /// and whether the SO is logged in, and returns the copy's attributes.
+    /// One write lock from the check to the insert, so the source cannot be
+    /// made uncopyable or destroyed in between.
+    pub fn insert_copy(
+        &self,
+        from: CK_OBJECT_HANDLE,
+        owner: CK_SESSION_HANDLE,
+        make: impl FnOnce(&Object, bool) -> Rv<Attrs>,
+    ) -> Rv<CK_OBJECT_HANDLE> {
         let mut inner = self.write();
+        let obj = inner.get(from)?;
+        let attrs = make(&obj, inner.login == Some(CKU_SO))?;
+        self.insert_locked(&mut inner, attrs, owner)
+    }
+
+    fn insert_locked(&self, inner: &mut TokenInner, attrs: Attrs, owner: CK_SESSION_HANDLE) -> Rv<CK_OBJECT_HANDLE> {
         if attrs.bool(CKA_PRIVATE) && inner.login != Some(CKU_USER) {
             return Err(CKR_USER_NOT_LOGGED_IN);
         }
@@ -396,9 +420,12 @@ impl Token {
         Ok(h)
     }
 
-    pub fn destroy(&self, h: CK_OBJECT_HANDLE) -> Rv<()> {
+    /// Destroys an object if `check` allows it, under one write lock (its
+    /// CKA_DESTROYABLE cannot turn false between the check and the removal).
+    pub fn destroy(&self, h: CK_OBJECT_HANDLE, check: impl FnOnce(&Object) -> Rv<()>) -> Rv<()> {
         let mut inner = self.write();
         let obj = inner.get(h)?;
+        check(&obj)?;
         if let Some(id) = &obj.file_id {
             self.store.delete_object(&self.store.lock()?, id)?;
             inner.handles.remove(id);

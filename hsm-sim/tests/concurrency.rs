@@ -1,7 +1,8 @@
 //! Concurrent calls on one token: attribute changes are never lost,
 //! concurrent wrong PINs cannot get past the lockout, and a session closed
 //! during a call leaves nothing behind, and no read-only session opens
-//! under an SO login.
+//! under an SO login, and no object is made indestructible and destroyed
+//! at once.
 mod common;
 
 use common::*;
@@ -24,7 +25,7 @@ fn module() -> &'static (Pkcs11, PathBuf) {
         let dir = temp_dir("concurrency");
         let conf = dir.join("hsm-sim.toml");
         let toml = format!(
-            "token_dir = {:?}\nslots = 6\npbkdf2_iterations = 20000\nmax_pin_attempts = {MAX_PIN_ATTEMPTS}\n",
+            "token_dir = {:?}\nslots = 7\npbkdf2_iterations = 20000\nmax_pin_attempts = {MAX_PIN_ATTEMPTS}\n",
             dir.join("tokens").display().to_string()
         );
         std::fs::write(&conf, toml).unwrap();
@@ -274,4 +275,41 @@ fn an_so_login_and_a_read_only_open_never_both_succeed() {
             so.logout().unwrap();
         }
     }
+}
+
+/// One session makes an object indestructible while another destroys it:
+/// one of the two must fail, never both succeed (the check of
+/// CKA_DESTROYABLE and the removal are one step).
+#[test]
+fn an_object_made_indestructible_is_never_destroyed_as_well() {
+    let p = pkcs11();
+    let s = init(6);
+    let mut a = p.open_rw_session(s).unwrap();
+    let b = p.open_rw_session(s).unwrap();
+    let mut both = 0;
+    for _ in 0..10_000 {
+        let k = b
+            .create_object(&[Attribute::Class(ObjectClass::DATA), Attribute::Token(false)])
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let t = std::thread::spawn({
+            let barrier = barrier.clone();
+            move || {
+                barrier.wait();
+                let r = a.update_attributes(k, &[Attribute::Destroyable(false)]);
+                (a, r)
+            }
+        });
+        barrier.wait();
+        let destroyed = b.destroy_object(k);
+        let (back, set) = t.join().unwrap();
+        a = back;
+        match (&set, &destroyed) {
+            (Ok(()), Ok(())) => both += 1,
+            (Ok(()), Err(Error::Pkcs11(RvError::ActionProhibited, _)))
+            | (Err(Error::Pkcs11(RvError::ObjectHandleInvalid, _)), Ok(())) => {}
+            _ => panic!("set {set:?}, destroy {destroyed:?}"),
+        }
+    }
+    assert_eq!(both, 0, "runs where the object was made indestructible and destroyed");
 }

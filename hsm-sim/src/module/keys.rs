@@ -139,7 +139,7 @@ impl Module {
             match t.insert(priv_a, s.handle) {
                 Ok(vh) => Ok((ph, vh)),
                 Err(e) => {
-                    let _ = t.destroy(ph);
+                    let _ = t.destroy(ph, |_| Ok(()));
                     Err(e)
                 }
             }

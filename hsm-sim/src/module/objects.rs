@@ -84,38 +84,43 @@ impl Module {
         obj: CK_OBJECT_HANDLE,
         template: &attrs::Template,
     ) -> Rv<CK_OBJECT_HANDLE> {
+        // Decided before the token lock: it looks up the session's slot.
+        let corrupt = self.faults.corrupts("C_CopyObject", || self.session_slot(h));
         self.with_session(h, "C_CopyObject", |t, s| {
-            let o = t.read().get(obj)?;
-            if !o.attrs.bool(CKA_COPYABLE) {
-                return Err(CKR_ACTION_PROHIBITED);
-            }
-            if o.locked {
-                return Err(CKR_USER_NOT_LOGGED_IN);
-            }
-            let mut a = o.attrs.clone();
-            apply_changes(&mut a, template, true, so(t))?;
-            check_writable(s, &a)?;
-            if self.faults.corrupts("C_CopyObject", || self.session_slot(h)) {
-                // A copy that is not the key it was copied from.
-                if let Some(mut value) = a.get(CKA_VALUE).map(<[u8]>::to_vec) {
-                    if let Some(first) = value.first_mut() {
-                        *first ^= 1;
-                    }
-                    a.set(CKA_VALUE, value);
+            t.insert_copy(obj, s.handle, |o, so| {
+                if !o.attrs.bool(CKA_COPYABLE) {
+                    return Err(CKR_ACTION_PROHIBITED);
                 }
-            }
-            t.insert(a, s.handle)
+                if o.locked {
+                    return Err(CKR_USER_NOT_LOGGED_IN);
+                }
+                let mut a = o.attrs.clone();
+                apply_changes(&mut a, template, true, so)?;
+                check_writable(s, &a)?;
+                if corrupt {
+                    // A copy that is not the key it was copied from.
+                    if let Some(mut value) = a.get(CKA_VALUE).map(<[u8]>::to_vec) {
+                        if let Some(first) = value.first_mut() {
+                            *first ^= 1;
+                        }
+                        a.set(CKA_VALUE, value);
+                    }
+                }
+                Ok(a)
+            })
         })
     }
 
     pub fn destroy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Rv<()> {
         self.with_session(h, "C_DestroyObject", |t, s| {
-            let o = t.read().get(obj)?;
-            check_writable(s, &o.attrs)?;
-            if !o.attrs.bool(CKA_DESTROYABLE) {
-                return Err(CKR_ACTION_PROHIBITED);
-            }
-            t.destroy(obj)
+            t.destroy(obj, |o| {
+                check_writable(s, &o.attrs)?;
+                if o.attrs.bool(CKA_DESTROYABLE) {
+                    Ok(())
+                } else {
+                    Err(CKR_ACTION_PROHIBITED)
+                }
+            })
         })
     }
 
