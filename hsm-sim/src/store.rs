@@ -347,14 +347,71 @@ impl Store {
             .map_err(io_err)
     }
 
-    /// Removes every object (C_InitToken).
-    pub fn wipe_objects(&self, lock: &SlotLock) -> Rv<()> {
-        for id in self.object_ids()? {
-            self.delete_object(lock, &id)?;
+    /// Where C_InitToken puts the objects of the token it replaces. Named
+    /// by that token's serial, so that after a crash the next open can tell
+    /// whether the new `token.json` was saved (`settle_objects_aside`).
+    fn aside_dir(&self, serial: &str) -> PathBuf {
+        self.dir.join(format!("{ASIDE_PREFIX}{serial}"))
+    }
+
+    fn sync_dir(&self) -> Rv<()> {
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err)
+    }
+
+    /// C_InitToken's first step: every object leaves the token in one
+    /// rename, so a crash never leaves some of them behind.
+    pub fn set_objects_aside(&self, _: &SlotLock, serial: &str) -> Rv<()> {
+        match fs::rename(self.objects_dir(), self.aside_dir(serial)) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(e)),
         }
-        Ok(())
+    }
+
+    /// Puts back objects set aside by the token `serial`, when `objects/`
+    /// is absent or empty (a failed save may have made it).
+    pub fn restore_objects(&self, _: &SlotLock, serial: &str) -> Rv<()> {
+        let aside = self.aside_dir(serial);
+        if !aside.exists() {
+            return Ok(());
+        }
+        let _ = fs::remove_dir(self.objects_dir()); // only if empty
+        fs::rename(&aside, self.objects_dir()).map_err(io_err)?;
+        self.sync_dir()
+    }
+
+    /// Finishes what an interrupted C_InitToken left: objects set aside by
+    /// the token `token.json` still describes (`current`) go back, those of
+    /// a token since replaced are deleted. Failures go to stderr.
+    pub fn settle_objects_aside(&self, lock: &SlotLock, current: Option<&str>) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(serial) = name.to_str().and_then(|n| n.strip_prefix(ASIDE_PREFIX)) else {
+                continue;
+            };
+            let result = if Some(serial) == current {
+                self.restore_objects(lock, serial)
+                    .map_err(|rv| format!("CK_RV {rv:#x}"))
+            } else {
+                fs::remove_dir_all(entry.path()).map_err(|e| e.to_string())
+            };
+            if let Err(e) = result {
+                eprintln!("hsm-sim: {}: {e}", entry.path().display());
+            }
+        }
+    }
+
+    /// The slot's lock if the slot directory exists, for `settle_objects_aside` at open.
+    pub fn lock_if_present(&self) -> Option<SlotLock> {
+        self.lock_existing().ok().flatten()
     }
 }
+
+/// Directory name prefix of objects set aside by C_InitToken.
+const ASIDE_PREFIX: &str = ".objects-of-";
 
 #[cfg(test)]
 mod tests {

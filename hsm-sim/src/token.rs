@@ -63,7 +63,12 @@ impl Token {
         // Only a blank directory is an uninitialized token: reading a
         // damaged one as blank would let C_InitToken wipe its objects.
         let (meta, damaged) = match store.load_meta() {
-            Ok(meta) => (meta, false),
+            Ok(meta) => {
+                if let Some(lock) = store.lock_if_present() {
+                    store.settle_objects_aside(&lock, meta.as_ref().map(|m| m.serial.as_str()));
+                }
+                (meta, false)
+            }
             Err(reason) => {
                 eprintln!("hsm-sim: slot {slot}: token unusable, left untouched: {reason}");
                 (None, true)
@@ -173,8 +178,21 @@ impl Token {
         if now.map(|m| m.serial) != checked_serial {
             return Err(CKR_TOKEN_NOT_RECOGNIZED);
         }
-        self.store.wipe_objects(&lock)?;
-        self.store.save_meta(&lock, &meta)?;
+        // The new token.json is the commit point: until it is saved, the
+        // old objects can be put back (here on a failed save, at the next
+        // open after a crash).
+        if let Some(old) = &checked_serial {
+            self.store.set_objects_aside(&lock, old)?;
+        }
+        if let Err(e) = self.store.save_meta(&lock, &meta) {
+            if let Some(old) = &checked_serial {
+                if self.store.restore_objects(&lock, old).is_err() {
+                    eprintln!("hsm-sim: slot {}: C_InitToken failed and its objects could not be put back; the next C_Initialize will", self.slot);
+                }
+            }
+            return Err(e);
+        }
+        self.store.settle_objects_aside(&lock, Some(&meta.serial));
         inner.objects.clear();
         inner.handles.clear();
         inner.meta = Some(meta);
