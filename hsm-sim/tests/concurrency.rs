@@ -8,8 +8,8 @@ mod common;
 use common::*;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
-use cryptoki::session::{SessionState, UserType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier, OnceLock};
@@ -67,6 +67,30 @@ fn init(n: usize) -> Slot {
     s
 }
 
+/// Session `a` sets `change` on object `k` in another thread while this
+/// one runs `here`, both released at once; gives back `a`, its result and
+/// what `here` returned.
+fn at_once<T>(
+    a: Session,
+    k: ObjectHandle,
+    change: Attribute,
+    here: impl FnOnce() -> T,
+) -> (Session, cryptoki::error::Result<()>, T) {
+    let barrier = Arc::new(Barrier::new(2));
+    let t = std::thread::spawn({
+        let barrier = barrier.clone();
+        move || {
+            barrier.wait();
+            let r = a.update_attributes(k, &[change]);
+            (a, r)
+        }
+    });
+    barrier.wait();
+    let here = here();
+    let (a, r) = t.join().unwrap();
+    (a, r, here)
+}
+
 /// One thread makes a key sensitive while another renames it: both return
 /// CKR_OK, so both changes must stick (CKA_SENSITIVE is one-way).
 #[test]
@@ -88,19 +112,10 @@ fn concurrent_attribute_changes_are_never_lost() {
                 Attribute::Extractable(true),
             ])
             .unwrap();
-        let barrier = Arc::new(Barrier::new(2));
-        let t = std::thread::spawn({
-            let barrier = barrier.clone();
-            move || {
-                barrier.wait();
-                let r = a.update_attributes(k, &[Attribute::Sensitive(true)]);
-                (a, r)
-            }
-        });
-        barrier.wait();
         let label = i.to_string().into_bytes();
-        b.update_attributes(k, &[Attribute::Label(label.clone())]).unwrap();
-        let (back, r) = t.join().unwrap();
+        let (back, r, ()) = at_once(a, k, Attribute::Sensitive(true), || {
+            b.update_attributes(k, &[Attribute::Label(label.clone())]).unwrap()
+        });
         a = back;
         r.unwrap();
         let got = b
@@ -291,18 +306,7 @@ fn an_object_made_indestructible_is_never_destroyed_as_well() {
         let k = b
             .create_object(&[Attribute::Class(ObjectClass::DATA), Attribute::Token(false)])
             .unwrap();
-        let barrier = Arc::new(Barrier::new(2));
-        let t = std::thread::spawn({
-            let barrier = barrier.clone();
-            move || {
-                barrier.wait();
-                let r = a.update_attributes(k, &[Attribute::Destroyable(false)]);
-                (a, r)
-            }
-        });
-        barrier.wait();
-        let destroyed = b.destroy_object(k);
-        let (back, set) = t.join().unwrap();
+        let (back, set, destroyed) = at_once(a, k, Attribute::Destroyable(false), || b.destroy_object(k));
         a = back;
         match (&set, &destroyed) {
             (Ok(()), Ok(())) => both += 1,
