@@ -7,8 +7,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
 
 /// How far ahead the file is preallocated: a few thousand records per step, so growing (one write of
 /// zeros and one journal commit) is rare, and the padding is small.
@@ -16,6 +16,7 @@ pub const STEP: u64 = 4 << 20;
 
 pub struct AuditFile {
     file: File,
+    path: PathBuf,
     /// Where the next record goes: just after the last non-NUL byte.
     end: u64,
     /// Bytes of the file written so far (records and zeros).
@@ -45,6 +46,7 @@ impl AuditFile {
         let end = drop_torn_batch(&file, path, end)?;
         let mut log = AuditFile {
             file,
+            path: path.to_path_buf(),
             end,
             allocated,
             step: step.max(1),
@@ -118,6 +120,36 @@ impl AuditFile {
         Ok(())
     }
 
+    /// Whether the records synced so far are still in the log at its path. Someone else may have
+    /// deleted the file (`rm`), truncated it (logrotate's `copytruncate`) or renamed it (logrotate's
+    /// `create`) while this writer kept its descriptor: a sync then succeeds on a file that is gone,
+    /// or after a hole that the next start takes for a torn batch.
+    pub fn place(&self) -> io::Result<Place> {
+        let meta = self.file.metadata()?;
+        if meta.nlink() == 0 {
+            return Ok(Place::Lost("deleted"));
+        }
+        if meta.len() < self.allocated {
+            return Ok(Place::Lost("truncated"));
+        }
+        Ok(match std::fs::metadata(&self.path) {
+            Ok(now) if (now.dev(), now.ino()) == (meta.dev(), meta.ino()) => Place::Kept,
+            Ok(_) => Place::Renamed,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Place::Renamed,
+            // Can't tell (a permission changed on the directory): the descriptor still works.
+            Err(_) => Place::Kept,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file now at the log's path (created if there is none), after `place` found it moved.
+    pub fn reopen(&self) -> io::Result<AuditFile> {
+        AuditFile::open(&self.path, self.step)
+    }
+
     /// Writes zeros up to the step boundary past `needed` (real zeros, not a hole or fallocate's
     /// unwritten extents: either would turn later appends back into metadata changes).
     fn grow(&mut self, needed: u64) -> io::Result<()> {
@@ -130,6 +162,18 @@ impl AuditFile {
         }
         Ok(())
     }
+}
+
+/// Where the records synced through an `AuditFile` are, as `AuditFile::place` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Place {
+    /// In the file at the log's path.
+    Kept,
+    /// In a file that still exists under another name (log rotation); the path names another
+    /// file or none: later records go there.
+    Renamed,
+    /// Not in any log: the file was deleted, or truncated under the writer.
+    Lost(&'static str),
 }
 
 /// The most a batch writes (`MAX_BATCH_BYTES`) plus one record, however large: a crash during a
@@ -150,10 +194,7 @@ fn drop_torn_batch(file: &File, path: &Path, end: u64) -> io::Result<u64> {
         return Ok(end);
     };
     let cut = from + gap as u64;
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".torn-{cut}"));
-    let aside = std::path::PathBuf::from(aside);
-    let mut kept = File::create(&aside)?;
+    let (mut kept, aside) = create_aside(path, cut)?;
     std::io::Write::write_all(&mut kept, &tail[gap..])?;
     kept.sync_all()?;
     sync_parent(&aside)?;
@@ -166,6 +207,25 @@ fn drop_torn_batch(file: &File, path: &Path, end: u64) -> io::Result<u64> {
     file.write_all_at(&vec![0u8; tail.len() - gap], cut)?;
     file.sync_data()?;
     Ok(cut)
+}
+
+/// A new `<log>.torn-<offset>` file, or `<log>.torn-<offset>.<n>` if a torn batch was already
+/// kept for that offset (a crash loop can cut at the same place twice): never one written over.
+fn create_aside(path: &Path, cut: u64) -> io::Result<(File, PathBuf)> {
+    for n in 0u32.. {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".torn-{cut}"));
+        if n > 0 {
+            aside.push(format!(".{n}"));
+        }
+        let aside = PathBuf::from(aside);
+        match OpenOptions::new().write(true).create_new(true).open(&aside) {
+            Ok(file) => return Ok((file, aside)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("no free name for the torn batch"))
 }
 
 /// Makes a new file's directory entry durable.
@@ -246,6 +306,27 @@ mod tests {
             aside.ends_with(b"2}\n{\"c\":3}\n"),
             "what followed the gap is kept: {aside:?}"
         );
+    }
+
+    #[test]
+    fn a_second_batch_torn_at_the_same_offset_is_kept_beside_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let torn = |tail: &[u8]| {
+            let mut bytes = b"{\"a\":1}\n".to_vec();
+            bytes.extend_from_slice(&[0u8; 20]);
+            bytes.extend_from_slice(tail);
+            bytes
+        };
+        let path = dir.path().join("audit.log");
+        std::fs::write(&path, torn(b"{\"first\":1}\n")).unwrap();
+        drop(AuditFile::open(&path, 1000).unwrap());
+        // A crash loop: the next batch tears at the same place.
+        std::fs::write(&path, torn(b"{\"second\":2}\n")).unwrap();
+        drop(AuditFile::open(&path, 1000).unwrap());
+        let first = std::fs::read(dir.path().join("audit.log.torn-8")).unwrap();
+        let second = std::fs::read(dir.path().join("audit.log.torn-8.1")).unwrap();
+        assert!(first.ends_with(b"{\"first\":1}\n"), "{first:?}");
+        assert!(second.ends_with(b"{\"second\":2}\n"), "{second:?}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::{mpsc, OnceLock};
 use tokio::sync::oneshot;
 
 use crate::error::{KmsError, Result};
-use file::AuditFile;
+use file::{AuditFile, Place};
 
 /// The outcome of the record a state change makes durable before it changes anything; the
 /// record of its real outcome, with the same request id, follows.
@@ -271,6 +271,44 @@ fn clean(file: &mut AuditFile) {
     }
 }
 
+/// Appends a batch and makes it durable in the log. A sync succeeds on a file that was deleted or
+/// truncated under the writer although the batch is then in no log: the path is opened again and
+/// the batch written there. After a rename (log rotation) the batch is durable in the renamed file,
+/// and the next one goes to the file now at the path. On an error, nothing of the batch stays in
+/// the log (its requests are refused).
+fn write_batch(file: &mut AuditFile, buf: &[u8]) -> std::io::Result<()> {
+    for _ in 0..2 {
+        let start = file.end();
+        let placed = file.append(buf).and_then(|_| file.sync()).and_then(|_| file.place());
+        let lost = match placed {
+            Ok(Place::Kept) => return Ok(()),
+            Ok(Place::Renamed) => {
+                match file.reopen() {
+                    Ok(at_path) => *file = at_path,
+                    Err(e) => {
+                        tracing::error!(error = %e, path = %file.path().display(), "the audit log was renamed and its path can't be opened: records still go to the renamed file")
+                    }
+                }
+                return Ok(());
+            }
+            Ok(Place::Lost(lost)) => lost,
+            Err(e) => {
+                file.rewind(start);
+                clean(file);
+                return Err(e);
+            }
+        };
+        tracing::warn!(path = %file.path().display(), "the audit log file was {lost} while in use: opening it again and writing the batch there");
+        // Truncated: what this batch wrote past the hole must not look like a torn batch.
+        file.rewind(start);
+        clean(file);
+        *file = file.reopen()?;
+    }
+    Err(std::io::Error::other(
+        "the audit log file was deleted or truncated again while a batch was written",
+    ))
+}
+
 fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::with_capacity(MAX_BATCH);
@@ -295,12 +333,9 @@ fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>) {
                 None
             };
         }
-        let start = file.end();
-        let result = file.append(&buf).and_then(|_| file.sync()).map_err(|e| e.to_string());
+        let result = write_batch(&mut file, &buf).map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!(error = %e, "audit log write failed: the batch's requests are refused");
-            file.rewind(start);
-            clean(&mut file);
         }
         for done in waiters.drain(..) {
             let _ = done.send(result.clone());
@@ -336,6 +371,80 @@ mod tests {
         assert_eq!(first["operation"], "Encrypt");
         assert_eq!(first["encryption_context_keys"][0], "purpose");
         assert!(first.get("key_arn").is_none());
+    }
+
+    fn records_in(path: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(path).unwrap();
+        let records = text.trim_end_matches('\0');
+        assert!(!records.contains('\0'), "a hole among the records: {records:?}");
+        records
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["operation"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    async fn record(log: &AuditLog, operation: &'static str) {
+        log.record(&AuditEvent::new(operation, "p".into(), None)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn records_acknowledged_after_the_log_was_deleted_are_in_a_new_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path).unwrap();
+        record(&log, "First").await;
+        std::fs::remove_file(&path).unwrap();
+        record(&log, "Second").await;
+        record(&log, "Third").await;
+        assert_eq!(records_in(&path), ["Second", "Third"]);
+    }
+
+    #[tokio::test]
+    async fn records_acknowledged_after_the_log_was_truncated_follow_on_without_a_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path).unwrap();
+        record(&log, "First").await;
+        // logrotate's copytruncate: the records were copied elsewhere, then the log emptied.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        record(&log, "Second").await;
+        record(&log, "Third").await;
+        assert_eq!(records_in(&path), ["Second", "Third"]);
+        drop(log);
+        // The next start finds no torn batch: nothing is cut or set aside.
+        let log = AuditLog::open(&path).unwrap();
+        record(&log, "Fourth").await;
+        assert_eq!(records_in(&path), ["Second", "Third", "Fourth"]);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["audit.log"]);
+    }
+
+    #[tokio::test]
+    async fn after_a_rename_the_next_records_go_to_the_log_at_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let rotated = dir.path().join("audit.log.1");
+        let log = AuditLog::open(&path).unwrap();
+        record(&log, "First").await;
+        std::fs::rename(&path, &rotated).unwrap();
+        // This batch is durable in the renamed file; the writer then moves to the path.
+        record(&log, "Second").await;
+        record(&log, "Third").await;
+        assert_eq!(records_in(&rotated), ["First", "Second"]);
+        assert_eq!(records_in(&path), ["Third"]);
     }
 
     #[test]
