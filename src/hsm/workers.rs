@@ -14,9 +14,11 @@
 //! lost and a spurious one changes nothing.
 //!
 //! A call still running when its caller's timeout passes (an HSM that never answers) keeps its
-//! worker, which is then counted `overdue` and not toward `max`: a replacement may start, so `max`
-//! hung calls can't leave every later call waiting behind them until they return, perhaps never.
-//! Replacements stop at twice `max` threads in all.
+//! worker, which is then counted `overdue` and not toward `max`: a replacement may start (at once
+//! if calls are queued, else at the next submission), so `max` hung calls can't leave every later
+//! call waiting behind them until they return, perhaps never. Replacements stop at twice `max`
+//! threads in all. When the hung calls return, the surplus workers leave after their job, so no
+//! more than `max` calls run (and hold HSM sessions) at once.
 //!
 //! A job still queued at its caller's deadline is abandoned: skipped when a worker reaches it, and
 //! dropped from the queue (without running) once the queue has doubled since it was last pruned, so
@@ -211,27 +213,47 @@ impl Workers {
             st.pruned_len = st.queue.len();
         }
         st.queue.push_back(job);
-        let (mut notify, mut start) = (false, false);
-        if st.queue.len() > st.awake - st.running {
-            if st.threads > st.awake {
-                st.wakeups += 1;
-                st.awake += 1;
-                notify = true;
-            } else if st.threads - st.overdue < self.max && st.threads < 2 * self.max {
-                st.threads += 1;
-                st.awake += 1;
-                start = true;
-            }
-        }
+        let provision = provide(&mut st, self.max);
         drop(st);
-        if notify {
-            self.shared.wake.notify_one();
-        }
-        if start {
-            if let Err(e) = spawn(&self.shared) {
-                // The job stays queued for the running workers (there is always at least one).
+        act(&self.shared, provision);
+    }
+}
+
+enum Provision {
+    Nothing,
+    Wake,
+    Start,
+}
+
+/// Whether the queue needs another worker: more jobs than awake workers free to take them. Then a
+/// sleeping worker is signalled, or a new one counted in (up to `max` not overdue, twice `max` in
+/// all); `act` does it once the lock is released.
+fn provide(st: &mut State, max: usize) -> Provision {
+    if st.queue.len() <= st.awake - st.running {
+        return Provision::Nothing;
+    }
+    if st.threads > st.awake {
+        st.wakeups += 1;
+        st.awake += 1;
+        Provision::Wake
+    } else if st.threads - st.overdue < max && st.threads < 2 * max {
+        st.threads += 1;
+        st.awake += 1;
+        Provision::Start
+    } else {
+        Provision::Nothing
+    }
+}
+
+fn act(shared: &Arc<Shared>, provision: Provision) {
+    match provision {
+        Provision::Nothing => {}
+        Provision::Wake => shared.wake.notify_one(),
+        Provision::Start => {
+            if let Err(e) = spawn(shared) {
+                // The jobs stay queued for the running workers (there is always at least one).
                 tracing::warn!(error = %e, "cannot start another HSM worker thread");
-                let mut st = self.shared.lock();
+                let mut st = shared.lock();
                 st.threads -= 1;
                 st.awake -= 1;
             }
@@ -250,16 +272,22 @@ impl Drop for Workers {
 
 /// A job still running at its deadline makes its worker overdue (under the lock, so the job's own
 /// end, which takes the lock too, sees the mark or undoes nothing); one still queued is abandoned.
-fn mark_overdue(shared: &Shared, phase: &AtomicU8) {
+/// An overdue call frees a place under `max`: the jobs already queued behind it get a worker now,
+/// not at the next submission.
+fn mark_overdue(shared: &Arc<Shared>, phase: &AtomicU8) {
     let mut st = shared.lock();
     let before = phase.fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| match p {
         RUNNING => Some(OVERDUE),
         QUEUED => Some(ABANDONED),
         _ => None,
     });
-    if before == Ok(RUNNING) {
-        st.overdue += 1;
+    if before != Ok(RUNNING) {
+        return;
     }
+    st.overdue += 1;
+    let provision = provide(&mut st, shared.max);
+    drop(st);
+    act(shared, provision);
 }
 
 /// Marks the job overdue at its deadline even when its caller stops waiting first (a client's
@@ -295,7 +323,7 @@ fn spawn(shared: &Arc<Shared>) -> std::io::Result<()> {
         .map(drop)
 }
 
-fn work(shared: &Shared) {
+fn work(shared: &Arc<Shared>) {
     let mut lingered = false;
     let mut st = shared.lock();
     loop {
@@ -305,10 +333,16 @@ fn work(shared: &Shared) {
             (job.run)(shared); // catches its own panics
             lingered = false;
             st = shared.lock();
-            // A replacement started while calls hung; once they return, the surplus goes (when
-            // the queue is empty, so no waiting call is left without an awake worker).
-            if st.queue.is_empty() && st.threads - st.overdue > shared.max {
-                break;
+            // A replacement started while calls hung; once they return, the surplus goes at
+            // once, so no more than `max` calls run (and hold sessions) at a time. The jobs it
+            // leaves queued get a sleeping worker woken if no awake one is free for them.
+            if st.threads - st.overdue > shared.max {
+                st.awake -= 1;
+                st.threads -= 1;
+                let provision = provide(&mut st, shared.max);
+                drop(st);
+                act(shared, provision);
+                return;
             }
             continue;
         }
@@ -419,6 +453,62 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(w.shared.lock().threads, 1, "back to max threads");
+    }
+
+    /// A call queued behind a hung one gets a worker when the hung one turns overdue, not at the
+    /// next submission (there may be none before its own timeout).
+    #[tokio::test]
+    async fn a_call_queued_behind_a_hung_one_runs_once_that_is_overdue() {
+        let w = Arc::new(Workers::new(1, Duration::from_millis(400)).unwrap());
+        let (release, hang) = std::sync::mpsc::channel::<()>();
+        let hung = tokio::spawn({
+            let w = w.clone();
+            async move {
+                w.run(move || {
+                    let _ = hang.recv();
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(w.run(|| 7).await, Ok(7));
+        assert_eq!(hung.await.unwrap(), Err(JobError::TimedOut));
+        drop(release);
+    }
+
+    /// Once hung calls return, no more than `max` calls run at once, though the queue is never
+    /// empty: the replacement's surplus leaves after its job.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_hung_calls_return_at_most_max_run_at_once() {
+        let w = Arc::new(Workers::new(1, Duration::from_millis(400)).unwrap());
+        let (release, hang) = std::sync::mpsc::channel::<()>();
+        assert_eq!(
+            w.run(move || {
+                let _ = hang.recv();
+            })
+            .await,
+            Err(JobError::TimedOut)
+        );
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (w, running, most) = (w.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    w.run(move || {
+                        most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(10));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        drop(release); // the hung call returns while calls are still queued
+        for c in calls {
+            assert_eq!(c.await.unwrap(), Ok(()));
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "more than max calls ran at once");
     }
 
     /// A caller that stops waiting before the timeout (its client's deadline) still gets its
