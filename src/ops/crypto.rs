@@ -450,13 +450,19 @@ impl Kms {
     /// The unwrapped material, from the cache or unwrapped in the HSM.
     pub(super) async fn material(&self, key: &KeyRecord, material_id: u32) -> Result<Arc<Material>> {
         let cache_key = (key.key_id.clone(), material_id);
+        let loaded = std::sync::atomic::AtomicBool::new(false);
         let unwrap = async {
+            loaded.store(true, std::sync::atomic::Ordering::Relaxed);
             let record = self.wrapped_material(&cache_key, key.current_material).await?;
             let aad = wrap_aad(&key.key_id, material_id);
             let plain = self.hsm.call(move |h| h.unwrap(&record.wrapped, &aad)).await?;
             Ok(Arc::new(Material::from_plain(key.key_spec, &plain)?))
         };
-        self.materials.get_or_load(&cache_key, unwrap).await
+        let material = self.materials.get_or_load(&cache_key, unwrap).await?;
+        if loaded.load(std::sync::atomic::Ordering::Relaxed) {
+            self.drop_material_unless_enabled(&key.key_id).await;
+        }
+        Ok(material)
     }
 
     /// The stored (wrapped) material, from memory when it was read before.

@@ -117,15 +117,16 @@ impl Kms {
         // Taken before the key exists: a PutKeyPolicy that lands between the commit and the
         // insert below bumps it, so the creation-time policy is never cached over the new one.
         let seen = self.policies.generation(&key_id);
+        // The same for the material: a DisableKey between the commit and the insert drops it.
+        let cache_key = (key_id.clone(), FIRST_MATERIAL);
+        let material_seen = self.materials.generation(&cache_key);
         self.audit_intent(ev).await?;
         self.store(move |s| s.create_key(&record, &material, &tags, &policy_text))
             .await?;
-        self.policies.insert_if_unchanged(key_id.clone(), seen, key_policy);
+        self.policies.insert_if_unchanged(key_id, seen, key_policy);
         // The first use of a new key need not go back to the HSM.
-        let cache_key = (key_id, FIRST_MATERIAL);
-        let seen = self.materials.generation(&cache_key);
         self.materials
-            .insert_if_unchanged(cache_key, seen, Arc::new(Material::from_plain(spec, &plain)?));
+            .insert_if_unchanged(cache_key, material_seen, Arc::new(Material::from_plain(spec, &plain)?));
         Ok(key)
     }
 

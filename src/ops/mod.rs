@@ -302,17 +302,32 @@ impl Kms {
         mut change: impl FnMut(&mut KeyRecord) -> Result<()> + Send + 'static,
     ) -> Result<KeyRecord> {
         let owned = key_id.to_string();
-        let record = self
-            .write(ev, move |s| s.update_key(&owned, &mut change), {
-                let key_id = key_id.to_string();
-                move |k| k.keys.invalidate(&key_id)
-            })
-            .await?;
-        if record.state != KeyState::Enabled {
-            // Never served in this state (every use checks it first); not kept in memory either.
-            self.materials.invalidate_matching(|(id, _)| *id == record.key_id);
+        self.write_then(ev, move |s| s.update_key(&owned, &mut change), {
+            let key_id = key_id.to_string();
+            move |k: &Kms, result: &Result<KeyRecord>| {
+                k.keys.invalidate(&key_id);
+                if result.as_ref().is_ok_and(|r| r.state != KeyState::Enabled) {
+                    // Never served in this state (every use checks it first); not kept in memory
+                    // either. Here, not after the await: a cancelled request skips that.
+                    k.materials.invalidate_matching(|(id, _)| *id == key_id);
+                }
+            }
+        })
+        .await
+    }
+
+    /// After a material load: drops the key's materials if the key is no longer enabled. A load
+    /// that began on a key record read before a DisableKey or ScheduleKeyDeletion, and after that
+    /// change dropped the materials, would cache the material again. The change drops them right
+    /// after its commit, so either that comes after this load's insert, or this check, which
+    /// reads the key afresh once the change invalidated its record, sees the new state.
+    pub(super) async fn drop_material_unless_enabled(&self, key_id: &str) {
+        match self.key(key_id).await {
+            Ok(Some(key)) if key.state == KeyState::Enabled => {}
+            Ok(_) => self.materials.invalidate_matching(|(id, _)| id == key_id),
+            // Can't tell: the TTL and the sweep still bound how long it stays.
+            Err(_) => {}
         }
-        Ok(record)
     }
 }
 
