@@ -44,6 +44,7 @@ impl AuditFile {
         let allocated = file.metadata()?.len();
         let end = records_end(&file, allocated)?;
         let end = drop_torn_batch(&file, path, end)?;
+        let end = drop_torn_record(&file, path, end)?;
         let mut log = AuditFile {
             file,
             path: path.to_path_buf(),
@@ -53,7 +54,8 @@ impl AuditFile {
             stale_until: 0,
             attempted: end,
         };
-        // A crash mid-write can leave a torn last record: the next one starts on a line of its own.
+        // A line longer than any record (not ours) ends without a newline: the next record
+        // starts on a line of its own.
         let mut last = [0u8; 1];
         if end > 0 && log.file.read_exact_at(&mut last, end - 1).is_ok() && last[0] != b'\n' {
             log.append(b"\n")?;
@@ -194,19 +196,59 @@ fn drop_torn_batch(file: &File, path: &Path, end: u64) -> io::Result<u64> {
         return Ok(end);
     };
     let cut = from + gap as u64;
+    set_aside(
+        file,
+        path,
+        cut,
+        &tail[gap..],
+        "its records end at the gap; what followed it is kept aside",
+    )?;
+    Ok(cut)
+}
+
+/// A crash during a batch's write can also cut its last record short with no gap after it: a
+/// line without its newline. A batch is synced with its final newline before anyone is answered,
+/// so that record was never acknowledged; it goes aside as a torn batch does, and readers never
+/// meet a line that isn't JSON. A "line" longer than the repair window is no record of ours (the
+/// longest is ~150 KiB): it stays, and the next record starts a line of its own.
+fn drop_torn_record(file: &File, path: &Path, end: u64) -> io::Result<u64> {
+    let from = end.saturating_sub(REPAIR_WINDOW);
+    let mut tail = vec![0u8; (end - from) as usize];
+    file.read_exact_at(&mut tail, from)?;
+    if tail.last().is_none_or(|&b| b == b'\n') {
+        return Ok(end);
+    }
+    let start = match tail.iter().rposition(|&b| b == b'\n') {
+        Some(i) => i + 1,
+        None if from == 0 => 0,
+        None => return Ok(end),
+    };
+    let cut = from + start as u64;
+    set_aside(
+        file,
+        path,
+        cut,
+        &tail[start..],
+        "its last record is cut short; it is kept aside",
+    )?;
+    Ok(cut)
+}
+
+/// Copies `torn` (the log's bytes from `cut` to its end) to a new file beside the log, durably,
+/// then zeros it in the log: nothing is ever destroyed.
+fn set_aside(file: &File, path: &Path, cut: u64, torn: &[u8], what: &str) -> io::Result<()> {
     let (mut kept, aside) = create_aside(path, cut)?;
-    std::io::Write::write_all(&mut kept, &tail[gap..])?;
+    std::io::Write::write_all(&mut kept, torn)?;
     kept.sync_all()?;
     sync_parent(&aside)?;
     tracing::warn!(
         offset = cut,
-        bytes = end - cut,
+        bytes = torn.len(),
         kept = %aside.display(),
-        "the audit log's last batch was torn by a crash: its records end at the gap; what followed it is kept aside"
+        "the audit log's last batch was torn by a crash: {what}"
     );
-    file.write_all_at(&vec![0u8; tail.len() - gap], cut)?;
-    file.sync_data()?;
-    Ok(cut)
+    file.write_all_at(&vec![0u8; torn.len()], cut)?;
+    file.sync_data()
 }
 
 /// A new `<log>.torn-<offset>` file, or `<log>.torn-<offset>.<n>` if a torn batch was already
@@ -295,7 +337,7 @@ mod tests {
         let mut log = AuditFile::open(&path, 1000).unwrap();
         log.append(b"{\"d\":4}\n").unwrap();
         let text = text(&path);
-        assert_eq!(text.trim_end_matches('\0'), "{\"a\":1}\n{\"b\":\n{\"d\":4}\n");
+        assert_eq!(text.trim_end_matches('\0'), "{\"a\":1}\n{\"d\":4}\n");
         assert!(
             !text.contains("\"c\""),
             "nothing of the torn batch after the gap: {text:?}"
@@ -306,6 +348,22 @@ mod tests {
             aside.ends_with(b"2}\n{\"c\":3}\n"),
             "what followed the gap is kept: {aside:?}"
         );
+        // And the record the gap cut short, before it.
+        let aside = std::fs::read(dir.path().join("audit.log.torn-8")).unwrap();
+        assert_eq!(aside, b"{\"b\":");
+    }
+
+    #[test]
+    fn a_line_longer_than_any_record_is_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let foreign = "x".repeat(REPAIR_WINDOW as usize + 10);
+        std::fs::write(&path, format!("{{\"a\":1}}\n{foreign}")).unwrap();
+        let mut log = AuditFile::open(&path, 64).unwrap();
+        log.append(b"{\"b\":2}\n").unwrap();
+        let t = text(&path);
+        let lines: Vec<&str> = t.trim_end_matches('\0').lines().collect();
+        assert_eq!(lines, ["{\"a\":1}", foreign.as_str(), "{\"b\":2}"]);
     }
 
     #[test]
@@ -401,7 +459,7 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_record_is_left_on_its_own_line_and_plain_files_are_continued() {
+    fn a_torn_last_record_is_set_aside_and_plain_files_are_continued() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         // A log from before preallocation (no padding) ending in a torn record.
@@ -410,7 +468,8 @@ mod tests {
         log.append(b"{\"b\":2}\n").unwrap();
         let t = text(&path);
         let lines: Vec<&str> = t.trim_end_matches('\0').lines().collect();
-        assert_eq!(lines, ["{\"a\":1}", "{\"to", "{\"b\":2}"]);
+        assert_eq!(lines, ["{\"a\":1}", "{\"b\":2}"]);
+        assert_eq!(std::fs::read(dir.path().join("audit.log.torn-8")).unwrap(), b"{\"to");
         // Padding longer than the scan block (64 KiB): the end is still found.
         drop(log);
         let mut log = AuditFile::open(&path, 200_000).unwrap();
