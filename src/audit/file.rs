@@ -189,9 +189,7 @@ const REPAIR_WINDOW: u64 = 2 << 20;
 /// `<log>.torn-<offset>` beside the log and the cut is logged: a log written by an older build
 /// (which appended after a gap) may hold acknowledged records there, and none is ever destroyed.
 fn drop_torn_batch(file: &File, path: &Path, end: u64) -> io::Result<u64> {
-    let from = end.saturating_sub(REPAIR_WINDOW);
-    let mut tail = vec![0u8; (end - from) as usize];
-    file.read_exact_at(&mut tail, from)?;
+    let (from, tail) = read_tail(file, end)?;
     let Some(gap) = tail.iter().position(|&b| b == 0) else {
         return Ok(end);
     };
@@ -212,9 +210,7 @@ fn drop_torn_batch(file: &File, path: &Path, end: u64) -> io::Result<u64> {
 /// meet a line that isn't JSON. A "line" longer than the repair window is no record of ours (the
 /// longest is ~150 KiB): it stays, and the next record starts a line of its own.
 fn drop_torn_record(file: &File, path: &Path, end: u64) -> io::Result<u64> {
-    let from = end.saturating_sub(REPAIR_WINDOW);
-    let mut tail = vec![0u8; (end - from) as usize];
-    file.read_exact_at(&mut tail, from)?;
+    let (from, tail) = read_tail(file, end)?;
     if tail.last().is_none_or(|&b| b == b'\n') {
         return Ok(end);
     }
@@ -232,6 +228,14 @@ fn drop_torn_record(file: &File, path: &Path, end: u64) -> io::Result<u64> {
         "its last record is cut short; it is kept aside",
     )?;
     Ok(cut)
+}
+
+/// The last `REPAIR_WINDOW` bytes before `end`, and where they start.
+fn read_tail(file: &File, end: u64) -> io::Result<(u64, Vec<u8>)> {
+    let from = end.saturating_sub(REPAIR_WINDOW);
+    let mut tail = vec![0u8; (end - from) as usize];
+    file.read_exact_at(&mut tail, from)?;
+    Ok((from, tail))
 }
 
 /// Copies `torn` (the log's bytes from `cut` to its end) to a new file beside the log, durably,

@@ -386,6 +386,19 @@ mod tests {
         Workers::new(max, Duration::from_secs(10)).unwrap()
     }
 
+    /// Runs a call that blocks until the returned sender is dropped, and waits for its timeout.
+    async fn a_hung_call(w: &Workers) -> std::sync::mpsc::Sender<()> {
+        let (release, hang) = std::sync::mpsc::channel::<()>();
+        assert_eq!(
+            w.run(move || {
+                let _ = hang.recv();
+            })
+            .await,
+            Err(JobError::TimedOut)
+        );
+        release
+    }
+
     #[tokio::test]
     async fn results_arrive() {
         let w = workers(2);
@@ -481,14 +494,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn after_hung_calls_return_at_most_max_run_at_once() {
         let w = Arc::new(Workers::new(1, Duration::from_millis(400)).unwrap());
-        let (release, hang) = std::sync::mpsc::channel::<()>();
-        assert_eq!(
-            w.run(move || {
-                let _ = hang.recv();
-            })
-            .await,
-            Err(JobError::TimedOut)
-        );
+        let release = a_hung_call(&w).await;
         let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let calls: Vec<_> = (0..8)
             .map(|_| {
@@ -534,14 +540,7 @@ mod tests {
     #[tokio::test]
     async fn one_hung_call_does_not_hold_up_the_next() {
         let w = Workers::new(1, Duration::from_millis(300)).unwrap();
-        let (release, hang) = std::sync::mpsc::channel::<()>();
-        assert_eq!(
-            w.run(move || {
-                let _ = hang.recv();
-            })
-            .await,
-            Err(JobError::TimedOut)
-        );
+        let release = a_hung_call(&w).await;
         assert_eq!(w.run(|| 7).await, Ok(7), "a replacement worker ran it");
         drop(release);
     }
