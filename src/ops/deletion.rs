@@ -44,21 +44,35 @@ impl Kms {
 
     /// Writes the DeleteKey record of every deletion the store still lists as unaudited, then
     /// forgets it. The store lists a deletion in the deletion's own transaction, so a crash or an
-    /// audit failure after it is made good by the next pass (one also runs at start). A crash
-    /// between the record and forgetting it writes the record again (at least once): the copy
-    /// has the same request id and time, so readers can tell it is one deletion.
+    /// audit failure after it is made good by the next pass (one also runs at start). When
+    /// forgetting fails, the next passes of this process only retry that; a crash between the
+    /// record and forgetting it writes the record again at the next start: the copy has the same
+    /// request id and time, so readers can tell it is one deletion.
     async fn audit_deletions(&self) -> Result<()> {
         for (key_id, deleted) in self.store(|s| s.deletions_to_audit()).await? {
-            let mut ev = AuditEvent::new("DeleteKey", "kms-deletion-scheduler".into(), None);
-            ev.time = deletion_time(deleted);
-            ev.request_id = deletion_request_id(&key_id, deleted);
-            ev.key_arn = Some(self.key_arn(&key_id));
-            ev.outcome = "Success";
-            self.audit(&ev).await?;
+            let request_id = deletion_request_id(&key_id, deleted);
+            if !self.deletion_recorded(&request_id) {
+                let mut ev = AuditEvent::new("DeleteKey", "kms-deletion-scheduler".into(), None);
+                ev.time = deletion_time(deleted);
+                ev.request_id = request_id.clone();
+                ev.key_arn = Some(self.key_arn(&key_id));
+                ev.outcome = "Success";
+                self.audit(&ev).await?;
+                self.recorded_deletions().insert(request_id.clone());
+            }
             self.store(move |s| s.deletion_audited(&key_id)).await?;
+            self.recorded_deletions().remove(&request_id);
         }
         self.store(|s| s.truncate_log_after_deletions()).await?;
         Ok(())
+    }
+
+    fn recorded_deletions(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.deletions_recorded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn deletion_recorded(&self, request_id: &str) -> bool {
+        self.recorded_deletions().contains(request_id)
     }
 }
 

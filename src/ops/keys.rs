@@ -258,6 +258,13 @@ impl Kms {
             if k.state != KeyState::PendingDeletion {
                 return Err(KmsError::InvalidState(format!("{arn} is not pending deletion.")));
             }
+            // Its waiting period is over: the deletion pass destroys it at its next run (up to
+            // `deletion.check_interval_seconds` later), and no cancellation may come between.
+            if k.deletion_date.is_some_and(|due| due <= now_secs()) {
+                return Err(KmsError::InvalidState(format!(
+                    "{arn} is pending deletion and its waiting period has ended: it is being deleted."
+                )));
+            }
             k.state = KeyState::Disabled;
             k.deletion_date = None;
             k.pending_window_days = None;

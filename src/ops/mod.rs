@@ -91,6 +91,10 @@ pub struct Kms {
     /// Private-key operations running at once (`cpu`): one per core.
     cpu_turns: Arc<tokio::sync::Semaphore>,
     /// Held for the server's life (`data_dir::claim`).
+    /// Deletions whose DeleteKey record is durable but which the store still lists as unaudited
+    /// (forgetting them failed): the next pass only forgets them, so a failing store doesn't
+    /// write the record once a pass.
+    deletions_recorded: std::sync::Mutex<std::collections::HashSet<String>>,
     _data_dir_lock: data_dir::Claim,
 }
 
@@ -134,6 +138,7 @@ impl Kms {
             grants: ShardedCache::new(config.cache.metadata_capacity, None),
             generation_turns: Arc::new(tokio::sync::Semaphore::new(cores())),
             cpu_turns: Arc::new(tokio::sync::Semaphore::new(cores())),
+            deletions_recorded: Default::default(),
             _data_dir_lock: data_dir_lock,
         }))
     }

@@ -180,7 +180,7 @@ impl KeyRecordRow {
             key_usage: KeyUsage::parse(&self.key_usage).map_err(|_| KmsError::internal("bad key usage in store"))?,
             origin: Origin::parse(&self.origin).map_err(|_| KmsError::internal("bad origin in store"))?,
             current_material: self.current_material,
-            version: self.version as u64,
+            version: u64::try_from(self.version).map_err(|_| KmsError::internal("bad version in store"))?,
         })
     }
 }
@@ -326,7 +326,11 @@ impl Store for SqliteStore {
         let mut key =
             read_key(&tx, key_id)?.ok_or_else(|| KmsError::NotFound(format!("Key '{key_id}' does not exist")))?;
         change(&mut key)?;
-        key.version += 1;
+        key.version = key
+            .version
+            .checked_add(1)
+            .filter(|&v| i64::try_from(v).is_ok())
+            .ok_or_else(|| KmsError::internal("bad version in store"))?;
         write_key(&tx, &key)?;
         tx.commit().map_err(db)?;
         Ok(key)
@@ -880,6 +884,27 @@ pub(super) mod tests {
             KeyState::Disabled,
             "read after write"
         );
+    }
+
+    #[test]
+    fn a_damaged_version_is_an_error_and_later_writes_still_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.db");
+        let s = SqliteStore::open(&path).unwrap();
+        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        for bad in [-1, i64::MAX] {
+            raw.execute("UPDATE keys SET version = ?1 WHERE key_id = 'a'", [bad])
+                .unwrap();
+            match s.update_key("a", &mut |_| Ok(())) {
+                Err(KmsError::Internal(m)) => assert!(m.contains("bad version"), "{m}"),
+                other => panic!("version {bad}: {other:?}"),
+            }
+        }
+        raw.execute("UPDATE keys SET version = 7 WHERE key_id = 'a'", [])
+            .unwrap();
+        assert_eq!(s.update_key("a", &mut |_| Ok(())).unwrap().version, 8);
+        s.put_key_policy("a", "{\"p\":2}").unwrap();
     }
 
     #[test]

@@ -142,3 +142,28 @@ async fn disabled_and_audited(server: &Server, c: &mut Client, key_id: &str) -> 
         .any(|r| r["operation"] == "DisableKey" && r["outcome"] == "Success");
     (state, audited)
 }
+
+/// A key whose waiting period has ended is destroyed by the next deletion pass (up to
+/// `deletion.check_interval_seconds` later); CancelKeyDeletion in between must not save it.
+#[tokio::test]
+async fn a_key_past_its_deletion_date_cannot_be_cancelled() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    c.schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
+        key_id: key.key_id.clone(),
+        pending_window_in_days: Some(7),
+    })
+    .await
+    .unwrap();
+    let db = rusqlite::Connection::open(server.data_dir().join("kms.db")).unwrap();
+    db.execute("UPDATE keys SET deletion_date = 1 WHERE key_id = ?1", [&key.key_id])
+        .unwrap();
+    let cancel = c
+        .cancel_key_deletion(pb::CancelKeyDeletionRequest {
+            key_id: key.key_id.clone(),
+        })
+        .await;
+    let message = expect_err(cancel, "KMSInvalidStateException");
+    assert!(message.contains("waiting period has ended"), "{message}");
+}

@@ -479,3 +479,38 @@ async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     create_key(&mut c).await;
     server.restart().await;
 }
+
+/// A deletion whose DeleteKey record is written but which the store can't forget (a failing or
+/// locked database) is recorded once, not once per deletion pass.
+#[tokio::test]
+async fn a_deletion_the_store_cannot_forget_is_audited_once() {
+    let server = Server::start_with("[deletion]\ncheck_interval_seconds = 1").await;
+    let mut c = server.client().await;
+    let doomed = create_key(&mut c).await;
+    c.schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
+        key_id: doomed.key_id.clone(),
+        pending_window_in_days: Some(7),
+    })
+    .await
+    .unwrap();
+    let db = rusqlite::Connection::open(server.data_dir().join("kms.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER keep_unaudited BEFORE DELETE ON deletions_to_audit BEGIN SELECT RAISE(FAIL, 'test'); END;",
+    )
+    .unwrap();
+    db.execute("UPDATE keys SET deletion_date = 1 WHERE key_id = ?1", [&doomed.key_id])
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await; // three passes fail to forget
+    db.execute_batch("DROP TRIGGER keep_unaudited").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let unaudited: i64 = db
+        .query_row("SELECT count(*) FROM deletions_to_audit", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(unaudited, 0, "the deletion was forgotten once the store allowed it");
+    let (_, records) = server.audit_records();
+    let deletions = records
+        .iter()
+        .filter(|r| r["operation"] == "DeleteKey" && r["key_arn"].as_str().is_some_and(|a| a.ends_with(&doomed.key_id)))
+        .count();
+    assert_eq!(deletions, 1);
+}
