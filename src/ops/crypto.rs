@@ -401,6 +401,11 @@ impl Kms {
         if named.is_none() {
             self.authorize(ev, &access(&key.key_id), &key).await?;
         }
+        // Only symmetric keys make these blobs: one naming another kind of key was changed (its
+        // key usage is none of the caller's business).
+        if key.key_spec != KeySpec::SymmetricDefault {
+            return Err(invalid());
+        }
         // Checked only once the blob is known to name a real key: a random RSA ciphertext can look
         // like a symmetric header, and must still be called an invalid ciphertext.
         if algorithm.is_some_and(|a| a != EncryptionAlgorithm::SymmetricDefault) {
@@ -409,10 +414,7 @@ impl Kms {
             ));
         }
         self.usable(&key, KeyUsage::EncryptDecrypt)?;
-        if key.key_spec != KeySpec::SymmetricDefault
-            || parsed.material_id == 0
-            || parsed.material_id > key.current_material
-        {
+        if parsed.material_id == 0 || parsed.material_id > key.current_material {
             return Err(invalid());
         }
         let material = self.material(&key, parsed.material_id).await?;

@@ -627,3 +627,41 @@ async fn a_header_lookalike_naming_no_key_is_an_invalid_ciphertext() {
         expect_err(c.decrypt(req).await, "InvalidCiphertextException");
     }
 }
+
+/// A symmetric blob whose key id was changed to name an existing HMAC or signing key is an
+/// invalid ciphertext, as any other changed byte: the answer doesn't reveal that key's usage.
+#[tokio::test]
+async fn a_blob_changed_to_name_a_non_encryption_key_is_an_invalid_ciphertext() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let sym = create_key(&mut c).await;
+    let blob = encrypt(&mut c, &sym.key_id, b"secret", &HashMap::new())
+        .await
+        .ciphertext_blob;
+    for (spec, usage) in [("HMAC_256", "GENERATE_VERIFY_MAC"), ("ECC_NIST_P256", "SIGN_VERIFY")] {
+        let other = c
+            .create_key(pb::CreateKeyRequest {
+                key_spec: Some(spec.into()),
+                key_usage: Some(usage.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .key_metadata
+            .unwrap();
+        let mut changed = blob.clone();
+        changed[1..17].copy_from_slice(uuid::Uuid::parse_str(&other.key_id).unwrap().as_bytes());
+        for algorithm in [None, Some("RSAES_OAEP_SHA_1")] {
+            let answer = c
+                .decrypt(pb::DecryptRequest {
+                    ciphertext_blob: changed.clone(),
+                    encryption_algorithm: algorithm.map(String::from),
+                    ..Default::default()
+                })
+                .await;
+            let message = expect_err(answer, "InvalidCiphertextException");
+            assert!(!message.contains(usage), "{spec}: {message}");
+        }
+    }
+}
