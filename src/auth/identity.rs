@@ -28,9 +28,18 @@ struct File {
     #[serde(default)]
     policies: HashMap<String, String>,
     #[serde(default)]
-    groups: HashMap<String, Attachments>,
+    groups: HashMap<String, Group>,
     #[serde(default)]
     principals: HashMap<String, Attachments>,
+}
+
+/// A group has policies only: IAM groups don't nest, and a `groups` list here, were it
+/// accepted and not followed, would drop the Deny policies of the groups it names.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Group {
+    #[serde(default)]
+    policies: Vec<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -148,5 +157,24 @@ mod tests {
             store.snapshot().for_principal("arn:aws:iam::111122223333:user/a").len(),
             1
         );
+    }
+
+    /// A group inside a group is refused: it was read and not followed, so a Deny policy of the
+    /// inner group never reached the principal.
+    #[test]
+    fn nested_groups_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.toml");
+        let deny = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"kms:Decrypt","Resource":"*"}]}"#;
+        let text = format!(
+            "[policies]\ndeny = '{deny}'\n[groups.restricted]\npolicies = [\"deny\"]\n\
+             [groups.devs]\ngroups = [\"restricted\"]\n\
+             [principals.\"arn:aws:iam::111122223333:user/a\"]\ngroups = [\"devs\"]\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let err = IdentityPolicies::load(&path)
+            .err()
+            .expect("a nested group was accepted");
+        assert!(err.contains("groups"), "{err}");
     }
 }

@@ -189,7 +189,9 @@ impl Kms {
             .with(ck::KEY_USAGE, key.key_usage.as_str())
             .with(ck::CUSTOMER_MASTER_KEY_SPEC, key.key_spec.as_str())
             .with(ck::CUSTOMER_MASTER_KEY_USAGE, key.key_usage.as_str())
-            .with(ck::KEY_ORIGIN, key.origin.as_str());
+            .with(ck::KEY_ORIGIN, key.origin.as_str())
+            // Every key here is a single-Region key.
+            .with(ck::MULTI_REGION, "false");
         if read
             .binary_search_by(|k| k.as_str().cmp(RESOURCE_ALIASES_LOWER))
             .is_ok()
@@ -202,7 +204,7 @@ impl Kms {
         }
         if read.iter().any(|k| k.starts_with(RESOURCE_TAG_LOWER)) {
             for t in self.resource_tags(&key.key_id).await?.iter() {
-                ctx.set(&format!("{}{}", ck::RESOURCE_TAG_PREFIX, t.key), t.value.as_str());
+                ctx.add(&format!("{}{}", ck::RESOURCE_TAG_PREFIX, t.key), t.value.as_str());
             }
         }
         Ok(ctx)
@@ -238,7 +240,7 @@ impl Kms {
             ctx.set_values(k, v.iter().cloned());
         }
         for t in access.request_tags {
-            ctx.set(&format!("{}{}", ck::REQUEST_TAG_PREFIX, t.key), t.value.as_str());
+            ctx.add(&format!("{}{}", ck::REQUEST_TAG_PREFIX, t.key), t.value.as_str());
         }
         if !access.request_tags.is_empty() {
             ctx.set_values(ck::TAG_KEYS, access.request_tags.iter().map(|t| t.key.as_str()));

@@ -71,6 +71,7 @@ impl Kms {
             .with(ck::CUSTOMER_MASTER_KEY_SPEC, spec.as_str())
             .with(ck::CUSTOMER_MASTER_KEY_USAGE, usage.as_str())
             .with(ck::KEY_ORIGIN, origin.as_str())
+            .with(ck::MULTI_REGION, "false")
             .with(ck::BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, bypass.to_string());
         self.authorize_account(ev, &access)?;
         if !input.tags.is_empty() {

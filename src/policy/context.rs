@@ -42,8 +42,8 @@ pub(crate) enum Request<'a> {
 
 impl RequestContext {
     /// A context for `principal_arn` calling `action` (e.g. `kms:Encrypt`) on the key
-    /// `resource_arn`. Fills in what follows from these: `aws:PrincipalArn`,
-    /// `aws:PrincipalAccount`, `kms:CallerAccount` (from the principal's ARN), the key's account
+    /// `resource_arn`. Fills in what follows from these: `aws:PrincipalArn`, `aws:PrincipalType`,
+    /// `aws:username` (IAM users), `aws:PrincipalAccount`, `kms:CallerAccount` (from the principal's ARN), the key's account
     /// (from the key ARN), and `aws:CurrentTime` / `aws:EpochTime` (now).
     pub fn new(principal_arn: &str, action: &str, resource_arn: &str) -> RequestContext {
         RequestContext::new_reading(principal_arn, action, resource_arn, None)
@@ -65,6 +65,14 @@ impl RequestContext {
             Some(Cow::Borrowed(_)) => ctx.values.set(Name::plain(keys::PRINCIPAL_ARN), || Value::CallerArn),
             Some(Cow::Owned(arn)) => ctx.values.set(Name::plain(keys::PRINCIPAL_ARN), || Value::One(arn)),
             None => {}
+        }
+        if let Some(kind) = ctx.caller.principal_type() {
+            ctx.values
+                .set(Name::plain(keys::PRINCIPAL_TYPE), || Value::One(kind.to_string()));
+        }
+        if let Some(name) = ctx.caller.user_name() {
+            let name = name.to_string();
+            ctx.values.set(Name::plain(keys::USERNAME), || Value::One(name));
         }
         if ctx.caller.account.is_some() {
             ctx.values
@@ -159,6 +167,18 @@ impl RequestContext {
 
     pub fn set(&mut self, key: &str, value: impl Into<String>) {
         self.values.set(Name::plain(key), || Value::One(value.into()));
+    }
+
+    /// Sets a single-valued key that a request can name twice in letters of different case
+    /// (tags `env` and `Env` give `aws:RequestTag/env` twice): the values are kept as one
+    /// unknown value among them ([`Value::OneOf`]), as encryption context keys are, so the caller
+    /// can't choose by order or case which one a policy sees.
+    pub fn add(&mut self, key: &str, value: impl Into<String>) {
+        let value = value.into();
+        self.values.update(Name::plain(key), |prev| match prev {
+            None => Value::One(value),
+            Some(prev) => Value::one_of(prev, value),
+        });
     }
 
     pub fn set_values<S: Into<String>>(&mut self, key: &str, values: impl IntoIterator<Item = S>) {

@@ -10,6 +10,7 @@ use super::condition::Condition;
 use super::duplicate_keys::refuse_duplicate_keys;
 use super::principal::Principals;
 use super::resource::Resources;
+use super::variables::refuse_policy_variables;
 use crate::error::{KmsError, Result};
 
 /// The largest policy document accepted, in bytes (AWS KMS: 32 KB).
@@ -139,6 +140,7 @@ impl Policy {
         }
         let policy = Policy::parse_key_policy(text)?;
         refuse_duplicate_keys(text)?;
+        refuse_policy_variables(text)?;
         policy.check_new_key_policy()?;
         Ok(policy)
     }
@@ -164,6 +166,7 @@ impl Policy {
     pub fn parse_identity_policy(name: &str, text: &str) -> Result<Policy> {
         let policy = Policy::parse(PolicyKind::IdentityPolicy, name, text)?;
         refuse_duplicate_keys(text)?;
+        refuse_policy_variables(text)?;
         Ok(policy)
     }
 

@@ -21,6 +21,7 @@ mod evaluate;
 mod pattern;
 mod principal;
 mod resource;
+mod variables;
 
 #[cfg(test)]
 mod tests;

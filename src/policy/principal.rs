@@ -118,6 +118,27 @@ impl Caller {
         self.principal_arn_cow().map(Cow::into_owned)
     }
 
+    /// The value of `aws:PrincipalType`, as AWS gives it for each kind of caller. A role's own
+    /// ARN as the caller stands for a session of it.
+    pub(crate) fn principal_type(&self) -> Option<&'static str> {
+        match self.kind {
+            CallerKind::Root => Some("Account"),
+            CallerKind::User => Some("User"),
+            CallerKind::Role | CallerKind::AssumedRole => Some("AssumedRole"),
+            CallerKind::FederatedUser => Some("FederatedUser"),
+            _ => None,
+        }
+    }
+
+    /// The value of `aws:username`: an IAM user's name (its ARN's last path segment); AWS sets
+    /// it for IAM users only.
+    pub(crate) fn user_name(&self) -> Option<&str> {
+        match self.kind {
+            CallerKind::User => self.arn.rsplit('/').next(),
+            _ => None,
+        }
+    }
+
     /// [`Caller::principal_arn`], borrowed when it is the caller's own ARN.
     pub(crate) fn principal_arn_cow(&self) -> Option<Cow<'_, str>> {
         match (self.kind, &self.account, &self.role_name) {

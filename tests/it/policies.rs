@@ -1327,3 +1327,44 @@ async fn malformed_input_is_refused_before_authorization() {
     };
     expect_err(app.re_encrypt(empty_blob).await, "ValidationException");
 }
+
+/// Condition keys AWS sets on every request from an IAM user (`aws:PrincipalType`,
+/// `aws:username`) and on every key (`kms:MultiRegion`, false for single-Region keys), with
+/// policies that decide otherwise when they are missing: AWS's single-Region Allow, and Denies
+/// on the principal's type and name.
+#[tokio::test]
+async fn principal_type_user_name_and_multi_region_are_in_the_context() {
+    let server = Server::start_with(&token_config(false, &[ROOT, APP, OTHER], None)).await;
+    let mut root = client_as(&server, ROOT).await;
+    let mut app = client_as(&server, APP).await;
+    let mut other = client_as(&server, OTHER).await;
+    let allow_other = |sid: &str, actions: &[&str]| json!({"Sid": sid, "Effect": "Allow", "Principal": {"AWS": OTHER}, "Action": actions, "Resource": "*"});
+    let key = create_key(
+        &mut root,
+        &key_policy(&[
+            allow_app(
+                "SingleRegionOnly",
+                &["kms:Encrypt"],
+                json!({"Bool": {"kms:MultiRegion": "false"}}),
+            ),
+            allow_other("Use", &["kms:Encrypt", "kms:GenerateDataKey"]),
+            json!({"Sid": "NoUsersGenerate", "Effect": "Deny", "Principal": {"AWS": "*"},
+                   "Action": "kms:GenerateDataKey", "Resource": "*",
+                   "Condition": {"StringEquals": {"aws:PrincipalType": "User"}}}),
+            json!({"Sid": "NotOther", "Effect": "Deny", "Principal": {"AWS": "*"},
+                   "Action": "kms:Encrypt", "Resource": "*",
+                   "Condition": {"StringEquals": {"aws:username": "other"}}}),
+        ]),
+    )
+    .await;
+    encrypt(&mut app, &key, &[]).await.unwrap();
+    expect_denied(encrypt(&mut other, &key, &[]).await, OTHER, "kms:Encrypt", Some(&key));
+    expect_denied(
+        other.generate_data_key(gdk(&key)).await,
+        OTHER,
+        "kms:GenerateDataKey",
+        Some(&key),
+    );
+    // The account's root is of type Account: the Deny on users doesn't stop it.
+    root.generate_data_key(gdk(&key)).await.unwrap();
+}

@@ -289,6 +289,35 @@ fn colliding_encryption_context_keys_cannot_steer_a_condition() {
     }
 }
 
+/// Tag keys differing only in case (a request tagging `env` and `Env`, or a key tagged both) name
+/// one condition key, as context keys do: a Deny applies if any value meets it, an Allow only if
+/// every one does, whatever their order.
+#[test]
+fn tags_differing_in_case_cannot_steer_a_condition() {
+    let kp = key_policy(json!([
+        {"Effect": "Allow", "Principal": {"AWS": user("alice")}, "Action": "kms:*", "Resource": "*",
+         "Condition": {"StringEquals": {"aws:ResourceTag/team": "blue"}}},
+        {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "kms:TagResource", "Resource": "*",
+         "Condition": {"StringEquals": {"aws:RequestTag/env": "prod"}}}
+    ]));
+    let tagging = |request: &[(&str, &str)], resource: &[(&str, &str)]| {
+        let mut c = ctx(&user("alice"), "kms:TagResource");
+        for (k, v) in request {
+            c.add(&format!("aws:RequestTag/{k}"), *v);
+        }
+        for (k, v) in resource {
+            c.add(&format!("aws:ResourceTag/{k}"), *v);
+        }
+        allowed(&kp, &[], &c)
+    };
+    let blue = [("team", "blue")];
+    assert!(tagging(&[("env", "dev")], &blue));
+    assert!(!tagging(&[("env", "prod"), ("Env", "x")], &blue));
+    assert!(!tagging(&[("Env", "x"), ("env", "prod")], &blue));
+    assert!(!tagging(&[("env", "dev")], &[("team", "blue"), ("Team", "red")]));
+    assert!(!tagging(&[("env", "dev")], &[("Team", "red"), ("team", "blue")]));
+}
+
 /// Administration stays with the key's account: a key policy that gives another account (its
 /// root, or its users through their identity policies) `kms:*` lets it use the key, not run it.
 #[test]

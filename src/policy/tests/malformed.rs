@@ -387,3 +387,36 @@ fn a_key_repeated_in_one_object_is_refused_in_new_policies() {
     ))
     .unwrap();
 }
+
+/// IAM policy variables in a new 2012-10-17 policy are refused (AWS would substitute them; here
+/// they would compare literally). Under 2008-10-17, where AWS reads them literally too, and in a
+/// policy already stored, they are accepted.
+#[test]
+fn policy_variables_are_refused_in_new_2012_10_17_policies() {
+    let with = |version: &str, element: &str, value: Value| {
+        let mut s = statement();
+        s.as_object_mut().unwrap().insert(element.into(), value);
+        json!({"Version": version, "Statement": [statement(), s]}).to_string()
+    };
+    let condition = json!({"StringEquals": {"kms:EncryptionContext:owner": "${aws:username}"}});
+    let resource = json!(["arn:aws:kms:*:111122223333:key/${*}"]);
+    for (element, value) in [("Condition", condition.clone()), ("Resource", resource)] {
+        let text = with("2012-10-17", element, value.clone());
+        match Policy::parse_new_key_policy(&text) {
+            Err(KmsError::MalformedPolicyDocument(msg)) => {
+                assert_msg(&msg, &format!("Statement[1].{element}"), "policy variables");
+                assert!(!msg.contains("aws:username"), "{msg}");
+            }
+            other => panic!("{element}: {other:?}"),
+        }
+        assert!(Policy::parse_identity_policy("p", &text).is_err(), "{element}");
+        assert!(
+            Policy::parse_key_policy(&text).is_ok(),
+            "{element}: a stored policy stays readable"
+        );
+        assert!(
+            Policy::parse_new_key_policy(&with("2008-10-17", element, value)).is_ok(),
+            "{element}"
+        );
+    }
+}
