@@ -90,7 +90,7 @@ impl Kms {
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOrAlias, ev).await?;
         self.usable(&key, KeyUsage::EncryptDecrypt)?;
         let algorithm = encryption_algorithm(&key, "encryptionAlgorithm", algorithm)?;
-        check_encryption(&key, algorithm, context, Some(plaintext.len()))?;
+        check_encryption(&key, algorithm, (context, "EncryptionContext"), Some(plaintext.len()))?;
         dry_run.stop()?;
         let blob = self.encrypt_with(&key, algorithm, context, &plaintext).await?;
         Ok((blob, self.key_arn(&key.key_id), algorithm))
@@ -114,6 +114,8 @@ impl Kms {
         let source = Source {
             action: "kms:Decrypt",
             field: "keyId",
+            algorithm_field: "encryptionAlgorithm",
+            context_field: "EncryptionContext",
             key_id,
             algorithm,
             grant_tokens,
@@ -163,6 +165,8 @@ impl Kms {
         let source = Source {
             action: "kms:ReEncryptFrom",
             field: "sourceKeyId",
+            algorithm_field: "sourceEncryptionAlgorithm",
+            context_field: "SourceEncryptionContext",
             key_id: source_key_id,
             algorithm: algorithms.0,
             grant_tokens,
@@ -189,7 +193,13 @@ impl Kms {
         self.usable(&destination, KeyUsage::EncryptDecrypt)?;
         let destination_algorithm = encryption_algorithm(&destination, "destinationEncryptionAlgorithm", algorithms.1)?;
         let plaintext_len = plaintext.as_ref().map(|p| p.len());
-        check_encryption(&destination, destination_algorithm, destination_context, plaintext_len)?;
+        let destination_context_named = (destination_context, "DestinationEncryptionContext");
+        check_encryption(
+            &destination,
+            destination_algorithm,
+            destination_context_named,
+            plaintext_len,
+        )?;
         dry_run.stop()?;
         // Only a dry run (IGNORE_CIPHERTEXT) has no plaintext, and it stopped above.
         let plaintext = plaintext.ok_or_else(KmsError::dry_run)?;
@@ -349,7 +359,7 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<(Arc<KeyRecord>, Zeroizing<Vec<u8>>, EncryptionAlgorithm)> {
         names::length("ciphertextBlob", blob.len(), 1, MAX_BLOB)?;
-        parse_name("encryptionAlgorithm", source.algorithm)?;
+        parse_name(source.algorithm_field, source.algorithm)?;
         // The access asked for on the source key (known from KeyId or, failing that, the blob).
         let access = |source_key_id: &str| source.access(context, source_key_id);
         let named = match source.key_id {
@@ -361,8 +371,8 @@ impl Kms {
         }
         if let Some(key) = named.as_ref().filter(|k| k.key_spec != KeySpec::SymmetricDefault) {
             self.usable(key, KeyUsage::EncryptDecrypt)?;
-            let algorithm = encryption_algorithm(key, "encryptionAlgorithm", source.algorithm)?;
-            refuse_context_for_asymmetric(context)?;
+            let algorithm = encryption_algorithm(key, source.algorithm_field, source.algorithm)?;
+            refuse_context_for_asymmetric(context, source.context_field)?;
             let material = self.material(key, key.current_material).await?;
             let private = material.private()?;
             if blob.len() != private.modulus_len()? {
@@ -380,7 +390,7 @@ impl Kms {
         }
         let algorithm = source
             .algorithm
-            .map(|a| EncryptionAlgorithm::parse("encryptionAlgorithm", a))
+            .map(|a| EncryptionAlgorithm::parse(source.algorithm_field, a))
             .transpose()?;
         let parsed = ciphertext::parse(blob)?;
         if let Some(named) = &named {
@@ -432,7 +442,7 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<(Arc<KeyRecord>, EncryptionAlgorithm)> {
         names::length("ciphertextBlob", blob.len(), 0, MAX_BLOB)?;
-        parse_name("encryptionAlgorithm", source.algorithm)?;
+        parse_name(source.algorithm_field, source.algorithm)?;
         let key_id = source.key_id.ok_or_else(|| {
             KmsError::validation(format!(
                 "{} is required when DryRun is true and DryRunModifiers includes IGNORE_CIPHERTEXT",
@@ -442,9 +452,9 @@ impl Kms {
         let key = self.lookup(source.field, key_id, Accept::KeyOrAlias, ev).await?;
         self.authorize(ev, &source.access(context, &key.key_id), &key).await?;
         self.usable(&key, KeyUsage::EncryptDecrypt)?;
-        let algorithm = encryption_algorithm(&key, "encryptionAlgorithm", source.algorithm)?;
+        let algorithm = encryption_algorithm(&key, source.algorithm_field, source.algorithm)?;
         if algorithm != EncryptionAlgorithm::SymmetricDefault {
-            refuse_context_for_asymmetric(context)?;
+            refuse_context_for_asymmetric(context, source.context_field)?;
         }
         Ok((key, algorithm))
     }
@@ -491,6 +501,9 @@ impl Kms {
 struct Source<'a> {
     action: &'static str,
     field: &'a str,
+    /// The request's names of the algorithm and context parameters, for messages.
+    algorithm_field: &'static str,
+    context_field: &'static str,
     key_id: Option<&'a str>,
     algorithm: Option<&'a str>,
     grant_tokens: &'a [String],
@@ -551,16 +564,17 @@ fn encryption_algorithm(key: &KeyRecord, field: &str, requested: Option<&str>) -
 
 /// The checks of an encryption before the key is used: RSA keys take no encryption context and
 /// at most their OAEP limit of plaintext (`plaintext_len`: None when not known, in a dry run).
+/// `context` comes with the request's name for it.
 fn check_encryption(
     key: &KeyRecord,
     algorithm: EncryptionAlgorithm,
-    context: &EncryptionContext,
+    context: (&EncryptionContext, &str),
     plaintext_len: Option<usize>,
 ) -> Result<()> {
     if algorithm == EncryptionAlgorithm::SymmetricDefault {
         return Ok(());
     }
-    refuse_context_for_asymmetric(context)?;
+    refuse_context_for_asymmetric(context.0, context.1)?;
     let limit = key
         .key_spec
         .oaep_limit(algorithm)
@@ -575,11 +589,12 @@ fn check_encryption(
     }
 }
 
-fn refuse_context_for_asymmetric(context: &EncryptionContext) -> Result<()> {
+/// `field`: the request's name of the context parameter (ReEncrypt has two).
+fn refuse_context_for_asymmetric(context: &EncryptionContext, field: &str) -> Result<()> {
     if !context.is_empty() {
-        return Err(KmsError::validation(
-            "EncryptionContext is not supported with asymmetric KMS keys",
-        ));
+        return Err(KmsError::validation(format!(
+            "{field} is not supported with asymmetric KMS keys"
+        )));
     }
     Ok(())
 }

@@ -1745,3 +1745,65 @@ async fn asym_keys_follow_key_state_and_survive_restart() {
         "KMSInvalidStateException",
     );
 }
+
+/// ReEncrypt's messages about an RSA key name the parameter at fault: the source's or the
+/// destination's algorithm or encryption context, not Decrypt's or Encrypt's.
+#[tokio::test]
+async fn re_encrypt_errors_name_the_source_or_destination_parameter() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let rsa = create(&mut c, "RSA_2048", "ENCRYPT_DECRYPT").await;
+    let sym = create_key(&mut c).await;
+    let rsa_blob = c
+        .encrypt(encrypt_req(&rsa.key_id, Some("RSAES_OAEP_SHA_256"), b"pt"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext_blob;
+    let sym_blob = c
+        .encrypt(encrypt_req(&sym.key_id, None, b"pt"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext_blob;
+    let context = || HashMap::from([("purpose".to_string(), "test".to_string())]);
+    let cases = [
+        (
+            pb::ReEncryptRequest {
+                ciphertext_blob: rsa_blob.clone(),
+                source_key_id: Some(rsa.key_id.clone()),
+                destination_key_id: sym.key_id.clone(),
+                ..Default::default()
+            },
+            "InvalidKeyUsageException",
+            "sourceEncryptionAlgorithm",
+        ),
+        (
+            pb::ReEncryptRequest {
+                ciphertext_blob: rsa_blob,
+                source_key_id: Some(rsa.key_id.clone()),
+                source_encryption_algorithm: Some("RSAES_OAEP_SHA_256".into()),
+                source_encryption_context: context(),
+                destination_key_id: sym.key_id.clone(),
+                ..Default::default()
+            },
+            "ValidationException",
+            "SourceEncryptionContext",
+        ),
+        (
+            pb::ReEncryptRequest {
+                ciphertext_blob: sym_blob,
+                destination_key_id: rsa.key_id.clone(),
+                destination_encryption_algorithm: Some("RSAES_OAEP_SHA_256".into()),
+                destination_encryption_context: context(),
+                ..Default::default()
+            },
+            "ValidationException",
+            "DestinationEncryptionContext",
+        ),
+    ];
+    for (request, error, parameter) in cases {
+        let message = expect_err(c.re_encrypt(request).await, error);
+        assert!(message.contains(parameter), "{parameter}: {message}");
+    }
+}
