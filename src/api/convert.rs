@@ -23,7 +23,9 @@ pub fn key_metadata(scope: &ArnScope, k: &KeyRecord) -> pb::KeyMetadata {
         signing_algorithms: names(k.key_spec.signing_algorithms(k.key_usage).iter().map(|a| a.as_str())),
         mac_algorithms: names(k.key_spec.mac_algorithms().iter().map(|a| a.as_str())),
         multi_region: false,
-        pending_deletion_window_in_days: k.pending_window_days,
+        // AWS gives it only for a multi-Region primary key waiting for its replicas
+        // (PendingReplicaDeletion); a single-Region key pending deletion has DeletionDate only.
+        pending_deletion_window_in_days: None,
     }
 }
 

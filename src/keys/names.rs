@@ -78,7 +78,8 @@ pub fn tags(tags: &[Tag]) -> Result<()> {
     for t in tags {
         tag_key(&t.key)?;
         if t.value.chars().count() > MAX_TAG_VALUE {
-            return Err(KmsError::Tag(format!(
+            // A length is a parameter constraint: ValidationException, as AWS.
+            return Err(KmsError::validation(format!(
                 "Tag value of tag key '{}' is longer than {MAX_TAG_VALUE} characters",
                 t.key
             )));
@@ -96,11 +97,12 @@ pub fn tags(tags: &[Tag]) -> Result<()> {
 pub fn tag_key(k: &str) -> Result<()> {
     let n = k.chars().count();
     if n == 0 || n > MAX_TAG_KEY {
-        return Err(KmsError::Tag(format!(
+        return Err(KmsError::validation(format!(
             "Tag key must be 1 to {MAX_TAG_KEY} characters long, got {n}"
         )));
     }
-    if k.starts_with("aws:") {
+    // Reserved in any case: AWS:, Aws:, ...
+    if k.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {
         return Err(KmsError::Tag(format!(
             "Tag key '{k}' is reserved: the 'aws:' prefix belongs to AWS"
         )));

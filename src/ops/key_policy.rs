@@ -20,6 +20,7 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<()> {
         check_policy_name(policy_name)?;
+        Policy::check_new_key_policy_text(&text)?;
         let access = Access::new("kms:PutKeyPolicy")
             .with(ck::BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, bypass_lockout_check.to_string());
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;

@@ -38,6 +38,9 @@ const DAY: i64 = 86_400;
 impl Kms {
     pub async fn create_key(&self, input: CreateKeyInput, ev: &mut AuditEvent) -> Result<KeyRecord> {
         names::description(&input.description)?;
+        if let Some(text) = &input.policy {
+            Policy::check_new_key_policy_text(text)?;
+        }
         let spec = match (&input.key_spec, &input.customer_master_key_spec) {
             // As AWS, even when the two agree.
             (Some(_), Some(_)) => {

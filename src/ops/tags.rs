@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::paging::{self, Page};
 use super::{refuse_pending_deletion, Access, Kms};
 use crate::audit::AuditEvent;
-use crate::error::{KmsError, Result};
+use crate::error::Result;
 use crate::keys::key_ref::Accept;
 use crate::keys::names::{self, MAX_TAGS_PER_KEY};
 use crate::keys::Tag;
@@ -25,12 +25,7 @@ impl Kms {
     }
 
     pub async fn untag_resource(&self, key_id: &str, tag_keys: Vec<String>, ev: &mut AuditEvent) -> Result<()> {
-        if tag_keys.len() > MAX_TAGS_PER_KEY {
-            return Err(KmsError::Tag(format!(
-                "At most {MAX_TAGS_PER_KEY} tag keys per request, got {}",
-                tag_keys.len()
-            )));
-        }
+        // No count limit (AWS has none for UntagResource): the request size limit bounds it.
         for k in &tag_keys {
             names::tag_key(k)?;
         }

@@ -120,6 +120,24 @@ impl Policy {
     /// [`Policy::check_new_key_policy`]. Stored policies are parsed with
     /// [`Policy::parse_key_policy`] and keep working.
     pub fn parse_new_key_policy(text: &str) -> Result<Policy> {
+        Policy::check_new_key_policy_text(text)?;
+        let policy = Policy::parse_key_policy(text)?;
+        refuse_duplicate_keys(text)?;
+        refuse_policy_variables(text)?;
+        policy.check_new_key_policy()?;
+        Ok(policy)
+    }
+
+    /// The checks of a new key policy's text that AWS makes as parameter validation, before it
+    /// looks the key up or authorizes anything: at most 32 KB (LimitExceededException), at least one
+    /// character, and only tab, LF, CR and U+0020..U+00FF (ValidationException).
+    pub fn check_new_key_policy_text(text: &str) -> Result<()> {
+        if text.is_empty() {
+            return Err(KmsError::validation(
+                "1 validation error detected: Value at 'policy' failed to satisfy constraint: Member must \
+                 have length greater than or equal to 1",
+            ));
+        }
         if text.len() > MAX_POLICY_BYTES {
             return Err(KmsError::LimitExceeded(format!(
                 "The key policy is {} bytes; a key policy may be at most {MAX_POLICY_BYTES} bytes",
@@ -138,11 +156,7 @@ impl Policy {
                 c as u32
             )));
         }
-        let policy = Policy::parse_key_policy(text)?;
-        refuse_duplicate_keys(text)?;
-        refuse_policy_variables(text)?;
-        policy.check_new_key_policy()?;
-        Ok(policy)
+        Ok(())
     }
 
     /// Whether any statement has a Condition. Without one no condition key can change a decision,

@@ -795,7 +795,7 @@ async fn create_key_parameters() {
                 tags: vec![tag("", "v")],
                 ..Default::default()
             },
-            t,
+            v,
         ),
         (
             "tag key of 129 characters",
@@ -803,7 +803,7 @@ async fn create_key_parameters() {
                 tags: vec![tag(&"k".repeat(129), "v")],
                 ..Default::default()
             },
-            t,
+            v,
         ),
         (
             "reserved tag key",
@@ -819,7 +819,7 @@ async fn create_key_parameters() {
                 tags: vec![tag("k", &"v".repeat(257))],
                 ..Default::default()
             },
-            t,
+            v,
         ),
         (
             "duplicate tag keys",
@@ -1074,27 +1074,36 @@ async fn tag_rules_on_tag_and_untag() {
     let server = Server::start().await;
     let mut c = server.client().await;
     let key = create_key(&mut c).await;
-    let t = "TagException";
+    let (t, v) = ("TagException", "ValidationException");
     let tag_req = |tags: Vec<pb::Tag>| pb::TagResourceRequest {
         key_id: key.key_id.clone(),
         tags,
     };
-    let bad_tags: Vec<Vec<pb::Tag>> = vec![
-        (0..51).map(|i| tag(&format!("k{i}"), "v")).collect(),
-        vec![tag("", "v")],
-        vec![tag(&"k".repeat(129), "v")],
-        vec![tag("aws:created-by", "v")],
-        vec![tag("aws:", "v")],
-        vec![tag("k", &"v".repeat(257))],
-        vec![tag("fine", "v"), tag("", "v")],
-        vec![tag("k", "1"), tag("k", "2")],
+    // Lengths are parameter constraints (ValidationException, as AWS); the reserved prefix (in
+    // any case), counts and duplicates are TagException.
+    let bad_tags: Vec<(Vec<pb::Tag>, &str)> = vec![
+        ((0..51).map(|i| tag(&format!("k{i}"), "v")).collect(), t),
+        (vec![tag("", "v")], v),
+        (vec![tag(&"k".repeat(129), "v")], v),
+        (vec![tag("aws:created-by", "v")], t),
+        (vec![tag("AWS:created-by", "v")], t),
+        (vec![tag("Aws:", "v")], t),
+        (vec![tag("aws:", "v")], t),
+        (vec![tag("k", &"v".repeat(257))], v),
+        (vec![tag("fine", "v"), tag("", "v")], v),
+        (vec![tag("k", "1"), tag("k", "2")], t),
     ];
-    for tags in bad_tags {
-        let what = format!("{:?}", tags.iter().map(|t| t.tag_key.len()).collect::<Vec<_>>());
+    for (tags, expected) in bad_tags {
+        let what = format!(
+            "{:?}",
+            tags.iter()
+                .map(|t| &t.tag_key[..t.tag_key.len().min(8)])
+                .collect::<Vec<_>>()
+        );
         let r = c.tag_resource(tag_req(tags)).await;
         match r {
             Ok(_) => panic!("tags {what} accepted"),
-            Err(s) => assert_eq!(error_type(&s), t, "tags {what}: {}", s.message()),
+            Err(s) => assert_eq!(error_type(&s), expected, "tags {what}: {}", s.message()),
         }
     }
     let listed = c
@@ -1123,14 +1132,19 @@ async fn tag_rules_on_tag_and_untag() {
         key_id: key.key_id.clone(),
         tag_keys: keys,
     };
-    for keys in [
-        vec![String::new()],
-        vec!["k".repeat(129)],
-        vec!["aws:created-by".to_string()],
+    for (keys, expected) in [
+        (vec![String::new()], v),
+        (vec!["k".repeat(129)], v),
+        (vec!["aws:created-by".to_string()], t),
+        (vec!["AWS:created-by".to_string()], t),
     ] {
-        expect_err(c.untag_resource(untag(keys)).await, t);
+        expect_err(c.untag_resource(untag(keys)).await, expected);
     }
     c.untag_resource(untag(vec!["k".repeat(128), "never-set".into()]))
+        .await
+        .unwrap();
+    // UntagResource has no count limit in AWS.
+    c.untag_resource(untag((0..60).map(|i| format!("absent-{i}")).collect()))
         .await
         .unwrap();
     let listed = c
@@ -1380,4 +1394,30 @@ async fn long_values_get_short_errors_and_the_connection_survives() {
     );
     assert!(msg.len() <= 4096, "{}", msg.len());
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+}
+
+/// A key policy's text is a parameter, checked before the key is looked up or the caller
+/// authorized (as AWS): a bad one on a missing key is ValidationException, not NotFound.
+#[tokio::test]
+async fn a_key_policy_text_is_checked_before_the_key() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let missing = "11111111-2222-3333-4444-555555555555";
+    for text in ["", "{\"x\":\"\u{100}\"}"] {
+        let put = c
+            .put_key_policy(pb::PutKeyPolicyRequest {
+                key_id: missing.into(),
+                policy: text.into(),
+                ..Default::default()
+            })
+            .await;
+        expect_err(put, "ValidationException");
+        let create = c
+            .create_key(pb::CreateKeyRequest {
+                policy: Some(text.into()),
+                ..Default::default()
+            })
+            .await;
+        expect_err(create, "ValidationException");
+    }
 }
