@@ -459,7 +459,7 @@ async fn schedule_and_cancel_key_deletion() {
     })
     .await
     .unwrap();
-    assert_eq!(describe(&mut c, &k.key_id).await.deletion_date.is_some(), true);
+    assert!(describe(&mut c, &k.key_id).await.deletion_date.is_some());
     c.cancel_key_deletion(pb::CancelKeyDeletionRequest { key_id: k.arn.clone() })
         .await
         .unwrap();
