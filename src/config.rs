@@ -22,6 +22,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: crate::auth::AuthConfig,
     pub tls: Option<TlsConfig>,
+    /// Serve gRPC reflection (grpcurl's `list`, `describe`). Off by default: it answers without
+    /// credentials with ~40 KB descriptors, which a client that never reads them can pile up in
+    /// the server's memory.
+    pub reflection: bool,
     /// The file this was read from (not a setting): SIGHUP reads its `auth` tokens and
     /// certificate rules again.
     #[serde(skip)]
@@ -134,6 +138,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             tls: None,
+            reflection: false,
             file: None,
         }
     }

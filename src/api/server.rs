@@ -34,6 +34,7 @@ pub async fn serve(
     let listen = config.listen;
     let (auth_config, tls) = (config.auth.clone(), config.tls.clone());
     let (partition, account) = (config.partition.clone(), config.account_id.clone());
+    let serve_reflection = config.reflection;
     // Credentials and TLS first: a mistake there is reported before a slow HSM start-up.
     let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
     let request_timeout = Duration::from_secs(config.limits.request_timeout_seconds);
@@ -71,11 +72,15 @@ pub async fn serve(
     // Health and reflection answer anyone (load balancers, grpcurl) and run no operation, but
     // their messages are read before any check: small caps, not tonic's 4 MiB default.
     let health_service = health_service.max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES);
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| format!("reflection: {e}"))?
-        .max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES);
+    let reflection = if serve_reflection {
+        let service = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| format!("reflection: {e}"))?;
+        Some(service.max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES))
+    } else {
+        None
+    };
 
     let deletion = spawn_deletion_task(kms.clone());
     let refusals = Arc::new(RefusalRecords::default());
@@ -100,7 +105,7 @@ pub async fn serve(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = builder
         .add_service(health_service)
-        .add_service(reflection)
+        .add_optional_service(reflection)
         .add_service(PreAuth::new(
             RunToEnd::new(
                 KeyManagementServiceServer::new(GrpcService::new(kms.clone(), auth.clone(), tls.is_some()))

@@ -199,11 +199,17 @@ impl Server {
     }
 
     async fn launch(&mut self) {
+        // Top-level keys of the extra configuration (before its first [table]) go before [hsm].
+        let tables_at = self
+            .extra_config
+            .find("\n[")
+            .map(|i| i + 1)
+            .unwrap_or(if self.extra_config.starts_with('[') { 0 } else { self.extra_config.len() });
+        let (top, tables) = self.extra_config.split_at(tables_at);
         let config = format!(
-            "listen = \"127.0.0.1:0\"\n[hsm]\nmodule = {module:?}\ntoken_label = {TOKEN:?}\npin_env = \"KMS_TEST_PIN\"\n{hsm}\n{extra}\n",
+            "listen = \"127.0.0.1:0\"\n{top}\n[hsm]\nmodule = {module:?}\ntoken_label = {TOKEN:?}\npin_env = \"KMS_TEST_PIN\"\n{hsm}\n{tables}\n",
             module = self.hsm.module.display().to_string(),
             hsm = self.extra_hsm,
-            extra = self.extra_config,
         );
         std::fs::write(self.config_path(), config).unwrap();
         let child = self

@@ -427,3 +427,46 @@ async fn a_connection_past_its_age_gets_a_goaway() {
     );
     create_key(&mut server.client().await).await;
 }
+
+/// The services listed by gRPC reflection, or the error of a server that doesn't serve it.
+async fn reflected_services(server: &Server) -> Result<Vec<String>, tonic::Status> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::once(request))
+        .await?
+        .into_inner();
+    match answers.message().await?.and_then(|a| a.message_response) {
+        Some(MessageResponse::ListServicesResponse(list)) => Ok(list.service.into_iter().map(|s| s.name).collect()),
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+/// Reflection answers without credentials, with descriptors of ~40 KB that a client which never
+/// reads them can pile up in the server's memory: it is served only when configured.
+#[tokio::test]
+async fn reflection_is_served_only_when_configured() {
+    let server = Server::start().await;
+    let refused = reflected_services(&server)
+        .await
+        .expect_err("reflection served by default");
+    assert_eq!(refused.code(), Code::Unimplemented, "{refused:?}");
+
+    let server = Server::start_with("reflection = true").await;
+    let services = reflected_services(&server).await.unwrap();
+    assert!(
+        services.iter().any(|s| s == "kms.v1.KeyManagementService"),
+        "{services:?}"
+    );
+}
