@@ -79,6 +79,14 @@ const CERT_CACHE_CAPACITY: usize = 1024;
 impl Credentials {
     fn new(cfg: &AuthConfig) -> std::result::Result<Self, String> {
         let tokens = TokenTable::new(&cfg.tokens)?;
+        // One name, one principal: with two rules for it the first would win in silence.
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = cfg.certificates.iter().find(|c| !seen.insert(c.matches.as_str())) {
+            return Err(format!(
+                "auth.certificates has two rules matching {:?}: each name may map to one principal",
+                twice.matches
+            ));
+        }
         let certs = cfg
             .certificates
             .iter()
@@ -281,6 +289,25 @@ mod tests {
             dave,
             "cached, still valid"
         );
+    }
+
+    /// Two rules for one name would map it to whichever comes first, silently.
+    #[test]
+    fn two_certificate_rules_for_one_name_are_refused() {
+        let rule = |principal: &str| CertRuleConfig {
+            matches: "cn:dave".into(),
+            principal: principal.into(),
+        };
+        let err = Credentials::new(&AuthConfig {
+            certificates: vec![
+                rule("arn:aws:iam::111122223333:user/dave"),
+                rule("arn:aws:iam::111122223333:user/admin"),
+            ],
+            ..AuthConfig::default()
+        })
+        .err()
+        .expect("two rules for cn:dave accepted");
+        assert!(err.contains("cn:dave"), "{err}");
     }
 
     #[test]

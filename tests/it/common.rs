@@ -204,7 +204,11 @@ impl Server {
             .extra_config
             .find("\n[")
             .map(|i| i + 1)
-            .unwrap_or(if self.extra_config.starts_with('[') { 0 } else { self.extra_config.len() });
+            .unwrap_or(if self.extra_config.starts_with('[') {
+                0
+            } else {
+                self.extra_config.len()
+            });
         let (top, tables) = self.extra_config.split_at(tables_at);
         let config = format!(
             "listen = \"127.0.0.1:0\"\n{top}\n[hsm]\nmodule = {module:?}\ntoken_label = {TOKEN:?}\npin_env = \"KMS_TEST_PIN\"\n{hsm}\n{tables}\n",
