@@ -194,6 +194,39 @@ async fn a_tls_connection_that_never_says_hello_is_closed() {
     );
 }
 
+/// A plaintext connection that sends no HTTP/2 preface is closed after 10 s, and its slot goes
+/// to the next client: HTTP/2 itself sets no deadline on the preface.
+#[tokio::test]
+async fn a_connection_that_never_sends_its_preface_is_closed() {
+    let server = Server::start_with("[limits]\nmax_connections = 1").await;
+    let addr = server.addr.clone();
+    let (elapsed, outcome) = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(b"PRI * HTTP/2.0").unwrap(); // part of the preface, then nothing
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        // The server's SETTINGS come first; then the connection must end.
+        let outcome = loop {
+            match s.read(&mut [0u8; 256]) {
+                Ok(n) if n > 0 => continue,
+                other => break other.map_err(|e| e.kind()),
+            }
+        };
+        (start.elapsed(), outcome)
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(outcome, Ok(0) | Err(std::io::ErrorKind::ConnectionReset)),
+        "the server did not close the silent connection: {outcome:?} after {elapsed:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(15),
+        "closed after {elapsed:?}"
+    );
+    create_key(&mut server.client().await).await;
+}
+
 /// The server's peak resident set (VmHWM), in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
