@@ -355,6 +355,20 @@ pub async fn create_key(c: &mut Client) -> pb::KeyMetadata {
         .unwrap()
 }
 
+/// A key of `spec` and `usage`.
+pub async fn create_key_of(c: &mut Client, spec: &str, usage: &str) -> pb::KeyMetadata {
+    c.create_key(pb::CreateKeyRequest {
+        key_spec: Some(spec.into()),
+        key_usage: Some(usage.into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|s| panic!("CreateKey {spec} {usage}: {} {}", error_type(&s), s.message()))
+    .into_inner()
+    .key_metadata
+    .unwrap()
+}
+
 pub async fn create_key_with_policy(c: &mut Client, policy: String) -> pb::KeyMetadata {
     c.create_key(pb::CreateKeyRequest {
         policy: Some(policy),

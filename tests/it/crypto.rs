@@ -639,17 +639,7 @@ async fn a_blob_changed_to_name_a_non_encryption_key_is_an_invalid_ciphertext() 
         .await
         .ciphertext_blob;
     for (spec, usage) in [("HMAC_256", "GENERATE_VERIFY_MAC"), ("ECC_NIST_P256", "SIGN_VERIFY")] {
-        let other = c
-            .create_key(pb::CreateKeyRequest {
-                key_spec: Some(spec.into()),
-                key_usage: Some(usage.into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .key_metadata
-            .unwrap();
+        let other = create_key_of(&mut c, spec, usage).await;
         let mut changed = blob.clone();
         changed[1..17].copy_from_slice(uuid::Uuid::parse_str(&other.key_id).unwrap().as_bytes());
         for algorithm in [None, Some("RSAES_OAEP_SHA_1")] {
