@@ -20,16 +20,7 @@ fn pattern(n: usize) -> Vec<u8> {
 }
 
 async fn create(c: &mut Client, spec: &str, usage: &str) -> pb::KeyMetadata {
-    c.create_key(pb::CreateKeyRequest {
-        key_spec: Some(spec.into()),
-        key_usage: Some(usage.into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|s| panic!("CreateKey {spec} {usage}: {} {}", error_type(&s), s.message()))
-    .into_inner()
-    .key_metadata
-    .unwrap()
+    create_key_of(c, spec, usage).await
 }
 
 async fn create_hmac(c: &mut Client, spec: &str) -> pb::KeyMetadata {
