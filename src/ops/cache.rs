@@ -67,6 +67,11 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
         }
     }
 
+    /// Whether anything is ever kept (capacity and TTL not zero).
+    pub fn is_enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
     fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, Shard<K, V>> {
         let i = (self.hasher.hash_one(key) as usize) % SHARDS;
         // A panic while holding a shard lock leaves only a cache behind: recover it.

@@ -471,7 +471,8 @@ impl Kms {
             Ok(Arc::new(Material::from_plain(key.key_spec, &plain)?))
         };
         let material = self.materials.get_or_load(&cache_key, unwrap).await?;
-        if loaded.load(std::sync::atomic::Ordering::Relaxed) {
+        // With the cache off nothing was kept, so there is nothing to drop.
+        if loaded.load(std::sync::atomic::Ordering::Relaxed) && self.materials.is_enabled() {
             self.drop_material_unless_enabled(&key.key_id).await;
         }
         Ok(material)
