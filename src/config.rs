@@ -99,10 +99,18 @@ pub struct LimitsConfig {
     /// load spreads over new servers and slots held by long-lived clients come back. Requests in
     /// flight finish first. 0: connections live as long as their client keeps them.
     pub max_connection_age_seconds: u64,
+    /// Request bytes the server holds at once, over all connections (each message counted at its
+    /// declared length from the moment its header arrives). A request that would go past it is
+    /// refused with ThrottlingException; without it one client could pin hundreds of MiB per
+    /// connection with bodies it never finishes.
+    pub max_request_bytes_in_flight: usize,
 }
 
 /// The largest connection cap accepted (each connection is a file descriptor).
 const MAX_CONNECTIONS: usize = 1_000_000;
+/// The bounds of `max_request_bytes_in_flight`: room for two requests of the largest size, and 1 TiB.
+const MIN_REQUEST_BYTES_IN_FLIGHT: usize = 1 << 20;
+const MAX_REQUEST_BYTES_IN_FLIGHT: usize = 1 << 40;
 /// The longest connection age accepted: 30 days.
 const MAX_CONNECTION_AGE_SECONDS: u64 = 30 * 24 * 3600;
 
@@ -113,6 +121,7 @@ impl Default for LimitsConfig {
             max_connections: 4096,
             max_connections_per_ip: 256,
             max_connection_age_seconds: 0,
+            max_request_bytes_in_flight: 64 << 20,
         }
     }
 }
@@ -273,6 +282,12 @@ impl Config {
             return Err(format!(
                 "limits.max_connection_age_seconds must be 0 (no limit) to {MAX_CONNECTION_AGE_SECONDS}, got {}",
                 self.limits.max_connection_age_seconds
+            ));
+        }
+        let in_flight = self.limits.max_request_bytes_in_flight;
+        if !(MIN_REQUEST_BYTES_IN_FLIGHT..=MAX_REQUEST_BYTES_IN_FLIGHT).contains(&in_flight) {
+            return Err(format!(
+                "limits.max_request_bytes_in_flight must be {MIN_REQUEST_BYTES_IN_FLIGHT} to {MAX_REQUEST_BYTES_IN_FLIGHT}, got {in_flight}"
             ));
         }
         if !(1..=MAX_DELETION_CHECK_INTERVAL_SECONDS).contains(&self.deletion.check_interval_seconds) {
@@ -521,6 +536,26 @@ mod tests {
             assert_eq!(result.is_ok(), ok, "{max} {per_ip}: {result:?}");
             if let Err(e) = result {
                 assert!(e.contains("limits.max_connections"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_request_bytes_in_flight_are_1_mib_to_1_tib() {
+        assert_eq!(Config::default().limits.max_request_bytes_in_flight, 64 << 20);
+        for (value, ok) in [
+            (0, false),
+            ((1 << 20) - 1, false),
+            (1 << 20, true),
+            (1 << 40, true),
+            ((1 << 40) + 1, false),
+        ] {
+            let mut c = Config::default();
+            c.limits.max_request_bytes_in_flight = value;
+            let result = c.validate();
+            assert_eq!(result.is_ok(), ok, "{value}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.contains("limits.max_request_bytes_in_flight"), "{e}");
             }
         }
     }

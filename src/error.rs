@@ -31,6 +31,9 @@ pub enum KmsError {
     Tag(String),
     #[error("{0}")]
     LimitExceeded(String),
+    /// Too much at once: the caller should retry later (AWS SDKs retry this one by themselves).
+    #[error("{0}")]
+    Throttling(String),
     #[error("{0}")]
     AccessDenied(String),
     #[error("{0}")]
@@ -75,6 +78,7 @@ impl KmsError {
             KmsError::InvalidArn(_) => "InvalidArnException",
             KmsError::Tag(_) => "TagException",
             KmsError::LimitExceeded(_) => "LimitExceededException",
+            KmsError::Throttling(_) => "ThrottlingException",
             KmsError::AccessDenied(_) => "AccessDeniedException",
             KmsError::Unauthenticated(_) => "UnrecognizedClientException",
             KmsError::InvalidSignature(_) => "KMSInvalidSignatureException",

@@ -1,5 +1,6 @@
 //! Transports. gRPC only for now: `grpc` maps proto <-> domain types and errors, `server` runs it.
 
+mod budget;
 pub mod codec;
 mod connections;
 mod convert;

@@ -5,7 +5,8 @@
 //! what is known before the body (the `authorization` header and the TLS peer certificates) and
 //! answers an unauthenticated request itself, exactly as `begin` would: the same
 //! `UnrecognizedClientException` status, message, `x-kms-error-type` and request id, and the same
-//! audit record. The body is then dropped unread.
+//! audit record. The body is then dropped unread. An authenticated request's body is charged
+//! against the server's budget of request bytes in flight (`budget.rs`) as it is read.
 //!
 //! Authenticated requests pass through unchanged and `begin` authenticates them again (it needs
 //! the principal, and this wrapper cannot hand it over without a change of `begin`). The second
@@ -26,6 +27,7 @@ use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
+use super::budget::RequestBudget;
 use super::refusals::RefusalRecords;
 use super::status::{to_status, ERROR_TYPE, REQUEST_ID};
 use crate::audit::AuditEvent;
@@ -55,16 +57,25 @@ pub struct PreAuth<S> {
     tls: bool,
     /// Which unauthenticated refusals get an audit record of their own.
     refusals: Arc<RefusalRecords>,
+    budget: Arc<RequestBudget>,
 }
 
 impl<S> PreAuth<S> {
-    pub fn new(inner: S, auth: Arc<Authenticator>, kms: Arc<Kms>, tls: bool, refusals: Arc<RefusalRecords>) -> Self {
+    pub fn new(
+        inner: S,
+        auth: Arc<Authenticator>,
+        kms: Arc<Kms>,
+        tls: bool,
+        refusals: Arc<RefusalRecords>,
+        budget: Arc<RequestBudget>,
+    ) -> Self {
         PreAuth {
             inner,
             auth,
             kms,
             tls,
             refusals,
+            budget,
         }
     }
 }
@@ -106,8 +117,8 @@ where
                     Some(caller) => *this = Call::Refused(too_large(caller)),
                     None => return Poll::Ready(Ok(response)),
                 },
-                Poll::Ready(Ok(response)) if is_undecodable(&response) => match caller.take() {
-                    Some(caller) => *this = Call::Refused(undecodable(caller, response)),
+                Poll::Ready(Ok(response)) => match refused_before_begin(&response).zip(caller.take()) {
+                    Some((outcome, caller)) => *this = Call::Refused(refused(caller, outcome, response)),
                     None => return Poll::Ready(Ok(response)),
                 },
                 other => return other,
@@ -129,20 +140,24 @@ fn is_too_large(response: &Response<Body>) -> bool {
         .is_some_and(|s| s.as_bytes() == b"11")
 }
 
-/// The codec's answer to a message that doesn't decode (`status::undecodable`): a
-/// ValidationException in the headers with no request id, since no operation began.
-fn is_undecodable(response: &Response<Body>) -> bool {
+/// The exception of an answer given before the operation began (so with no request id): the
+/// codec's to a message that doesn't decode (`status::undecodable`, ValidationException) or the
+/// budget's to a body that doesn't fit (ThrottlingException).
+fn refused_before_begin(response: &Response<Body>) -> Option<&'static str> {
     let headers = response.headers();
-    headers.contains_key("grpc-status")
-        && !headers.contains_key(REQUEST_ID)
-        && headers
-            .get(ERROR_TYPE)
-            .is_some_and(|t| t.as_bytes() == b"ValidationException")
+    if !headers.contains_key("grpc-status") || headers.contains_key(REQUEST_ID) {
+        return None;
+    }
+    match headers.get(ERROR_TYPE)?.as_bytes() {
+        b"ValidationException" => Some("ValidationException"),
+        b"ThrottlingException" => Some("ThrottlingException"),
+        _ => None,
+    }
 }
 
-/// An undecodable request: the codec's answer as it is, with a request id and an audit record.
-fn undecodable(caller: Caller, mut response: Response<Body>) -> Refusal {
-    let (ev, kms) = caller.refusal("ValidationException");
+/// A request refused before it began: the answer as it is, with a request id and an audit record.
+fn refused(caller: Caller, outcome: &'static str, mut response: Response<Body>) -> Refusal {
+    let (ev, kms) = caller.refusal(outcome);
     if let Ok(id) = ev.request_id.parse() {
         response.headers_mut().insert(REQUEST_ID, id);
     }
@@ -224,6 +239,7 @@ where
                     tls: self.tls,
                     kms: self.kms.clone(),
                 };
+                let request = request.map(|body| self.budget.charge(body));
                 return Call::Through(self.inner.call(request), Some(caller));
             }
             Err(e) => e,

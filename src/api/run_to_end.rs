@@ -23,6 +23,8 @@ use tonic::codegen::http::{Request, Response};
 use tonic::codegen::Service;
 use tonic::server::NamedService;
 
+use super::budget::is_refusal;
+
 /// The methods that write to the store.
 const CHANGES_STATE: &[&str] = &[
     "CreateKey",
@@ -130,8 +132,10 @@ where
             // The message first: a client that never sends its body must not hold a turn (nor a
             // task the stopping server waits for). Until the spawn, nothing has started, and
             // giving up (the client's reset) cancels cleanly.
-            let (parts, body) = request.into_parts();
-            let message = match read_message(body, deadline).await {
+            // The body is kept until the change is over: it holds the request's charge against
+            // the budget of request bytes in flight (`budget.rs`), and its message is held as long.
+            let (parts, mut body) = request.into_parts();
+            let message = match read_message(&mut body, deadline).await {
                 Ok(message) => message,
                 Err(status) => return Ok(status.into_http()),
             };
@@ -141,7 +145,7 @@ where
             let call = inner.call(Request::from_parts(parts, Body::new(Full::new(message))));
             let task = tokio::spawn(async move {
                 let answer = call.await;
-                drop(permit);
+                drop((permit, body));
                 answer
             });
             match task.await {
@@ -159,12 +163,16 @@ const BODY_DEADLINE: Duration = Duration::from_secs(10);
 /// The request's body, read whole within `deadline`. Reading stops just past the size cap
 /// (plus gRPC's 5-byte frame header): what was read is enough for the service to refuse it as
 /// too large from the frame's declared length.
-async fn read_message(mut body: Body, deadline: Duration) -> Result<Bytes, tonic::Status> {
+async fn read_message(body: &mut Body, deadline: Duration) -> Result<Bytes, tonic::Status> {
     let limit = super::server::limits::MAX_REQUEST_BYTES + 5;
     let read = async {
         let mut message = BytesMut::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| tonic::Status::cancelled(format!("the request body failed: {e}")))?;
+            // The budget's refusal is the answer as it is; any other failure is the client's.
+            let frame = frame.map_err(|e| match is_refusal(&e) {
+                true => e,
+                false => tonic::Status::cancelled(format!("the request body failed: {e}")),
+            })?;
             if let Ok(data) = frame.into_data() {
                 message.extend_from_slice(&data);
                 if message.len() > limit {

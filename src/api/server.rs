@@ -12,6 +12,7 @@ use tokio_stream::Stream;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use super::budget::RequestBudget;
 use super::connections::{self, ConnectionLimits, Limited};
 use super::grpc::GrpcService;
 use super::preauth::PreAuth;
@@ -35,6 +36,7 @@ pub async fn serve(
     let (auth_config, tls) = (config.auth.clone(), config.tls.clone());
     let (partition, account) = (config.partition.clone(), config.account_id.clone());
     let serve_reflection = config.reflection;
+    let request_bytes_in_flight = config.limits.max_request_bytes_in_flight;
     // Credentials and TLS first: a mistake there is reported before a slow HSM start-up.
     let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
     let request_timeout = Duration::from_secs(config.limits.request_timeout_seconds);
@@ -116,6 +118,7 @@ pub async fn serve(
             kms,
             tls.is_some(),
             refusals.clone(),
+            RequestBudget::new(request_bytes_in_flight, limits::MAX_REQUEST_BYTES),
         ))
         .serve_with_incoming_shutdown(incoming, async move {
             let mut stopped = stopped;

@@ -24,7 +24,7 @@ pub fn code(e: &KmsError) -> Code {
         | KmsError::InvalidSignature(_)
         | KmsError::InvalidMac(_) => Code::InvalidArgument,
         KmsError::AlreadyExists(_) => Code::AlreadyExists,
-        KmsError::LimitExceeded(_) => Code::ResourceExhausted,
+        KmsError::LimitExceeded(_) | KmsError::Throttling(_) => Code::ResourceExhausted,
         KmsError::AccessDenied(_) => Code::PermissionDenied,
         KmsError::Unauthenticated(_) => Code::Unauthenticated,
         KmsError::MalformedPolicyDocument(_) => Code::InvalidArgument,
@@ -70,11 +70,16 @@ fn capped(mut message: String) -> String {
 /// as for any other bad input, not tonic's INTERNAL. Decoding comes before authentication, so there
 /// is no request id yet (the service wrapper, `preauth.rs`, adds one and audits it). prost's message names the field, never its bytes.
 pub fn undecodable(e: &prost::DecodeError) -> Status {
-    let err = KmsError::Validation(e.to_string()); // "failed to decode Protobuf message: <why>"
-    let mut status = Status::new(code(&err), err.to_string());
+    without_request_id(&KmsError::Validation(e.to_string())) // "failed to decode Protobuf message: <why>"
+}
+
+/// `e` as a status for a request refused before its operation began: its exception name but no
+/// request id (the service wrapper, `preauth.rs`, adds one and audits it).
+pub fn without_request_id(e: &KmsError) -> Status {
+    let mut status = Status::new(code(e), capped(e.to_string()));
     status
         .metadata_mut()
-        .insert(ERROR_TYPE, MetadataValue::from_static(err.name()));
+        .insert(ERROR_TYPE, MetadataValue::from_static(e.name()));
     status
 }
 

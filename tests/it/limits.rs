@@ -492,3 +492,129 @@ async fn reflection_is_served_only_when_configured() {
         "{services:?}"
     );
 }
+
+/// A ListKeys request of `len` bytes or a few more: an unknown field, which decoding skips.
+fn padded_list_keys(len: usize) -> Vec<u8> {
+    let mut message = vec![(15 << 3) | 2];
+    let mut n = len;
+    while n >= 0x80 {
+        message.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    message.push(n as u8);
+    message.resize(message.len() + len, 0);
+    message
+}
+
+/// Sends `message` to `method` as the first message of a stream that then stays open, so the
+/// server holds it until the call is dropped (a unary method waits for the end of the body).
+async fn send_and_hold(channel: Channel, method: &'static str, message: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    use tokio_stream::StreamExt;
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.unwrap();
+    let path = format!("/kms.v1.KeyManagementService/{method}").parse().unwrap();
+    let body = tokio_stream::iter(vec![message]).chain(tokio_stream::pending());
+    let call = raw.client_streaming(tonic::Request::new(body), path, crate::validation::RawCodec);
+    call.await.map(tonic::Response::into_inner)
+}
+
+/// Sends `message` to `method` whole.
+async fn send(channel: Channel, method: &'static str, message: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.unwrap();
+    let path = format!("/kms.v1.KeyManagementService/{method}").parse().unwrap();
+    let call = raw.unary(tonic::Request::new(message), path, crate::validation::RawCodec);
+    call.await.map(tonic::Response::into_inner)
+}
+
+/// Sends `message` every 50 ms until `done` accepts the result (at most 10 s); returns that result.
+async fn send_until(
+    channel: &Channel,
+    method: &'static str,
+    message: &[u8],
+    mut done: impl FnMut(&Result<Vec<u8>, tonic::Status>) -> bool,
+) -> Result<Vec<u8>, tonic::Status> {
+    let started = Instant::now();
+    loop {
+        let result = send(channel.clone(), method, message.to_vec()).await;
+        if done(&result) || started.elapsed() > Duration::from_secs(10) {
+            return result;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn throttled(result: &Result<Vec<u8>, tonic::Status>) -> bool {
+    matches!(result, Err(s) if error_type(s) == "ThrottlingException")
+}
+
+/// The server holds at most `limits.max_request_bytes_in_flight` of request bodies: requests past
+/// it are refused at once with ThrottlingException (a request id, an audit record), smaller ones
+/// that fit are served, and the bytes come back when the held requests go. Without the cap a
+/// client could pin ~260 MiB per connection with bodies it never finishes.
+#[tokio::test]
+async fn request_bytes_held_past_the_budget_are_refused_until_they_are_let_go() {
+    let server = Server::start_with("[limits]\nmax_request_bytes_in_flight = 1048576").await;
+    let channel = plain_channel(&server).await;
+    // Two requests of 450 KB whose bodies never end: a ListKeys (answered on the connection's
+    // task) and a CreateKey (a change, read whole before it runs on its own).
+    let create_key = |description: usize| {
+        prost::Message::encode_to_vec(&pb::CreateKeyRequest {
+            description: "x".repeat(description),
+            ..Default::default()
+        })
+    };
+    let hold = |method, message| tokio::spawn(send_and_hold(channel.clone(), method, message));
+    let mut held = [
+        hold("ListKeys", padded_list_keys(450_000)),
+        hold("CreateKey", create_key(450_000)),
+    ];
+    // 200 KB more does not fit in the 1 MiB the two leave: refused, for either kind of method.
+    // (A held request whose bytes come while a probe is in flight is refused instead, and sent again.)
+    let probe = padded_list_keys(200_000);
+    let refused = send_until(&channel, "ListKeys", &probe, |result| {
+        if !throttled(result) {
+            if held[0].is_finished() {
+                held[0] = hold("ListKeys", padded_list_keys(450_000));
+            }
+            if held[1].is_finished() {
+                held[1] = hold("CreateKey", create_key(450_000));
+            }
+        }
+        throttled(result)
+    })
+    .await;
+    let status = refused.expect_err("200 KB past the budget was served");
+    assert_eq!(error_type(&status), "ThrottlingException", "{status:?}");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(
+        status.message(),
+        "The server is holding as many request bytes as it may; retry the request later"
+    );
+    let id = status.metadata().get("x-kms-request-id").expect("a request id");
+    let id = id.to_str().unwrap().to_string();
+    let status = send(channel.clone(), "CreateKey", create_key(200_000))
+        .await
+        .unwrap_err();
+    assert_eq!(error_type(&status), "ThrottlingException", "{status:?}");
+    // A request that fits is served meanwhile.
+    let mut c = server.client().await;
+    c.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+    // Let go of the held requests: their bytes come back, and the same requests are read.
+    for h in &held {
+        h.abort();
+    }
+    let served = send_until(&channel, "ListKeys", &probe, |r| !throttled(r)).await;
+    served.expect("the held bytes did not come back");
+    let status = send(channel.clone(), "CreateKey", create_key(200_000))
+        .await
+        .unwrap_err();
+    assert_eq!(error_type(&status), "ValidationException", "{status:?}");
+    let (_, records) = server.audit_records();
+    let record = records
+        .iter()
+        .find(|r| r["request_id"] == id.as_str())
+        .expect("audited");
+    assert_eq!(record["operation"], "ListKeys");
+    assert_eq!(record["outcome"], "ThrottlingException");
+}

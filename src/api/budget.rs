@@ -1,0 +1,259 @@
+//! A cap on the request bytes the whole server holds at once (`limits.max_request_bytes_in_flight`).
+//!
+//! Each request may be 512 KiB and each connection may have 512 streams open, so without a shared
+//! cap one authenticated client could make the server hold ~260 MiB per connection: bodies sent
+//! one byte short of complete until the request timeout. tonic even reserves a message's declared
+//! length as soon as its 5-byte gRPC header arrives. So every authenticated request's body is
+//! charged, as it arrives, for each message header's declared length (capped at the message size
+//! cap; tonic refuses longer ones itself), and gives the charge back when the body is dropped.
+//! A request whose charge doesn't fit is refused at once with ThrottlingException, which AWS SDKs
+//! retry with back-off; waiting instead would let the held bodies stall everyone until they time
+//! out. The budget is one atomic counter: no lock on the hot path.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tonic::body::Body;
+use tonic::Status;
+
+use super::status::{without_request_id, ERROR_TYPE};
+use crate::error::KmsError;
+
+/// At most one warning this often: a flood of refusals must not flood the log.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+/// A gRPC message's header: a compression flag and a 4-byte big-endian length.
+const HEADER_BYTES: usize = 5;
+
+/// The bytes left to hand out, shared by every request.
+pub struct RequestBudget {
+    left: AtomicUsize,
+    total: usize,
+    /// The largest message a request may carry: a longer declared length is charged as this.
+    max_message: usize,
+    warned: Mutex<Option<Instant>>,
+}
+
+impl RequestBudget {
+    pub fn new(total: usize, max_message: usize) -> Arc<Self> {
+        Arc::new(RequestBudget {
+            left: AtomicUsize::new(total),
+            total,
+            max_message,
+            warned: Mutex::new(None),
+        })
+    }
+
+    /// `body`, charged against the budget as it is read.
+    pub fn charge(self: &Arc<Self>, body: Body) -> Body {
+        Body::new(Charged {
+            inner: body,
+            budget: self.clone(),
+            held: 0,
+            framing: Framing::default(),
+            refused: false,
+        })
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n))
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.left.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn refusal(&self) -> Status {
+        let total = self.total;
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if !warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+            *warned = Some(Instant::now());
+            tracing::warn!(
+                "requests hold {total} bytes (limits.max_request_bytes_in_flight): refusing more with ThrottlingException"
+            );
+        }
+        without_request_id(&KmsError::Throttling(
+            "The server is holding as many request bytes as it may; retry the request later".into(),
+        ))
+    }
+}
+
+/// Whether `status` is the budget's refusal (so that it is passed on as it is, not as a failed body).
+pub fn is_refusal(status: &Status) -> bool {
+    status
+        .metadata()
+        .get(ERROR_TYPE)
+        .is_some_and(|t| t.as_bytes() == b"ThrottlingException")
+}
+
+/// Where a body is in its gRPC framing: how much of the next header has come, and how much of the
+/// current message is still to come.
+#[derive(Default)]
+struct Framing {
+    header: [u8; HEADER_BYTES],
+    header_read: usize,
+    message_left: usize,
+}
+
+impl Framing {
+    /// The charge for `data`, the body's next bytes: each header completed in it costs the
+    /// header and the message length it declares (at most `max_message`).
+    fn charge(&mut self, mut data: &[u8], max_message: usize) -> usize {
+        let mut charge = 0;
+        while !data.is_empty() {
+            if self.message_left > 0 {
+                let n = self.message_left.min(data.len());
+                self.message_left -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (HEADER_BYTES - self.header_read).min(data.len());
+            self.header[self.header_read..self.header_read + n].copy_from_slice(&data[..n]);
+            self.header_read += n;
+            data = &data[n..];
+            if self.header_read == HEADER_BYTES {
+                self.header_read = 0;
+                let [_, a, b, c, d] = self.header;
+                let declared = usize::try_from(u32::from_be_bytes([a, b, c, d])).unwrap_or(usize::MAX);
+                self.message_left = declared;
+                charge += HEADER_BYTES + declared.min(max_message);
+            }
+        }
+        charge
+    }
+}
+
+/// A request body holding its charge until it is dropped.
+struct Charged {
+    inner: Body,
+    budget: Arc<RequestBudget>,
+    held: usize,
+    framing: Framing,
+    refused: bool,
+}
+
+impl Drop for Charged {
+    fn drop(&mut self) {
+        self.budget.give_back(self.held);
+    }
+}
+
+impl HttpBody for Charged {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if this.refused {
+            return Poll::Ready(None);
+        }
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(Frame::data_ref) {
+            let charge = this.framing.charge(data, this.budget.max_message);
+            if charge > 0 {
+                if !this.budget.take(charge) {
+                    this.refused = true;
+                    return Poll::Ready(Some(Err(this.budget.refusal())));
+                }
+                this.held += charge;
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.refused || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn header(len: u32) -> Vec<u8> {
+        let mut h = vec![0];
+        h.extend_from_slice(&len.to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn each_message_is_charged_its_declared_length_when_its_header_is_complete() {
+        let mut f = Framing::default();
+        let mut h = header(100);
+        // The header split over three reads: nothing until its last byte.
+        assert_eq!(f.charge(&h[..2], 1000), 0);
+        assert_eq!(f.charge(&h[2..4], 1000), 0);
+        assert_eq!(f.charge(&h[4..], 1000), 105);
+        // The message's own bytes are already paid for.
+        assert_eq!(f.charge(&[7; 60], 1000), 0);
+        // The rest of it, a second message whole and the first byte of a third's header.
+        let mut rest = vec![7; 40];
+        rest.extend(header(3));
+        rest.extend([1, 2, 3]);
+        rest.push(0);
+        assert_eq!(f.charge(&rest, 1000), 8);
+        // A declared length over the cap is charged as the cap (tonic refuses the message).
+        h = header(u32::MAX);
+        assert_eq!(f.charge(&h[1..], 1000), 1005);
+    }
+
+    /// A body of `frames` (data frames, then the end).
+    fn body(frames: Vec<Vec<u8>>) -> Body {
+        let (mut tx, rx) = http_body_util::channel::Channel::<Bytes, Status>::new(frames.len().max(1));
+        for f in frames {
+            tx.try_send(Frame::data(Bytes::from(f))).unwrap();
+        }
+        drop(tx);
+        Body::new(rx)
+    }
+
+    async fn read(mut b: Body) -> (Body, Result<usize, Status>) {
+        let mut n = 0;
+        while let Some(frame) = b.frame().await {
+            match frame {
+                Ok(f) => n += f.data_ref().map_or(0, Bytes::len),
+                Err(e) => return (b, Err(e)),
+            }
+        }
+        (b, Ok(n))
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_fit_is_refused_and_a_dropped_body_gives_its_charge_back() {
+        let budget = RequestBudget::new(1000, 800);
+        let message = |len: u32| {
+            let mut m = header(len);
+            m.extend(vec![0; len as usize]);
+            vec![m[..50].to_vec(), m[50..].to_vec()]
+        };
+        let (first, read_first) = read(budget.charge(body(message(600)))).await;
+        assert_eq!(read_first.unwrap(), 605);
+        assert_eq!(budget.left.load(Ordering::Acquire), 395);
+        // 405 more does not fit in 395: refused, not read on.
+        let (second, refused) = read(budget.charge(body(message(400)))).await;
+        let status = refused.unwrap_err();
+        assert!(is_refusal(&status), "{status:?}");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.metadata().get(super::super::status::REQUEST_ID).is_none());
+        drop(second);
+        assert_eq!(budget.left.load(Ordering::Acquire), 395, "a refused body holds nothing");
+        // Once the first is dropped, the same request fits.
+        drop(first);
+        assert_eq!(budget.left.load(Ordering::Acquire), 1000);
+        let (third, read_third) = read(budget.charge(body(message(400)))).await;
+        assert_eq!(read_third.unwrap(), 405);
+        drop(third);
+        assert_eq!(budget.left.load(Ordering::Acquire), 1000);
+    }
+}
