@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
 use tonic::body::Body;
 use tonic::Status;
 
@@ -50,13 +51,18 @@ impl RequestBudget {
 
     /// `body`, charged against the budget as it is read.
     pub fn charge(self: &Arc<Self>, body: Body) -> Body {
-        Body::new(Charged {
-            inner: body,
-            budget: self.clone(),
-            held: 0,
-            framing: Framing::default(),
-            refused: false,
-        })
+        // Boxed as tonic boxes bodies, so that `Body::new` takes it as it is, without a layer
+        // mapping its errors (they are statuses already).
+        Body::new(
+            Charged {
+                inner: body,
+                budget: self.clone(),
+                held: 0,
+                framing: Framing::default(),
+                refused: false,
+            }
+            .boxed_unsync(),
+        )
     }
 
     fn take(&self, n: usize) -> bool {
@@ -179,7 +185,6 @@ impl HttpBody for Charged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
 
     fn header(len: u32) -> Vec<u8> {
         let mut h = vec![0];
