@@ -42,11 +42,54 @@ pub struct ShardedCache<K, V> {
     hasher: RandomState,
 }
 
+/// What picks an entry's shard. A pair (key id, version or grantee) goes by its key id, so that
+/// one KMS key's entries share a shard: dropping all of them (`invalidate_group`) fences off the
+/// loads under way in that shard only, not in every shard.
+pub trait ShardBy {
+    type Group: Hash + Eq + ?Sized;
+    fn group(&self) -> &Self::Group;
+}
+
+impl ShardBy for str {
+    type Group = str;
+    fn group(&self) -> &str {
+        self
+    }
+}
+
+impl ShardBy for String {
+    type Group = str;
+    fn group(&self) -> &str {
+        self
+    }
+}
+
+impl ShardBy for &str {
+    type Group = str;
+    fn group(&self) -> &str {
+        self
+    }
+}
+
+impl ShardBy for u32 {
+    type Group = u32;
+    fn group(&self) -> &u32 {
+        self
+    }
+}
+
+impl<T> ShardBy for (String, T) {
+    type Group = str;
+    fn group(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Proof of the generation seen before a load; see `insert_if_unchanged`.
 #[derive(Clone, Copy)]
 pub struct Generation(u64);
 
-impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
+impl<K: Hash + Eq + Clone + ShardBy, V: Clone> ShardedCache<K, V> {
     /// `capacity` 0 or a `ttl` of zero disables the cache (every lookup misses).
     pub fn new(capacity: usize, ttl: Option<Duration>) -> Self {
         let enabled = capacity > 0 && ttl != Some(Duration::ZERO);
@@ -72,14 +115,18 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
         self.capacity > 0
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, Shard<K, V>> {
-        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
+    fn shard<Q: ShardBy<Group = K::Group> + ?Sized>(&self, key: &Q) -> MutexGuard<'_, Shard<K, V>> {
+        self.group_shard(key.group())
+    }
+
+    fn group_shard(&self, group: &K::Group) -> MutexGuard<'_, Shard<K, V>> {
+        let i = (self.hasher.hash_one(group) as usize) % SHARDS;
         // A panic while holding a shard lock leaves only a cache behind: recover it.
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Looks up by any borrowed form of the key (`&str` for `String` keys: no allocation).
-    pub fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<V>
+    pub fn get<Q: Hash + Eq + ShardBy<Group = K::Group> + ?Sized>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
     {
@@ -100,7 +147,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
         Some(value.clone())
     }
 
-    pub fn generation<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Generation
+    pub fn generation<Q: Hash + Eq + ShardBy<Group = K::Group> + ?Sized>(&self, key: &Q) -> Generation
     where
         K: Borrow<Q>,
     {
@@ -138,7 +185,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
     ) -> Result<V, KmsError>
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        Q: Hash + Eq + ToOwned<Owned = K> + ShardBy<Group = K::Group> + ?Sized,
     {
         let mut load = Some(load);
         loop {
@@ -184,7 +231,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
     }
 
     /// Drops the entry and fences off loads that started before this call.
-    pub fn invalidate<Q: Hash + Eq + ?Sized>(&self, key: &Q)
+    pub fn invalidate<Q: Hash + Eq + ShardBy<Group = K::Group> + ?Sized>(&self, key: &Q)
     where
         K: Borrow<Q>,
     {
@@ -197,17 +244,15 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
         }
     }
 
-    /// Drops every entry `doomed` picks (a key's materials, however many) and fences off every
-    /// load under way. Walks the whole cache: for rare changes, not the hot path.
-    pub fn invalidate_matching(&self, doomed: impl Fn(&K) -> bool) {
-        for shard in &self.shards {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            shard.generation += 1;
-            shard.flights.retain(|k, _| !doomed(k));
-            let before = shard.map.len();
-            shard.map.retain(|k, _| !doomed(k));
-            self.len.fetch_sub(before - shard.map.len(), Ordering::Relaxed);
-        }
+    /// Drops every entry of `group` (a key's materials, however many versions) and fences off the
+    /// loads under way in its shard. Walks that shard: for rare changes, not the hot path.
+    pub fn invalidate_group(&self, group: &K::Group) {
+        let mut shard = self.group_shard(group);
+        shard.generation += 1;
+        shard.flights.retain(|k, _| k.group() != group);
+        let before = shard.map.len();
+        shard.map.retain(|k, _| k.group() != group);
+        self.len.fetch_sub(before - shard.map.len(), Ordering::Relaxed);
     }
 
     /// Drops every entry older than the TTL (none without one), so a value nobody asks for again
@@ -244,7 +289,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedCache<K, V> {
 
 /// One load under way: its caller loads, caches the value and sends the outcome to those waiting.
 /// Dropped (ended or abandoned), it leaves the shard's flights, so no one waits on it any more.
-struct Flight<'c, K: Hash + Eq + Clone, V: Clone> {
+struct Flight<'c, K: Hash + Eq + Clone + ShardBy, V: Clone> {
     cache: &'c ShardedCache<K, V>,
     key: K,
     seen: Generation,
@@ -253,7 +298,7 @@ struct Flight<'c, K: Hash + Eq + Clone, V: Clone> {
     rx: watch::Receiver<Outcome<V>>,
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> Flight<'_, K, V> {
+impl<K: Hash + Eq + Clone + ShardBy, V: Clone> Flight<'_, K, V> {
     async fn run(self, load: impl std::future::Future<Output = Result<V, KmsError>>) -> Result<V, KmsError> {
         let outcome = load.await;
         if let Ok(v) = &outcome {
@@ -264,7 +309,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Flight<'_, K, V> {
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> Drop for Flight<'_, K, V> {
+impl<K: Hash + Eq + Clone + ShardBy, V: Clone> Drop for Flight<'_, K, V> {
     fn drop(&mut self) {
         let mut shard = self.cache.shard(&self.key);
         if shard.flights.get(&self.key).is_some_and(|f| f.same_channel(&self.rx)) {
@@ -374,7 +419,7 @@ mod tests {
     }
 
     #[test]
-    fn invalidate_matching_drops_one_keys_entries_and_fences_their_loads() {
+    fn invalidate_group_drops_one_keys_entries_and_fences_their_loads_only() {
         let c: ShardedCache<(String, u32), u32> = ShardedCache::new(100, None);
         let k = |id: &str, m| (id.to_string(), m);
         for m in 1..=3 {
@@ -382,7 +427,18 @@ mod tests {
         }
         c.insert_if_unchanged(k("b", 1), c.generation(&k("b", 1)), 9);
         let seen = c.generation(&k("a", 2));
-        c.invalidate_matching(|(id, _)| id == "a");
+        // Loads of other keys under way: one in another shard, one that shares a's shard.
+        let shard_of = |id: &str| c.hasher.hash_one(id) as usize % SHARDS;
+        let other = (0..)
+            .map(|i| format!("o{i}"))
+            .find(|id| shard_of(id) != shard_of("a"))
+            .unwrap();
+        let beside = (0..)
+            .map(|i| format!("s{i}"))
+            .find(|id| shard_of(id) == shard_of("a"))
+            .unwrap();
+        let (seen_other, seen_beside) = (c.generation(&k(&other, 1)), c.generation(&k(&beside, 1)));
+        c.invalidate_group("a");
         assert_eq!(
             (1..=3).map(|m| c.get(&k("a", m))).collect::<Vec<_>>(),
             [None, None, None]
@@ -391,6 +447,11 @@ mod tests {
         assert_eq!(c.len.load(Ordering::Relaxed), 1);
         c.insert_if_unchanged(k("a", 2), seen, 2);
         assert_eq!(c.get(&k("a", 2)), None, "a load from before is not cached");
+        c.insert_if_unchanged(k(&other, 1), seen_other, 5);
+        assert_eq!(c.get(&k(&other, 1)), Some(5), "a load in another shard is cached");
+        // The price of fencing by shard: a load of a key beside it is not cached this once.
+        c.insert_if_unchanged(k(&beside, 1), seen_beside, 6);
+        assert_eq!(c.get(&k(&beside, 1)), None);
     }
 
     #[test]

@@ -29,13 +29,13 @@ impl Kms {
             deleted += 1;
             self.keys.invalidate(&key_id);
             // By key, not by counting to `current_material`: a damaged count can't stall this.
-            self.materials.invalidate_matching(|(id, _)| *id == key_id);
-            self.wrapped.invalidate_matching(|(id, _)| *id == key_id);
+            self.materials.invalidate_group(&key_id);
+            self.wrapped.invalidate_group(&key_id);
             self.aliases.clear(); // the key's aliases went with it; a rare event
             self.key_aliases.invalidate(&key_id);
             self.key_tags.invalidate(&key_id);
             self.policies.invalidate(&key_id);
-            self.grants.invalidate_matching(|(id, _)| *id == key_id);
+            self.grants.invalidate_group(&key_id);
             tracing::info!(key_arn = %self.key_arn(&key_id), "key material destroyed: pending window ended");
         }
         self.audit_deletions().await?;

@@ -449,7 +449,7 @@ impl Kms {
                     Ok(Some(cached)) => kms.grants.invalidate(cached),
                     Ok(None) => {}
                     // Whether it landed is unknown; which grantee it had too.
-                    Err(_) => kms.grants.invalidate_matching(|(id, _)| *id == key_id),
+                    Err(_) => kms.grants.invalidate_group(&key_id),
                 }
             })
             .await?;

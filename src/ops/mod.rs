@@ -314,7 +314,7 @@ impl Kms {
                 if result.as_ref().is_ok_and(|r| r.state != KeyState::Enabled) {
                     // Never served in this state (every use checks it first); not kept in memory
                     // either. Here, not after the await: a cancelled request skips that.
-                    k.materials.invalidate_matching(|(id, _)| *id == key_id);
+                    k.materials.invalidate_group(&key_id);
                 }
             }
         })
@@ -329,7 +329,7 @@ impl Kms {
     pub(super) async fn drop_material_unless_enabled(&self, key_id: &str) {
         match self.key(key_id).await {
             Ok(Some(key)) if key.state == KeyState::Enabled => {}
-            Ok(_) => self.materials.invalidate_matching(|(id, _)| id == key_id),
+            Ok(_) => self.materials.invalidate_group(key_id),
             // Can't tell: the TTL and the sweep still bound how long it stays.
             Err(_) => {}
         }
