@@ -10,6 +10,7 @@
 //! retry with back-off; waiting instead would let the held bodies stall everyone until they time
 //! out. The budget is one atomic counter: no lock on the hot path.
 
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,9 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tonic::body::Body;
+use tonic::codegen::http::{Request, Response};
+use tonic::codegen::Service;
+use tonic::server::NamedService;
 use tonic::Status;
 
 use super::status::{without_request_id, ERROR_TYPE};
@@ -87,6 +91,43 @@ impl RequestBudget {
         without_request_id(&KmsError::Throttling(
             "The server is holding as many request bytes as it may; retry the request later".into(),
         ))
+    }
+}
+
+/// Wraps a service whose requests are charged against the budget as they are read: the health and
+/// reflection services, which answer without credentials (the KMS service is charged by
+/// `PreAuth`, once a request is authenticated).
+#[derive(Clone)]
+pub struct Charging<S> {
+    inner: S,
+    budget: Arc<RequestBudget>,
+}
+
+impl<S> Charging<S> {
+    pub fn new(inner: S, budget: Arc<RequestBudget>) -> Self {
+        Charging { inner, budget }
+    }
+}
+
+impl<S: NamedService> NamedService for Charging<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<Request<Body>> for Charging<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> S::Future {
+        let request = request.map(|body| self.budget.charge(body));
+        self.inner.call(request)
     }
 }
 

@@ -12,7 +12,7 @@ use tokio_stream::Stream;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use super::budget::RequestBudget;
+use super::budget::{Charging, RequestBudget};
 use super::connections::{self, ConnectionLimits, Limited};
 use super::grpc::GrpcService;
 use super::preauth::PreAuth;
@@ -36,7 +36,7 @@ pub async fn serve(
     let (auth_config, tls) = (config.auth.clone(), config.tls.clone());
     let (partition, account) = (config.partition.clone(), config.account_id.clone());
     let serve_reflection = config.reflection;
-    let request_bytes_in_flight = config.limits.max_request_bytes_in_flight;
+    let budget = RequestBudget::new(config.limits.max_request_bytes_in_flight, limits::MAX_REQUEST_BYTES);
     // Credentials and TLS first: a mistake there is reported before a slow HSM start-up.
     let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
     let request_timeout = Duration::from_secs(config.limits.request_timeout_seconds);
@@ -73,13 +73,19 @@ pub async fn serve(
     health.set_serving::<KeyManagementServiceServer<GrpcService>>().await;
     // Health and reflection answer anyone (load balancers, grpcurl) and run no operation, but
     // their messages are read before any check: small caps, not tonic's 4 MiB default.
-    let health_service = health_service.max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES);
+    // Charged against the request budget too: 512 streams of 4 KiB on each of thousands of
+    // connections would still add up.
+    let health_service = Charging::new(
+        health_service.max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES),
+        budget.clone(),
+    );
     let reflection = if serve_reflection {
         let service = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| format!("reflection: {e}"))?;
-        Some(service.max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES))
+        let service = service.max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES);
+        Some(Charging::new(service, budget.clone()))
     } else {
         None
     };
@@ -118,7 +124,7 @@ pub async fn serve(
             kms,
             tls.is_some(),
             refusals.clone(),
-            RequestBudget::new(request_bytes_in_flight, limits::MAX_REQUEST_BYTES),
+            budget,
         ))
         .serve_with_incoming_shutdown(incoming, async move {
             let mut stopped = stopped;

@@ -508,11 +508,15 @@ fn padded_list_keys(len: usize) -> Vec<u8> {
 
 /// Sends `message` to `method` as the first message of a stream that then stays open, so the
 /// server holds it until the call is dropped (a unary method waits for the end of the body).
+/// `method` is of the KMS service unless it is a whole path.
 async fn send_and_hold(channel: Channel, method: &'static str, message: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
     use tokio_stream::StreamExt;
     let mut raw = tonic::client::Grpc::new(channel);
     raw.ready().await.unwrap();
-    let path = format!("/kms.v1.KeyManagementService/{method}").parse().unwrap();
+    let path = match method.starts_with('/') {
+        true => method.parse().unwrap(),
+        false => format!("/kms.v1.KeyManagementService/{method}").parse().unwrap(),
+    };
     let body = tokio_stream::iter(vec![message]).chain(tokio_stream::pending());
     let call = raw.client_streaming(tonic::Request::new(body), path, crate::validation::RawCodec);
     call.await.map(tonic::Response::into_inner)
@@ -617,4 +621,34 @@ async fn request_bytes_held_past_the_budget_are_refused_until_they_are_let_go() 
         .expect("audited");
     assert_eq!(record["operation"], "ListKeys");
     assert_eq!(record["outcome"], "ThrottlingException");
+}
+
+/// The health service answers without credentials, so its requests are charged against the same
+/// budget: 300 held health checks of 4 KB do not fit in 1 MiB, and those past it are refused.
+#[tokio::test]
+async fn health_checks_are_charged_against_the_request_budget() {
+    let server = Server::start_with("[limits]\nmax_request_bytes_in_flight = 1048576").await;
+    let channel = plain_channel(&server).await;
+    let mut held: Vec<_> = (0..300)
+        .map(|_| {
+            let message = padded_list_keys(4000); // an unknown field: a valid HealthCheckRequest
+            tokio::spawn(send_and_hold(channel.clone(), "/grpc.health.v1.Health/Check", message))
+        })
+        .collect();
+    let started = Instant::now();
+    let refused = loop {
+        if let Some(i) = held.iter().position(|h| h.is_finished()) {
+            break held.swap_remove(i).await.unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "1.2 MB of health checks all held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let status = refused.expect_err("a held health check was answered");
+    assert_eq!(error_type(&status), "ThrottlingException", "{status:?}");
+    for h in held {
+        h.abort();
+    }
 }
