@@ -451,6 +451,17 @@ impl Server {
             .collect();
         (text, records)
     }
+
+    /// The audit record of the request `status` answered (by its `x-kms-request-id`).
+    pub fn audit_record_of(&self, status: &tonic::Status) -> serde_json::Value {
+        let id = status.metadata().get("x-kms-request-id").expect("a request id");
+        let id = id.to_str().unwrap();
+        let (_, records) = self.audit_records();
+        records
+            .into_iter()
+            .find(|r| r["request_id"] == id)
+            .unwrap_or_else(|| panic!("request {id} is not in the audit log"))
+    }
 }
 
 /// Adds `authorization: Bearer <token>` to every request, when it has a token.

@@ -239,12 +239,7 @@ async fn a_blob_naming_an_unknown_key_is_audited_without_that_key() {
         "{}",
         status.message()
     );
-    let id = status.metadata().get("x-kms-request-id").expect("a request id");
-    let (_, records) = server.audit_records();
-    let record = records
-        .iter()
-        .find(|r| r["request_id"] == id.to_str().unwrap())
-        .expect("the failed Decrypt is audited");
+    let record = server.audit_record_of(&status);
     assert_eq!(record["outcome"], "InvalidCiphertextException");
     assert!(
         record.get("key_arn").is_none(),

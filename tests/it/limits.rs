@@ -25,17 +25,13 @@ async fn a_request_over_the_size_cap_is_refused_and_the_server_stays_up() {
         description: "x".repeat(MAX_REQUEST_BYTES + 1024),
         ..Default::default()
     };
-    let err = c.create_key(big).await.unwrap_err();
-    assert_eq!(error_type(&err), "ValidationException", "{}", err.message());
-    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
-    assert_eq!(err.message(), "The request is larger than the 512 KiB a request may be");
-    let id = err
-        .metadata()
-        .get("x-kms-request-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    let too_large = c.create_key(big).await.unwrap_err();
+    assert_eq!(error_type(&too_large), "ValidationException", "{}", too_large.message());
+    assert_eq!(too_large.code(), Code::InvalidArgument, "{}", too_large.message());
+    assert_eq!(
+        too_large.message(),
+        "The request is larger than the 512 KiB a request may be"
+    );
     // Just under the cap is read (and refused by validation, as any too-long description).
     let under = pb::CreateKeyRequest {
         description: "x".repeat(MAX_REQUEST_BYTES - 64),
@@ -47,11 +43,7 @@ async fn a_request_over_the_size_cap_is_refused_and_the_server_stays_up() {
     create_key(&mut c).await;
     create_key(&mut server.client().await).await;
     // And the refusal was audited under its request id.
-    let (_, records) = server.audit_records();
-    let record = records
-        .iter()
-        .find(|r| r["request_id"] == id.as_str())
-        .expect("audited");
+    let record = server.audit_record_of(&too_large);
     assert_eq!(record["operation"], "CreateKey");
     assert_eq!(record["outcome"], "ValidationException");
 }
@@ -595,8 +587,9 @@ async fn request_bytes_held_past_the_budget_are_refused_until_they_are_let_go() 
         status.message(),
         "The server is holding as many request bytes as it may; retry the request later"
     );
-    let id = status.metadata().get("x-kms-request-id").expect("a request id");
-    let id = id.to_str().unwrap().to_string();
+    let record = server.audit_record_of(&status);
+    assert_eq!(record["operation"], "ListKeys");
+    assert_eq!(record["outcome"], "ThrottlingException");
     let status = send(channel.clone(), "CreateKey", create_key(200_000))
         .await
         .unwrap_err();
@@ -614,13 +607,6 @@ async fn request_bytes_held_past_the_budget_are_refused_until_they_are_let_go() 
         .await
         .unwrap_err();
     assert_eq!(error_type(&status), "ValidationException", "{status:?}");
-    let (_, records) = server.audit_records();
-    let record = records
-        .iter()
-        .find(|r| r["request_id"] == id.as_str())
-        .expect("audited");
-    assert_eq!(record["operation"], "ListKeys");
-    assert_eq!(record["outcome"], "ThrottlingException");
 }
 
 /// The health service answers without credentials, so its requests are charged against the same

@@ -1328,13 +1328,7 @@ async fn undecodable_request_bodies_are_validation_errors() {
             "{status:?}"
         );
         // Refused before the operation began, and still given a request id and an audit record.
-        let id = status.metadata().get("x-kms-request-id").expect("a request id");
-        let id = id.to_str().unwrap().to_string();
-        let (_, records) = server.audit_records();
-        let record = records
-            .iter()
-            .find(|r| r["request_id"] == id.as_str())
-            .expect("audited");
+        let record = server.audit_record_of(&status);
         assert_eq!(
             (record["operation"].as_str(), record["outcome"].as_str()),
             (Some("GenerateDataKey"), Some("ValidationException"))
