@@ -7,9 +7,8 @@
 //!   connections are served as before.
 //! - A source address with `max_connections_per_ip` open has its next connections closed as soon
 //!   as they are accepted, so one address can't take every slot.
-//! - A connection that sends fewer than `OPENING_BYTES` within `OPENING_DEADLINE` of being
-//!   accepted is closed: HTTP/2 sets no deadline on its preface, so a client that connects and
-//!   says nothing would hold its slot for good (HTTP/2 pings begin only after the preface).
+//! - A connection must send its HTTP/2 preface soon after it is accepted (`opening.rs`; over TLS
+//!   after its handshake, `tls.rs`), or it is closed.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -209,10 +208,6 @@ where
                     let slot = this.slot.take().expect("a slot is held before accepting");
                     return Poll::Ready(Some(Ok(LimitedConnection {
                         stream,
-                        opening: Some(Opening {
-                            deadline: Box::pin(tokio::time::sleep(OPENING_DEADLINE)),
-                            read: 0,
-                        }),
                         _slot: slot,
                         _ip: ip_guard,
                     })));
@@ -236,23 +231,11 @@ where
     }
 }
 
-/// A new connection must send this much (the 24-byte HTTP/2 preface; a TLS ClientHello is
-/// longer) within `OPENING_DEADLINE`, as a TLS handshake must finish within as long.
-const OPENING_BYTES: usize = 24;
-const OPENING_DEADLINE: Duration = Duration::from_secs(10);
-
 /// An accepted connection holding its slot (and its address's count) until it is dropped.
 pub struct LimitedConnection {
     stream: TcpStream,
-    /// Until the connection has sent `OPENING_BYTES`.
-    opening: Option<Opening>,
     _slot: OwnedSemaphorePermit,
     _ip: IpGuard,
-}
-
-struct Opening {
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    read: usize,
 }
 
 impl Connected for LimitedConnection {
@@ -265,24 +248,7 @@ impl Connected for LimitedConnection {
 
 impl AsyncRead for LimitedConnection {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        let Some(opening) = &mut this.opening else {
-            return polled;
-        };
-        opening.read += buf.filled().len() - before;
-        if opening.read >= OPENING_BYTES {
-            this.opening = None;
-            return polled;
-        }
-        if polled.is_pending() && opening.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client sent no HTTP/2 preface in time",
-            )));
-        }
-        polled
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 

@@ -5,10 +5,12 @@ pub mod codec;
 mod connections;
 mod convert;
 mod grpc;
+mod opening;
 mod preauth;
 mod refusals;
 mod run_to_end;
 pub(crate) mod server;
 mod status;
+mod tls;
 
 pub use server::serve;

@@ -8,18 +8,20 @@ use std::time::Duration;
 
 use cryptoki::types::AuthPin;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use super::budget::{Charging, RequestBudget};
 use super::connections::{self, ConnectionLimits, Limited};
 use super::grpc::GrpcService;
+use super::opening::{Opening, OPENING_DEADLINE};
 use super::preauth::PreAuth;
 use super::refusals::{self, RefusalRecords};
 use super::run_to_end::{Detached, RunToEnd};
+use super::tls::{self, TlsIncoming};
 use crate::auth::Authenticator;
-use crate::config::{Config, TlsConfig};
+use crate::config::Config;
 use crate::ops::{spawn_deletion_task, spawn_material_sweep, Kms};
 use crate::proto::key_management_service_server::KeyManagementServiceServer;
 
@@ -47,11 +49,7 @@ pub async fn serve(
         // one replaces the GOAWAY with a hard close at age + grace.
         builder = builder.max_connection_age(Duration::from_secs(config.limits.max_connection_age_seconds));
     }
-    if let Some(tls) = &tls {
-        builder = builder
-            .tls_config(tls_config(tls)?)
-            .map_err(|e| format!("TLS: {}", error_chain(&e)))?;
-    }
+    let acceptor = tls.as_ref().map(tls::acceptor).transpose()?;
     let connection_limits = connection_limits(&config)?;
     let reload_config = config.clone();
     let drain = detached_drain(&config);
@@ -111,7 +109,7 @@ pub async fn serve(
     tracing::info!(%addr, "serving");
     let detached = Detached::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server = builder
+    let router = builder
         .add_service(health_service)
         .add_optional_service(reflection)
         .add_service(PreAuth::new(
@@ -125,12 +123,21 @@ pub async fn serve(
             tls.is_some(),
             refusals.clone(),
             budget,
-        ))
-        .serve_with_incoming_shutdown(incoming, async move {
-            let mut stopped = stopped;
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-    tokio::pin!(server);
+        ));
+    let stopping = async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    // Each connection must send its preface within OPENING_DEADLINE of the accept: over TLS the
+    // decrypted preface, after the handshake, which `TlsIncoming` does within the same deadline.
+    let mut server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match acceptor {
+        Some(acceptor) => Box::pin(router.serve_with_incoming_shutdown(TlsIncoming::new(incoming, acceptor), stopping)),
+        None => {
+            let incoming = incoming
+                .map(|accepted| accepted.map(|c| Opening::until(c, tokio::time::Instant::now() + OPENING_DEADLINE)));
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stopping))
+        }
+    };
     // Graceful shutdown waits for open connections; idle clients may never close theirs, so
     // in-flight requests get a bounded grace period.
     let result = tokio::select! {
@@ -207,8 +214,6 @@ pub mod limits {
     /// Streams a connection may make the server reset for protocol errors before it is closed
     /// with GOAWAY (the "MadeYouReset" class, CVE-2025-8671; tonic 0.14's default is no limit).
     pub const MAX_LOCAL_ERROR_RESETS: usize = 1024;
-    /// A connection must finish its TLS handshake within this, or it is closed.
-    pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     /// HTTP/2 PING on connections idle this long; a peer that doesn't answer within
     /// `HTTP2_KEEPALIVE_TIMEOUT` is dropped.
     pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
@@ -275,32 +280,6 @@ where
             other => other,
         }
     }
-}
-
-/// An error and its sources: tonic's TLS errors say only "transport error" at the top.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out += &format!(": {s}");
-        source = s.source();
-    }
-    out
-}
-
-/// Server TLS from PEM files; with a client CA, client certificates are verified (and optional,
-/// so bearer-token callers need none).
-fn tls_config(cfg: &TlsConfig) -> Result<ServerTlsConfig, String> {
-    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-    let mut tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(&cfg.cert_file)?, read(&cfg.key_file)?))
-        .timeout(limits::TLS_HANDSHAKE_TIMEOUT);
-    if let Some(ca) = &cfg.client_ca_file {
-        tls = tls
-            .client_ca_root(Certificate::from_pem(read(ca)?))
-            .client_auth_optional(true);
-    }
-    Ok(tls)
 }
 
 /// SIGHUP reloads the identity policies and, when the server was started with a config file, the

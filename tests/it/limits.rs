@@ -1,5 +1,6 @@
 //! Transport limits through the real server: the request size cap, the HTTP/2 settings and the
-//! reset-flood limit (raw HTTP/2 frames), and the TLS handshake timeout.
+//! reset-flood limit (raw HTTP/2 frames), and the deadlines on a new connection's TLS handshake
+//! and HTTP/2 preface.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -167,6 +168,61 @@ async fn a_tls_connection_that_never_says_hello_is_closed() {
     let server = Server::start_with(&pki.tls_config()).await;
     // Nothing sent: the server's 10 s handshake timeout must close it.
     assert_closed_after_10_s(server.addr.clone(), b"").await;
+}
+
+/// A client that finishes its TLS handshake and then says nothing is closed 10 s after it
+/// connected, as one that never says hello is, and its slot goes to the next client: the
+/// deadline on the HTTP/2 preface counts decrypted bytes, which the handshake's own are not.
+#[tokio::test]
+async fn a_tls_connection_silent_after_its_handshake_is_closed() {
+    use tokio::io::AsyncReadExt;
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let pki = Pki::new();
+    let server = Server::start_with(&format!("{}[limits]\nmax_connections = 1\n", pki.tls_config())).await;
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(&pki.ca.cert).unwrap())
+        .unwrap();
+    let mut config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let start = Instant::now();
+    let tcp = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("the handshake must succeed");
+    // Read (and drop) the server's SETTINGS until it closes the connection; longer than the
+    // server's deadline, as without one the read never returns.
+    let outcome = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 256];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(n) if n > 0 => continue,
+                other => break other.map_err(|e| e.kind()),
+            }
+        }
+    })
+    .await;
+    let elapsed = start.elapsed();
+    assert!(
+        matches!(
+            outcome,
+            Ok(Ok(0) | Err(std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset))
+        ),
+        "the server did not close the silent connection: {outcome:?} after {elapsed:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(15),
+        "closed after {elapsed:?}"
+    );
+    let mut next = tls_client(&server, &pki.ca.cert, None, Bearer::default())
+        .await
+        .unwrap();
+    next.list_keys(pb::ListKeysRequest::default()).await.unwrap();
 }
 
 /// Connects, sends `opening`, reads (and drops) whatever the server sends until it closes the

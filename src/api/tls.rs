@@ -1,0 +1,177 @@
+//! TLS, done here rather than by tonic so that the preface deadline (`opening.rs`) counts the
+//! decrypted bytes. With tonic's TLS the deadline could only see the encrypted ones, which a
+//! ClientHello already fills: a client that finished its handshake and then said nothing held its
+//! connection slot for good. Handshakes run concurrently, each in a task of its own, and must
+//! finish, with the HTTP/2 preface after them, within `OPENING_DEADLINE` of the accept.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::Stream;
+
+use super::connections::LimitedConnection;
+use super::opening::{Opening, OPENING_DEADLINE};
+use crate::config::TlsConfig;
+
+/// A connection through its handshake, until its preface has come.
+pub type TlsConnection = Opening<TlsStream<LimitedConnection>>;
+
+/// The server's TLS from PEM files. With a client CA, client certificates are verified, and
+/// optional, so that bearer-token callers need none. HTTP/2 is offered by ALPN.
+pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
+    let chain = CertificateDer::pem_slice_iter(&read(&cfg.cert_file)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("TLS: cannot read the certificates in {}: {e}", cfg.cert_file.display()))?;
+    if chain.is_empty() {
+        return Err(format!("TLS: {} holds no certificate", cfg.cert_file.display()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(&cfg.key_file)?)
+        .map_err(|e| format!("TLS: cannot read a private key in {}: {e}", cfg.key_file.display()))?;
+    let builder = ServerConfig::builder();
+    let builder = match &cfg.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&read(ca)?) {
+                let cert = cert.map_err(|e| format!("TLS: cannot read the certificates in {}: {e}", ca.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("TLS: a certificate in {} is not a CA: {e}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder(roots.into())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("TLS: client CA {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS: the certificate and private key don't make a server identity: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Accepted connections, handed on once through their handshake. Those that fail it, or miss
+/// the deadline, are closed (and their slot given back).
+pub struct TlsIncoming<S> {
+    accepted: S,
+    accepted_all: bool,
+    acceptor: TlsAcceptor,
+    handshakes: JoinSet<Option<TlsConnection>>,
+}
+
+impl<S> TlsIncoming<S> {
+    pub fn new(accepted: S, acceptor: TlsAcceptor) -> Self {
+        TlsIncoming {
+            accepted,
+            accepted_all: false,
+            acceptor,
+            handshakes: JoinSet::new(),
+        }
+    }
+}
+
+impl<S> Stream for TlsIncoming<S>
+where
+    S: Stream<Item = io::Result<LimitedConnection>> + Unpin,
+{
+    type Item = io::Result<TlsConnection>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        while !this.accepted_all {
+            match Pin::new(&mut this.accepted).poll_next(cx) {
+                Poll::Ready(Some(Ok(connection))) => {
+                    let deadline = Instant::now() + OPENING_DEADLINE;
+                    this.handshakes
+                        .spawn(handshake(this.acceptor.clone(), connection, deadline));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => this.accepted_all = true,
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            match this.handshakes.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Some(connection)))) => return Poll::Ready(Some(Ok(connection))),
+                // A failed handshake (logged) or a task that panicked: the next one.
+                Poll::Ready(Some(_)) => continue,
+                // None under way: the accept above is waiting (its waker is set), or all is done.
+                Poll::Ready(None) if this.accepted_all => return Poll::Ready(None),
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+async fn handshake(acceptor: TlsAcceptor, connection: LimitedConnection, deadline: Instant) -> Option<TlsConnection> {
+    match tokio::time::timeout_at(deadline, acceptor.accept(connection)).await {
+        Ok(Ok(tls)) => Some(Opening::until(tls, deadline)),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake not finished in time");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, cert: &[u8], key: &[u8]) -> TlsConfig {
+        std::fs::write(dir.join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.join("key.pem"), key).unwrap();
+        TlsConfig {
+            cert_file: dir.join("cert.pem"),
+            key_file: dir.join("key.pem"),
+            client_ca_file: None,
+        }
+    }
+
+    fn refused(cfg: &TlsConfig) -> String {
+        match acceptor(cfg) {
+            Ok(_) => panic!("a bad TLS configuration was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = refused(&config(dir.path(), b"not a certificate", b""));
+        assert!(e.contains("holds no certificate") && e.contains("cert.pem"), "{e}");
+        let garbled = b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        let e = refused(&config(dir.path(), garbled, b""));
+        assert!(
+            e.contains("cannot read the certificates") && e.contains("cert.pem"),
+            "{e}"
+        );
+        let cert = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let e = refused(&config(dir.path(), cert, b"no key here"));
+        assert!(e.contains("private key") && e.contains("key.pem"), "{e}");
+        let mut missing = config(dir.path(), cert, b"");
+        missing.key_file = dir.path().join("nowhere.pem");
+        let e = refused(&missing);
+        assert!(e.contains("cannot read") && e.contains("nowhere.pem"), "{e}");
+    }
+}
