@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kms::config::Config;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// mimalloc rather than glibc's malloc: allocation and free were ~10% of the server's CPU on
 /// GenerateDataKey (BENCHMARKS.md, session 6). Secrets are still wiped by `Zeroizing` before free.
@@ -85,27 +86,55 @@ fn main() -> ExitCode {
     if let Err(e) = kms::hsm::embedded::prepare(&mut cfg) {
         return fail(&e);
     }
-    // Then the runtime, and at once the SIGHUP handler: SIGHUP's default action ends the process
+    // Then the runtime, and at once the signal handlers: SIGHUP's default action ends the process
     // (exit 129), and operators send it to reload, possibly while a slow HSM is still starting.
-    // From here a SIGHUP is recorded, and `serve` reloads once the server is up.
+    // SIGTERM and SIGINT are caught from here too, so none is lost however soon after start-up
+    // it comes: one during start-up stops the server before it serves, one after `kms listening
+    // on` stops it gracefully. From here a SIGHUP is recorded, and `serve` reloads once it is up.
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    let hup = {
+    let signals = {
         let _entered = runtime.enter();
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(hup) => hup,
-            Err(e) => return fail(&format!("cannot handle SIGHUP: {e}")),
+        match Signals::register() {
+            Ok(s) => s,
+            Err(e) => return fail(&e),
         }
     };
     let pin = match kms::ops::read_pin(&cfg.hsm) {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
-    match runtime.block_on(kms::api::serve(cfg, pin, hup, shutdown_signal())) {
+    let Signals { hup, term, int } = signals;
+    let exit = match runtime.block_on(kms::api::serve(cfg, pin, hup, shutdown_signal(term, int))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    };
+    // `serve` has drained what it waits for; an HSM call stuck past that (or a start-up stopped
+    // half way) must not keep the process alive, as dropping the runtime would.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    exit
+}
+
+/// How long the process waits, once `serve` returns, for blocking work still running.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    /// Inside the runtime.
+    fn register() -> Result<Signals, String> {
+        let catch = |kind: SignalKind, name: &str| signal(kind).map_err(|e| format!("cannot handle {name}: {e}"));
+        Ok(Signals {
+            hup: catch(SignalKind::hangup(), "SIGHUP")?,
+            term: catch(SignalKind::terminate(), "SIGTERM")?,
+            int: catch(SignalKind::interrupt(), "SIGINT")?,
+        })
     }
 }
 
@@ -114,20 +143,10 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+async fn shutdown_signal(mut term: Signal, mut int: Signal) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
-    #[cfg(not(unix))]
-    ctrl_c.await.unwrap_or(());
     tracing::info!("shutting down");
 }

@@ -27,7 +27,8 @@ use crate::proto::key_management_service_server::KeyManagementServiceServer;
 
 /// Opens everything, binds, prints `kms listening on ADDR` on stdout, and serves until `shutdown`.
 /// `hup`: SIGHUP, registered by the caller as early as it could; one received before the server
-/// is up makes it reload once it is.
+/// is up makes it reload once it is. `shutdown` likewise: registered before, so that one
+/// received at any time is seen; during start-up it stops the server before it listens.
 pub async fn serve(
     config: Config,
     pin: AuthPin,
@@ -53,9 +54,16 @@ pub async fn serve(
     let connection_limits = connection_limits(&config)?;
     let reload_config = config.clone();
     let drain = detached_drain(&config);
-    let kms = tokio::task::spawn_blocking(move || Kms::open(&config, pin))
-        .await
-        .map_err(|e| format!("startup panicked: {e}"))??;
+    // A slow HSM can take a while to open: a shutdown signal meanwhile stops here, not after.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let opening = tokio::task::spawn_blocking(move || Kms::open(&config, pin));
+    let kms = tokio::select! {
+        opened = opening => opened.map_err(|e| format!("startup panicked: {e}"))??,
+        () = &mut shutdown => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+    };
     // Identity policies are loaded: from here a SIGHUP reloads them.
     let reload = spawn_reload_on_sighup(kms.clone(), auth.clone(), reload_config, hup);
     if auth.dev_mode() {
@@ -142,7 +150,7 @@ pub async fn serve(
     // in-flight requests get a bounded grace period.
     let result = tokio::select! {
         r = &mut server => r,
-        () = shutdown => {
+        () = &mut shutdown => {
             let _ = stop.send(true);
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                 Ok(r) => r,

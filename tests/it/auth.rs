@@ -1152,16 +1152,6 @@ async fn a_sighup_during_a_slow_start_is_survived() {
     );
 }
 
-/// A child process killed when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A leaked token is revoked without a restart: the config file is changed and the server gets a
 /// SIGHUP. A file that doesn't load (here: the same token twice) keeps the tokens in force. Each
 /// SIGHUP also reloads the identity policies, which shows when it has been handled.

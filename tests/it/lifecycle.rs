@@ -123,6 +123,39 @@ async fn a_stopping_server_finishes_and_audits_changes_under_way() {
     );
 }
 
+/// A SIGTERM while a slow HSM is still opening stops the server there: exit 0, soon, without
+/// ever listening. Before, SIGTERM was caught only once the server served: during start-up its
+/// default action killed the process, and one sent just after `kms listening on` could be lost.
+#[tokio::test]
+async fn a_sigterm_during_a_slow_start_stops_the_server_cleanly() {
+    let mut server = Server::start_on(TestHsm::hsm_sim(), "", "").await;
+    server.stop();
+    let faults = server.hsm.dir.path().join("tokens").join("faults.toml");
+    std::fs::write(&faults, "latency_ms = 10000\nfunctions = [\"C_Login\"]\n").unwrap();
+    let mut child = KillOnDrop(server.spawn_process());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let sent = std::time::Instant::now();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < std::time::Duration::from_secs(8),
+            "still running 8 s after SIGTERM: it waited for the 10 s HSM login"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "not a clean stop: {status:?}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(!stdout.contains("kms listening on"), "it served: {stdout}");
+}
+
 /// The key's state, and whether the audit log has a successful DisableKey.
 async fn disabled_and_audited(server: &Server, c: &mut Client, key_id: &str) -> (String, bool) {
     let state = c
