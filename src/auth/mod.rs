@@ -277,19 +277,24 @@ mod tests {
         CertificateDer::from(std::fs::read(dir.path().join("c.der")).unwrap())
     }
 
-    /// rustls checks the validity period at the handshake; a connection that outlives the
-    /// certificate is refused from then on.
-    #[test]
-    fn a_certificate_is_refused_once_it_expires_even_on_an_open_connection() {
-        let leaf = dave_certificate();
-        let rules = Credentials::new(&AuthConfig {
+    /// One rule: the certificate with CN=dave is Dave.
+    fn dave_rules() -> Credentials {
+        Credentials::new(&AuthConfig {
             certificates: vec![CertRuleConfig {
                 matches: "cn:dave".into(),
                 principal: "arn:aws:iam::111122223333:user/dave".into(),
             }],
             ..AuthConfig::default()
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    /// rustls checks the validity period at the handshake; a connection that outlives the
+    /// certificate is refused from then on.
+    #[test]
+    fn a_certificate_is_refused_once_it_expires_even_on_an_open_connection() {
+        let leaf = dave_certificate();
+        let rules = dave_rules();
         let now = SystemTime::now();
         let dave = Some("arn:aws:iam::111122223333:user/dave".to_string());
         assert_eq!(rules.certificate_principal_at(&leaf, now).unwrap(), dave);
@@ -306,14 +311,7 @@ mod tests {
     /// A full cache starts over rather than grow: clients choose how many certificates they show.
     #[test]
     fn the_certificate_cache_is_bounded() {
-        let rules = Credentials::new(&AuthConfig {
-            certificates: vec![CertRuleConfig {
-                matches: "cn:dave".into(),
-                principal: "arn:aws:iam::111122223333:user/dave".into(),
-            }],
-            ..AuthConfig::default()
-        })
-        .unwrap();
+        let rules = dave_rules();
         let full: HashMap<Arc<[u8]>, Arc<CertEntry>> = (0..CERT_CACHE_CAPACITY as u32)
             .map(|i| (Arc::from(&i.to_be_bytes()[..]), Arc::new((Ok(None), SystemTime::now()))))
             .collect();
