@@ -104,11 +104,16 @@ pub struct LimitsConfig {
     /// refused with ThrottlingException; without it one client could pin hundreds of MiB per
     /// connection with bodies it never finishes.
     pub max_request_bytes_in_flight: usize,
+    /// The part of `max_request_bytes_in_flight` one principal may hold (callers without
+    /// credentials, on the health and reflection services, share one), so that one client can't
+    /// throttle the others. Above the total it is the total.
+    pub max_request_bytes_per_principal: usize,
 }
 
 /// The largest connection cap accepted (each connection is a file descriptor).
 const MAX_CONNECTIONS: usize = 1_000_000;
-/// The bounds of `max_request_bytes_in_flight`: room for two requests of the largest size, and 1 TiB.
+/// The bounds of `max_request_bytes_in_flight` and `max_request_bytes_per_principal`: room for
+/// two requests of the largest size, and 1 TiB.
 const MIN_REQUEST_BYTES_IN_FLIGHT: usize = 1 << 20;
 const MAX_REQUEST_BYTES_IN_FLIGHT: usize = 1 << 40;
 /// The longest connection age accepted: 30 days.
@@ -122,6 +127,7 @@ impl Default for LimitsConfig {
             max_connections_per_ip: 256,
             max_connection_age_seconds: 0,
             max_request_bytes_in_flight: 64 << 20,
+            max_request_bytes_per_principal: 16 << 20,
         }
     }
 }
@@ -288,6 +294,12 @@ impl Config {
         if !(MIN_REQUEST_BYTES_IN_FLIGHT..=MAX_REQUEST_BYTES_IN_FLIGHT).contains(&in_flight) {
             return Err(format!(
                 "limits.max_request_bytes_in_flight must be {MIN_REQUEST_BYTES_IN_FLIGHT} to {MAX_REQUEST_BYTES_IN_FLIGHT}, got {in_flight}"
+            ));
+        }
+        let share = self.limits.max_request_bytes_per_principal;
+        if !(MIN_REQUEST_BYTES_IN_FLIGHT..=MAX_REQUEST_BYTES_IN_FLIGHT).contains(&share) {
+            return Err(format!(
+                "limits.max_request_bytes_per_principal must be {MIN_REQUEST_BYTES_IN_FLIGHT} to {MAX_REQUEST_BYTES_IN_FLIGHT}, got {share}"
             ));
         }
         if !(1..=MAX_DELETION_CHECK_INTERVAL_SECONDS).contains(&self.deletion.check_interval_seconds) {
@@ -556,6 +568,26 @@ mod tests {
             assert_eq!(result.is_ok(), ok, "{value}: {result:?}");
             if let Err(e) = result {
                 assert!(e.contains("limits.max_request_bytes_in_flight"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_principals_share_of_the_request_bytes_is_1_mib_to_1_tib() {
+        assert_eq!(Config::default().limits.max_request_bytes_per_principal, 16 << 20);
+        for (value, ok) in [
+            (0, false),
+            ((1 << 20) - 1, false),
+            (1 << 20, true),
+            (1 << 40, true),
+            ((1 << 40) + 1, false),
+        ] {
+            let mut c = Config::default();
+            c.limits.max_request_bytes_per_principal = value;
+            let result = c.validate();
+            assert_eq!(result.is_ok(), ok, "{value}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.contains("limits.max_request_bytes_per_principal"), "{e}");
             }
         }
     }

@@ -9,7 +9,15 @@
 //! A request whose charge doesn't fit is refused at once with ThrottlingException, which AWS SDKs
 //! retry with back-off; waiting instead would let the held bodies stall everyone until they time
 //! out. The budget is one atomic counter: no lock on the hot path.
+//!
+//! Each caller also has a share of its own (`limits.max_request_bytes_per_principal`): an
+//! authenticated principal, or all callers without credentials (health and reflection) together.
+//! Without it one client holding the whole budget would throttle every other for up to the
+//! request timeout. Principals come from the configuration (tokens, certificate rules, dev mode),
+//! so the map of shares stays small; it is read without a lock and copied only when a principal
+//! is seen for the first time.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -33,34 +42,59 @@ use crate::error::KmsError;
 const WARN_EVERY: Duration = Duration::from_secs(10);
 /// A gRPC message's header: a compression flag and a 4-byte big-endian length.
 const HEADER_BYTES: usize = 5;
+/// The share of every caller without credentials (no principal is named this: principals are ARNs).
+pub const UNAUTHENTICATED: &str = "unauthenticated";
+/// Shares kept before the map starts over: principals are configured, so only a configuration
+/// reloaded many times with new principals gets here. Requests in flight keep their old share.
+const MAX_SHARES: usize = 4096;
 
-/// The bytes left to hand out, shared by every request.
+/// The bytes left to hand out, shared by every request, and each caller's share of them.
 pub struct RequestBudget {
     left: AtomicUsize,
     total: usize,
+    /// The most one caller may hold (at most `total`).
+    share: usize,
+    shares: ArcSwap<HashMap<Box<str>, Arc<Share>>>,
+    shares_fill: Mutex<()>,
     /// The largest message a request may carry: a longer declared length is charged as this.
     max_message: usize,
     warned: Mutex<Option<Instant>>,
 }
 
+/// What one caller may still take.
+struct Share {
+    left: AtomicUsize,
+}
+
+/// Which limit a charge did not fit in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Share,
+    Server,
+}
+
 impl RequestBudget {
-    pub fn new(total: usize, max_message: usize) -> Arc<Self> {
+    pub fn new(total: usize, share: usize, max_message: usize) -> Arc<Self> {
         Arc::new(RequestBudget {
             left: AtomicUsize::new(total),
             total,
+            share: share.min(total),
+            shares: ArcSwap::default(),
+            shares_fill: Mutex::new(()),
             max_message,
             warned: Mutex::new(None),
         })
     }
 
-    /// `body`, charged against the budget as it is read.
-    pub fn charge(self: &Arc<Self>, body: Body) -> Body {
+    /// `body`, charged against the budget and `caller`'s share as it is read.
+    pub fn charge(self: &Arc<Self>, caller: &str, body: Body) -> Body {
         // Boxed as tonic boxes bodies, so that `Body::new` takes it as it is, without a layer
         // mapping its errors (they are statuses already).
         Body::new(
             Charged {
                 inner: body,
                 budget: self.clone(),
+                share: self.share_of(caller),
                 held: 0,
                 framing: Framing::default(),
                 refused: false,
@@ -69,34 +103,76 @@ impl RequestBudget {
         )
     }
 
-    fn take(&self, n: usize) -> bool {
-        self.left
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n))
-            .is_ok()
+    fn share_of(&self, caller: &str) -> Arc<Share> {
+        if let Some(share) = self.shares.load().get(caller) {
+            return share.clone();
+        }
+        let _filling = self.shares_fill.lock().unwrap_or_else(|p| p.into_inner());
+        let shares = self.shares.load();
+        if let Some(share) = shares.get(caller) {
+            return share.clone();
+        }
+        let mut more = if shares.len() >= MAX_SHARES {
+            HashMap::new()
+        } else {
+            (**shares).clone()
+        };
+        let share = Arc::new(Share {
+            left: AtomicUsize::new(self.share),
+        });
+        more.insert(caller.into(), share.clone());
+        self.shares.store(Arc::new(more));
+        share
     }
 
-    fn give_back(&self, n: usize) {
+    /// Takes `n` from the server's budget and from the caller's share, or from neither.
+    fn take(&self, share: &Share, n: usize) -> Result<(), Over> {
+        if !take_from(&self.left, n) {
+            return Err(Over::Server);
+        }
+        if !take_from(&share.left, n) {
+            self.left.fetch_add(n, Ordering::AcqRel);
+            return Err(Over::Share);
+        }
+        Ok(())
+    }
+
+    fn give_back(&self, share: &Share, n: usize) {
+        share.left.fetch_add(n, Ordering::AcqRel);
         self.left.fetch_add(n, Ordering::AcqRel);
     }
 
-    fn refusal(&self) -> Status {
-        let total = self.total;
+    fn refusal(&self, over: Over) -> Status {
         let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
         if !warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {
             *warned = Some(Instant::now());
-            tracing::warn!(
-                "requests hold {total} bytes (limits.max_request_bytes_in_flight): refusing more with ThrottlingException"
-            );
+            match over {
+                Over::Server => tracing::warn!(
+                    "requests hold {} bytes (limits.max_request_bytes_in_flight): refusing more with ThrottlingException",
+                    self.total
+                ),
+                Over::Share => tracing::warn!(
+                    "a caller's requests hold {} bytes (limits.max_request_bytes_per_principal): refusing its next ones with ThrottlingException",
+                    self.share
+                ),
+            }
         }
-        without_request_id(&KmsError::Throttling(
-            "The server is holding as many request bytes as it may; retry the request later".into(),
-        ))
+        let message = match over {
+            Over::Server => "The server is holding as many request bytes as it may; retry the request later",
+            Over::Share => "The caller's requests hold as many bytes as one caller may; retry the request later",
+        };
+        without_request_id(&KmsError::Throttling(message.into()))
     }
 }
 
+fn take_from(left: &AtomicUsize, n: usize) -> bool {
+    left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n))
+        .is_ok()
+}
+
 /// Wraps a service whose requests are charged against the budget as they are read: the health and
-/// reflection services, which answer without credentials (the KMS service is charged by
-/// `PreAuth`, once a request is authenticated).
+/// reflection services, which answer without credentials, all from the `UNAUTHENTICATED` share
+/// (the KMS service is charged by `PreAuth`, once a request is authenticated).
 #[derive(Clone)]
 pub struct Charging<S> {
     inner: S,
@@ -126,7 +202,7 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> S::Future {
-        let request = request.map(|body| self.budget.charge(body));
+        let request = request.map(|body| self.budget.charge(UNAUTHENTICATED, body));
         self.inner.call(request)
     }
 }
@@ -180,6 +256,7 @@ impl Framing {
 struct Charged {
     inner: Body,
     budget: Arc<RequestBudget>,
+    share: Arc<Share>,
     held: usize,
     framing: Framing,
     refused: bool,
@@ -187,7 +264,7 @@ struct Charged {
 
 impl Drop for Charged {
     fn drop(&mut self) {
-        self.budget.give_back(self.held);
+        self.budget.give_back(&self.share, self.held);
     }
 }
 
@@ -204,9 +281,9 @@ impl HttpBody for Charged {
         if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(Frame::data_ref) {
             let charge = this.framing.charge(data, this.budget.max_message);
             if charge > 0 {
-                if !this.budget.take(charge) {
+                if let Err(over) = this.budget.take(&this.share, charge) {
                     this.refused = true;
-                    return Poll::Ready(Some(Err(this.budget.refusal())));
+                    return Poll::Ready(Some(Err(this.budget.refusal(over))));
                 }
                 this.held += charge;
             }
@@ -254,6 +331,16 @@ mod tests {
         assert_eq!(f.charge(&h[1..], 1000), 1005);
     }
 
+    const ALICE: &str = "arn:aws:iam::111122223333:user/alice";
+    const BOB: &str = "arn:aws:iam::111122223333:user/bob";
+
+    /// A message of `len` bytes with its header, in two frames.
+    fn message(len: u32) -> Vec<Vec<u8>> {
+        let mut m = header(len);
+        m.extend(vec![0; len as usize]);
+        vec![m[..50].to_vec(), m[50..].to_vec()]
+    }
+
     /// A body of `frames` (data frames, then the end).
     fn body(frames: Vec<Vec<u8>>) -> Body {
         let (mut tx, rx) = http_body_util::channel::Channel::<Bytes, Status>::new(frames.len().max(1));
@@ -277,17 +364,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_that_does_not_fit_is_refused_and_a_dropped_body_gives_its_charge_back() {
-        let budget = RequestBudget::new(1000, 800);
-        let message = |len: u32| {
-            let mut m = header(len);
-            m.extend(vec![0; len as usize]);
-            vec![m[..50].to_vec(), m[50..].to_vec()]
-        };
-        let (first, read_first) = read(budget.charge(body(message(600)))).await;
+        let budget = RequestBudget::new(1000, 1000, 800);
+        let (first, read_first) = read(budget.charge(ALICE, body(message(600)))).await;
         assert_eq!(read_first.unwrap(), 605);
         assert_eq!(budget.left.load(Ordering::Acquire), 395);
         // 405 more does not fit in 395: refused, not read on.
-        let (second, refused) = read(budget.charge(body(message(400)))).await;
+        let (second, refused) = read(budget.charge(ALICE, body(message(400)))).await;
         let status = refused.unwrap_err();
         assert!(is_refusal(&status), "{status:?}");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
@@ -297,9 +379,55 @@ mod tests {
         // Once the first is dropped, the same request fits.
         drop(first);
         assert_eq!(budget.left.load(Ordering::Acquire), 1000);
-        let (third, read_third) = read(budget.charge(body(message(400)))).await;
+        let (third, read_third) = read(budget.charge(ALICE, body(message(400)))).await;
         assert_eq!(read_third.unwrap(), 405);
         drop(third);
         assert_eq!(budget.left.load(Ordering::Acquire), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_caller_past_its_share_is_refused_while_another_is_served() {
+        let budget = RequestBudget::new(1000, 700, 800);
+        let (first, read_first) = read(budget.charge(ALICE, body(message(400)))).await;
+        assert_eq!(read_first.unwrap(), 405);
+        // Alice's 405 more fit in the server's 595 left but not in her 295.
+        let (refused_body, refused) = read(budget.charge(ALICE, body(message(400)))).await;
+        let status = refused.unwrap_err();
+        assert!(is_refusal(&status), "{status:?}");
+        assert_eq!(
+            status.message(),
+            "The caller's requests hold as many bytes as one caller may; retry the request later"
+        );
+        drop(refused_body);
+        assert_eq!(
+            budget.left.load(Ordering::Acquire),
+            595,
+            "a refused charge is given back whole"
+        );
+        // Bob has a share of his own.
+        let (bob, read_bob) = read(budget.charge(BOB, body(message(400)))).await;
+        assert_eq!(read_bob.unwrap(), 405);
+        // The server's budget still binds: 190 left, and Bob's share has 295.
+        let (_, refused) = read(budget.charge(BOB, body(message(200)))).await;
+        assert_eq!(
+            refused.unwrap_err().message(),
+            "The server is holding as many request bytes as it may; retry the request later"
+        );
+        // Each share comes back with its caller's bodies.
+        drop(first);
+        let (again, read_again) = read(budget.charge(ALICE, body(message(400)))).await;
+        assert_eq!(read_again.unwrap(), 405);
+        drop((again, bob));
+        assert_eq!(budget.left.load(Ordering::Acquire), 1000);
+        let shares = budget.shares.load();
+        assert!(shares.values().all(|s| s.left.load(Ordering::Acquire) == 700));
+        assert_eq!(shares.len(), 2);
+    }
+
+    #[test]
+    fn a_share_is_never_more_than_the_whole_budget() {
+        let budget = RequestBudget::new(1000, 5000, 800);
+        assert_eq!(budget.share_of(ALICE).left.load(Ordering::Acquire), 1000);
+        assert!(Arc::ptr_eq(&budget.share_of(ALICE), &budget.share_of(ALICE)));
     }
 }

@@ -6,7 +6,8 @@
 //! answers an unauthenticated request itself, exactly as `begin` would: the same
 //! `UnrecognizedClientException` status, message, `x-kms-error-type` and request id, and the same
 //! audit record. The body is then dropped unread. An authenticated request's body is charged
-//! against the server's budget of request bytes in flight (`budget.rs`) as it is read.
+//! against the server's budget of request bytes in flight and its principal's share of it
+//! (`budget.rs`) as it is read.
 //!
 //! Authenticated requests pass through unchanged and `begin` authenticates them again (it needs
 //! the principal, and this wrapper cannot hand it over without a change of `begin`). The second
@@ -232,6 +233,7 @@ where
             .or_else(|| tls_info.and_then(|i| i.get_ref().remote_addr()));
         let e = match authenticated {
             Ok(principal) => {
+                let request = request.map(|body| self.budget.charge(&principal, body));
                 let caller = Caller {
                     operation,
                     principal,
@@ -239,7 +241,6 @@ where
                     tls: self.tls,
                     kms: self.kms.clone(),
                 };
-                let request = request.map(|body| self.budget.charge(body));
                 return Call::Through(self.inner.call(request), Some(caller));
             }
             Err(e) => e,

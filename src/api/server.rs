@@ -39,7 +39,11 @@ pub async fn serve(
     let (auth_config, tls) = (config.auth.clone(), config.tls.clone());
     let (partition, account) = (config.partition.clone(), config.account_id.clone());
     let serve_reflection = config.reflection;
-    let budget = RequestBudget::new(config.limits.max_request_bytes_in_flight, limits::MAX_REQUEST_BYTES);
+    let budget = RequestBudget::new(
+        config.limits.max_request_bytes_in_flight,
+        config.limits.max_request_bytes_per_principal,
+        limits::MAX_REQUEST_BYTES,
+    );
     // Credentials and TLS first: a mistake there is reported before a slow HSM start-up.
     let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
     let request_timeout = Duration::from_secs(config.limits.request_timeout_seconds);

@@ -572,10 +572,26 @@ async fn send_and_hold(channel: Channel, method: &'static str, message: Vec<u8>)
 
 /// Sends `message` to `method` whole.
 async fn send(channel: Channel, method: &'static str, message: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    send_as(channel, None, method, message).await
+}
+
+/// Sends `message` to `method` whole, with `token` as its bearer token if there is one.
+async fn send_as(
+    channel: Channel,
+    token: Option<&str>,
+    method: &'static str,
+    message: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
     let mut raw = tonic::client::Grpc::new(channel);
     raw.ready().await.unwrap();
     let path = format!("/kms.v1.KeyManagementService/{method}").parse().unwrap();
-    let call = raw.unary(tonic::Request::new(message), path, crate::validation::RawCodec);
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let call = raw.unary(request, path, crate::validation::RawCodec);
     call.await.map(tonic::Response::into_inner)
 }
 
@@ -691,6 +707,74 @@ async fn health_checks_are_charged_against_the_request_budget() {
     let status = refused.expect_err("a held health check was answered");
     assert_eq!(error_type(&status), "ThrottlingException", "{status:?}");
     for h in held {
+        h.abort();
+    }
+}
+
+/// Each principal may hold only its share of the request bytes (`limits.max_request_bytes_per_principal`),
+/// and callers without credentials share one: a client holding all it may does not throttle a
+/// client under another principal, as it did when the budget was only server-wide.
+#[tokio::test]
+async fn a_principal_past_its_share_of_request_bytes_does_not_throttle_another() {
+    use crate::auth::{auth_config, BOB, BOB_TOKEN};
+    let limits = "[limits]\nmax_request_bytes_in_flight = 2097152\nmax_request_bytes_per_principal = 1048576\n";
+    let server = Server::start_with(&(auth_config(true, &[(BOB_TOKEN, BOB)], &[], None) + limits)).await;
+    let channel = plain_channel(&server).await;
+    let hold = || tokio::spawn(send_and_hold(channel.clone(), "ListKeys", padded_list_keys(450_000)));
+    // The root (dev mode, no token) holds 900 KB of its 1 MiB share.
+    let mut held = [hold(), hold()];
+    let probe = padded_list_keys(200_000);
+    let refused = send_until(&channel, "ListKeys", &probe, |result| {
+        for h in held.iter_mut().filter(|h| h.is_finished()) {
+            *h = hold();
+        }
+        throttled(result)
+    })
+    .await;
+    let status = refused.expect_err("the root's 200 KB past its share was served");
+    assert_eq!(error_type(&status), "ThrottlingException", "{status:?}");
+    assert_eq!(
+        status.message(),
+        "The caller's requests hold as many bytes as one caller may; retry the request later"
+    );
+    assert_eq!(server.audit_record_of(&status)["outcome"], "ThrottlingException");
+    // Bob's 200 KB fit in the server's budget and in his own share: read, and refused only by
+    // authorization (he has no policy).
+    let bob = send_as(channel.clone(), Some(BOB_TOKEN), "ListKeys", probe.clone()).await;
+    assert_eq!(error_type(&bob.unwrap_err()), "AccessDeniedException");
+    for h in &held {
+        h.abort();
+    }
+    // 300 health checks of 4 KB held at once: past the 1 MiB that callers without credentials
+    // share, though the server has room for them, so some are refused...
+    let mut checks: Vec<_> = (0..300)
+        .map(|_| {
+            let message = padded_list_keys(4000);
+            tokio::spawn(send_and_hold(channel.clone(), "/grpc.health.v1.Health/Check", message))
+        })
+        .collect();
+    let started = Instant::now();
+    let refused = loop {
+        if let Some(i) = checks.iter().position(|h| h.is_finished()) {
+            break checks.swap_remove(i).await.unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "1.2 MB of health checks all held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        error_type(&refused.expect_err("a held health check was answered")),
+        "ThrottlingException"
+    );
+    // ...and while they are held, the root's and Bob's requests are still read.
+    send(channel.clone(), "ListKeys", Vec::new())
+        .await
+        .expect("the root's ListKeys was refused");
+    let bob = send_as(channel.clone(), Some(BOB_TOKEN), "ListKeys", probe).await;
+    assert_eq!(error_type(&bob.unwrap_err()), "AccessDeniedException");
+    for h in checks {
         h.abort();
     }
 }
