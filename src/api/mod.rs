@@ -5,6 +5,7 @@ pub mod codec;
 mod connections;
 mod convert;
 mod grpc;
+mod health_watch;
 mod opening;
 mod preauth;
 mod refusals;

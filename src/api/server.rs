@@ -15,6 +15,7 @@ use tonic::transport::Server;
 use super::budget::{Charging, RequestBudget};
 use super::connections::{self, ConnectionLimits, Limited};
 use super::grpc::GrpcService;
+use super::health_watch::EndingWatches;
 use super::opening::{Opening, OPENING_DEADLINE};
 use super::preauth::PreAuth;
 use super::refusals::{self, RefusalRecords};
@@ -47,12 +48,13 @@ pub async fn serve(
     // Credentials and TLS first: a mistake there is reported before a slow HSM start-up.
     let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
     let request_timeout = Duration::from_secs(config.limits.request_timeout_seconds);
+    let max_age = Some(Duration::from_secs(config.limits.max_connection_age_seconds)).filter(|age| !age.is_zero());
     let mut builder = limits::apply(Server::builder()).timeout(request_timeout);
-    if config.limits.max_connection_age_seconds > 0 {
+    if let Some(max_age) = max_age {
         // Past its age a connection gets GOAWAY and closes once its requests in flight are done
         // (the request timeout bounds them). No max_connection_age_grace: in tonic 0.14 setting
         // one replaces the GOAWAY with a hard close at age + grace.
-        builder = builder.max_connection_age(Duration::from_secs(config.limits.max_connection_age_seconds));
+        builder = builder.max_connection_age(max_age);
     }
     let acceptor = tls.as_ref().map(tls::acceptor).transpose()?;
     let connection_limits = connection_limits(&config)?;
@@ -85,9 +87,16 @@ pub async fn serve(
     // their messages are read before any check: small caps, not tonic's 4 MiB default.
     // Charged against the request budget too: 512 streams of 4 KiB on each of thousands of
     // connections would still add up.
-    let health_service = Charging::new(
-        health_service.max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES),
-        budget.clone(),
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Watch streams end at the connection age limit and when the server stops, so that they
+    // don't keep their connections open (`health_watch.rs`).
+    let health_service = EndingWatches::new(
+        Charging::new(
+            health_service.max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES),
+            budget.clone(),
+        ),
+        max_age,
+        stopped.clone(),
     );
     let reflection = if serve_reflection {
         let service = tonic_reflection::server::Builder::configure()
@@ -120,7 +129,6 @@ pub async fn serve(
     println!("kms listening on {addr}");
     tracing::info!(%addr, "serving");
     let detached = Detached::default();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let router = builder
         .add_service(health_service)
         .add_optional_service(reflection)
@@ -155,6 +163,9 @@ pub async fn serve(
     let result = tokio::select! {
         r = &mut server => r,
         () = &mut shutdown => {
+            // Watchers hear NOT_SERVING before their streams end.
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            health.set_not_serving::<KeyManagementServiceServer<GrpcService>>().await;
             let _ = stop.send(true);
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                 Ok(r) => r,

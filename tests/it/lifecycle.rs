@@ -123,6 +123,29 @@ async fn a_stopping_server_finishes_and_audits_changes_under_way() {
     );
 }
 
+/// A stopping server tells health watchers NOT_SERVING, then ends their streams with
+/// UNAVAILABLE, instead of leaving them open until it exits.
+#[tokio::test]
+async fn a_stopping_server_tells_health_watchers_and_ends_their_streams() {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    let server = Server::start().await;
+    let mut health = HealthClient::new(plain_channel(&server).await);
+    let mut updates = health
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = updates.message().await.unwrap().expect("no first update");
+    assert_eq!(first.status(), ServingStatus::Serving);
+    server.sigterm();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), updates.message()).await;
+    let next = next.expect("no update within 10 s of SIGTERM").unwrap();
+    assert_eq!(next.expect("no NOT_SERVING").status(), ServingStatus::NotServing);
+    let end = updates.message().await.expect_err("the stream ended without a status");
+    assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+    assert_eq!(end.message(), "The server is stopping");
+}
+
 /// A SIGTERM while a slow HSM is still opening stops the server there: exit 0, soon, without
 /// ever listening. Before, SIGTERM was caught only once the server served: during start-up its
 /// default action killed the process, and one sent just after `kms listening on` could be lost.

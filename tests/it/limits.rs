@@ -778,3 +778,56 @@ async fn a_principal_past_its_share_of_request_bytes_does_not_throttle_another()
         h.abort();
     }
 }
+
+/// The sockets the process `pid` has open (its listener and its connections).
+fn open_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// A health Watch stream (gRPC clients with client-side health checking keep one open on each
+/// connection) ends with UNAVAILABLE once it is as old as `limits.max_connection_age_seconds`,
+/// so its connection, told to go at that age, closes. Before, hyper waited for the stream, and
+/// the connection stayed open as long as its client.
+#[tokio::test]
+async fn a_health_watch_ends_at_the_connection_age_so_its_connection_closes() {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    let server = Server::start_with("[limits]\nmax_connection_age_seconds = 1").await;
+    let before = open_sockets(server.pid());
+    let mut health = HealthClient::new(plain_channel(&server).await);
+    let started = Instant::now();
+    let mut updates = health
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = updates.message().await.unwrap().expect("no first update");
+    assert_eq!(first.status(), ServingStatus::Serving);
+    assert_eq!(open_sockets(server.pid()), before + 1);
+    let end = tokio::time::timeout(Duration::from_secs(10), updates.message())
+        .await
+        .expect("the watch stream outlived its connection's age by 9 s");
+    let status = end.expect_err("the watch stream ended without a status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "The stream is as old as a connection may be: watch again"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "ended early: {:?}",
+        started.elapsed()
+    );
+    // With its last stream over, the connection told to go at its age closes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_sockets(server.pid()) > before {
+        assert!(
+            Instant::now() < deadline,
+            "the connection stayed open after its watch ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
