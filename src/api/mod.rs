@@ -7,6 +7,7 @@ mod convert;
 mod grpc;
 mod health_watch;
 mod opening;
+mod panics;
 mod preauth;
 mod refusals;
 mod run_to_end;

@@ -141,9 +141,10 @@ fn is_too_large(response: &Response<Body>) -> bool {
         .is_some_and(|s| s.as_bytes() == b"11")
 }
 
-/// The exception of an answer given before the operation began (so with no request id): the
-/// codec's to a message that doesn't decode (`status::undecodable`, ValidationException) or the
-/// budget's to a body that doesn't fit (ThrottlingException).
+/// The exception of an answer given outside the operation (so with no request id): the codec's
+/// to a message that doesn't decode (`status::undecodable`, ValidationException), the budget's to
+/// a body that doesn't fit (ThrottlingException), or the one to a handler that panicked
+/// (`panics.rs`, KMSInternalException).
 fn refused_before_begin(response: &Response<Body>) -> Option<&'static str> {
     let headers = response.headers();
     if !headers.contains_key("grpc-status") || headers.contains_key(REQUEST_ID) {
@@ -152,6 +153,7 @@ fn refused_before_begin(response: &Response<Body>) -> Option<&'static str> {
     match headers.get(ERROR_TYPE)?.as_bytes() {
         b"ValidationException" => Some("ValidationException"),
         b"ThrottlingException" => Some("ThrottlingException"),
+        b"KMSInternalException" => Some("KMSInternalException"),
         _ => None,
     }
 }

@@ -24,6 +24,7 @@ use tonic::codegen::Service;
 use tonic::server::NamedService;
 
 use super::budget::is_refusal;
+use super::panics::panicked;
 
 /// The methods that write to the store.
 const CHANGES_STATE: &[&str] = &[
@@ -150,8 +151,9 @@ where
             });
             match task.await {
                 Ok(answer) => answer,
-                // The handler panicked (tasks are never aborted): the client gets an error.
-                Err(_) => Ok(tonic::Status::internal("the request failed").into_http()),
+                // The handler panicked (tasks are never aborted): answered as `panics.rs` answers
+                // a panic on the connection's task, and audited the same way.
+                Err(_) => Ok(panicked().into_http()),
             }
         }))
     }
@@ -320,6 +322,38 @@ mod tests {
             "DEADLINE_EXCEEDED after {BODY_DEADLINE:?}"
         );
         assert_eq!(inner.started.load(Ordering::SeqCst), 0);
+    }
+
+    /// A service whose every call panics.
+    #[derive(Clone)]
+    struct Panicking;
+
+    impl Service<Request<Body>> for Panicking {
+        type Response = Response<Body>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<Body>) -> Self::Future {
+            Box::pin(async { panic!("a handler bug") })
+        }
+    }
+
+    /// A change whose handler panics (in its own task, where `CatchPanic` doesn't see it) is
+    /// answered as `panics.rs` answers, and gives its turn back.
+    #[tokio::test]
+    async fn a_change_whose_handler_panics_gets_an_internal_exception_to_be_audited() {
+        let detached = Detached::with_limit(1);
+        let mut service = RunToEnd::new(Panicking, detached.clone());
+        let answer = service.call(request("DisableKey")).await.unwrap();
+        let headers = answer.headers();
+        assert_eq!(headers["grpc-status"], "13", "INTERNAL");
+        assert_eq!(headers[super::super::status::ERROR_TYPE], "KMSInternalException");
+        assert!(!headers.contains_key(super::super::status::REQUEST_ID));
+        assert_eq!(detached.permits.available_permits(), 1);
     }
 
     /// Polls a future once and gives up on it.

@@ -17,6 +17,7 @@ use super::connections::{self, ConnectionLimits, Limited};
 use super::grpc::GrpcService;
 use super::health_watch::EndingWatches;
 use super::opening::{Opening, OPENING_DEADLINE};
+use super::panics::CatchPanic;
 use super::preauth::PreAuth;
 use super::refusals::{self, RefusalRecords};
 use super::run_to_end::{Detached, RunToEnd};
@@ -133,11 +134,11 @@ pub async fn serve(
         .add_service(health_service)
         .add_optional_service(reflection)
         .add_service(PreAuth::new(
-            RunToEnd::new(
+            CatchPanic::new(RunToEnd::new(
                 KeyManagementServiceServer::new(GrpcService::new(kms.clone(), auth.clone(), tls.is_some()))
                     .max_decoding_message_size(limits::MAX_REQUEST_BYTES),
                 detached.clone(),
-            ),
+            )),
             auth,
             kms,
             tls.is_some(),
