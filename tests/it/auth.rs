@@ -930,6 +930,57 @@ async fn authentication_outside_dev_mode() {
     assert!(!text.contains(BOB_TOKEN) && !text.contains(WRONG_TOKEN));
 }
 
+/// A client certificate whose extended key usage leaves out `clientAuth` (here the server's own,
+/// serverAuth only) is refused at the handshake, whatever rule its names match; one with no
+/// extended key usage is accepted, as RFC 5280 reads it (README, `tls.client_ca_file`).
+#[tokio::test]
+async fn client_certificates_are_checked_for_client_authentication_use() {
+    const NO_EKU_DNS: &str = "no-eku.clients.example.org";
+    let pki = Pki::new();
+    let no_eku = leaf(
+        pki.dir.path(),
+        "test-ca",
+        "no-eku",
+        "/CN=no-eku",
+        &format!("subjectAltName=DNS:{NO_EKU_DNS}"),
+        1010,
+    );
+    let server_as_client = Pem {
+        cert: std::fs::read(pki.path("server.pem")).unwrap(),
+        key: std::fs::read(pki.path("server.key")).unwrap(),
+    };
+    let identity = identity_file(
+        &[("list", &allow(&["kms:ListKeys"], "*"))],
+        &[(ALICE, &["list"]), (CAROL, &["list"])],
+    );
+    let identity_path = pki.path("identity.toml");
+    std::fs::write(&identity_path, identity).unwrap();
+    let config = pki.tls_config()
+        + &auth_config(
+            false,
+            &[],
+            &[("dns:localhost", ALICE), (&format!("dns:{NO_EKU_DNS}"), CAROL)],
+            Some(&identity_path),
+        );
+    let server = Server::start_with(&config).await;
+    match tls_client(&server, &pki.ca.cert, server_as_client.identity(), Bearer::default()).await {
+        Err(e) => eprintln!("a serverAuth-only certificate refused at connect: {e}"),
+        Ok(mut c) => {
+            let s = c.list_keys(pb::ListKeysRequest::default()).await.unwrap_err();
+            assert!(
+                s.metadata().get("x-kms-error-type").is_none(),
+                "answered by the service: {s:?}"
+            );
+        }
+    }
+    assert!(records(&server.audit_records().1, ALICE, "ListKeys").next().is_none());
+    let mut carol = tls_client(&server, &pki.ca.cert, no_eku.identity(), Bearer::default())
+        .await
+        .unwrap();
+    carol.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+    assert_eq!(records(&server.audit_records().1, CAROL, "ListKeys").count(), 1);
+}
+
 #[tokio::test]
 async fn dev_mode_is_the_account_root_but_refuses_bad_tokens() {
     // Dev mode is off unless asked for (the comment keeps the harness from passing --dev).

@@ -91,7 +91,7 @@ fn ca(dir: &Path, name: &str) -> Pem {
 }
 
 /// A leaf certificate signed by the CA `ca`, with `extensions` (openssl extension config lines).
-fn leaf(dir: &Path, ca: &str, name: &str, subject: &str, extensions: &str, serial: u32) -> Pem {
+pub fn leaf(dir: &Path, ca: &str, name: &str, subject: &str, extensions: &str, serial: u32) -> Pem {
     let ext = format!("{name}.ext");
     std::fs::write(
         dir.join(&ext),
