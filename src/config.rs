@@ -553,41 +553,34 @@ mod tests {
     }
 
     #[test]
-    fn the_request_bytes_in_flight_are_1_mib_to_1_tib() {
-        assert_eq!(Config::default().limits.max_request_bytes_in_flight, 64 << 20);
-        for (value, ok) in [
-            (0, false),
-            ((1 << 20) - 1, false),
-            (1 << 20, true),
-            (1 << 40, true),
-            ((1 << 40) + 1, false),
-        ] {
-            let mut c = Config::default();
-            c.limits.max_request_bytes_in_flight = value;
-            let result = c.validate();
-            assert_eq!(result.is_ok(), ok, "{value}: {result:?}");
-            if let Err(e) = result {
-                assert!(e.contains("limits.max_request_bytes_in_flight"), "{e}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_principals_share_of_the_request_bytes_is_1_mib_to_1_tib() {
-        assert_eq!(Config::default().limits.max_request_bytes_per_principal, 16 << 20);
-        for (value, ok) in [
-            (0, false),
-            ((1 << 20) - 1, false),
-            (1 << 20, true),
-            (1 << 40, true),
-            ((1 << 40) + 1, false),
-        ] {
-            let mut c = Config::default();
-            c.limits.max_request_bytes_per_principal = value;
-            let result = c.validate();
-            assert_eq!(result.is_ok(), ok, "{value}: {result:?}");
-            if let Err(e) = result {
-                assert!(e.contains("limits.max_request_bytes_per_principal"), "{e}");
+    fn the_request_bytes_in_flight_and_a_principals_share_are_1_mib_to_1_tib() {
+        let defaults = Config::default().limits;
+        assert_eq!(defaults.max_request_bytes_in_flight, 64 << 20);
+        assert_eq!(defaults.max_request_bytes_per_principal, 16 << 20);
+        type Field = fn(&mut LimitsConfig) -> &mut usize;
+        let fields: [(&str, Field); 2] = [
+            ("limits.max_request_bytes_in_flight", |l| {
+                &mut l.max_request_bytes_in_flight
+            }),
+            ("limits.max_request_bytes_per_principal", |l| {
+                &mut l.max_request_bytes_per_principal
+            }),
+        ];
+        for (name, field) in fields {
+            for (value, ok) in [
+                (0, false),
+                ((1 << 20) - 1, false),
+                (1 << 20, true),
+                (1 << 40, true),
+                ((1 << 40) + 1, false),
+            ] {
+                let mut c = Config::default();
+                *field(&mut c.limits) = value;
+                let result = c.validate();
+                assert_eq!(result.is_ok(), ok, "{name} {value}: {result:?}");
+                if let Err(e) = result {
+                    assert!(e.contains(name), "{e}");
+                }
             }
         }
     }

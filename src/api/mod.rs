@@ -13,6 +13,8 @@ mod refusals;
 mod run_to_end;
 pub(crate) mod server;
 mod status;
+#[cfg(test)]
+mod test_service;
 mod tls;
 
 pub use server::serve;

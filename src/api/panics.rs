@@ -96,41 +96,22 @@ mod tests {
     use super::*;
     use crate::api::status::{ERROR_TYPE, REQUEST_ID};
 
-    /// A service whose calls panic once polled, or answer OK when `fine`.
-    #[derive(Clone)]
-    struct Handler {
+    use crate::api::test_service::{request, FnService};
+
+    /// A handler that panics once polled, or answers OK when `fine`.
+    fn handler(
         fine: bool,
-    }
-
-    impl Service<Request<Body>> for Handler {
-        type Response = Response<Body>;
-        type Error = Infallible;
-        type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: Request<Body>) -> Self::Future {
-            let fine = self.fine;
-            Box::pin(async move {
-                tokio::task::yield_now().await;
-                assert!(fine, "a handler bug");
-                Ok(Response::new(Body::empty()))
-            })
-        }
-    }
-
-    fn request() -> Request<Body> {
-        Request::builder()
-            .uri("/kms.v1.KeyManagementService/Decrypt")
-            .body(Body::empty())
-            .unwrap()
+    ) -> CatchPanic<impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Unpin>> {
+        CatchPanic::new(FnService(move || async move {
+            tokio::task::yield_now().await;
+            assert!(fine, "a handler bug");
+            Ok(Response::new(Body::empty()))
+        }))
     }
 
     #[tokio::test]
     async fn a_panicking_handler_is_answered_kms_internal_exception_without_a_request_id() {
-        let answer = CatchPanic::new(Handler { fine: false }).call(request()).await.unwrap();
+        let answer = handler(false).call(request("Decrypt")).await.unwrap();
         let headers = answer.headers();
         assert_eq!(headers["grpc-status"], "13", "INTERNAL");
         assert_eq!(headers[ERROR_TYPE], "KMSInternalException");
@@ -138,7 +119,7 @@ mod tests {
             !headers.contains_key(REQUEST_ID),
             "the wrapper outside adds it, with the record"
         );
-        let answer = CatchPanic::new(Handler { fine: true }).call(request()).await.unwrap();
+        let answer = handler(true).call(request("Decrypt")).await.unwrap();
         assert!(
             !answer.headers().contains_key("grpc-status"),
             "a handler's answer passes as it is"

@@ -217,37 +217,32 @@ mod tests {
 
     use super::*;
 
-    /// A service whose calls count themselves and then wait for `release`.
-    #[derive(Clone)]
+    use crate::api::test_service::{request, FnService};
+
+    /// Counts the calls that started; each then waits for `release`.
+    #[derive(Clone, Default)]
     struct Blocking {
         started: Arc<AtomicUsize>,
         release: Arc<tokio::sync::Notify>,
     }
 
-    impl Service<Request<Body>> for Blocking {
-        type Response = Response<Body>;
-        type Error = Infallible;
-        type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: Request<Body>) -> Self::Future {
-            let (started, release) = (self.started.clone(), self.release.clone());
-            Box::pin(async move {
-                started.fetch_add(1, Ordering::SeqCst);
-                release.notified().await;
-                Ok(Response::new(Body::empty()))
+    impl Blocking {
+        fn service(
+            &self,
+        ) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Unpin + Send>
+               + Clone
+               + Send
+               + 'static {
+            let this = self.clone();
+            FnService(move || {
+                let (started, release) = (this.started.clone(), this.release.clone());
+                async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    release.notified().await;
+                    Ok(Response::new(Body::empty()))
+                }
             })
         }
-    }
-
-    fn request(method: &str) -> Request<Body> {
-        Request::builder()
-            .uri(format!("/kms.v1.KeyManagementService/{method}"))
-            .body(Body::empty())
-            .unwrap()
     }
 
     /// Abandoned changes keep running, but no more than the limit at once; one still waiting for
@@ -255,12 +250,9 @@ mod tests {
     /// none starts.
     #[tokio::test]
     async fn abandoned_changes_run_on_within_the_limit_and_are_drained() {
-        let inner = Blocking {
-            started: Arc::new(AtomicUsize::new(0)),
-            release: Arc::new(tokio::sync::Notify::new()),
-        };
+        let inner = Blocking::default();
         let detached = Detached::with_limit(2);
-        let mut service = RunToEnd::new(inner.clone(), detached.clone());
+        let mut service = RunToEnd::new(inner.service(), detached.clone());
         for _ in 0..3 {
             let mut call = service.call(request("DisableKey"));
             // Poll once (the call starts or queues for a permit), then abandon it.
@@ -295,15 +287,12 @@ mod tests {
     /// the body deadline passes.
     #[tokio::test]
     async fn a_change_without_its_body_takes_no_turn() {
-        let inner = Blocking {
-            started: Arc::new(AtomicUsize::new(0)),
-            release: Arc::new(tokio::sync::Notify::new()),
-        };
+        let inner = Blocking::default();
         let detached = Detached {
             body_deadline: Duration::from_millis(300),
             ..Detached::with_limit(1)
         };
-        let mut service = RunToEnd::new(inner.clone(), detached.clone());
+        let mut service = RunToEnd::new(inner.service(), detached.clone());
         let (_sender, silent) = http_body_util::channel::Channel::<Bytes, tonic::Status>::new(1);
         let mut request = request("DisableKey");
         *request.body_mut() = Body::new(silent);
@@ -324,30 +313,12 @@ mod tests {
         assert_eq!(inner.started.load(Ordering::SeqCst), 0);
     }
 
-    /// A service whose every call panics.
-    #[derive(Clone)]
-    struct Panicking;
-
-    impl Service<Request<Body>> for Panicking {
-        type Response = Response<Body>;
-        type Error = Infallible;
-        type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: Request<Body>) -> Self::Future {
-            Box::pin(async { panic!("a handler bug") })
-        }
-    }
-
     /// A change whose handler panics (in its own task, where `CatchPanic` doesn't see it) is
     /// answered as `panics.rs` answers, and gives its turn back.
     #[tokio::test]
     async fn a_change_whose_handler_panics_gets_an_internal_exception_to_be_audited() {
         let detached = Detached::with_limit(1);
-        let mut service = RunToEnd::new(Panicking, detached.clone());
+        let mut service = RunToEnd::new(FnService(|| async { panic!("a handler bug") }), detached.clone());
         let answer = service.call(request("DisableKey")).await.unwrap();
         let headers = answer.headers();
         assert_eq!(headers["grpc-status"], "13", "INTERNAL");

@@ -657,3 +657,14 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A health Watch stream of the whole server (service ""), its first update (SERVING) read.
+pub async fn watch_health(server: &Server) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    let mut health = HealthClient::new(plain_channel(server).await);
+    let request = HealthCheckRequest { service: String::new() };
+    let mut updates = health.watch(request).await.unwrap().into_inner();
+    let first = updates.message().await.unwrap().expect("no first update");
+    assert_eq!(first.status(), ServingStatus::Serving);
+    updates
+}

@@ -127,16 +127,9 @@ async fn a_stopping_server_finishes_and_audits_changes_under_way() {
 /// UNAVAILABLE, instead of leaving them open until it exits.
 #[tokio::test]
 async fn a_stopping_server_tells_health_watchers_and_ends_their_streams() {
-    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    use tonic_health::pb::health_check_response::ServingStatus;
     let server = Server::start().await;
-    let mut health = HealthClient::new(plain_channel(&server).await);
-    let mut updates = health
-        .watch(HealthCheckRequest { service: String::new() })
-        .await
-        .unwrap()
-        .into_inner();
-    let first = updates.message().await.unwrap().expect("no first update");
-    assert_eq!(first.status(), ServingStatus::Serving);
+    let mut updates = watch_health(&server).await;
     server.sigterm();
     let next = tokio::time::timeout(std::time::Duration::from_secs(10), updates.message()).await;
     let next = next.expect("no update within 10 s of SIGTERM").unwrap();

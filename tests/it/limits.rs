@@ -681,31 +681,39 @@ async fn request_bytes_held_past_the_budget_are_refused_until_they_are_let_go() 
     assert_eq!(error_type(&status), "ValidationException", "{status:?}");
 }
 
-/// The health service answers without credentials, so its requests are charged against the same
-/// budget: 300 held health checks of 4 KB do not fit in 1 MiB, and those past it are refused.
-#[tokio::test]
-async fn health_checks_are_charged_against_the_request_budget() {
-    let server = Server::start_with("[limits]\nmax_request_bytes_in_flight = 1048576").await;
-    let channel = plain_channel(&server).await;
-    let mut held: Vec<_> = (0..300)
+type Held = tokio::task::JoinHandle<Result<Vec<u8>, tonic::Status>>;
+
+/// Sends 300 health checks of 4 KB (1.2 MB) whose streams stay open, and waits (at most 10 s) for
+/// the first that is answered: the ones still held, and that answer's error.
+async fn hold_300_health_checks(channel: &Channel) -> (Vec<Held>, tonic::Status) {
+    let mut held: Vec<Held> = (0..300)
         .map(|_| {
             let message = padded_list_keys(4000); // an unknown field: a valid HealthCheckRequest
             tokio::spawn(send_and_hold(channel.clone(), "/grpc.health.v1.Health/Check", message))
         })
         .collect();
     let started = Instant::now();
-    let refused = loop {
+    loop {
         if let Some(i) = held.iter().position(|h| h.is_finished()) {
-            break held.swap_remove(i).await.unwrap();
+            let answer = held.swap_remove(i).await.unwrap();
+            return (held, answer.expect_err("a held health check was answered"));
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "1.2 MB of health checks all held"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let status = refused.expect_err("a held health check was answered");
-    assert_eq!(error_type(&status), "ThrottlingException", "{status:?}");
+    }
+}
+
+/// The health service answers without credentials, so its requests are charged against the same
+/// budget: 300 held health checks of 4 KB do not fit in 1 MiB, and those past it are refused.
+#[tokio::test]
+async fn health_checks_are_charged_against_the_request_budget() {
+    let server = Server::start_with("[limits]\nmax_request_bytes_in_flight = 1048576").await;
+    let channel = plain_channel(&server).await;
+    let (held, refused) = hold_300_health_checks(&channel).await;
+    assert_eq!(error_type(&refused), "ThrottlingException", "{refused:?}");
     for h in held {
         h.abort();
     }
@@ -747,27 +755,8 @@ async fn a_principal_past_its_share_of_request_bytes_does_not_throttle_another()
     }
     // 300 health checks of 4 KB held at once: past the 1 MiB that callers without credentials
     // share, though the server has room for them, so some are refused...
-    let mut checks: Vec<_> = (0..300)
-        .map(|_| {
-            let message = padded_list_keys(4000);
-            tokio::spawn(send_and_hold(channel.clone(), "/grpc.health.v1.Health/Check", message))
-        })
-        .collect();
-    let started = Instant::now();
-    let refused = loop {
-        if let Some(i) = checks.iter().position(|h| h.is_finished()) {
-            break checks.swap_remove(i).await.unwrap();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "1.2 MB of health checks all held"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(
-        error_type(&refused.expect_err("a held health check was answered")),
-        "ThrottlingException"
-    );
+    let (checks, refused) = hold_300_health_checks(&channel).await;
+    assert_eq!(error_type(&refused), "ThrottlingException", "{refused:?}");
     // ...and while they are held, the root's and Bob's requests are still read.
     send(channel.clone(), "ListKeys", Vec::new())
         .await
@@ -794,18 +783,10 @@ fn open_sockets(pid: u32) -> usize {
 /// the connection stayed open as long as its client.
 #[tokio::test]
 async fn a_health_watch_ends_at_the_connection_age_so_its_connection_closes() {
-    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
     let server = Server::start_with("[limits]\nmax_connection_age_seconds = 1").await;
     let before = open_sockets(server.pid());
-    let mut health = HealthClient::new(plain_channel(&server).await);
     let started = Instant::now();
-    let mut updates = health
-        .watch(HealthCheckRequest { service: String::new() })
-        .await
-        .unwrap()
-        .into_inner();
-    let first = updates.message().await.unwrap().expect("no first update");
-    assert_eq!(first.status(), ServingStatus::Serving);
+    let mut updates = watch_health(&server).await;
     assert_eq!(open_sockets(server.pid()), before + 1);
     let end = tokio::time::timeout(Duration::from_secs(10), updates.message())
         .await
