@@ -334,17 +334,43 @@ impl Store {
         serde_json::from_slice(&bytes).map_err(|_| CKR_DEVICE_ERROR)
     }
 
-    pub fn write_object(&self, _: &SlotLock, id: &str, file: &ObjectFile) -> Rv<()> {
+    pub fn write_object(&self, lock: &SlotLock, id: &str, file: &ObjectFile) -> Rv<()> {
         self.ensure()?;
         let bytes = serde_json::to_vec(file).map_err(|_| CKR_GENERAL_ERROR)?;
-        write_atomic(&self.objects_dir().join(format!("{id}.json")), &bytes).map_err(io_err)
+        let written = write_atomic(&self.objects_dir().join(format!("{id}.json")), &bytes).map_err(io_err);
+        self.objects_changed(lock);
+        written
     }
 
-    pub fn delete_object(&self, _: &SlotLock, id: &str) -> Rv<()> {
-        fs::remove_file(self.objects_dir().join(format!("{id}.json"))).map_err(io_err)?;
+    pub fn delete_object(&self, lock: &SlotLock, id: &str) -> Rv<()> {
+        let deleted = fs::remove_file(self.objects_dir().join(format!("{id}.json"))).map_err(io_err);
+        self.objects_changed(lock);
+        deleted?;
         File::open(self.objects_dir())
             .and_then(|d| d.sync_all())
             .map_err(io_err)
+    }
+
+    /// The objects' generation: a counter every change of a token object moves on, so that
+    /// another process on this token sees that its copy of the objects is out of date. None if
+    /// it can't be read (being rewritten, say): then the objects are read again to be sure.
+    pub fn objects_generation(&self) -> Option<u64> {
+        match fs::read_to_string(self.dir.join(GENERATION_FILE)) {
+            Ok(text) => text.trim().parse().ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(0),
+            Err(_) => None,
+        }
+    }
+
+    /// Moves the generation on (under the slot's lock, so no two writers race). Not synced: after
+    /// a crash every process reads the objects afresh anyway. A failure leaves the other
+    /// processes' copies as they were until their next login, as before there was a generation.
+    fn objects_changed(&self, _: &SlotLock) {
+        let next = self.objects_generation().unwrap_or(0).wrapping_add(1);
+        let path = self.dir.join(GENERATION_FILE);
+        if let Err(e) = fs::write(&path, next.to_string()) {
+            eprintln!("hsm-sim: {}: {e}", path.display());
+        }
     }
 
     /// Where C_InitToken puts the objects of the token it replaces. Named
@@ -360,7 +386,8 @@ impl Store {
 
     /// C_InitToken's first step: every object leaves the token in one
     /// rename, so a crash never leaves some of them behind.
-    pub fn set_objects_aside(&self, _: &SlotLock, serial: &str) -> Rv<()> {
+    pub fn set_objects_aside(&self, lock: &SlotLock, serial: &str) -> Rv<()> {
+        self.objects_changed(lock);
         match fs::rename(self.objects_dir(), self.aside_dir(serial)) {
             Ok(()) => self.sync_dir(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -370,11 +397,12 @@ impl Store {
 
     /// Puts back objects set aside by the token `serial`, when `objects/`
     /// is absent or empty (a failed save may have made it).
-    pub fn restore_objects(&self, _: &SlotLock, serial: &str) -> Rv<()> {
+    pub fn restore_objects(&self, lock: &SlotLock, serial: &str) -> Rv<()> {
         let aside = self.aside_dir(serial);
         if !aside.exists() {
             return Ok(());
         }
+        self.objects_changed(lock);
         let _ = fs::remove_dir(self.objects_dir()); // only if empty
         fs::rename(&aside, self.objects_dir()).map_err(io_err)?;
         self.sync_dir()
@@ -412,6 +440,8 @@ impl Store {
 
 /// Directory name prefix of objects set aside by C_InitToken.
 const ASIDE_PREFIX: &str = ".objects-of-";
+/// The file holding the objects' generation (`Store::objects_generation`), beside `objects/`.
+const GENERATION_FILE: &str = "objects.generation";
 
 #[cfg(test)]
 mod tests {

@@ -33,6 +33,8 @@ pub struct TokenInner {
     handles: HashMap<String, CK_OBJECT_HANDLE>,
     /// PIN checks under way (user, SO), each already counted as a failure.
     running: [u32; 2],
+    /// The objects' generation when they were last read (`Store::objects_generation`).
+    generation: Option<u64>,
 }
 
 impl TokenInner {
@@ -121,8 +123,11 @@ impl Token {
     /// (Re)loads token objects the current key can open; private ones need
     /// the token key, public ones load without it (secrets stay sealed).
     fn load_objects(&self, inner: &mut TokenInner) -> Rv<()> {
+        // Read before the objects: a change made meanwhile is seen at the next look.
+        let generation = self.store.objects_generation();
+        let ids = self.store.object_ids()?;
         inner.objects.retain(|_, o| !o.is_token());
-        for id in self.store.object_ids()? {
+        for id in ids {
             // A damaged object file costs that object, not the token; it is named on stderr
             // (its content never is).
             let unreadable = |why: &str| eprintln!("hsm-sim: slot {}: object {id} skipped: {why}", self.slot);
@@ -142,6 +147,7 @@ impl Token {
                 .objects
                 .insert(h, Arc::new(Object::new(h, attrs, None, Some(id), locked)));
         }
+        inner.generation = generation;
         Ok(())
     }
 
@@ -475,7 +481,24 @@ impl Token {
         self.write().objects.retain(|_, o| o.owner != Some(session));
     }
 
+    /// Reads the token objects again if another process (or this one) changed them since they
+    /// were read: an object created, replaced or destroyed by pkcs11-tool is found, or no longer
+    /// found, by a process logged in before, as with SoftHSM2. A failed read keeps the objects
+    /// as they were.
+    fn refresh_objects(&self) {
+        let now = self.store.objects_generation();
+        if now.is_some() && now == self.read().generation {
+            return;
+        }
+        let mut inner = self.write();
+        if inner.meta.is_none() || (now.is_some() && now == inner.generation) {
+            return;
+        }
+        let _ = self.load_objects(&mut inner);
+    }
+
     pub fn find(&self, template: &[(CK_ATTRIBUTE_TYPE, Value)]) -> Vec<CK_OBJECT_HANDLE> {
+        self.refresh_objects();
         let inner = self.read();
         let mut found: Vec<_> = inner
             .objects

@@ -1,12 +1,15 @@
 //! Two processes on one token directory (kms and pkcs11-tool, say): a PIN
-//! change or a wrong PIN counted by one is in force in the other, and
-//! neither writes back what the other has since changed.
+//! change or a wrong PIN counted by one is in force in the other, neither
+//! writes back what the other has since changed, and token objects one
+//! creates or destroys are found, or no longer found, by the other.
 mod common;
 
 use common::*;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
-use cryptoki::session::UserType;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
+use cryptoki::session::{Session, UserType};
 use std::process::{Child, Command};
 
 const NEW_PIN: &str = "changed-elsewhere";
@@ -38,7 +41,8 @@ fn wait(mut child: Child, role: &str) {
 
 /// The other process's part: a no-op unless HSM_SIM_OTHER_PROCESS is set.
 /// "set-pin" changes the user PIN to NEW_PIN; "login PIN" logs in with PIN;
-/// "wrong N" makes N logins with a wrong PIN, each refused as incorrect.
+/// "wrong N" makes N logins with a wrong PIN, each refused as incorrect;
+/// "replace-key" destroys the token's shared keys and makes one with CKA_ID 2.
 #[test]
 fn child() {
     let Ok(task) = std::env::var("HSM_SIM_OTHER_PROCESS") else {
@@ -64,6 +68,13 @@ fn child() {
                     RvError::PinIncorrect
                 );
             }
+        }
+        ["replace-key", _] => {
+            s.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+            for h in shared_keys(&s) {
+                s.destroy_object(h).unwrap();
+            }
+            make_shared_key(&s, 2);
         }
         _ => panic!("unknown role {task:?}"),
     }
@@ -109,4 +120,44 @@ fn wrong_pins_from_several_processes_add_up_to_the_lockout() {
     );
     let flags = p.get_token_info(slot).unwrap();
     assert!(flags.user_pin_locked(), "C_GetTokenInfo shows the lockout");
+}
+
+const SHARED: &str = "shared-key";
+
+/// An AES token key labelled SHARED, with CKA_ID `id`.
+fn make_shared_key(s: &Session, id: u8) -> ObjectHandle {
+    let template = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::ValueLen(32.into()),
+        Attribute::Label(SHARED.into()),
+        Attribute::Id(vec![id]),
+    ];
+    s.generate_key(&Mechanism::AesKeyGen, &template).unwrap()
+}
+
+fn shared_keys(s: &Session) -> Vec<ObjectHandle> {
+    s.find_objects(&[Attribute::Label(SHARED.into())]).unwrap()
+}
+
+#[test]
+fn a_key_replaced_by_another_process_is_found_replaced_here() {
+    let p = &env().pkcs11;
+    let slot = init_token(2, "objects-elsewhere");
+    let sess = p.open_rw_session(slot).unwrap();
+    sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+    let mine = make_shared_key(&sess, 1);
+    assert_eq!(shared_keys(&sess), vec![mine]);
+    // Still logged in here while the other process destroys it and makes another.
+    wait(other_process("replace-key", 2), "replace-key");
+    let found = shared_keys(&sess);
+    assert_eq!(found.len(), 1, "the replacement, and only it: {found:?}");
+    assert_ne!(found[0], mine);
+    let id = sess.get_attributes(found[0], &[AttributeType::Id]).unwrap();
+    assert_eq!(id, vec![Attribute::Id(vec![2])]);
+    assert_eq!(
+        rv(sess.get_attributes(mine, &[AttributeType::Id])),
+        RvError::ObjectHandleInvalid,
+        "the destroyed key is gone here too"
+    );
 }

@@ -1,7 +1,8 @@
 //! On software tokens each HSM session unwraps with its own session copy of the root key
 //! (src/hsm/root.rs). No copy may outlive its token object: destroy or replace the root key on the
-//! token and unwraps with the old key stop within the check period. SoftHSM2, the token that sees
-//! changes made by another process; and hsm-sim for a check that fails, through its fault file.
+//! token and unwraps with the old key stop within the check period. On SoftHSM2 and on hsm-sim,
+//! both of which see changes made by another process (pkcs11-tool here); and on hsm-sim for a
+//! check that fails, through its fault file.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,8 +14,17 @@ const ROOT_KEY_ID: &str = "6b6d732d726f6f742d7631";
 
 #[tokio::test]
 async fn destroying_the_root_key_on_the_token_stops_unwraps_within_the_check_period() {
+    destroying_the_root_key_stops_unwraps(TestHsm::softhsm()).await;
+}
+
+#[tokio::test]
+async fn destroying_the_root_key_on_the_hsm_sim_token_stops_unwraps_within_the_check_period() {
+    destroying_the_root_key_stops_unwraps(TestHsm::hsm_sim()).await;
+}
+
+async fn destroying_the_root_key_stops_unwraps(hsm: TestHsm) {
     let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
-    let server = Server::start_on(TestHsm::softhsm(), cache_off, "root_check_seconds = 1").await;
+    let server = Server::start_on(hsm, cache_off, "root_check_seconds = 1").await;
     let mut c = server.client().await;
     let key = create_key(&mut c).await;
     let gdk = gdk(&key.key_id);
@@ -50,8 +60,17 @@ async fn destroying_the_root_key_on_the_token_stops_unwraps_within_the_check_per
 /// one and still work after a restart, and the old keys fail loudly.
 #[tokio::test]
 async fn a_replaced_root_key_is_noticed_and_new_material_is_sealed_under_it() {
+    a_replaced_root_key_is_noticed(TestHsm::softhsm()).await;
+}
+
+#[tokio::test]
+async fn a_root_key_replaced_on_the_hsm_sim_token_is_noticed() {
+    a_replaced_root_key_is_noticed(TestHsm::hsm_sim()).await;
+}
+
+async fn a_replaced_root_key_is_noticed(hsm: TestHsm) {
     let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
-    let mut server = Server::start_on(TestHsm::softhsm(), cache_off, "root_check_seconds = 1").await;
+    let mut server = Server::start_on(hsm, cache_off, "root_check_seconds = 1").await;
     let mut c = server.client().await;
     let old_key = create_key(&mut c).await;
     c.generate_data_key(gdk(&old_key.key_id)).await.unwrap();
@@ -99,7 +118,7 @@ fn replace_root_key(server: &Server) {
     );
 }
 
-/// Runs pkcs11-tool, logged in as the user, on the server's SoftHSM2 token.
+/// Runs pkcs11-tool, logged in as the user, on the server's token.
 fn pkcs11_tool(server: &Server, args: &[&str]) {
     let out = Command::new("pkcs11-tool")
         .arg("--module")
