@@ -362,13 +362,16 @@ impl Store {
         }
     }
 
-    /// Moves the generation on (under the slot's lock, so no two writers race). Not synced: after
-    /// a crash every process reads the objects afresh anyway. A failure leaves the other
-    /// processes' copies as they were until their next login, as before there was a generation.
+    /// Moves the generation on, after the change it announces (under the slot's lock, so no two
+    /// writers race). Replaced by a rename, so a writer killed half way never leaves a file that
+    /// reads as an older generation; not synced, since after a power loss every process reads the
+    /// objects afresh anyway. A failure leaves the other processes' copies as they were until
+    /// their next login, as before there was a generation.
     fn objects_changed(&self, _: &SlotLock) {
         let next = self.objects_generation().unwrap_or(0).wrapping_add(1);
         let path = self.dir.join(GENERATION_FILE);
-        if let Err(e) = fs::write(&path, next.to_string()) {
+        let tmp = self.dir.join(format!(".{GENERATION_FILE}.tmp"));
+        if let Err(e) = fs::write(&tmp, next.to_string()).and_then(|()| fs::rename(&tmp, &path)) {
             eprintln!("hsm-sim: {}: {e}", path.display());
         }
     }
@@ -387,8 +390,10 @@ impl Store {
     /// C_InitToken's first step: every object leaves the token in one
     /// rename, so a crash never leaves some of them behind.
     pub fn set_objects_aside(&self, lock: &SlotLock, serial: &str) -> Rv<()> {
+        let moved = fs::rename(self.objects_dir(), self.aside_dir(serial));
+        // After the change it announces: a reader that saw the new generation lists the new objects.
         self.objects_changed(lock);
-        match fs::rename(self.objects_dir(), self.aside_dir(serial)) {
+        match moved {
             Ok(()) => self.sync_dir(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err(e)),
@@ -402,9 +407,10 @@ impl Store {
         if !aside.exists() {
             return Ok(());
         }
-        self.objects_changed(lock);
         let _ = fs::remove_dir(self.objects_dir()); // only if empty
-        fs::rename(&aside, self.objects_dir()).map_err(io_err)?;
+        let moved = fs::rename(&aside, self.objects_dir()).map_err(io_err);
+        self.objects_changed(lock);
+        moved?;
         self.sync_dir()
     }
 

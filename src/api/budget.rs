@@ -125,14 +125,19 @@ impl RequestBudget {
         share
     }
 
-    /// Takes `n` from the server's budget and from the caller's share, or from neither.
+    /// Takes `n` from the caller's share and from the server's budget, or from neither. The share
+    /// first: a caller past it must not hold, even for a moment, bytes other callers could use.
+    /// A charge that fits neither is reported as the server's.
     fn take(&self, share: &Share, n: usize) -> Result<(), Over> {
-        if !take_from(&self.left, n) {
-            return Err(Over::Server);
-        }
         if !take_from(&share.left, n) {
-            self.left.fetch_add(n, Ordering::AcqRel);
-            return Err(Over::Share);
+            return Err(match self.left.load(Ordering::Acquire) < n {
+                true => Over::Server,
+                false => Over::Share,
+            });
+        }
+        if !take_from(&self.left, n) {
+            share.left.fetch_add(n, Ordering::AcqRel);
+            return Err(Over::Server);
         }
         Ok(())
     }

@@ -4,7 +4,9 @@
 //! answered a bare INTERNAL and left only its STARTED record. Both now answer
 //! KMSInternalException without a request id, which the authentication wrapper (`preauth.rs`)
 //! gives a request id and writes an audit record for, as for every answer given outside an
-//! operation. Catching costs nothing until something panics.
+//! operation. That id is not the one the handler's STARTED record has (the handler's event is
+//! lost with its panic): the two records are linked only by principal, operation and time.
+//! Catching costs a few hundred instructions per request (BENCHMARKS.md, "Session 17").
 
 use std::convert::Infallible;
 use std::future::Future;

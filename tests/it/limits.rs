@@ -719,6 +719,9 @@ async fn health_checks_are_charged_against_the_request_budget() {
     }
 }
 
+const CALLERS_SHARE_REFUSED: &str =
+    "The caller's requests hold as many bytes as one caller may; retry the request later";
+
 /// Each principal may hold only its share of the request bytes (`limits.max_request_bytes_per_principal`),
 /// and callers without credentials share one: a client holding all it may does not throttle a
 /// client under another principal, as it did when the budget was only server-wide.
@@ -741,10 +744,7 @@ async fn a_principal_past_its_share_of_request_bytes_does_not_throttle_another()
     .await;
     let status = refused.expect_err("the root's 200 KB past its share was served");
     assert_eq!(error_type(&status), "ThrottlingException", "{status:?}");
-    assert_eq!(
-        status.message(),
-        "The caller's requests hold as many bytes as one caller may; retry the request later"
-    );
+    assert_eq!(status.message(), CALLERS_SHARE_REFUSED);
     assert_eq!(server.audit_record_of(&status)["outcome"], "ThrottlingException");
     // Bob's 200 KB fit in the server's budget and in his own share: read, and refused only by
     // authorization (he has no policy).
@@ -757,6 +757,7 @@ async fn a_principal_past_its_share_of_request_bytes_does_not_throttle_another()
     // share, though the server has room for them, so some are refused...
     let (checks, refused) = hold_300_health_checks(&channel).await;
     assert_eq!(error_type(&refused), "ThrottlingException", "{refused:?}");
+    assert_eq!(refused.message(), CALLERS_SHARE_REFUSED, "{refused:?}");
     // ...and while they are held, the root's and Bob's requests are still read.
     send(channel.clone(), "ListKeys", Vec::new())
         .await
