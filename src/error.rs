@@ -52,6 +52,9 @@ pub enum KmsError {
     DependencyTimeout(String),
     #[error("{0}")]
     Internal(String),
+    /// AWS's common error for a temporary failure of the server (HTTP 503): here, a stopping one.
+    #[error("{0}")]
+    ServiceUnavailable(String),
     #[error("{0}")]
     InvalidGrantToken(String),
     /// A dry run whose real call would have succeeded.
@@ -88,6 +91,7 @@ impl KmsError {
             KmsError::KeyUnavailable(_) => "KeyUnavailableException",
             KmsError::DependencyTimeout(_) => "DependencyTimeoutException",
             KmsError::Internal(_) => "KMSInternalException",
+            KmsError::ServiceUnavailable(_) => "ServiceUnavailable",
             KmsError::InvalidGrantToken(_) => "InvalidGrantTokenException",
             KmsError::DryRunOperation(_) => "DryRunOperationException",
         }
@@ -137,6 +141,7 @@ mod tests {
     fn names_are_aws_exception_names() {
         assert_eq!(KmsError::InvalidState("x".into()).name(), "KMSInvalidStateException");
         assert_eq!(KmsError::Internal("x".into()).name(), "KMSInternalException");
+        assert_eq!(KmsError::ServiceUnavailable("x".into()).name(), "ServiceUnavailable");
         assert_eq!(KmsError::validation("bad").to_string(), "bad");
     }
 }

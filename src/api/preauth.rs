@@ -143,8 +143,9 @@ fn is_too_large(response: &Response<Body>) -> bool {
 
 /// The exception of an answer given outside the operation (so with no request id): the codec's
 /// to a message that doesn't decode (`status::undecodable`, ValidationException), the budget's to
-/// a body that doesn't fit (ThrottlingException), or the one to a handler that panicked
-/// (`panics.rs`, KMSInternalException).
+/// a body that doesn't fit (ThrottlingException), the one to a handler that panicked
+/// (`panics.rs`, KMSInternalException), or `run_to_end`'s to a change that would start after the
+/// server began to stop (ServiceUnavailable).
 fn refused_before_begin(response: &Response<Body>) -> Option<&'static str> {
     let headers = response.headers();
     if !headers.contains_key("grpc-status") || headers.contains_key(REQUEST_ID) {
@@ -154,6 +155,7 @@ fn refused_before_begin(response: &Response<Body>) -> Option<&'static str> {
         b"ValidationException" => Some("ValidationException"),
         b"ThrottlingException" => Some("ThrottlingException"),
         b"KMSInternalException" => Some("KMSInternalException"),
+        b"ServiceUnavailable" => Some("ServiceUnavailable"),
         _ => None,
     }
 }

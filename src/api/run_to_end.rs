@@ -25,6 +25,8 @@ use tonic::server::NamedService;
 
 use super::budget::is_refusal;
 use super::panics::panicked;
+use super::status::without_request_id;
+use crate::error::KmsError;
 
 /// The methods that write to the store.
 const CHANGES_STATE: &[&str] = &[
@@ -141,7 +143,7 @@ where
                 Err(status) => return Ok(status.into_http()),
             };
             let Ok(permit) = permits.acquire_owned().await else {
-                return Ok(tonic::Status::unavailable("the server is stopping").into_http());
+                return Ok(stopping().into_http());
             };
             let call = inner.call(Request::from_parts(parts, Body::new(Full::new(message))));
             let task = tokio::spawn(async move {
@@ -157,6 +159,15 @@ where
             }
         }))
     }
+}
+
+/// The answer to a change that would start after the server began to stop: UNAVAILABLE, which
+/// clients retry (on another server, or this one once it is back), without a request id (the
+/// authentication wrapper, `preauth.rs`, adds one and audits it).
+fn stopping() -> tonic::Status {
+    without_request_id(&KmsError::ServiceUnavailable(
+        "The server is stopping; the request was not carried out, retry it".into(),
+    ))
 }
 
 /// How long a state-changing request's body may take to arrive (it is at most 512 KiB).
@@ -280,6 +291,11 @@ mod tests {
         assert!(drain.await.unwrap(), "drained once the two finished");
         let late = service.call(request("DisableKey")).await.unwrap();
         assert_eq!(late.headers()["grpc-status"], "14", "UNAVAILABLE after the drain");
+        assert_eq!(late.headers()[super::super::status::ERROR_TYPE], "ServiceUnavailable");
+        assert!(
+            !late.headers().contains_key(super::super::status::REQUEST_ID),
+            "preauth adds it, with the record"
+        );
         assert_eq!(started(), 3, "and it never started");
     }
 

@@ -29,7 +29,7 @@ pub fn code(e: &KmsError) -> Code {
         KmsError::Unauthenticated(_) => Code::Unauthenticated,
         KmsError::MalformedPolicyDocument(_) => Code::InvalidArgument,
         KmsError::UnsupportedOperation(_) => Code::Unimplemented,
-        KmsError::KeyUnavailable(_) => Code::Unavailable,
+        KmsError::KeyUnavailable(_) | KmsError::ServiceUnavailable(_) => Code::Unavailable,
         KmsError::DependencyTimeout(_) => Code::DeadlineExceeded,
         KmsError::Internal(_) => Code::Internal,
         KmsError::InvalidGrantToken(_) => Code::InvalidArgument,
