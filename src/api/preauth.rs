@@ -118,7 +118,7 @@ where
                     Some(caller) => *this = Call::Refused(too_large(caller)),
                     None => return Poll::Ready(Ok(response)),
                 },
-                Poll::Ready(Ok(response)) => match refused_before_begin(&response).zip(caller.take()) {
+                Poll::Ready(Ok(response)) => match answered_outside_operation(&response).zip(caller.take()) {
                     Some((outcome, caller)) => *this = Call::Refused(refused(caller, outcome, response)),
                     None => return Poll::Ready(Ok(response)),
                 },
@@ -146,7 +146,7 @@ fn is_too_large(response: &Response<Body>) -> bool {
 /// a body that doesn't fit (ThrottlingException), the one to a handler that panicked
 /// (`panics.rs`, KMSInternalException), or `run_to_end`'s to a change that would start after the
 /// server began to stop (ServiceUnavailable).
-fn refused_before_begin(response: &Response<Body>) -> Option<&'static str> {
+fn answered_outside_operation(response: &Response<Body>) -> Option<&'static str> {
     let headers = response.headers();
     if !headers.contains_key("grpc-status") || headers.contains_key(REQUEST_ID) {
         return None;
