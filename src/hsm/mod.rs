@@ -9,15 +9,14 @@ mod pool;
 mod quirks;
 mod root;
 mod root_attrs;
+mod root_create;
 mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cryptoki::error::RvError;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::types::AuthPin;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -76,10 +75,7 @@ impl Hsm {
                 ))
             }
             RootLookup::None if may_create && cfg.create_root_key => {
-                let read_only = !quirks.root_session_copy;
-                let h = create_root(&session, &root_id, read_only)
-                    .map_err(|e| format!("cannot create the root key: {e}"))?;
-                (h, RootKey::Created)
+                root_create::create_sole_root(&session, &root_id, !quirks.root_session_copy)?
             }
             RootLookup::None => {
                 return Err(format!(
@@ -302,51 +298,6 @@ fn find_slot(module: &cryptoki::context::Pkcs11, label: &str) -> Result<cryptoki
             "{} tokens are labelled {label:?}: refusing to guess",
             found.len()
         )),
-    }
-}
-
-/// An AES-256 token key that never leaves the HSM: sensitive, not extractable, encrypt/decrypt only.
-/// `read_only`: also CKA_MODIFIABLE false, so its usage can't be changed either. Not on tokens whose
-/// sessions copy the root key (`root_session_copy`): SoftHSM2 refuses to copy a non-modifiable object
-/// even though PKCS#11 lets a copy change CKA_TOKEN, and unwraps would lose their session copies. An
-/// HSM that refuses the attribute in a template gets the key without it, with a warning.
-fn create_root(
-    session: &cryptoki::session::Session,
-    id: &[u8],
-    read_only: bool,
-) -> std::result::Result<cryptoki::object::ObjectHandle, cryptoki::error::Error> {
-    let mut template = vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::ValueLen(32.into()),
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Encrypt(true),
-        Attribute::Decrypt(true),
-        Attribute::Wrap(false),
-        Attribute::Unwrap(false),
-        // Token defaults (TRUE on SoftHSM2) would make it an HMAC key too.
-        Attribute::Sign(false),
-        Attribute::Verify(false),
-        Attribute::Id(id.to_vec()),
-        Attribute::Label(b"kms-root".to_vec()),
-    ];
-    if !read_only {
-        return session.generate_key(&Mechanism::AesKeyGen, &template);
-    }
-    template.push(Attribute::Modifiable(false));
-    match session.generate_key(&Mechanism::AesKeyGen, &template) {
-        Err(cryptoki::error::Error::Pkcs11(
-            rv @ (RvError::AttributeTypeInvalid | RvError::AttributeValueInvalid | RvError::TemplateInconsistent),
-            _,
-        )) => {
-            tracing::warn!(%rv, "the HSM refused CKA_MODIFIABLE false in the root key's template: creating it without");
-            template.pop();
-            session.generate_key(&Mechanism::AesKeyGen, &template)
-        }
-        other => other,
     }
 }
 

@@ -215,3 +215,110 @@ async fn without_copies_a_replaced_root_key_is_adopted_by_the_next_call() {
     }
     expect_err(c.generate_data_key(gdk(&old_key.key_id)).await, "KMSInternalException");
 }
+
+/// Two servers started at once on a fresh token (a cluster's first deployment) both find no root
+/// key. hsm-sim holds their C_GenerateKey calls for 1.5 s, so both create one under the same
+/// CKA_ID. Here the first to create looks before the second has created: it keeps its key, and the
+/// second destroys its own and adopts the first's.
+#[tokio::test]
+async fn two_servers_started_at_once_on_a_fresh_token_settle_on_one_root_key() {
+    two_servers_start_at_once(false).await;
+}
+
+/// As above, but hsm-sim also holds the lookups that follow the creations, so both servers see
+/// both keys: both destroy their own, and they must still settle on one.
+#[tokio::test]
+async fn two_servers_that_both_see_the_collision_settle_on_one_root_key() {
+    two_servers_start_at_once(true).await;
+}
+
+/// Starts two servers at once on a fresh hsm-sim token, as described above; afterwards the token
+/// holds one root key, and both servers start again and open what they sealed under it.
+async fn two_servers_start_at_once(both_see_the_collision: bool) {
+    let hsm = TestHsm::hsm_sim();
+    let tokens = hsm.dir.path().join("tokens");
+    let set_faults = |toml: String| std::fs::write(tokens.join("faults.toml"), toml).unwrap();
+    let calls = tokens.join("calls");
+    let rule = |functions: &str, latency_ms: u64| {
+        format!(
+            "functions = [{functions}]\nlatency_ms = {latency_ms}\nrecord = {:?}\n",
+            calls.display().to_string()
+        )
+    };
+    let wait_for = |func: &'static str| {
+        let calls = calls.clone();
+        async move {
+            let started = Instant::now();
+            while recorded_calls(&calls, func) < 2 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the servers did not both call {func}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    set_faults(rule("\"C_GenerateKey\"", 1500));
+    // The same token for the second server; `dir` only keeps a directory alive.
+    let same_token = TestHsm {
+        dir: tempfile::tempdir().unwrap(),
+        module: hsm.module.clone(),
+        env: hsm.env.clone(),
+    };
+    // Once both creations are held, the later ones go through at once.
+    let release = async {
+        wait_for("C_GenerateKey").await;
+        if both_see_the_collision {
+            set_faults(rule("\"C_FindObjectsInit\", \"C_DestroyObject\"", 400));
+            wait_for("C_DestroyObject").await;
+        }
+        set_faults(String::new());
+    };
+    let (mut a, mut b, ()) = tokio::join!(
+        Server::start_on(hsm, "", ""),
+        Server::start_on(same_token, "", ""),
+        release
+    );
+    assert_eq!(root_keys_on_token(&a), 1, "the servers left one root key between them");
+
+    let mut sealed = vec![];
+    for server in [&a, &b] {
+        let mut c = server.client().await;
+        let key = create_key(&mut c).await;
+        let blob = c
+            .generate_data_key(gdk(&key.key_id))
+            .await
+            .unwrap()
+            .into_inner()
+            .ciphertext_blob;
+        sealed.push(blob);
+    }
+    for (server, blob) in [(&mut a, &sealed[0]), (&mut b, &sealed[1])] {
+        server.restart().await;
+        let mut c = server.client().await;
+        c.decrypt(pb::DecryptRequest {
+            ciphertext_blob: blob.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("what the server sealed opens under the one root key after a restart");
+    }
+}
+
+/// How many secret keys on the server's token have the root key's CKA_ID.
+fn root_keys_on_token(server: &Server) -> usize {
+    let out = Command::new("pkcs11-tool")
+        .arg("--module")
+        .arg(&server.hsm.module)
+        .args(["--token-label", TOKEN, "--login", "--pin", PIN])
+        .args(["--list-objects", "--type", "secrkey"])
+        .envs(server.hsm.env.iter().cloned())
+        .output()
+        .expect("pkcs11-tool must be installed (apt-get install opensc)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    listing
+        .lines()
+        .filter(|l| l.trim_start().starts_with("ID:") && l.trim_end().ends_with(ROOT_KEY_ID))
+        .count()
+}
