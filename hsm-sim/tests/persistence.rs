@@ -6,7 +6,7 @@ use common::*;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
 use cryptoki::session::UserType;
 
 const SECRET: [u8; 32] = [
@@ -66,6 +66,11 @@ fn objects_persist_sealed_under_the_pin() {
         sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
         let k = sess.create_object(&key_template(b"private", true)).unwrap();
         sess.create_object(&key_template(b"public", false)).unwrap();
+        // A public key whose value may be read: it is sealed on disk all the same.
+        let mut readable = key_template(b"public-readable", false);
+        readable.retain(|a| !matches!(a, Attribute::Sensitive(_)));
+        readable.extend([Attribute::Sensitive(false), Attribute::Extractable(true)]);
+        sess.create_object(&readable).unwrap();
         sess.generate_key(
             &Mechanism::AesKeyGen,
             &[
@@ -113,9 +118,26 @@ fn objects_persist_sealed_under_the_pin() {
             .find_objects(&[Attribute::Id(b"private".to_vec())])
             .unwrap()
             .is_empty());
+        // Its value is still sealed before login: there, but not revealed yet.
+        let readable = sess
+            .find_objects(&[Attribute::Id(b"public-readable".to_vec())])
+            .unwrap()[0];
+        let info = sess.get_attribute_info(readable, &[AttributeType::Value]).unwrap();
+        assert!(
+            matches!(info[..], [AttributeInfo::Sensitive]),
+            "a sealed value before login is sensitive, not an attribute the key lacks: {info:?}"
+        );
         sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
         let k = sess.find_objects(&[Attribute::Id(b"private".to_vec())]).unwrap()[0];
         assert_eq!(sess.find_objects(&[Attribute::Id(b"gen".to_vec())]).unwrap().len(), 1);
+        let readable = sess
+            .find_objects(&[Attribute::Id(b"public-readable".to_vec())])
+            .unwrap()[0];
+        assert_eq!(
+            sess.get_attributes(readable, &[AttributeType::Value]).unwrap(),
+            [Attribute::Value(SECRET.to_vec())],
+            "after login the value is unsealed"
+        );
         let back = sess
             .decrypt(
                 &Mechanism::AesGcm(GcmParams::new(&mut iv, b"", 128.into()).unwrap()),

@@ -1,6 +1,6 @@
 //! Object management calls: create, copy, destroy, attributes, find.
 use super::Module;
-use crate::attrs::{self, apply_changes, build, read, template_ulong, Attrs, Origin, Readable, Value};
+use crate::attrs::{self, apply_changes, build, is_secret, read, template_ulong, Attrs, Origin, Readable, Value};
 use crate::mechanisms::{aes, Material};
 use crate::session::Session;
 use crate::token::Token;
@@ -142,6 +142,9 @@ impl Module {
             Ok(types
                 .iter()
                 .map(|ty| match read(&o.attrs, *ty) {
+                    // Key material of a public object is still sealed before login: it exists, but
+                    // can't be revealed yet.
+                    Readable::Invalid if o.locked && is_secret(o.attrs.class(), *ty) => AttrValue::Sensitive,
                     Readable::Value(v) => AttrValue::Value(v.to_vec().into()),
                     Readable::Sensitive => AttrValue::Sensitive,
                     Readable::Invalid => AttrValue::Invalid,
