@@ -342,6 +342,57 @@ impl Store {
         written
     }
 
+    /// Writes a key pair's two object files so that a crash leaves both or neither: the ids are
+    /// recorded first, and while that record exists the pair is not committed. The next open
+    /// (`settle_pending_pair`) deletes the files of a pair whose record is still there; so does a
+    /// failure here. Generation moves once, after both files.
+    pub fn write_pair(&self, lock: &SlotLock, pair: [(&str, &ObjectFile); 2]) -> Rv<()> {
+        self.ensure()?;
+        let record = self.dir.join(PENDING_PAIR_FILE);
+        write_atomic(&record, format!("{}\n{}\n", pair[0].0, pair[1].0).as_bytes()).map_err(io_err)?;
+        // Removing the record commits the pair.
+        let committed = pair
+            .iter()
+            .try_for_each(|(id, file)| {
+                let bytes = serde_json::to_vec(file).map_err(|_| CKR_GENERAL_ERROR)?;
+                write_atomic(&self.objects_dir().join(format!("{id}.json")), &bytes).map_err(io_err)
+            })
+            .and_then(|()| fs::remove_file(&record).map_err(io_err));
+        if committed.is_err() {
+            self.settle_pending_pair(lock);
+        }
+        self.objects_changed(lock);
+        committed?;
+        // Made durable as `write_atomic` makes a rename durable.
+        self.sync_dir()
+    }
+
+    /// Rolls back a key pair whose writing did not finish (`write_pair`): deletes what was written
+    /// of it, then its record. Failures go to stderr; the record stays for the next try.
+    pub fn settle_pending_pair(&self, lock: &SlotLock) {
+        let record = self.dir.join(PENDING_PAIR_FILE);
+        let Ok(text) = fs::read_to_string(&record) else {
+            return;
+        };
+        let rolled_back = text
+            .lines()
+            // Only file ids this module makes: a damaged record can't name another path.
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .try_for_each(
+                |id| match fs::remove_file(self.objects_dir().join(format!("{id}.json"))) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            )
+            .and_then(|()| File::open(self.objects_dir()).and_then(|d| d.sync_all()))
+            .and_then(|()| fs::remove_file(&record))
+            .and_then(|()| File::open(&self.dir).and_then(|d| d.sync_all()));
+        self.objects_changed(lock);
+        if let Err(e) = rolled_back {
+            eprintln!("hsm-sim: {}: rolling back a key pair: {e}", record.display());
+        }
+    }
+
     pub fn delete_object(&self, lock: &SlotLock, id: &str) -> Rv<()> {
         let deleted = fs::remove_file(self.objects_dir().join(format!("{id}.json"))).map_err(io_err);
         self.objects_changed(lock);
@@ -446,6 +497,8 @@ impl Store {
 
 /// Directory name prefix of objects set aside by C_InitToken.
 const ASIDE_PREFIX: &str = ".objects-of-";
+/// The record of a key pair being written (`Store::write_pair`), beside `objects/`.
+const PENDING_PAIR_FILE: &str = "pair.pending";
 /// The file holding the objects' generation (`Store::objects_generation`), beside `objects/`.
 const GENERATION_FILE: &str = "objects.generation";
 
@@ -468,6 +521,35 @@ mod tests {
         assert_eq!(synced, vec![root.join("slot-3"), root.clone()]);
         assert!(create_dirs(&objects).unwrap().is_empty(), "nothing new to sync");
         fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A pair's record names file ids only: a damaged one that names another path deletes
+    /// nothing outside `objects/`, and is removed.
+    #[test]
+    fn a_damaged_pair_record_deletes_only_object_files() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("hsm-sim-pair-{}-{nanos}", std::process::id()));
+        let store = Store::new(dir.clone());
+        store.ensure().unwrap();
+        fs::write(dir.join("token.json"), "{}").unwrap();
+        fs::write(store.objects_dir().join("ab12.json"), "{}").unwrap();
+        fs::write(store.objects_dir().join("cd34.json"), "{}").unwrap();
+        fs::write(dir.join(PENDING_PAIR_FILE), "../token\nab12\n").unwrap();
+        store.settle_pending_pair(&store.lock().unwrap());
+        assert!(
+            dir.join("token.json").exists(),
+            "a path outside objects/ is never deleted"
+        );
+        assert!(
+            !store.objects_dir().join("ab12.json").exists(),
+            "the pair's half is rolled back"
+        );
+        assert!(store.objects_dir().join("cd34.json").exists(), "other objects stay");
+        assert!(!dir.join(PENDING_PAIR_FILE).exists());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The sealed JSON fits the buffer sized for it (so it never grew and

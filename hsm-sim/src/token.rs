@@ -59,6 +59,29 @@ fn check_pin_len(pin: &[u8]) -> Rv<()> {
     }
 }
 
+/// An object about to be added (`Token::prepare`), its file written if it has one.
+struct NewObject {
+    handle: CK_OBJECT_HANDLE,
+    attrs: Attrs,
+    owner: CK_SESSION_HANDLE,
+    /// A token object's file id and content.
+    file: Option<(String, ObjectFile)>,
+}
+
+/// Makes a prepared object visible in this process.
+fn add(inner: &mut TokenInner, new: NewObject) -> CK_OBJECT_HANDLE {
+    let h = new.handle;
+    let obj = match new.file {
+        Some((id, _)) => {
+            inner.handles.insert(id.clone(), h);
+            Object::new(h, new.attrs, None, Some(id), false)
+        }
+        None => Object::new(h, new.attrs, Some(new.owner), None, false),
+    };
+    inner.objects.insert(h, Arc::new(obj));
+    h
+}
+
 impl Token {
     pub fn open(slot: usize, cfg: Arc<Config>) -> Token {
         let store = Store::new(cfg.token_dir.join(format!("slot-{slot}")));
@@ -68,6 +91,7 @@ impl Token {
             Ok(meta) => {
                 if let Some(lock) = store.lock_if_present() {
                     store.settle_objects_aside(&lock, meta.as_ref().map(|m| m.serial.as_str()));
+                    store.settle_pending_pair(&lock);
                 }
                 (meta, false)
             }
@@ -425,23 +449,56 @@ impl Token {
     }
 
     fn insert_locked(&self, inner: &mut TokenInner, attrs: Attrs, owner: CK_SESSION_HANDLE) -> Rv<CK_OBJECT_HANDLE> {
+        let new = self.prepare(inner, attrs, owner)?;
+        if let Some((id, file)) = &new.file {
+            self.store.write_object(&self.store.lock()?, id, file)?;
+        }
+        Ok(add(inner, new))
+    }
+
+    /// Adds a key pair (C_GenerateKeyPair): both objects or neither, on disk as in memory, even
+    /// if the process dies half way (`Store::write_pair`).
+    pub fn insert_pair(
+        &self,
+        public: Attrs,
+        private: Attrs,
+        owner: CK_SESSION_HANDLE,
+    ) -> Rv<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        let mut inner = self.write();
+        let public = self.prepare(&inner, public, owner)?;
+        let private = self.prepare(&inner, private, owner)?;
+        match (&public.file, &private.file) {
+            (Some(a), Some(b)) => self
+                .store
+                .write_pair(&self.store.lock()?, [(&a.0, &a.1), (&b.0, &b.1)])?,
+            (Some((id, file)), None) | (None, Some((id, file))) => {
+                self.store.write_object(&self.store.lock()?, id, file)?
+            }
+            (None, None) => {}
+        }
+        Ok((add(&mut inner, public), add(&mut inner, private)))
+    }
+
+    /// A new object's handle, and for a token object its file, sealed, not yet written.
+    fn prepare(&self, inner: &TokenInner, attrs: Attrs, owner: CK_SESSION_HANDLE) -> Rv<NewObject> {
         if attrs.bool(CKA_PRIVATE) && inner.login != Some(CKU_USER) {
             return Err(CKR_USER_NOT_LOGGED_IN);
         }
-        let h = next_handle();
-        let obj = if attrs.bool(CKA_TOKEN) {
+        let file = if attrs.bool(CKA_TOKEN) {
             let mut raw = [0u8; 16];
             random_bytes(&mut raw)?;
             let id = hex(&raw);
             let file = ObjectFile::encode(&id, &attrs, inner.key.as_ref())?;
-            self.store.write_object(&self.store.lock()?, &id, &file)?;
-            inner.handles.insert(id.clone(), h);
-            Object::new(h, attrs, None, Some(id), false)
+            Some((id, file))
         } else {
-            Object::new(h, attrs, Some(owner), None, false)
+            None
         };
-        inner.objects.insert(h, Arc::new(obj));
-        Ok(h)
+        Ok(NewObject {
+            handle: next_handle(),
+            attrs,
+            owner,
+            file,
+        })
     }
 
     /// Destroys an object if `check` allows it, under one write lock (its

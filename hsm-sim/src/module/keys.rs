@@ -135,14 +135,7 @@ impl Module {
             set_parts(&mut priv_a, priv_parts);
             check_writable(s, &pub_a)?;
             check_writable(s, &priv_a)?;
-            let ph = t.insert(pub_a, s.handle)?;
-            match t.insert(priv_a, s.handle) {
-                Ok(vh) => Ok((ph, vh)),
-                Err(e) => {
-                    let _ = t.destroy(ph, |_| Ok(()));
-                    Err(e)
-                }
-            }
+            t.insert_pair(pub_a, priv_a, s.handle)
         })
     }
 
