@@ -11,7 +11,10 @@
 //! reached the module, e.g. C_Login), and `corrupt_output`: C_Encrypt and
 //! C_Decrypt answer with the first byte of their output flipped, and
 //! C_CopyObject makes a copy whose CKA_VALUE differs in its first byte (a
-//! device that returns wrong data, as a caller's self-check must catch).
+//! device that returns wrong data, as a caller's self-check must catch), and
+//! `until_released`: a call's latency ends early once the file no longer
+//! gives that call a latency (so a test can hold calls until it releases
+//! them; without it a call sleeps its whole latency, as a hung device would).
 use crate::Rv;
 use cryptoki_sys::*;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -42,6 +45,7 @@ struct RawRule {
     unplugged: Option<bool>,
     record: Option<PathBuf>,
     corrupt_output: Option<bool>,
+    until_released: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -62,6 +66,7 @@ struct Rule {
     unplugged: bool,
     record: Option<PathBuf>,
     corrupt_output: bool,
+    until_released: bool,
 }
 
 fn rv_by_name(name: &str) -> Result<CK_RV, String> {
@@ -95,6 +100,7 @@ impl Rule {
             unplugged: r.unplugged.unwrap_or(false),
             record: r.record.clone(),
             corrupt_output: r.corrupt_output.unwrap_or(false),
+            until_released: r.until_released.unwrap_or(false),
         })
     }
 
@@ -272,7 +278,7 @@ impl Faults {
         if !self.active.load(Ordering::Acquire) {
             return Ok(());
         }
-        let (latency, result, record) = {
+        let (latency, until_released, result, record) = {
             let Ok(st) = self.state.read() else {
                 return Ok(());
             };
@@ -294,6 +300,7 @@ impl Faults {
                 || (rule.error_rate > 0.0 && random_unit() < rule.error_rate);
             (
                 rule.latency,
+                rule.until_released,
                 if fail { Err(rule.error_rv) } else { Ok(()) },
                 rule.record.clone(),
             )
@@ -303,9 +310,35 @@ impl Faults {
         }
         if let Some((lo, hi)) = latency {
             let ms = lo + ((hi - lo) as f64 * random_unit()) as u64;
-            std::thread::sleep(Duration::from_millis(ms));
+            if until_released {
+                self.hold(slot, func, Duration::from_millis(ms));
+            } else {
+                std::thread::sleep(Duration::from_millis(ms));
+            }
         }
         result
+    }
+
+    /// Sleeps up to `latency`, in steps of the file's check interval, and stops as soon as the
+    /// rules no longer give `func` on `slot` a latency to be held for (`until_released`).
+    fn hold(&self, slot: usize, func: &str, latency: Duration) {
+        let until = Instant::now() + latency;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(CHECK_EVERY_MS)));
+            self.refresh();
+            let held = self.active.load(Ordering::Acquire)
+                && self.state.read().is_ok_and(|s| {
+                    let rule = s.rule(slot);
+                    rule.until_released && rule.latency.is_some() && rule.applies(func)
+                });
+            if !held {
+                return;
+            }
+        }
     }
 }
 

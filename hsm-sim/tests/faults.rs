@@ -77,6 +77,21 @@ fn faults_apply_and_switch_off() {
     s.generate_random_vec(4).unwrap();
     assert!(t.elapsed() >= Duration::from_millis(80));
 
+    // A held call sleeps until the file stops giving it a latency, not its whole minute.
+    set_faults(
+        &fault_file,
+        "latency_ms = 60000\nuntil_released = true\nfunctions = [\"C_GenerateRandom\"]\n",
+    );
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        let held = scope.spawn(|| p.open_ro_session(slot).unwrap().generate_random_vec(4));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!held.is_finished(), "held while the file names it");
+        set_faults(&fault_file, "");
+        held.join().unwrap().unwrap();
+    });
+    assert!(t.elapsed() < Duration::from_secs(5), "released: {:?}", t.elapsed());
+
     // Unplugged: slot calls see no token, session calls a removed device.
     set_faults(&fault_file, "unplugged = true\n");
     assert_eq!(rv(p.get_token_info(slot).unwrap_err()), RvError::TokenNotPresent);

@@ -217,16 +217,16 @@ async fn without_copies_a_replaced_root_key_is_adopted_by_the_next_call() {
 }
 
 /// Two servers started at once on a fresh token (a cluster's first deployment) both find no root
-/// key. hsm-sim holds their C_GenerateKey calls for 1.5 s, so both create one under the same
-/// CKA_ID. Here the first to create looks before the second has created: it keeps its key, and the
-/// second destroys its own and adopts the first's.
+/// key. hsm-sim holds their C_GenerateKey calls until both are there, then lets both go, so both
+/// create one under the same CKA_ID; which sees the collision depends on which creation ends first.
 #[tokio::test]
 async fn two_servers_started_at_once_on_a_fresh_token_settle_on_one_root_key() {
     two_servers_start_at_once(false).await;
 }
 
-/// As above, but hsm-sim also holds the lookups that follow the creations, so both servers see
-/// both keys: both destroy their own, and they must still settle on one.
+/// As above, but hsm-sim also holds the lookups that follow the creations, and then the destroys,
+/// until both are there, so both servers see both keys: both destroy their own, and they must
+/// still settle on one.
 #[tokio::test]
 async fn two_servers_that_both_see_the_collision_settle_on_one_root_key() {
     two_servers_start_at_once(true).await;
@@ -237,15 +237,19 @@ async fn two_servers_that_both_see_the_collision_settle_on_one_root_key() {
 async fn two_servers_start_at_once(both_see_the_collision: bool) {
     let hsm = TestHsm::hsm_sim();
     let tokens = hsm.dir.path().join("tokens");
-    let set_faults = |toml: String| std::fs::write(tokens.join("faults.toml"), toml).unwrap();
+    let set_faults = |toml: String| {
+        std::fs::write(tokens.join("faults.toml.tmp"), toml).unwrap();
+        std::fs::rename(tokens.join("faults.toml.tmp"), tokens.join("faults.toml")).unwrap();
+    };
     let calls = tokens.join("calls");
-    let rule = |functions: &str, latency_ms: u64| {
+    // Holds the calls to `function` (up to a minute) until the file changes, and records them.
+    let hold = |function: &str| {
         format!(
-            "functions = [{functions}]\nlatency_ms = {latency_ms}\nrecord = {:?}\n",
+            "functions = [\"{function}\"]\nlatency_ms = 60000\nuntil_released = true\nrecord = {:?}\n",
             calls.display().to_string()
         )
     };
-    let wait_for = |func: &'static str| {
+    let both_called = |func: &'static str| {
         let calls = calls.clone();
         async move {
             let started = Instant::now();
@@ -258,19 +262,22 @@ async fn two_servers_start_at_once(both_see_the_collision: bool) {
             }
         }
     };
-    set_faults(rule("\"C_GenerateKey\"", 1500));
+    set_faults(hold("C_GenerateKey"));
     // The same token for the second server; `dir` only keeps a directory alive.
     let same_token = TestHsm {
         dir: tempfile::tempdir().unwrap(),
         module: hsm.module.clone(),
         env: hsm.env.clone(),
     };
-    // Once both creations are held, the later ones go through at once.
     let release = async {
-        wait_for("C_GenerateKey").await;
+        both_called("C_GenerateKey").await;
         if both_see_the_collision {
-            set_faults(rule("\"C_FindObjectsInit\", \"C_DestroyObject\"", 400));
-            wait_for("C_DestroyObject").await;
+            // Lets the creations go and holds the lookups after them; then lets those go and
+            // holds the destroys, so neither key is gone before both servers have looked.
+            set_faults(hold("C_FindObjectsInit"));
+            both_called("C_FindObjectsInit").await;
+            set_faults(hold("C_DestroyObject"));
+            both_called("C_DestroyObject").await;
         }
         set_faults(String::new());
     };
