@@ -349,6 +349,12 @@ impl Store {
     pub fn write_pair(&self, lock: &SlotLock, pair: [(&str, &ObjectFile); 2]) -> Rv<()> {
         self.ensure()?;
         let record = self.dir.join(PENDING_PAIR_FILE);
+        // Writers hold the lock, so a record found now is a dead writer's: its half pair goes
+        // first, or overwriting the record would make that half permanent.
+        self.settle_pending_pair(lock);
+        if record.exists() {
+            return Err(CKR_DEVICE_ERROR);
+        }
         write_atomic(&record, format!("{}\n{}\n", pair[0].0, pair[1].0).as_bytes()).map_err(io_err)?;
         // Removing the record commits the pair.
         let committed = pair
@@ -371,13 +377,19 @@ impl Store {
     /// of it, then its record. Failures go to stderr; the record stays for the next try.
     pub fn settle_pending_pair(&self, lock: &SlotLock) {
         let record = self.dir.join(PENDING_PAIR_FILE);
-        let Ok(text) = fs::read_to_string(&record) else {
-            return;
+        let ids = match self.pending_pair() {
+            Ok(ids) if ids.is_empty() && !record.exists() => return,
+            Ok(ids) => ids,
+            Err(e) => {
+                eprintln!(
+                    "hsm-sim: {}: cannot read it to roll a key pair back: {e}",
+                    record.display()
+                );
+                return;
+            }
         };
-        let rolled_back = text
-            .lines()
-            // Only file ids this module makes: a damaged record can't name another path.
-            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        let rolled_back = ids
+            .iter()
             .try_for_each(
                 |id| match fs::remove_file(self.objects_dir().join(format!("{id}.json"))) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -390,6 +402,20 @@ impl Store {
         self.objects_changed(lock);
         if let Err(e) = rolled_back {
             eprintln!("hsm-sim: {}: rolling back a key pair: {e}", record.display());
+        }
+    }
+
+    /// The ids a key pair record names (`write_pair`): none without one. Only file ids this
+    /// module makes are taken, so a damaged record can't name another path.
+    pub fn pending_pair(&self) -> std::io::Result<Vec<String>> {
+        match fs::read_to_string(self.dir.join(PENDING_PAIR_FILE)) {
+            Ok(text) => Ok(text
+                .lines()
+                .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(str::to_string)
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
         }
     }
 
@@ -507,13 +533,18 @@ mod tests {
     use super::*;
     use crate::pin::new_key;
 
-    #[test]
-    fn new_directories_are_synced_into_their_parents() {
+    /// A path in the temporary directory that no other test uses (not created).
+    fn fresh_dir(tag: &str) -> PathBuf {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let root = std::env::temp_dir().join(format!("hsm-sim-dirs-{}-{nanos}", std::process::id()));
+        std::env::temp_dir().join(format!("hsm-sim-{tag}-{}-{nanos}", std::process::id()))
+    }
+
+    #[test]
+    fn new_directories_are_synced_into_their_parents() {
+        let root = fresh_dir("dirs");
         fs::create_dir(&root).unwrap();
         let objects = root.join("slot-3").join("objects");
         let synced = create_dirs(&objects).unwrap();
@@ -527,11 +558,7 @@ mod tests {
     /// nothing outside `objects/`, and is removed.
     #[test]
     fn a_damaged_pair_record_deletes_only_object_files() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!("hsm-sim-pair-{}-{nanos}", std::process::id()));
+        let dir = fresh_dir("pair");
         let store = Store::new(dir.clone());
         store.ensure().unwrap();
         fs::write(dir.join("token.json"), "{}").unwrap();

@@ -150,8 +150,12 @@ impl Token {
         // Read before the objects: a change made meanwhile is seen at the next look.
         let generation = self.store.objects_generation();
         let ids = self.store.object_ids()?;
+        // A key pair not yet committed (being written by another process, or left by a dead
+        // one) is not on the token: read after the listing, so a pair committed meanwhile is
+        // seen at the next look, when the generation has moved.
+        let uncommitted = self.store.pending_pair().unwrap_or_default();
         inner.objects.retain(|_, o| !o.is_token());
-        for id in ids {
+        for id in ids.into_iter().filter(|id| !uncommitted.contains(id)) {
             // A damaged object file costs that object, not the token; it is named on stderr
             // (its content never is).
             let unreadable = |why: &str| eprintln!("hsm-sim: slot {}: object {id} skipped: {why}", self.slot);
