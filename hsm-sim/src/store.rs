@@ -343,9 +343,9 @@ impl Store {
     }
 
     /// Writes a key pair's two object files so that a crash leaves both or neither: the ids are
-    /// recorded first, and while that record exists the pair is not committed. The next open
-    /// (`settle_pending_pair`) deletes the files of a pair whose record is still there; so does a
-    /// failure here. Generation moves once, after both files.
+    /// recorded first, and while that record exists the pair is not committed. A record a dead
+    /// writer left is rolled back (`settle_pending_pair`) by the next open and by the next pair
+    /// written; a failure here rolls its own back. Generation moves once, after both files.
     pub fn write_pair(&self, lock: &SlotLock, pair: [(&str, &ObjectFile); 2]) -> Rv<()> {
         self.ensure()?;
         let record = self.dir.join(PENDING_PAIR_FILE);
@@ -378,8 +378,8 @@ impl Store {
     pub fn settle_pending_pair(&self, lock: &SlotLock) {
         let record = self.dir.join(PENDING_PAIR_FILE);
         let ids = match self.pending_pair() {
-            Ok(ids) if ids.is_empty() && !record.exists() => return,
-            Ok(ids) => ids,
+            Ok(None) => return,
+            Ok(Some(ids)) => ids,
             Err(e) => {
                 eprintln!(
                     "hsm-sim: {}: cannot read it to roll a key pair back: {e}",
@@ -405,16 +405,17 @@ impl Store {
         }
     }
 
-    /// The ids a key pair record names (`write_pair`): none without one. Only file ids this
+    /// The ids a key pair record names (`write_pair`), None without a record. Only file ids this
     /// module makes are taken, so a damaged record can't name another path.
-    pub fn pending_pair(&self) -> std::io::Result<Vec<String>> {
+    pub fn pending_pair(&self) -> std::io::Result<Option<Vec<String>>> {
         match fs::read_to_string(self.dir.join(PENDING_PAIR_FILE)) {
-            Ok(text) => Ok(text
-                .lines()
-                .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
-                .map(str::to_string)
-                .collect()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Ok(text) => Ok(Some(
+                text.lines()
+                    .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .map(str::to_string)
+                    .collect(),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -153,7 +153,7 @@ impl Token {
         // A key pair not yet committed (being written by another process, or left by a dead
         // one) is not on the token: read after the listing, so a pair committed meanwhile is
         // seen at the next look, when the generation has moved.
-        let uncommitted = self.store.pending_pair().unwrap_or_default();
+        let uncommitted = self.store.pending_pair().ok().flatten().unwrap_or_default();
         inner.objects.retain(|_, o| !o.is_token());
         for id in ids.into_iter().filter(|id| !uncommitted.contains(id)) {
             // A damaged object file costs that object, not the token; it is named on stderr
