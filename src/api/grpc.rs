@@ -9,10 +9,10 @@ use zeroize::Zeroizing;
 
 use super::codec::{WipeOnDrop, WipeSecrets};
 use super::convert::{alias_entry, key_metadata, names, tags_in, tags_out};
-use super::status::{to_status, REQUEST_ID};
+use super::preauth::Begun;
+use super::status::{to_status, without_request_id, REQUEST_ID};
 use crate::audit::AuditEvent;
-use crate::auth::Authenticator;
-use crate::error::Result;
+use crate::error::{KmsError, Result};
 use crate::keys::context::EncryptionContext;
 use crate::keys::dry_run::DryRun;
 use crate::ops::{CreateKeyInput, DataKeySpec, Kms, SignInput};
@@ -21,44 +21,11 @@ use crate::proto::key_management_service_server::KeyManagementService;
 
 pub struct GrpcService {
     kms: Arc<Kms>,
-    auth: Arc<Authenticator>,
-    tls: bool,
 }
 
 impl GrpcService {
-    pub fn new(kms: Arc<Kms>, auth: Arc<Authenticator>, tls: bool) -> Self {
-        GrpcService { kms, auth, tls }
-    }
-
-    /// Authenticates the caller and starts the request's audit record. An unauthenticated request
-    /// is audited and refused here: it never reaches an operation.
-    async fn begin<T>(&self, operation: &'static str, request: &Request<T>) -> Result<AuditEvent, Status> {
-        let mut ev = AuditEvent::new(operation, String::new(), request.remote_addr().map(|a| ip_text(a.ip())));
-        ev.secure_transport = self.tls;
-        // A header that isn't visible ASCII is a malformed credential, refused as one: never
-        // taken as no header (which would be dev mode's root, or the certificate's principal).
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.to_str().unwrap_or(""));
-        let certs = request.peer_certs();
-        match self
-            .auth
-            .authenticate(authorization, certs.as_deref().map(Vec::as_slice))
-        {
-            Ok(principal) => {
-                ev.principal = principal;
-                Ok(ev)
-            }
-            Err(e) => {
-                ev.principal = "unauthenticated".into();
-                let status = to_status(&e, &ev.request_id);
-                ev.outcome = e.name();
-                // The refusal is audited too; if that fails, the refusal still stands.
-                let _ = self.kms.audit(&ev).await;
-                Err(status)
-            }
-        }
+    pub fn new(kms: Arc<Kms>) -> Self {
+        GrpcService { kms }
     }
 
     /// Audits the outcome, then answers. A request whose record can't be written fails.
@@ -68,6 +35,27 @@ impl GrpcService {
             Err(e) => e.name(),
         };
         answer_once_audited(result, self.kms.audit(&ev), &ev.request_id).await
+    }
+}
+
+/// The request's audit record, begun by `PreAuth` when it authenticated the caller, and its
+/// message. A request that did not pass through `PreAuth` is refused: it was never authenticated.
+fn begin<T>(operation: &'static str, request: Request<T>) -> Result<(AuditEvent, T), Status> {
+    let (_, mut extensions, message) = request.into_parts();
+    match extensions.remove::<Begun>() {
+        Some(Begun(mut ev)) => {
+            ev.operation = operation;
+            Ok((ev, message))
+        }
+        None => {
+            tracing::error!(
+                operation,
+                "a request reached the service unauthenticated (not wrapped by PreAuth)"
+            );
+            Err(without_request_id(&KmsError::Internal(
+                "The request was not authenticated".into(),
+            )))
+        }
     }
 }
 
@@ -103,29 +91,6 @@ fn answer<T: WipeSecrets>(result: Result<T>, audited: Result<()>, request_id: &s
     }
 }
 
-/// The caller's address as the audit record and `aws:SourceIp` give it, as `IpAddr`'s `Display`
-/// writes it. IPv4, every request's case, is written by hand: through `fmt` it took ~1,300
-/// instructions a request (callgrind), seven times this.
-fn ip_text(ip: std::net::IpAddr) -> String {
-    let std::net::IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let mut text = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
-        }
-        text.push(char::from(b'0' + octet % 10));
-    }
-    text
-}
-
 fn context(field: &str, map: std::collections::HashMap<String, String>) -> Result<EncryptionContext> {
     EncryptionContext::new(field, map)
 }
@@ -136,8 +101,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        let mut ev = self.begin("CreateKey", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("CreateKey", request)?;
         let input = CreateKeyInput {
             description: r.description,
             key_usage: r.key_usage,
@@ -160,8 +124,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::DescribeKeyRequest>,
     ) -> Result<Response<pb::DescribeKeyResponse>, Status> {
-        let mut ev = self.begin("DescribeKey", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("DescribeKey", request)?;
         let result = self.kms.describe_key(&r.key_id, &mut ev).await;
         let result = result.map(|k| pb::DescribeKeyResponse {
             key_metadata: Some(key_metadata(self.kms.scope(), &k)),
@@ -170,8 +133,7 @@ impl KeyManagementService for GrpcService {
     }
 
     async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
-        let mut ev = self.begin("ListKeys", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("ListKeys", request)?;
         let result = self
             .kms
             .list_keys(r.limit, r.marker.as_deref(), &mut ev)
@@ -195,8 +157,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::UpdateKeyDescriptionRequest>,
     ) -> Result<Response<pb::UpdateKeyDescriptionResponse>, Status> {
-        let mut ev = self.begin("UpdateKeyDescription", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("UpdateKeyDescription", request)?;
         let result = self.kms.update_key_description(&r.key_id, r.description, &mut ev).await;
         self.finish(ev, result.map(|()| pb::UpdateKeyDescriptionResponse {}))
             .await
@@ -206,8 +167,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::EnableKeyRequest>,
     ) -> Result<Response<pb::EnableKeyResponse>, Status> {
-        let mut ev = self.begin("EnableKey", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("EnableKey", request)?;
         let result = self.kms.enable_key(&r.key_id, &mut ev).await;
         self.finish(ev, result.map(|()| pb::EnableKeyResponse {})).await
     }
@@ -216,8 +176,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::DisableKeyRequest>,
     ) -> Result<Response<pb::DisableKeyResponse>, Status> {
-        let mut ev = self.begin("DisableKey", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("DisableKey", request)?;
         let result = self.kms.disable_key(&r.key_id, &mut ev).await;
         self.finish(ev, result.map(|()| pb::DisableKeyResponse {})).await
     }
@@ -226,8 +185,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::ScheduleKeyDeletionRequest>,
     ) -> Result<Response<pb::ScheduleKeyDeletionResponse>, Status> {
-        let mut ev = self.begin("ScheduleKeyDeletion", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("ScheduleKeyDeletion", request)?;
         let result = self
             .kms
             .schedule_key_deletion(&r.key_id, r.pending_window_in_days, &mut ev)
@@ -245,8 +203,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::CancelKeyDeletionRequest>,
     ) -> Result<Response<pb::CancelKeyDeletionResponse>, Status> {
-        let mut ev = self.begin("CancelKeyDeletion", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("CancelKeyDeletion", request)?;
         let result = self.kms.cancel_key_deletion(&r.key_id, &mut ev).await;
         let arn = ev.key_arn.clone().unwrap_or_default();
         self.finish(ev, result.map(|()| pb::CancelKeyDeletionResponse { key_id: arn }))
@@ -257,8 +214,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::CreateAliasRequest>,
     ) -> Result<Response<pb::CreateAliasResponse>, Status> {
-        let mut ev = self.begin("CreateAlias", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("CreateAlias", request)?;
         let result = self.kms.create_alias(&r.alias_name, &r.target_key_id, &mut ev).await;
         self.finish(ev, result.map(|()| pb::CreateAliasResponse {})).await
     }
@@ -267,8 +223,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::UpdateAliasRequest>,
     ) -> Result<Response<pb::UpdateAliasResponse>, Status> {
-        let mut ev = self.begin("UpdateAlias", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("UpdateAlias", request)?;
         let result = self.kms.update_alias(&r.alias_name, &r.target_key_id, &mut ev).await;
         self.finish(ev, result.map(|()| pb::UpdateAliasResponse {})).await
     }
@@ -277,8 +232,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::DeleteAliasRequest>,
     ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
-        let mut ev = self.begin("DeleteAlias", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("DeleteAlias", request)?;
         let result = self.kms.delete_alias(&r.alias_name, &mut ev).await;
         self.finish(ev, result.map(|()| pb::DeleteAliasResponse {})).await
     }
@@ -287,8 +241,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::ListAliasesRequest>,
     ) -> Result<Response<pb::ListAliasesResponse>, Status> {
-        let mut ev = self.begin("ListAliases", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("ListAliases", request)?;
         let result = self
             .kms
             .list_aliases(r.key_id.as_deref(), r.limit, r.marker.as_deref(), &mut ev)
@@ -309,8 +262,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::TagResourceRequest>,
     ) -> Result<Response<pb::TagResourceResponse>, Status> {
-        let mut ev = self.begin("TagResource", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("TagResource", request)?;
         let result = self.kms.tag_resource(&r.key_id, tags_in(r.tags), &mut ev).await;
         self.finish(ev, result.map(|()| pb::TagResourceResponse {})).await
     }
@@ -319,8 +271,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::UntagResourceRequest>,
     ) -> Result<Response<pb::UntagResourceResponse>, Status> {
-        let mut ev = self.begin("UntagResource", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("UntagResource", request)?;
         let result = self.kms.untag_resource(&r.key_id, r.tag_keys, &mut ev).await;
         self.finish(ev, result.map(|()| pb::UntagResourceResponse {})).await
     }
@@ -329,8 +280,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::ListResourceTagsRequest>,
     ) -> Result<Response<pb::ListResourceTagsResponse>, Status> {
-        let mut ev = self.begin("ListResourceTags", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("ListResourceTags", request)?;
         let result = self
             .kms
             .list_resource_tags(&r.key_id, r.limit, r.marker.as_deref(), &mut ev)
@@ -344,8 +294,7 @@ impl KeyManagementService for GrpcService {
     }
 
     async fn encrypt(&self, request: Request<pb::EncryptRequest>) -> Result<Response<pb::EncryptResponse>, Status> {
-        let mut ev = self.begin("Encrypt", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("Encrypt", request)?;
         let plaintext = Zeroizing::new(r.plaintext);
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
@@ -366,8 +315,7 @@ impl KeyManagementService for GrpcService {
     }
 
     async fn decrypt(&self, request: Request<pb::DecryptRequest>) -> Result<Response<pb::DecryptResponse>, Status> {
-        let mut ev = self.begin("Decrypt", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("Decrypt", request)?;
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
             let (key_id, alg) = (r.key_id.as_deref(), r.encryption_algorithm.as_deref());
@@ -390,8 +338,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::ReEncryptRequest>,
     ) -> Result<Response<pb::ReEncryptResponse>, Status> {
-        let mut ev = self.begin("ReEncrypt", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("ReEncrypt", request)?;
         let result = async {
             let source_ctx = context("sourceEncryptionContext", r.source_encryption_context)?;
             let dest_ctx = context("destinationEncryptionContext", r.destination_encryption_context)?;
@@ -430,8 +377,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GenerateDataKeyRequest>,
     ) -> Result<Response<pb::GenerateDataKeyResponse>, Status> {
-        let mut ev = self.begin("GenerateDataKey", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("GenerateDataKey", request)?;
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
             let spec = DataKeySpec::from_request(r.key_spec.as_deref(), r.number_of_bytes)?;
@@ -462,8 +408,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GenerateDataKeyWithoutPlaintextRequest>,
     ) -> Result<Response<pb::GenerateDataKeyWithoutPlaintextResponse>, Status> {
-        let mut ev = self.begin("GenerateDataKeyWithoutPlaintext", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("GenerateDataKeyWithoutPlaintext", request)?;
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
             let spec = DataKeySpec::from_request(r.key_spec.as_deref(), r.number_of_bytes)?;
@@ -492,8 +437,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GenerateRandomRequest>,
     ) -> Result<Response<pb::GenerateRandomResponse>, Status> {
-        let mut ev = self.begin("GenerateRandom", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("GenerateRandom", request)?;
         let result = self.kms.generate_random(r.number_of_bytes, &mut ev).await;
         let result = result.map(|mut bytes| pb::GenerateRandomResponse {
             plaintext: std::mem::take(&mut *bytes),
@@ -505,8 +449,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GenerateDataKeyPairRequest>,
     ) -> Result<Response<pb::GenerateDataKeyPairResponse>, Status> {
-        let mut ev = self.begin("GenerateDataKeyPair", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("GenerateDataKeyPair", request)?;
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
             let mut p = self
@@ -537,8 +480,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GenerateDataKeyPairWithoutPlaintextRequest>,
     ) -> Result<Response<pb::GenerateDataKeyPairWithoutPlaintextResponse>, Status> {
-        let mut ev = self.begin("GenerateDataKeyPairWithoutPlaintext", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("GenerateDataKeyPairWithoutPlaintext", request)?;
         let result = async {
             let ctx = context("encryptionContext", r.encryption_context)?;
             let p = self
@@ -565,8 +507,7 @@ impl KeyManagementService for GrpcService {
     }
 
     async fn sign(&self, request: Request<pb::SignRequest>) -> Result<Response<pb::SignResponse>, Status> {
-        let mut ev = self.begin("Sign", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("Sign", request)?;
         let input = SignInput {
             message: &r.message,
             message_type: r.message_type.as_deref(),
@@ -586,8 +527,7 @@ impl KeyManagementService for GrpcService {
     }
 
     async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
-        let mut ev = self.begin("Verify", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("Verify", request)?;
         let input = SignInput {
             message: &r.message,
             message_type: r.message_type.as_deref(),
@@ -610,8 +550,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
-        let mut ev = self.begin("GetPublicKey", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("GetPublicKey", request)?;
         let result = self
             .kms
             .get_public_key(&r.key_id, &r.grant_tokens, &mut ev)
@@ -632,8 +571,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GenerateMacRequest>,
     ) -> Result<Response<pb::GenerateMacResponse>, Status> {
-        let mut ev = self.begin("GenerateMac", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("GenerateMac", request)?;
         let result = self
             .kms
             .generate_mac(
@@ -657,8 +595,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::VerifyMacRequest>,
     ) -> Result<Response<pb::VerifyMacResponse>, Status> {
-        let mut ev = self.begin("VerifyMac", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("VerifyMac", request)?;
         let result = self
             .kms
             .verify_mac(
@@ -683,8 +620,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::PutKeyPolicyRequest>,
     ) -> Result<Response<pb::PutKeyPolicyResponse>, Status> {
-        let mut ev = self.begin("PutKeyPolicy", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("PutKeyPolicy", request)?;
         let bypass = r.bypass_policy_lockout_safety_check;
         let result = self
             .kms
@@ -697,8 +633,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GetKeyPolicyRequest>,
     ) -> Result<Response<pb::GetKeyPolicyResponse>, Status> {
-        let mut ev = self.begin("GetKeyPolicy", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("GetKeyPolicy", request)?;
         let result = self
             .kms
             .get_key_policy(&r.key_id, r.policy_name.as_deref(), &mut ev)
@@ -714,8 +649,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::ListKeyPoliciesRequest>,
     ) -> Result<Response<pb::ListKeyPoliciesResponse>, Status> {
-        let mut ev = self.begin("ListKeyPolicies", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("ListKeyPolicies", request)?;
         let result = self
             .kms
             .list_key_policies(&r.key_id, r.limit, r.marker.as_deref(), &mut ev)
@@ -732,8 +666,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::CreateGrantRequest>,
     ) -> Result<Response<pb::CreateGrantResponse>, Status> {
-        let mut ev = self.begin("CreateGrant", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("CreateGrant", request)?;
         let constraints = r.constraints.unwrap_or_default();
         let input = crate::ops::CreateGrantInput {
             key_id: r.key_id,
@@ -758,8 +691,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::ListGrantsRequest>,
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
-        let mut ev = self.begin("ListGrants", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("ListGrants", request)?;
         let result = self
             .kms
             .list_grants(
@@ -779,8 +711,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::ListRetirableGrantsRequest>,
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
-        let mut ev = self.begin("ListRetirableGrants", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("ListRetirableGrants", request)?;
         let result = self
             .kms
             .list_retirable_grants(&r.retiring_principal, r.limit, r.marker.as_deref(), &mut ev)
@@ -793,8 +724,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::RetireGrantRequest>,
     ) -> Result<Response<pb::RetireGrantResponse>, Status> {
-        let mut ev = self.begin("RetireGrant", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("RetireGrant", request)?;
         let result = self
             .kms
             .retire_grant(
@@ -812,8 +742,7 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::RevokeGrantRequest>,
     ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
-        let mut ev = self.begin("RevokeGrant", &request).await?;
-        let r = request.into_inner();
+        let (mut ev, r) = begin("RevokeGrant", request)?;
         let dry_run = DryRun::from_flag(r.dry_run);
         let result = self.kms.revoke_grant(&r.key_id, &r.grant_id, dry_run, &mut ev).await;
         self.finish(ev, result.map(|()| pb::RevokeGrantResponse {})).await
@@ -855,23 +784,6 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::error::KmsError;
-
-    /// The hand-written IPv4 text is `Display`'s, one- to three-digit octets alike; IPv6 is
-    /// `Display`'s.
-    #[test]
-    fn addresses_are_written_as_display_writes_them() {
-        for a in [0u8, 1, 9, 10, 99, 100, 199, 200, 255] {
-            for b in [0u8, 7, 42, 250] {
-                let ip = std::net::IpAddr::from([a, b, 255 - a, b.wrapping_mul(a)]);
-                assert_eq!(ip_text(ip), ip.to_string());
-            }
-        }
-        for ip in ["::1", "2001:db8::7", "::ffff:10.0.0.1"] {
-            let ip: std::net::IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_text(ip), ip.to_string());
-        }
-    }
 
     /// A response that says whether it was wiped (a real one can't be seen once dropped).
     #[derive(Debug)]
@@ -924,6 +836,39 @@ mod tests {
         assert!(
             !wiped.load(Ordering::SeqCst),
             "the codec wipes it after sending, not before"
+        );
+    }
+
+    /// The service takes the record `PreAuth` began (who, which request id) and the message, and
+    /// does not authenticate again.
+    #[test]
+    fn begin_takes_the_record_preauth_began() {
+        let mut begun = AuditEvent::new("Encrypt", "arn:aws:iam::111122223333:user/alice".into(), None);
+        begun.secure_transport = true;
+        let id = begun.request_id.clone();
+        let mut request = Request::new(pb::DecryptRequest::default());
+        request.extensions_mut().insert(Begun(begun));
+        let (ev, message) = begin("Decrypt", request).expect("begun");
+        assert_eq!(ev.request_id, id, "one request id from the wrapper to the handler");
+        assert_eq!(ev.principal, "arn:aws:iam::111122223333:user/alice");
+        assert_eq!(ev.operation, "Decrypt", "the handler names the operation");
+        assert!(ev.secure_transport);
+        assert_eq!(message, pb::DecryptRequest::default());
+    }
+
+    /// A request that did not pass through `PreAuth` was never authenticated: refused, not served
+    /// as anyone.
+    #[test]
+    fn a_request_without_a_begun_record_is_refused() {
+        let status = begin("Decrypt", Request::new(pb::DecryptRequest::default())).expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(
+            status.metadata().get(super::super::status::ERROR_TYPE).unwrap(),
+            "KMSInternalException"
+        );
+        assert!(
+            status.metadata().get(REQUEST_ID).is_none(),
+            "PreAuth's to add, with the record"
         );
     }
 }

@@ -12,6 +12,7 @@ mod preauth;
 mod refusals;
 mod run_to_end;
 pub(crate) mod server;
+pub(crate) mod source_ip;
 mod status;
 #[cfg(test)]
 mod test_service;

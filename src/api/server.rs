@@ -135,7 +135,7 @@ pub async fn serve(
         .add_optional_service(reflection)
         .add_service(PreAuth::new(
             CatchPanic::new(RunToEnd::new(
-                KeyManagementServiceServer::new(GrpcService::new(kms.clone(), auth.clone(), tls.is_some()))
+                KeyManagementServiceServer::new(GrpcService::new(kms.clone()))
                     .max_decoding_message_size(limits::MAX_REQUEST_BYTES),
                 detached.clone(),
             )),
