@@ -845,12 +845,12 @@ mod tests {
     fn begin_takes_the_record_preauth_began() {
         let mut begun = AuditEvent::new("Encrypt", "arn:aws:iam::111122223333:user/alice".into(), None);
         begun.secure_transport = true;
-        let id = begun.request_id.clone();
+        let id = begun.request_id;
         let mut request = Request::new(pb::DecryptRequest::default());
         request.extensions_mut().insert(Begun(begun));
         let (ev, message) = begin("Decrypt", request).expect("begun");
         assert_eq!(ev.request_id, id, "one request id from the wrapper to the handler");
-        assert_eq!(ev.principal, "arn:aws:iam::111122223333:user/alice");
+        assert_eq!(&*ev.principal, "arn:aws:iam::111122223333:user/alice");
         assert_eq!(ev.operation, "Decrypt", "the handler names the operation");
         assert!(ev.secure_transport);
         assert_eq!(message, pb::DecryptRequest::default());

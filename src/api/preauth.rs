@@ -31,7 +31,7 @@ use super::budget::RequestBudget;
 use super::refusals::RefusalRecords;
 use super::source_ip::ip_text;
 use super::status::{to_status, ERROR_TYPE, REQUEST_ID};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, RequestId};
 use crate::auth::Authenticator;
 use crate::error::KmsError;
 use crate::ops::Kms;
@@ -101,9 +101,9 @@ pub struct Begun(pub AuditEvent);
 /// operation begins (then `begin` never runs) or its handler panics.
 pub struct Caller {
     operation: &'static str,
-    principal: String,
+    principal: Arc<str>,
     /// The request id of the request's [`Begun`] record.
-    request_id: String,
+    request_id: RequestId,
     remote: Option<std::net::SocketAddr>,
     tls: bool,
     kms: Arc<Kms>,
@@ -250,7 +250,7 @@ where
                 let caller = Caller {
                     operation,
                     principal: ev.principal.clone(),
-                    request_id: ev.request_id.clone(),
+                    request_id: ev.request_id,
                     remote,
                     tls: self.tls,
                     kms: self.kms.clone(),

@@ -3,15 +3,16 @@
 //! its record is on disk. Records carry names and outcomes, never plaintext, data keys or material.
 
 mod file;
+mod request_id;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, OnceLock};
+use std::sync::{mpsc, Arc};
 
 use tokio::sync::oneshot;
 
 use crate::error::{KmsError, Result};
 use file::{AuditFile, Place};
+pub use request_id::RequestId;
 
 /// The outcome of the record a state change makes durable before it changes anything; the
 /// record of its real outcome, with the same request id, follows.
@@ -22,8 +23,8 @@ pub const STARTED: &str = "Started";
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
     pub time: String,
-    pub request_id: String,
-    pub principal: String,
+    pub request_id: RequestId,
+    pub principal: Arc<str>,
     pub source_ip: Option<String>,
     pub operation: &'static str,
     pub key_arn: Option<String>,
@@ -50,10 +51,10 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    pub fn new(operation: &'static str, principal: String, source_ip: Option<String>) -> Self {
+    pub fn new(operation: &'static str, principal: Arc<str>, source_ip: Option<String>) -> Self {
         AuditEvent {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            request_id: next_request_id(),
+            request_id: RequestId::next(),
             principal,
             source_ip,
             operation,
@@ -169,21 +170,6 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 
 fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
-}
-
-/// A UUID-shaped request id, unique across restarts: a random 64-bit prefix drawn once per
-/// process and a counter, instead of a getrandom syscall per request.
-fn next_request_id() -> String {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    // The RFC 4122 variant bits sit at the top of the low half; the prefix keeps version 4.
-    let low = COUNTER.fetch_add(1, Ordering::Relaxed) & (u64::MAX >> 2) | (1 << 63);
-    let mut buf = uuid::Uuid::encode_buffer();
-    uuid::Uuid::from_u64_pair(prefix, low)
-        .hyphenated()
-        .encode_lower(&mut buf)
-        .to_string()
 }
 
 type Pending = (Vec<u8>, oneshot::Sender<std::result::Result<(), String>>);
@@ -482,7 +468,7 @@ mod tests {
 
     #[test]
     fn request_ids_are_distinct_version_4_uuids() {
-        let ids: std::collections::HashSet<String> = (0..1000)
+        let ids: std::collections::HashSet<RequestId> = (0..1000)
             .map(|_| AuditEvent::new("Encrypt", "p".into(), None).request_id)
             .collect();
         assert_eq!(ids.len(), 1000);

@@ -54,7 +54,7 @@ pub struct CertRuleConfig {
 }
 
 pub struct Authenticator {
-    dev_principal: Option<String>,
+    dev_principal: Option<Arc<str>>,
     /// Tokens and certificate rules: replaced whole by `reload` (SIGHUP), so a revoked token or
     /// rule stops working without a restart, and a request sees either the old set or the new.
     credentials: ArcSwap<Credentials>,
@@ -64,11 +64,11 @@ struct Credentials {
     tokens: TokenTable,
     certs: Vec<CertRule>,
     /// What each client certificate (its DER, verified by rustls before it gets here) maps to
-    /// under these rules, and when it expires. Parsing a leaf costs ~5 us and every request is
-    /// authenticated twice (before its body is read, then in the service), so a connection's
-    /// certificate is parsed once, not per call. It goes with the rules it was computed under.
-    /// Read without a lock (every mTLS request reads it twice); a new certificate replaces the
-    /// map with a copy that holds it, under `cert_fill`.
+    /// under these rules, and when it expires. Parsing a leaf costs ~5 us and every mTLS request
+    /// is authenticated, so a connection's certificate is parsed once, not per call. It goes with
+    /// the rules it was computed under. Read without a lock; a new certificate replaces the map
+    /// with a copy that holds it, under `cert_fill`. Principals are shared (`Arc<str>`): the
+    /// request's audit record holds one without a copy.
     cert_cache: ArcSwap<HashMap<Arc<[u8]>, Arc<CertEntry>>>,
     cert_fill: Mutex<()>,
 }
@@ -77,7 +77,7 @@ struct Credentials {
 type CertEntry = (CertOutcome, SystemTime);
 
 /// A certificate's principal (None: no rule matched), or why it is refused.
-type CertOutcome = std::result::Result<Option<String>, String>;
+type CertOutcome = std::result::Result<Option<Arc<str>>, String>;
 
 /// Certificates remembered at most; the cache starts over when full.
 const CERT_CACHE_CAPACITY: usize = 1024;
@@ -106,11 +106,11 @@ impl Credentials {
         })
     }
 
-    fn certificate_principal(&self, leaf: &CertificateDer<'_>) -> Result<Option<String>> {
+    fn certificate_principal(&self, leaf: &CertificateDer<'_>) -> Result<Option<Arc<str>>> {
         self.certificate_principal_at(leaf, SystemTime::now())
     }
 
-    fn certificate_principal_at(&self, leaf: &CertificateDer<'_>, now: SystemTime) -> Result<Option<String>> {
+    fn certificate_principal_at(&self, leaf: &CertificateDer<'_>, now: SystemTime) -> Result<Option<Arc<str>>> {
         let known = self.cert_cache.load().get(leaf.as_ref()).cloned();
         let entry = match known {
             Some(known) => known,
@@ -119,7 +119,9 @@ impl Credentials {
                     KmsError::Unauthenticated(m) => m,
                     other => other.to_string(),
                 };
-                let o = certs::principal_for(&self.certs, leaf).map_err(message);
+                let o = certs::principal_for(&self.certs, leaf)
+                    .map(|p| p.map(Arc::from))
+                    .map_err(message);
                 let expires = certs::expiry(leaf).map_err(|e| KmsError::Unauthenticated(message(e)))?;
                 let entry = Arc::new((o, expires));
                 let _filling = self.cert_fill.lock().unwrap_or_else(|p| p.into_inner());
@@ -145,7 +147,9 @@ impl Credentials {
 
 impl Authenticator {
     pub fn new(cfg: &AuthConfig, partition: &str, account: &str) -> std::result::Result<Self, String> {
-        let dev_principal = cfg.dev_mode.then(|| format!("arn:{partition}:iam::{account}:root"));
+        let dev_principal = cfg
+            .dev_mode
+            .then(|| Arc::from(format!("arn:{partition}:iam::{account}:root")));
         Ok(Authenticator {
             dev_principal,
             credentials: ArcSwap::from_pointee(Credentials::new(cfg)?),
@@ -169,7 +173,7 @@ impl Authenticator {
         &self,
         authorization: Option<&str>,
         peer_certs: Option<&[CertificateDer<'_>]>,
-    ) -> Result<String> {
+    ) -> Result<Arc<str>> {
         if let Some(header) = authorization {
             let token = header.strip_prefix("Bearer ").ok_or_else(|| {
                 KmsError::Unauthenticated("The authorization metadata must be 'Bearer <token>'".into())
@@ -179,7 +183,7 @@ impl Authenticator {
                 .load()
                 .tokens
                 .principal_for(token)
-                .map(str::to_string)
+                .cloned()
                 .ok_or_else(|| KmsError::Unauthenticated("The bearer token is not recognised".into()));
         }
         if let Some(leaf) = peer_certs.and_then(|c| c.first()) {
@@ -231,7 +235,7 @@ mod tests {
     fn tokens_dev_mode_and_refusals() {
         let strict = Authenticator::new(&cfg(false), "aws", "111122223333").unwrap();
         assert_eq!(
-            strict.authenticate(Some("Bearer s3cret-token"), None).unwrap(),
+            &*strict.authenticate(Some("Bearer s3cret-token"), None).unwrap(),
             "arn:aws:iam::111122223333:user/svc"
         );
         assert!(matches!(
@@ -247,7 +251,10 @@ mod tests {
             Err(KmsError::Unauthenticated(_))
         ));
         let dev = Authenticator::new(&cfg(true), "aws", "111122223333").unwrap();
-        assert_eq!(dev.authenticate(None, None).unwrap(), "arn:aws:iam::111122223333:root");
+        assert_eq!(
+            &*dev.authenticate(None, None).unwrap(),
+            "arn:aws:iam::111122223333:root"
+        );
         assert!(
             dev.authenticate(Some("Bearer wrong"), None).is_err(),
             "a bad token is refused even in dev mode"
@@ -296,7 +303,7 @@ mod tests {
         let leaf = dave_certificate();
         let rules = dave_rules();
         let now = SystemTime::now();
-        let dave = Some("arn:aws:iam::111122223333:user/dave".to_string());
+        let dave: Option<Arc<str>> = Some("arn:aws:iam::111122223333:user/dave".into());
         assert_eq!(rules.certificate_principal_at(&leaf, now).unwrap(), dave);
         let in_two_days = now + std::time::Duration::from_secs(2 * 86_400);
         let refused = rules.certificate_principal_at(&leaf, in_two_days).unwrap_err();
@@ -317,7 +324,7 @@ mod tests {
             .collect();
         rules.cert_cache.store(Arc::new(full));
         let leaf = dave_certificate();
-        let dave = Some("arn:aws:iam::111122223333:user/dave".to_string());
+        let dave: Option<Arc<str>> = Some("arn:aws:iam::111122223333:user/dave".into());
         assert_eq!(rules.certificate_principal_at(&leaf, SystemTime::now()).unwrap(), dave);
         let cache = rules.cert_cache.load();
         assert_eq!(cache.len(), 1, "the full cache was not started over");

@@ -1,6 +1,8 @@
 //! Bearer tokens for service accounts. The config holds SHA-256 digests only; a presented token is
 //! hashed and compared against every entry in constant time.
 
+use std::sync::Arc;
+
 use ring::digest::{digest, SHA256};
 use subtle::ConstantTimeEq;
 
@@ -8,7 +10,7 @@ use super::{principal_account, TokenConfig};
 use crate::config::hex_decode;
 
 pub struct TokenTable {
-    entries: Vec<([u8; 32], String)>,
+    entries: Vec<([u8; 32], Arc<str>)>,
 }
 
 /// Hex SHA-256 of a token, the form the config takes (`kms` doesn't need the token itself).
@@ -34,18 +36,18 @@ impl TokenTable {
             if let Some(j) = entries.iter().position(|(d, _)| *d == digest) {
                 return Err(format!("auth.tokens[{j}] and auth.tokens[{i}] have the same sha256"));
             }
-            entries.push((digest, t.principal.clone()));
+            entries.push((digest, Arc::from(t.principal.as_str())));
         }
         Ok(TokenTable { entries })
     }
 
-    pub fn principal_for(&self, token: &str) -> Option<&str> {
+    pub fn principal_for(&self, token: &str) -> Option<&Arc<str>> {
         let presented = digest(&SHA256, token.as_bytes());
         let mut found = None;
         // Every entry is compared, so timing does not tell which (or whether one) matched.
         for (d, principal) in &self.entries {
             if bool::from(d.as_slice().ct_eq(presented.as_ref())) {
-                found = Some(principal.as_str());
+                found = Some(principal);
             }
         }
         found

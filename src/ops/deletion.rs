@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::Kms;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, RequestId};
 use crate::error::Result;
 use crate::keys::now_secs;
 
@@ -54,11 +54,11 @@ impl Kms {
             if !self.deletion_recorded(&request_id) {
                 let mut ev = AuditEvent::new("DeleteKey", "kms-deletion-scheduler".into(), None);
                 ev.time = deletion_time(deleted);
-                ev.request_id = request_id.clone();
+                ev.request_id = request_id;
                 ev.key_arn = Some(self.key_arn(&key_id));
                 ev.outcome = "Success";
                 self.audit(&ev).await?;
-                self.recorded_deletions().insert(request_id.clone());
+                self.recorded_deletions().insert(request_id);
             }
             self.store(move |s| s.deletion_audited(&key_id)).await?;
             self.recorded_deletions().remove(&request_id);
@@ -67,11 +67,11 @@ impl Kms {
         Ok(())
     }
 
-    fn recorded_deletions(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+    fn recorded_deletions(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<RequestId>> {
         self.deletions_recorded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn deletion_recorded(&self, request_id: &str) -> bool {
+    fn deletion_recorded(&self, request_id: &RequestId) -> bool {
         self.recorded_deletions().contains(request_id)
     }
 }
@@ -88,16 +88,13 @@ fn deletion_time(deleted: i64) -> String {
 
 /// The same UUID (version 4 in shape) for every record of one deletion: from a hash of the key
 /// id and the deletion time, so a record written twice is recognisably one deletion.
-fn deletion_request_id(key_id: &str, deleted: i64) -> String {
+fn deletion_request_id(key_id: &str, deleted: i64) -> RequestId {
     let digest = ring::digest::digest(
         &ring::digest::SHA256,
         format!("kms DeleteKey {key_id} {deleted}").as_bytes(),
     );
     let bytes: [u8; 16] = digest.as_ref()[..16].try_into().expect("SHA-256 is 32 bytes");
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .to_string()
+    RequestId::from_uuid(uuid::Builder::from_random_bytes(bytes).into_uuid())
 }
 
 /// Runs `delete_due_keys` now and then every `deletion.check_interval_seconds`.

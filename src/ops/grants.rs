@@ -517,7 +517,7 @@ impl Kms {
         };
         let role = ctx.caller.principal_arn();
         let caller = CallerArns {
-            arn: ev.principal.clone(),
+            arn: ev.principal.to_string(),
             role,
         };
         let to_caller = self.grantee_grants(&key.key_id, &caller.arn).await?;

@@ -94,7 +94,7 @@ pub struct Kms {
     /// Deletions whose DeleteKey record is durable but which the store still lists as unaudited
     /// (forgetting them failed): the next pass only forgets them, so a failing store doesn't
     /// write the record once a pass.
-    deletions_recorded: std::sync::Mutex<std::collections::HashSet<String>>,
+    deletions_recorded: std::sync::Mutex<std::collections::HashSet<crate::audit::RequestId>>,
     _data_dir_lock: data_dir::Claim,
 }
 
