@@ -3,9 +3,8 @@
 //! act on and no record; one in a state change (run in a task of its own, `run_to_end.rs`)
 //! answered a bare INTERNAL and left only its STARTED record. Both now answer
 //! KMSInternalException without a request id, which the authentication wrapper (`preauth.rs`)
-//! gives a request id and writes an audit record for, as for every answer given outside an
-//! operation. That id is not the one the handler's STARTED record has (the handler's event is
-//! lost with its panic): the two records are linked only by principal, operation and time.
+//! gives the request's own id and writes an audit record for, as for every answer given outside
+//! an operation. A state change's STARTED record has that id too, so the two records go together.
 //! Catching costs a few hundred instructions per request (BENCHMARKS.md, "Session 17").
 
 use std::convert::Infallible;

@@ -1,11 +1,10 @@
 //! Authentication before the body is read. tonic decodes a request's whole message (up to the
 //! size cap, and protobuf expands: an empty repeated message costs 2 bytes on the wire and ~48 in
-//! memory) before the service method, and so `GrpcService::begin`, runs: an unauthenticated
-//! client could make the server allocate hundreds of megabytes. This wrapper authenticates from
-//! what is known before the body (the `authorization` header and the TLS peer certificates) and
-//! answers an unauthenticated request itself, exactly as `begin` would: the same
-//! `UnrecognizedClientException` status, message, `x-kms-error-type` and request id, and the same
-//! audit record. The body is then dropped unread. An authenticated request's body is charged
+//! memory) before the service method runs: an unauthenticated client could make the server
+//! allocate hundreds of megabytes. This wrapper authenticates from what is known before the body
+//! (the `authorization` header and the TLS peer certificates) and answers an unauthenticated
+//! request itself: `UnrecognizedClientException` with its message, `x-kms-error-type` and a
+//! request id, and an audit record. The body is then dropped unread. An authenticated request's body is charged
 //! against the server's budget of request bytes in flight and its principal's share of it
 //! (`budget.rs`) as it is read.
 //!
@@ -231,7 +230,8 @@ where
             .find(|m| **m == method)
             .copied()
             .unwrap_or("UnknownOperation");
-        // As in `begin`: a header that isn't visible ASCII is a malformed credential.
+        // A header that isn't visible ASCII is a malformed credential, refused as one: never taken
+        // as no header (which would be dev mode's root, or the certificate's principal).
         let authorization = request.headers().get("authorization").map(|v| v.to_str().unwrap_or(""));
         let tls_info = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
         let certs = tls_info.and_then(|i| i.peer_certs());

@@ -67,8 +67,9 @@ fn capped(mut message: String) -> String {
 }
 
 /// A message that doesn't decode: the caller's error, so ValidationException (INVALID_ARGUMENT)
-/// as for any other bad input, not tonic's INTERNAL. Decoding comes before authentication, so there
-/// is no request id yet (the service wrapper, `preauth.rs`, adds one and audits it). prost's message names the field, never its bytes.
+/// as for any other bad input, not tonic's INTERNAL. The codec can't reach the request's id, so
+/// the status has none; the service wrapper, `preauth.rs`, adds the request's own and audits it.
+/// prost's message names the field, never its bytes.
 pub fn undecodable(e: &prost::DecodeError) -> Status {
     without_request_id(&KmsError::Validation(e.to_string())) // "failed to decode Protobuf message: <why>"
 }

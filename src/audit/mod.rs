@@ -22,6 +22,7 @@ pub const STARTED: &str = "Started";
 /// [`AuditEvent::to_line`] (field order as declared; optional fields only when present).
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
+    /// When the request arrived (its headers: `api::preauth`), not when its record was written.
     pub time: String,
     pub request_id: RequestId,
     pub principal: Arc<str>,
