@@ -78,14 +78,9 @@ fn write_loop<T>(conn: &Mutex<Connection>, write: WriteItem<T>, rx: Receiver<Pen
                 None
             };
         }
-        let results = match conn.lock() {
+        let results = match super::lock::lock(conn) {
             Ok(conn) => write_batch(&conn, write, &items),
-            Err(_) => vec![
-                Err(super::failure(
-                    "the store connection is poisoned (a thread panicked holding it)"
-                ));
-                items.len()
-            ],
+            Err(e) => vec![Err(e); items.len()],
         };
         items.clear();
         for (done, result) in waiters.drain(..).zip(results) {

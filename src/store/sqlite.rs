@@ -119,19 +119,15 @@ impl SqliteStore {
 
     /// A free read connection, or (all busy) the next one in turn.
     fn reader(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
-        if let Some(free) = self.readers.iter().find_map(|r| r.try_lock().ok()) {
-            return Ok(free);
+        if let Some(free) = self.readers.iter().find_map(|r| super::lock::try_lock(r)) {
+            return free;
         }
         let next = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        self.readers[next]
-            .lock()
-            .map_err(|_| super::failure("a store read connection is poisoned (a thread panicked holding it)"))
+        super::lock::lock(&self.readers[next])
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
-        self.conn
-            .lock()
-            .map_err(|_| super::failure("the store connection is poisoned (a thread panicked holding it)"))
+        super::lock::lock(&self.conn)
     }
 }
 
@@ -884,6 +880,26 @@ pub(super) mod tests {
             KeyState::Disabled,
             "read after write"
         );
+    }
+
+    /// A change that panics (a bug) while the write connection is held changes nothing, and the
+    /// writes after it, CreateKey's group commit included, still work.
+    #[test]
+    fn a_change_that_panics_leaves_the_key_as_it_was_and_later_writes_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
+        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.update_key("a", &mut |k| {
+                k.state = KeyState::Disabled;
+                panic!("a bug in a change");
+            })
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(s.get_key("a").unwrap().unwrap(), key("a"), "nothing of the change");
+        assert_eq!(s.update_key("a", &mut |_| Ok(())).unwrap().version, 2);
+        s.create_key(&key("b"), &material("b"), &[], "{}").unwrap();
+        s.put_key_policy("b", "{\"p\":2}").unwrap();
     }
 
     #[test]
