@@ -1,5 +1,7 @@
 //! Precompiled IAM wildcard patterns: `*` matches any run of characters (including none) and `?`
-//! matches exactly one character. Compiled once when a policy is parsed; matching never allocates.
+//! matches exactly one character. Compiled once when a policy is parsed. A short match
+//! backtracks (no allocation). A longer one runs a bit-parallel automaton, 64 pattern positions
+//! per machine word, so a policy's author can't make a match cost pattern x input steps.
 //! Case folding is the caller's business: case-insensitive users lowercase both sides up front.
 
 /// One compiled wildcard pattern.
@@ -37,20 +39,7 @@ impl Pattern {
                 return Pattern::Prefix(prefix.to_string());
             }
         }
-        let mut toks = Vec::with_capacity(pattern.len());
-        for b in pattern.bytes() {
-            let t = match b {
-                b'*' => Tok::Star,
-                b'?' => Tok::One,
-                other => Tok::Byte(other),
-            };
-            // Collapse runs of `*`: they mean the same as one.
-            if t == Tok::Star && toks.last() == Some(&Tok::Star) {
-                continue;
-            }
-            toks.push(t);
-        }
-        Pattern::Glob(toks)
+        Pattern::Glob(tokens(pattern))
     }
 
     pub(crate) fn matches(&self, input: &str) -> bool {
@@ -61,6 +50,23 @@ impl Pattern {
             Pattern::Glob(toks) => glob_match(toks, input.as_bytes()),
         }
     }
+}
+
+fn tokens(pattern: &str) -> Vec<Tok> {
+    let mut toks = Vec::with_capacity(pattern.len());
+    for b in pattern.bytes() {
+        let t = match b {
+            b'*' => Tok::Star,
+            b'?' => Tok::One,
+            other => Tok::Byte(other),
+        };
+        // Collapse runs of `*`: they mean the same as one.
+        if t == Tok::Star && toks.last() == Some(&Tok::Star) {
+            continue;
+        }
+        toks.push(t);
+    }
+    toks
 }
 
 /// Width in bytes of the UTF-8 character starting with `lead`.
@@ -75,9 +81,23 @@ fn char_width(lead: u8) -> usize {
     }
 }
 
+/// Backtracking costs up to pattern x input steps; below this many it is the faster way.
+const BACKTRACK_LIMIT: usize = 1 << 12;
+
+/// A policy's author chooses the patterns and a caller the input (an encryption context value
+/// may be 8 KB): backtracking is kept to where its worst case is small, and the rest goes to the
+/// bit-parallel automaton, whose cost grows with the input times pattern / 64 instead.
+fn glob_match(toks: &[Tok], input: &[u8]) -> bool {
+    if toks.len().saturating_mul(input.len()) <= BACKTRACK_LIMIT {
+        backtrack(toks, input)
+    } else {
+        automaton(toks, input)
+    }
+}
+
 /// Greedy matching with backtracking to the last `*`: O(pattern * input) in the worst case, no
 /// recursion, no allocation. Input positions always sit on character boundaries.
-fn glob_match(toks: &[Tok], input: &[u8]) -> bool {
+fn backtrack(toks: &[Tok], input: &[u8]) -> bool {
     let (mut p, mut i) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while i < input.len() {
@@ -112,6 +132,85 @@ fn glob_match(toks: &[Tok], input: &[u8]) -> bool {
     toks[p..].iter().all(|t| *t == Tok::Star)
 }
 
+/// The pattern as a nondeterministic automaton run on all its states at once (shift-and), one
+/// input byte at a time: state `j` (bit `j`) means the first `j` tokens matched. A byte token
+/// advances on its byte; `?` advances on a character's first byte and its state then takes the
+/// character's continuation bytes; a `*` state takes every byte, and is entered as soon as the
+/// state before it is (it may match nothing). In valid UTF-8 the token after `?` or `*` starts
+/// a character, so no continuation byte can end either early: the matches are `backtrack`'s.
+/// Allocates its masks once per call.
+fn automaton(toks: &[Tok], input: &[u8]) -> bool {
+    let states = toks.len() + 1;
+    let w = states.div_ceil(64);
+    // Each byte a token names gets a class with its own mask; every other byte is class 0.
+    let mut class = [0u16; 256];
+    let mut classes = 1usize;
+    for t in toks {
+        if let Tok::Byte(b) = t {
+            if class[usize::from(*b)] == 0 {
+                class[usize::from(*b)] = classes as u16;
+                classes += 1;
+            }
+        }
+    }
+    let mut masks = vec![0u64; (classes + 4) * w];
+    let set = |masks: &mut [u64], row: usize, state: usize| masks[row * w + state / 64] |= 1 << (state % 64);
+    let (one_adv, one_loop, star_loop, star_at) = (classes, classes + 1, classes + 2, classes + 3);
+    for (j, t) in toks.iter().enumerate() {
+        match t {
+            Tok::Byte(b) => set(&mut masks, usize::from(class[usize::from(*b)]), j + 1),
+            Tok::One => {
+                set(&mut masks, one_adv, j + 1);
+                set(&mut masks, one_loop, j + 1);
+            }
+            Tok::Star => {
+                set(&mut masks, star_at, j);
+                set(&mut masks, star_loop, j + 1);
+            }
+        }
+    }
+    let row = |r: usize| &masks[r * w..(r + 1) * w];
+    let (one_adv, one_loop, star_loop, star_at) = (row(one_adv), row(one_loop), row(star_loop), row(star_at));
+    let mut state = vec![0u64; 2 * w];
+    let (mut now, mut next) = state.split_at_mut(w);
+    now[0] = 1;
+    enter_stars(now, star_at);
+    for &x in input {
+        let continuation = x & 0xc0 == 0x80;
+        let byte_adv = row(usize::from(class[usize::from(x)]));
+        let mut carry = 0;
+        for k in 0..w {
+            let shifted = (now[k] << 1) | carry;
+            carry = now[k] >> 63;
+            let (adv, stay) = if continuation {
+                (byte_adv[k], star_loop[k] | one_loop[k])
+            } else {
+                (byte_adv[k] | one_adv[k], star_loop[k])
+            };
+            next[k] = (shifted & adv) | (now[k] & stay);
+        }
+        if !enter_stars(next, star_at) {
+            return false;
+        }
+        std::mem::swap(&mut now, &mut next);
+    }
+    now[toks.len() / 64] >> (toks.len() % 64) & 1 == 1
+}
+
+/// Enters the state after each live `*` state (a `*` may match nothing); whether any state lives.
+/// One pass is enough: runs of `*` were collapsed, so no `*` follows a `*`.
+fn enter_stars(states: &mut [u64], star_at: &[u64]) -> bool {
+    let mut carry = 0;
+    let mut alive = 0;
+    for (s, at) in states.iter_mut().zip(star_at) {
+        let stars = *s & at;
+        *s |= (stars << 1) | carry;
+        carry = stars >> 63;
+        alive |= *s;
+    }
+    alive != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +236,73 @@ mod tests {
         assert!(m("exact", "exact"));
         assert!(!m("exact", "Exact"));
         assert!(m("a**?", "ab"));
+    }
+
+    /// The automaton matches exactly what backtracking matches, multi-byte characters, `?`, runs
+    /// of `*` and patterns of more than 63 tokens (several words of states) included.
+    mod same_as_backtracking {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn text(alphabet: &'static [&'static str], max: usize) -> impl Strategy<Value = String> {
+            proptest::collection::vec(proptest::sample::select(alphabet), 0..max).prop_map(|v| v.concat())
+        }
+
+        const PATTERN: &[&str] = &["a", "b", "é", "€", "𝄞", "*", "?", "?", "*"];
+        const INPUT: &[&str] = &["a", "b", "é", "€", "𝄞"];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn short(pattern in text(PATTERN, 12), input in text(INPUT, 24)) {
+                let toks = tokens(&pattern);
+                prop_assert_eq!(automaton(&toks, input.as_bytes()), backtrack(&toks, input.as_bytes()));
+            }
+
+            #[test]
+            fn long(pattern in text(PATTERN, 160), input in text(INPUT, 200)) {
+                let toks = tokens(&pattern);
+                prop_assert_eq!(automaton(&toks, input.as_bytes()), backtrack(&toks, input.as_bytes()));
+            }
+
+            /// Mostly-`a` inputs and patterns, so that long patterns match often.
+            #[test]
+            fn long_and_likely(pattern in text(&["a", "a", "a", "?", "*", "é"], 150), input in text(&["a", "a", "a", "é"], 160)) {
+                let toks = tokens(&pattern);
+                prop_assert_eq!(automaton(&toks, input.as_bytes()), backtrack(&toks, input.as_bytes()));
+            }
+        }
+
+        #[test]
+        fn the_examples() {
+            for (p, s, want) in [
+                ("*", "", true),
+                ("kms:re*crypt*", "kms:reencryptfrom", true),
+                ("kms:?ncrypt", "kms:ncrypt", false),
+                ("a*b*c", "aXbYbZc", true),
+                ("a*b*c", "aXbYbZ", false),
+                ("??", "éa", true),
+                ("???", "éa", false),
+                ("*é", "xxé", true),
+                ("a**?", "ab", true),
+                ("?*?", "𝄞", false),
+                ("?*?", "𝄞€", true),
+            ] {
+                assert_eq!(automaton(&tokens(p), s.as_bytes()), want, "{p} {s}");
+            }
+        }
+
+        /// The case backtracking is slow at (each start of the input tried against the whole
+        /// pattern) goes to the automaton, and still matches as it should.
+        #[test]
+        fn costly_patterns_go_to_the_automaton() {
+            let input = "a".repeat(8192);
+            for pattern in [format!("*{}b", "a".repeat(30)), format!("*{}b", "?".repeat(30))] {
+                let compiled = Pattern::compile(&pattern);
+                assert!(matches!(compiled, Pattern::Glob(ref t) if t.len() * input.len() > BACKTRACK_LIMIT));
+                assert!(!compiled.matches(&input), "{pattern}");
+                assert!(compiled.matches(&format!("{input}b")), "{pattern}");
+            }
+        }
     }
 }
