@@ -4,6 +4,7 @@
 
 mod file;
 mod request_id;
+mod time;
 
 use std::path::Path;
 use std::sync::{mpsc, Arc};
@@ -54,7 +55,7 @@ pub struct AuditEvent {
 impl AuditEvent {
     pub fn new(operation: &'static str, principal: Arc<str>, source_ip: Option<String>) -> Self {
         AuditEvent {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            time: time::rfc3339_millis(std::time::SystemTime::now()),
             request_id: RequestId::next(),
             principal,
             source_ip,
