@@ -521,6 +521,7 @@ impl Kms {
             role,
         };
         let to_caller = self.grantee_grants(&key.key_id, &caller.arn).await?;
+        let request = ConstraintContext::new(access.context);
         let to_role = match &caller.role {
             Some(role) if *role != caller.arn => Some(self.grantee_grants(&key.key_id, role).await?),
             _ => None,
@@ -529,13 +530,19 @@ impl Kms {
             .iter()
             .chain(to_role.iter().flat_map(|g| g.iter()))
             .chain(token_grants.iter().filter(|g| g.key_id == key.key_id))
-            .any(|g| caller.is(&g.grantee_principal) && grant_permits(g, operation, access, key)))
+            .any(|g| caller.is(&g.grantee_principal) && grant_permits(g, operation, access, key, &request)))
     }
 }
 
 /// Whether grant `g` permits `operation` with the request's context (and, for CreateGrant, the
 /// grant asked for: a subset of `g`'s operations, with constraints at least as strict).
-fn grant_permits(g: &GrantRecord, operation: &str, access: &Access<'_>, key: &KeyRecord) -> bool {
+fn grant_permits(
+    g: &GrantRecord,
+    operation: &str,
+    access: &Access<'_>,
+    key: &KeyRecord,
+    request: &ConstraintContext<'_>,
+) -> bool {
     if !g.operations.iter().any(|o| o == operation) {
         return false;
     }
@@ -546,8 +553,38 @@ fn grant_permits(g: &GrantRecord, operation: &str, access: &Access<'_>, key: &Ke
     if key.key_spec != KeySpec::SymmetricDefault || !CONTEXT_OPERATIONS.contains(&operation) {
         return true;
     }
-    let context: Vec<(&String, &String)> = access.context.map(|c| c.pairs().collect()).unwrap_or_default();
-    constraints_hold(g.context_equals.as_ref(), g.context_subset.as_ref(), &context)
+    if g.context_equals.is_none() && g.context_subset.is_none() {
+        return true;
+    }
+    constraints_hold(
+        g.context_equals.as_ref(),
+        g.context_subset.as_ref(),
+        request.lowercased(),
+    )
+}
+
+/// The request's encryption context with lowercased keys, as constraints match it: made once per
+/// request, when the first grant with constraints is checked, not once per grant (a key may have
+/// 50,000 grants and a context 4,000 pairs).
+struct ConstraintContext<'a> {
+    context: Option<&'a EncryptionContext>,
+    lowercased: std::cell::OnceCell<Option<BTreeMap<String, &'a String>>>,
+}
+
+impl<'a> ConstraintContext<'a> {
+    fn new(context: Option<&'a EncryptionContext>) -> Self {
+        ConstraintContext {
+            context,
+            lowercased: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// None when two keys differ only in case.
+    fn lowercased(&self) -> Option<&BTreeMap<String, &'a String>> {
+        self.lowercased
+            .get_or_init(|| lowercased(self.context.into_iter().flat_map(EncryptionContext::pairs)))
+            .as_ref()
+    }
 }
 
 /// Constraint keys match case-insensitively, values case-sensitively (as AWS). A request context
@@ -556,20 +593,22 @@ fn grant_permits(g: &GrantRecord, operation: &str, access: &Access<'_>, key: &Ke
 fn constraints_hold(
     equals: Option<&BTreeMap<String, String>>,
     subset: Option<&BTreeMap<String, String>>,
-    context: &[(&String, &String)],
+    context: Option<&BTreeMap<String, &String>>,
 ) -> bool {
     if equals.is_none() && subset.is_none() {
         return true;
     }
-    let Some(context) = lowercased(context.iter().copied()) else {
+    let Some(context) = context else {
         return false;
     };
     let contains_all =
         |pairs: &BTreeMap<String, String>| pairs.iter().all(|(k, v)| context.get(&k.to_lowercase()) == Some(&v));
     // Equals: the same (lowercased) keys as the request, each with its value. Comparing key sets,
     // not counts, keeps a stored grant with colliding keys (refused now) from admitting an extra key.
+    // The grant's keys (8 at most) all in the request's and as many: the same set.
     let same_keys = |pairs: &BTreeMap<String, String>| {
-        pairs.keys().map(|k| k.to_lowercase()).collect::<BTreeSet<_>>() == context.keys().cloned().collect()
+        let keys: BTreeSet<String> = pairs.keys().map(|k| k.to_lowercase()).collect();
+        keys.len() == context.len() && keys.iter().all(|k| context.contains_key(k))
     };
     equals.is_none_or(|e| same_keys(e) && contains_all(e)) && subset.is_none_or(contains_all)
 }
@@ -861,23 +900,31 @@ mod tests {
         m.iter().collect()
     }
 
+    fn holds(
+        equals: Option<&BTreeMap<String, String>>,
+        subset: Option<&BTreeMap<String, String>>,
+        context: &[(&String, &String)],
+    ) -> bool {
+        constraints_hold(equals, subset, lowercased(context.iter().copied()).as_ref())
+    }
+
     #[test]
     fn constraints_match_keys_case_insensitively() {
         let s = map(&[("Dept", "eng")]);
         let ctx = map(&[("dept", "eng"), ("other", "x")]);
-        assert!(constraints_hold(None, Some(&s), &pairs(&ctx)));
-        assert!(!constraints_hold(Some(&s), None, &pairs(&ctx)));
+        assert!(holds(None, Some(&s), &pairs(&ctx)));
+        assert!(!holds(Some(&s), None, &pairs(&ctx)));
         let only = map(&[("DEPT", "eng")]);
-        assert!(constraints_hold(Some(&s), Some(&s), &pairs(&only)));
+        assert!(holds(Some(&s), Some(&s), &pairs(&only)));
         let bad = map(&[("dept", "ENG")]);
-        assert!(!constraints_hold(None, Some(&s), &pairs(&bad)));
-        assert!(constraints_hold(None, None, &[]));
+        assert!(!holds(None, Some(&s), &pairs(&bad)));
+        assert!(holds(None, None, &[]));
         // {"DEPT": "x", "Dept": "eng"}: which pair a constraint means is ambiguous, so none holds;
         // without constraints the collision is no matter.
         let collide = map(&[("DEPT", "x"), ("Dept", "eng")]);
-        assert!(!constraints_hold(Some(&s), None, &pairs(&collide)));
-        assert!(!constraints_hold(None, Some(&s), &pairs(&collide)));
-        assert!(constraints_hold(None, None, &pairs(&collide)));
+        assert!(!holds(Some(&s), None, &pairs(&collide)));
+        assert!(!holds(None, Some(&s), &pairs(&collide)));
+        assert!(holds(None, None, &pairs(&collide)));
     }
 
     #[test]
@@ -925,9 +972,9 @@ mod tests {
         assert!(!at_least_as_strict(&new, &parent));
         // A grant stored before the refusal: it must not match a context with an extra key.
         let extra = map(&[("tenant", "A"), ("project", "anything")]);
-        assert!(!constraints_hold(Some(&sneaky), None, &pairs(&extra)));
-        assert!(!constraints_hold(parent.context_equals.as_ref(), None, &pairs(&extra)));
-        assert!(constraints_hold(Some(&sneaky), None, &pairs(&map(&[("TENANT", "A")]))));
+        assert!(!holds(Some(&sneaky), None, &pairs(&extra)));
+        assert!(!holds(parent.context_equals.as_ref(), None, &pairs(&extra)));
+        assert!(holds(Some(&sneaky), None, &pairs(&map(&[("TENANT", "A")]))));
         // Nor may a sub-grant be made under such a stored grant.
         parent.context_equals = Some(sneaky);
         let plain = GrantScope {
