@@ -61,20 +61,10 @@ impl<'a> Name<'a> {
         }
     }
 
-    /// Where this name is among lowercased names. A linear scan: a context keeps few keys, and
-    /// most names are told apart by their length alone.
+    /// Where this name is among sorted lowercased names (a policy's condition keys: a 32 KB policy
+    /// can name thousands, and each of a request's 4,000 context pairs is looked up).
     fn position(&self, names: &[String]) -> Option<usize> {
-        if !self.rest.is_ascii() {
-            let lc = self.lowercased();
-            return names.iter().position(|n| *n == lc);
-        }
-        let (prefix, rest) = (self.prefix.as_bytes(), self.rest.as_bytes());
-        names.iter().position(|n| {
-            let n = n.as_bytes();
-            n.len() == prefix.len() + rest.len()
-                && n[..prefix.len()].eq_ignore_ascii_case(prefix)
-                && n[prefix.len()..].eq_ignore_ascii_case(rest)
-        })
+        self.search(names, String::as_str).ok()
     }
 
     /// Where this name is (`Ok`) or would go (`Err`) among sorted lowercased names.
@@ -177,8 +167,7 @@ impl Store {
     /// The value of `name_lc`, already lowercased (a policy's condition key).
     pub(crate) fn get_lc(&self, name_lc: &str) -> Option<&Value> {
         match self {
-            // Linear, as in `Name::position`.
-            Store::Only { names, slots } => slots[names.iter().position(|n| n == name_lc)?].as_ref(),
+            Store::Only { names, slots } => slots[names.binary_search_by(|n| n.as_str().cmp(name_lc)).ok()?].as_ref(),
             Store::All(entries) => {
                 let i = entries.binary_search_by(|(n, _)| n.as_str().cmp(name_lc)).ok()?;
                 Some(&entries[i].1)
@@ -242,5 +231,36 @@ mod tests {
         let Store::All(entries) = &all else { unreachable!() };
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["kms:a", "kms:b", "kms:c"]);
+    }
+
+    /// Among many kept keys (a policy can name thousands), each is found in any case, context keys
+    /// and non-ASCII ones included, and no other key is.
+    #[test]
+    fn each_of_many_kept_keys_is_found_in_any_case() {
+        let mut names: Vec<String> = (0..500).map(|i| format!("kms:encryptioncontext:k{i}")).collect();
+        names.extend(["aws:sourceip", "kms:encryptioncontext:été", "kms:viaservice"].map(String::from));
+        names.sort();
+        let mut store = Store::new(Some(names.into()));
+        for i in (0..500).step_by(7) {
+            let k = format!("K{i}");
+            assert!(store.keeps(Name::encryption_context(&k)), "{k}");
+            store.set(Name::encryption_context(&k), || one(&k));
+            assert_eq!(
+                text(store.get(Name::encryption_context(&format!("k{i}")))),
+                Some(k.as_str())
+            );
+            assert_eq!(
+                text(store.get_lc(&format!("kms:encryptioncontext:k{i}"))),
+                Some(k.as_str())
+            );
+        }
+        assert!(store.keeps(Name::encryption_context("ÉTÉ")));
+        assert!(store.keeps(Name::plain("AWS:SourceIp")));
+        assert!(store.keeps(Name::plain("kms:ViaService")));
+        for absent in ["k500", "k", "k1x", "", "étés"] {
+            assert!(!store.keeps(Name::encryption_context(absent)), "{absent}");
+        }
+        assert!(!store.keeps(Name::plain("aws:sourceipx")));
+        assert!(store.get(Name::encryption_context("k1")).is_none(), "kept but not set");
     }
 }
