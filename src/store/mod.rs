@@ -93,8 +93,10 @@ pub trait Store: Send + Sync + 'static {
     /// have 50,000 grants, and a request authorized by a grant needs only its caller's).
     fn grantee_grants(&self, key_id: &str, grantee: &str) -> Result<Vec<GrantRecord>>;
     fn get_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>>;
-    /// The SHA-256 digests of the tokens issued for a grant.
-    fn grant_token_digests(&self, grant_id: &str) -> Result<Vec<Vec<u8>>>;
+    /// Whether a token with this SHA-256 digest was issued for the grant. One primary-key lookup,
+    /// however many tokens retries of a named CreateGrant issued; its timing can reveal no more
+    /// than how a digest of a 256-bit secret sorts.
+    fn grant_has_token(&self, grant_id: &str, token_sha256: &[u8; 32]) -> Result<bool>;
     /// A key's grants ordered by id, strictly after `after`, optionally filtered.
     fn list_grants(
         &self,
