@@ -94,6 +94,23 @@ pub fn tags(tags: &[Tag]) -> Result<()> {
     Ok(())
 }
 
+/// The most tag keys one UntagResource may name. AWS sets no count, but a key has at most
+/// [`MAX_TAGS_PER_KEY`] tags; past this a request can only cost, since each name is matched against
+/// every `aws:TagKeys` value of the policies in play (~170,000 names fit in a request).
+pub const MAX_UNTAG_KEYS: usize = 1000;
+
+/// UntagResource's TagKeys: at most [`MAX_UNTAG_KEYS`], each a valid tag key.
+pub fn untag_keys(keys: &[String]) -> Result<()> {
+    if keys.len() > MAX_UNTAG_KEYS {
+        return Err(KmsError::validation(format!(
+            "Too many tag keys: {} given; UntagResource takes at most {MAX_UNTAG_KEYS} (a key has at most \
+             {MAX_TAGS_PER_KEY} tags)",
+            keys.len()
+        )));
+    }
+    keys.iter().try_for_each(|k| tag_key(k))
+}
+
 pub fn tag_key(k: &str) -> Result<()> {
     let n = k.chars().count();
     if n == 0 || n > MAX_TAG_KEY {

@@ -25,10 +25,7 @@ impl Kms {
     }
 
     pub async fn untag_resource(&self, key_id: &str, tag_keys: Vec<String>, ev: &mut AuditEvent) -> Result<()> {
-        // No count limit (AWS has none for UntagResource): the request size limit bounds it.
-        for k in &tag_keys {
-            names::tag_key(k)?;
-        }
+        names::untag_keys(&tag_keys)?;
         let access = Access::new("kms:UntagResource").tag_keys(&tag_keys);
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;

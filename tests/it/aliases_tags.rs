@@ -418,6 +418,26 @@ async fn tags_overwrite_untag_limit_and_pages() {
     .await
     .unwrap();
     assert_eq!(all_tags(&mut c, &key.key_id, None).await.0.len(), 3);
+    // A thousand names may be given (a key has 50 tags at most), not more.
+    let names = |n: usize| (0..n).map(|i| format!("absent-{i}")).collect::<Vec<String>>();
+    c.untag_resource(pb::UntagResourceRequest {
+        key_id: key.key_id.clone(),
+        tag_keys: names(1000),
+    })
+    .await
+    .unwrap();
+    let too_many = c
+        .untag_resource(pb::UntagResourceRequest {
+            key_id: key.key_id.clone(),
+            tag_keys: names(1001),
+        })
+        .await;
+    let message = expect_err(too_many, "ValidationException");
+    assert!(
+        message.contains("1001 given") && message.contains("at most 1000"),
+        "{message}"
+    );
+    assert_eq!(all_tags(&mut c, &key.key_id, None).await.0.len(), 3);
 
     // The other key's tags were never touched.
     let (theirs, _) = all_tags(&mut c, &bystander.key_id, None).await;
