@@ -565,8 +565,8 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
         refuse_unless_changeable(&tx, key_id)?;
-        // Only the key's own tags (50 at most) are looked for among the names asked: a request can
-        // name ~170k keys, one DELETE each would hold the write lock for a good part of a second.
+        // Only the key's own tags (50 at most) are looked for among the names asked (up to 1000,
+        // `names::MAX_UNTAG_KEYS`): not one DELETE per name while the write lock is held.
         let asked: std::collections::HashSet<&str> = tag_keys.iter().map(String::as_str).collect();
         let present = tx
             .prepare_cached("SELECT tag_key FROM tags WHERE key_id = ?1")

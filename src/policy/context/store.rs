@@ -1,6 +1,6 @@
-//! Where a request context keeps its condition keys, by lowercased name: with the few keys the
-//! policies read, one slot per key, found by a length-first scan; otherwise a vector sorted by name,
-//! found by binary search. A name given in any case is folded while it is compared, so setting or
+//! Where a request context keeps its condition keys, by lowercased name: with the keys the
+//! policies read (sorted), one slot per key; otherwise a vector sorted by name. Both are found by
+//! binary search. A name given in any case is folded while it is compared, so setting or
 //! reading a key allocates nothing (except for a non-ASCII name, which is lowercased first).
 
 use std::cmp::Ordering;
