@@ -3,6 +3,7 @@
 //! Calls block; callers run them on the blocking pool.
 
 mod batch;
+mod grant_params;
 mod lock;
 mod schema;
 mod sqlite;

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema this build reads and writes.
-pub const VERSION: i32 = 2;
+pub const VERSION: i32 = 3;
 
 /// The current tables. Every statement is idempotent: after the migrations, this creates what
 /// an older store lacks (tables and indexes added since) and leaves the rest alone.
@@ -59,11 +59,12 @@ CREATE TABLE IF NOT EXISTS grants (
     issuing_account TEXT NOT NULL,
     operations TEXT NOT NULL,
     context_equals TEXT,
-    context_subset TEXT
+    context_subset TEXT,
+    params BLOB
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS grants_key ON grants(key_id, grant_id);
 CREATE INDEX IF NOT EXISTS grants_grantee ON grants(key_id, grantee_principal, grant_id);
-CREATE INDEX IF NOT EXISTS grants_name ON grants(key_id, name) WHERE name IS NOT NULL;
+CREATE INDEX IF NOT EXISTS grants_params ON grants(key_id, name, params) WHERE name IS NOT NULL;
 CREATE INDEX IF NOT EXISTS grants_retiring ON grants(retiring_principal, grant_id) WHERE retiring_principal IS NOT NULL;
 CREATE TABLE IF NOT EXISTS grant_counts (
     key_id TEXT PRIMARY KEY,
@@ -108,6 +109,9 @@ pub fn prepare(conn: &mut Connection) -> Result<(), String> {
     if found < 2 {
         one_to_2(&tx).map_err(|e| format!("cannot migrate the store to schema version 2: {e}"))?;
     }
+    if found < 3 {
+        two_to_3(&tx).map_err(|e| format!("cannot migrate the store to schema version 3: {e}"))?;
+    }
     tx.execute_batch(TABLES).map_err(|e| e.to_string())?;
     tx.pragma_update(None, "user_version", VERSION)
         .map_err(|e| e.to_string())?;
@@ -132,6 +136,51 @@ fn one_to_2(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
             "CREATE TABLE IF NOT EXISTS grant_counts (key_id TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
              DELETE FROM grant_counts;
              INSERT INTO grant_counts (key_id, n) SELECT key_id, COUNT(*) FROM grants GROUP BY key_id;",
+        )?;
+    }
+    Ok(())
+}
+
+/// Version 3 stores each grant's parameters digest (`grant_params.rs`) in `params`, indexed with
+/// the key and the name (replacing `grants_name`). A grant whose stored JSON doesn't parse keeps
+/// no digest: a retry of it makes a new grant, instead of the store refusing to start.
+fn two_to_3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    if !has_table(tx, "grants")? {
+        return Ok(());
+    }
+    if !has_column(tx, "grants", "params")? {
+        tx.execute_batch("ALTER TABLE grants ADD COLUMN params BLOB")?;
+    }
+    tx.execute_batch("DROP INDEX IF EXISTS grants_name")?;
+    type Row = (String, String, Option<String>, String, Option<String>, Option<String>);
+    let rows = tx
+        .prepare(
+            "SELECT grant_id, grantee_principal, retiring_principal, operations, context_equals, context_subset
+             FROM grants WHERE params IS NULL",
+        )?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })?
+        .collect::<rusqlite::Result<Vec<Row>>>()?;
+    let map = |json: Option<String>| json.map(|j| serde_json::from_str(&j)).transpose();
+    for (grant_id, grantee, retiring, operations, equals, subset) in rows {
+        let (Ok(operations), Ok(equals), Ok(subset)) = (
+            serde_json::from_str::<Vec<String>>(&operations),
+            map(equals),
+            map(subset),
+        ) else {
+            continue;
+        };
+        let digest = super::grant_params::parameters_digest(
+            &grantee,
+            retiring.as_deref(),
+            &operations,
+            equals.as_ref(),
+            subset.as_ref(),
+        );
+        tx.execute(
+            "UPDATE grants SET params = ?1 WHERE grant_id = ?2",
+            rusqlite::params![&digest[..], grant_id],
         )?;
     }
     Ok(())
@@ -267,6 +316,59 @@ mod tests {
             store.check_grant_quota(&next("b"), 2),
             Err(KmsError::LimitExceeded(_))
         ));
+    }
+
+    /// A version 2 store (no parameters digest) gets one for each grant: a retried named
+    /// CreateGrant finds the grant made before the upgrade. A grant whose stored JSON is damaged
+    /// keeps none, and doesn't stop the store from opening.
+    #[test]
+    fn a_version_2_store_gets_its_grants_parameters_digests() {
+        use crate::store::sqlite::tests::decrypt_grant;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let (key, material) = new_key("a");
+        store.create_key(&key, &material, &[], "{}").unwrap();
+        let mut g1 = decrypt_grant("g1", "a", Some("n"));
+        g1.operations = vec!["Decrypt".into(), "Encrypt".into()];
+        let mut g2 = decrypt_grant("g2", "a", Some("n"));
+        g2.grantee_principal = "arn:aws:iam::111122223333:user/carol".into();
+        let g3 = decrypt_grant("g3", "a", Some("m"));
+        for (i, g) in [&g1, &g2, &g3].into_iter().enumerate() {
+            store.create_grant(g, &[i as u8; 32], 10).unwrap();
+        }
+        drop(store);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "DROP INDEX grants_params; ALTER TABLE grants DROP COLUMN params;
+                 CREATE INDEX grants_name ON grants(key_id, name) WHERE name IS NOT NULL;
+                 UPDATE grants SET operations = 'damaged' WHERE grant_id = 'g3';
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&path), VERSION);
+        let retry = |g: &crate::store::GrantRecord, id: &str| {
+            let mut r = g.clone();
+            r.grant_id = id.into();
+            r.operations.reverse();
+            store.create_grant(&r, &[9; 32], 10).unwrap().grant_id
+        };
+        assert_eq!(retry(&g1, "r1"), "g1");
+        assert_eq!(retry(&g2, "r2"), "g2");
+        assert_eq!(retry(&g3, "r3"), "r3", "the damaged grant has no digest: a new grant");
+        let indexes: Vec<String> = Connection::open(&path)
+            .unwrap()
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'grants' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(indexes.contains(&"grants_params".to_string()), "{indexes:?}");
+        assert!(!indexes.contains(&"grants_name".to_string()), "{indexes:?}");
     }
 
     #[test]

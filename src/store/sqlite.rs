@@ -614,7 +614,9 @@ impl Store for SqliteStore {
             None => {
                 refuse_over_quota(&tx, &g.key_id, max_grants)?;
                 tx.execute(
-                    &format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                    &format!(
+                        "INSERT INTO grants ({GRANT_COLUMNS}, params) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                    ),
                     params![
                         g.grant_id,
                         g.key_id,
@@ -626,6 +628,7 @@ impl Store for SqliteStore {
                         to_json(&g.operations)?,
                         g.context_equals.as_ref().map(to_json).transpose()?,
                         g.context_subset.as_ref().map(to_json).transpose()?,
+                        &g.parameters_digest()[..],
                     ],
                 )
                 .map_err(db)?;
@@ -739,15 +742,18 @@ impl Store for SqliteStore {
     }
 }
 
-/// The key's grant with `g`'s name and parameters, if there is one: CreateGrant retried.
+/// The key's grant with `g`'s name and parameters, if there is one: CreateGrant retried. Found by
+/// the parameters' digest (`grants_params` index), not by reading every grant of that name.
 fn named_retry(conn: &rusqlite::Connection, g: &GrantRecord) -> Result<Option<GrantRecord>> {
     let Some(name) = &g.name else { return Ok(None) };
     let mut st = conn
         .prepare_cached(&format!(
-            "SELECT {GRANT_COLUMNS} FROM grants WHERE key_id = ?1 AND name = ?2 ORDER BY grant_id"
+            "SELECT {GRANT_COLUMNS} FROM grants WHERE key_id = ?1 AND name = ?2 AND params = ?3 ORDER BY grant_id"
         ))
         .map_err(db)?;
-    let rows = st.query_map(params![g.key_id, name], grant_from_row).map_err(db)?;
+    let rows = st
+        .query_map(params![g.key_id, name, &g.parameters_digest()[..]], grant_from_row)
+        .map_err(db)?;
     for row in rows {
         let found = row.map_err(db)?.into_record()?;
         if found.same_parameters(g) {
