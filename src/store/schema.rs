@@ -163,6 +163,7 @@ fn two_to_3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         })?
         .collect::<rusqlite::Result<Vec<Row>>>()?;
     let map = |json: Option<String>| json.map(|j| serde_json::from_str(&j)).transpose();
+    let mut update = tx.prepare("UPDATE grants SET params = ?1 WHERE grant_id = ?2")?;
     for (grant_id, grantee, retiring, operations, equals, subset) in rows {
         let (Ok(operations), Ok(equals), Ok(subset)) = (
             serde_json::from_str::<Vec<String>>(&operations),
@@ -178,10 +179,7 @@ fn two_to_3(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
             equals.as_ref(),
             subset.as_ref(),
         );
-        tx.execute(
-            "UPDATE grants SET params = ?1 WHERE grant_id = ?2",
-            rusqlite::params![&digest[..], grant_id],
-        )?;
+        update.execute(rusqlite::params![&digest[..], grant_id])?;
     }
     Ok(())
 }
