@@ -52,9 +52,3 @@ impl fmt::Debug for RequestId {
         fmt::Debug::fmt(self.as_str(), f)
     }
 }
-
-impl PartialEq<&str> for RequestId {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
