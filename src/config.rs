@@ -26,6 +26,9 @@ pub struct Config {
     /// credentials with ~40 KB descriptors, which a client that never reads them can pile up in
     /// the server's memory.
     pub reflection: bool,
+    /// Allow core files and ptrace by the same user. Off by default: the process's memory holds
+    /// unwrapped key material and the HSM PIN (`core_dumps.rs`).
+    pub core_dumps: bool,
     /// The file this was read from (not a setting): SIGHUP reads its `auth` tokens and
     /// certificate rules again.
     #[serde(skip)]
@@ -154,6 +157,7 @@ impl Default for Config {
             auth: crate::auth::AuthConfig::default(),
             tls: None,
             reflection: false,
+            core_dumps: false,
             file: None,
         }
     }

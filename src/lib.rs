@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod core_dumps;
 pub mod error;
 pub mod hsm;
 pub mod keys;

@@ -77,6 +77,12 @@ fn main() -> ExitCode {
     if let Err(e) = cfg.validate() {
         return fail(&e);
     }
+    // Before the PIN is read or any key material unwrapped.
+    if !cfg.core_dumps {
+        if let Err(e) = kms::core_dumps::forbid() {
+            return fail(&e);
+        }
+    }
     // Before the embedded HSM's token files are touched: a second server on this directory stops here.
     let _data_dir = match kms::ops::data_dir::lock(&cfg.data_dir) {
         Ok(lock) => lock,

@@ -176,3 +176,33 @@ async fn failed_requests_are_audited_with_their_exception_name() {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A server writes no core file (its memory holds unwrapped material and the PIN): its core-file
+/// limit is 0, soft and hard, unless `core_dumps = true`, when it keeps the one it inherited.
+#[tokio::test]
+async fn the_server_forbids_core_files_unless_allowed() {
+    let own = core_file_limit(std::process::id());
+    if own == ["0", "0"] {
+        // Root may raise a hard limit; without a limit to inherit the opt-out can't be told apart.
+        let some = rustix::process::Rlimit {
+            current: Some(1 << 20),
+            maximum: Some(1 << 20),
+        };
+        rustix::process::setrlimit(rustix::process::Resource::Core, some)
+            .expect("this test needs a core-file limit above 0 to tell the settings apart");
+    }
+    let own = core_file_limit(std::process::id());
+    let server = Server::start().await;
+    assert_eq!(core_file_limit(server.pid()), ["0", "0"]);
+    let allowed = Server::start_with("core_dumps = true").await;
+    assert_eq!(core_file_limit(allowed.pid()), own);
+}
+
+/// The soft and hard "Max core file size" of process `pid`, as /proc/PID/limits gives them
+/// (readable whatever the process's dumpable flag).
+fn core_file_limit(pid: u32) -> [String; 2] {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    let mut fields = line["Max core file size".len()..].split_whitespace();
+    [fields.next().unwrap().to_string(), fields.next().unwrap().to_string()]
+}

@@ -769,7 +769,8 @@ async fn a_principal_past_its_share_of_request_bytes_does_not_throttle_another()
     }
 }
 
-/// The sockets the process `pid` has open (its listener and its connections).
+/// The sockets the process `pid` has open (its listener and its connections). Reading another
+/// process's descriptors needs it dumpable (`core_dumps = true`) or CAP_SYS_PTRACE.
 fn open_sockets(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -784,7 +785,8 @@ fn open_sockets(pid: u32) -> usize {
 /// the connection stayed open as long as its client.
 #[tokio::test]
 async fn a_health_watch_ends_at_the_connection_age_so_its_connection_closes() {
-    let server = Server::start_with("[limits]\nmax_connection_age_seconds = 1").await;
+    // Dumpable, so that a test run without CAP_SYS_PTRACE may list the server's descriptors.
+    let server = Server::start_with("core_dumps = true\n[limits]\nmax_connection_age_seconds = 1").await;
     let before = open_sockets(server.pid());
     let started = Instant::now();
     let mut updates = watch_health(&server).await;
