@@ -118,7 +118,14 @@ impl PrivateKey {
         use SigningAlgorithm::*;
         match (self, algorithm) {
             (PrivateKey::Rsa(k), alg) => {
-                let public = k.to_public_key();
+                let public: &RsaPublicKey = (**k).as_ref();
+                // RFC 8017 8.1.2 (RSAVP1): a signature representative s must be below the modulus.
+                // rsa 0.9 checks that for PKCS#1 v1.5 but not for PSS, where s + n (when it still
+                // fits in the modulus' length) would verify as well as s: a second valid form of
+                // every signature, which no other verifier accepts.
+                if rsa::BigUint::from_bytes_be(signature) >= *public.n() {
+                    return false;
+                }
                 match alg {
                     RsassaPssSha256 => public.verify(Pss::new::<Sha256>(), digest, signature),
                     RsassaPssSha384 => public.verify(Pss::new::<Sha384>(), digest, signature),
@@ -217,5 +224,33 @@ mod tests {
             b"secret"
         );
         assert!(key.rsa_decrypt(EncryptionAlgorithm::RsaesOaepSha1, &ct).is_err());
+    }
+
+    /// s + n is the same residue as s, so only the range check tells it from the signature s.
+    #[test]
+    fn an_rsa_signature_plus_the_modulus_is_invalid() {
+        // A modulus below 0xe0 << 2040, so that at least 1 in 8 signatures s has s + n < 2^2048.
+        let key = std::iter::repeat_with(|| {
+            let pair = generate(KeySpec::Rsa2048, &mut OsRng).unwrap();
+            PrivateKey::from_pkcs8(KeySpec::Rsa2048, &pair.pkcs8).unwrap()
+        })
+        .find(|k| k.rsa().unwrap().n().to_bytes_be()[0] < 0xe0)
+        .unwrap();
+        let n = key.rsa().unwrap().n().clone();
+        for alg in [
+            SigningAlgorithm::RsassaPssSha256,
+            SigningAlgorithm::RsassaPkcs1V15Sha256,
+        ] {
+            let (digest, sig, shifted) = (0..200u32)
+                .find_map(|i| {
+                    let digest = Hash::Sha256.digest(&i.to_be_bytes());
+                    let sig = key.sign(alg, &digest).unwrap();
+                    let shifted = (rsa::BigUint::from_bytes_be(&sig) + &n).to_bytes_be();
+                    (shifted.len() == sig.len()).then_some((digest, sig, shifted))
+                })
+                .expect("no signature below 2^2048 - n in 200 tries");
+            assert!(key.verify(alg, &digest, &sig), "{alg:?}");
+            assert!(!key.verify(alg, &digest, &shifted), "{alg:?}: s + n verified");
+        }
     }
 }
