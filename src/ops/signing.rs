@@ -142,6 +142,18 @@ impl Kms {
             Some(t) => MessageType::parse("messageType", t)?,
         };
         let algorithm = SigningAlgorithm::parse("signingAlgorithm", input.algorithm)?;
+        // The request alone fixes a digest's length, so it is checked before permissions.
+        let hash = algorithm.hash();
+        if let (MessageType::Digest, Some(hash)) = (message_type, hash) {
+            if input.message.len() != hash.output_len() {
+                return Err(KmsError::validation(format!(
+                    "A DIGEST message for {} must be {} bytes, got {}",
+                    algorithm.as_str(),
+                    hash.output_len(),
+                    input.message.len()
+                )));
+            }
+        }
         let access = Access::new(action)
             .grant_tokens(grant_tokens)
             .with(ck::SIGNING_ALGORITHM, algorithm.as_str())
@@ -158,20 +170,11 @@ impl Kms {
             )));
         }
         // Only the algorithms of a spec this server has get here, and each of those has a hash.
-        let hash = algorithm
-            .hash()
-            .ok_or_else(|| KmsError::internal(format!("{} has no message hash", algorithm.as_str())))?;
+        let hash = hash.ok_or_else(|| KmsError::internal(format!("{} has no message hash", algorithm.as_str())))?;
         let digest = match message_type {
             MessageType::Raw => hash.digest(input.message),
-            MessageType::Digest if input.message.len() == hash.output_len() => input.message.to_vec(),
-            MessageType::Digest => {
-                return Err(KmsError::validation(format!(
-                    "A DIGEST message for {} must be {} bytes, got {}",
-                    algorithm.as_str(),
-                    hash.output_len(),
-                    input.message.len()
-                )))
-            }
+            // Its length was checked above.
+            MessageType::Digest => input.message.to_vec(),
             MessageType::ExternalMu => {
                 return Err(KmsError::validation("MessageType EXTERNAL_MU is only for ML-DSA keys"));
             }

@@ -1297,7 +1297,7 @@ async fn a_cancelled_change_still_invalidates_once_written() {
 
 /// Input is checked before the caller's permissions, as AWS does: a caller that may not list keys
 /// or aliases, or move an alias, still learns that its Limit, Marker or TargetKeyId is malformed,
-/// and ReEncrypt's ciphertext is measured before any key is looked up.
+/// and ReEncrypt's ciphertext and a Sign or Verify digest are measured before any key is looked up.
 #[tokio::test]
 async fn malformed_input_is_refused_before_authorization() {
     let server = Server::start_with(&token_config(false, &[ROOT, APP], None)).await;
@@ -1326,6 +1326,26 @@ async fn malformed_input_is_refused_before_authorization() {
         ..Default::default()
     };
     expect_err(app.re_encrypt(empty_blob).await, "ValidationException");
+    // A DIGEST's length is fixed by the request's own SigningAlgorithm.
+    let short_digest = pb::SignRequest {
+        key_id: "00000000-0000-4000-8000-000000000000".into(),
+        message: vec![0; 5],
+        message_type: Some("DIGEST".into()),
+        signing_algorithm: "ECDSA_SHA_256".into(),
+        ..Default::default()
+    };
+    let msg = expect_err(app.sign(short_digest).await, "ValidationException");
+    assert!(msg.contains("must be 32 bytes, got 5"), "{msg}");
+    let short_digest = pb::VerifyRequest {
+        key_id: "00000000-0000-4000-8000-000000000000".into(),
+        message: vec![0; 5],
+        message_type: Some("DIGEST".into()),
+        signing_algorithm: "RSASSA_PSS_SHA_512".into(),
+        signature: vec![1; 64],
+        ..Default::default()
+    };
+    let msg = expect_err(app.verify(short_digest).await, "ValidationException");
+    assert!(msg.contains("must be 64 bytes, got 5"), "{msg}");
 }
 
 /// Condition keys AWS sets on every request from an IAM user (`aws:PrincipalType`,
