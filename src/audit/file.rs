@@ -27,6 +27,9 @@ pub struct AuditFile {
     stale_until: u64,
     /// Where the last append attempted to write up to.
     attempted: u64,
+    /// The file was found shorter than `allocated` before an append (truncated while the writer
+    /// was idle): that append may grow it back past `allocated`, hiding the truncation from `place`.
+    shrunk: bool,
 }
 
 impl AuditFile {
@@ -53,6 +56,7 @@ impl AuditFile {
             step: step.max(1),
             stale_until: 0,
             attempted: end,
+            shrunk: false,
         };
         // A line longer than any record (not ours) ends without a newline: the next record
         // starts on a line of its own.
@@ -71,6 +75,7 @@ impl AuditFile {
     /// Writes `data` after the last record; durable only after `sync`. What a failed batch left
     /// past it is zeroed in the same write.
     pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.shrunk |= self.file.metadata()?.len() < self.allocated;
         let needed = self.end + data.len() as u64;
         self.attempted = needed.max(self.stale_until);
         if needed > self.allocated {
@@ -131,7 +136,7 @@ impl AuditFile {
         if meta.nlink() == 0 {
             return Ok(Place::Lost("deleted"));
         }
-        if meta.len() < self.allocated {
+        if self.shrunk || meta.len() < self.allocated {
             return Ok(Place::Lost("truncated"));
         }
         Ok(match std::fs::metadata(&self.path) {
@@ -326,6 +331,27 @@ mod tests {
             text(&path).trim_end_matches('\0'),
             format!("{{\"a\":1}}\n{long}{{\"b\":2}}\n")
         );
+    }
+
+    /// logrotate's copytruncate while the writer is idle, and a next batch that grows the file
+    /// (or ends exactly at what was allocated): the file is as long as expected again, but with a
+    /// hole where the records were.
+    #[test]
+    fn a_truncation_is_seen_even_when_the_next_append_grows_the_file_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        for second in [&b"{\"b\":22}\n"[..], &b"{\"b\":2}\n"[..]] {
+            let mut log = AuditFile::open(&path, 16).unwrap();
+            log.append(b"{\"a\":1}\n").unwrap(); // 8 bytes of a 16-byte step
+            log.sync().unwrap();
+            assert_eq!(log.place().unwrap(), Place::Kept);
+            File::options().write(true).open(&path).unwrap().set_len(0).unwrap();
+            log.append(second).unwrap(); // ends at 17 (grows) or at 16 (exactly the step)
+            log.sync().unwrap();
+            assert!(std::fs::metadata(&path).unwrap().len() >= 16);
+            assert_eq!(log.place().unwrap(), Place::Lost("truncated"), "{second:?}");
+            std::fs::remove_file(&path).unwrap();
+        }
     }
 
     #[test]
