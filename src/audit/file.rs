@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// How far ahead the file is preallocated: a few thousand records per step, so growing (one write of
@@ -40,6 +40,7 @@ impl AuditFile {
             .write(true)
             .create(true)
             .truncate(false) // earlier records stay
+            .mode(0o600) // records name principals, keys and source addresses
             .open(path)?;
         if created {
             sync_parent(path)?; // the new file's name must survive a power loss as its records do
@@ -270,7 +271,7 @@ fn create_aside(path: &Path, cut: u64) -> io::Result<(File, PathBuf)> {
             aside.push(format!(".{n}"));
         }
         let aside = PathBuf::from(aside);
-        match OpenOptions::new().write(true).create_new(true).open(&aside) {
+        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&aside) {
             Ok(file) => return Ok((file, aside)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -316,6 +317,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let mut log = AuditFile::open(&path, 100).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "records name principals and keys: owner only");
         log.append(b"{\"a\":1}\n").unwrap();
         log.sync().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 100, "one step of zeros");
@@ -500,6 +503,11 @@ mod tests {
         let lines: Vec<&str> = t.trim_end_matches('\0').lines().collect();
         assert_eq!(lines, ["{\"a\":1}", "{\"b\":2}"]);
         assert_eq!(std::fs::read(dir.path().join("audit.log.torn-8")).unwrap(), b"{\"to");
+        let aside = std::fs::metadata(dir.path().join("audit.log.torn-8")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&aside.permissions()) & 0o777,
+            0o600
+        );
         // Padding longer than the scan block (64 KiB): the end is still found.
         drop(log);
         let mut log = AuditFile::open(&path, 200_000).unwrap();

@@ -7,6 +7,7 @@
 //! directory, so that two `Kms` in one process (a library user, a test) can't share one either.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -47,7 +48,7 @@ pub fn claim(dir: &Path) -> Result<Claim, String> {
     })
 }
 
-/// Creates `dir` and its missing parents, and makes their names durable: each new directory's
+/// Creates `dir` and its missing parents (mode 0700), and makes their names durable: each new directory's
 /// entry is synced in its parent. Otherwise a power loss soon after the first start could lose
 /// the whole data directory, with keys and audit records acknowledged as written inside it.
 pub fn create_durably(dir: &Path) -> std::io::Result<()> {
@@ -55,7 +56,8 @@ pub fn create_durably(dir: &Path) -> std::io::Result<()> {
         .ancestors()
         .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
         .collect();
-    std::fs::create_dir_all(dir)?;
+    // Owner only: the audit trail names principals and keys, and the embedded HSM's token is here.
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     for created in missing {
         let parent = match created.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -104,6 +106,7 @@ pub fn lock(dir: &Path) -> Result<Lock, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn directories_are_created_with_their_parents_relative_or_not() {
@@ -111,6 +114,13 @@ mod tests {
         let deep = dir.path().join("a/b/c");
         create_durably(&deep).unwrap();
         assert!(deep.is_dir());
+        for created in ["a", "a/b", "a/b/c"] {
+            let mode = std::fs::metadata(dir.path().join(created))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "{created}");
+        }
         create_durably(&deep).expect("there already: nothing to do");
         // A relative name whose parent is the working directory ("" as Path::parent says).
         let cwd = std::env::current_dir().unwrap();
