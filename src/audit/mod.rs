@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::error::{KmsError, Result};
 use file::{AuditFile, Place};
 pub use request_id::RequestId;
+pub use time::{rfc3339_millis, LAST_RFC3339_SECOND};
 
 /// The outcome of the record a state change makes durable before it changes anything; the
 /// record of its real outcome, with the same request id, follows.

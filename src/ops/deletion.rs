@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::Kms;
-use crate::audit::{AuditEvent, RequestId};
+use crate::audit::{rfc3339_millis, AuditEvent, RequestId, LAST_RFC3339_SECOND};
 use crate::error::Result;
 use crate::keys::now_secs;
 
@@ -77,13 +77,10 @@ impl Kms {
 }
 
 /// When the key was deleted, as audit records write times. Clamped to RFC 3339's range: a damaged
-/// value must not panic the deletion task (humantime can't write year 10000, and the addition
-/// could overflow).
+/// value must not panic the deletion task (the addition could overflow).
 fn deletion_time(deleted: i64) -> String {
-    const LAST_RFC3339_SECOND: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
-    let secs = deleted.clamp(0, LAST_RFC3339_SECOND) as u64;
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-    humantime::format_rfc3339_millis(at).to_string()
+    let secs = deleted.clamp(0, LAST_RFC3339_SECOND as i64) as u64;
+    rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
 /// The same UUID (version 4 in shape) for every record of one deletion: from a hash of the key
