@@ -95,17 +95,63 @@ pub fn rejected(what: &str, e: &Error) -> KmsError {
     KmsError::Internal(format!("HSM refused to {what} ({})", short(e)))
 }
 
-/// The return value name only; never data.
+/// The root key is gone from the token (or is there more than once) since the server started:
+/// nothing can be wrapped or unwrapped until an operator restores it.
+pub fn root_missing() -> KmsError {
+    KmsError::Internal(
+        "The root key is no longer on the HSM token, or is there more than once (see the server log)".to_string(),
+    )
+}
+
+/// The function and return code as PKCS#11 names them (`C_Decrypt: CKR_DEVICE_ERROR`); never
+/// data. cryptoki's own `Display` writes the specification's prose, up to a paragraph.
 fn short(e: &Error) -> String {
     match e {
-        Error::Pkcs11(rv, func) => format!("{func}: {rv}"),
+        Error::Pkcs11(rv, func) => format!("C_{func:?}: {}", ckr_name(*rv)),
         other => other.to_string(),
+    }
+}
+
+/// `CKR_DEVICE_ERROR` for `RvError::DeviceError`: cryptoki's variants are the PKCS#11 names in
+/// camel case (all 92 of 0.12). Vendor-defined and unknown codes are written in hex.
+pub fn ckr_name(rv: RvError) -> String {
+    match rv {
+        RvError::VendorDefined(code) | RvError::UnknownErrorCode(code) => format!("CKR 0x{code:08x}"),
+        named => {
+            let mut name = String::from("CKR");
+            for c in format!("{named:?}").chars() {
+                if c.is_ascii_uppercase() {
+                    name.push('_');
+                }
+                name.push(c.to_ascii_uppercase());
+            }
+            name
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_name_the_function_and_return_code_in_a_few_words() {
+        let e = Error::Pkcs11(RvError::FunctionFailed, Function::Decrypt);
+        assert_eq!(
+            unavailable(&e).to_string(),
+            "The HSM that holds the root key is unavailable (C_Decrypt: CKR_FUNCTION_FAILED)"
+        );
+        let e = Error::Pkcs11(RvError::EncryptedDataInvalid, Function::Decrypt);
+        assert_eq!(
+            rejected("unwrap key material", &e).to_string(),
+            "HSM refused to unwrap key material (C_Decrypt: CKR_ENCRYPTED_DATA_INVALID)"
+        );
+        assert_eq!(ckr_name(RvError::SlotIdInvalid), "CKR_SLOT_ID_INVALID");
+        assert_eq!(ckr_name(RvError::VendorDefined(0x8000_0042)), "CKR 0x80000042");
+        for rv in [RvError::PinIncorrect, RvError::PinLenRange] {
+            assert_eq!(Some(ckr_name(rv).as_str()), pin_rv_name(rv));
+        }
+    }
 
     #[test]
     fn a_refused_pin_is_a_credential_failure_not_a_device_one() {

@@ -226,6 +226,7 @@ impl Hsm {
                     return Ok(v);
                 }
                 Err(e) if pool::is_unusable(&e) => return Err(errors::root_unusable()),
+                Err(e) if pool::is_missing(&e) => return Err(errors::root_missing()),
                 // The HSM refused the PIN (logged once by the pool, which won't try it again):
                 // retrying can't help, and every attempt would count toward locking the HSM user.
                 Err(e) if errors::is_pin_refused(&e) => return Err(errors::pin_refused(&e)),

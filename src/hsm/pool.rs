@@ -315,7 +315,7 @@ fn missing() -> Error {
     Error::Pkcs11(RvError::KeyHandleInvalid, cryptoki::context::Function::FindObjects)
 }
 
-fn is_missing(e: &Error) -> bool {
+pub fn is_missing(e: &Error) -> bool {
     matches!(
         e,
         Error::Pkcs11(RvError::KeyHandleInvalid, cryptoki::context::Function::FindObjects)

@@ -52,7 +52,8 @@ async fn destroying_the_root_key_stops_unwraps(hsm: TestHsm) {
     }
     // And it stays refused: no new copy is made from a key that is gone.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    expect_err(c.generate_data_key(gdk).await, "KMSInternalException");
+    let msg = expect_err(c.generate_data_key(gdk).await, "KMSInternalException");
+    assert!(msg.contains("root key is no longer on the HSM token"), "{msg}");
 }
 
 /// A root key replaced under the same CKA_ID (a restored backup, an operator's mistake): the sessions'
