@@ -71,6 +71,7 @@ fn init_token(
     let m = module::load(module_path)?;
     let slots = m.get_all_slots().map_err(|e| format!("C_GetSlotList failed: {e}"))?;
     let mut free = None;
+    let mut others = Vec::new();
     for slot in slots {
         let info = m.get_token_info(slot).map_err(|e| {
             let dir = token_dir.join(format!("slot-{}", slot.id()));
@@ -101,9 +102,22 @@ fn init_token(
             }
             return Ok(());
         }
-        if !info.token_initialized() && free.is_none() {
+        if info.token_initialized() {
+            others.push(info.label().trim_end().to_string());
+        } else if free.is_none() {
             free = Some(slot);
         }
+    }
+    // A data directory has one embedded token (hsm-sim is given one slot) and one pair of PIN
+    // files. A token under another label means hsm.token_label was changed: say so, rather than
+    // "no free slot", which named neither the cause nor the cure.
+    if !others.is_empty() {
+        return Err(format!(
+            "the embedded hsm-sim in {} holds the token {}, not {label:?}: set hsm.token_label back \
+             (a data directory has one embedded token); nothing was changed",
+            token_dir.display(),
+            others.iter().map(|l| format!("{l:?}")).collect::<Vec<_>>().join(", ")
+        ));
     }
     let slot = free.ok_or("the embedded hsm-sim has no free slot for a new token")?;
     let so_pin = random_pin()?;

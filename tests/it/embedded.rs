@@ -33,12 +33,14 @@ fn start(data_dir: &std::path::Path) -> (std::process::Child, String) {
 }
 
 /// Runs `kms serve` as `start` does, for a start-up that must fail: its output once it exited.
-async fn refused_start(data_dir: &std::path::Path) -> std::process::Output {
+async fn refused_start(data_dir: &std::path::Path, extra_args: &[&str]) -> std::process::Output {
     let data = data_dir.to_path_buf();
+    let extra: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
     let child = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_kms"))
             .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
+            .args(&extra)
             .env_remove("HSM_SIM_CONF")
             .env_remove("KMS_HSM_PIN")
             .stdout(Stdio::null())
@@ -143,7 +145,7 @@ async fn a_second_server_leaves_the_embedded_token_alone() {
     let written = std::fs::metadata(&conf).unwrap().modified().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20)); // a rewrite would get a later mtime
 
-    let out = refused_start(&data).await;
+    let out = refused_start(&data, &[]).await;
     let _ = first.kill();
     let _ = first.wait();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -180,7 +182,7 @@ async fn a_damaged_embedded_token_stops_the_start_up_and_keeps_its_keys() {
         "no token objects to protect: {before:?}"
     );
 
-    let out = refused_start(&data).await;
+    let out = refused_start(&data, &[]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains(&meta.display().to_string()), "{stderr}");
@@ -224,6 +226,53 @@ async fn a_half_initialised_embedded_token_is_finished_at_the_next_start() {
     c.generate_data_key(pb::GenerateDataKeyRequest {
         key_id,
         key_spec: Some("AES_256".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A changed `hsm.token_label` finds no token of that name: the start stops, naming the token
+/// there and the setting to fix, and leaves the token and its PIN files alone.
+#[tokio::test]
+async fn a_changed_token_label_stops_the_start_and_keeps_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, mut c) = start_and_connect(&data).await;
+    let key_id = c
+        .create_key(pb::CreateKeyRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    drop(c);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = snapshot(&data.join("hsm"));
+    let pins = [data.join("hsm-user.pin"), data.join("hsm-so.pin")].map(|p| std::fs::read(p).unwrap());
+
+    let config = dir.path().join("relabelled.toml");
+    std::fs::write(&config, "[hsm]\ntoken_label = \"renamed\"\n").unwrap();
+    let out = refused_start(&data, &["--config", config.to_str().unwrap()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("holds the token \"kms\", not \"renamed\": set hsm.token_label back"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&data.join("hsm")), before, "the token files changed");
+    let after = [data.join("hsm-user.pin"), data.join("hsm-so.pin")].map(|p| std::fs::read(p).unwrap());
+    assert_eq!(after, pins, "the PIN files changed");
+
+    // The token is still the one the key was wrapped under.
+    let (mut child, mut c) = start_and_connect(&data).await;
+    c.generate_data_key(pb::GenerateDataKeyRequest {
+        key_id,
+        number_of_bytes: Some(32),
         ..Default::default()
     })
     .await
