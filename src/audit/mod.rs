@@ -2,6 +2,7 @@
 //! thread in batches with one fsync per batch (group commit), and a request is answered only after
 //! its record is on disk. Records carry names and outcomes, never plaintext, data keys or material.
 
+mod backlog;
 mod file;
 mod request_id;
 mod time;
@@ -12,6 +13,7 @@ use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
 use crate::error::{KmsError, Result};
+use backlog::Backlog;
 use file::{AuditFile, Place};
 pub use request_id::RequestId;
 pub use time::{rfc3339_millis, LAST_RFC3339_SECOND};
@@ -181,6 +183,7 @@ type Pending = (Vec<u8>, oneshot::Sender<std::result::Result<(), String>>);
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
+    backlog: Arc<Backlog>,
 }
 
 const MAX_BATCH: usize = 4096;
@@ -193,21 +196,27 @@ impl AuditLog {
         let file =
             AuditFile::open(path, file::STEP).map_err(|e| format!("cannot open audit log {}: {e}", path.display()))?;
         let (tx, rx) = mpsc::channel::<Pending>();
+        let backlog = Arc::new(Backlog::new());
+        let writer_backlog = backlog.clone();
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(file, rx))
+            .spawn(move || write_loop(file, rx, &writer_backlog))
             .map_err(|e| format!("cannot start the audit writer: {e}"))?;
-        Ok(AuditLog { tx })
+        Ok(AuditLog { tx, backlog })
     }
 
     /// Appends the record and waits until it is durable. A record that can't be written fails the
-    /// request: an operation that can't be audited is not performed silently.
+    /// request: an operation that can't be audited is not performed silently. So does one the
+    /// writer can't take now (`Backlog`: its disk stalled, or too much waiting for it).
     pub async fn record(&self, event: &AuditEvent) -> Result<()> {
         let line = event.to_line();
+        let bytes = line.len();
+        self.backlog.admit(bytes)?;
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send((line, done))
-            .map_err(|_| KmsError::internal("the audit writer has stopped"))?;
+        self.tx.send((line, done)).map_err(|_| {
+            self.backlog.release(bytes);
+            KmsError::internal("the audit writer has stopped")
+        })?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
             // The OS error is in the server's log (the writer logs it), not in the answer.
@@ -298,7 +307,7 @@ fn write_batch(file: &mut AuditFile, buf: &[u8]) -> std::io::Result<()> {
     ))
 }
 
-fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>) {
+fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>, backlog: &Backlog) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -322,7 +331,9 @@ fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>) {
                 None
             };
         }
+        backlog.writing();
         let result = write_batch(&mut file, &buf).map_err(|e| e.to_string());
+        backlog.written(buf.len());
         if let Err(e) = &result {
             tracing::error!(error = %e, "audit log write failed: the batch's requests are refused");
         }
@@ -379,6 +390,31 @@ mod tests {
 
     async fn record(log: &AuditLog, operation: &'static str) {
         log.record(&AuditEvent::new(operation, "p".into(), None)).await.unwrap();
+    }
+
+    /// The writer gives back what each batch held, and a stalled writer refuses records at once,
+    /// without queueing them, until it is done with its batch.
+    #[tokio::test]
+    async fn the_backlog_follows_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path).unwrap();
+        for _ in 0..50 {
+            record(&log, "Before").await;
+        }
+        assert_eq!(log.backlog.queued(), 0);
+        log.backlog
+            .writing_since(backlog::STALLED + std::time::Duration::from_secs(1));
+        let refused = log
+            .record(&AuditEvent::new("Stalled", "p".into(), None))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.name(), "KMSInternalException");
+        assert!(refused.to_string().contains("has not finished a write"), "{refused}");
+        log.backlog.written(0);
+        record(&log, "After").await;
+        assert_eq!(records_in(&path).len(), 51);
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("Stalled"));
     }
 
     #[tokio::test]

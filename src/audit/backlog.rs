@@ -1,0 +1,136 @@
+//! Whether the audit writer keeps up with its disk. A request waits for its record to be durable,
+//! so a disk that stops answering (a dying device, a lost multipath, a hung NFS server) would
+//! otherwise hold every request until the request timeout, and pile records up in memory without
+//! bound. Past either limit below, a request is refused at once (KMSInternalException), and
+//! requests are served again as soon as the writer is back.
+
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use crate::error::KmsError;
+
+/// Records waiting for the writer, in bytes: far above what requests in flight hold when the disk
+/// keeps up (one batch is at most 1 MiB), far below what would strain the server's memory.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+
+/// A batch still being written after this long means the disk has stopped answering: a durable
+/// write takes milliseconds, a slow one a second.
+pub const STALLED: Duration = Duration::from_secs(10);
+
+/// `writing_since` when no batch is being written.
+const IDLE: i64 = i64::MIN;
+
+pub struct Backlog {
+    /// Bytes of records handed to the writer and not yet answered.
+    queued: AtomicUsize,
+    /// When the batch being written began, in milliseconds since `epoch` (`IDLE`: none is).
+    writing_since: AtomicI64,
+    epoch: Instant,
+}
+
+impl Backlog {
+    pub fn new() -> Backlog {
+        Backlog {
+            queued: AtomicUsize::new(0),
+            writing_since: AtomicI64::new(IDLE),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Counts a record of `bytes` as queued, unless the writer is stalled or too far behind.
+    pub fn admit(&self, bytes: usize) -> Result<(), KmsError> {
+        let since = self.writing_since.load(Relaxed);
+        if since != IDLE {
+            let writing_for = self.now_ms() - since;
+            if writing_for > STALLED.as_millis() as i64 {
+                return Err(KmsError::internal(format!(
+                    "The audit log could not record this request: its disk has not finished a write in {} s",
+                    writing_for / 1000
+                )));
+            }
+        }
+        let queued = self.queued.fetch_add(bytes, Relaxed);
+        if queued + bytes > MAX_QUEUED_BYTES {
+            self.release(bytes);
+            return Err(KmsError::internal(format!(
+                "The audit log could not record this request: {} MiB of records are waiting for its disk",
+                queued >> 20
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records of `bytes` that were admitted are answered (or will never be written).
+    pub fn release(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Relaxed);
+    }
+
+    /// The writer starts writing a batch.
+    pub fn writing(&self) {
+        self.writing_since.store(self.now_ms(), Relaxed);
+    }
+
+    /// The writer is done with a batch of `bytes`, durable or failed.
+    pub fn written(&self, bytes: usize) {
+        self.writing_since.store(IDLE, Relaxed);
+        self.release(bytes);
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.epoch.elapsed().as_millis() as i64
+    }
+
+    #[cfg(test)]
+    pub fn queued(&self) -> usize {
+        self.queued.load(Relaxed)
+    }
+
+    /// As if the batch being written had begun `ago`.
+    #[cfg(test)]
+    pub fn writing_since(&self, ago: Duration) {
+        self.writing_since
+            .store(self.now_ms() - ago.as_millis() as i64, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_refused_past_the_byte_limit_and_admitted_again_once_written() {
+        let b = Backlog::new();
+        b.admit(MAX_QUEUED_BYTES - 10).unwrap();
+        b.admit(10).unwrap();
+        let refused = b.admit(1).unwrap_err();
+        assert_eq!(refused.name(), "KMSInternalException");
+        assert!(
+            refused.to_string().contains("64 MiB of records are waiting"),
+            "{refused}"
+        );
+        assert_eq!(b.queued(), MAX_QUEUED_BYTES, "a refused record is not counted");
+        b.writing();
+        b.written(MAX_QUEUED_BYTES - 10);
+        b.admit(1).unwrap();
+        assert_eq!(b.queued(), 11);
+    }
+
+    #[test]
+    fn a_batch_written_for_longer_than_the_stall_limit_refuses_new_records() {
+        let b = Backlog::new();
+        b.writing();
+        b.admit(100).expect("a batch just begun is no stall");
+        b.writing_since(STALLED - Duration::from_secs(1));
+        b.admit(100).expect("not yet stalled");
+        b.writing_since(STALLED + Duration::from_secs(2));
+        let refused = b.admit(100).unwrap_err();
+        assert!(
+            refused.to_string().contains("has not finished a write in 12 s"),
+            "{refused}"
+        );
+        assert_eq!(b.queued(), 200);
+        // The disk answers: the batch is done, and records are admitted again.
+        b.written(200);
+        b.admit(100).unwrap();
+    }
+}
