@@ -103,6 +103,21 @@ impl Hsm {
                 root_attrs::REQUIRED
             ));
         }
+        // Usable, but perhaps not custodied by the HSM alone: the operator should know.
+        match root_attrs::history(&session, handle) {
+            Ok(notes) => {
+                for note in notes {
+                    tracing::warn!(
+                        "the root key with CKA_ID {} on token {:?} may have been outside the HSM: {note}. \
+                         Custody rests also on whoever held its value; a key generated in the HSM \
+                         (sensitive, never extractable) does not have this caveat",
+                        cfg.root_key_id,
+                        cfg.token_label
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the root key's history attributes"),
+        }
         drop(session);
         let hsm = Hsm {
             pool,

@@ -63,6 +63,29 @@ pub fn defects(attrs: &[Attribute]) -> Vec<String> {
     found
 }
 
+/// How `key`'s value may have been outside the HSM before, as its history attributes tell:
+/// CKA_NEVER_EXTRACTABLE FALSE (imported, or extractable once) or CKA_ALWAYS_SENSITIVE FALSE. Such
+/// a key works as a root key, and refusing it would stop servers that were started with it; but
+/// custody then rests on whoever held that value, which the operator is told at start. An
+/// attribute the HSM doesn't return says nothing either way.
+pub fn history(session: &Session, key: ObjectHandle) -> Result<Vec<&'static str>, Error> {
+    let attrs = session.get_attributes(key, &[AttributeType::NeverExtractable, AttributeType::AlwaysSensitive])?;
+    Ok(history_notes(&attrs))
+}
+
+fn history_notes(attrs: &[Attribute]) -> Vec<&'static str> {
+    attrs
+        .iter()
+        .filter_map(|a| match a {
+            Attribute::NeverExtractable(false) => {
+                Some("CKA_NEVER_EXTRACTABLE is FALSE: it was imported, or was extractable once")
+            }
+            Attribute::AlwaysSensitive(false) => Some("CKA_ALWAYS_SENSITIVE is FALSE: its value was readable once"),
+            _ => None,
+        })
+        .collect()
+}
+
 fn name(t: AttributeType) -> &'static str {
     match t {
         AttributeType::KeyType => "CKA_KEY_TYPE",
@@ -123,6 +146,16 @@ mod tests {
             assert_eq!(found.len(), 1, "{found:?}");
             assert!(found[0].contains(expected), "{found:?} should say {expected}");
         }
+    }
+
+    #[test]
+    fn a_key_whose_value_was_outside_the_hsm_is_noted() {
+        assert!(history_notes(&[Attribute::NeverExtractable(true), Attribute::AlwaysSensitive(true)]).is_empty());
+        assert!(history_notes(&[]).is_empty(), "unreadable: nothing known");
+        let notes = history_notes(&[Attribute::NeverExtractable(false), Attribute::AlwaysSensitive(false)]);
+        assert_eq!(notes.len(), 2);
+        assert!(notes[0].starts_with("CKA_NEVER_EXTRACTABLE is FALSE"));
+        assert!(notes[1].starts_with("CKA_ALWAYS_SENSITIVE is FALSE"));
     }
 
     #[test]

@@ -83,10 +83,15 @@ fn first_start(hsm: &TestHsm, root_key_id: &str) -> Output {
 
 /// Whether `kms serve` started and printed its listening line (false: it exited first).
 fn starts(hsm: &TestHsm, root_key_id: &str) -> bool {
+    start_and_log(hsm, root_key_id).0
+}
+
+/// As `starts`, with what the server logged up to then.
+fn start_and_log(hsm: &TestHsm, root_key_id: &str) -> (bool, String) {
     use std::io::{BufRead, BufReader};
     let data = tempfile::tempdir().unwrap();
     let mut child = kms_serve(hsm, root_key_id, data.path())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -95,8 +100,58 @@ fn starts(hsm: &TestHsm, root_key_id: &str) -> bool {
         .map_while(Result::ok)
         .any(|line| line.starts_with("kms listening on "));
     let _ = child.kill();
-    let _ = child.wait();
-    listening
+    let log = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
+    eprint!("{log}");
+    (listening, log)
+}
+
+/// A root key that was imported (its value was in a file) is usable, but the operator is told at
+/// start that custody rests also on whoever held that value; one generated in the HSM is not.
+#[test]
+fn a_root_key_whose_value_was_outside_the_hsm_is_taken_with_a_warning() {
+    let id = "726f6f742d696d706f7274";
+    let hsm = TestHsm::new();
+    let value = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(value.path(), [0x5a; 32]).unwrap();
+    pkcs11_tool(
+        &hsm,
+        &[
+            "--write-object",
+            value.path().to_str().unwrap(),
+            "--type",
+            "secrkey",
+            "--key-type",
+            "AES:32",
+            "--sensitive",
+            "--private",
+            "--id",
+            id,
+            "--label",
+            "kms-root",
+        ],
+    );
+    let (listening, log) = start_and_log(&hsm, id);
+    assert!(listening, "an imported, sensitive, unextractable key is usable");
+    assert!(
+        log.contains("may have been outside the HSM: CKA_NEVER_EXTRACTABLE is FALSE"),
+        "{log}"
+    );
+    assert!(log.contains("CKA_ALWAYS_SENSITIVE is FALSE"), "{log}");
+
+    let hsm = TestHsm::new();
+    let args = [
+        "--keygen",
+        "--key-type",
+        "AES:32",
+        "--sensitive",
+        "--private",
+        "--id",
+        id,
+    ];
+    pkcs11_tool(&hsm, &args);
+    let (listening, log) = start_and_log(&hsm, id);
+    assert!(listening);
+    assert!(!log.contains("outside the HSM"), "{log}");
 }
 
 /// An admin made the root key before the server's first start, with the HSM's (or the tool's)
