@@ -241,14 +241,7 @@ async fn a_changed_token_label_stops_the_start_and_keeps_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (mut child, mut c) = start_and_connect(&data).await;
-    let key_id = c
-        .create_key(pb::CreateKeyRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let key_id = crate::common::create_key(&mut c).await.key_id;
     drop(c);
     child.kill().unwrap();
     child.wait().unwrap();

@@ -11,6 +11,9 @@ use kms::proto as pb;
 
 use crate::common::*;
 
+/// pkcs11-tool's arguments for the attributes of a usable root key.
+const USABLE: [&str; 4] = ["--key-type", "AES:32", "--sensitive", "--private"];
+
 /// The default `hsm.root_key_id`, which `Server` uses.
 const DEFAULT_ROOT_KEY_ID: &str = "6b6d732d726f6f742d7631";
 
@@ -116,19 +119,17 @@ fn a_root_key_whose_value_was_outside_the_hsm_is_taken_with_a_warning() {
     pkcs11_tool(
         &hsm,
         &[
-            "--write-object",
-            value.path().to_str().unwrap(),
-            "--type",
-            "secrkey",
-            "--key-type",
-            "AES:32",
-            "--sensitive",
-            "--private",
-            "--id",
-            id,
-            "--label",
-            "kms-root",
-        ],
+            &[
+                "--write-object",
+                value.path().to_str().unwrap(),
+                "--type",
+                "secrkey",
+                "--id",
+                id,
+            ][..],
+            &USABLE,
+        ]
+        .concat(),
     );
     let (listening, log) = start_and_log(&hsm, id);
     assert!(listening, "an imported, sensitive, unextractable key is usable");
@@ -139,16 +140,7 @@ fn a_root_key_whose_value_was_outside_the_hsm_is_taken_with_a_warning() {
     assert!(log.contains("CKA_ALWAYS_SENSITIVE is FALSE"), "{log}");
 
     let hsm = TestHsm::new();
-    let args = [
-        "--keygen",
-        "--key-type",
-        "AES:32",
-        "--sensitive",
-        "--private",
-        "--id",
-        id,
-    ];
-    pkcs11_tool(&hsm, &args);
+    pkcs11_tool(&hsm, &[&["--keygen", "--id", id][..], &USABLE].concat());
     let (listening, log) = start_and_log(&hsm, id);
     assert!(listening);
     assert!(!log.contains("outside the HSM"), "{log}");
@@ -197,17 +189,7 @@ fn a_root_key_with_wrong_attributes_stops_the_first_start() {
     let hsm = TestHsm::new();
     pkcs11_tool(
         &hsm,
-        &[
-            "--keygen",
-            "--key-type",
-            "AES:32",
-            "--sensitive",
-            "--private",
-            "--id",
-            id,
-            "--label",
-            "kms-root",
-        ],
+        &[&["--keygen", "--id", id, "--label", "kms-root"][..], &USABLE].concat(),
     );
     assert!(
         starts(&hsm, id),
