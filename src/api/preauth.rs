@@ -13,12 +13,17 @@
 //! authenticated once per request, and a refusal of the request before its operation begins (too
 //! large, undecodable, a handler's panic) is recorded under the same request id as the records the
 //! operation wrote, so a state change's `Started` record and the record of its panic go together.
+//! The same holds for a request that runs past `limits.request_timeout_seconds`, timed here.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
@@ -28,6 +33,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::budget::RequestBudget;
 use super::refusals::RefusalRecords;
+use super::run_to_end::changes_state;
 use super::source_ip::ip_text;
 use super::status::{to_status, ERROR_TYPE, REQUEST_ID};
 use crate::audit::{AuditEvent, RequestId};
@@ -58,6 +64,8 @@ pub struct PreAuth<S> {
     /// Which unauthenticated refusals get an audit record of their own.
     refusals: Arc<RefusalRecords>,
     budget: Arc<RequestBudget>,
+    /// `limits.request_timeout_seconds`: from the request's arrival to its answer.
+    timeout: Duration,
 }
 
 impl<S> PreAuth<S> {
@@ -68,6 +76,7 @@ impl<S> PreAuth<S> {
         tls: bool,
         refusals: Arc<RefusalRecords>,
         budget: Arc<RequestBudget>,
+        timeout: Duration,
     ) -> Self {
         PreAuth {
             inner,
@@ -76,6 +85,7 @@ impl<S> PreAuth<S> {
             tls,
             refusals,
             budget,
+            timeout,
         }
     }
 }
@@ -86,9 +96,14 @@ impl<S: NamedService> NamedService for PreAuth<S> {
 
 type Refusal = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-pub enum Call<F> {
-    Through(F, Option<Caller>),
-    Refused(Refusal),
+pin_project! {
+    /// An authenticated request on its way through, until its deadline; or a refusal answered
+    /// here, once its audit record is written.
+    #[project = CallProj]
+    pub enum Call<F> {
+        Through { #[pin] answer: F, caller: Option<Caller>, #[pin] deadline: Sleep },
+        Refused { refusal: Refusal },
+    }
 }
 
 /// An authenticated request's audit record, begun before its body is read, for the service's
@@ -97,7 +112,7 @@ pub enum Call<F> {
 pub struct Begun(pub AuditEvent);
 
 /// Who sent an authenticated request: kept to answer and audit it if it is refused before its
-/// operation begins (then `begin` never runs) or its handler panics.
+/// operation begins (then `begin` never runs), its handler panics or it runs out of time.
 pub struct Caller {
     operation: &'static str,
     principal: Arc<str>,
@@ -106,34 +121,44 @@ pub struct Caller {
     remote: Option<std::net::SocketAddr>,
     tls: bool,
     kms: Arc<Kms>,
+    timeout: Duration,
 }
 
 impl<F> Future for Call<F>
 where
-    F: Future<Output = Result<Response<Body>, Infallible>> + Unpin,
+    F: Future<Output = Result<Response<Body>, Infallible>>,
 {
     type Output = Result<Response<Body>, Infallible>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        if let Call::Through(f, caller) = this {
-            match Pin::new(f).poll(cx) {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let (answer, caller, deadline) = match self.as_mut().project() {
+                CallProj::Refused { refusal } => return refusal.as_mut().poll(cx),
+                CallProj::Through {
+                    answer,
+                    caller,
+                    deadline,
+                } => (answer, caller, deadline),
+            };
+            let refusal = match answer.poll(cx) {
                 // Refused before the operation began (so before `begin`): answered, as every
                 // refusal, with a request id and once its audit record is written.
                 Poll::Ready(Ok(response)) if is_too_large(&response) => match caller.take() {
-                    Some(caller) => *this = Call::Refused(too_large(caller)),
+                    Some(caller) => too_large(caller),
                     None => return Poll::Ready(Ok(response)),
                 },
                 Poll::Ready(Ok(response)) => match answered_outside_operation(&response).zip(caller.take()) {
-                    Some((outcome, caller)) => *this = Call::Refused(refused(caller, outcome, response)),
+                    Some((outcome, caller)) => refused(caller, outcome, response),
                     None => return Poll::Ready(Ok(response)),
                 },
-                other => return other,
-            }
-        }
-        match this {
-            Call::Refused(f) => f.as_mut().poll(cx),
-            Call::Through(..) => unreachable!("handled above"),
+                Poll::Ready(Err(never)) => match never {},
+                Poll::Pending => match deadline.poll(cx).map(|()| caller.take()) {
+                    Poll::Ready(Some(caller)) => timed_out(caller),
+                    // (The caller is only taken on the way to `Refused`: never None here.)
+                    Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+                },
+            };
+            self.set(Call::Refused { refusal });
         }
     }
 }
@@ -198,6 +223,27 @@ fn audited(kms: Arc<Kms>, ev: AuditEvent, response: Response<Body>) -> Refusal {
     })
 }
 
+/// The request ran past `limits.request_timeout_seconds`: DependencyTimeoutException, with a
+/// request id and an audit record, as AWS KMS answers a request it gave up on. The request's
+/// future is dropped: a read or crypto operation stops where it is (an HSM call under way ends in
+/// its blocking thread, its result unused); a state change runs in a task of its own
+/// (`run_to_end.rs`), which finishes and writes its own records under the same request id.
+fn timed_out(caller: Caller) -> Refusal {
+    let may_land = match changes_state(caller.operation) {
+        true => {
+            " The change it asked for may still complete: the audit records with this request id say whether it did."
+        }
+        false => "",
+    };
+    let e = KmsError::DependencyTimeout(format!(
+        "The request did not complete within {} s (limits.request_timeout_seconds); you can retry it.{may_land}",
+        caller.timeout.as_secs()
+    ));
+    let (ev, kms) = caller.refusal(e.name());
+    let status = to_status(&e, &ev.request_id);
+    audited(kms, ev, status.into_http())
+}
+
 /// The request was too large to read: a ValidationException, with a request id and an audit
 /// record, like every other refusal.
 fn too_large(caller: Caller) -> Refusal {
@@ -211,7 +257,6 @@ fn too_large(caller: Caller) -> Refusal {
 impl<S> Service<Request<Body>> for PreAuth<S>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + NamedService,
-    S::Future: Unpin,
 {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -254,10 +299,15 @@ where
                     remote,
                     tls: self.tls,
                     kms: self.kms.clone(),
+                    timeout: self.timeout,
                 };
                 let mut request = request.map(|body| self.budget.charge(&ev.principal, body));
                 request.extensions_mut().insert(Begun(ev));
-                return Call::Through(self.inner.call(request), Some(caller));
+                return Call::Through {
+                    answer: self.inner.call(request),
+                    caller: Some(caller),
+                    deadline: tokio::time::sleep(self.timeout),
+                };
             }
             Err(e) => e,
         };
@@ -267,10 +317,14 @@ where
         let status = to_status(&e, &ev.request_id);
         drop(request); // the body is never read
         if self.refusals.admit(remote.map(|a| a.ip())) {
-            Call::Refused(audited(self.kms.clone(), ev, status.into_http()))
+            Call::Refused {
+                refusal: audited(self.kms.clone(), ev, status.into_http()),
+            }
         } else {
             // Past its address's share of records: counted, and in a summary record within a second.
-            Call::Refused(Box::pin(std::future::ready(Ok(status.into_http()))))
+            Call::Refused {
+                refusal: Box::pin(std::future::ready(Ok(status.into_http()))),
+            }
         }
     }
 }

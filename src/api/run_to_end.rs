@@ -47,6 +47,11 @@ const CHANGES_STATE: &[&str] = &[
     "RevokeGrant",
 ];
 
+/// Whether `method` (the gRPC method's name) writes to the store.
+pub fn changes_state(method: &str) -> bool {
+    CHANGES_STATE.contains(&method)
+}
+
 /// At most this many state-changing requests run at once; more wait (cancellably) for a turn.
 const MAX_DETACHED: usize = 1024;
 
@@ -125,7 +130,7 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let method = request.uri().path().rsplit('/').next().unwrap_or("");
-        if !CHANGES_STATE.contains(&method) {
+        if !changes_state(method) {
             return Call::Inline(self.inner.call(request));
         }
         let mut inner = self.inner.clone();

@@ -50,7 +50,12 @@ pub async fn serve(
     let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
     let request_timeout = Duration::from_secs(config.limits.request_timeout_seconds);
     let max_age = Some(Duration::from_secs(config.limits.max_connection_age_seconds)).filter(|age| !age.is_zero());
-    let mut builder = limits::apply(Server::builder()).timeout(request_timeout);
+    // The KMS service's requests are timed inside `PreAuth`, which answers and audits the ones
+    // that run out of time. tonic's timeout stays as a backstop for every service (health and
+    // reflection included), late enough that PreAuth's answer, held for its audit record, goes
+    // first. It also applies a client's `grpc-timeout`: a client past its own deadline has
+    // stopped waiting, and tonic answers it CANCELLED, unaudited, as a stream the client reset.
+    let mut builder = limits::apply(Server::builder()).timeout(request_timeout + limits::TIMEOUT_ANSWER_GRACE);
     if let Some(max_age) = max_age {
         // Past its age a connection gets GOAWAY and closes once its requests in flight are done
         // (the request timeout bounds them). No max_connection_age_grace: in tonic 0.14 setting
@@ -144,6 +149,7 @@ pub async fn serve(
             tls.is_some(),
             refusals.clone(),
             budget,
+            request_timeout,
         ));
     let stopping = async move {
         let mut stopped = stopped;
@@ -247,6 +253,10 @@ pub mod limits {
     pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
     pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
     pub const TCP_KEEPALIVE_RETRIES: u32 = 6;
+    /// How long past the request timeout tonic's own timeout cuts a request off: room for
+    /// `PreAuth`'s answer to wait for its audit record (a writer stalled for 10 s refuses new
+    /// records at once, `audit/backlog.rs`).
+    pub const TIMEOUT_ANSWER_GRACE: Duration = Duration::from_secs(15);
     /// After a failed accept (EMFILE, ENFILE, ENOBUFS...), wait this long before the next one
     /// instead of retrying at once in a loop that would take a whole core.
     pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);

@@ -363,26 +363,43 @@ async fn an_unknown_method_is_authenticated_first() {
 }
 
 /// A request whose body never comes is given up on after `limits.request_timeout_seconds`: a
-/// client can't hold a stream, and what the server buffered for it, for longer. Requests that
-/// come whole are not affected.
+/// client can't hold a stream, and what the server buffered for it, for longer. The answer is
+/// AWS's DependencyTimeoutException with a request id, and is audited; a state change's answer
+/// says that the change may still land. Requests that come whole are not affected.
 #[tokio::test]
 async fn a_request_whose_body_never_comes_is_given_up_on() {
     let server = Server::start_with("[limits]\nrequest_timeout_seconds = 1").await;
     let mut c = server.client().await;
     create_key(&mut c).await;
     let channel = plain_channel(&server).await;
-    let mut raw = tonic::client::Grpc::new(channel);
-    raw.ready().await.unwrap();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/kms.v1.KeyManagementService/ListKeys");
-    let silent = tokio_stream::pending::<Vec<u8>>();
-    let started = Instant::now();
-    let call = raw.client_streaming(tonic::Request::new(silent), path, crate::validation::RawCodec);
-    let status = tokio::time::timeout(Duration::from_secs(10), call)
-        .await
-        .expect("the server still waits for the body 10 s later")
-        .expect_err("no body, no answer");
-    assert_eq!(status.code(), Code::Cancelled, "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    for (method, may_land) in [("ListKeys", false), ("CreateKey", true)] {
+        let mut raw = tonic::client::Grpc::new(channel.clone());
+        raw.ready().await.unwrap();
+        let path = format!("/kms.v1.KeyManagementService/{method}");
+        let path = tonic::codegen::http::uri::PathAndQuery::try_from(path).unwrap();
+        let silent = tokio_stream::pending::<Vec<u8>>();
+        let started = Instant::now();
+        let call = raw.client_streaming(tonic::Request::new(silent), path, crate::validation::RawCodec);
+        let status = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("the server still waits for the body 10 s later")
+            .expect_err("no body, no answer");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert_eq!(error_type(&status), "DependencyTimeoutException", "{status:?}");
+        assert!(status.message().contains("within 1 s"), "{status:?}");
+        assert_eq!(status.message().contains("may still complete"), may_land, "{status:?}");
+        let id = status
+            .metadata()
+            .get("x-kms-request-id")
+            .expect("a request id")
+            .to_str()
+            .unwrap();
+        let (_, records) = server.audit_records();
+        let record = records.iter().find(|r| r["request_id"] == id).expect("an audit record");
+        assert_eq!(record["operation"], method, "{record}");
+        assert_eq!(record["outcome"], "DependencyTimeoutException", "{record}");
+    }
     create_key(&mut c).await;
 }
 
