@@ -46,6 +46,9 @@ pub enum KmsError {
     MalformedPolicyDocument(String),
     #[error("{0}")]
     UnsupportedOperation(String),
+    /// AWS's common error for an action it doesn't have (here, a gRPC method the service lacks).
+    #[error("{0}")]
+    UnknownOperation(String),
     #[error("{0}")]
     KeyUnavailable(String),
     #[error("{0}")]
@@ -88,6 +91,7 @@ impl KmsError {
             KmsError::InvalidMac(_) => "KMSInvalidMacException",
             KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
             KmsError::UnsupportedOperation(_) => "UnsupportedOperationException",
+            KmsError::UnknownOperation(_) => "UnknownOperationException",
             KmsError::KeyUnavailable(_) => "KeyUnavailableException",
             KmsError::DependencyTimeout(_) => "DependencyTimeoutException",
             KmsError::Internal(_) => "KMSInternalException",

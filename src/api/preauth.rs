@@ -38,7 +38,7 @@ use super::source_ip::ip_text;
 use super::status::{to_status, ERROR_TYPE, REQUEST_ID};
 use crate::audit::{AuditEvent, RequestId};
 use crate::auth::Authenticator;
-use crate::error::KmsError;
+use crate::error::{quoted, KmsError};
 use crate::ops::Kms;
 
 /// The service's method names, `&'static` for the audit record (slices of the proto text).
@@ -53,6 +53,9 @@ fn methods() -> &'static [&'static str] {
             .collect()
     })
 }
+
+/// The audit record's operation for a method the service doesn't have.
+const UNKNOWN_OPERATION: &str = "UnknownOperation";
 
 /// Wraps the KMS service (`S::NAME` is its gRPC service name).
 #[derive(Clone)]
@@ -274,7 +277,7 @@ where
             .iter()
             .find(|m| **m == method)
             .copied()
-            .unwrap_or("UnknownOperation");
+            .unwrap_or(UNKNOWN_OPERATION);
         // A header that isn't visible ASCII is a malformed credential, refused as one: never taken
         // as no header (which would be dev mode's root, or the certificate's principal).
         let authorization = request.headers().get("authorization").map(|v| v.to_str().unwrap_or(""));
@@ -292,6 +295,15 @@ where
             Ok(principal) => {
                 let mut ev = AuditEvent::new(operation, principal, remote.map(|a| ip_text(a.ip())));
                 ev.secure_transport = self.tls;
+                if operation == UNKNOWN_OPERATION {
+                    // tonic would answer UNIMPLEMENTED with no AWS name and no record.
+                    let e = KmsError::UnknownOperation(format!("The service has no operation {}", quoted(method)));
+                    ev.outcome = e.name();
+                    let status = to_status(&e, &ev.request_id);
+                    return Call::Refused {
+                        refusal: audited(self.kms.clone(), ev, status.into_http()),
+                    };
+                }
                 let caller = Caller {
                     operation,
                     principal: ev.principal.clone(),

@@ -28,7 +28,7 @@ pub fn code(e: &KmsError) -> Code {
         KmsError::AccessDenied(_) => Code::PermissionDenied,
         KmsError::Unauthenticated(_) => Code::Unauthenticated,
         KmsError::MalformedPolicyDocument(_) => Code::InvalidArgument,
-        KmsError::UnsupportedOperation(_) => Code::Unimplemented,
+        KmsError::UnsupportedOperation(_) | KmsError::UnknownOperation(_) => Code::Unimplemented,
         KmsError::KeyUnavailable(_) | KmsError::ServiceUnavailable(_) => Code::Unavailable,
         KmsError::DependencyTimeout(_) => Code::DeadlineExceeded,
         KmsError::Internal(_) => Code::Internal,

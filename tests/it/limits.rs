@@ -343,7 +343,8 @@ async fn call_method(server: &Server, bearer: Bearer, method: &str) -> tonic::St
 }
 
 /// Authentication before the body fails closed: a method it doesn't know is refused to an
-/// unauthenticated caller too (an authenticated one is told it doesn't exist).
+/// unauthenticated caller too (an authenticated one is told it doesn't exist, with AWS's
+/// UnknownOperationException and an audit record).
 #[tokio::test]
 async fn an_unknown_method_is_authenticated_first() {
     use crate::auth::{auth_config, BOB, BOB_TOKEN};
@@ -353,7 +354,22 @@ async fn an_unknown_method_is_authenticated_first() {
     assert_eq!(error_type(&anonymous), "UnrecognizedClientException");
     let bob = call_method(&server, Bearer::token(Some(BOB_TOKEN)), "NoSuchMethod").await;
     assert_eq!(bob.code(), Code::Unimplemented, "{bob:?}");
+    assert_eq!(error_type(&bob), "UnknownOperationException");
+    assert!(bob.message().contains("NoSuchMethod"), "{bob:?}");
+    let id = bob
+        .metadata()
+        .get("x-kms-request-id")
+        .expect("a request id")
+        .to_str()
+        .unwrap();
     let (_, records) = server.audit_records();
+    let record = records
+        .iter()
+        .find(|r| r["request_id"] == id)
+        .expect("a record of the refusal");
+    assert_eq!(record["principal"], BOB, "{record}");
+    assert_eq!(record["operation"], "UnknownOperation", "{record}");
+    assert_eq!(record["outcome"], "UnknownOperationException", "{record}");
     assert!(
         records
             .iter()
