@@ -11,6 +11,7 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::errors;
 use super::module;
 use crate::config::Config;
 
@@ -69,7 +70,9 @@ fn init_token(
     so_pin_file: &Path,
 ) -> Result<(), String> {
     let m = module::load(module_path)?;
-    let slots = m.get_all_slots().map_err(|e| format!("C_GetSlotList failed: {e}"))?;
+    let slots = m
+        .get_all_slots()
+        .map_err(|e| format!("C_GetSlotList failed: {}", errors::code_name(&e)))?;
     let mut free = None;
     let mut others = Vec::new();
     for slot in slots {
@@ -127,7 +130,7 @@ fn init_token(
     write_secret(user_pin_file, &user_pin)?;
     let (so, user) = (AuthPin::from(so_pin), AuthPin::from(user_pin));
     m.init_token(slot, &so, label)
-        .map_err(|e| format!("C_InitToken failed: {e}"))?;
+        .map_err(|e| format!("C_InitToken failed: {}", errors::code_name(&e)))?;
     set_user_pin(&m, slot, &so, &user)?;
     tracing::warn!(
         token = label,
@@ -145,12 +148,16 @@ fn set_user_pin(
 ) -> Result<(), String> {
     let session = m
         .open_rw_session(slot)
-        .map_err(|e| format!("C_OpenSession failed: {e}"))?;
+        .map_err(|e| format!("C_OpenSession failed: {}", errors::code_name(&e)))?;
     session
         .login(UserType::So, Some(so))
-        .map_err(|e| format!("SO login failed: {e}"))?;
-    session.init_pin(user).map_err(|e| format!("C_InitPIN failed: {e}"))?;
-    session.logout().map_err(|e| format!("C_Logout failed: {e}"))
+        .map_err(|e| format!("SO login failed: {}", errors::code_name(&e)))?;
+    session
+        .init_pin(user)
+        .map_err(|e| format!("C_InitPIN failed: {}", errors::code_name(&e)))?;
+    session
+        .logout()
+        .map_err(|e| format!("C_Logout failed: {}", errors::code_name(&e)))
 }
 
 /// A PIN file's content, without a trailing newline, as `ops::read_pin` reads the user PIN.

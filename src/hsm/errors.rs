@@ -104,10 +104,19 @@ pub fn root_missing() -> KmsError {
 }
 
 /// The function and return code as PKCS#11 names them (`C_Decrypt: CKR_DEVICE_ERROR`); never
-/// data. cryptoki's own `Display` writes the specification's prose, up to a paragraph.
-fn short(e: &Error) -> String {
+/// data. cryptoki's own `Display` writes the specification's prose, up to a paragraph: in a
+/// message or a log line, operators look for the names.
+pub fn short(e: &Error) -> String {
     match e {
         Error::Pkcs11(rv, func) => format!("C_{func:?}: {}", ckr_name(*rv)),
+        other => other.to_string(),
+    }
+}
+
+/// The return code alone (`CKR_DEVICE_ERROR`), for a message that names the function itself.
+pub fn code_name(e: &Error) -> String {
+    match e {
+        Error::Pkcs11(rv, _) => ckr_name(*rv),
         other => other.to_string(),
     }
 }
@@ -147,6 +156,8 @@ mod tests {
             "HSM refused to unwrap key material (C_Decrypt: CKR_ENCRYPTED_DATA_INVALID)"
         );
         assert_eq!(ckr_name(RvError::SlotIdInvalid), "CKR_SLOT_ID_INVALID");
+        assert_eq!(short(&e), "C_Decrypt: CKR_ENCRYPTED_DATA_INVALID");
+        assert_eq!(code_name(&e), "CKR_ENCRYPTED_DATA_INVALID");
         assert_eq!(ckr_name(RvError::VendorDefined(0x8000_0042)), "CKR 0x80000042");
         for rv in [RvError::PinIncorrect, RvError::PinLenRange] {
             assert_eq!(Some(ckr_name(rv).as_str()), pin_rv_name(rv));

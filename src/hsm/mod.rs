@@ -66,7 +66,9 @@ impl Hsm {
             ),
             e => format!("cannot log in to token {:?}: {e}", cfg.token_label),
         })?;
-        let (handle, root) = match find_root(&session, &root_id).map_err(|e| format!("root key lookup failed: {e}"))? {
+        let (handle, root) = match find_root(&session, &root_id)
+            .map_err(|e| format!("root key lookup failed: {}", errors::code_name(&e)))?
+        {
             RootLookup::One(h) => (h, RootKey::Found),
             RootLookup::Many(n) => {
                 return Err(format!(
@@ -92,8 +94,8 @@ impl Hsm {
         };
         // Found or created (an HSM may ignore parts of a template), the key is used only if it is
         // what a root key must be.
-        if let Err(defects) =
-            root_attrs::check(&session, handle).map_err(|e| format!("cannot read the root key's attributes: {e}"))?
+        if let Err(defects) = root_attrs::check(&session, handle)
+            .map_err(|e| format!("cannot read the root key's attributes: {}", errors::code_name(&e)))?
         {
             return Err(format!(
                 "the root key with CKA_ID {} on token {:?} is not usable: {defects}. It must be {}; \
@@ -116,7 +118,7 @@ impl Hsm {
                     );
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the root key's history attributes"),
+            Err(e) => tracing::warn!(error = %errors::short(&e), "cannot read the root key's history attributes"),
         }
         drop(session);
         let hsm = Hsm {
@@ -249,7 +251,7 @@ impl Hsm {
                 // Every pooled session holds that handle, so all are dropped, and a new session
                 // looks the key up again (once: a key that is really gone is then refused).
                 Err(e) if errors::is_stale_handle(&e) && !looked_up_again => {
-                    tracing::warn!(error = %e, "the root key's handle is no longer valid: looking the key up again");
+                    tracing::warn!(error = %errors::short(&e), "the root key's handle is no longer valid: looking the key up again");
                     self.pool.clear();
                     looked_up_again = true;
                 }
@@ -260,10 +262,10 @@ impl Hsm {
                         self.pool.clear();
                     }
                     if attempt >= self.attempts || std::time::Instant::now() + delay >= deadline {
-                        tracing::error!(error = %e, attempts = attempt, "HSM unavailable: {what}");
+                        tracing::error!(error = %errors::short(&e), attempts = attempt, "HSM unavailable: {what}");
                         return Err(errors::unavailable(&e));
                     }
-                    tracing::warn!(error = %e, attempt, "HSM device error, retrying: {what}");
+                    tracing::warn!(error = %errors::short(&e), attempt, "HSM device error, retrying: {what}");
                     std::thread::sleep(delay);
                     delay = (delay * 4).min(MAX_RETRY_DELAY);
                     attempt += 1;
@@ -297,12 +299,12 @@ fn hsm_generated_iv(iv: &[u8]) -> Result<()> {
 fn find_slot(module: &cryptoki::context::Pkcs11, label: &str) -> Result<cryptoki::slot::Slot, String> {
     let slots = module
         .get_slots_with_initialized_token()
-        .map_err(|e| format!("C_GetSlotList failed: {e}"))?;
+        .map_err(|e| format!("C_GetSlotList failed: {}", errors::code_name(&e)))?;
     let mut found = Vec::new();
     for slot in slots {
         let info = module
             .get_token_info(slot)
-            .map_err(|e| format!("C_GetTokenInfo failed: {e}"))?;
+            .map_err(|e| format!("C_GetTokenInfo failed: {}", errors::code_name(&e)))?;
         if info.label().trim_end() == label {
             found.push(slot);
         }

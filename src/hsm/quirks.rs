@@ -2,6 +2,8 @@
 
 use cryptoki::context::Pkcs11;
 
+use super::errors;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quirks {
     pub vendor: &'static str,
@@ -20,7 +22,7 @@ impl Quirks {
         let name = if name == "auto" {
             let info = module
                 .get_library_info()
-                .map_err(|e| format!("C_GetInfo failed: {e}"))?;
+                .map_err(|e| format!("C_GetInfo failed: {}", errors::code_name(&e)))?;
             detect(info.manufacturer_id(), info.library_description())
         } else {
             name

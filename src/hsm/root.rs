@@ -16,6 +16,8 @@ use cryptoki::error::{Error, RvError};
 use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::Session;
 
+use super::errors;
+
 pub struct RootCopies {
     /// None: unwraps use the token object (no copies, no checks).
     check_every: Option<Duration>,
@@ -50,7 +52,7 @@ impl RootCopies {
         match session.copy_object(root, &[Attribute::Token(false)]) {
             Ok(copy) => Ok(Some(copy)),
             Err(e) if refuses_copy(&e) => {
-                tracing::warn!(error = %e, "the HSM will not copy the root key into a session; unwraps use the token object");
+                tracing::warn!(error = %errors::short(&e), "the HSM will not copy the root key into a session; unwraps use the token object");
                 self.refused.store(true, Ordering::Relaxed);
                 Ok(None)
             }

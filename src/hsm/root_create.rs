@@ -19,6 +19,7 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::errors;
 use super::pool::{find_root, RootLookup};
 use super::RootKey;
 
@@ -29,14 +30,14 @@ const ATTEMPTS: usize = 20;
 /// The root key under `id`, created here unless another server's appears and stays alone first.
 /// Call only when the token held no key under `id`.
 pub fn create_sole_root(session: &Session, id: &[u8], read_only: bool) -> Result<(ObjectHandle, RootKey), String> {
-    let lookup_failed = |e: Error| format!("root key lookup failed: {e}");
+    let lookup_failed = |e: Error| format!("root key lookup failed: {}", errors::code_name(&e));
     // A key another server created, seen alone once since the last collision.
     let mut seen_alone: Option<ObjectHandle> = None;
     for _ in 0..ATTEMPTS {
         match find_root(session, id).map_err(lookup_failed)? {
             RootLookup::None => {
-                let created =
-                    create_root(session, id, read_only).map_err(|e| format!("cannot create the root key: {e}"))?;
+                let created = create_root(session, id, read_only)
+                    .map_err(|e| format!("cannot create the root key: {}", errors::code_name(&e)))?;
                 match find_root(session, id).map_err(lookup_failed)? {
                     RootLookup::One(h) if h == created => return Ok((created, RootKey::Created)),
                     _ => {
