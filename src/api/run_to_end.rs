@@ -61,7 +61,6 @@ const MAX_DETACHED: usize = 1024;
 pub struct Detached {
     permits: Arc<Semaphore>,
     limit: usize,
-    body_deadline: Duration,
 }
 
 impl Default for Detached {
@@ -75,7 +74,6 @@ impl Detached {
         Detached {
             permits: Arc::new(Semaphore::new(limit)),
             limit,
-            body_deadline: BODY_DEADLINE,
         }
     }
 
@@ -135,15 +133,15 @@ where
         }
         let mut inner = self.inner.clone();
         let permits = self.detached.permits.clone();
-        let deadline = self.detached.body_deadline;
         Call::Detached(Box::pin(async move {
             // The message first: a client that never sends its body must not hold a turn (nor a
             // task the stopping server waits for). Until the spawn, nothing has started, and
-            // giving up (the client's reset) cancels cleanly.
+            // giving up (the client's reset, or the request timeout in `preauth.rs`) cancels
+            // cleanly.
             // The body is kept until the change is over: it holds the request's charge against
             // the budget of request bytes in flight (`budget.rs`), and its message is held as long.
             let (parts, mut body) = request.into_parts();
-            let message = match read_message(&mut body, deadline).await {
+            let message = match read_message(&mut body).await {
                 Ok(message) => message,
                 Err(status) => return Ok(status.into_http()),
             };
@@ -175,37 +173,26 @@ fn stopping() -> tonic::Status {
     ))
 }
 
-/// How long a state-changing request's body may take to arrive (it is at most 512 KiB).
-const BODY_DEADLINE: Duration = Duration::from_secs(10);
-
-/// The request's body, read whole within `deadline`. Reading stops just past the size cap
-/// (plus gRPC's 5-byte frame header): what was read is enough for the service to refuse it as
-/// too large from the frame's declared length.
-async fn read_message(body: &mut Body, deadline: Duration) -> Result<Bytes, tonic::Status> {
+/// The request's body, read whole. Reading stops just past the size cap (plus gRPC's 5-byte frame
+/// header): what was read is enough for the service to refuse it as too large from the frame's
+/// declared length.
+async fn read_message(body: &mut Body) -> Result<Bytes, tonic::Status> {
     let limit = super::server::limits::MAX_REQUEST_BYTES + 5;
-    let read = async {
-        let mut message = BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            // The budget's refusal is the answer as it is; any other failure is the client's.
-            let frame = frame.map_err(|e| match is_refusal(&e) {
-                true => e,
-                false => tonic::Status::cancelled(format!("the request body failed: {e}")),
-            })?;
-            if let Ok(data) = frame.into_data() {
-                message.extend_from_slice(&data);
-                if message.len() > limit {
-                    break;
-                }
+    let mut message = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        // The budget's refusal is the answer as it is; any other failure is the client's.
+        let frame = frame.map_err(|e| match is_refusal(&e) {
+            true => e,
+            false => tonic::Status::cancelled(format!("the request body failed: {e}")),
+        })?;
+        if let Ok(data) = frame.into_data() {
+            message.extend_from_slice(&data);
+            if message.len() > limit {
+                break;
             }
         }
-        Ok(message.freeze())
-    };
-    tokio::time::timeout(deadline, read).await.unwrap_or_else(|_| {
-        Err(tonic::Status::deadline_exceeded(format!(
-            "the request body did not arrive within {} ms",
-            deadline.as_millis()
-        )))
-    })
+    }
+    Ok(message.freeze())
 }
 
 pub enum Call<F> {
@@ -304,34 +291,30 @@ mod tests {
         assert_eq!(started(), 3, "and it never started");
     }
 
-    /// A change whose body never arrives takes no turn and starts nothing; it is refused when
-    /// the body deadline passes.
+    /// A change whose body never arrives takes no turn and starts nothing, and dropping it (as
+    /// the request timeout does, `preauth.rs`) leaves nothing behind.
     #[tokio::test]
     async fn a_change_without_its_body_takes_no_turn() {
         let inner = Blocking::default();
-        let detached = Detached {
-            body_deadline: Duration::from_millis(300),
-            ..Detached::with_limit(1)
-        };
+        let detached = Detached::with_limit(1);
         let mut service = RunToEnd::new(inner.service(), detached.clone());
         let (_sender, silent) = http_body_util::channel::Channel::<Bytes, tonic::Status>::new(1);
         let mut request = request("DisableKey");
         *request.body_mut() = Body::new(silent);
         let call = tokio::spawn(service.call(request));
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             detached.permits.available_permits(),
             1,
             "no turn taken while the body is awaited"
         );
+        call.abort();
+        assert!(call.await.unwrap_err().is_cancelled());
         assert_eq!(inner.started.load(Ordering::SeqCst), 0);
-        let answer = call.await.unwrap().unwrap();
-        assert_eq!(
-            answer.headers()["grpc-status"],
-            "4",
-            "DEADLINE_EXCEEDED after {BODY_DEADLINE:?}"
+        assert!(
+            detached.drained(Duration::from_millis(100)).await,
+            "nothing to wait for"
         );
-        assert_eq!(inner.started.load(Ordering::SeqCst), 0);
     }
 
     /// A change whose handler panics (in its own task, where `CatchPanic` doesn't see it) is
