@@ -215,13 +215,15 @@ impl Caller {
 }
 
 /// Answers `response` once `ev` is in the audit log (in a task of its own, so that the record is
-/// written even if the client goes away first; if auditing fails, the refusal still stands).
+/// written even if the client goes away first; if auditing fails, the refusal still stands). A
+/// disk that stops answering holds the answer no longer than the audit writer's stall limit:
+/// past it, records are refused anyway, and this refusal must not wait for the disk forever.
 fn audited(kms: Arc<Kms>, ev: AuditEvent, response: Response<Body>) -> Refusal {
     let audit = tokio::spawn(async move {
         let _ = kms.audit(&ev).await;
     });
     Box::pin(async move {
-        let _ = audit.await;
+        let _ = tokio::time::timeout(crate::audit::STALLED, audit).await;
         Ok(response)
     })
 }

@@ -14,6 +14,7 @@ use tonic::transport::Server;
 
 use super::budget::{Charging, RequestBudget};
 use super::connections::{self, ConnectionLimits, Limited};
+use super::deadline::Deadline;
 use super::grpc::GrpcService;
 use super::health_watch::EndingWatches;
 use super::opening::{Opening, OPENING_DEADLINE};
@@ -50,12 +51,12 @@ pub async fn serve(
     let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
     let request_timeout = Duration::from_secs(config.limits.request_timeout_seconds);
     let max_age = Some(Duration::from_secs(config.limits.max_connection_age_seconds)).filter(|age| !age.is_zero());
-    // The KMS service's requests are timed inside `PreAuth`, which answers and audits the ones
-    // that run out of time. tonic's timeout stays as a backstop for every service (health and
-    // reflection included), late enough that PreAuth's answer, held for its audit record, goes
-    // first. It also applies a client's `grpc-timeout`: a client past its own deadline has
-    // stopped waiting, and tonic answers it CANCELLED, unaudited, as a stream the client reset.
-    let mut builder = limits::apply(Server::builder()).timeout(request_timeout + limits::TIMEOUT_ANSWER_GRACE);
+    // The request timeout is applied per service: `PreAuth` times the KMS service's requests and
+    // answers and audits the ones that run out of time, `Deadline` the others. No tonic server
+    // timeout, which would time every request a second time. tonic still applies a client's
+    // `grpc-timeout`: a client past its own deadline has stopped waiting, and tonic answers it
+    // CANCELLED, unaudited, as a stream the client reset.
+    let mut builder = limits::apply(Server::builder());
     if let Some(max_age) = max_age {
         // Past its age a connection gets GOAWAY and closes once its requests in flight are done
         // (the request timeout bounds them). No max_connection_age_grace: in tonic 0.14 setting
@@ -97,9 +98,12 @@ pub async fn serve(
     // Watch streams end at the connection age limit and when the server stops, so that they
     // don't keep their connections open (`health_watch.rs`).
     let health_service = EndingWatches::new(
-        Charging::new(
-            health_service.max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES),
-            budget.clone(),
+        Deadline::new(
+            Charging::new(
+                health_service.max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES),
+                budget.clone(),
+            ),
+            request_timeout,
         ),
         max_age,
         stopped.clone(),
@@ -110,7 +114,7 @@ pub async fn serve(
             .build_v1()
             .map_err(|e| format!("reflection: {e}"))?;
         let service = service.max_decoding_message_size(limits::MAX_HEALTH_REQUEST_BYTES);
-        Some(Charging::new(service, budget.clone()))
+        Some(Deadline::new(Charging::new(service, budget.clone()), request_timeout))
     } else {
         None
     };
@@ -253,10 +257,6 @@ pub mod limits {
     pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
     pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
     pub const TCP_KEEPALIVE_RETRIES: u32 = 6;
-    /// How long past the request timeout tonic's own timeout cuts a request off: room for
-    /// `PreAuth`'s answer to wait for its audit record (a writer stalled for 10 s refuses new
-    /// records at once, `audit/backlog.rs`).
-    pub const TIMEOUT_ANSWER_GRACE: Duration = Duration::from_secs(15);
     /// After a failed accept (EMFILE, ENFILE, ENOBUFS...), wait this long before the next one
     /// instead of retrying at once in a loop that would take a whole core.
     pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);

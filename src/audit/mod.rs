@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{KmsError, Result};
 use backlog::Backlog;
+pub use backlog::STALLED;
 use file::{AuditFile, Place};
 pub use request_id::RequestId;
 pub use time::{rfc3339_millis, LAST_RFC3339_SECOND};
