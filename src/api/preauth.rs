@@ -222,8 +222,13 @@ fn audited(kms: Arc<Kms>, ev: AuditEvent, response: Response<Body>) -> Refusal {
     let audit = tokio::spawn(async move {
         let _ = kms.audit(&ev).await;
     });
+    answered_after(audit, crate::audit::STALLED, response)
+}
+
+/// `response`, once `record` is done or `limit` has passed.
+fn answered_after(record: tokio::task::JoinHandle<()>, limit: Duration, response: Response<Body>) -> Refusal {
     Box::pin(async move {
-        let _ = tokio::time::timeout(crate::audit::STALLED, audit).await;
+        let _ = tokio::time::timeout(limit, record).await;
         Ok(response)
     })
 }
@@ -346,6 +351,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refusal waits for its record, but not past the limit: a hung disk can't hold it.
+    #[tokio::test]
+    async fn a_refusal_waits_for_its_record_at_most_the_limit() {
+        let (written, write) = tokio::sync::oneshot::channel::<()>();
+        let record = tokio::spawn(async move {
+            let _ = write.await;
+        });
+        let mut answer = answered_after(record, Duration::from_secs(3600), Response::new(Body::empty()));
+        let early = tokio::time::timeout(Duration::from_millis(50), &mut answer).await;
+        assert!(early.is_err(), "answered before its record");
+        written.send(()).unwrap();
+        answer.await.unwrap();
+
+        let hung = tokio::spawn(std::future::pending::<()>());
+        let answer = answered_after(hung, Duration::from_millis(100), Response::new(Body::empty()));
+        let answered = tokio::time::timeout(Duration::from_secs(5), answer).await;
+        assert!(answered.is_ok(), "still waiting for a record that never comes");
+    }
 
     #[test]
     fn every_method_of_the_service_is_known() {
