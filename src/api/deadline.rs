@@ -1,8 +1,11 @@
-//! The request timeout for the services beside the KMS one (health, reflection): a request still
-//! unanswered after `limits.request_timeout_seconds` (a body trickled in, or never finished) is
-//! answered DEADLINE_EXCEEDED, and the charge its body holds against the request budget goes
-//! with it. The KMS service's requests are timed in `preauth.rs`, which also audits them; tonic's
-//! server-wide timeout is not used, so that a KMS request pays for one timer, not two.
+//! The request timeout for the services beside the KMS one (health, reflection): an answer not
+//! begun after `limits.request_timeout_seconds` (a health Check whose body trickles in, or never
+//! ends) is DEADLINE_EXCEEDED, and the charge its body holds against the request budget goes with
+//! it. Like tonic's timeout before it, this bounds the wait for the answer's headers only: a
+//! stream already answered (reflection's, a health Watch) is not cut by it, and its body stays
+//! charged while it is open. The KMS service's requests are timed in `preauth.rs`, which also
+//! audits them; tonic's server-wide timeout is not used, so that a KMS request pays for one
+//! timer, not two.
 
 use std::convert::Infallible;
 use std::future::Future;

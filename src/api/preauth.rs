@@ -54,6 +54,14 @@ fn methods() -> &'static [&'static str] {
     })
 }
 
+/// The method a request's path names: `/<service>/<method>` exactly. tonic routes every path
+/// under `/<service>/` to the service, whose generated code answers any other UNIMPLEMENTED: a
+/// path such as `/<service>/x/Encrypt` must not be taken for Encrypt.
+pub fn method_name<'a>(path: &'a str, service: &str) -> Option<&'a str> {
+    let method = path.strip_prefix('/')?.strip_prefix(service)?.strip_prefix('/')?;
+    (!method.contains('/')).then_some(method)
+}
+
 /// The audit record's operation for a method the service doesn't have.
 const UNKNOWN_OPERATION: &str = "UnknownOperation";
 
@@ -279,7 +287,7 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         // A method this list lacks is still authenticated (fail closed: a method the proto parse
         // missed must not skip the check); tonic answers an authenticated caller UNIMPLEMENTED.
-        let method = request.uri().path().rsplit('/').next().unwrap_or("");
+        let method = method_name(request.uri().path(), S::NAME).unwrap_or("");
         let operation = methods()
             .iter()
             .find(|m| **m == method)
@@ -369,6 +377,24 @@ mod tests {
         let answer = answered_after(hung, Duration::from_millis(100), Response::new(Body::empty()));
         let answered = tokio::time::timeout(Duration::from_secs(5), answer).await;
         assert!(answered.is_ok(), "still waiting for a record that never comes");
+    }
+
+    #[test]
+    fn a_method_is_named_by_the_whole_path() {
+        let service = "kms.v1.KeyManagementService";
+        assert_eq!(
+            method_name("/kms.v1.KeyManagementService/Encrypt", service),
+            Some("Encrypt")
+        );
+        for path in [
+            "/kms.v1.KeyManagementService/x/Encrypt",
+            "/other.Service/Encrypt",
+            "/kms.v1.KeyManagementServiceX/Encrypt",
+            "kms.v1.KeyManagementService/Encrypt",
+            "/kms.v1.KeyManagementService",
+        ] {
+            assert_eq!(method_name(path, service), None, "{path}");
+        }
     }
 
     #[test]

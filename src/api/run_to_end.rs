@@ -25,6 +25,7 @@ use tonic::server::NamedService;
 
 use super::budget::is_refusal;
 use super::panics::panicked;
+use super::preauth::method_name;
 use super::status::without_request_id;
 use crate::error::KmsError;
 
@@ -115,7 +116,7 @@ type Answer = Result<Response<Body>, Infallible>;
 
 impl<S> Service<Request<Body>> for RunToEnd<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + NamedService + Clone + Send + 'static,
     S::Future: Unpin + Send + 'static,
 {
     type Response = Response<Body>;
@@ -127,7 +128,7 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let method = request.uri().path().rsplit('/').next().unwrap_or("");
+        let method = method_name(request.uri().path(), S::NAME).unwrap_or("");
         if !changes_state(method) {
             return Call::Inline(self.inner.call(request));
         }
@@ -233,6 +234,7 @@ mod tests {
         fn service(
             &self,
         ) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Unpin + Send>
+               + NamedService
                + Clone
                + Send
                + 'static {

@@ -9,11 +9,16 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::codegen::Service;
+use tonic::server::NamedService;
 
 pub type Answer = Result<Response<Body>, Infallible>;
 
 #[derive(Clone)]
 pub struct FnService<F>(pub F);
+
+impl<F> NamedService for FnService<F> {
+    const NAME: &'static str = "kms.v1.KeyManagementService";
+}
 
 impl<F, A> Service<Request<Body>> for FnService<F>
 where

@@ -79,9 +79,10 @@ fn init_token(
         let info = m.get_token_info(slot).map_err(|e| {
             let dir = token_dir.join(format!("slot-{}", slot.id()));
             format!(
-                "the embedded hsm-sim token in {} is unusable (C_GetTokenInfo: {e}): repair or restore {} \
+                "the embedded hsm-sim token in {} is unusable (C_GetTokenInfo: {}): repair or restore {} \
                  (hsm-sim names the problem on stderr); nothing was changed",
                 dir.display(),
+                errors::code_name(&e),
                 dir.join("token.json").display()
             )
         })?;
@@ -151,7 +152,7 @@ fn set_user_pin(
         .map_err(|e| format!("C_OpenSession failed: {}", errors::code_name(&e)))?;
     session
         .login(UserType::So, Some(so))
-        .map_err(|e| format!("SO login failed: {}", errors::code_name(&e)))?;
+        .map_err(|e| format!("C_Login as SO failed: {}", errors::code_name(&e)))?;
     session
         .init_pin(user)
         .map_err(|e| format!("C_InitPIN failed: {}", errors::code_name(&e)))?;

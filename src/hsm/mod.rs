@@ -64,10 +64,10 @@ impl Hsm {
                 cfg.token_label,
                 errors::pin_rv_name(rv).unwrap_or("a PIN error")
             ),
-            e => format!("cannot log in to token {:?}: {e}", cfg.token_label),
+            e => format!("cannot log in to token {:?}: {}", cfg.token_label, errors::short(&e)),
         })?;
         let (handle, root) = match find_root(&session, &root_id)
-            .map_err(|e| format!("root key lookup failed: {}", errors::code_name(&e)))?
+            .map_err(|e| format!("root key lookup failed: {}", errors::short(&e)))?
         {
             RootLookup::One(h) => (h, RootKey::Found),
             RootLookup::Many(n) => {
@@ -95,7 +95,7 @@ impl Hsm {
         // Found or created (an HSM may ignore parts of a template), the key is used only if it is
         // what a root key must be.
         if let Err(defects) = root_attrs::check(&session, handle)
-            .map_err(|e| format!("cannot read the root key's attributes: {}", errors::code_name(&e)))?
+            .map_err(|e| format!("cannot read the root key's attributes: {}", errors::short(&e)))?
         {
             return Err(format!(
                 "the root key with CKA_ID {} on token {:?} is not usable: {defects}. It must be {}; \

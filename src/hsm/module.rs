@@ -20,7 +20,13 @@ pub fn load(path: &Path) -> Result<Pkcs11, String> {
     let module = Pkcs11::new(path).map_err(|e| format!("cannot load PKCS#11 module {}: {e}", path.display()))?;
     match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => return Err(format!("C_Initialize of {} failed: {e}", path.display())),
+        Err(e) => {
+            return Err(format!(
+                "C_Initialize of {} failed: {}",
+                path.display(),
+                super::errors::code_name(&e)
+            ))
+        }
     }
     table.insert(path.to_path_buf(), module.clone());
     Ok(module)

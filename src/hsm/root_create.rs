@@ -30,14 +30,14 @@ const ATTEMPTS: usize = 20;
 /// The root key under `id`, created here unless another server's appears and stays alone first.
 /// Call only when the token held no key under `id`.
 pub fn create_sole_root(session: &Session, id: &[u8], read_only: bool) -> Result<(ObjectHandle, RootKey), String> {
-    let lookup_failed = |e: Error| format!("root key lookup failed: {}", errors::code_name(&e));
+    let lookup_failed = |e: Error| format!("root key lookup failed: {}", errors::short(&e));
     // A key another server created, seen alone once since the last collision.
     let mut seen_alone: Option<ObjectHandle> = None;
     for _ in 0..ATTEMPTS {
         match find_root(session, id).map_err(lookup_failed)? {
             RootLookup::None => {
                 let created = create_root(session, id, read_only)
-                    .map_err(|e| format!("cannot create the root key: {}", errors::code_name(&e)))?;
+                    .map_err(|e| format!("cannot create the root key: {}", errors::short(&e)))?;
                 match find_root(session, id).map_err(lookup_failed)? {
                     RootLookup::One(h) if h == created => return Ok((created, RootKey::Created)),
                     _ => {
@@ -69,8 +69,9 @@ fn destroy_unused(session: &Session, created: ObjectHandle) -> Result<(), String
     match session.destroy_object(created) {
         Ok(()) | Err(Error::Pkcs11(RvError::ObjectHandleInvalid, _)) => Ok(()),
         Err(e) => Err(format!(
-            "cannot destroy the root key created here after another process created one too: {e}; \
-             the token now holds several keys under the root key's CKA_ID and one must be deleted by hand"
+            "cannot destroy the root key created here after another process created one too: {}; \
+             the token now holds several keys under the root key's CKA_ID and one must be deleted by hand",
+            errors::short(&e)
         )),
     }
 }

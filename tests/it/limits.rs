@@ -370,6 +370,9 @@ async fn an_unknown_method_is_authenticated_first() {
     assert_eq!(record["principal"], BOB, "{record}");
     assert_eq!(record["operation"], "UnknownOperation", "{record}");
     assert_eq!(record["outcome"], "UnknownOperationException", "{record}");
+    // tonic hands the service every path under its name; only `/<service>/<method>` names one.
+    let nested = call_method(&server, Bearer::token(Some(BOB_TOKEN)), "x/Encrypt").await;
+    assert_eq!(error_type(&nested), "UnknownOperationException", "{nested:?}");
     assert!(
         records
             .iter()
