@@ -33,7 +33,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::budget::RequestBudget;
 use super::refusals::RefusalRecords;
-use super::run_to_end::changes_state;
+use super::run_to_end::{changes_state, Spawned};
 use super::source_ip::ip_text;
 use super::status::{to_status, ERROR_TYPE, REQUEST_ID};
 use crate::audit::{AuditEvent, RequestId};
@@ -133,6 +133,8 @@ pub struct Caller {
     tls: bool,
     kms: Arc<Kms>,
     timeout: Duration,
+    /// A state change's: whether it is running in a task of its own (`run_to_end.rs`).
+    spawned: Option<Spawned>,
 }
 
 impl<F> Future for Call<F>
@@ -242,21 +244,26 @@ fn answered_after(record: tokio::task::JoinHandle<()>, limit: Duration, response
 }
 
 /// The request ran past `limits.request_timeout_seconds`: DependencyTimeoutException, with a
-/// request id and an audit record, as AWS KMS answers a request it gave up on. The request's
-/// future is dropped: a read or crypto operation stops where it is (an HSM call under way ends in
-/// its blocking thread, its result unused); a state change runs in a task of its own
-/// (`run_to_end.rs`), which finishes and writes its own records under the same request id.
+/// request id, as AWS KMS answers a request it gave up on. The request's future is dropped: a read
+/// or crypto operation stops where it is (an HSM call under way ends in its blocking thread, its
+/// result unused), and so does a state change that has not begun. Those answers are audited. A
+/// state change already running in a task of its own (`run_to_end.rs`) finishes and writes its
+/// own outcome record under the same request id, so this answer gets none: it would read as the
+/// change's outcome.
 fn timed_out(caller: Caller) -> Refusal {
-    let may_land = match changes_state(caller.operation) {
-        true => {
-            " The change it asked for may still complete: the audit records with this request id say whether it did."
-        }
-        false => "",
-    };
-    let e = KmsError::DependencyTimeout(format!(
-        "The request did not complete within {} s (limits.request_timeout_seconds); you can retry it.{may_land}",
+    let limit = format!(
+        "The request did not complete within {} s (limits.request_timeout_seconds)",
         caller.timeout.as_secs()
-    ));
+    );
+    if caller.spawned.as_ref().is_some_and(Spawned::happened) {
+        let e = KmsError::DependencyTimeout(format!(
+            "{limit}. The change is still under way: its outcome will be in the audit log under this \
+             request id; check it before you retry"
+        ));
+        let status = to_status(&e, &caller.request_id);
+        return Box::pin(std::future::ready(Ok(status.into_http())));
+    }
+    let e = KmsError::DependencyTimeout(format!("{limit}; nothing was changed, and you can retry it"));
     let (ev, kms) = caller.refusal(e.name());
     let status = to_status(&e, &ev.request_id);
     audited(kms, ev, status.into_http())
@@ -327,9 +334,13 @@ where
                     tls: self.tls,
                     kms: self.kms.clone(),
                     timeout: self.timeout,
+                    spawned: changes_state(operation).then(Spawned::default),
                 };
                 let mut request = request.map(|body| self.budget.charge(&ev.principal, body));
                 request.extensions_mut().insert(Begun(ev));
+                if let Some(spawned) = &caller.spawned {
+                    request.extensions_mut().insert(spawned.clone());
+                }
                 return Call::Through {
                     answer: self.inner.call(request),
                     caller: Some(caller),

@@ -11,6 +11,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -47,6 +48,18 @@ const CHANGES_STATE: &[&str] = &[
     "RetireGrant",
     "RevokeGrant",
 ];
+
+/// In a state change's extensions (put there by `preauth.rs`): set once its task is spawned. From
+/// then on the change runs to the end and writes its own outcome record, whatever becomes of the
+/// request; before, dropping the request drops the change, which has not begun.
+#[derive(Clone, Default)]
+pub struct Spawned(Arc<AtomicBool>);
+
+impl Spawned {
+    pub fn happened(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
 
 /// Whether `method` (the gRPC method's name) writes to the store.
 pub fn changes_state(method: &str) -> bool {
@@ -149,6 +162,9 @@ where
             let Ok(permit) = permits.acquire_owned().await else {
                 return Ok(stopping().into_http());
             };
+            if let Some(spawned) = parts.extensions.get::<Spawned>() {
+                spawned.0.store(true, Ordering::Release);
+            }
             let call = inner.call(Request::from_parts(parts, Body::new(Full::new(message))));
             let task = tokio::spawn(async move {
                 let answer = call.await;

@@ -443,3 +443,63 @@ async fn a_session_copy_that_is_not_the_root_key_creates_no_key() {
     assert!(message.contains("unwrap"), "{message}");
     assert_eq!(key_count(&mut c).await, 1, "a key was stored");
 }
+
+/// A state change still running at the request timeout (its HSM calls are slow) is answered
+/// DependencyTimeoutException, saying the change is under way, and runs to the end: its records
+/// are its own `Started` and outcome, under the answer's request id, with no record of the
+/// timeout between them that could be read as its outcome.
+#[tokio::test]
+async fn a_change_past_the_request_timeout_finishes_and_its_records_tell_its_outcome() {
+    let limits = "[limits]\nrequest_timeout_seconds = 1";
+    let server = Server::start_on(TestHsm::hsm_sim(), limits, "").await;
+    let mut c = server.client().await;
+    let before = c
+        .list_keys(pb::ListKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+        .len();
+    server.set_faults("latency_ms = 1500\n").await;
+    let started = Instant::now();
+    let status = c
+        .create_key(pb::CreateKeyRequest::default())
+        .await
+        .expect_err("past the timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(error_type(&status), "DependencyTimeoutException", "{status:?}");
+    assert!(status.message().contains("still under way"), "{status:?}");
+    let id = status
+        .metadata()
+        .get("x-kms-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    server.set_faults("").await;
+    let outcomes = |server: &Server| -> Vec<String> {
+        let (_, records) = server.audit_records();
+        records
+            .iter()
+            .filter(|r| r["request_id"] == id.as_str())
+            .map(|r| r["outcome"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let waited = Instant::now();
+    while outcomes(&server).len() < 2 && waited.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(outcomes(&server), ["Started", "Success"]);
+    let after = c
+        .list_keys(pb::ListKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+        .len();
+    assert_eq!(after, before + 1, "the change landed");
+}
