@@ -11,7 +11,7 @@ use crate::audit::AuditEvent;
 use crate::auth::identity::IdentityPolicies;
 use crate::error::{KmsError, Result};
 use crate::keys::context::EncryptionContext;
-use crate::keys::{KeyRecord, Tag};
+use crate::keys::{KeyRecord, KeySpec, KeyUsage, Origin, Tag};
 use crate::policy::{self, keys as ck, Decision, MissingAllow, Policy, RequestContext};
 
 /// What a request wants to do with a key, with the condition values it brings.
@@ -165,18 +165,21 @@ impl Kms {
     }
 
     /// The lockout safety check: `policy` must still let the caller PutKeyPolicy on the key, decided
-    /// with the key's own condition values (`key`: None for a key being created).
+    /// with the key's own condition values, as a later PutKeyPolicy would be (one that does not
+    /// bypass the check: it runs only then).
     pub(super) async fn lockout_check(
         &self,
         ev: &AuditEvent,
         policy: &Policy,
         key_id: &str,
-        key: Option<&KeyRecord>,
+        key: KeyUnderCheck<'_>,
     ) -> Result<()> {
-        let ctx = self.request_context(ev, &Access::new("kms:PutKeyPolicy"), &self.key_arn(key_id), None);
+        let access = Access::new("kms:PutKeyPolicy").with(ck::BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, "false");
+        let ctx = self.request_context(ev, &access, &self.key_arn(key_id), None);
         let ctx = match key {
-            Some(key) => self.with_key_values(ctx, key, policy.condition_keys()).await?,
-            None => ctx,
+            KeyUnderCheck::Existing(key) => self.with_key_values(ctx, key, policy.condition_keys()).await?,
+            // No aliases or tags yet: only what CreateKey itself says of the key.
+            KeyUnderCheck::New { spec, usage, origin } => with_key_description(ctx, spec, usage, origin),
         };
         policy::lockout_check(policy, &ctx)
     }
@@ -184,14 +187,7 @@ impl Kms {
     /// Adds the condition keys that describe `key` itself: its spec, usage and origin, and, when
     /// `read` (lowercased, sorted) names them, its aliases and tags, which cost a lookup.
     async fn with_key_values(&self, ctx: RequestContext, key: &KeyRecord, read: &[String]) -> Result<RequestContext> {
-        let mut ctx = ctx
-            .with(ck::KEY_SPEC, key.key_spec.as_str())
-            .with(ck::KEY_USAGE, key.key_usage.as_str())
-            .with(ck::CUSTOMER_MASTER_KEY_SPEC, key.key_spec.as_str())
-            .with(ck::CUSTOMER_MASTER_KEY_USAGE, key.key_usage.as_str())
-            .with(ck::KEY_ORIGIN, key.origin.as_str())
-            // Every key here is a single-Region key.
-            .with(ck::MULTI_REGION, "false");
+        let mut ctx = with_key_description(ctx, key.key_spec, key.key_usage, key.origin);
         if read
             .binary_search_by(|k| k.as_str().cmp(RESOURCE_ALIASES_LOWER))
             .is_ok()
@@ -281,6 +277,28 @@ impl Kms {
             .insert_if_unchanged(key_id.to_string(), seen, parsed.clone());
         Ok(parsed)
     }
+}
+
+/// The key a lockout safety check is for.
+pub(super) enum KeyUnderCheck<'a> {
+    Existing(&'a KeyRecord),
+    /// A key CreateKey is making.
+    New {
+        spec: KeySpec,
+        usage: KeyUsage,
+        origin: Origin,
+    },
+}
+
+/// The condition keys for a key's spec, usage and origin.
+fn with_key_description(ctx: RequestContext, spec: KeySpec, usage: KeyUsage, origin: Origin) -> RequestContext {
+    ctx.with(ck::KEY_SPEC, spec.as_str())
+        .with(ck::KEY_USAGE, usage.as_str())
+        .with(ck::CUSTOMER_MASTER_KEY_SPEC, spec.as_str())
+        .with(ck::CUSTOMER_MASTER_KEY_USAGE, usage.as_str())
+        .with(ck::KEY_ORIGIN, origin.as_str())
+        // Every key here is a single-Region key.
+        .with(ck::MULTI_REGION, "false")
 }
 
 /// The global condition keys AWS sets on every request whose value here is certain: no AWS

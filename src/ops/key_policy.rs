@@ -1,6 +1,7 @@
 //! Key policies: PutKeyPolicy, GetKeyPolicy, ListKeyPolicies. Each key has exactly one policy,
 //! named "default".
 
+use super::authorize::KeyUnderCheck;
 use super::paging::{self, Page};
 use super::{Access, Kms};
 use crate::audit::AuditEvent;
@@ -26,7 +27,8 @@ impl Kms {
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
         let parsed = Policy::parse_new_key_policy(&text)?;
         if !bypass_lockout_check {
-            self.lockout_check(ev, &parsed, &key.key_id, Some(&key)).await?;
+            self.lockout_check(ev, &parsed, &key.key_id, KeyUnderCheck::Existing(&key))
+                .await?;
         }
         let id = key.key_id.clone();
         self.write(ev, move |s| s.put_key_policy(&id, &text), {

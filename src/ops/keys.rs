@@ -7,6 +7,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use zeroize::Zeroizing;
 
+use super::authorize::KeyUnderCheck;
 use super::material::{wrap_aad, Material, MATERIAL_LEN};
 use super::paging::{self, Page};
 use super::private_key::generate;
@@ -90,7 +91,8 @@ impl Kms {
             .unwrap_or_else(|| policy::default_key_policy_in(&self.scope.partition, &self.scope.account));
         let key_policy = Arc::new(Policy::parse_new_key_policy(&policy_text)?);
         if !bypass {
-            self.lockout_check(ev, &key_policy, &key_id, None).await?;
+            let key = KeyUnderCheck::New { spec, usage, origin };
+            self.lockout_check(ev, &key_policy, &key_id, key).await?;
         }
         let (plain, public_key) = self.new_material(spec).await?;
         let aad = wrap_aad(&key_id, FIRST_MATERIAL);

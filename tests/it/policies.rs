@@ -1241,6 +1241,47 @@ async fn the_lockout_check_sees_the_keys_tags() {
     );
 }
 
+/// The lockout safety check decides as a later PutKeyPolicy would: with
+/// kms:BypassPolicyLockoutSafetyCheck "false" (the check runs only then), and on CreateKey with
+/// the new key's spec, usage and origin. Before, both keys were missing there, so a policy whose
+/// PutKeyPolicy statement tests them was refused as a lockout, though it let the caller in.
+#[tokio::test]
+async fn the_lockout_check_sees_the_bypass_flag_and_a_new_keys_spec() {
+    let server = Server::start_with(&token_config(false, &[ROOT], None)).await;
+    let mut root = client_as(&server, ROOT).await;
+    let guarded = |condition: Value| {
+        json!({"Version": "2012-10-17", "Statement": [
+            {"Sid": "Others", "Effect": "Allow", "Principal": {"AWS": ROOT},
+             "NotAction": "kms:PutKeyPolicy", "Resource": "*"},
+            {"Sid": "Policy", "Effect": "Allow", "Principal": {"AWS": ROOT},
+             "Action": "kms:PutKeyPolicy", "Resource": "*", "Condition": condition}]})
+        .to_string()
+    };
+    let no_bypass = guarded(json!({"Bool": {"kms:BypassPolicyLockoutSafetyCheck": "false"}}));
+    let key = create_key(&mut root, &key_policy(&[])).await;
+    put_policy(&mut root, &key, &no_bypass, false).await.unwrap();
+    // Now in force, it lets the caller change the policy without the bypass, not with it.
+    put_policy(&mut root, &key, &no_bypass, false).await.unwrap();
+    expect_denied(
+        put_policy(&mut root, &key, &no_bypass, true).await,
+        ROOT,
+        "kms:PutKeyPolicy",
+        Some(&key),
+    );
+    let symmetric_only = guarded(json!({"StringEquals": {"kms:KeySpec": "SYMMETRIC_DEFAULT"}}));
+    let key = create_key(&mut root, &symmetric_only).await;
+    put_policy(&mut root, &key, &symmetric_only, false).await.unwrap();
+    let status = root
+        .create_key(pb::CreateKeyRequest {
+            key_spec: Some("ECC_NIST_P256".into()),
+            key_usage: Some("SIGN_VERIFY".into()),
+            policy: Some(symmetric_only),
+            ..Default::default()
+        })
+        .await;
+    expect_err(status, "MalformedPolicyDocumentException");
+}
+
 /// A change whose request is cancelled while its store write waits still invalidates the caches
 /// once the write lands: here a DeleteAlias whose client gives up while another process holds the
 /// database's write lock. Before, the invalidation ran after the `.await` and was skipped, and
