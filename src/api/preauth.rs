@@ -302,12 +302,20 @@ where
             .unwrap_or(UNKNOWN_OPERATION);
         // A header that isn't visible ASCII is a malformed credential, refused as one: never taken
         // as no header (which would be dev mode's root, or the certificate's principal).
-        let authorization = request.headers().get("authorization").map(|v| v.to_str().unwrap_or(""));
+        let mut authorizations = request.headers().get_all("authorization").iter();
+        let authorization = authorizations.next().map(|v| v.to_str().unwrap_or(""));
         let tls_info = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
         let certs = tls_info.and_then(|i| i.peer_certs());
-        let authenticated = self
-            .auth
-            .authenticate(authorization, certs.as_deref().map(Vec::as_slice));
+        // Two credentials (a proxy adding its own instead of replacing the caller's): which one
+        // counts would be up to their order.
+        let authenticated = match authorizations.next() {
+            Some(_) => Err(KmsError::Unauthenticated(
+                "The request carries more than one authorization header".into(),
+            )),
+            None => self
+                .auth
+                .authenticate(authorization, certs.as_deref().map(Vec::as_slice)),
+        };
         let remote = request
             .extensions()
             .get::<TcpConnectInfo>()

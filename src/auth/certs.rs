@@ -42,7 +42,7 @@ impl CertRule {
 /// convention, and a CA that lets a requester add a name would let them pick whichever rule
 /// comes first. Such a certificate is refused when a rule of that kind is reached.
 pub fn principal_for(rules: &[CertRule], leaf: &CertificateDer<'_>) -> Result<Option<String>> {
-    principal_of(rules, &Names::of(&parse(leaf)?))
+    principal_of(rules, &Names::of(&parse(leaf)?)?)
 }
 
 /// When the certificate stops being valid (its notAfter).
@@ -97,18 +97,24 @@ struct Names {
 }
 
 impl Names {
-    fn of(cert: &Certificate) -> Names {
+    /// The certificate's names. A subject alternative name extension that doesn't parse refuses
+    /// the certificate: skipped, the certificate would look as if it had none, and a `cn:` rule
+    /// would decide without the one-name-per-kind check seeing its SANs.
+    fn of(cert: &Certificate) -> Result<Names> {
         let mut names = Names::default();
         let tbs = &cert.tbs_certificate;
         for ext in tbs.extensions.iter().flatten() {
             if ext.extn_id == SubjectAltName::OID {
-                if let Ok(san) = SubjectAltName::from_der(ext.extn_value.as_bytes()) {
-                    for n in san.0 {
-                        match n {
-                            GeneralName::UniformResourceIdentifier(u) => names.uris.push(u.to_string()),
-                            GeneralName::DnsName(d) => names.dns.push(d.to_string()),
-                            _ => {}
-                        }
+                let san = SubjectAltName::from_der(ext.extn_value.as_bytes()).map_err(|_| {
+                    KmsError::Unauthenticated(
+                        "The client certificate's subject alternative names cannot be read".into(),
+                    )
+                })?;
+                for n in san.0 {
+                    match n {
+                        GeneralName::UniformResourceIdentifier(u) => names.uris.push(u.to_string()),
+                        GeneralName::DnsName(d) => names.dns.push(d.to_string()),
+                        _ => {}
                     }
                 }
             }
@@ -121,7 +127,7 @@ impl Names {
                 }
             }
         }
-        names
+        Ok(names)
     }
 }
 

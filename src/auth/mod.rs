@@ -175,9 +175,12 @@ impl Authenticator {
         peer_certs: Option<&[CertificateDer<'_>]>,
     ) -> Result<Arc<str>> {
         if let Some(header) = authorization {
-            let token = header.strip_prefix("Bearer ").ok_or_else(|| {
-                KmsError::Unauthenticated("The authorization metadata must be 'Bearer <token>'".into())
-            })?;
+            let token = header
+                .strip_prefix("Bearer ")
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    KmsError::Unauthenticated("The authorization metadata must be 'Bearer <token>'".into())
+                })?;
             return self
                 .credentials
                 .load()
@@ -246,11 +249,17 @@ mod tests {
             strict.authenticate(Some("s3cret-token"), None),
             Err(KmsError::Unauthenticated(_))
         ));
+        let dev = Authenticator::new(&cfg(true), "aws", "111122223333").unwrap();
+        for empty in ["Bearer ", "Bearer"] {
+            assert!(matches!(
+                dev.authenticate(Some(empty), None),
+                Err(KmsError::Unauthenticated(m)) if m.contains("'Bearer <token>'")
+            ));
+        }
         assert!(matches!(
             strict.authenticate(None, None),
             Err(KmsError::Unauthenticated(_))
         ));
-        let dev = Authenticator::new(&cfg(true), "aws", "111122223333").unwrap();
         assert_eq!(
             &*dev.authenticate(None, None).unwrap(),
             "arn:aws:iam::111122223333:root"

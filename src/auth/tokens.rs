@@ -32,6 +32,13 @@ impl TokenTable {
             principal_account(&t.principal).map_err(|e| format!("auth.tokens[{i}].principal: {e}"))?;
             let mut digest = [0u8; 32];
             digest.copy_from_slice(&bytes);
+            // `printf %s "$TOKEN" | sha256sum` with TOKEN unset gives this digest: taken as it is,
+            // it would make an empty bearer token a credential.
+            if digest.as_slice() == ring::digest::digest(&SHA256, b"").as_ref() {
+                return Err(format!(
+                    "auth.tokens[{i}].sha256 is the digest of an empty token (was the token unset when it was hashed?)"
+                ));
+            }
             // One token, two principals: which one it authenticates as would be up to the order.
             if let Some(j) = entries.iter().position(|(d, _)| *d == digest) {
                 return Err(format!("auth.tokens[{j}] and auth.tokens[{i}] have the same sha256"));
@@ -71,5 +78,19 @@ mod tests {
             let err = TokenTable::new(&[entry("a", "x"), entry("b", "z"), dup]).err().unwrap();
             assert_eq!(err, "auth.tokens[0] and auth.tokens[2] have the same sha256");
         }
+    }
+
+    /// `printf %s "$TOKEN" | sha256sum` with TOKEN unset: refused, or "Bearer " would be a credential.
+    #[test]
+    fn the_digest_of_an_empty_token_is_refused() {
+        let empty = TokenConfig {
+            sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+            principal: "arn:aws:iam::111122223333:user/x".into(),
+        };
+        let err = TokenTable::new(&[empty]).err().unwrap();
+        assert!(
+            err.contains("auth.tokens[0].sha256 is the digest of an empty token"),
+            "{err}"
+        );
     }
 }

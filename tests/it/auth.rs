@@ -1050,6 +1050,24 @@ async fn dev_mode_is_the_account_root_but_refuses_bad_tokens() {
     let msg = expect_unrecognized(not_ascii.create_key(pb::CreateKeyRequest::default()).await);
     assert!(msg.contains("must be 'Bearer <token>'"), "{msg}");
     expect_unrecognized(wrong.describe_key(pb::DescribeKeyRequest { key_id: key.clone() }).await);
+    // Two credentials, even both good: which one counts would be up to their order.
+    let twice = |mut request: tonic::Request<()>| {
+        for _ in 0..2 {
+            let value = format!("Bearer {BOB_TOKEN}").parse().unwrap();
+            request.metadata_mut().append("authorization", value);
+        }
+        Ok(request)
+    };
+    let mut two = pb::key_management_service_client::KeyManagementServiceClient::with_interceptor(
+        plain_channel(&server).await,
+        twice,
+    );
+    let msg = expect_unrecognized(two.create_key(pb::CreateKeyRequest::default()).await);
+    assert!(msg.contains("more than one authorization header"), "{msg}");
+    // "Bearer " with nothing after it is malformed, not an empty token.
+    let mut empty = plain_client(&server, Bearer::header("Bearer ")).await;
+    let msg = expect_unrecognized(empty.create_key(pb::CreateKeyRequest::default()).await);
+    assert!(msg.contains("must be 'Bearer <token>'"), "{msg}");
     expect_denied(
         bob.create_key(pb::CreateKeyRequest::default()).await,
         BOB,
@@ -1069,7 +1087,8 @@ async fn dev_mode_is_the_account_root_but_refuses_bad_tokens() {
         recs.iter()
             .filter(|r| r["principal"] == "unauthenticated" && r["outcome"] == "UnrecognizedClientException")
             .count(),
-        3
+        5,
+        "a wrong token twice, a header not ASCII, two headers, an empty token"
     );
     assert!(!text.contains(BOB_TOKEN) && !text.contains(WRONG_TOKEN));
 }
