@@ -47,7 +47,7 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
                 let cert = cert.map_err(|e| format!("TLS: cannot read the certificates in {}: {e}", ca.display()))?;
                 roots
                     .add(cert)
-                    .map_err(|e| format!("TLS: a certificate in {} is not a CA: {e}", ca.display()))?;
+                    .map_err(|e| format!("TLS: a certificate in {} cannot be a trust anchor: {e}", ca.display()))?;
             }
             let verifier = WebPkiClientVerifier::builder(roots.into())
                 .allow_unauthenticated()
