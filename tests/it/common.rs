@@ -454,14 +454,19 @@ impl Server {
 
     /// The audit record of the request `status` answered (by its `x-kms-request-id`).
     pub fn audit_record_of(&self, status: &tonic::Status) -> serde_json::Value {
-        let id = status.metadata().get("x-kms-request-id").expect("a request id");
-        let id = id.to_str().unwrap();
+        let id = request_id(status);
         let (_, records) = self.audit_records();
         records
             .into_iter()
             .find(|r| r["request_id"] == id)
             .unwrap_or_else(|| panic!("request {id} is not in the audit log"))
     }
+}
+
+/// The `x-kms-request-id` an error answer carries.
+pub fn request_id(status: &tonic::Status) -> String {
+    let id = status.metadata().get("x-kms-request-id").expect("a request id");
+    id.to_str().unwrap().to_string()
 }
 
 /// Adds `authorization: Bearer <token>` to every request, when it has a token.

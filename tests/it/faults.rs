@@ -453,13 +453,7 @@ async fn a_change_past_the_request_timeout_finishes_and_its_records_tell_its_out
     let limits = "[limits]\nrequest_timeout_seconds = 1";
     let server = Server::start_on(TestHsm::hsm_sim(), limits, "").await;
     let mut c = server.client().await;
-    let before = c
-        .list_keys(pb::ListKeysRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .keys
-        .len();
+    let before = key_count(&mut c).await;
     server.set_faults("latency_ms = 1500\n").await;
     let started = Instant::now();
     let status = c
@@ -473,13 +467,7 @@ async fn a_change_past_the_request_timeout_finishes_and_its_records_tell_its_out
     );
     assert_eq!(error_type(&status), "DependencyTimeoutException", "{status:?}");
     assert!(status.message().contains("still under way"), "{status:?}");
-    let id = status
-        .metadata()
-        .get("x-kms-request-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&status);
     server.set_faults("").await;
     let outcomes = |server: &Server| -> Vec<String> {
         let (_, records) = server.audit_records();
@@ -494,12 +482,5 @@ async fn a_change_past_the_request_timeout_finishes_and_its_records_tell_its_out
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(outcomes(&server), ["Started", "Success"]);
-    let after = c
-        .list_keys(pb::ListKeysRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .keys
-        .len();
-    assert_eq!(after, before + 1, "the change landed");
+    assert_eq!(key_count(&mut c).await, before + 1, "the change landed");
 }

@@ -356,23 +356,14 @@ async fn an_unknown_method_is_authenticated_first() {
     assert_eq!(bob.code(), Code::Unimplemented, "{bob:?}");
     assert_eq!(error_type(&bob), "UnknownOperationException");
     assert!(bob.message().contains("NoSuchMethod"), "{bob:?}");
-    let id = bob
-        .metadata()
-        .get("x-kms-request-id")
-        .expect("a request id")
-        .to_str()
-        .unwrap();
-    let (_, records) = server.audit_records();
-    let record = records
-        .iter()
-        .find(|r| r["request_id"] == id)
-        .expect("a record of the refusal");
+    let record = server.audit_record_of(&bob);
     assert_eq!(record["principal"], BOB, "{record}");
     assert_eq!(record["operation"], "UnknownOperation", "{record}");
     assert_eq!(record["outcome"], "UnknownOperationException", "{record}");
     // tonic hands the service every path under its name; only `/<service>/<method>` names one.
     let nested = call_method(&server, Bearer::token(Some(BOB_TOKEN)), "x/Encrypt").await;
     assert_eq!(error_type(&nested), "UnknownOperationException", "{nested:?}");
+    let (_, records) = server.audit_records();
     assert!(
         records
             .iter()
@@ -408,14 +399,7 @@ async fn a_request_whose_body_never_comes_is_given_up_on() {
         assert_eq!(error_type(&status), "DependencyTimeoutException", "{status:?}");
         assert!(status.message().contains("within 1 s"), "{status:?}");
         assert!(status.message().contains("nothing was changed"), "{status:?}");
-        let id = status
-            .metadata()
-            .get("x-kms-request-id")
-            .expect("a request id")
-            .to_str()
-            .unwrap();
-        let (_, records) = server.audit_records();
-        let record = records.iter().find(|r| r["request_id"] == id).expect("an audit record");
+        let record = server.audit_record_of(&status);
         assert_eq!(record["operation"], method, "{record}");
         assert_eq!(record["outcome"], "DependencyTimeoutException", "{record}");
     }
