@@ -43,6 +43,9 @@ pub struct TlsConfig {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub client_ca_file: Option<PathBuf>,
+    /// PEM certificate revocation lists of the client CAs: a revoked client certificate is refused
+    /// at the handshake and, after a SIGHUP reload, on connections already open.
+    pub client_crl_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,9 +341,21 @@ impl Config {
                     .into(),
             );
         }
-        // Tokens and certificate rules, checked before the HSM is opened.
-        crate::auth::Authenticator::new(&self.auth, &self.partition, &self.account_id)?;
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_crl_file.is_some() && t.client_ca_file.is_none())
+        {
+            return Err("tls.client_crl_file needs tls.client_ca_file: the lists revoke client certificates".into());
+        }
+        // Tokens, certificate rules and revocation lists, checked before the HSM is opened.
+        crate::auth::Authenticator::new(&self.auth, self.client_crl_file(), &self.partition, &self.account_id)?;
         Ok(())
+    }
+
+    /// `tls.client_crl_file`, if TLS is on and it is set.
+    pub fn client_crl_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().and_then(|t| t.client_crl_file.as_deref())
     }
 }
 
@@ -446,6 +461,14 @@ mod tests {
         let tls = "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\n";
         let c: Config = toml::from_str(&format!("listen = \"0.0.0.0:7300\"\n{tls}{token}")).unwrap();
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn revocation_lists_need_a_client_ca() {
+        let tls = "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\nclient_crl_file = \"crl.pem\"\n";
+        let c: Config = toml::from_str(tls).unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("tls.client_crl_file needs tls.client_ca_file"), "{err}");
     }
 
     #[test]

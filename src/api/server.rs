@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use cryptoki::types::AuthPin;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{Stream, StreamExt};
@@ -48,7 +49,12 @@ pub async fn serve(
         limits::MAX_REQUEST_BYTES,
     );
     // Credentials and TLS first: a mistake there is reported before a slow HSM start-up.
-    let auth = Arc::new(Authenticator::new(&auth_config, &partition, &account)?);
+    let auth = Arc::new(Authenticator::new(
+        &auth_config,
+        config.client_crl_file(),
+        &partition,
+        &account,
+    )?);
     let request_timeout = Duration::from_secs(config.limits.request_timeout_seconds);
     let max_age = Some(Duration::from_secs(config.limits.max_connection_age_seconds)).filter(|age| !age.is_zero());
     // The request timeout is applied per service: `PreAuth` times the KMS service's requests and
@@ -63,7 +69,11 @@ pub async fn serve(
         // one replaces the GOAWAY with a hard close at age + grace.
         builder = builder.max_connection_age(max_age);
     }
-    let acceptor = tls.as_ref().map(tls::acceptor).transpose()?;
+    let acceptor: Option<tls::Acceptor> = tls
+        .as_ref()
+        .map(tls::acceptor)
+        .transpose()?
+        .map(|a| Arc::new(ArcSwap::from_pointee(a)));
     let connection_limits = connection_limits(&config)?;
     let reload_config = config.clone();
     let drain = detached_drain(&config);
@@ -78,7 +88,7 @@ pub async fn serve(
         }
     };
     // Identity policies are loaded: from here a SIGHUP reloads them.
-    let reload = spawn_reload_on_sighup(kms.clone(), auth.clone(), reload_config, hup);
+    let reload = spawn_reload_on_sighup(kms.clone(), auth.clone(), acceptor.clone(), reload_config, hup);
     if auth.dev_mode() {
         tracing::warn!("DEV MODE: requests without credentials act as arn:{partition}:iam::{account}:root. Never use this in production (set auth.dev_mode = false).");
         eprintln!("kms: WARNING: dev mode is on: unauthenticated requests are accepted as the account root");
@@ -316,12 +326,14 @@ where
     }
 }
 
-/// SIGHUP reloads the identity policies and, when the server was started with a config file, the
-/// tokens and certificate rules in it (so a leaked token is revoked without a restart). A bad file
-/// keeps what is in force and says why.
+/// SIGHUP reloads the identity policies; the TLS files (so a renewed certificate or a new
+/// revocation list needs no restart); and the revocation lists with, when the server was started
+/// with a config file, the tokens and certificate rules in it (so a leaked token or certificate is
+/// revoked without a restart). A bad file keeps what is in force and says why.
 fn spawn_reload_on_sighup(
     kms: Arc<Kms>,
     auth: Arc<Authenticator>,
+    acceptor: Option<tls::Acceptor>,
     config: Config,
     mut hup: tokio::signal::unix::Signal,
 ) -> tokio::task::JoinHandle<()> {
@@ -330,8 +342,8 @@ fn spawn_reload_on_sighup(
         while hup.recv().await.is_some() {
             // The files are read on the blocking pool: a slow file system must not stall a
             // runtime thread.
-            let (kms, auth, config) = (kms.clone(), auth.clone(), config.clone());
-            let reloaded = tokio::task::spawn_blocking(move || reload(&kms, &auth, &config)).await;
+            let (kms, auth, acceptor, config) = (kms.clone(), auth.clone(), acceptor.clone(), config.clone());
+            let reloaded = tokio::task::spawn_blocking(move || reload(&kms, &auth, acceptor.as_ref(), &config)).await;
             if let Err(e) = reloaded {
                 tracing::error!(error = %e, "the reload did not run");
             }
@@ -339,21 +351,32 @@ fn spawn_reload_on_sighup(
     })
 }
 
-/// Reads identity policies and, with a config file, tokens and certificate rules again.
-fn reload(kms: &Kms, auth: &Authenticator, config: &Config) {
+/// Reads identity policies, the TLS files, the revocation lists and, with a config file, tokens
+/// and certificate rules again.
+fn reload(kms: &Kms, auth: &Authenticator, acceptor: Option<&tls::Acceptor>, config: &Config) {
     match kms.reload_identity_policies() {
         Ok(()) => tracing::info!("identity policies reloaded"),
         Err(e) => {
             tracing::error!(error = %e, "identity policies not reloaded; the previous ones stay in force")
         }
     }
-    if config.file.is_none() {
-        return;
+    if let (Some(acceptor), Some(tls)) = (acceptor, &config.tls) {
+        match tls::acceptor(tls) {
+            Ok(reloaded) => {
+                acceptor.store(Arc::new(reloaded));
+                tracing::info!("TLS certificate, client CA and revocation lists reloaded");
+            }
+            Err(e) => tracing::error!(error = %e, "TLS files not reloaded; the previous ones stay in force"),
+        }
     }
-    match config.with_reread_credentials().and_then(|c| auth.reload(&c.auth)) {
-        Ok(()) => tracing::info!("tokens and certificate rules reloaded"),
+    let credentials = match config.file {
+        Some(_) => config.with_reread_credentials().map(|c| c.auth),
+        None => Ok(config.auth.clone()),
+    };
+    match credentials.and_then(|c| auth.reload(&c, config.client_crl_file())) {
+        Ok(()) => tracing::info!("tokens, certificate rules and revocation lists reloaded"),
         Err(e) => {
-            tracing::error!(error = %e, "tokens and certificate rules not reloaded; the previous ones stay in force")
+            tracing::error!(error = %e, "tokens, certificate rules and revocation lists not reloaded; the previous ones stay in force")
         }
     }
 }

@@ -10,10 +10,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
@@ -49,8 +50,11 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
                     .add(cert)
                     .map_err(|e| format!("TLS: a certificate in {} cannot be a trust anchor: {e}", ca.display()))?;
             }
-            let verifier = WebPkiClientVerifier::builder(roots.into())
-                .allow_unauthenticated()
+            let mut verifier = WebPkiClientVerifier::builder(roots.into()).allow_unauthenticated();
+            if let Some(crl_file) = &cfg.client_crl_file {
+                verifier = verifier.with_crls(crls(crl_file)?).only_check_end_entity_revocation();
+            }
+            let verifier = verifier
                 .build()
                 .map_err(|e| format!("TLS: client CA {}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
@@ -63,6 +67,23 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The revocation lists in a PEM file. A client certificate whose issuer has none among them is
+/// refused (its status is unknown): give the list of every CA that issues client certificates.
+fn crls(file: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let crls = CertificateRevocationListDer::pem_slice_iter(&read(file)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("TLS: cannot read the revocation lists in {}: {e}", file.display()))?;
+    if crls.is_empty() {
+        return Err(format!("TLS: {} holds no certificate revocation list", file.display()));
+    }
+    Ok(crls)
+}
+
+/// The acceptor in force. SIGHUP replaces it whole, from the files read again (certificate, key,
+/// client CA and revocation lists), so a renewed certificate or a new CRL needs no restart; a
+/// handshake uses the one in force when its connection was accepted.
+pub type Acceptor = Arc<ArcSwap<TlsAcceptor>>;
+
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
@@ -72,12 +93,12 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 pub struct TlsIncoming<S> {
     accepted: S,
     accepted_all: bool,
-    acceptor: TlsAcceptor,
+    acceptor: Acceptor,
     handshakes: JoinSet<Option<TlsConnection>>,
 }
 
 impl<S> TlsIncoming<S> {
-    pub fn new(accepted: S, acceptor: TlsAcceptor) -> Self {
+    pub fn new(accepted: S, acceptor: Acceptor) -> Self {
         TlsIncoming {
             accepted,
             accepted_all: false,
@@ -99,8 +120,11 @@ where
             match Pin::new(&mut this.accepted).poll_next(cx) {
                 Poll::Ready(Some(Ok(connection))) => {
                     let deadline = Instant::now() + OPENING_DEADLINE;
-                    this.handshakes
-                        .spawn(handshake(this.acceptor.clone(), connection, deadline));
+                    this.handshakes.spawn(handshake(
+                        TlsAcceptor::clone(&this.acceptor.load()),
+                        connection,
+                        deadline,
+                    ));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => this.accepted_all = true,
@@ -145,6 +169,7 @@ mod tests {
             cert_file: dir.join("cert.pem"),
             key_file: dir.join("key.pem"),
             client_ca_file: None,
+            client_crl_file: None,
         }
     }
 

@@ -9,6 +9,7 @@ use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::Certificate;
 
+use super::revoked::Revoked;
 use super::{principal_account, CertRuleConfig};
 use crate::error::{KmsError, Result};
 
@@ -41,8 +42,15 @@ impl CertRule {
 /// with several (`CN=someone-else, CN=dave`) which one names the holder is a matter of
 /// convention, and a CA that lets a requester add a name would let them pick whichever rule
 /// comes first. Such a certificate is refused when a rule of that kind is reached.
-pub fn principal_for(rules: &[CertRule], leaf: &CertificateDer<'_>) -> Result<Option<String>> {
-    principal_of(rules, &Names::of(&parse(leaf)?)?)
+/// A certificate on a CRL in `revoked` is refused whatever the rules say.
+pub fn principal_for(rules: &[CertRule], revoked: &Revoked, leaf: &CertificateDer<'_>) -> Result<Option<String>> {
+    let cert = parse(leaf)?;
+    if revoked.contains(&cert) {
+        return Err(KmsError::Unauthenticated(
+            "The client certificate has been revoked".into(),
+        ));
+    }
+    principal_of(rules, &Names::of(&cert)?)
 }
 
 /// When the certificate stops being valid (its notAfter).

@@ -4,9 +4,11 @@
 
 mod certs;
 pub mod identity;
+mod revoked;
 mod tokens;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -18,6 +20,7 @@ use tonic::transport::CertificateDer;
 use crate::error::{KmsError, Result};
 pub use certs::CertRule;
 pub use identity::IdentityStore;
+use revoked::Revoked;
 pub use tokens::{token_digest, TokenTable};
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -63,6 +66,8 @@ pub struct Authenticator {
 struct Credentials {
     tokens: TokenTable,
     certs: Vec<CertRule>,
+    /// Certificates on the CRLs of `tls.client_crl_file` (read with the rules, on start and SIGHUP).
+    revoked: Revoked,
     /// What each client certificate (its DER, verified by rustls before it gets here) maps to
     /// under these rules, and when it expires. Parsing a leaf costs ~5 us and every mTLS request
     /// is authenticated, so a connection's certificate is parsed once, not per call. It goes with
@@ -83,8 +88,9 @@ type CertOutcome = std::result::Result<Option<Arc<str>>, String>;
 const CERT_CACHE_CAPACITY: usize = 1024;
 
 impl Credentials {
-    fn new(cfg: &AuthConfig) -> std::result::Result<Self, String> {
+    fn new(cfg: &AuthConfig, crl_file: Option<&Path>) -> std::result::Result<Self, String> {
         let tokens = TokenTable::new(&cfg.tokens)?;
+        let revoked = Revoked::load(crl_file).map_err(|e| format!("tls.client_crl_file: {e}"))?;
         // One name, one principal: with two rules for it the first would win in silence.
         let mut seen = std::collections::HashSet::new();
         if let Some(twice) = cfg.certificates.iter().find(|c| !seen.insert(c.matches.as_str())) {
@@ -101,6 +107,7 @@ impl Credentials {
         Ok(Credentials {
             tokens,
             certs,
+            revoked,
             cert_cache: ArcSwap::default(),
             cert_fill: Mutex::default(),
         })
@@ -119,7 +126,7 @@ impl Credentials {
                     KmsError::Unauthenticated(m) => m,
                     other => other.to_string(),
                 };
-                let o = certs::principal_for(&self.certs, leaf)
+                let o = certs::principal_for(&self.certs, &self.revoked, leaf)
                     .map(|p| p.map(Arc::from))
                     .map_err(message);
                 let expires = certs::expiry(leaf).map_err(|e| KmsError::Unauthenticated(message(e)))?;
@@ -146,20 +153,26 @@ impl Credentials {
 }
 
 impl Authenticator {
-    pub fn new(cfg: &AuthConfig, partition: &str, account: &str) -> std::result::Result<Self, String> {
+    /// `crl_file`: `tls.client_crl_file`, whose revoked certificates are refused.
+    pub fn new(
+        cfg: &AuthConfig,
+        crl_file: Option<&Path>,
+        partition: &str,
+        account: &str,
+    ) -> std::result::Result<Self, String> {
         let dev_principal = cfg
             .dev_mode
             .then(|| Arc::from(format!("arn:{partition}:iam::{account}:root")));
         Ok(Authenticator {
             dev_principal,
-            credentials: ArcSwap::from_pointee(Credentials::new(cfg)?),
+            credentials: ArcSwap::from_pointee(Credentials::new(cfg, crl_file)?),
         })
     }
 
     /// Replaces the tokens and certificate rules with `cfg`'s; on an error the current ones stay.
     /// Dev mode is not reloaded (it is a start-up decision).
-    pub fn reload(&self, cfg: &AuthConfig) -> std::result::Result<(), String> {
-        self.credentials.store(Arc::new(Credentials::new(cfg)?));
+    pub fn reload(&self, cfg: &AuthConfig, crl_file: Option<&Path>) -> std::result::Result<(), String> {
+        self.credentials.store(Arc::new(Credentials::new(cfg, crl_file)?));
         Ok(())
     }
 
@@ -236,7 +249,7 @@ mod tests {
 
     #[test]
     fn tokens_dev_mode_and_refusals() {
-        let strict = Authenticator::new(&cfg(false), "aws", "111122223333").unwrap();
+        let strict = Authenticator::new(&cfg(false), None, "aws", "111122223333").unwrap();
         assert_eq!(
             &*strict.authenticate(Some("Bearer s3cret-token"), None).unwrap(),
             "arn:aws:iam::111122223333:user/svc"
@@ -249,7 +262,7 @@ mod tests {
             strict.authenticate(Some("s3cret-token"), None),
             Err(KmsError::Unauthenticated(_))
         ));
-        let dev = Authenticator::new(&cfg(true), "aws", "111122223333").unwrap();
+        let dev = Authenticator::new(&cfg(true), None, "aws", "111122223333").unwrap();
         for empty in ["Bearer ", "Bearer"] {
             assert!(matches!(
                 dev.authenticate(Some(empty), None),
@@ -295,13 +308,16 @@ mod tests {
 
     /// One rule: the certificate with CN=dave is Dave.
     fn dave_rules() -> Credentials {
-        Credentials::new(&AuthConfig {
-            certificates: vec![CertRuleConfig {
-                matches: "cn:dave".into(),
-                principal: "arn:aws:iam::111122223333:user/dave".into(),
-            }],
-            ..AuthConfig::default()
-        })
+        Credentials::new(
+            &AuthConfig {
+                certificates: vec![CertRuleConfig {
+                    matches: "cn:dave".into(),
+                    principal: "arn:aws:iam::111122223333:user/dave".into(),
+                }],
+                ..AuthConfig::default()
+            },
+            None,
+        )
         .unwrap()
     }
 
@@ -347,13 +363,16 @@ mod tests {
             matches: "cn:dave".into(),
             principal: principal.into(),
         };
-        let err = Credentials::new(&AuthConfig {
-            certificates: vec![
-                rule("arn:aws:iam::111122223333:user/dave"),
-                rule("arn:aws:iam::111122223333:user/admin"),
-            ],
-            ..AuthConfig::default()
-        })
+        let err = Credentials::new(
+            &AuthConfig {
+                certificates: vec![
+                    rule("arn:aws:iam::111122223333:user/dave"),
+                    rule("arn:aws:iam::111122223333:user/admin"),
+                ],
+                ..AuthConfig::default()
+            },
+            None,
+        )
         .err()
         .expect("two rules for cn:dave accepted");
         assert!(err.contains("cn:dave"), "{err}");
@@ -397,7 +416,7 @@ mod cost {
             }],
             ..AuthConfig::default()
         };
-        let auth = Authenticator::new(&cfg, "aws", "111122223333").unwrap();
+        let auth = Authenticator::new(&cfg, None, "aws", "111122223333").unwrap();
         let n = 200_000u32;
         let header = "Bearer token-9-0123456789abcdef";
         let t = std::time::Instant::now();

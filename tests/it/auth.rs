@@ -981,6 +981,72 @@ async fn client_certificates_are_checked_for_client_authentication_use() {
     assert_eq!(records(&server.audit_records().1, CAROL, "ListKeys").count(), 1);
 }
 
+/// With `tls.client_crl_file`, a revoked client certificate is refused: at the handshake, and,
+/// once a new list is loaded on SIGHUP, on a connection opened before. A bad list at SIGHUP keeps
+/// the one in force. Certificates the list doesn't name keep working.
+#[tokio::test]
+async fn a_revoked_client_certificate_is_refused_after_a_sighup() {
+    let pki = Pki::new();
+    let crl = pki.write_crl(&[]);
+    let identity = identity_file(
+        &[("list", &allow(&["kms:ListKeys"], "*"))],
+        &[(ALICE, &["list"]), (DAVE, &["list"])],
+    );
+    let identity_path = pki.path("identity.toml");
+    std::fs::write(&identity_path, identity).unwrap();
+    let config = pki.tls_config()
+        + &format!("client_crl_file = {:?}\n", crl.display().to_string())
+        + &auth_config(
+            false,
+            &[],
+            &[(&format!("uri:{ALICE_URI}"), ALICE), (&format!("cn:{DAVE_CN}"), DAVE)],
+            Some(&identity_path),
+        );
+    let server = Server::start_with(&config).await;
+    let connect = |pem: &'static str| {
+        let pem = match pem {
+            "alice" => &pki.alice,
+            _ => &pki.dave,
+        };
+        tls_client(&server, &pki.ca.cert, pem.identity(), Bearer::default())
+    };
+    let mut alice = connect("alice").await.unwrap();
+    alice.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+
+    // Not a list: refused at the reload, and the list in force stays.
+    std::fs::write(&crl, "not a CRL").unwrap();
+    server.sighup();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    alice.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+
+    pki.write_crl(&["alice"]);
+    server.sighup();
+    let refused = |r: Result<tonic::Response<pb::ListKeysResponse>, Status>| match r {
+        Err(s) if error_type(&s) == "UnrecognizedClientException" => Some(s.message().to_string()),
+        _ => None,
+    };
+    let mut message = None;
+    for _ in 0..50 {
+        message = refused(alice.list_keys(pb::ListKeysRequest::default()).await);
+        if message.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let message = message.expect("alice's open connection still served after the new list");
+    assert!(message.contains("revoked"), "{message}");
+    // A new connection: refused at the handshake (or, over TLS 1.3, at its first request).
+    if let Ok(mut again) = connect("alice").await {
+        let s = again.list_keys(pb::ListKeysRequest::default()).await.unwrap_err();
+        assert!(
+            s.metadata().get("x-kms-error-type").is_none(),
+            "answered by the service: {s:?}"
+        );
+    }
+    let mut dave = connect("dave").await.unwrap();
+    dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+}
+
 #[tokio::test]
 async fn dev_mode_is_the_account_root_but_refuses_bad_tokens() {
     // Dev mode is off unless asked for (the comment keeps the harness from passing --dev).

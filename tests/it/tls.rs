@@ -215,6 +215,27 @@ impl Pki {
         self.dir.path().join(name)
     }
 
+    /// Writes `crl.pem`: test-ca's certificate revocation list, revoking the certificates named
+    /// (`alice` for alice.pem, ...), made by `openssl ca` from a fresh database each time.
+    pub fn write_crl(&self, revoked: &[&str]) -> PathBuf {
+        let d = self.dir.path();
+        std::fs::write(
+            d.join("ca.cnf"),
+            "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\ncrlnumber = crlnumber\n\
+             default_md = sha256\ndefault_crl_days = 2\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("index.txt"), "").unwrap();
+        std::fs::write(d.join("crlnumber"), "01\n").unwrap();
+        let ca = ["-config", "ca.cnf", "-keyfile", "test-ca.key", "-cert", "test-ca.pem"];
+        for name in revoked {
+            let cert = format!("{name}.pem");
+            openssl(d, &[&["ca"][..], &ca, &["-revoke", &cert]].concat());
+        }
+        openssl(d, &[&["ca"][..], &ca, &["-gencrl", "-out", "crl.pem"]].concat());
+        self.path("crl.pem")
+    }
+
     /// The `[tls]` section: server certificate, and client certificates verified against the CA.
     pub fn tls_config(&self) -> String {
         format!(
