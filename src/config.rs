@@ -46,6 +46,9 @@ pub struct TlsConfig {
     /// PEM certificate revocation lists of the client CAs: a revoked client certificate is refused
     /// at the handshake and, after a SIGHUP reload, on connections already open.
     pub client_crl_file: Option<PathBuf>,
+    /// Refuse at the handshake a client without a certificate (tokens then need one too).
+    #[serde(default)]
+    pub require_client_certificate: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -341,12 +344,19 @@ impl Config {
                     .into(),
             );
         }
-        if self
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.client_crl_file.is_some() && t.client_ca_file.is_none())
-        {
-            return Err("tls.client_crl_file needs tls.client_ca_file: the lists revoke client certificates".into());
+        if let Some(tls) = self.tls.as_ref().filter(|t| t.client_ca_file.is_none()) {
+            if tls.client_crl_file.is_some() {
+                return Err(
+                    "tls.client_crl_file needs tls.client_ca_file: the lists revoke client certificates".into(),
+                );
+            }
+            if tls.require_client_certificate {
+                return Err(
+                    "tls.require_client_certificate needs tls.client_ca_file: without a client CA no \
+                            certificate is accepted"
+                        .into(),
+                );
+            }
         }
         // Tokens, certificate rules and revocation lists, checked before the HSM is opened.
         crate::auth::Authenticator::new(&self.auth, self.client_crl_file(), &self.partition, &self.account_id)?;
@@ -469,6 +479,13 @@ mod tests {
         let c: Config = toml::from_str(tls).unwrap();
         let err = c.validate().unwrap_err();
         assert!(err.contains("tls.client_crl_file needs tls.client_ca_file"), "{err}");
+        let tls = "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\nrequire_client_certificate = true\n";
+        let c: Config = toml::from_str(tls).unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(
+            err.contains("tls.require_client_certificate needs tls.client_ca_file"),
+            "{err}"
+        );
     }
 
     #[test]

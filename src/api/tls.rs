@@ -29,7 +29,8 @@ use crate::config::TlsConfig;
 pub type TlsConnection = Opening<TlsStream<LimitedConnection>>;
 
 /// The server's TLS from PEM files. With a client CA, client certificates are verified, and
-/// optional, so that bearer-token callers need none. HTTP/2 is offered by ALPN.
+/// optional unless `require_client_certificate`, so that bearer-token callers need none. HTTP/2
+/// is offered by ALPN.
 pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
     let chain = CertificateDer::pem_slice_iter(&read(&cfg.cert_file)?)
         .collect::<Result<Vec<_>, _>>()
@@ -50,7 +51,10 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
                     .add(cert)
                     .map_err(|e| format!("TLS: a certificate in {} cannot be a trust anchor: {e}", ca.display()))?;
             }
-            let mut verifier = WebPkiClientVerifier::builder(roots.into()).allow_unauthenticated();
+            let mut verifier = WebPkiClientVerifier::builder(roots.into());
+            if !cfg.require_client_certificate {
+                verifier = verifier.allow_unauthenticated();
+            }
             if let Some(crl_file) = &cfg.client_crl_file {
                 verifier = verifier.with_crls(crls(crl_file)?).only_check_end_entity_revocation();
             }
@@ -170,6 +174,7 @@ mod tests {
             key_file: dir.join("key.pem"),
             client_ca_file: None,
             client_crl_file: None,
+            require_client_certificate: false,
         }
     }
 

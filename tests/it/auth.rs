@@ -1047,6 +1047,41 @@ async fn a_revoked_client_certificate_is_refused_after_a_sighup() {
     dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
 }
 
+/// With `tls.require_client_certificate`, a client without a certificate is refused at the
+/// handshake, bearer token or not; one with a certificate is served.
+#[tokio::test]
+async fn a_required_client_certificate_is_required() {
+    let pki = Pki::new();
+    let identity = identity_file(&[("list", &allow(&["kms:ListKeys"], "*"))], &[(ALICE, &["list"])]);
+    let identity_path = pki.path("identity.toml");
+    std::fs::write(&identity_path, identity).unwrap();
+    let config = pki.tls_config()
+        + "require_client_certificate = true\n"
+        + &auth_config(
+            false,
+            &[(BOB_TOKEN, BOB)],
+            &[(&format!("uri:{ALICE_URI}"), ALICE)],
+            Some(&identity_path),
+        );
+    let server = Server::start_with(&config).await;
+    if let Ok(mut bob) = tls_client(&server, &pki.ca.cert, None, Bearer::token(Some(BOB_TOKEN))).await {
+        let s = bob.list_keys(pb::ListKeysRequest::default()).await.unwrap_err();
+        assert!(
+            s.metadata().get("x-kms-error-type").is_none(),
+            "answered by the service: {s:?}"
+        );
+    }
+    let mut alice = tls_client(&server, &pki.ca.cert, pki.alice.identity(), Bearer::default())
+        .await
+        .unwrap();
+    alice.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+    let (_, records) = server.audit_records();
+    assert!(
+        records.iter().all(|r| r["principal"] != BOB),
+        "bob got as far as a record"
+    );
+}
+
 /// The serial number of the certificate the server presents, as `openssl s_client` sees it.
 fn served_serial(server: &Server) -> String {
     let shown = std::process::Command::new("sh")
