@@ -4,6 +4,7 @@ mod budget;
 pub mod codec;
 mod connections;
 mod convert;
+mod crl;
 mod deadline;
 mod grpc;
 mod health_watch;

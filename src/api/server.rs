@@ -49,12 +49,8 @@ pub async fn serve(
         limits::MAX_REQUEST_BYTES,
     );
     // Credentials and TLS first: a mistake there is reported before a slow HSM start-up.
-    let auth = Arc::new(Authenticator::new(
-        &auth_config,
-        config.client_crl_file(),
-        &partition,
-        &account,
-    )?);
+    let crls = config.read_client_crls()?;
+    let auth = Arc::new(Authenticator::new(&auth_config, crls.as_deref(), &partition, &account)?);
     let request_timeout = Duration::from_secs(config.limits.request_timeout_seconds);
     let max_age = Some(Duration::from_secs(config.limits.max_connection_age_seconds)).filter(|age| !age.is_zero());
     // The request timeout is applied per service: `PreAuth` times the KMS service's requests and
@@ -71,7 +67,7 @@ pub async fn serve(
     }
     let acceptor: Option<tls::Acceptor> = tls
         .as_ref()
-        .map(tls::acceptor)
+        .map(|t| tls::acceptor(t, crls.as_deref()))
         .transpose()?
         .map(|a| Arc::new(ArcSwap::from_pointee(a)));
     let connection_limits = connection_limits(&config)?;
@@ -351,8 +347,10 @@ fn spawn_reload_on_sighup(
     })
 }
 
-/// Reads identity policies, the TLS files, the revocation lists and, with a config file, tokens
-/// and certificate rules again.
+/// Reads identity policies, then the TLS files, the revocation lists and, with a config file,
+/// tokens and certificate rules again. The second group is applied together or not at all: the
+/// handshake's revocation check and the authenticator's must never hold different lists, and a
+/// list read once serves both.
 fn reload(kms: &Kms, auth: &Authenticator, acceptor: Option<&tls::Acceptor>, config: &Config) {
     match kms.reload_identity_policies() {
         Ok(()) => tracing::info!("identity policies reloaded"),
@@ -360,23 +358,30 @@ fn reload(kms: &Kms, auth: &Authenticator, acceptor: Option<&tls::Acceptor>, con
             tracing::error!(error = %e, "identity policies not reloaded; the previous ones stay in force")
         }
     }
-    if let (Some(acceptor), Some(tls)) = (acceptor, &config.tls) {
-        match tls::acceptor(tls) {
-            Ok(reloaded) => {
+    let reloaded = (|| {
+        let auth_config = match config.file {
+            Some(_) => config.with_reread_credentials()?.auth,
+            None => config.auth.clone(),
+        };
+        let crls = config.read_client_crls()?;
+        let credentials = Authenticator::prepare(&auth_config, crls.as_deref())?;
+        let tls = match (acceptor, &config.tls) {
+            (Some(acceptor), Some(tls)) => Some((acceptor, tls::acceptor(tls, crls.as_deref())?)),
+            _ => None,
+        };
+        Ok::<_, String>((credentials, tls))
+    })();
+    match reloaded {
+        Ok((credentials, tls)) => {
+            if let Some((acceptor, reloaded)) = tls {
                 acceptor.store(Arc::new(reloaded));
-                tracing::info!("TLS certificate, client CA and revocation lists reloaded");
             }
-            Err(e) => tracing::error!(error = %e, "TLS files not reloaded; the previous ones stay in force"),
+            auth.replace(credentials);
+            tracing::info!("credentials, TLS certificate, client CAs and revocation lists reloaded");
         }
-    }
-    let credentials = match config.file {
-        Some(_) => config.with_reread_credentials().map(|c| c.auth),
-        None => Ok(config.auth.clone()),
-    };
-    match credentials.and_then(|c| auth.reload(&c, config.client_crl_file())) {
-        Ok(()) => tracing::info!("tokens, certificate rules and revocation lists reloaded"),
-        Err(e) => {
-            tracing::error!(error = %e, "tokens, certificate rules and revocation lists not reloaded; the previous ones stay in force")
-        }
+        Err(e) => tracing::error!(
+            error = %e,
+            "credentials and TLS files not reloaded; the previous ones stay in force"
+        ),
     }
 }

@@ -31,7 +31,8 @@ pub type TlsConnection = Opening<TlsStream<LimitedConnection>>;
 /// The server's TLS from PEM files. With a client CA, client certificates are verified, and
 /// optional unless `require_client_certificate`, so that bearer-token callers need none. HTTP/2
 /// is offered by ALPN.
-pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
+/// `crls`: the contents of `cfg.client_crl_file` (read once by the caller, `Config::read_client_crls`).
+pub fn acceptor(cfg: &TlsConfig, crls: Option<&[u8]>) -> Result<TlsAcceptor, String> {
     let chain = CertificateDer::pem_slice_iter(&read(&cfg.cert_file)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("TLS: cannot read the certificates in {}: {e}", cfg.cert_file.display()))?;
@@ -44,19 +45,23 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
     let builder = match &cfg.client_ca_file {
         None => builder.with_no_client_auth(),
         Some(ca) => {
+            let cas = CertificateDer::pem_slice_iter(&read(ca)?)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("TLS: cannot read the certificates in {}: {e}", ca.display()))?;
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&read(ca)?) {
-                let cert = cert.map_err(|e| format!("TLS: cannot read the certificates in {}: {e}", ca.display()))?;
+            for cert in &cas {
                 roots
-                    .add(cert)
+                    .add(cert.clone())
                     .map_err(|e| format!("TLS: a certificate in {} cannot be a trust anchor: {e}", ca.display()))?;
             }
             let mut verifier = WebPkiClientVerifier::builder(roots.into());
             if !cfg.require_client_certificate {
                 verifier = verifier.allow_unauthenticated();
             }
-            if let Some(crl_file) = &cfg.client_crl_file {
-                verifier = verifier.with_crls(crls(crl_file)?).only_check_end_entity_revocation();
+            if let Some(pem) = crls {
+                verifier = verifier
+                    .with_crls(revocation_lists(pem, &cas)?)
+                    .only_check_end_entity_revocation();
             }
             let verifier = verifier
                 .build()
@@ -71,15 +76,20 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The revocation lists in a PEM file. A client certificate whose issuer has none among them is
-/// refused (its status is unknown): give the list of every CA that issues client certificates.
-fn crls(file: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let crls = CertificateRevocationListDer::pem_slice_iter(&read(file)?)
+/// The revocation lists in a PEM file, each checked against the client CAs (`crl.rs`). A client
+/// certificate whose issuer has none among them is refused (its status is unknown): give the
+/// list of every CA that issues client certificates.
+fn revocation_lists(
+    pem: &[u8],
+    cas: &[CertificateDer<'_>],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let crls = CertificateRevocationListDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("TLS: cannot read the revocation lists in {}: {e}", file.display()))?;
+        .map_err(|e| format!("TLS: cannot read the revocation lists in tls.client_crl_file: {e}"))?;
     if crls.is_empty() {
-        return Err(format!("TLS: {} holds no certificate revocation list", file.display()));
+        return Err("TLS: tls.client_crl_file holds no certificate revocation list".into());
     }
+    super::crl::check(&crls, cas).map_err(|e| format!("TLS: tls.client_crl_file: {e}"))?;
     Ok(crls)
 }
 
@@ -179,7 +189,7 @@ mod tests {
     }
 
     fn refused(cfg: &TlsConfig) -> String {
-        match acceptor(cfg) {
+        match acceptor(cfg, None) {
             Ok(_) => panic!("a bad TLS configuration was accepted"),
             Err(e) => e,
         }

@@ -46,9 +46,7 @@ impl CertRule {
 pub fn principal_for(rules: &[CertRule], revoked: &Revoked, leaf: &CertificateDer<'_>) -> Result<Option<String>> {
     let cert = parse(leaf)?;
     if revoked.contains(&cert) {
-        return Err(KmsError::Unauthenticated(
-            "The client certificate has been revoked".into(),
-        ));
+        return Err(KmsError::Unauthenticated(REVOKED.into()));
     }
     principal_of(rules, &Names::of(&cert)?)
 }
@@ -62,6 +60,9 @@ fn parse(leaf: &CertificateDer<'_>) -> Result<Certificate> {
     Certificate::from_der(leaf.as_ref())
         .map_err(|_| KmsError::Unauthenticated("The client certificate cannot be parsed".into()))
 }
+
+/// The refusal of a certificate on a revocation list.
+pub const REVOKED: &str = "The client certificate has been revoked";
 
 fn principal_of(rules: &[CertRule], names: &Names) -> Result<Option<String>> {
     let only = |found: &[String], what: &str, v: &String| {

@@ -8,7 +8,6 @@ mod revoked;
 mod tokens;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -63,7 +62,8 @@ pub struct Authenticator {
     credentials: ArcSwap<Credentials>,
 }
 
-struct Credentials {
+/// Tokens, certificate rules and revoked certificates, in force together.
+pub struct Credentials {
     tokens: TokenTable,
     certs: Vec<CertRule>,
     /// Certificates on the CRLs of `tls.client_crl_file` (read with the rules, on start and SIGHUP).
@@ -78,8 +78,13 @@ struct Credentials {
     cert_fill: Mutex<()>,
 }
 
-/// A certificate's outcome under the rules, and when the certificate expires.
-type CertEntry = (CertOutcome, SystemTime);
+/// A certificate's outcome under the rules, when the certificate expires, and whether it is on a
+/// revocation list.
+struct CertEntry {
+    outcome: CertOutcome,
+    expires: SystemTime,
+    revoked: bool,
+}
 
 /// A certificate's principal (None: no rule matched), or why it is refused.
 type CertOutcome = std::result::Result<Option<Arc<str>>, String>;
@@ -88,9 +93,9 @@ type CertOutcome = std::result::Result<Option<Arc<str>>, String>;
 const CERT_CACHE_CAPACITY: usize = 1024;
 
 impl Credentials {
-    fn new(cfg: &AuthConfig, crl_file: Option<&Path>) -> std::result::Result<Self, String> {
+    fn new(cfg: &AuthConfig, crls: Option<&[u8]>) -> std::result::Result<Self, String> {
         let tokens = TokenTable::new(&cfg.tokens)?;
-        let revoked = Revoked::load(crl_file).map_err(|e| format!("tls.client_crl_file: {e}"))?;
+        let revoked = Revoked::from_file_contents(crls).map_err(|e| format!("tls.client_crl_file: {e}"))?;
         // One name, one principal: with two rules for it the first would win in silence.
         let mut seen = std::collections::HashSet::new();
         if let Some(twice) = cfg.certificates.iter().find(|c| !seen.insert(c.matches.as_str())) {
@@ -117,7 +122,26 @@ impl Credentials {
         self.certificate_principal_at(leaf, SystemTime::now())
     }
 
+    /// Whether the connection's certificate is revoked: a connection it admitted serves no one,
+    /// bearer-token callers on it included. Free while no list revokes anything.
+    fn connection_revoked(&self, leaf: &CertificateDer<'_>) -> Result<bool> {
+        if self.revoked.is_empty() {
+            return Ok(false);
+        }
+        Ok(self.cert_entry(leaf)?.revoked)
+    }
+
     fn certificate_principal_at(&self, leaf: &CertificateDer<'_>, now: SystemTime) -> Result<Option<Arc<str>>> {
+        let entry = self.cert_entry(leaf)?;
+        // TLS checked the validity period at the handshake; a connection can outlive it.
+        if now > entry.expires {
+            return Err(KmsError::Unauthenticated("The client certificate has expired".into()));
+        }
+        entry.outcome.clone().map_err(KmsError::Unauthenticated)
+    }
+
+    /// The certificate's entry, from the cache or computed into it.
+    fn cert_entry(&self, leaf: &CertificateDer<'_>) -> Result<Arc<CertEntry>> {
         let known = self.cert_cache.load().get(leaf.as_ref()).cloned();
         let entry = match known {
             Some(known) => known,
@@ -130,7 +154,12 @@ impl Credentials {
                     .map(|p| p.map(Arc::from))
                     .map_err(message);
                 let expires = certs::expiry(leaf).map_err(|e| KmsError::Unauthenticated(message(e)))?;
-                let entry = Arc::new((o, expires));
+                let revoked = matches!(&o, Err(m) if m == certs::REVOKED);
+                let entry = Arc::new(CertEntry {
+                    outcome: o,
+                    expires,
+                    revoked,
+                });
                 let _filling = self.cert_fill.lock().unwrap_or_else(|p| p.into_inner());
                 let current = self.cert_cache.load();
                 let mut next = if current.len() >= CERT_CACHE_CAPACITY {
@@ -143,20 +172,15 @@ impl Credentials {
                 entry
             }
         };
-        let (outcome, expires) = &*entry;
-        // TLS checked the validity period at the handshake; a connection can outlive it.
-        if now > *expires {
-            return Err(KmsError::Unauthenticated("The client certificate has expired".into()));
-        }
-        outcome.clone().map_err(KmsError::Unauthenticated)
+        Ok(entry)
     }
 }
 
 impl Authenticator {
-    /// `crl_file`: `tls.client_crl_file`, whose revoked certificates are refused.
+    /// `crls`: the contents of `tls.client_crl_file`, whose revoked certificates are refused.
     pub fn new(
         cfg: &AuthConfig,
-        crl_file: Option<&Path>,
+        crls: Option<&[u8]>,
         partition: &str,
         account: &str,
     ) -> std::result::Result<Self, String> {
@@ -165,15 +189,20 @@ impl Authenticator {
             .then(|| Arc::from(format!("arn:{partition}:iam::{account}:root")));
         Ok(Authenticator {
             dev_principal,
-            credentials: ArcSwap::from_pointee(Credentials::new(cfg, crl_file)?),
+            credentials: ArcSwap::from_pointee(Credentials::new(cfg, crls)?),
         })
     }
 
     /// Replaces the tokens and certificate rules with `cfg`'s; on an error the current ones stay.
     /// Dev mode is not reloaded (it is a start-up decision).
-    pub fn reload(&self, cfg: &AuthConfig, crl_file: Option<&Path>) -> std::result::Result<(), String> {
-        self.credentials.store(Arc::new(Credentials::new(cfg, crl_file)?));
-        Ok(())
+    /// Credentials from `cfg` and the revocation lists, for `replace` once everything else that
+    /// reloads with them has loaded too.
+    pub fn prepare(cfg: &AuthConfig, crls: Option<&[u8]>) -> std::result::Result<Arc<Credentials>, String> {
+        Credentials::new(cfg, crls).map(Arc::new)
+    }
+
+    pub fn replace(&self, credentials: Arc<Credentials>) {
+        self.credentials.store(credentials);
     }
 
     pub fn dev_mode(&self) -> bool {
@@ -194,13 +223,18 @@ impl Authenticator {
                 .ok_or_else(|| {
                     KmsError::Unauthenticated("The authorization metadata must be 'Bearer <token>'".into())
                 })?;
-            return self
-                .credentials
-                .load()
+            let credentials = self.credentials.load();
+            let principal = credentials
                 .tokens
                 .principal_for(token)
                 .cloned()
-                .ok_or_else(|| KmsError::Unauthenticated("The bearer token is not recognised".into()));
+                .ok_or_else(|| KmsError::Unauthenticated("The bearer token is not recognised".into()))?;
+            if let Some(leaf) = peer_certs.and_then(|c| c.first()) {
+                if credentials.connection_revoked(leaf)? {
+                    return Err(KmsError::Unauthenticated(certs::REVOKED.into()));
+                }
+            }
+            return Ok(principal);
         }
         if let Some(leaf) = peer_certs.and_then(|c| c.first()) {
             return self
@@ -345,7 +379,14 @@ mod tests {
     fn the_certificate_cache_is_bounded() {
         let rules = dave_rules();
         let full: HashMap<Arc<[u8]>, Arc<CertEntry>> = (0..CERT_CACHE_CAPACITY as u32)
-            .map(|i| (Arc::from(&i.to_be_bytes()[..]), Arc::new((Ok(None), SystemTime::now()))))
+            .map(|i| {
+                let entry = CertEntry {
+                    outcome: Ok(None),
+                    expires: SystemTime::now(),
+                    revoked: false,
+                };
+                (Arc::from(&i.to_be_bytes()[..]), Arc::new(entry))
+            })
             .collect();
         rules.cert_cache.store(Arc::new(full));
         let leaf = dave_certificate();

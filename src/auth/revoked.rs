@@ -5,7 +5,6 @@
 //! so its signature is left to the handshake's check (the same file, read at the same reload).
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::CertificateRevocationListDer;
@@ -18,13 +17,9 @@ use x509_cert::Certificate;
 pub struct Revoked(HashSet<(Vec<u8>, Vec<u8>)>);
 
 impl Revoked {
-    /// The certificates revoked by the CRLs in a PEM file (None: no file configured).
-    pub fn load(file: Option<&Path>) -> Result<Revoked, String> {
-        let Some(file) = file else {
-            return Ok(Revoked::default());
-        };
-        let pem = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        Revoked::from_pem(&pem).map_err(|e| format!("{}: {e}", file.display()))
+    /// The certificates revoked by the CRLs in a PEM file's contents (None: no file configured).
+    pub fn from_file_contents(pem: Option<&[u8]>) -> Result<Revoked, String> {
+        pem.map_or_else(|| Ok(Revoked::default()), Revoked::from_pem)
     }
 
     fn from_pem(pem: &[u8]) -> Result<Revoked, String> {
@@ -43,6 +38,11 @@ impl Revoked {
             return Err("holds no certificate revocation list".into());
         }
         Ok(Revoked(revoked))
+    }
+
+    /// No list revokes anything (or there is no list).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn contains(&self, cert: &Certificate) -> bool {
@@ -71,6 +71,9 @@ mod tests {
         ] {
             assert!(Revoked::from_pem(pem.as_bytes()).is_err(), "{pem:?}");
         }
-        assert!(Revoked::load(None).unwrap().0.is_empty(), "no file, nothing revoked");
+        assert!(
+            Revoked::from_file_contents(None).unwrap().0.is_empty(),
+            "no file, nothing revoked"
+        );
     }
 }

@@ -982,15 +982,17 @@ async fn client_certificates_are_checked_for_client_authentication_use() {
 }
 
 /// With `tls.client_crl_file`, a revoked client certificate is refused: at the handshake, and,
-/// once a new list is loaded on SIGHUP, on a connection opened before. A bad list at SIGHUP keeps
-/// the one in force. Certificates the list doesn't name keep working.
+/// once a new list is loaded on SIGHUP, on a connection opened before, bearer-token callers on it
+/// included. A list that doesn't check out at SIGHUP (not a list, from a CA the server doesn't
+/// trust, a forged signature, two lists of one CA) keeps the one in force. Certificates the list
+/// doesn't name keep working.
 #[tokio::test]
 async fn a_revoked_client_certificate_is_refused_after_a_sighup() {
     let pki = Pki::new();
     let crl = pki.write_crl(&[]);
     let identity = identity_file(
         &[("list", &allow(&["kms:ListKeys"], "*"))],
-        &[(ALICE, &["list"]), (DAVE, &["list"])],
+        &[(ALICE, &["list"]), (DAVE, &["list"]), (BOB, &["list"])],
     );
     let identity_path = pki.path("identity.toml");
     std::fs::write(&identity_path, identity).unwrap();
@@ -998,26 +1000,41 @@ async fn a_revoked_client_certificate_is_refused_after_a_sighup() {
         + &format!("client_crl_file = {:?}\n", crl.display().to_string())
         + &auth_config(
             false,
-            &[],
+            &[(BOB_TOKEN, BOB)],
             &[(&format!("uri:{ALICE_URI}"), ALICE), (&format!("cn:{DAVE_CN}"), DAVE)],
             Some(&identity_path),
         );
     let server = Server::start_with(&config).await;
-    let connect = |pem: &'static str| {
-        let pem = match pem {
+    let connect = |who: &'static str, bearer: Bearer| {
+        let pem = match who {
             "alice" => &pki.alice,
             _ => &pki.dave,
         };
-        tls_client(&server, &pki.ca.cert, pem.identity(), Bearer::default())
+        tls_client(&server, &pki.ca.cert, pem.identity(), bearer)
     };
-    let mut alice = connect("alice").await.unwrap();
+    let mut alice = connect("alice", Bearer::default()).await.unwrap();
     alice.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+    // Bob's token, on a connection alice's certificate opened.
+    let mut bob = connect("alice", Bearer::token(Some(BOB_TOKEN))).await.unwrap();
+    bob.list_keys(pb::ListKeysRequest::default()).await.unwrap();
 
-    // Not a list: refused at the reload, and the list in force stays.
-    std::fs::write(&crl, "not a CRL").unwrap();
-    server.sighup();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    alice.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+    // Lists that don't check out: each refused at the reload, and the list in force stays. Had
+    // one been taken, dave's new connections would fail (test-ca's status unknown, or forged).
+    let good = std::fs::read(&crl).unwrap();
+    pki.write_crl_of("rogue-ca", &[]);
+    let rogue = std::fs::read(&crl).unwrap();
+    pki.write_crl(&[]);
+    pki.forge_crl();
+    let forged = std::fs::read(&crl).unwrap();
+    let twice = [good.clone(), good.clone()].concat();
+    for bad in [b"not a CRL".to_vec(), rogue, forged, twice] {
+        std::fs::write(&crl, bad).unwrap();
+        server.sighup();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut dave = connect("dave", Bearer::default()).await.unwrap();
+        dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+        alice.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+    }
 
     pki.write_crl(&["alice"]);
     server.sighup();
@@ -1035,15 +1052,17 @@ async fn a_revoked_client_certificate_is_refused_after_a_sighup() {
     }
     let message = message.expect("alice's open connection still served after the new list");
     assert!(message.contains("revoked"), "{message}");
+    let message = refused(bob.list_keys(pb::ListKeysRequest::default()).await).expect("bob still served");
+    assert!(message.contains("revoked"), "{message}");
     // A new connection: refused at the handshake (or, over TLS 1.3, at its first request).
-    if let Ok(mut again) = connect("alice").await {
+    if let Ok(mut again) = connect("alice", Bearer::default()).await {
         let s = again.list_keys(pb::ListKeysRequest::default()).await.unwrap_err();
         assert!(
             s.metadata().get("x-kms-error-type").is_none(),
             "answered by the service: {s:?}"
         );
     }
-    let mut dave = connect("dave").await.unwrap();
+    let mut dave = connect("dave", Bearer::default()).await.unwrap();
     dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
 }
 

@@ -218,6 +218,11 @@ impl Pki {
     /// Writes `crl.pem`: test-ca's certificate revocation list, revoking the certificates named
     /// (`alice` for alice.pem, ...), made by `openssl ca` from a fresh database each time.
     pub fn write_crl(&self, revoked: &[&str]) -> PathBuf {
+        self.write_crl_of("test-ca", revoked)
+    }
+
+    /// The same, with CRL `ca`'s name and key (`rogue-ca`: a CA the server doesn't trust).
+    pub fn write_crl_of(&self, ca: &str, revoked: &[&str]) -> PathBuf {
         let d = self.dir.path();
         std::fs::write(
             d.join("ca.cnf"),
@@ -227,13 +232,24 @@ impl Pki {
         .unwrap();
         std::fs::write(d.join("index.txt"), "").unwrap();
         std::fs::write(d.join("crlnumber"), "01\n").unwrap();
-        let ca = ["-config", "ca.cnf", "-keyfile", "test-ca.key", "-cert", "test-ca.pem"];
+        let (key, cert) = (format!("{ca}.key"), format!("{ca}.pem"));
+        let ca = ["-config", "ca.cnf", "-keyfile", &key, "-cert", &cert];
         for name in revoked {
             let cert = format!("{name}.pem");
             openssl(d, &[&["ca"][..], &ca, &["-revoke", &cert]].concat());
         }
         openssl(d, &[&["ca"][..], &ca, &["-gencrl", "-out", "crl.pem"]].concat());
         self.path("crl.pem")
+    }
+
+    /// Rewrites `crl.pem` with the last byte of its signature changed.
+    pub fn forge_crl(&self) {
+        let d = self.dir.path();
+        openssl(d, &["crl", "-in", "crl.pem", "-outform", "DER", "-out", "crl.der"]);
+        let mut der = read(d, "crl.der");
+        *der.last_mut().unwrap() ^= 1;
+        std::fs::write(d.join("forged.der"), der).unwrap();
+        openssl(d, &["crl", "-inform", "DER", "-in", "forged.der", "-out", "crl.pem"]);
     }
 
     /// The `[tls]` section: server certificate, and client certificates verified against the CA.
