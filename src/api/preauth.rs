@@ -293,7 +293,7 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         // A method this list lacks is still authenticated (fail closed: a method the proto parse
-        // missed must not skip the check); tonic answers an authenticated caller UNIMPLEMENTED.
+        // missed must not skip the check); an authenticated caller is then told it doesn't exist.
         let method = method_name(request.uri().path(), S::NAME).unwrap_or("");
         let operation = methods()
             .iter()
@@ -327,7 +327,8 @@ where
                 ev.secure_transport = self.tls;
                 if operation == UNKNOWN_OPERATION {
                     // tonic would answer UNIMPLEMENTED with no AWS name and no record.
-                    let e = KmsError::UnknownOperation(format!("The service has no operation {}", quoted(method)));
+                    let path = quoted(request.uri().path());
+                    let e = KmsError::UnknownOperation(format!("The service has no operation at {path}"));
                     ev.outcome = e.name();
                     let status = to_status(&e, &ev.request_id);
                     return Call::Refused {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use cryptoki::types::AuthPin;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
@@ -24,7 +25,7 @@ use super::preauth::PreAuth;
 use super::refusals::{self, RefusalRecords};
 use super::run_to_end::{Detached, RunToEnd};
 use super::tls::{self, TlsIncoming};
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Credentials};
 use crate::config::Config;
 use crate::ops::{spawn_deletion_task, spawn_material_sweep, Kms};
 use crate::proto::key_management_service_server::KeyManagementServiceServer;
@@ -322,10 +323,9 @@ where
     }
 }
 
-/// SIGHUP reloads the identity policies; the TLS files (so a renewed certificate or a new
-/// revocation list needs no restart); and the revocation lists with, when the server was started
-/// with a config file, the tokens and certificate rules in it (so a leaked token or certificate is
-/// revoked without a restart). A bad file keeps what is in force and says why.
+/// SIGHUP reloads the identity policies, the TLS files and revocation lists, and (with a config
+/// file) the tokens and certificate rules: a leaked token or certificate is revoked, and a renewed
+/// certificate served, without a restart. A bad file keeps what is in force and says why.
 fn spawn_reload_on_sighup(
     kms: Arc<Kms>,
     auth: Arc<Authenticator>,
@@ -347,6 +347,24 @@ fn spawn_reload_on_sighup(
     })
 }
 
+/// The credentials (tokens and certificate rules from the config file, if there is one) and the
+/// TLS acceptor (with TLS on), from the files as they are now, with the revocation lists read
+/// once for both.
+fn load_credentials_and_tls(config: &Config) -> Result<(Arc<Credentials>, Option<TlsAcceptor>), String> {
+    let auth_config = match config.file {
+        Some(_) => config.with_reread_credentials()?.auth,
+        None => config.auth.clone(),
+    };
+    let crls = config.read_client_crls()?;
+    let credentials = Authenticator::prepare(&auth_config, crls.as_deref())?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| tls::acceptor(t, crls.as_deref()))
+        .transpose()?;
+    Ok((credentials, tls))
+}
+
 /// Reads identity policies, then the TLS files, the revocation lists and, with a config file,
 /// tokens and certificate rules again. The second group is applied together or not at all: the
 /// handshake's revocation check and the authenticator's must never hold different lists, and a
@@ -358,22 +376,9 @@ fn reload(kms: &Kms, auth: &Authenticator, acceptor: Option<&tls::Acceptor>, con
             tracing::error!(error = %e, "identity policies not reloaded; the previous ones stay in force")
         }
     }
-    let reloaded = (|| {
-        let auth_config = match config.file {
-            Some(_) => config.with_reread_credentials()?.auth,
-            None => config.auth.clone(),
-        };
-        let crls = config.read_client_crls()?;
-        let credentials = Authenticator::prepare(&auth_config, crls.as_deref())?;
-        let tls = match (acceptor, &config.tls) {
-            (Some(acceptor), Some(tls)) => Some((acceptor, tls::acceptor(tls, crls.as_deref())?)),
-            _ => None,
-        };
-        Ok::<_, String>((credentials, tls))
-    })();
-    match reloaded {
+    match load_credentials_and_tls(config) {
         Ok((credentials, tls)) => {
-            if let Some((acceptor, reloaded)) = tls {
+            if let Some((acceptor, reloaded)) = acceptor.zip(tls) {
                 acceptor.store(Arc::new(reloaded));
             }
             auth.replace(credentials);

@@ -193,14 +193,13 @@ impl Authenticator {
         })
     }
 
-    /// Replaces the tokens and certificate rules with `cfg`'s; on an error the current ones stay.
-    /// Dev mode is not reloaded (it is a start-up decision).
     /// Credentials from `cfg` and the revocation lists, for `replace` once everything else that
-    /// reloads with them has loaded too.
+    /// reloads with them has loaded too (on an error the current ones stay in force).
     pub fn prepare(cfg: &AuthConfig, crls: Option<&[u8]>) -> std::result::Result<Arc<Credentials>, String> {
         Credentials::new(cfg, crls).map(Arc::new)
     }
 
+    /// Puts `credentials` in force. Dev mode is not reloaded (it is a start-up decision).
     pub fn replace(&self, credentials: Arc<Credentials>) {
         self.credentials.store(credentials);
     }

@@ -363,6 +363,7 @@ async fn an_unknown_method_is_authenticated_first() {
     // tonic hands the service every path under its name; only `/<service>/<method>` names one.
     let nested = call_method(&server, Bearer::token(Some(BOB_TOKEN)), "x/Encrypt").await;
     assert_eq!(error_type(&nested), "UnknownOperationException", "{nested:?}");
+    assert!(nested.message().contains("/x/Encrypt"), "{nested:?}");
     let (_, records) = server.audit_records();
     assert!(
         records
