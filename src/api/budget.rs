@@ -11,7 +11,8 @@
 //! out. The budget is one atomic counter: no lock on the hot path.
 //!
 //! Each caller also has a share of its own (`limits.max_request_bytes_per_principal`): an
-//! authenticated principal, or all callers without credentials (health and reflection) together.
+//! authenticated principal; callers without credentials (health and reflection) get one such
+//! share between them, split by address (`ANONYMOUS_SHARES`).
 //! Without it one client holding the whole budget would throttle every other for up to the
 //! request timeout. Principals come from the configuration (tokens, certificate rules, dev mode),
 //! so the map of shares stays small; it is read without a lock and copied only when a principal
@@ -19,9 +20,11 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -35,6 +38,7 @@ use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::Status;
 
+use super::source_ip::remote_addr;
 use super::status::{without_request_id, ERROR_TYPE};
 use crate::error::KmsError;
 
@@ -42,8 +46,16 @@ use crate::error::KmsError;
 const WARN_EVERY: Duration = Duration::from_secs(10);
 /// A gRPC message's header: a compression flag and a 4-byte big-endian length.
 const HEADER_BYTES: usize = 5;
-/// The share of every caller without credentials (no principal is named this: principals are ARNs).
-pub const UNAUTHENTICATED: &str = "unauthenticated";
+/// The shares of callers without credentials are named from this (no principal is: principals
+/// are ARNs).
+const UNAUTHENTICATED: &str = "unauthenticated";
+/// Callers without credentials (health checks, reflection) are spread over this many shares by
+/// their address, each 1/64 of a principal's share. One address holding all its share throttles
+/// only the addresses that fall in the same one (a load balancer's health checks most likely do
+/// not), and all of them together still hold no more than one principal may, so they can't take
+/// the budget from authenticated callers. The address is hashed with a key chosen at start, so a
+/// client can't pick its victims' share; an IPv6 address counts by its /64, which one host holds.
+const ANONYMOUS_SHARES: u64 = 64;
 /// Shares kept before the map starts over: principals are configured, so only a configuration
 /// reloaded many times with new principals gets here. Requests in flight keep their old share.
 const MAX_SHARES: usize = 4096;
@@ -117,8 +129,12 @@ impl RequestBudget {
         } else {
             (**shares).clone()
         };
+        let size = match caller.starts_with(UNAUTHENTICATED) {
+            true => self.share / ANONYMOUS_SHARES as usize,
+            false => self.share,
+        };
         let share = Arc::new(Share {
-            left: AtomicUsize::new(self.share),
+            left: AtomicUsize::new(size),
         });
         more.insert(caller.into(), share.clone());
         self.shares.store(Arc::new(more));
@@ -170,14 +186,27 @@ impl RequestBudget {
     }
 }
 
+/// The share of a caller without credentials from `ip` (None: no address known).
+fn anonymous_share(ip: Option<IpAddr>) -> String {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    // (IPv4 or not, the address or its /64): the two kinds never collide by construction.
+    let who: (bool, u128) = match ip.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(v4)) => (true, u32::from(v4).into()),
+        Some(IpAddr::V6(v6)) => (false, u128::from(v6) >> 64),
+        None => (false, u128::MAX),
+    };
+    let bucket = KEY.get_or_init(RandomState::new).hash_one(who) % ANONYMOUS_SHARES;
+    format!("{UNAUTHENTICATED}#{bucket}")
+}
+
 fn take_from(left: &AtomicUsize, n: usize) -> bool {
     left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n))
         .is_ok()
 }
 
 /// Wraps a service whose requests are charged against the budget as they are read: the health and
-/// reflection services, which answer without credentials, all from the `UNAUTHENTICATED` share
-/// (the KMS service is charged by `PreAuth`, once a request is authenticated).
+/// reflection services, which answer without credentials, each request from its address's
+/// anonymous share (the KMS service is charged by `PreAuth`, once a request is authenticated).
 #[derive(Clone)]
 pub struct Charging<S> {
     inner: S,
@@ -207,7 +236,8 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> S::Future {
-        let request = request.map(|body| self.budget.charge(UNAUTHENTICATED, body));
+        let share = anonymous_share(remote_addr(&request).map(|a| a.ip()));
+        let request = request.map(|body| self.budget.charge(&share, body));
         self.inner.call(request)
     }
 }
@@ -427,6 +457,35 @@ mod tests {
         let shares = budget.shares.load();
         assert!(shares.values().all(|s| s.left.load(Ordering::Acquire) == 700));
         assert_eq!(shares.len(), 2);
+    }
+
+    /// Callers without credentials hold shares by address: one filling its share leaves the
+    /// others theirs, and each is 1/64 of a principal's. An IPv6 /64 is one address.
+    #[tokio::test]
+    async fn callers_without_credentials_have_shares_by_address() {
+        let budget = RequestBudget::new(1 << 20, 64_000, 4096);
+        let v4 = |i: u32| Some(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+        let first = anonymous_share(v4(1));
+        let other = (2..10_000)
+            .map(v4)
+            .map(anonymous_share)
+            .find(|s| *s != first)
+            .expect("every address in one share");
+        assert_eq!(budget.share_of(&first).left.load(Ordering::Acquire), 1000);
+        let (held, read_held) = read(budget.charge(&first, body(message(995)))).await;
+        assert_eq!(read_held.unwrap(), 1000);
+        let (_, refused) = read(budget.charge(&first, body(message(60)))).await;
+        assert!(is_refusal(&refused.unwrap_err()));
+        let (_, served) = read(budget.charge(&other, body(message(60)))).await;
+        assert_eq!(served.unwrap(), 65, "another address's share is its own");
+        drop(held);
+        let v6 = |s: &str| anonymous_share(Some(s.parse().unwrap()));
+        assert_eq!(v6("2001:db8::1"), v6("2001:db8::ffff:1"), "one /64");
+        assert_eq!(
+            v6("::ffff:10.0.0.1"),
+            first,
+            "an IPv4 address wrapped in IPv6 is that address"
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use super::budget::RequestBudget;
 use super::refusals::RefusalRecords;
 use super::run_to_end::{changes_state, Spawned};
-use super::source_ip::ip_text;
+use super::source_ip::{ip_text, remote_addr};
 use super::status::{to_status, ERROR_TYPE, REQUEST_ID};
 use crate::audit::{AuditEvent, RequestId};
 use crate::auth::Authenticator;
@@ -316,11 +316,7 @@ where
                 .auth
                 .authenticate(authorization, certs.as_deref().map(Vec::as_slice)),
         };
-        let remote = request
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(|i| i.remote_addr())
-            .or_else(|| tls_info.and_then(|i| i.get_ref().remote_addr()));
+        let remote = remote_addr(&request);
         let e = match authenticated {
             Ok(principal) => {
                 let mut ev = AuditEvent::new(operation, principal, remote.map(|a| ip_text(a.ip())));
