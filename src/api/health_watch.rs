@@ -22,6 +22,8 @@ use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::Status;
 
+use super::Answer;
+
 const WATCH_PATH: &str = "/grpc.health.v1.Health/Watch";
 
 /// Wraps the health service: each Watch stream ends after `max_age` (if any) or when `stopped`
@@ -46,8 +48,6 @@ impl<S> EndingWatches<S> {
 impl<S: NamedService> NamedService for EndingWatches<S> {
     const NAME: &'static str = S::NAME;
 }
-
-type Answer = Result<Response<Body>, Infallible>;
 
 impl<S> Service<Request<Body>> for EndingWatches<S>
 where

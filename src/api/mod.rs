@@ -21,3 +21,6 @@ mod test_service;
 mod tls;
 
 pub use server::serve;
+
+/// What every service wrapper here answers: a response, never a service error.
+pub(crate) type Answer = Result<tonic::codegen::http::Response<tonic::body::Body>, std::convert::Infallible>;

@@ -19,9 +19,8 @@ use tonic::codegen::Service;
 use tonic::server::NamedService;
 
 use super::status::without_request_id;
+use super::Answer;
 use crate::error::KmsError;
-
-type Answer = Result<Response<Body>, Infallible>;
 
 /// The answer to a request whose handler panicked.
 pub fn panicked() -> tonic::Status {

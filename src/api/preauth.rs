@@ -36,6 +36,7 @@ use super::refusals::RefusalRecords;
 use super::run_to_end::{changes_state, Spawned};
 use super::source_ip::{ip_text, remote_addr};
 use super::status::{to_status, ERROR_TYPE, REQUEST_ID};
+use super::Answer;
 use crate::audit::{AuditEvent, RequestId};
 use crate::auth::Authenticator;
 use crate::error::{quoted, KmsError};
@@ -105,7 +106,7 @@ impl<S: NamedService> NamedService for PreAuth<S> {
     const NAME: &'static str = S::NAME;
 }
 
-type Refusal = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+type Refusal = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
 pin_project! {
     /// An authenticated request on its way through, until its deadline; or a refusal answered

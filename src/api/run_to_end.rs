@@ -28,6 +28,7 @@ use super::budget::is_refusal;
 use super::panics::panicked;
 use super::preauth::method_name;
 use super::status::without_request_id;
+use super::Answer;
 use crate::error::KmsError;
 
 /// The methods that write to the store.
@@ -124,8 +125,6 @@ impl<S> RunToEnd<S> {
 impl<S: NamedService> NamedService for RunToEnd<S> {
     const NAME: &'static str = S::NAME;
 }
-
-type Answer = Result<Response<Body>, Infallible>;
 
 impl<S> Service<Request<Body>> for RunToEnd<S>
 where

@@ -11,7 +11,7 @@ use tonic::codegen::http::{Request, Response};
 use tonic::codegen::Service;
 use tonic::server::NamedService;
 
-pub type Answer = Result<Response<Body>, Infallible>;
+pub(crate) use super::Answer;
 
 #[derive(Clone)]
 pub struct FnService<F>(pub F);
