@@ -5,8 +5,10 @@
 //! handshake (logged at debug level only). So each list must be signed (verified with ring) by a
 //! CA of `tls.client_ca_file` whose key usage allows cRLSign, and be the only list of its CA:
 //! rustls uses the first list it finds for an issuer, `auth/revoked.rs` would read them all.
+//! A list must also be in date (before its nextUpdate), as the handshake requires.
 
 use std::collections::HashSet;
+use std::time::SystemTime;
 
 use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use tokio_rustls::rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
@@ -19,7 +21,12 @@ use x509_cert::ext::pkix::KeyUsage;
 use x509_cert::Certificate;
 
 /// Checks every list against the client CAs; the error names the list's issuer and what is wrong.
-pub fn check(crls: &[CertificateRevocationListDer<'_>], cas: &[CertificateDer<'_>]) -> Result<(), String> {
+/// A list past its nextUpdate at `now` is refused.
+pub fn check(
+    crls: &[CertificateRevocationListDer<'_>],
+    cas: &[CertificateDer<'_>],
+    now: SystemTime,
+) -> Result<(), String> {
     let cas = cas
         .iter()
         .map(|c| Certificate::from_der(c.as_ref()).map_err(|e| format!("a client CA certificate does not parse: {e}")))
@@ -54,6 +61,18 @@ pub fn check(crls: &[CertificateRevocationListDer<'_>], cas: &[CertificateDer<'_
         UnparsedPublicKey::new(algorithm, key)
             .verify(&signed, signature)
             .map_err(|_| format!("the revocation list of {issuer} is not signed by that CA's key"))?;
+        // Past its nextUpdate a list refuses its CA's every client (at the handshake and in
+        // `auth/revoked.rs`): say so now rather than load a list that locks everyone out.
+        let next_update = list
+            .tbs_cert_list
+            .next_update
+            .ok_or_else(|| format!("the revocation list of {issuer} has no nextUpdate (when it goes out of date)"))?;
+        if next_update.to_system_time() <= now {
+            return Err(format!(
+                "the revocation list of {issuer} went out of date at {next_update} (its nextUpdate): give its \
+                 current list"
+            ));
+        }
     }
     Ok(())
 }

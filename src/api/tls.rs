@@ -7,7 +7,7 @@
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::rustls::{self, CertificateError, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::Stream;
@@ -61,7 +61,9 @@ pub fn acceptor(cfg: &TlsConfig, crls: Option<&[u8]>) -> Result<TlsAcceptor, Str
             if let Some(pem) = crls {
                 verifier = verifier
                     .with_crls(revocation_lists(pem, &cas)?)
-                    .only_check_end_entity_revocation();
+                    .only_check_end_entity_revocation()
+                    // As OpenSSL does: a list past its nextUpdate no longer says who is revoked.
+                    .enforce_revocation_expiration();
             }
             let verifier = verifier
                 .build()
@@ -89,7 +91,8 @@ fn revocation_lists(
     if crls.is_empty() {
         return Err("TLS: tls.client_crl_file holds no certificate revocation list".into());
     }
-    super::crl::check(&crls, cas).map_err(|e| format!("TLS: tls.client_crl_file: {e}"))?;
+    super::crl::check(&crls, cas, std::time::SystemTime::now())
+        .map_err(|e| format!("TLS: tls.client_crl_file: {e}"))?;
     Ok(crls)
 }
 
@@ -162,7 +165,7 @@ async fn handshake(acceptor: TlsAcceptor, connection: LimitedConnection, deadlin
     match tokio::time::timeout_at(deadline, acceptor.accept(connection)).await {
         Ok(Ok(tls)) => Some(Opening::until(tls, deadline)),
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, "TLS handshake failed");
+            log_failed_handshake(&e);
             None
         }
         Err(_) => {
@@ -170,6 +173,43 @@ async fn handshake(acceptor: TlsAcceptor, connection: LimitedConnection, deadlin
             None
         }
     }
+}
+
+/// A failed handshake is the client's own business (debug level), except when the client's CA's
+/// revocation list went out of date: then every client of that CA is refused until a current list
+/// is loaded, which the operator must hear of (once a minute at most).
+fn log_failed_handshake(e: &io::Error) {
+    let out_of_date = e
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(
+                    CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. }
+                )
+            )
+        });
+    if out_of_date && warning_due(&OUT_OF_DATE_WARNED) {
+        tracing::warn!(
+            "a client certificate was refused because its CA's revocation list in tls.client_crl_file is out of \
+             date (past its nextUpdate): that CA's clients are refused until a current list is loaded (SIGHUP)"
+        );
+    } else {
+        tracing::debug!(error = %e, "TLS handshake failed");
+    }
+}
+
+static OUT_OF_DATE_WARNED: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+
+/// Whether a minute has passed since the last warning (noted as given).
+fn warning_due(last: &Mutex<Option<std::time::Instant>>) -> bool {
+    let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+    let due = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
+    if due {
+        *last = Some(std::time::Instant::now());
+    }
+    due
 }
 
 #[cfg(test)]

@@ -43,26 +43,23 @@ impl CertRule {
 /// convention, and a CA that lets a requester add a name would let them pick whichever rule
 /// comes first. Such a certificate is refused when a rule of that kind is reached.
 /// A certificate on a CRL in `revoked` is refused whatever the rules say.
-pub fn principal_for(rules: &[CertRule], revoked: &Revoked, leaf: &CertificateDer<'_>) -> Result<Option<String>> {
-    let cert = parse(leaf)?;
-    if revoked.contains(&cert) {
+pub fn principal_for(rules: &[CertRule], revoked: &Revoked, cert: &Certificate) -> Result<Option<String>> {
+    if revoked.contains(cert) {
         return Err(KmsError::Unauthenticated(REVOKED.into()));
     }
-    principal_of(rules, &Names::of(&cert)?)
+    principal_of(rules, &Names::of(cert)?)
 }
 
-/// When the certificate stops being valid (its notAfter).
-pub fn expiry(leaf: &CertificateDer<'_>) -> Result<std::time::SystemTime> {
-    Ok(parse(leaf)?.tbs_certificate.validity.not_after.to_system_time())
-}
-
-fn parse(leaf: &CertificateDer<'_>) -> Result<Certificate> {
+pub fn parse(leaf: &CertificateDer<'_>) -> Result<Certificate> {
     Certificate::from_der(leaf.as_ref())
         .map_err(|_| KmsError::Unauthenticated("The client certificate cannot be parsed".into()))
 }
 
 /// The refusal of a certificate on a revocation list.
 pub const REVOKED: &str = "The client certificate has been revoked";
+/// The refusal of a certificate whose issuer's revocation list is past its nextUpdate.
+pub const LIST_OUT_OF_DATE: &str =
+    "The revocation list of the client certificate's issuer is out of date, so its status is unknown";
 
 fn principal_of(rules: &[CertRule], names: &Names) -> Result<Option<String>> {
     let only = |found: &[String], what: &str, v: &String| {

@@ -78,12 +78,27 @@ pub struct Credentials {
     cert_fill: Mutex<()>,
 }
 
-/// A certificate's outcome under the rules, when the certificate expires, and whether it is on a
-/// revocation list.
+/// A certificate's outcome under the rules, when the certificate expires, whether it is on a
+/// revocation list, and when its issuer's list goes out of date.
 struct CertEntry {
     outcome: CertOutcome,
     expires: SystemTime,
     revoked: bool,
+    list_out_of_date: Option<SystemTime>,
+}
+
+impl CertEntry {
+    /// Why a connection this certificate opened serves no one at `now`, whatever the caller
+    /// presents on it: revoked, or its issuer's list is out of date (its status is unknown).
+    fn connection_refusal(&self, now: SystemTime) -> Option<&'static str> {
+        if self.revoked {
+            Some(certs::REVOKED)
+        } else if self.list_out_of_date.is_some_and(|t| now >= t) {
+            Some(certs::LIST_OUT_OF_DATE)
+        } else {
+            None
+        }
+    }
 }
 
 /// A certificate's principal (None: no rule matched), or why it is refused.
@@ -122,20 +137,28 @@ impl Credentials {
         self.certificate_principal_at(leaf, SystemTime::now())
     }
 
-    /// Whether the connection's certificate is revoked: a connection it admitted serves no one,
-    /// bearer-token callers on it included. Free while no list revokes anything.
-    fn connection_revoked(&self, leaf: &CertificateDer<'_>) -> Result<bool> {
-        if self.revoked.is_empty() {
-            return Ok(false);
+    /// Refuses a connection whose certificate is revoked, or whose issuer's list went out of
+    /// date: it serves no one, bearer-token callers on it included. Free while no list revokes
+    /// anything and none is out of date.
+    fn check_connection(&self, leaf: &CertificateDer<'_>, now: SystemTime) -> Result<()> {
+        if self.revoked.nothing_to_check(now) {
+            return Ok(());
         }
-        Ok(self.cert_entry(leaf)?.revoked)
+        match self.cert_entry(leaf)?.connection_refusal(now) {
+            Some(refusal) => Err(KmsError::Unauthenticated(refusal.into())),
+            None => Ok(()),
+        }
     }
 
     fn certificate_principal_at(&self, leaf: &CertificateDer<'_>, now: SystemTime) -> Result<Option<Arc<str>>> {
         let entry = self.cert_entry(leaf)?;
-        // TLS checked the validity period at the handshake; a connection can outlive it.
+        // TLS checked the validity period and the list at the handshake; a connection can
+        // outlive both.
         if now > entry.expires {
             return Err(KmsError::Unauthenticated("The client certificate has expired".into()));
+        }
+        if let Some(refusal) = entry.connection_refusal(now) {
+            return Err(KmsError::Unauthenticated(refusal.into()));
         }
         entry.outcome.clone().map_err(KmsError::Unauthenticated)
     }
@@ -150,15 +173,16 @@ impl Credentials {
                     KmsError::Unauthenticated(m) => m,
                     other => other.to_string(),
                 };
-                let o = certs::principal_for(&self.certs, &self.revoked, leaf)
+                let cert = certs::parse(leaf)?;
+                let o = certs::principal_for(&self.certs, &self.revoked, &cert)
                     .map(|p| p.map(Arc::from))
                     .map_err(message);
-                let expires = certs::expiry(leaf).map_err(|e| KmsError::Unauthenticated(message(e)))?;
                 let revoked = matches!(&o, Err(m) if m == certs::REVOKED);
                 let entry = Arc::new(CertEntry {
                     outcome: o,
-                    expires,
+                    expires: cert.tbs_certificate.validity.not_after.to_system_time(),
                     revoked,
+                    list_out_of_date: self.revoked.list_out_of_date(&cert),
                 });
                 let _filling = self.cert_fill.lock().unwrap_or_else(|p| p.into_inner());
                 let current = self.cert_cache.load();
@@ -229,9 +253,7 @@ impl Authenticator {
                 .cloned()
                 .ok_or_else(|| KmsError::Unauthenticated("The bearer token is not recognised".into()))?;
             if let Some(leaf) = peer_certs.and_then(|c| c.first()) {
-                if credentials.connection_revoked(leaf)? {
-                    return Err(KmsError::Unauthenticated(certs::REVOKED.into()));
-                }
+                credentials.check_connection(leaf, SystemTime::now())?;
             }
             return Ok(principal);
         }
@@ -383,6 +405,7 @@ mod tests {
                     outcome: Ok(None),
                     expires: SystemTime::now(),
                     revoked: false,
+                    list_out_of_date: None,
                 };
                 (Arc::from(&i.to_be_bytes()[..]), Arc::new(entry))
             })

@@ -1066,6 +1066,113 @@ async fn a_revoked_client_certificate_is_refused_after_a_sighup() {
     dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
 }
 
+/// A revocation list past its nextUpdate no longer says who is revoked (OpenSSL treats it so):
+/// from then on its CA's clients are refused, at the handshake (with a warning in the log) and on
+/// connections opened before, bearer-token callers on them included, until a current list is
+/// loaded on SIGHUP. A list already out of date is refused at SIGHUP and at start.
+#[tokio::test]
+async fn an_out_of_date_revocation_list_refuses_its_cas_clients() {
+    let pki = Pki::new();
+    // Long enough for the server to start twice, short enough to wait out.
+    const IN_DATE_FOR: u64 = 12;
+    let crl = pki.write_crl_for_seconds(IN_DATE_FOR as u32);
+    let out_of_date_at = std::time::Instant::now() + std::time::Duration::from_secs(IN_DATE_FOR);
+    let identity = identity_file(
+        &[("list", &allow(&["kms:ListKeys"], "*"))],
+        &[(ALICE, &["list"]), (DAVE, &["list"]), (BOB, &["list"])],
+    );
+    let identity_path = pki.path("identity.toml");
+    std::fs::write(&identity_path, identity).unwrap();
+    let config = pki.tls_config()
+        + &format!("client_crl_file = {:?}\n", crl.display().to_string())
+        + &auth_config(
+            false,
+            &[(BOB_TOKEN, BOB)],
+            &[(&format!("uri:{ALICE_URI}"), ALICE), (&format!("cn:{DAVE_CN}"), DAVE)],
+            Some(&identity_path),
+        );
+    let mut server = Server::start_with(&config).await;
+    let log = server.restart_capturing_log().await;
+    let connect = |pem: &'static str, bearer: Bearer| {
+        let pem = if pem == "alice" { &pki.alice } else { &pki.dave };
+        tls_client(&server, &pki.ca.cert, pem.identity(), bearer)
+    };
+    let mut alice = connect("alice", Bearer::default()).await.unwrap();
+    alice.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+    let mut bob = connect("alice", Bearer::token(Some(BOB_TOKEN))).await.unwrap();
+    bob.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+
+    // An out-of-date list is refused at SIGHUP; the one in force stays.
+    let current = std::fs::read(&crl).unwrap();
+    pki.write_out_of_date_crl();
+    server.sighup();
+    let logged = |what: &str| log.lock().unwrap().contains(what);
+    for _ in 0..50 {
+        if logged("not reloaded") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let text = log.lock().unwrap().clone();
+    assert!(
+        text.contains("not reloaded") && text.contains("went out of date"),
+        "{text}"
+    );
+    std::fs::write(&crl, &current).unwrap();
+    let mut dave = connect("dave", Bearer::default()).await.unwrap();
+    dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+
+    // Past its nextUpdate: open connections serve no one, new ones are refused.
+    tokio::time::sleep_until(out_of_date_at.into()).await;
+    let refused = |r: Result<tonic::Response<pb::ListKeysResponse>, Status>| match r {
+        Err(s) if error_type(&s) == "UnrecognizedClientException" => s.message().to_string(),
+        other => panic!("served or refused otherwise: {other:?}"),
+    };
+    let message = refused(alice.list_keys(pb::ListKeysRequest::default()).await);
+    assert!(message.contains("out of date"), "{message}");
+    let message = refused(bob.list_keys(pb::ListKeysRequest::default()).await);
+    assert!(message.contains("out of date"), "{message}");
+    let message = refused(dave.list_keys(pb::ListKeysRequest::default()).await);
+    assert!(message.contains("out of date"), "{message}");
+    // A new connection: refused at the handshake (or, over TLS 1.3, at its first request).
+    if let Ok(mut again) = connect("dave", Bearer::default()).await {
+        let s = again.list_keys(pb::ListKeysRequest::default()).await.unwrap_err();
+        assert!(
+            s.metadata().get("x-kms-error-type").is_none(),
+            "answered by the service: {s:?}"
+        );
+    }
+    let text = log.lock().unwrap().clone();
+    assert!(
+        text.contains("revocation list in tls.client_crl_file is out of date"),
+        "{text}"
+    );
+
+    // A current list on SIGHUP: served again, on the old connections too.
+    pki.write_crl(&[]);
+    server.sighup();
+    let mut served = false;
+    for _ in 0..50 {
+        if alice.list_keys(pb::ListKeysRequest::default()).await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(served, "alice not served after a current list was loaded");
+    bob.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+    let mut dave = connect("dave", Bearer::default()).await.unwrap();
+    dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+
+    // An out-of-date list at start: the server refuses to start, and says why.
+    server.stop();
+    pki.write_out_of_date_crl();
+    let out = server.output_of_start_with(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with an out-of-date list: {stderr}");
+    assert!(stderr.contains("went out of date"), "{stderr}");
+}
+
 /// With `tls.require_client_certificate`, a client without a certificate is refused at the
 /// handshake, bearer token or not; one with a certificate is served.
 #[tokio::test]

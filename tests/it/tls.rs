@@ -223,6 +223,27 @@ impl Pki {
 
     /// The same, with CRL `ca`'s name and key (`rogue-ca`: a CA the server doesn't trust).
     pub fn write_crl_of(&self, ca: &str, revoked: &[&str]) -> PathBuf {
+        self.write_crl_with(ca, revoked, &[])
+    }
+
+    /// test-ca's list, revoking nothing, that goes out of date `seconds` from now.
+    pub fn write_crl_for_seconds(&self, seconds: u32) -> PathBuf {
+        self.write_crl_with("test-ca", &[], &["-crlsec", &seconds.to_string()])
+    }
+
+    /// test-ca's list, revoking nothing, out of date since 2020.
+    pub fn write_out_of_date_crl(&self) -> PathBuf {
+        let dates = [
+            "-crl_lastupdate",
+            "20200101000000Z",
+            "-crl_nextupdate",
+            "20200102000000Z",
+        ];
+        self.write_crl_with("test-ca", &[], &dates)
+    }
+
+    /// `write_crl_of` with extra `openssl ca -gencrl` arguments.
+    fn write_crl_with(&self, ca: &str, revoked: &[&str], gencrl: &[&str]) -> PathBuf {
         let d = self.dir.path();
         std::fs::write(
             d.join("ca.cnf"),
@@ -238,7 +259,7 @@ impl Pki {
             let cert = format!("{name}.pem");
             openssl(d, &[&["ca"][..], &ca, &["-revoke", &cert]].concat());
         }
-        openssl(d, &[&["ca"][..], &ca, &["-gencrl", "-out", "crl.pem"]].concat());
+        openssl(d, &[&["ca"][..], &ca, &["-gencrl", "-out", "crl.pem"], gencrl].concat());
         self.path("crl.pem")
     }
 
