@@ -255,6 +255,14 @@ impl Config {
                 "hsm.token_label must be 1-32 bytes and not end in a space, got {label:?}"
             ));
         }
+        // Checked here too, not only when the module is loaded: before any module is touched.
+        if !crate::hsm::VENDORS.contains(&self.hsm.vendor.as_str()) {
+            return Err(format!(
+                "hsm.vendor must be one of {}; got {:?}",
+                crate::hsm::VENDORS.join(", "),
+                self.hsm.vendor
+            ));
+        }
         if hex_decode(&self.hsm.root_key_id).is_none_or(|id| id.is_empty()) {
             return Err(format!(
                 "hsm.root_key_id must be non-empty hex, got {:?}",
@@ -455,6 +463,12 @@ mod tests {
         }
         let c: Config = toml::from_str(&format!("[hsm]\ntoken_label = {:?}\n", "x".repeat(32))).unwrap();
         assert!(c.validate().is_ok());
+        let c: Config = toml::from_str("[hsm]\nvendor = \"aws\"\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("hsm.vendor must be one of"));
+        for vendor in crate::hsm::VENDORS {
+            let c: Config = toml::from_str(&format!("[hsm]\nvendor = {vendor:?}\n")).unwrap();
+            assert!(c.validate().is_ok(), "{vendor}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod errors;
 mod module;
 mod pool;
 mod quirks;
+pub use quirks::VENDORS;
 mod root;
 mod root_attrs;
 mod root_create;

@@ -16,6 +16,9 @@ pub struct Quirks {
     pub root_session_copy: bool,
 }
 
+/// The names `hsm.vendor` takes.
+pub const VENDORS: [&str; 5] = ["auto", "softhsm2", "cloudhsm", "hsm-sim", "generic"];
+
 impl Quirks {
     /// Picks the quirks by name, or from the module's manufacturer id when `name` is "auto".
     pub fn select(name: &str, module: &Pkcs11) -> Result<Quirks, String> {
@@ -49,7 +52,8 @@ impl Quirks {
                 root_session_copy: false,
             }),
             other => Err(format!(
-                "hsm.vendor must be one of auto, softhsm2, cloudhsm, hsm-sim, generic; got {other:?}"
+                "hsm.vendor must be one of {}; got {other:?}",
+                VENDORS.join(", ")
             )),
         }
     }

@@ -48,7 +48,7 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     run: run::RunArgs,
-    /// Run every mode for about a second with small concurrency; exit non-zero if any request fails.
+    /// Run every mode briefly (0.3 s per measurement, 4 in flight); exit non-zero if any request fails.
     #[arg(long)]
     smoke: bool,
 }
