@@ -51,6 +51,16 @@ impl ArnScope {
         format!("arn:{}:kms:{}:{}:{alias}", self.partition, self.region, self.account)
     }
 
+    /// The key id that a key id or key ARN names; any other input as given. A listing's Marker is
+    /// bound to this, so that it belongs to the key rather than to the form that named it: one
+    /// got by key id also serves the next page asked for by the key's ARN.
+    pub fn listed_key<'a>(&self, input: &'a str) -> std::borrow::Cow<'a, str> {
+        match self.parse("keyId", input, Accept::KeyOnly) {
+            Ok(KeyRef::Key(id)) => std::borrow::Cow::Owned(id),
+            _ => std::borrow::Cow::Borrowed(input),
+        }
+    }
+
     /// Parses a `KeyId` parameter. Malformed ids and ARNs of other accounts or regions are
     /// NotFoundException, as AWS answers them.
     pub fn parse(&self, field: &str, input: &str, accept: Accept) -> Result<KeyRef> {
@@ -125,6 +135,17 @@ mod tests {
         ArnScope::new("aws", "us-east-1", "111122223333")
     }
     const ID: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    /// Listings bind their Markers to the key, whichever form named it.
+    #[test]
+    fn a_listed_key_is_its_id() {
+        let s = scope();
+        assert_eq!(s.listed_key(ID), ID);
+        assert_eq!(s.listed_key(&s.key_arn(ID)), ID);
+        for other in ["alias/x", "arn:aws:kms:eu-west-1:111122223333:key/x", "not a key"] {
+            assert_eq!(s.listed_key(other), other);
+        }
+    }
 
     #[test]
     fn accepts_the_four_forms() {

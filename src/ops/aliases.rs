@@ -186,7 +186,8 @@ impl Kms {
         // AWS ListAliases: Limit 1-100, default 50 (ListKeys allows up to 1000).
         // Input first, as AWS checks it: a bad Limit or Marker is refused whoever asks.
         let limit = paging::limit(limit, 50, 100)?;
-        let listing = paging::Listing::new("ListAliases", &[key_id]);
+        let listed_key = key_id.map(|k| self.scope.listed_key(k));
+        let listing = paging::Listing::new("ListAliases", &[listed_key.as_deref()]);
         let after = paging::decode_marker(&listing, marker)?;
         self.authorize_account(ev, &Access::new("kms:ListAliases"))?;
         let key_id = match key_id {

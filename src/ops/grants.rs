@@ -258,7 +258,8 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Page<GrantRecord>> {
         let limit = paging::limit(limit, 50, 100)?;
-        let listing = paging::Listing::new("ListGrants", &[Some(key_id), grant_id, grantee]);
+        let listed_key = self.scope.listed_key(key_id);
+        let listing = paging::Listing::new("ListGrants", &[Some(&listed_key), grant_id, grantee]);
         let after = paging::decode_marker(&listing, marker)?;
         if let Some(id) = grant_id {
             check_grant_id(id)?;

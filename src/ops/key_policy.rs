@@ -57,7 +57,7 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Page<String>> {
         let limit = paging::limit(limit, 100, 1000)?;
-        let listing = paging::Listing::new("ListKeyPolicies", &[Some(key_id)]);
+        let listing = paging::Listing::new("ListKeyPolicies", &[Some(&self.scope.listed_key(key_id))]);
         let after = paging::decode_marker(&listing, marker)?;
         self.resolve(Access::new("kms:ListKeyPolicies"), "keyId", key_id, Accept::KeyOnly, ev)
             .await?;

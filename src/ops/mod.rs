@@ -326,13 +326,21 @@ impl Kms {
     /// change dropped the materials, would cache the material again. The change drops them right
     /// after its commit, so either that comes after this load's insert, or this check, which
     /// reads the key afresh once the change invalidated its record, sees the new state.
+    /// The check runs in a task of its own, so a request cancelled while it reads the store (a
+    /// client's deadline) can't skip it; a key whose state can't be read loses its materials too
+    /// (the next use unwraps again).
     pub(super) async fn drop_material_unless_enabled(&self, key_id: &str) {
-        match self.key(key_id).await {
-            Ok(Some(key)) if key.state == KeyState::Enabled => {}
-            Ok(_) => self.materials.invalidate_group(key_id),
-            // Can't tell: the TTL and the sweep still bound how long it stays.
-            Err(_) => {}
-        }
+        let Some(me) = self.me.upgrade() else {
+            return self.materials.invalidate_group(key_id);
+        };
+        let key_id = key_id.to_string();
+        let check = tokio::spawn(async move {
+            if !matches!(me.key(&key_id).await, Ok(Some(key)) if key.state == KeyState::Enabled) {
+                me.materials.invalidate_group(&key_id);
+            }
+        });
+        // Only to answer after it: the task runs on without this request.
+        let _ = check.await;
     }
 }
 

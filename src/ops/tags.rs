@@ -58,7 +58,7 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Page<Tag>> {
         let limit = paging::limit(limit, 50, 50)?;
-        let listing = paging::Listing::new("ListResourceTags", &[Some(key_id)]);
+        let listing = paging::Listing::new("ListResourceTags", &[Some(&self.scope.listed_key(key_id))]);
         let after = paging::decode_marker(&listing, marker)?;
         let key = self
             .resolve(

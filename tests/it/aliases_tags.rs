@@ -336,6 +336,25 @@ async fn list_aliases_filters_by_key_and_pages() {
             }
         }
     }
+    // A Marker belongs to the key, whichever form named it: one got by key id serves the next
+    // page asked for by the key's ARN, and the other way round; not another key's listing.
+    for (first, then) in [(&k1.key_id, &k1.arn), (&k1.arn, &k1.key_id)] {
+        let list = |key: &str, marker: Option<String>| pb::ListAliasesRequest {
+            key_id: Some(key.to_string()),
+            limit: Some(1),
+            marker,
+        };
+        let page = c.list_aliases(list(first, None)).await.unwrap().into_inner();
+        let next = c
+            .list_aliases(list(then, page.next_marker.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(next.aliases.len(), 1, "{first} then {then}");
+        assert_ne!(next.aliases[0].alias_name, page.aliases[0].alias_name);
+        let other = c.list_aliases(list(&k2.key_id, page.next_marker)).await;
+        assert_eq!(error_type(&other.unwrap_err()), "InvalidMarkerException");
+    }
     let (none, pages) = all_aliases(&mut c, Some(&k3.key_id), Some(2)).await;
     assert!(none.is_empty());
     assert_eq!(pages, vec![0]);
