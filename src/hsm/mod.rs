@@ -58,7 +58,7 @@ impl Hsm {
         let root_id = hex_decode(&cfg.root_key_id).ok_or("hsm.root_key_id is not hex")?;
         let root_check = (quirks.root_session_copy && cfg.root_check_seconds > 0)
             .then(|| Duration::from_secs(cfg.root_check_seconds));
-        let pool = SessionPool::new(module, slot, pin, root_id.clone(), root_check);
+        let pool = SessionPool::new(module, slot, pin, root_id.clone(), root_check, cfg.max_sessions);
         let session = pool.open_first().map_err(|e| match e {
             cryptoki::error::Error::Pkcs11(rv, _) if errors::is_pin_refused(&e) => format!(
                 "token {:?} refused the configured PIN (C_Login returned {}): check hsm.pin_file or hsm.pin_env",

@@ -70,6 +70,9 @@ pub struct SessionPool {
     unusable_warned: AtomicU64,
     generation: AtomicU64,
     idle: Mutex<Vec<PooledSession>>,
+    /// Idle sessions kept at most (`hsm.max_sessions`): while calls hang, replacement workers
+    /// open sessions of their own, and those that come back after them are closed, not kept.
+    max_idle: usize,
     /// Held across C_Login, so concurrent sessions never try the PIN at once; holds the return code
     /// once C_Login refused the PIN (`login`).
     pin_refused: Mutex<Option<RvError>>,
@@ -78,7 +81,14 @@ pub struct SessionPool {
 impl SessionPool {
     /// `root_check`: sessions unwrap with their own copy of the root key, and the token object is
     /// looked up again this often (None: unwraps use the token object itself).
-    pub fn new(module: Pkcs11, slot: Slot, pin: AuthPin, root_id: Vec<u8>, root_check: Option<Duration>) -> Self {
+    pub fn new(
+        module: Pkcs11,
+        slot: Slot,
+        pin: AuthPin,
+        root_id: Vec<u8>,
+        root_check: Option<Duration>,
+        max_idle: usize,
+    ) -> Self {
         SessionPool {
             module,
             slot,
@@ -91,6 +101,7 @@ impl SessionPool {
             unusable_warned: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
+            max_idle,
             pin_refused: Mutex::new(None),
         }
     }
@@ -178,7 +189,8 @@ impl SessionPool {
     }
 
     /// Returns a healthy session for reuse. Sessions that saw a device error are dropped instead,
-    /// and so are sessions opened before the last `clear` or on another root key object.
+    /// and so are sessions opened before the last `clear` or on another root key object, and
+    /// those past `max_idle`.
     pub fn put(&self, s: PooledSession) {
         if s.generation != self.generation.load(Ordering::Acquire) {
             return;
@@ -186,9 +198,14 @@ impl SessionPool {
         if self.copies.enabled() && s.root.handle() != self.root_handle.load(Ordering::Acquire) {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(s);
-        }
+        let extra = match self.idle.lock() {
+            Ok(mut idle) if idle.len() < self.max_idle => {
+                idle.push(s);
+                None
+            }
+            _ => Some(s),
+        };
+        drop(extra); // closed outside the lock
     }
 
     /// Drops every idle session, and with it its root key copy (after the token went away, their

@@ -102,6 +102,49 @@ async fn hung_hsm_calls_do_not_hold_up_the_calls_after_them() {
     c.clone().generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
 
+/// While a call hangs, its replacement worker opens a session of its own; once the hung call
+/// returns, the pool keeps at most `max_sessions` idle and closes the rest, rather than holding
+/// every session it ever opened (HSMs limit how many may be open).
+#[tokio::test]
+async fn sessions_past_max_sessions_are_closed_when_hung_calls_return() {
+    let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
+    let server = Server::start_on(TestHsm::hsm_sim(), cache_off, "timeout_ms = 500\nmax_sessions = 1").await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+    server
+        .set_faults("latency_ms = 60000\nuntil_released = true\nfunctions = [\"C_Decrypt\"]\n")
+        .await;
+    expect_err(
+        c.generate_data_key(gdk(&key.key_id)).await,
+        "DependencyTimeoutException",
+    );
+    // On the replacement worker, with a new session (the first is held): no C_Decrypt.
+    let random = pb::GenerateRandomRequest {
+        number_of_bytes: Some(32),
+    };
+    c.generate_random(random).await.unwrap();
+    // The hung call returns (released), and its session comes back to a full pool.
+    let closes = server.hsm.dir.path().join("closes.txt");
+    server
+        .set_faults(&format!(
+            "functions = [\"C_CloseSession\"]\nrecord = {:?}\n",
+            closes.display().to_string()
+        ))
+        .await;
+    let closed = || recorded_calls(&closes, "C_CloseSession");
+    for _ in 0..50 {
+        if closed() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(closed(), 1, "the session past max_sessions closed");
+    c.generate_random(random).await.unwrap();
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+    assert_eq!(closed(), 1, "the one kept is used");
+}
+
 #[tokio::test]
 async fn cached_material_keeps_the_hot_path_off_the_hsm() {
     let server = Server::start_on(TestHsm::hsm_sim(), "", "").await;

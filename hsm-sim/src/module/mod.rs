@@ -311,7 +311,9 @@ impl Module {
         if self.session_counts(slot).0 == 0 {
             let _ = t.logout();
         }
-        Ok(())
+        // After the close, as C_CloseAllSessions: a rule can record or fail it, never keep the
+        // session open.
+        self.faults.check(slot, "C_CloseSession", false)
     }
 
     pub fn close_all(&self, slot: CK_SLOT_ID) -> Rv<()> {
@@ -364,9 +366,7 @@ impl Module {
         let _open_close = self.open_close_lock(slot);
         let live = self.sessions.read().unwrap_or_else(|e| e.into_inner()).contains_key(&h);
         if !live {
-            if user != CKU_CONTEXT_SPECIFIC {
-                let _ = t.logout();
-            }
+            let _ = t.logout();
             return Err(CKR_SESSION_HANDLE_INVALID);
         }
         // A read-only session may have opened during the PIN check, before
