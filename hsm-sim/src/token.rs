@@ -29,7 +29,9 @@ pub struct TokenInner {
     pub login: Option<CK_USER_TYPE>,
     key: Option<Key32>,
     pub objects: HashMap<CK_OBJECT_HANDLE, Arc<Object>>,
-    /// File id -> handle, so a token object keeps its handle across logins.
+    /// File id -> handle of the token objects loaded, so a token object keeps
+    /// its handle while it stays loaded (when another process's change makes
+    /// this one read the objects again).
     handles: HashMap<String, CK_OBJECT_HANDLE>,
     /// PIN checks under way (user, SO), each already counted as a failure.
     running: [u32; 2],
@@ -332,8 +334,10 @@ impl Token {
             // Whether the token is initialized is read from disk by `unlock`.
             let inner = self.read();
             match (inner.login, user) {
-                (Some(CKU_USER), CKU_CONTEXT_SPECIFIC) => {}
-                (_, CKU_CONTEXT_SPECIFIC) => return Err(CKR_USER_NOT_LOGGED_IN),
+                // Only an operation on a CKA_ALWAYS_AUTHENTICATE key waits for it, and no key
+                // here has that: "improper use" (v2.40 C_Login), refused before any PIN check, so
+                // it can't count toward locking the user's PIN.
+                (_, CKU_CONTEXT_SPECIFIC) => return Err(CKR_OPERATION_NOT_INITIALIZED),
                 (Some(cur), _) if cur == user => return Err(CKR_USER_ALREADY_LOGGED_IN),
                 (Some(_), _) => return Err(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
                 (None, CKU_SO) if ro_session_exists => return Err(CKR_SESSION_READ_ONLY_EXISTS),
@@ -343,9 +347,6 @@ impl Token {
         }
         let so = user == CKU_SO;
         let (key, _) = self.unlock(so, pin)?;
-        if user == CKU_CONTEXT_SPECIFIC {
-            return Ok(());
-        }
         let mut inner = self.write();
         if inner.login.is_some() {
             return Err(CKR_USER_ALREADY_LOGGED_IN);
@@ -370,13 +371,16 @@ impl Token {
     }
 
     /// Drops the login, the token key and every private object: private
-    /// token objects are unloaded (reloaded at the next login), private
-    /// session objects are destroyed, as C_Logout requires in PKCS#11 v2.40,
-    /// so their handles stay invalid after a new login.
+    /// token objects are unloaded (reloaded at the next login, under new
+    /// handles), private session objects are destroyed. PKCS#11 v2.40
+    /// C_Logout: handles to private objects "remain invalid" even after a new
+    /// login.
     fn forget(&self, inner: &mut TokenInner) {
         inner.login = None;
         inner.key = None;
         inner.objects.retain(|_, o| !o.is_private());
+        let objects = &inner.objects;
+        inner.handles.retain(|_, h| objects.contains_key(h));
     }
 
     /// Token pulled out: logout and drop session objects.

@@ -99,12 +99,19 @@ fn faults_apply_and_switch_off() {
     assert_eq!(rv(s.encrypt(&gcm, key, b"x").unwrap_err()), RvError::DeviceRemoved);
     assert_eq!(rv(p.open_rw_session(slot).unwrap_err()), RvError::TokenNotPresent);
 
-    // Plugged back: old sessions are gone, the token works after a login.
+    // Plugged back: old sessions are gone, the token works after a login. The
+    // key (a private object) is found again under a new handle: the removal
+    // logged the token out, and private handles don't outlive a logout.
     set_faults(&fault_file, "unplugged = false\n");
     assert_eq!(rv(s.generate_random_vec(4).unwrap_err()), RvError::SessionHandleInvalid);
     let s2 = p.open_rw_session(slot).unwrap();
     s2.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
-    s2.encrypt(&gcm, key, b"x").unwrap();
+    assert_eq!(rv(s2.encrypt(&gcm, key, b"x").unwrap_err()), RvError::KeyHandleInvalid);
+    let found = s2
+        .find_objects(&[Attribute::Class(cryptoki::object::ObjectClass::SECRET_KEY)])
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    s2.encrypt(&gcm, found[0], b"x").unwrap();
 
     // Removing the file switches everything off.
     set_faults(&fault_file, "fail_next = 100\n");

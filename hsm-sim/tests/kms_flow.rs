@@ -105,11 +105,15 @@ fn find_slot_login_generate_encrypt_decrypt() {
     let r = sess.generate_random_vec(32).unwrap();
     assert_eq!(r.len(), 32);
 
-    // Private objects vanish on logout and come back after login.
+    // Private objects vanish on logout and come back after login, under a new
+    // handle (the old one stays invalid, as C_Logout requires).
     sess.logout().unwrap();
     assert!(sess.find_objects(&[Attribute::Id(id.to_vec())]).unwrap().is_empty());
     sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
-    assert_eq!(sess.find_objects(&[Attribute::Id(id.to_vec())]).unwrap(), vec![key]);
+    let found = sess.find_objects(&[Attribute::Id(id.to_vec())]).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_ne!(found[0], key);
+    let key = found[0];
 
     sess.destroy_object(key).unwrap();
     assert!(sess.find_objects(&[Attribute::Id(id.to_vec())]).unwrap().is_empty());

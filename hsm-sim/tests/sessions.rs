@@ -48,9 +48,9 @@ fn closing_the_last_session_never_logs_out_a_newer_one() {
         .map(|n| {
             let s = init_token(n, "close-race");
             let sess = user_session(s);
-            let key = sess.create_object(&data_object(label, true, true)).unwrap();
+            sess.create_object(&data_object(label, true, true)).unwrap();
             // Closing the only session logs the token out.
-            (s, key)
+            s
         })
         .collect();
     // Idle sessions on another token make every session count slow, so
@@ -62,7 +62,7 @@ fn closing_the_last_session_never_logs_out_a_newer_one() {
     let logins = AtomicUsize::new(0);
     let t0 = Instant::now();
     std::thread::scope(|scope| {
-        for &(s, key) in &tokens {
+        for &s in &tokens {
             for _ in 0..2 {
                 let (lost, logins, t0) = (&lost, &logins, &t0);
                 scope.spawn(move || {
@@ -79,7 +79,8 @@ fn closing_the_last_session_never_logs_out_a_newer_one() {
                         // From here on this session relies on the login; a logout
                         // still on its way has landed after the pause.
                         std::thread::sleep(Duration::from_micros(200));
-                        let visible = sess.find_objects(&[Attribute::Label(label.to_vec())]).unwrap() == vec![key];
+                        // One object (each login loads it under a new handle).
+                        let visible = sess.find_objects(&[Attribute::Label(label.to_vec())]).unwrap().len() == 1;
                         let state = sess.get_session_info().unwrap().session_state();
                         if !visible || state != SessionState::RwUser {
                             lost.fetch_add(1, Ordering::Relaxed);
@@ -99,7 +100,7 @@ fn closing_the_last_session_never_logs_out_a_newer_one() {
     );
     assert!(logins > STRESS_SLOTS, "the session count never dropped to zero");
     // The last close logged out: a new session starts public.
-    for &(s, _) in &tokens {
+    for &s in &tokens {
         let sess = p.open_rw_session(s).unwrap();
         assert_eq!(sess.get_session_info().unwrap().session_state(), SessionState::RwPublic);
         assert!(sess
@@ -141,7 +142,9 @@ fn only_the_last_close_logs_out() {
 
 /// C_Logout destroys the private session objects of every session of the
 /// application; their handles stay invalid after the next login. Public
-/// session objects and private token objects are kept.
+/// session objects and private token objects are kept, the latter under new
+/// handles: v2.40 C_Logout, handles to private objects "remain invalid" even
+/// after a new login.
 #[test]
 fn logout_destroys_private_session_objects() {
     let p = &env().pkcs11;
@@ -159,7 +162,7 @@ fn logout_destroys_private_session_objects() {
     sess.logout().unwrap();
     sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
 
-    for h in [private, other_private] {
+    for h in [private, other_private, on_token] {
         let e = sess
             .get_attributes(h, &[cryptoki::object::AttributeType::Label])
             .unwrap_err();
@@ -174,10 +177,37 @@ fn logout_destroys_private_session_objects() {
         .get_attributes(public, &[cryptoki::object::AttributeType::Label])
         .unwrap();
     assert_eq!(label, vec![Attribute::Label(b"public".to_vec())]);
-    assert_eq!(find(b"on-token"), vec![on_token]);
+    let reloaded = find(b"on-token");
+    assert_eq!(reloaded.len(), 1);
+    assert_ne!(reloaded[0], on_token, "a private token object under its old handle");
     // A private session object created after the new login is unaffected.
     let again = sess.create_object(&data_object(b"private", false, true)).unwrap();
     assert_eq!(find(b"private"), vec![again]);
+}
+
+/// CKU_CONTEXT_SPECIFIC is only for an operation on a CKA_ALWAYS_AUTHENTICATE
+/// key, which hsm-sim never has: CKR_OPERATION_NOT_INITIALIZED (v2.40 C_Login,
+/// "improper use"), with no PIN check, so wrong PINs given that way can't lock
+/// the user's PIN.
+#[test]
+fn a_context_specific_login_is_refused_without_a_pin_check() {
+    let s = init_token(10, "context");
+    let sess = user_session(s);
+    for _ in 0..12 {
+        let e = sess
+            .login(UserType::ContextSpecific, Some(&pin("wrong-pin")))
+            .unwrap_err();
+        assert_eq!(rv(e), RvError::OperationNotInitialized);
+    }
+    sess.logout().unwrap();
+    sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+    let e = env()
+        .pkcs11
+        .open_ro_session(s)
+        .unwrap()
+        .login(UserType::ContextSpecific, Some(&pin(USER_PIN)))
+        .unwrap_err();
+    assert_eq!(rv(e), RvError::OperationNotInitialized);
 }
 
 /// C_InitPIN needs the SO logged in: a public session, the user and an SO
