@@ -9,8 +9,10 @@
 //! Every message a service method takes or returns must implement [`WipeSecrets`]: the codec
 //! requires it, so a message type left out of the lists below stops the generated code from
 //! compiling. Messages with secret fields name every field (secret or not), so a field added to
-//! one of them fails to compile until it is classified; a `plaintext` field added to any other
-//! message fails `secret_fields_match_the_proto`.
+//! one of them fails to compile until it is classified; a `plaintext` or `message` field added to
+//! any other message fails `secret_fields_match_the_proto`. A `message` (Sign, Verify and the
+//! MACs) is the caller's data, which AWS's SDKs treat as sensitive too: a MAC is often over a
+//! password or a token.
 //!
 //! Not covered, because the codec never sees it: a decoded request once the handler owns it (the
 //! handler moves `EncryptRequest.plaintext` into a `Zeroizing` buffer), a response that is dropped
@@ -75,6 +77,19 @@ secret_messages! {
         secret: [private_key_plaintext],
         public: [private_key_ciphertext_blob, public_key, key_id, key_pair_spec],
     },
+    SignRequest {
+        secret: [message],
+        public: [key_id, message_type, signing_algorithm, grant_tokens, dry_run],
+    },
+    VerifyRequest {
+        secret: [message],
+        public: [key_id, message_type, signature, signing_algorithm, grant_tokens, dry_run],
+    },
+    GenerateMacRequest { secret: [message], public: [key_id, mac_algorithm, grant_tokens, dry_run] },
+    VerifyMacRequest {
+        secret: [message],
+        public: [key_id, mac_algorithm, mac, grant_tokens, dry_run],
+    },
 }
 
 no_secrets! {
@@ -104,11 +119,11 @@ no_secrets! {
     GenerateRandomRequest,
     GenerateDataKeyPairRequest,
     GenerateDataKeyPairWithoutPlaintextRequest, GenerateDataKeyPairWithoutPlaintextResponse,
-    SignRequest, SignResponse,
-    VerifyRequest, VerifyResponse,
+    SignResponse,
+    VerifyResponse,
     GetPublicKeyRequest, GetPublicKeyResponse,
-    GenerateMacRequest, GenerateMacResponse,
-    VerifyMacRequest, VerifyMacResponse,
+    GenerateMacResponse,
+    VerifyMacResponse,
     CreateGrantRequest, CreateGrantResponse,
     ListGrantsRequest, ListGrantsResponse,
     ListRetirableGrantsRequest,
@@ -415,6 +430,45 @@ mod tests {
         );
     }
 
+    /// The messages signed and MACed are the caller's data: wiped, the rest kept.
+    #[test]
+    fn wipe_sign_and_mac_messages() {
+        let mac = || pb::GenerateMacRequest {
+            key_id: "alias/mac".into(),
+            message: b"password".to_vec(),
+            mac_algorithm: "HMAC_SHA_256".into(),
+            grant_tokens: vec!["token".into()],
+            dry_run: None,
+        };
+        let mut m = mac();
+        m.wipe_secrets();
+        assert_eq!(
+            m,
+            pb::GenerateMacRequest {
+                message: vec![],
+                ..mac()
+            }
+        );
+        let verify = || pb::VerifyRequest {
+            key_id: "alias/sign".into(),
+            message: b"document".to_vec(),
+            message_type: Some("RAW".into()),
+            signature: vec![7; 64],
+            signing_algorithm: "ECDSA_SHA_256".into(),
+            grant_tokens: vec![],
+            dry_run: None,
+        };
+        let mut m = verify();
+        m.wipe_secrets();
+        assert_eq!(
+            m,
+            pb::VerifyRequest {
+                message: vec![],
+                ..verify()
+            }
+        );
+    }
+
     #[test]
     fn wipe_is_a_no_op_without_secrets() {
         let full = || pb::EncryptResponse {
@@ -427,8 +481,8 @@ mod tests {
         assert_eq!(m, full());
     }
 
-    /// Every `*plaintext` field in kms.proto is one that `wipe_secrets` zeroizes, and the other way
-    /// round, so a secret field added to the proto cannot go unwiped.
+    /// Every `*plaintext` and `message` field in kms.proto is one that `wipe_secrets` zeroizes, and
+    /// the other way round, so a secret field added to the proto cannot go unwiped.
     #[test]
     fn secret_fields_match_the_proto() {
         let proto = include_str!("../../proto/kms/v1/kms.proto");
@@ -444,7 +498,7 @@ mod tests {
         assert_eq!(in_proto, wiped);
     }
 
-    /// (message, field) for fields whose name ends in `plaintext`, from proto source text.
+    /// (message, field) for fields named `message` or ending in `plaintext`, from proto source text.
     fn plaintext_fields(proto: &str) -> BTreeSet<(String, String)> {
         let text: String = proto
             .lines()
@@ -468,7 +522,7 @@ mod tests {
                 "}" => {
                     blocks.pop();
                 }
-                "=" if i >= 1 && tokens[i - 1].ends_with("plaintext") => {
+                "=" if i >= 1 && (tokens[i - 1].ends_with("plaintext") || tokens[i - 1] == "message") => {
                     if let Some(Some(message)) = blocks.last() {
                         found.insert((message.clone(), tokens[i - 1].to_string()));
                     }

@@ -507,9 +507,10 @@ impl KeyManagementService for GrpcService {
     }
 
     async fn sign(&self, request: Request<pb::SignRequest>) -> Result<Response<pb::SignResponse>, Status> {
-        let (mut ev, r) = begin("Sign", request)?;
+        let (mut ev, mut r) = begin("Sign", request)?;
+        let message = Zeroizing::new(std::mem::take(&mut r.message));
         let input = SignInput {
-            message: &r.message,
+            message: &message,
             message_type: r.message_type.as_deref(),
             algorithm: &r.signing_algorithm,
             dry_run: DryRun::from_flag(r.dry_run),
@@ -527,9 +528,10 @@ impl KeyManagementService for GrpcService {
     }
 
     async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
-        let (mut ev, r) = begin("Verify", request)?;
+        let (mut ev, mut r) = begin("Verify", request)?;
+        let message = Zeroizing::new(std::mem::take(&mut r.message));
         let input = SignInput {
-            message: &r.message,
+            message: &message,
             message_type: r.message_type.as_deref(),
             algorithm: &r.signing_algorithm,
             dry_run: DryRun::from_flag(r.dry_run),
@@ -571,12 +573,13 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::GenerateMacRequest>,
     ) -> Result<Response<pb::GenerateMacResponse>, Status> {
-        let (mut ev, r) = begin("GenerateMac", request)?;
+        let (mut ev, mut r) = begin("GenerateMac", request)?;
+        let message = Zeroizing::new(std::mem::take(&mut r.message));
         let result = self
             .kms
             .generate_mac(
                 &r.key_id,
-                &r.message,
+                &message,
                 &r.mac_algorithm,
                 &r.grant_tokens,
                 DryRun::from_flag(r.dry_run),
@@ -595,12 +598,13 @@ impl KeyManagementService for GrpcService {
         &self,
         request: Request<pb::VerifyMacRequest>,
     ) -> Result<Response<pb::VerifyMacResponse>, Status> {
-        let (mut ev, r) = begin("VerifyMac", request)?;
+        let (mut ev, mut r) = begin("VerifyMac", request)?;
+        let message = Zeroizing::new(std::mem::take(&mut r.message));
         let result = self
             .kms
             .verify_mac(
                 &r.key_id,
-                &r.message,
+                &message,
                 &r.mac_algorithm,
                 &r.mac,
                 &r.grant_tokens,

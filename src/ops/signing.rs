@@ -10,6 +10,10 @@ use crate::keys::key_ref::Accept;
 use crate::keys::names;
 use crate::keys::{KeyRecord, KeySpec, KeyUsage};
 use crate::policy::keys as ck;
+use zeroize::Zeroizing;
+
+/// The length of ML-DSA's message representative mu (FIPS 204, 6.2), AWS's EXTERNAL_MU message.
+const EXTERNAL_MU_LEN: usize = 64;
 
 const MAX_MESSAGE: usize = 4096;
 const MAX_SIGNATURE: usize = 6144;
@@ -135,14 +139,29 @@ impl Kms {
         input: &SignInput<'_>,
         grant_tokens: &[String],
         ev: &mut AuditEvent,
-    ) -> Result<(std::sync::Arc<KeyRecord>, SigningAlgorithm, Vec<u8>)> {
+    ) -> Result<(std::sync::Arc<KeyRecord>, SigningAlgorithm, Zeroizing<Vec<u8>>)> {
         names::length("message", input.message.len(), 1, MAX_MESSAGE)?;
         let message_type = match input.message_type {
             None => MessageType::Raw,
             Some(t) => MessageType::parse("messageType", t)?,
         };
         let algorithm = SigningAlgorithm::parse("signingAlgorithm", input.algorithm)?;
-        // The request alone fixes a digest's length, so it is checked before permissions.
+        // The request alone decides these, so they are checked before permissions: an
+        // EXTERNAL_MU message is ML-DSA's 64-byte mu, and a digest is its hash's length.
+        if message_type == MessageType::ExternalMu {
+            if algorithm != SigningAlgorithm::MlDsaShake256 {
+                return Err(KmsError::validation(format!(
+                    "MessageType EXTERNAL_MU is only for ML_DSA_SHAKE_256, not {}",
+                    algorithm.as_str()
+                )));
+            }
+            if input.message.len() != EXTERNAL_MU_LEN {
+                return Err(KmsError::validation(format!(
+                    "An EXTERNAL_MU message must be {EXTERNAL_MU_LEN} bytes, got {}",
+                    input.message.len()
+                )));
+            }
+        }
         let hash = algorithm.hash();
         if let (MessageType::Digest, Some(hash)) = (message_type, hash) {
             if input.message.len() != hash.output_len() {
@@ -172,9 +191,9 @@ impl Kms {
         // Only the algorithms of a spec this server has get here, and each of those has a hash.
         let hash = hash.ok_or_else(|| KmsError::internal(format!("{} has no message hash", algorithm.as_str())))?;
         let digest = match message_type {
-            MessageType::Raw => hash.digest(input.message),
+            MessageType::Raw => Zeroizing::new(hash.digest(input.message)),
             // Its length was checked above.
-            MessageType::Digest => input.message.to_vec(),
+            MessageType::Digest => Zeroizing::new(input.message.to_vec()),
             MessageType::ExternalMu => {
                 return Err(KmsError::validation("MessageType EXTERNAL_MU is only for ML-DSA keys"));
             }

@@ -993,6 +993,23 @@ async fn asym_sign_verify_limits_and_invalid_signatures() {
                 "ValidationException",
             );
         }
+        // EXTERNAL_MU is ML-DSA's 64-byte mu: with this algorithm, or another length, the request
+        // alone is wrong, so it is refused before the key is looked up (a missing key too).
+        let missing = "11111111-2222-3333-4444-555555555555";
+        for (key_id, n) in [(id, 64), (id, 10), (missing, 64), (missing, 10)] {
+            let s = c
+                .sign(sign_req(key_id, alg, &pattern(n), Some("EXTERNAL_MU")))
+                .await
+                .unwrap_err();
+            assert_eq!(error_type(&s), "ValidationException", "{key_id} {n}: {s:?}");
+            assert!(s.message().contains("EXTERNAL_MU"), "{}", s.message());
+        }
+        let s = c
+            .sign(sign_req(missing, "ML_DSA_SHAKE_256", &pattern(10), Some("EXTERNAL_MU")))
+            .await
+            .unwrap_err();
+        assert_eq!(error_type(&s), "ValidationException", "{s:?}");
+        assert!(s.message().contains("64 bytes"), "{}", s.message());
         // Unknown message types.
         for mt in ["HASH", "raw", "digest", "EXTERNAL_MU_X"] {
             expect_err(c.sign(sign_req(id, alg, b"m", Some(mt))).await, "ValidationException");
