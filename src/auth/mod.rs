@@ -395,6 +395,28 @@ mod tests {
         );
     }
 
+    /// A subject alternative name extension that doesn't parse refuses the certificate, even for
+    /// a `cn:` rule its CN satisfies: skipped, it would hide SANs from the one-name-per-kind check.
+    #[test]
+    fn a_certificate_whose_names_cannot_be_read_is_refused() {
+        let leaf = dave_certificate();
+        let mut der = leaf.as_ref().to_vec();
+        // The SAN's one name, [6] IA5String "spiffe://x/y": a tag no GeneralName has. The
+        // extension's value is an opaque OCTET STRING, so the certificate itself still parses.
+        let uri = b"spiffe://x/y";
+        let at = der.windows(uri.len()).position(|w| w == uri).expect("the SAN URI") - 2;
+        assert_eq!(der[at], 0x86, "a URI GeneralName");
+        der[at] = 0x1f;
+        let broken = CertificateDer::from(der);
+        let refused = dave_rules()
+            .certificate_principal_at(&broken, SystemTime::now())
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("subject alternative names cannot be read"),
+            "{refused}"
+        );
+    }
+
     /// A full cache starts over rather than grow: clients choose how many certificates they show.
     #[test]
     fn the_certificate_cache_is_bounded() {
