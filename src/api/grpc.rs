@@ -74,6 +74,7 @@ async fn answer_once_audited<T: WipeSecrets>(
 
 /// The response, if its audit record was written. One refused for want of a record is wiped
 /// first: it may hold a plaintext or a private key, and the codec that wipes sent ones never sees it.
+/// An error whose record wasn't written is answered as that failure: every answer has a record.
 fn answer<T: WipeSecrets>(result: Result<T>, audited: Result<()>, request_id: &str) -> Result<Response<T>, Status> {
     match (result, audited) {
         (Ok(v), Ok(())) => {
@@ -87,7 +88,8 @@ fn answer<T: WipeSecrets>(result: Result<T>, audited: Result<()>, request_id: &s
             v.wipe_secrets();
             Err(to_status(&e, request_id))
         }
-        (Err(e), _) => Err(to_status(&e, request_id)),
+        (Err(e), Ok(())) => Err(to_status(&e, request_id)),
+        (Err(_), Err(unrecorded)) => Err(to_status(&unrecorded, request_id)),
     }
 }
 
@@ -809,6 +811,20 @@ mod tests {
         );
         assert_eq!(refused.err().map(|s| s.code()), Some(tonic::Code::Internal));
         assert!(wiped.load(Ordering::SeqCst), "the unsent response was wiped");
+    }
+
+    #[test]
+    fn an_error_whose_record_was_not_written_is_answered_as_that_failure() {
+        let refused = answer::<Probe>(
+            Err(KmsError::NotFound("no such key".into())),
+            Err(KmsError::internal("audit log unwritable")),
+            "req-5",
+        )
+        .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Internal);
+        assert!(refused.message().contains("audit log unwritable"), "{refused:?}");
+        let recorded = answer::<Probe>(Err(KmsError::NotFound("no such key".into())), Ok(()), "req-6");
+        assert_eq!(recorded.unwrap_err().code(), tonic::Code::NotFound);
     }
 
     #[tokio::test]

@@ -32,8 +32,9 @@ use tonic::server::NamedService;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::budget::RequestBudget;
+use super::panics::panicked;
 use super::refusals::RefusalRecords;
-use super::run_to_end::{changes_state, Spawned};
+use super::run_to_end::{changes_state, PanicRecorder, Spawned};
 use super::source_ip::{ip_text, remote_addr};
 use super::status::{to_status, ERROR_TYPE, REQUEST_ID};
 use super::Answer;
@@ -217,11 +218,40 @@ fn refused(caller: Caller, outcome: &'static str, mut response: Response<Body>) 
 impl Caller {
     /// The audit record of this caller's request, refused with `outcome` before it began.
     fn refusal(self, outcome: &'static str) -> (AuditEvent, Arc<Kms>) {
-        let mut ev = AuditEvent::new(self.operation, self.principal, self.remote.map(|a| ip_text(a.ip())));
+        (self.event(outcome), self.kms)
+    }
+
+    fn event(&self, outcome: &'static str) -> AuditEvent {
+        let mut ev = AuditEvent::new(
+            self.operation,
+            self.principal.clone(),
+            self.remote.map(|a| ip_text(a.ip())),
+        );
         ev.request_id = self.request_id;
         ev.secure_transport = self.tls;
         ev.outcome = outcome;
-        (ev, self.kms)
+        ev
+    }
+
+    /// For a state change's task to record its panic itself (`run_to_end.rs`): the answer to
+    /// it, with the request's id (so this wrapper passes it on as it is), once its record is
+    /// written.
+    fn panic_recorder(&self) -> PanicRecorder {
+        let ev = self.event(KmsError::Internal(String::new()).name());
+        let kms = self.kms.clone();
+        PanicRecorder(Arc::new(move || {
+            let mut response = panicked().into_http();
+            if let Ok(id) = ev.request_id.parse() {
+                response.headers_mut().insert(REQUEST_ID, id);
+            }
+            let recorded = audited(kms.clone(), ev.clone(), response);
+            Box::pin(async move {
+                match recorded.await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            })
+        }))
     }
 }
 
@@ -346,6 +376,7 @@ where
                 request.extensions_mut().insert(Begun(ev));
                 if let Some(spawned) = &caller.spawned {
                     request.extensions_mut().insert(spawned.clone());
+                    request.extensions_mut().insert(caller.panic_recorder());
                 }
                 return Call::Through {
                     answer: self.inner.call(request),

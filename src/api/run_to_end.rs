@@ -25,7 +25,7 @@ use tonic::codegen::Service;
 use tonic::server::NamedService;
 
 use super::budget::is_refusal;
-use super::panics::panicked;
+use super::panics::{panicked, CatchUnwind};
 use super::preauth::method_name;
 use super::status::without_request_id;
 use super::Answer;
@@ -61,6 +61,16 @@ impl Spawned {
         self.0.load(Ordering::Acquire)
     }
 }
+
+/// Writes the audit record of a state change's panic and gives the answer to it, with the
+/// request's id (`preauth.rs` puts one in a state change's extensions). The change's task runs
+/// it, not the request: once the client has reset the request, or it ran past the request
+/// timeout, nobody else would, and the change's `Started` record would have no outcome.
+#[derive(Clone)]
+pub struct PanicRecorder(pub Arc<dyn Fn() -> RecordedAnswer + Send + Sync>);
+
+/// The answer to a panic, once its record is written.
+pub type RecordedAnswer = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
 /// Whether `method` (the gRPC method's name) writes to the store.
 pub fn changes_state(method: &str) -> bool {
@@ -164,16 +174,25 @@ where
             if let Some(spawned) = parts.extensions.get::<Spawned>() {
                 spawned.0.store(true, Ordering::Release);
             }
+            let mut parts = parts;
+            let recorder = parts.extensions.remove::<PanicRecorder>();
             let call = inner.call(Request::from_parts(parts, Body::new(Full::new(message))));
             let task = tokio::spawn(async move {
-                let answer = call.await;
+                let answer = match (CatchUnwind(call).await, recorder) {
+                    (Ok(answer), _) => answer,
+                    // The handler panicked: recorded here, whether or not the request is still
+                    // waiting, with its turn still held (a stopping server waits for it).
+                    (Err(()), Some(record)) => Ok((record.0)().await),
+                    // Without a recorder (tests): answered as `panics.rs` answers a panic on the
+                    // connection's task, for the authentication wrapper to audit.
+                    (Err(()), None) => Ok(panicked().into_http()),
+                };
                 drop((permit, body));
                 answer
             });
             match task.await {
                 Ok(answer) => answer,
-                // The handler panicked (tasks are never aborted): answered as `panics.rs` answers
-                // a panic on the connection's task, and audited the same way.
+                // Only the recorder itself could panic here (tasks are never aborted).
                 Err(_) => Ok(panicked().into_http()),
             }
         }))
@@ -346,6 +365,48 @@ mod tests {
         assert_eq!(headers[super::super::status::ERROR_TYPE], "KMSInternalException");
         assert!(!headers.contains_key(super::super::status::REQUEST_ID));
         assert_eq!(detached.permits.available_permits(), 1);
+    }
+
+    /// A change whose handler panics records the panic itself, through the recorder the
+    /// authentication wrapper gave it: also when its request was abandoned (reset, timed out)
+    /// before the panic, when nobody else would record it.
+    #[tokio::test]
+    async fn a_change_that_panics_records_it_even_when_abandoned() {
+        use super::super::status::REQUEST_ID;
+        let detached = Detached::with_limit(1);
+        let mut service = RunToEnd::new(
+            FnService(|| async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                panic!("a handler bug")
+            }),
+            detached.clone(),
+        );
+        let recorded = Arc::new(AtomicUsize::new(0));
+        let recorder = {
+            let recorded = recorded.clone();
+            PanicRecorder(Arc::new(move || {
+                recorded.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async {
+                    let mut answer = panicked().into_http();
+                    answer.headers_mut().insert(REQUEST_ID, "req-7".parse().unwrap());
+                    answer
+                })
+            }))
+        };
+        let with_recorder = || {
+            let mut r = request("DisableKey");
+            r.extensions_mut().insert(recorder.clone());
+            r
+        };
+        let answer = service.call(with_recorder()).await.unwrap();
+        assert_eq!(answer.headers()[REQUEST_ID], "req-7", "the recorder's answer");
+        assert_eq!(recorded.load(Ordering::SeqCst), 1);
+
+        let mut call = service.call(with_recorder());
+        let _ = futures_poll_once(&mut call).await;
+        drop(call);
+        assert!(detached.drained(Duration::from_secs(5)).await);
+        assert_eq!(recorded.load(Ordering::SeqCst), 2, "recorded though abandoned");
     }
 
     /// Polls a future once and gives up on it.

@@ -4,7 +4,7 @@
 //! bound. Past either limit below, a request is refused at once (KMSInternalException), and
 //! requests are served again as soon as the writer is back.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crate::error::KmsError;
@@ -17,14 +17,23 @@ pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// write takes milliseconds, a slow one a second.
 pub const STALLED: Duration = Duration::from_secs(10);
 
-/// `writing_since` when no batch is being written.
+/// `writing_since` when no batch is being written; `warned_at` before the first warning.
 const IDLE: i64 = i64::MIN;
+
+/// Refused records are logged at most this often (with how many there were).
+const WARN_EVERY_MS: i64 = 10_000;
 
 pub struct Backlog {
     /// Bytes of records handed to the writer and not yet answered.
     queued: AtomicUsize,
     /// When the batch being written began, in milliseconds since `epoch` (`IDLE`: none is).
     writing_since: AtomicI64,
+    /// Records refused since the last warning about them. The writer never sees them, so
+    /// without this nothing would tell of them: a refusal (say, of an unauthenticated caller)
+    /// is answered even when its record was refused.
+    refused: AtomicU64,
+    /// When refused records were last logged (milliseconds since `epoch`; `IDLE`: never).
+    warned_at: AtomicI64,
     epoch: Instant,
 }
 
@@ -33,6 +42,8 @@ impl Backlog {
         Backlog {
             queued: AtomicUsize::new(0),
             writing_since: AtomicI64::new(IDLE),
+            refused: AtomicU64::new(0),
+            warned_at: AtomicI64::new(IDLE),
             epoch: Instant::now(),
         }
     }
@@ -43,21 +54,39 @@ impl Backlog {
         if since != IDLE {
             let writing_for = self.now_ms() - since;
             if writing_for > STALLED.as_millis() as i64 {
-                return Err(KmsError::internal(format!(
+                return Err(self.refuse(KmsError::internal(format!(
                     "The audit log could not record this request: its disk has not finished a write in {} s",
                     writing_for / 1000
-                )));
+                ))));
             }
         }
         let queued = self.queued.fetch_add(bytes, Relaxed);
         if queued + bytes > MAX_QUEUED_BYTES {
             self.release(bytes);
-            return Err(KmsError::internal(format!(
+            return Err(self.refuse(KmsError::internal(format!(
                 "The audit log could not record this request: {} MiB of records are waiting for its disk",
                 queued >> 20
-            )));
+            ))));
         }
         Ok(())
+    }
+
+    /// Counts a refused record, and logs the count once a warning is due.
+    fn refuse(&self, e: KmsError) -> KmsError {
+        if let Some(records) = self.note_refusal() {
+            tracing::error!(records, reason = %e, "audit records refused since the last warning: their requests were refused, or (refusals) answered without a record");
+        }
+        e
+    }
+
+    /// Counts a refused record; Some(records refused since the last warning) when one is due.
+    fn note_refusal(&self) -> Option<u64> {
+        self.refused.fetch_add(1, Relaxed);
+        let now = self.now_ms();
+        let last = self.warned_at.load(Relaxed);
+        let due = last == IDLE || now - last >= WARN_EVERY_MS;
+        (due && self.warned_at.compare_exchange(last, now, Relaxed, Relaxed).is_ok())
+            .then(|| self.refused.swap(0, Relaxed))
     }
 
     /// Records of `bytes` that were admitted are answered (or will never be written).
@@ -113,6 +142,23 @@ mod tests {
         b.written(MAX_QUEUED_BYTES - 10);
         b.admit(1).unwrap();
         assert_eq!(b.queued(), 11);
+    }
+
+    /// The writer never sees a refused record, so the backlog logs them: the first at once, then
+    /// at most one warning per interval with the count since the last.
+    #[test]
+    fn refused_records_are_counted_into_a_warning_at_most_every_ten_seconds() {
+        let b = Backlog::new();
+        assert_eq!(b.note_refusal(), Some(1), "the first is logged at once");
+        assert_eq!(b.note_refusal(), None);
+        assert_eq!(b.note_refusal(), None);
+        b.warned_at.store(b.now_ms() - WARN_EVERY_MS, Relaxed);
+        assert_eq!(b.note_refusal(), Some(3), "the two held back and this one");
+        assert_eq!(b.note_refusal(), None);
+        // Through `admit`: a refusal is counted.
+        b.admit(MAX_QUEUED_BYTES).unwrap();
+        assert!(b.admit(1).is_err());
+        assert_eq!(b.refused.load(Relaxed), 2);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// How far ahead the file is preallocated: a few thousand records per step, so growing (one write of
@@ -44,6 +44,10 @@ impl AuditFile {
             .open(path)?;
         if created {
             sync_parent(path)?; // the new file's name must survive a power loss as its records do
+        } else if file.metadata()?.permissions().mode() & 0o077 != 0 {
+            // Made by someone else (a rotation's `create` without a mode, a restore): the mode
+            // given above only applies to a file this call creates.
+            tracing::warn!(path = %path.display(), "the audit log is readable or writable by others than its owner: its records name principals, keys and source addresses (chmod 600)");
         }
         let allocated = file.metadata()?.len();
         let end = records_end(&file, allocated)?;

@@ -315,7 +315,11 @@ fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>, backlog: &Backlo
         let first = match next_record(&rx, file.stale()) {
             Next::Record(p) => p,
             Next::Idle => {
+                // A zeroing that hangs is a stalled disk too: past the stall limit, records
+                // are refused at once rather than each waiting out its request's timeout.
+                backlog.writing();
                 clean(&mut file);
+                backlog.written(0);
                 continue;
             }
             Next::Closed => break,
