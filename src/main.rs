@@ -77,11 +77,16 @@ fn main() -> ExitCode {
     if let Err(e) = cfg.validate() {
         return fail(&e);
     }
-    // Before the PIN is read or any key material unwrapped.
+    // Before the PIN is read or any key material unwrapped (the TLS key is read next).
     if !cfg.core_dumps {
         if let Err(e) = kms::core_dumps::forbid() {
             return fail(&e);
         }
+    }
+    // So do mistakes in the files it names (credentials, TLS, revocation lists, identity
+    // policies), before anything is created: a data directory, a token, a root key.
+    if let Err(e) = kms::api::check_files(&cfg) {
+        return fail(&e);
     }
     // Before the embedded HSM's token files are touched: a second server on this directory stops here.
     let _data_dir = match kms::ops::data_dir::lock(&cfg.data_dir) {

@@ -20,7 +20,7 @@ mod status;
 mod test_service;
 mod tls;
 
-pub use server::serve;
+pub use server::{check_files, serve};
 
 /// What every service wrapper here answers: a response, never a service error.
 pub(crate) type Answer = Result<tonic::codegen::http::Response<tonic::body::Body>, std::convert::Infallible>;

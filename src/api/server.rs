@@ -191,9 +191,11 @@ pub async fn serve(
             }
         }
     };
-    // Changes already under way finish, audit record included, before the runtime goes.
-    if !detached.drained(drain).await {
-        tracing::warn!("state changes still running {drain:?} after the server stopped; exiting anyway");
+    // Changes already under way finish, audit record included, before the runtime goes. Those
+    // that don't may have changed the store without their outcome record: not a clean stop.
+    let drained = detached.drained(drain).await;
+    if !drained {
+        tracing::error!("state changes still running {drain:?} after the server stopped; exiting anyway");
     }
     deletion.abort();
     reload.abort();
@@ -203,7 +205,14 @@ pub async fn serve(
     if let Some(sweep) = sweep {
         sweep.abort();
     }
-    result.map_err(|e| format!("server error: {e}"))
+    result.map_err(|e| format!("server error: {e}"))?;
+    if drained {
+        Ok(())
+    } else {
+        Err(format!(
+            "state changes were still running {drain:?} after the server stopped: their outcome records may be missing from the audit log (each has its Started record)"
+        ))
+    }
 }
 
 /// The connection caps, the total lowered to fit under the open-files limit.
@@ -226,11 +235,12 @@ fn connection_limits(config: &Config) -> Result<Arc<ConnectionLimits>, String> {
 }
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// How long a stopping server waits for state changes under way: longer than a store write can
-/// wait for the database lock (5 s), plus an HSM call's timeout, plus the audit flush (5 s is
-/// ample).
+/// How long a stopping server waits for state changes under way: the longest one can take from
+/// its start, short of a disk that never answers: its `Started` record and its outcome record
+/// (each refused once the audit writer has stalled for `audit::STALLED`), a store write waiting
+/// for the database lock (5 s), and an HSM call's timeout.
 fn detached_drain(config: &Config) -> Duration {
-    Duration::from_secs(10) + Duration::from_millis(config.hsm.timeout_ms)
+    2 * crate::audit::STALLED + Duration::from_secs(5) + Duration::from_millis(config.hsm.timeout_ms)
 }
 
 /// Transport limits: what one client (or many) can make the server hold.
@@ -345,6 +355,20 @@ fn spawn_reload_on_sighup(
             }
         }
     })
+}
+
+/// Reads and checks every file the configuration names besides the HSM's: the revocation lists,
+/// the credentials they go with, the TLS files and the identity policies. `main` runs it before it
+/// touches the data directory or the HSM, so a mistake in one stops the server before anything is
+/// created (a data directory, a token, a root key). `serve` loads them again to use them.
+pub fn check_files(config: &Config) -> Result<(), String> {
+    let crls = config.read_client_crls()?;
+    Authenticator::prepare(&config.auth, crls.as_deref())?;
+    if let Some(t) = &config.tls {
+        tls::acceptor(t, crls.as_deref())?;
+    }
+    crate::auth::identity::IdentityStore::open(config.auth.identity_policies_file.clone())?;
+    Ok(())
 }
 
 /// The credentials (tokens and certificate rules from the config file, if there is one) and the

@@ -102,6 +102,8 @@ impl Kms {
     /// Opens the store in the data directory, the HSM and the audit log. Errors are for the operator.
     pub fn open(config: &Config, pin: AuthPin) -> std::result::Result<Arc<Kms>, String> {
         config.validate()?;
+        // A file that doesn't load stops it before anything is created.
+        let identity = IdentityStore::open(config.auth.identity_policies_file.clone())?;
         data_dir::create_durably(&config.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
         let data_dir_lock = data_dir::claim(&config.data_dir)?;
@@ -114,7 +116,6 @@ impl Kms {
         tracing::info!(vendor = hsm.quirks().vendor, "HSM ready");
         let audit = AuditLog::open(&config.data_dir.join("audit.log"))?;
         let ttl = Duration::from_secs(config.cache.material_ttl_seconds);
-        let identity = IdentityStore::open(config.auth.identity_policies_file.clone())?;
         let account_policy =
             Policy::parse_key_policy(&policy::default_key_policy_in(&config.partition, &config.account_id))
                 .map_err(|e| e.to_string())?;

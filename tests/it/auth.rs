@@ -1423,6 +1423,41 @@ async fn configuration_mistakes_stop_the_server_before_it_listens() {
     }
 }
 
+/// A mistake in a file the configuration names stops the server before it creates anything:
+/// no data directory, so no store, token or root key left behind.
+#[test]
+fn a_bad_file_stops_the_server_before_it_creates_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("identity.toml");
+    std::fs::write(&policies, "this is [[[ not TOML").unwrap();
+    let pki = Pki::new();
+    let no_key = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        pki.path("server.pem").display().to_string(),
+        pki.path("server.pem").display().to_string(),
+    );
+    let bad_policies = format!(
+        "[auth]\nidentity_policies_file = {:?}\n",
+        policies.display().to_string()
+    );
+    for (extra, expected) in [(bad_policies, "identity"), (no_key, "private key")] {
+        let config = dir.path().join("kms.toml");
+        std::fs::write(&config, format!("listen = \"127.0.0.1:0\"\n{extra}")).unwrap();
+        let data = dir.path().join("data");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kms"))
+            .args(["serve", "--dev", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains(expected), "expected {expected:?}: {stderr}");
+        assert!(!data.exists(), "created {:?}", files_below(&data));
+    }
+}
+
 #[tokio::test]
 async fn a_sighup_during_a_slow_start_is_survived() {
     const NEW_TOKEN: &str = "bob-token-replaced-during-start-3c9d";
