@@ -33,7 +33,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tonic::body::Body;
-use tonic::codegen::http::{Request, Response};
+use tonic::codegen::http::{HeaderMap, Request, Response};
 use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::Status;
@@ -98,17 +98,23 @@ impl RequestBudget {
         })
     }
 
-    /// `body`, charged against the budget and `caller`'s share as it is read.
-    pub fn charge(self: &Arc<Self>, caller: &str, body: Body) -> Body {
+    /// `body`, charged against the budget and `caller`'s share as it is read, and for `headers`
+    /// bytes (`header_bytes`) from the start: a request whose body never comes holds its headers
+    /// as long, so a stalled body must not be free. Headers that don't fit refuse the body at its
+    /// first read.
+    pub fn charge(self: &Arc<Self>, caller: &str, headers: usize, body: Body) -> Body {
+        let share = self.share_of(caller);
+        let over = self.take(&share, headers).err();
         // Boxed as tonic boxes bodies, so that `Body::new` takes it as it is, without a layer
         // mapping its errors (they are statuses already).
         Body::new(
             Charged {
                 inner: body,
                 budget: self.clone(),
-                share: self.share_of(caller),
-                held: 0,
+                share,
+                held: if over.is_none() { headers } else { 0 },
                 framing: Framing::default(),
+                over,
                 refused: false,
             }
             .boxed_unsync(),
@@ -237,9 +243,19 @@ where
 
     fn call(&mut self, request: Request<Body>) -> S::Future {
         let share = anonymous_share(remote_addr(&request).map(|a| a.ip()));
-        let request = request.map(|body| self.budget.charge(&share, body));
+        let headers = header_bytes(request.headers());
+        let request = request.map(|body| self.budget.charge(&share, headers, body));
         self.inner.call(request)
     }
+}
+
+/// What a request's headers count against the budget: as HTTP/2 counts a header list (RFC 9113,
+/// SETTINGS_MAX_HEADER_LIST_SIZE), each field's name and value plus 32 bytes.
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
 }
 
 /// Whether `status` is the budget's refusal (so that it is passed on as it is, not as a failed body).
@@ -294,6 +310,8 @@ struct Charged {
     share: Arc<Share>,
     held: usize,
     framing: Framing,
+    /// The headers didn't fit: the first read refuses the body.
+    over: Option<Over>,
     refused: bool,
 }
 
@@ -311,6 +329,10 @@ impl HttpBody for Charged {
         let this = &mut *self;
         if this.refused {
             return Poll::Ready(None);
+        }
+        if let Some(over) = this.over.take() {
+            this.refused = true;
+            return Poll::Ready(Some(Err(this.budget.refusal(over))));
         }
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(Frame::data_ref) {
@@ -397,14 +419,41 @@ mod tests {
         (b, Ok(n))
     }
 
+    /// A request's headers are charged from the start, so that requests whose bodies never come
+    /// can't hold headers for free; ones that don't fit refuse the body at its first read.
+    #[tokio::test]
+    async fn headers_are_charged_until_the_body_is_dropped() {
+        let budget = RequestBudget::new(1000, 1000, 800);
+        let (_sender, stalled) = http_body_util::channel::Channel::<Bytes, Status>::new(1);
+        let held = budget.charge(ALICE, 600, Body::new(stalled));
+        assert_eq!(
+            budget.left.load(Ordering::Acquire),
+            400,
+            "held before any byte of the body"
+        );
+        let (refused_body, refused) = read(budget.charge(ALICE, 500, body(message(100)))).await;
+        assert!(is_refusal(&refused.unwrap_err()));
+        drop(refused_body);
+        assert_eq!(
+            budget.left.load(Ordering::Acquire),
+            400,
+            "a refused request holds nothing"
+        );
+        drop(held);
+        assert_eq!(budget.left.load(Ordering::Acquire), 1000);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-pad", "a".repeat(100).parse().unwrap());
+        assert_eq!(header_bytes(&headers), 5 + 100 + 32);
+    }
+
     #[tokio::test]
     async fn a_body_that_does_not_fit_is_refused_and_a_dropped_body_gives_its_charge_back() {
         let budget = RequestBudget::new(1000, 1000, 800);
-        let (first, read_first) = read(budget.charge(ALICE, body(message(600)))).await;
+        let (first, read_first) = read(budget.charge(ALICE, 0, body(message(600)))).await;
         assert_eq!(read_first.unwrap(), 605);
         assert_eq!(budget.left.load(Ordering::Acquire), 395);
         // 405 more does not fit in 395: refused, not read on.
-        let (second, refused) = read(budget.charge(ALICE, body(message(400)))).await;
+        let (second, refused) = read(budget.charge(ALICE, 0, body(message(400)))).await;
         let status = refused.unwrap_err();
         assert!(is_refusal(&status), "{status:?}");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
@@ -414,7 +463,7 @@ mod tests {
         // Once the first is dropped, the same request fits.
         drop(first);
         assert_eq!(budget.left.load(Ordering::Acquire), 1000);
-        let (third, read_third) = read(budget.charge(ALICE, body(message(400)))).await;
+        let (third, read_third) = read(budget.charge(ALICE, 0, body(message(400)))).await;
         assert_eq!(read_third.unwrap(), 405);
         drop(third);
         assert_eq!(budget.left.load(Ordering::Acquire), 1000);
@@ -423,10 +472,10 @@ mod tests {
     #[tokio::test]
     async fn a_caller_past_its_share_is_refused_while_another_is_served() {
         let budget = RequestBudget::new(1000, 700, 800);
-        let (first, read_first) = read(budget.charge(ALICE, body(message(400)))).await;
+        let (first, read_first) = read(budget.charge(ALICE, 0, body(message(400)))).await;
         assert_eq!(read_first.unwrap(), 405);
         // Alice's 405 more fit in the server's 595 left but not in her 295.
-        let (refused_body, refused) = read(budget.charge(ALICE, body(message(400)))).await;
+        let (refused_body, refused) = read(budget.charge(ALICE, 0, body(message(400)))).await;
         let status = refused.unwrap_err();
         assert!(is_refusal(&status), "{status:?}");
         assert_eq!(
@@ -440,17 +489,17 @@ mod tests {
             "a refused charge is given back whole"
         );
         // Bob has a share of his own.
-        let (bob, read_bob) = read(budget.charge(BOB, body(message(400)))).await;
+        let (bob, read_bob) = read(budget.charge(BOB, 0, body(message(400)))).await;
         assert_eq!(read_bob.unwrap(), 405);
         // The server's budget still binds: 190 left, and Bob's share has 295.
-        let (_, refused) = read(budget.charge(BOB, body(message(200)))).await;
+        let (_, refused) = read(budget.charge(BOB, 0, body(message(200)))).await;
         assert_eq!(
             refused.unwrap_err().message(),
             "The server is holding as many request bytes as it may; retry the request later"
         );
         // Each share comes back with its caller's bodies.
         drop(first);
-        let (again, read_again) = read(budget.charge(ALICE, body(message(400)))).await;
+        let (again, read_again) = read(budget.charge(ALICE, 0, body(message(400)))).await;
         assert_eq!(read_again.unwrap(), 405);
         drop((again, bob));
         assert_eq!(budget.left.load(Ordering::Acquire), 1000);
@@ -472,11 +521,11 @@ mod tests {
             .find(|s| *s != first)
             .expect("every address in one share");
         assert_eq!(budget.share_of(&first).left.load(Ordering::Acquire), 1000);
-        let (held, read_held) = read(budget.charge(&first, body(message(995)))).await;
+        let (held, read_held) = read(budget.charge(&first, 0, body(message(995)))).await;
         assert_eq!(read_held.unwrap(), 1000);
-        let (_, refused) = read(budget.charge(&first, body(message(60)))).await;
+        let (_, refused) = read(budget.charge(&first, 0, body(message(60)))).await;
         assert!(is_refusal(&refused.unwrap_err()));
-        let (_, served) = read(budget.charge(&other, body(message(60)))).await;
+        let (_, served) = read(budget.charge(&other, 0, body(message(60)))).await;
         assert_eq!(served.unwrap(), 65, "another address's share is its own");
         drop(held);
         let v6 = |s: &str| anonymous_share(Some(s.parse().unwrap()));

@@ -31,7 +31,7 @@ use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-use super::budget::RequestBudget;
+use super::budget::{header_bytes, RequestBudget};
 use super::panics::panicked;
 use super::refusals::RefusalRecords;
 use super::run_to_end::{changes_state, PanicRecorder, Spawned};
@@ -372,7 +372,8 @@ where
                     timeout: self.timeout,
                     spawned: changes_state(operation).then(Spawned::default),
                 };
-                let mut request = request.map(|body| self.budget.charge(&ev.principal, body));
+                let headers = header_bytes(request.headers());
+                let mut request = request.map(|body| self.budget.charge(&ev.principal, headers, body));
                 request.extensions_mut().insert(Begun(ev));
                 if let Some(spawned) = &caller.spawned {
                     request.extensions_mut().insert(spawned.clone());

@@ -740,6 +740,58 @@ async fn health_checks_are_charged_against_the_request_budget() {
     }
 }
 
+/// A request's headers count against the budget from its start: health checks with 12 KB of
+/// headers and a body that never ends fill their address's part of the callers-without-credentials
+/// share (1 MiB / 64 here) after one, and the next is refused. Counting only their (empty)
+/// bodies, each connection could pin 512 streams x 16 KiB of headers for the request timeout.
+#[tokio::test]
+async fn the_headers_of_requests_whose_bodies_never_come_are_charged() {
+    use tokio_stream::StreamExt;
+    let server = Server::start_with("[limits]\nmax_request_bytes_in_flight = 1048576").await;
+    let channel = plain_channel(&server).await;
+    let hold = || {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let mut raw = tonic::client::Grpc::new(channel);
+            raw.ready().await.unwrap();
+            let body = tokio_stream::iter(Vec::<Vec<u8>>::new()).chain(tokio_stream::pending());
+            let mut request = tonic::Request::new(body);
+            request
+                .metadata_mut()
+                .insert("x-pad", "p".repeat(12_000).parse().unwrap());
+            let path = "/grpc.health.v1.Health/Check".parse().unwrap();
+            raw.client_streaming(request, path, crate::validation::RawCodec)
+                .await
+                .map(tonic::Response::into_inner)
+        })
+    };
+    let first = hold();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!first.is_finished(), "the first is held: its body never comes");
+    let second = tokio::time::timeout(Duration::from_secs(5), hold())
+        .await
+        .expect("the second was held too")
+        .unwrap();
+    let status = second.expect_err("served");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    first.abort();
+    // Let go of, the first's headers come back.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let mut served = false;
+    for _ in 0..50 {
+        if health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .is_ok()
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "health checks still refused");
+}
+
 const CALLERS_SHARE_REFUSED: &str =
     "The caller's requests hold as many bytes as one caller may; retry the request later";
 
