@@ -981,6 +981,25 @@ async fn client_certificates_are_checked_for_client_authentication_use() {
     assert_eq!(records(&server.audit_records().1, CAROL, "ListKeys").count(), 1);
 }
 
+/// TLS with `crl` as the client CAs' revocation list: alice (by SAN URI) and dave (by CN) by
+/// certificate, bob by token, each allowed ListKeys.
+fn crl_config(pki: &Pki, crl: &std::path::Path) -> String {
+    let identity = identity_file(
+        &[("list", &allow(&["kms:ListKeys"], "*"))],
+        &[(ALICE, &["list"]), (DAVE, &["list"]), (BOB, &["list"])],
+    );
+    let identity_path = pki.path("identity.toml");
+    std::fs::write(&identity_path, identity).unwrap();
+    pki.tls_config()
+        + &format!("client_crl_file = {:?}\n", crl.display().to_string())
+        + &auth_config(
+            false,
+            &[(BOB_TOKEN, BOB)],
+            &[(&format!("uri:{ALICE_URI}"), ALICE), (&format!("cn:{DAVE_CN}"), DAVE)],
+            Some(&identity_path),
+        )
+}
+
 /// With `tls.client_crl_file`, a revoked client certificate is refused: at the handshake, and,
 /// once a new list is loaded on SIGHUP, on a connection opened before, bearer-token callers on it
 /// included. A list that doesn't check out at SIGHUP (not a list, from a CA the server doesn't
@@ -990,20 +1009,7 @@ async fn client_certificates_are_checked_for_client_authentication_use() {
 async fn a_revoked_client_certificate_is_refused_after_a_sighup() {
     let pki = Pki::new();
     let crl = pki.write_crl(&[]);
-    let identity = identity_file(
-        &[("list", &allow(&["kms:ListKeys"], "*"))],
-        &[(ALICE, &["list"]), (DAVE, &["list"]), (BOB, &["list"])],
-    );
-    let identity_path = pki.path("identity.toml");
-    std::fs::write(&identity_path, identity).unwrap();
-    let config = pki.tls_config()
-        + &format!("client_crl_file = {:?}\n", crl.display().to_string())
-        + &auth_config(
-            false,
-            &[(BOB_TOKEN, BOB)],
-            &[(&format!("uri:{ALICE_URI}"), ALICE), (&format!("cn:{DAVE_CN}"), DAVE)],
-            Some(&identity_path),
-        );
+    let config = crl_config(&pki, &crl);
     let server = Server::start_with(&config).await;
     let connect = |who: &'static str, bearer: Bearer| {
         let pem = match who {
@@ -1077,20 +1083,7 @@ async fn an_out_of_date_revocation_list_refuses_its_cas_clients() {
     const IN_DATE_FOR: u64 = 12;
     let crl = pki.write_crl_for_seconds(IN_DATE_FOR as u32);
     let out_of_date_at = std::time::Instant::now() + std::time::Duration::from_secs(IN_DATE_FOR);
-    let identity = identity_file(
-        &[("list", &allow(&["kms:ListKeys"], "*"))],
-        &[(ALICE, &["list"]), (DAVE, &["list"]), (BOB, &["list"])],
-    );
-    let identity_path = pki.path("identity.toml");
-    std::fs::write(&identity_path, identity).unwrap();
-    let config = pki.tls_config()
-        + &format!("client_crl_file = {:?}\n", crl.display().to_string())
-        + &auth_config(
-            false,
-            &[(BOB_TOKEN, BOB)],
-            &[(&format!("uri:{ALICE_URI}"), ALICE), (&format!("cn:{DAVE_CN}"), DAVE)],
-            Some(&identity_path),
-        );
+    let config = crl_config(&pki, &crl);
     let mut server = Server::start_with(&config).await;
     let log = server.restart_capturing_log().await;
     let connect = |pem: &'static str, bearer: Bearer| {
