@@ -8,7 +8,8 @@
 //! these only; `"*"` is all), `fail_next`, `unplugged`, and `record`: a file
 //! to which the name of every call the rule applies to is appended, one per
 //! line, before its latency or failure (so a test can count the calls that
-//! reached the module, e.g. C_Login), and `corrupt_output`: C_Encrypt and
+//! reached the module, e.g. C_Login; C_CloseSession is only recorded, never
+//! failed or delayed), and `corrupt_output`: C_Encrypt and
 //! C_Decrypt answer with the first byte of their output flipped, and
 //! C_CopyObject makes a copy whose CKA_VALUE differs in its first byte (a
 //! device that returns wrong data, as a caller's self-check must catch), and
@@ -270,6 +271,23 @@ impl Faults {
             .read()
             .map(|s| s.rule(slot).corrupt_output && s.rule(slot).applies(func))
             .unwrap_or(false)
+    }
+
+    /// Records a call of `func` on `slot` to the rule's `record` file, if the rule applies to it,
+    /// and applies nothing else: for calls that must not fail or wait (C_CloseSession, whose
+    /// caller has let go of the session, and which runs under the slot's open/close lock).
+    pub fn record_only(&self, slot: usize, func: &str) {
+        self.refresh();
+        if !self.active.load(Ordering::Acquire) {
+            return;
+        }
+        let record = match self.state.read() {
+            Ok(st) if st.rule(slot).applies(func) => st.rule(slot).record.clone(),
+            _ => None,
+        };
+        if let Some(path) = record {
+            record_call(&path, func);
+        }
     }
 
     /// Applies the configured faults to one call of `func` on `slot`.

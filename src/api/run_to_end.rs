@@ -102,6 +102,11 @@ impl Detached {
         }
     }
 
+    /// How many detached requests are running now (before `drained`, or after it failed).
+    pub fn running(&self) -> usize {
+        self.limit.saturating_sub(self.permits.available_permits())
+    }
+
     /// Waits until no detached request is running, at most `limit`, and then lets none start
     /// (a late one is refused as UNAVAILABLE: it would be cut short with the runtime, its change
     /// landing without its audit record). False if some are still running.
@@ -163,7 +168,7 @@ where
             // cleanly.
             // The body is kept until the change is over: it holds the request's charge against
             // the budget of request bytes in flight (`budget.rs`), and its message is held as long.
-            let (parts, mut body) = request.into_parts();
+            let (mut parts, mut body) = request.into_parts();
             let message = match read_message(&mut body).await {
                 Ok(message) => message,
                 Err(status) => return Ok(status.into_http()),
@@ -174,7 +179,6 @@ where
             if let Some(spawned) = parts.extensions.get::<Spawned>() {
                 spawned.0.store(true, Ordering::Release);
             }
-            let mut parts = parts;
             let recorder = parts.extensions.remove::<PanicRecorder>();
             let call = inner.call(Request::from_parts(parts, Body::new(Full::new(message))));
             let task = tokio::spawn(async move {
@@ -301,6 +305,7 @@ mod tests {
         let started = || inner.started.load(Ordering::SeqCst);
         assert_eq!(started(), 2, "two run on, the third never starts");
         assert_eq!(detached.permits.available_permits(), 0, "the two hold their turns");
+        assert_eq!(detached.running(), 2);
 
         // Reads are not detached: abandoned, they stop, and they take no turn.
         let mut call = service.call(request("DescribeKey"));

@@ -194,8 +194,12 @@ pub async fn serve(
     // Changes already under way finish, audit record included, before the runtime goes. Those
     // that don't may have changed the store without their outcome record: not a clean stop.
     let drained = detached.drained(drain).await;
+    let running = if drained { 0 } else { detached.running() };
     if !drained {
-        tracing::error!("state changes still running {drain:?} after the server stopped; exiting anyway");
+        tracing::error!(
+            running,
+            "state changes still running {drain:?} after the server stopped; exiting anyway"
+        );
     }
     deletion.abort();
     reload.abort();
@@ -210,7 +214,7 @@ pub async fn serve(
         Ok(())
     } else {
         Err(format!(
-            "state changes were still running {drain:?} after the server stopped: their outcome records may be missing from the audit log (each has its Started record)"
+            "{running} state changes were still running {drain:?} after the server stopped: their outcome records may be missing from the audit log (each has its Started record)"
         ))
     }
 }

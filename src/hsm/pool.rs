@@ -198,14 +198,23 @@ impl SessionPool {
         if self.copies.enabled() && s.root.handle() != self.root_handle.load(Ordering::Acquire) {
             return;
         }
-        let extra = match self.idle.lock() {
+        let spare = match self.idle.lock() {
             Ok(mut idle) if idle.len() < self.max_idle => {
                 idle.push(s);
-                None
+                return;
             }
-            _ => Some(s),
+            _ => s,
         };
-        drop(extra); // closed outside the lock
+        // Closed off the caller's path: this follows a hang, when the HSM may still be slow, and
+        // the result this session just produced is on its way to a caller with a deadline. Rare
+        // (only after hung calls return), so a thread of its own; if none can start, the closure
+        // and the session with it are dropped here.
+        let closer = std::thread::Builder::new()
+            .name("hsm-close".into())
+            .spawn(move || drop(spare));
+        if let Err(e) = closer {
+            tracing::warn!(error = %e, "cannot start a thread to close a spare HSM session: closed it here");
+        }
     }
 
     /// Drops every idle session, and with it its root key copy (after the token went away, their

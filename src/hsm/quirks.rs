@@ -30,6 +30,11 @@ impl Quirks {
         } else {
             name
         };
+        Quirks::named(name)
+    }
+
+    /// The quirks of a vendor named in `VENDORS` (other than "auto").
+    fn named(name: &str) -> Result<Quirks, String> {
         match name {
             "softhsm2" => Ok(Quirks {
                 vendor: "softhsm2",
@@ -80,5 +85,19 @@ mod tests {
         assert_eq!(super::detect("Marvell Semiconductors, Inc.", "CloudHSM"), "cloudhsm");
         assert_eq!(super::detect("kms project", "hsm-sim software token"), "hsm-sim");
         assert_eq!(super::detect("Acme", "token"), "generic");
+    }
+
+    /// The configuration's list of names and the quirks agree: every name but "auto" has its
+    /// quirks, and what "auto" detects is a name on the list.
+    #[test]
+    fn every_vendor_name_has_its_quirks() {
+        for name in super::VENDORS.iter().filter(|n| **n != "auto") {
+            assert_eq!(super::Quirks::named(name).unwrap().vendor, *name);
+        }
+        assert!(super::Quirks::named("auto").is_err());
+        for (manufacturer, description) in [("SoftHSM", ""), ("", "CloudHSM"), ("", "hsm-sim"), ("Acme", "")] {
+            let detected = super::detect(manufacturer, description);
+            assert!(super::Quirks::named(detected).is_ok(), "{detected}");
+        }
     }
 }

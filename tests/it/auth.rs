@@ -1080,7 +1080,7 @@ async fn a_revoked_client_certificate_is_refused_after_a_sighup() {
 async fn an_out_of_date_revocation_list_refuses_its_cas_clients() {
     let pki = Pki::new();
     // Long enough for the server to start twice, short enough to wait out.
-    const IN_DATE_FOR: u64 = 12;
+    const IN_DATE_FOR: u64 = 25;
     let crl = pki.write_crl_for_seconds(IN_DATE_FOR as u32);
     let out_of_date_at = std::time::Instant::now() + std::time::Duration::from_secs(IN_DATE_FOR);
     let config = crl_config(&pki, &crl);
