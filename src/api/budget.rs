@@ -66,7 +66,9 @@ pub struct RequestBudget {
     total: usize,
     /// The most one caller may hold (at most `total`).
     share: usize,
-    shares: ArcSwap<HashMap<Box<str>, Arc<Share>>>,
+    /// Keyed by authenticated principals and the 64 anonymous parts, which callers can't choose:
+    /// foldhash, not SipHash (looked up on every request).
+    shares: ArcSwap<HashMap<Box<str>, Arc<Share>, foldhash::fast::RandomState>>,
     shares_fill: Mutex<()>,
     /// The largest message a request may carry: a longer declared length is charged as this.
     max_message: usize,
@@ -131,7 +133,7 @@ impl RequestBudget {
             return share.clone();
         }
         let mut more = if shares.len() >= MAX_SHARES {
-            HashMap::new()
+            HashMap::default()
         } else {
             (**shares).clone()
         };
