@@ -38,8 +38,15 @@ ADDR=$(sed -n "s/$PATTERN//p" "$WORK/out")
 [ -n "$ADDR" ] || { cat "$WORK/err" >&2; exit 1; }
 ( sleep 8; callgrind_control -z $PID >/dev/null 2>&1; sleep 10; callgrind_control -d $PID >/dev/null 2>&1 ) &
 COUNT=$!
-"$BIN/kms-bench" --target "http://$ADDR" --ops "$OP" -n 8 -k 1 -d 12 --warmup 4 --no-raw --no-baseline >"$WORK/bench" 2>&1 || true
+BENCH_STATUS=0
+"$BIN/kms-bench" --target "http://$ADDR" --ops "$OP" -n 8 -k 1 -d 12 --warmup 4 --no-raw --no-baseline >"$WORK/bench" 2>&1 || BENCH_STATUS=$?
 wait $COUNT
+# Failed requests are cheaper than served ones: a failing run would count too few instructions.
+if [ "$BENCH_STATUS" != 0 ]; then
+    cat "$WORK/bench" >&2
+    echo "kms-bench failed (exit $BENCH_STATUS): no count" >&2
+    exit 1
+fi
 python3 - "$OUT.1" "$PER_REQUEST" <<'EOF'
 import re, sys
 path, per_request = sys.argv[1], re.compile(sys.argv[2])

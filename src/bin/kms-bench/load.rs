@@ -86,6 +86,7 @@ pub async fn drive(conns: &[Conn], spec: &LoadSpec, w: &Workload, max_calls: Opt
                 unsupported: None,
                 last_done: None,
             };
+            let mut answered = false;
             loop {
                 let t0 = Instant::now();
                 if t0 >= end || max_calls.is_some_and(|m| started.fetch_add(1, Ordering::Relaxed) >= m) {
@@ -93,25 +94,33 @@ pub async fn drive(conns: &[Conn], spec: &LoadSpec, w: &Workload, max_calls: Opt
                 }
                 let outcome = ops::call(&w, &mut conn, &mut rng).await;
                 let t1 = Instant::now();
+                let measured = t0 >= measured_from;
                 match outcome {
-                    Err(s) if ops::is_unsupported(&s) => {
+                    // Only as the worker's first answer: once the server has served the operation,
+                    // "unsupported" is an error like any other.
+                    Err(s) if ops::is_unsupported(&s) && !answered => {
                         r.unsupported = Some(ops::describe(&s));
                         break;
                     }
-                    _ if t0 < measured_from => {}
-                    Ok(()) => {
+                    Ok(()) if measured => {
                         r.latencies_us
                             .push(t1.duration_since(t0).as_micros().min(u32::MAX as u128) as u32);
                         r.last_done = Some(t1);
                     }
+                    Ok(()) => {}
+                    // Counted in the warm-up too: a failure of the cold path (a first unwrap, a
+                    // burst on one key) must not go unseen because it came early.
                     Err(s) => {
                         r.errors += 1;
                         if r.examples.len() < ERROR_EXAMPLES {
                             r.examples.push(ops::describe(&s));
                         }
-                        r.last_done = Some(t1);
+                        if measured {
+                            r.last_done = Some(t1);
+                        }
                     }
                 }
+                answered = true;
             }
             r
         }));
