@@ -218,7 +218,8 @@ impl Server {
         std::fs::write(self.config_path(), config).unwrap();
         let child = self
             .serve_command()
-            .env("RUST_LOG", "warn")
+            // Warnings, and the server's own notes (a SIGHUP reload's success).
+            .env("RUST_LOG", "warn,kms::api::server=info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -570,7 +571,8 @@ impl Server {
     pub fn spawn_process(&self) -> Child {
         assert!(self.child.is_none(), "stop the server first");
         self.serve_command()
-            .env("RUST_LOG", "warn")
+            // Warnings, and the server's own notes (a SIGHUP reload's success).
+            .env("RUST_LOG", "warn,kms::api::server=info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -604,7 +606,8 @@ impl Server {
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut child = self
             .serve_command()
-            .env("RUST_LOG", "warn")
+            // Warnings, and the server's own notes (a SIGHUP reload's success).
+            .env("RUST_LOG", "warn,kms::api::server=info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
