@@ -472,7 +472,7 @@ mod tests {
     /// next submission (there may be none before its own timeout).
     #[tokio::test]
     async fn a_call_queued_behind_a_hung_one_runs_once_that_is_overdue() {
-        let w = Arc::new(Workers::new(1, Duration::from_millis(400)).unwrap());
+        let w = Arc::new(Workers::new(1, Duration::from_secs(2)).unwrap());
         let (release, hang) = std::sync::mpsc::channel::<()>();
         let hung = tokio::spawn({
             let w = w.clone();
@@ -483,7 +483,8 @@ mod tests {
                 .await
             }
         });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Queued with 2 s to go, of which the hung call is overdue after 0.5 s.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(w.run(|| 7).await, Ok(7));
         assert_eq!(hung.await.unwrap(), Err(JobError::TimedOut));
         drop(release);
@@ -585,17 +586,27 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_call_does_not_wait_behind_another() {
         let w = Arc::new(workers(8));
-        let started = Instant::now();
-        let slow = |w: Arc<Workers>| async move { w.run(|| std::thread::sleep(Duration::from_millis(300))).await };
-        let first = tokio::spawn(slow(w.clone()));
+        // Each call waits for the other to start: run one after the other, the first gives up.
+        let (to_second, from_first) = std::sync::mpsc::channel::<()>();
+        let (to_first, from_second) = std::sync::mpsc::channel::<()>();
+        let meet = |tell: std::sync::mpsc::Sender<()>, hear: std::sync::mpsc::Receiver<()>| {
+            move || {
+                let _ = tell.send(());
+                hear.recv_timeout(Duration::from_secs(5)).is_ok()
+            }
+        };
+        let first = tokio::spawn({
+            let w = w.clone();
+            let job = meet(to_second, from_second);
+            async move { w.run(job).await }
+        });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        slow(w.clone()).await.unwrap();
-        first.await.unwrap().unwrap();
-        assert!(
-            started.elapsed() < Duration::from_millis(550),
-            "{:?}",
-            started.elapsed()
+        assert_eq!(
+            w.run(meet(to_first, from_first)).await,
+            Ok(true),
+            "the second met the first"
         );
+        assert_eq!(first.await.unwrap(), Ok(true), "the first met the second");
     }
 
     /// One call at a time needs one worker: a worker is free before its caller hears back.
@@ -610,11 +621,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_slower_than_the_timeout_times_out_and_does_not_block_others() {
-        let w = Workers::new(2, Duration::from_millis(100)).unwrap();
+        let w = Workers::new(2, Duration::from_millis(500)).unwrap();
         let started = Instant::now();
-        let r = w.run(|| std::thread::sleep(Duration::from_millis(1000))).await;
+        let r = w.run(|| std::thread::sleep(Duration::from_millis(5000))).await;
         assert_eq!(r, Err(JobError::TimedOut));
-        assert!(started.elapsed() < Duration::from_millis(900));
+        assert!(started.elapsed() < Duration::from_millis(4000));
         assert_eq!(w.run(|| 5).await, Ok(5), "another worker takes the next call");
     }
 
