@@ -500,17 +500,31 @@ async fn a_deletion_the_store_cannot_forget_is_audited_once() {
     .unwrap();
     db.execute("UPDATE keys SET deletion_date = 1 WHERE key_id = ?1", [&doomed.key_id])
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(3500)).await; // three passes fail to forget
+    let deletions = || {
+        let (_, records) = server.audit_records();
+        records
+            .iter()
+            .filter(|r| {
+                r["operation"] == "DeleteKey" && r["key_arn"].as_str().is_some_and(|a| a.ends_with(&doomed.key_id))
+            })
+            .count()
+    };
+    let unaudited = || -> i64 {
+        db.query_row("SELECT count(*) FROM deletions_to_audit", [], |r| r.get(0))
+            .unwrap()
+    };
+    // The first pass records the deletion and fails to forget it; the next ones fail again.
+    let waited = std::time::Instant::now();
+    while deletions() == 0 && waited.elapsed() < std::time::Duration::from_secs(30) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(deletions(), 1, "the first pass recorded the deletion");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     db.execute_batch("DROP TRIGGER keep_unaudited").unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let unaudited: i64 = db
-        .query_row("SELECT count(*) FROM deletions_to_audit", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(unaudited, 0, "the deletion was forgotten once the store allowed it");
-    let (_, records) = server.audit_records();
-    let deletions = records
-        .iter()
-        .filter(|r| r["operation"] == "DeleteKey" && r["key_arn"].as_str().is_some_and(|a| a.ends_with(&doomed.key_id)))
-        .count();
-    assert_eq!(deletions, 1);
+    let waited = std::time::Instant::now();
+    while unaudited() != 0 && waited.elapsed() < std::time::Duration::from_secs(30) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(unaudited(), 0, "the deletion was forgotten once the store allowed it");
+    assert_eq!(deletions(), 1);
 }
