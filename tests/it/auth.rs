@@ -1470,10 +1470,15 @@ async fn a_sighup_during_a_slow_start_is_survived() {
     // Every C_Login takes 1.5 s: the start-up is slow, and the SIGHUP comes in the middle of it,
     // after the operator replaced Bob's token in the file.
     let faults = server.hsm.dir.path().join("tokens").join("faults.toml");
-    std::fs::write(&faults, "latency_ms = 1500\nfunctions = [\"C_Login\"]\n").unwrap();
+    let logins = server.hsm.dir.path().join("logins.txt");
+    let rule = format!(
+        "latency_ms = 1500\nfunctions = [\"C_Login\"]\nrecord = {:?}\n",
+        logins.display().to_string()
+    );
+    std::fs::write(&faults, rule).unwrap();
     let mut child = KillOnDrop(server.spawn_process());
     let stdout = child.0.stdout.take().unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    wait_for_a_login(&logins).await;
     let config = std::fs::read_to_string(server.config_path()).unwrap();
     let replaced = config.replace(&kms::auth::token_digest(BOB_TOKEN), &kms::auth::token_digest(NEW_TOKEN));
     std::fs::write(server.config_path(), replaced).unwrap();

@@ -656,6 +656,19 @@ pub fn recorded_calls(file: &std::path::Path, func: &str) -> usize {
     text.lines().filter(|l| *l == func).count()
 }
 
+/// Waits (up to 30 s) for hsm-sim to record a C_Login: a server starting with a slow login is
+/// then past installing its signal handlers (they come before the HSM is opened).
+pub async fn wait_for_a_login(record: &std::path::Path) {
+    let waited = std::time::Instant::now();
+    while recorded_calls(record, "C_Login") == 0 {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(30),
+            "no C_Login in 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A child process killed when the test ends, however it ends.
 pub struct KillOnDrop(pub std::process::Child);
 

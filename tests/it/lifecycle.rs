@@ -147,9 +147,14 @@ async fn a_sigterm_during_a_slow_start_stops_the_server_cleanly() {
     let mut server = Server::start_on(TestHsm::hsm_sim(), "", "").await;
     server.stop();
     let faults = server.hsm.dir.path().join("tokens").join("faults.toml");
-    std::fs::write(&faults, "latency_ms = 10000\nfunctions = [\"C_Login\"]\n").unwrap();
+    let logins = server.hsm.dir.path().join("logins.txt");
+    let rule = format!(
+        "latency_ms = 10000\nfunctions = [\"C_Login\"]\nrecord = {:?}\n",
+        logins.display().to_string()
+    );
+    std::fs::write(&faults, rule).unwrap();
     let mut child = KillOnDrop(server.spawn_process());
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    wait_for_a_login(&logins).await;
     let sent = std::time::Instant::now();
     let term = std::process::Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
