@@ -1049,7 +1049,7 @@ async fn a_revoked_client_certificate_is_refused_after_a_sighup() {
         _ => None,
     };
     let mut message = None;
-    for _ in 0..50 {
+    for _ in 0..200 {
         message = refused(alice.list_keys(pb::ListKeysRequest::default()).await);
         if message.is_some() {
             break;
@@ -1247,7 +1247,7 @@ async fn a_renewed_server_certificate_is_served_after_a_sighup() {
     std::fs::write(pki.path("server.key"), &renewed.key).unwrap();
     server.sighup();
     let mut served = String::new();
-    for _ in 0..50 {
+    for _ in 0..200 {
         served = served_serial(&server);
         if served == "serial=03F3" {
             break;
@@ -1518,7 +1518,7 @@ async fn a_sighup_during_a_slow_start_is_survived() {
         }
     };
     let (mut old, mut new) = (client(BOB_TOKEN).await, client(NEW_TOKEN).await);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let r = old.list_keys(pb::ListKeysRequest::default()).await;
         if matches!(&r, Err(s) if error_type(s) == "UnrecognizedClientException") {
@@ -1564,19 +1564,19 @@ async fn sighup_reloads_tokens_so_a_leaked_one_stops_working() {
     let bob_may_list = identity_file(&[("list", &allow(&["kms:ListKeys"], "*"))], &[(BOB, &["list"])]);
     std::fs::write(&identity, bob_may_list).unwrap();
     server.sighup();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while let Err(status) = leaked.list_keys(list()).await {
         assert_eq!(error_type(&status), "AccessDeniedException", "the token stays in force");
         assert!(
             std::time::Instant::now() < deadline,
-            "the SIGHUP was not handled within 5 s"
+            "the SIGHUP was not handled within 20 s"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
     std::fs::write(server.config_path(), config.replace(&old_digest, &new_digest)).unwrap();
     server.sighup();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let r = leaked.list_keys(list()).await;
         if matches!(&r, Err(s) if error_type(s) == "UnrecognizedClientException") {
@@ -1584,7 +1584,7 @@ async fn sighup_reloads_tokens_so_a_leaked_one_stops_working() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the revoked token still works 5 s after SIGHUP: {r:?}"
+            "the revoked token still works 20 s after SIGHUP: {r:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

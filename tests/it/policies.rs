@@ -170,7 +170,7 @@ async fn identity_policies_reload_on_sighup() {
     std::fs::write(&path, granted).unwrap();
     server.sighup();
     let mut reloaded = false;
-    for _ in 0..100 {
+    for _ in 0..400 {
         if encrypt(&mut app, &key, &[]).await.is_ok() {
             reloaded = true;
             break;
@@ -202,7 +202,7 @@ async fn identity_policies_reload_on_sighup() {
     .unwrap();
     server.sighup();
     let mut revoked = false;
-    for _ in 0..100 {
+    for _ in 0..400 {
         if encrypt(&mut app, &key, &[]).await.is_err() {
             revoked = true;
             break;
@@ -1313,12 +1313,12 @@ async fn a_cancelled_change_still_invalidates_once_written() {
     let delete = root.delete_alias(pb::DeleteAliasRequest {
         alias_name: "alias/ok".into(),
     });
-    let gave_up = tokio::time::timeout(Duration::from_millis(500), delete).await;
+    let gave_up = tokio::time::timeout(Duration::from_secs(2), delete).await;
     assert!(gave_up.is_err(), "the write should still be waiting for the lock");
     db.execute_batch("COMMIT").unwrap();
 
     // The write lands after the request is gone; the alias list must not be served from cache.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         match encrypt(&mut app, &key, &[]).await {
             Err(status) if error_type(&status) == "AccessDeniedException" => break,

@@ -236,8 +236,8 @@ async fn an_unusable_replacement_root_key_is_refused_as_unavailable() {
                 break;
             }
             Ok(_) => assert!(
-                replaced.elapsed() < Duration::from_secs(4),
-                "the old root key's copy is still in use 4 s after it was replaced (check period 1 s)"
+                replaced.elapsed() < Duration::from_secs(20),
+                "the old root key's copy is still in use 20 s after it was replaced (check period 1 s)"
             ),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

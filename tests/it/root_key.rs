@@ -44,8 +44,8 @@ async fn destroying_the_root_key_stops_unwraps(hsm: TestHsm) {
                 break;
             }
             Ok(_) => assert!(
-                deleted.elapsed() < Duration::from_secs(4),
-                "unwraps still work 4 s after the root key was destroyed (check period 1 s)"
+                deleted.elapsed() < Duration::from_secs(20),
+                "unwraps still work 20 s after the root key was destroyed (check period 1 s)"
             ),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -83,8 +83,8 @@ async fn a_replaced_root_key_is_noticed(hsm: TestHsm) {
     let replaced = Instant::now();
     while c.generate_data_key(gdk(&old_key.key_id)).await.is_ok() {
         assert!(
-            replaced.elapsed() < Duration::from_secs(4),
-            "the old root key's copy is still in use 4 s after the key was replaced (check period 1 s)"
+            replaced.elapsed() < Duration::from_secs(20),
+            "the old root key's copy is still in use 20 s after the key was replaced (check period 1 s)"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
