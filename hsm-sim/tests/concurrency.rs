@@ -194,7 +194,11 @@ fn an_object_created_while_its_session_closes_does_not_outlive_it() {
     let (p, faults) = module();
     let s = init(3);
     let other = p.open_rw_session(s).unwrap();
-    std::fs::write(faults, "[slot.3]\nlatency_ms = 400\nfunctions = [\"C_CreateObject\"]\n").unwrap();
+    std::fs::write(
+        faults,
+        "[slot.3]\nlatency_ms = 3000\nfunctions = [\"C_CreateObject\"]\n",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(120));
     let doomed = p.open_rw_session(s).unwrap();
     let h = doomed.handle();

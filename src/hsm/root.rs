@@ -117,10 +117,10 @@ mod tests {
     #[test]
     fn a_check_is_due_once_per_period() {
         assert!(!RootCopies::new(None).check_due(), "no copies, no checks");
-        let root = RootCopies::new(Some(Duration::from_millis(30)));
+        let root = RootCopies::new(Some(Duration::from_secs(1)));
         assert!(root.check_due(), "the first check is due at once");
         assert!(!root.check_due(), "and then not again within the period");
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(1100));
         assert!(root.check_due());
         assert!(!root.check_due());
     }

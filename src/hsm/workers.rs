@@ -632,14 +632,14 @@ mod tests {
     /// A job still queued when its caller timed out is skipped, not run late.
     #[tokio::test]
     async fn a_job_whose_caller_timed_out_before_it_started_is_skipped() {
-        let w = Workers::new(1, Duration::from_millis(100)).unwrap();
+        let w = Workers::new(1, Duration::from_millis(500)).unwrap();
         let ran = Arc::new(AtomicUsize::new(0));
-        let blocker = w.run(|| std::thread::sleep(Duration::from_millis(300)));
+        let blocker = w.run(|| std::thread::sleep(Duration::from_millis(1500)));
         let r2 = ran.clone();
         let late = w.run(move || r2.fetch_add(1, Ordering::SeqCst));
         let (a, b) = tokio::join!(blocker, late);
         assert_eq!((a, b), (Err(JobError::TimedOut), Err(JobError::TimedOut)));
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(w.run(|| 0).await, Ok(0));
         assert_eq!(ran.load(Ordering::SeqCst), 0);
     }
@@ -648,19 +648,19 @@ mod tests {
     /// retries, not a whole timeout from when it started.
     #[tokio::test]
     async fn a_job_reads_the_deadline_its_submission_set() {
-        let w = Workers::new(1, Duration::from_millis(1000)).unwrap();
+        let w = Workers::new(1, Duration::from_millis(3000)).unwrap();
         let left = || deadline().map(|d| d.saturating_duration_since(Instant::now()));
         let first = w.run(move || {
             let left = left();
-            std::thread::sleep(Duration::from_millis(400));
+            std::thread::sleep(Duration::from_millis(1200));
             left
         });
         let queued = w.run(left); // waits behind the first: one worker
         let (first, queued) = tokio::join!(first, queued);
         let (first, queued) = (first.unwrap().unwrap(), queued.unwrap().unwrap());
-        assert!(first > Duration::from_millis(800), "{first:?}");
+        assert!(first > Duration::from_millis(2400), "{first:?}");
         assert!(
-            queued < Duration::from_millis(700),
+            queued < Duration::from_millis(2000),
             "the queued call's wait counts: {queued:?} left"
         );
     }

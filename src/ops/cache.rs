@@ -376,7 +376,8 @@ mod tests {
         let cache: ShardedCache<u32, u32> = ShardedCache::new(100, None);
         let loads = AtomicUsize::new(0);
         let unplugged = KmsError::KeyUnavailable("HSM unplugged".into());
-        let failing = counted(&loads, 50, Err(unplugged.clone()));
+        // Long enough that the waiter comes in while it runs, however loaded the machine.
+        let failing = counted(&loads, 1000, Err(unplugged.clone()));
         let waiter = later(10, cache.get_or_load(&1, counted(&loads, 0, Ok(1))));
         let (first, second) = tokio::join!(cache.get_or_load(&1, failing), waiter);
         assert_eq!((first, second), (Err(unplugged.clone()), Err(unplugged)));
@@ -464,10 +465,10 @@ mod tests {
         let off: ShardedCache<u32, u32> = ShardedCache::new(100, Some(Duration::ZERO));
         off.insert_if_unchanged(1, off.generation(&1), 1);
         assert_eq!(off.get(&1), None);
-        let short: ShardedCache<u32, u32> = ShardedCache::new(100, Some(Duration::from_millis(20)));
+        let short: ShardedCache<u32, u32> = ShardedCache::new(100, Some(Duration::from_secs(1)));
         short.insert_if_unchanged(1, short.generation(&1), 1);
         assert_eq!(short.get(&1), Some(1));
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(short.get(&1), None);
         let small: ShardedCache<u32, u32> = ShardedCache::new(64, None);
         for i in 0..10_000 {
