@@ -82,11 +82,44 @@ impl Backlog {
     /// Counts a refused record; Some(records refused since the last warning) when one is due.
     fn note_refusal(&self) -> Option<u64> {
         self.refused.fetch_add(1, Relaxed);
-        let now = self.now_ms();
+        self.take_refused(false)
+    }
+
+    /// The records refused since the last warning, noting a warning as given, when there are any
+    /// and one is due (or `now`).
+    fn take_refused(&self, now: bool) -> Option<u64> {
+        if self.refused.load(Relaxed) == 0 {
+            return None;
+        }
+        let at = self.now_ms();
         let last = self.warned_at.load(Relaxed);
-        let due = last == IDLE || now - last >= WARN_EVERY_MS;
-        (due && self.warned_at.compare_exchange(last, now, Relaxed, Relaxed).is_ok())
+        let due = now || last == IDLE || at - last >= WARN_EVERY_MS;
+        (due && self.warned_at.compare_exchange(last, at, Relaxed, Relaxed).is_ok())
             .then(|| self.refused.swap(0, Relaxed))
+            .filter(|&records| records > 0)
+    }
+
+    /// Logs the refusals held back since the last warning once a warning is due, or `now` (at
+    /// shutdown): the writer calls this, so that the last ones are told of though no refusal
+    /// comes after them.
+    pub fn report_refused(&self, now: bool) {
+        if let Some(records) = self.take_refused(now) {
+            tracing::error!(records, "audit records refused since the last warning: their requests were refused, or (refusals) answered without a record");
+        }
+    }
+
+    /// How long until held-back refusals are due to be logged; None when none are held back.
+    pub fn refused_due_in(&self) -> Option<Duration> {
+        if self.refused.load(Relaxed) == 0 {
+            return None;
+        }
+        let last = self.warned_at.load(Relaxed);
+        let since = if last == IDLE {
+            WARN_EVERY_MS
+        } else {
+            self.now_ms().saturating_sub(last)
+        };
+        Some(Duration::from_millis(WARN_EVERY_MS.saturating_sub(since).max(0) as u64))
     }
 
     /// Records of `bytes` that were admitted are answered (or will never be written).
@@ -112,6 +145,18 @@ impl Backlog {
     #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.queued.load(Relaxed)
+    }
+
+    /// Records refused and not yet logged.
+    #[cfg(test)]
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Relaxed)
+    }
+
+    /// As if the last warning about refused records had been given `ago`.
+    #[cfg(test)]
+    pub fn warned(&self, ago: Duration) {
+        self.warned_at.store(self.now_ms() - ago.as_millis() as i64, Relaxed);
     }
 
     /// As if the batch being written had begun `ago`.
@@ -155,10 +200,16 @@ mod tests {
         b.warned_at.store(b.now_ms() - WARN_EVERY_MS, Relaxed);
         assert_eq!(b.note_refusal(), Some(3), "the two held back and this one");
         assert_eq!(b.note_refusal(), None);
+        // The one held back, without another refusal: when due, or at once at shutdown.
+        assert!(b.refused_due_in().is_some_and(|d| d > Duration::from_secs(9)));
+        assert_eq!(b.take_refused(false), None, "not due yet");
+        assert_eq!(b.take_refused(true), Some(1), "at shutdown");
+        assert_eq!(b.refused_due_in(), None, "none held back");
+        assert_eq!(b.take_refused(true), None);
         // Through `admit`: a refusal is counted.
         b.admit(MAX_QUEUED_BYTES).unwrap();
         assert!(b.admit(1).is_err());
-        assert_eq!(b.refused.load(Relaxed), 2);
+        assert_eq!(b.refused.load(Relaxed), 1);
     }
 
     #[test]

@@ -237,28 +237,31 @@ const CLEAN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Next {
     Record(Pending),
-    /// `CLEAN_RETRY` passed without a record (asked for only while a zeroing is due).
+    /// The wake-up came before a record (asked for only while a zeroing is due, or refusals
+    /// are held back).
     Idle,
     Closed,
 }
 
-/// The next record: polled for `LINGER` (yielding the CPU), then waited for; with `retry_clean`,
-/// at most `CLEAN_RETRY`.
-fn next_record(rx: &mpsc::Receiver<Pending>, retry_clean: bool) -> Next {
+/// The next record: polled for `LINGER` (yielding the CPU), then waited for; with `wake_in`, at
+/// most that long.
+fn next_record(rx: &mpsc::Receiver<Pending>, wake_in: Option<std::time::Duration>) -> Next {
     let started = std::time::Instant::now();
     loop {
         match rx.try_recv() {
             Ok(p) => return Next::Record(p),
             Err(mpsc::TryRecvError::Disconnected) => return Next::Closed,
             Err(mpsc::TryRecvError::Empty) if started.elapsed() < LINGER => std::thread::yield_now(),
-            Err(mpsc::TryRecvError::Empty) if retry_clean => {
-                return match rx.recv_timeout(CLEAN_RETRY) {
+            Err(mpsc::TryRecvError::Empty) => {
+                let Some(wake_in) = wake_in else {
+                    return rx.recv().map_or(Next::Closed, Next::Record);
+                };
+                return match rx.recv_timeout(wake_in) {
                     Ok(p) => Next::Record(p),
                     Err(mpsc::RecvTimeoutError::Timeout) => Next::Idle,
                     Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
-                }
+                };
             }
-            Err(mpsc::TryRecvError::Empty) => return rx.recv().map_or(Next::Closed, Next::Record),
         }
     }
 }
@@ -312,14 +315,20 @@ fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>, backlog: &Backlo
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::with_capacity(MAX_BATCH);
     loop {
-        let first = match next_record(&rx, file.stale()) {
+        // Woken without a record to retry a zeroing, or to log refusals held back.
+        let clean_retry = file.stale().then_some(CLEAN_RETRY);
+        let wake_in = [clean_retry, backlog.refused_due_in()].into_iter().flatten().min();
+        let first = match next_record(&rx, wake_in) {
             Next::Record(p) => p,
             Next::Idle => {
-                // A zeroing that hangs is a stalled disk too: past the stall limit, records
-                // are refused at once rather than each waiting out its request's timeout.
-                backlog.writing();
-                clean(&mut file);
-                backlog.written(0);
+                if file.stale() {
+                    // A zeroing that hangs is a stalled disk too: past the stall limit, records
+                    // are refused at once rather than each waiting out its request's timeout.
+                    backlog.writing();
+                    clean(&mut file);
+                    backlog.written(0);
+                }
+                backlog.report_refused(false);
                 continue;
             }
             Next::Closed => break,
@@ -342,12 +351,14 @@ fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>, backlog: &Backlo
         if let Err(e) = &result {
             tracing::error!(error = %e, "audit log write failed: the batch's requests are refused");
         }
+        backlog.report_refused(false);
         for done in waiters.drain(..) {
             let _ = done.send(result.clone());
         }
     }
     // Stopping: a failed batch whose zeroing failed too gets one more try (best effort: nothing
     // waits for this thread at exit).
+    backlog.report_refused(true);
     clean(&mut file);
 }
 
@@ -420,6 +431,38 @@ mod tests {
         record(&log, "After").await;
         assert_eq!(records_in(&path).len(), 51);
         assert!(!std::fs::read_to_string(&path).unwrap().contains("Stalled"));
+    }
+
+    /// Refusals held back after a warning are logged by the writer once a warning is due, though
+    /// no refusal comes after them (the disk recovered): after a batch, or on a timed wake-up.
+    #[tokio::test]
+    async fn refusals_held_back_are_logged_without_another_refusal() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.log")).unwrap();
+        let refuse = || async {
+            log.backlog.writing_since(backlog::STALLED + Duration::from_secs(1));
+            let refused = log.record(&AuditEvent::new("Stalled", "p".into(), None)).await;
+            assert!(refused.is_err());
+            log.backlog.written(0);
+        };
+        refuse().await; // logged at once
+        refuse().await; // held back
+        assert_eq!(log.backlog.refused(), 1);
+        // Due by the next batch's end.
+        log.backlog.warned(Duration::from_secs(11));
+        record(&log, "After").await;
+        assert_eq!(log.backlog.refused(), 0, "logged after the batch");
+        // Due only after the batch: the writer wakes for it.
+        refuse().await;
+        log.backlog.warned(Duration::from_secs(9));
+        record(&log, "After").await;
+        assert_eq!(log.backlog.refused(), 1, "not yet due");
+        let waited = std::time::Instant::now();
+        while log.backlog.refused() > 0 && waited.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(log.backlog.refused(), 0, "logged on the writer's wake-up");
     }
 
     #[tokio::test]
