@@ -156,7 +156,7 @@ pub async fn serve(
                 detached.clone(),
             )),
             auth,
-            kms,
+            kms.clone(),
             tls.is_some(),
             refusals.clone(),
             budget,
@@ -206,6 +206,7 @@ pub async fn serve(
     // The refusals counted since the last summary are written before the runtime goes.
     let _ = stop_summaries.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), refusal_summaries).await;
+    kms.report_refused_audit_records();
     if let Some(sweep) = sweep {
         sweep.abort();
     }

@@ -21,7 +21,8 @@ pub const STALLED: Duration = Duration::from_secs(10);
 const IDLE: i64 = i64::MIN;
 
 /// Refused records are logged at most this often (with how many there were).
-const WARN_EVERY_MS: i64 = 10_000;
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+const WARN_EVERY_MS: i64 = WARN_EVERY.as_millis() as i64;
 
 pub struct Backlog {
     /// Bytes of records handed to the writer and not yet answered.

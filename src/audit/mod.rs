@@ -206,6 +206,12 @@ impl AuditLog {
         Ok(AuditLog { tx, backlog })
     }
 
+    /// Logs the count of records refused since the last warning (at shutdown: the writer thread,
+    /// which logs it too, may not get to before the process exits).
+    pub fn report_refused_now(&self) {
+        self.backlog.report_refused(true);
+    }
+
     /// Appends the record and waits until it is durable. A record that can't be written fails the
     /// request: an operation that can't be audited is not performed silently. So does one the
     /// writer can't take now (`Backlog`: its disk stalled, or too much waiting for it).
@@ -237,15 +243,13 @@ const CLEAN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Next {
     Record(Pending),
-    /// The wake-up came before a record (asked for only while a zeroing is due, or refusals
-    /// are held back).
+    /// The wake-up came before a record.
     Idle,
     Closed,
 }
 
-/// The next record: polled for `LINGER` (yielding the CPU), then waited for; with `wake_in`, at
-/// most that long.
-fn next_record(rx: &mpsc::Receiver<Pending>, wake_in: Option<std::time::Duration>) -> Next {
+/// The next record: polled for `LINGER` (yielding the CPU), then waited for at most `wake_in`.
+fn next_record(rx: &mpsc::Receiver<Pending>, wake_in: std::time::Duration) -> Next {
     let started = std::time::Instant::now();
     loop {
         match rx.try_recv() {
@@ -253,9 +257,6 @@ fn next_record(rx: &mpsc::Receiver<Pending>, wake_in: Option<std::time::Duration
             Err(mpsc::TryRecvError::Disconnected) => return Next::Closed,
             Err(mpsc::TryRecvError::Empty) if started.elapsed() < LINGER => std::thread::yield_now(),
             Err(mpsc::TryRecvError::Empty) => {
-                let Some(wake_in) = wake_in else {
-                    return rx.recv().map_or(Next::Closed, Next::Record);
-                };
                 return match rx.recv_timeout(wake_in) {
                     Ok(p) => Next::Record(p),
                     Err(mpsc::RecvTimeoutError::Timeout) => Next::Idle,
@@ -315,9 +316,14 @@ fn write_loop(mut file: AuditFile, rx: mpsc::Receiver<Pending>, backlog: &Backlo
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::with_capacity(MAX_BATCH);
     loop {
-        // Woken without a record to retry a zeroing, or to log refusals held back.
-        let clean_retry = file.stale().then_some(CLEAN_RETRY);
-        let wake_in = [clean_retry, backlog.refused_due_in()].into_iter().flatten().min();
+        // Woken without a record to retry a zeroing, or to log refusals held back; and at least
+        // every `backlog::WARN_EVERY`, for refusals counted after this look.
+        let refused = backlog.refused_due_in().unwrap_or(backlog::WARN_EVERY);
+        let wake_in = if file.stale() {
+            refused.min(CLEAN_RETRY)
+        } else {
+            refused
+        };
         let first = match next_record(&rx, wake_in) {
             Next::Record(p) => p,
             Next::Idle => {
@@ -455,7 +461,7 @@ mod tests {
         assert_eq!(log.backlog.refused(), 0, "logged after the batch");
         // Due only after the batch: the writer wakes for it.
         refuse().await;
-        log.backlog.warned(Duration::from_secs(9));
+        log.backlog.warned(Duration::from_secs(5));
         record(&log, "After").await;
         assert_eq!(log.backlog.refused(), 1, "not yet due");
         let waited = std::time::Instant::now();

@@ -152,6 +152,11 @@ impl Kms {
         self.scope.key_arn(key_id)
     }
 
+    /// At shutdown: logs the count of audit records refused since the last warning.
+    pub fn report_refused_audit_records(&self) {
+        self.audit.report_refused_now();
+    }
+
     /// Appends the request's audit record and waits until it is durable.
     pub async fn audit(&self, event: &AuditEvent) -> Result<()> {
         self.audit.record(event).await
