@@ -1072,10 +1072,10 @@ async fn a_revoked_client_certificate_is_refused_after_a_sighup() {
     dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
 }
 
-/// Waits up to 10 s for `what` in a captured log: the server may log after the client has its
+/// Waits up to 20 s for `what` in a captured log: the server may log after the client has its
 /// answer, and a busy machine may take a while.
 async fn wait_for_log(log: &std::sync::Mutex<String>, what: &str) {
-    for _ in 0..100 {
+    for _ in 0..200 {
         if log.lock().unwrap().contains(what) {
             return;
         }
@@ -1106,10 +1106,12 @@ async fn an_out_of_date_revocation_list_refuses_its_cas_clients() {
     server.sighup();
     wait_for_log(&log, "not reloaded").await;
     assert!(logged("went out of date"), "{}", log.lock().unwrap());
+    let mut dave = connect("dave", Bearer::default()).await.unwrap();
+    dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
 
     // A list in date for a few seconds more, loaded on SIGHUP (not at start, so that a slow start
     // can't use up its life).
-    const IN_DATE_FOR: u64 = 10;
+    const IN_DATE_FOR: u64 = 25;
     pki.write_crl_for_seconds(IN_DATE_FOR as u32);
     let out_of_date_at = std::time::Instant::now() + std::time::Duration::from_secs(IN_DATE_FOR);
     server.sighup();
@@ -1118,7 +1120,7 @@ async fn an_out_of_date_revocation_list_refuses_its_cas_clients() {
     alice.list_keys(pb::ListKeysRequest::default()).await.unwrap();
     let mut bob = connect("alice", Bearer::token(Some(BOB_TOKEN))).await.unwrap();
     bob.list_keys(pb::ListKeysRequest::default()).await.unwrap();
-    let mut dave = connect("dave", Bearer::default()).await.unwrap();
+    dave = connect("dave", Bearer::default()).await.unwrap();
     dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
     assert!(
         std::time::Instant::now() < out_of_date_at,
@@ -1467,12 +1469,12 @@ async fn a_sighup_during_a_slow_start_is_survived() {
     )
     .await;
     server.stop();
-    // Every C_Login takes 1.5 s: the start-up is slow, and the SIGHUP comes in the middle of it,
-    // after the operator replaced Bob's token in the file.
+    // C_Login is held until the faults are cleared: the start-up is slow, and the SIGHUP comes
+    // in the middle of it, after the operator replaced Bob's token in the file.
     let faults = server.hsm.dir.path().join("tokens").join("faults.toml");
     let logins = server.hsm.dir.path().join("logins.txt");
     let rule = format!(
-        "latency_ms = 1500\nfunctions = [\"C_Login\"]\nrecord = {:?}\n",
+        "latency_ms = 60000\nuntil_released = true\nfunctions = [\"C_Login\"]\nrecord = {:?}\n",
         logins.display().to_string()
     );
     std::fs::write(&faults, rule).unwrap();
@@ -1487,6 +1489,7 @@ async fn a_sighup_during_a_slow_start_is_survived() {
         .status()
         .unwrap();
     assert!(hup.success());
+    std::fs::write(&faults, "").unwrap();
     let listening = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         std::io::BufReader::new(stdout)

@@ -71,7 +71,8 @@ async fn a_change_the_client_gave_up_on_is_still_audited() {
     let disable = c.disable_key(pb::DisableKeyRequest {
         key_id: key.key_id.clone(),
     });
-    let gave_up = tokio::time::timeout(std::time::Duration::from_secs(2), disable).await;
+    // Long enough for the server to have read the request, well inside its 5 s wait for the lock.
+    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(1500), disable).await;
     assert!(gave_up.is_err(), "the write should still be waiting for the lock");
     db.execute_batch("COMMIT").unwrap();
 

@@ -1313,7 +1313,8 @@ async fn a_cancelled_change_still_invalidates_once_written() {
     let delete = root.delete_alias(pb::DeleteAliasRequest {
         alias_name: "alias/ok".into(),
     });
-    let gave_up = tokio::time::timeout(Duration::from_secs(2), delete).await;
+    // Long enough for the server to have read the request, well inside its 5 s wait for the lock.
+    let gave_up = tokio::time::timeout(Duration::from_millis(1500), delete).await;
     assert!(gave_up.is_err(), "the write should still be waiting for the lock");
     db.execute_batch("COMMIT").unwrap();
 
