@@ -1153,7 +1153,7 @@ async fn an_out_of_date_revocation_list_refuses_its_cas_clients() {
     pki.write_crl(&[]);
     server.sighup();
     let mut served = false;
-    for _ in 0..100 {
+    for _ in 0..200 {
         if alice.list_keys(pb::ListKeysRequest::default()).await.is_ok() {
             served = true;
             break;
