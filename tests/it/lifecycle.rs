@@ -106,9 +106,24 @@ async fn a_stopping_server_finishes_and_audits_changes_under_way() {
         let key_id = key.key_id.clone();
         async move { c.disable_key(pb::DisableKeyRequest { key_id }).await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The `Started` record is made durable just before the store write that waits for the lock:
+    // once it is there, the change is under way (a fixed pause could let SIGTERM come first).
+    let waited = std::time::Instant::now();
+    while !server
+        .audit_records()
+        .1
+        .iter()
+        .any(|r| r["operation"] == "DisableKey" && r["outcome"] == "Started")
+    {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(20),
+            "no DisableKey under way in 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     server.sigterm();
-    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    // Past the 3 s grace, and 1.7 s inside the write's 5 s wait for the lock.
+    tokio::time::sleep(std::time::Duration::from_millis(3300)).await;
     db.execute_batch("COMMIT").unwrap();
     drop(db);
     let _ = disable.await;
