@@ -162,6 +162,10 @@ where
                     Some(caller) => too_large(caller),
                     None => return Poll::Ready(Ok(response)),
                 },
+                Poll::Ready(Ok(response)) if is_bad_framing(&response) => match caller.take() {
+                    Some(caller) => bad_framing(caller, &response),
+                    None => return Poll::Ready(Ok(response)),
+                },
                 Poll::Ready(Ok(response)) => match answered_outside_operation(&response).zip(caller.take()) {
                     Some((outcome, caller)) => refused(caller, outcome, response),
                     None => return Poll::Ready(Ok(response)),
@@ -204,6 +208,29 @@ fn answered_outside_operation(response: &Response<Body>) -> Option<&'static str>
         b"ServiceUnavailable" => Some("ServiceUnavailable"),
         _ => None,
     }
+}
+
+/// tonic's own answer to a request whose gRPC framing is wrong: no message, a message cut short,
+/// a bad compressed flag, a compressed message. It is INTERNAL or UNIMPLEMENTED, as if the server
+/// had failed, with no AWS name: an error and no request id, nor an exception name, as every other
+/// answer has (the operation's, and `answered_outside_operation`'s).
+fn is_bad_framing(response: &Response<Body>) -> bool {
+    let headers = response.headers();
+    headers.get("grpc-status").is_some_and(|s| s.as_bytes() != b"0")
+        && !headers.contains_key(REQUEST_ID)
+        && !headers.contains_key(ERROR_TYPE)
+}
+
+/// The answer to a request framed wrong: the client's mistake, a ValidationException that says
+/// what tonic found (its message names the framing, never the request's bytes).
+fn bad_framing(caller: Caller, response: &Response<Body>) -> Refusal {
+    let found = tonic::Status::from_header_map(response.headers())
+        .map(|s| s.message().trim_end_matches('.').to_string())
+        .unwrap_or_default();
+    let e = KmsError::Validation(format!("The request is not one well-formed gRPC message: {found}"));
+    let (ev, kms) = caller.refusal(e.name());
+    let status = to_status(&e, &ev.request_id);
+    audited(kms, ev, status.into_http())
 }
 
 /// A request refused before it began: the answer as it is, with a request id and an audit record.

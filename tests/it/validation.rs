@@ -1337,6 +1337,87 @@ async fn undecodable_request_bodies_are_validation_errors() {
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
 
+/// One request to `method` with `body` as its HTTP/2 body as it is (no gRPC framing added), and
+/// `grpc-encoding: gzip` when `gzip`: the server's answer as a status (all of these are answered
+/// trailers-only, in the headers).
+async fn framed_by_hand(server: &Server, method: &str, body: Vec<u8>, gzip: bool) -> tonic::Status {
+    use tonic::codegen::Service;
+    let mut channel = plain_channel(server).await;
+    let mut request =
+        tonic::codegen::http::Request::post(format!("http://localhost/kms.v1.KeyManagementService/{method}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+    if gzip {
+        request = request.header("grpc-encoding", "gzip");
+    }
+    let request = request
+        .body(tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(
+            body,
+        ))))
+        .unwrap();
+    std::future::poll_fn(|cx| channel.poll_ready(cx)).await.unwrap();
+    let response = channel.call(request).await.unwrap();
+    tonic::Status::from_header_map(response.headers()).expect("a trailers-only answer")
+}
+
+/// A request whose gRPC framing is wrong (no message, one cut short, a bad compressed flag, a
+/// compressed one) is the client's mistake: a ValidationException that says what is wrong, with
+/// a request id and an audit record, not tonic's INTERNAL or UNIMPLEMENTED with neither. State
+/// changes, whose bodies are read before the operation's task starts, the same.
+#[tokio::test]
+async fn badly_framed_requests_are_validation_errors() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    let message = [0x0a, 0x01, b'k']; // key_id "k"
+    let framed = |flag: u8, declared: u32, body: &[u8]| {
+        let mut v = vec![flag];
+        v.extend_from_slice(&declared.to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    };
+    let cases: [(&str, Vec<u8>, bool, &str); 5] = [
+        ("GenerateDataKey", vec![], false, "Missing request message"),
+        ("GenerateDataKey", framed(0, 10, &message), false, "Unexpected EOF"),
+        ("GenerateDataKey", framed(2, 3, &message), false, "compression flag"),
+        ("GenerateDataKey", framed(1, 3, &message), true, "gzip"),
+        ("DisableKey", vec![], false, "Missing request message"),
+    ];
+    for (method, body, gzip, why) in cases {
+        let status = framed_by_hand(&server, method, body, gzip).await;
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{method} {why}: {status:?}"
+        );
+        assert_eq!(error_type(&status), "ValidationException", "{method} {why}");
+        assert!(
+            status
+                .message()
+                .starts_with("The request is not one well-formed gRPC message: ")
+                && status.message().contains(why),
+            "{status:?}"
+        );
+        let record = server.audit_record_of(&status);
+        assert_eq!(
+            (record["operation"].as_str(), record["outcome"].as_str()),
+            (Some(method), Some("ValidationException"))
+        );
+    }
+    let state = c
+        .describe_key(pb::DescribeKeyRequest {
+            key_id: key.key_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key_metadata
+        .unwrap()
+        .key_state;
+    assert_eq!(state, "Enabled");
+    c.generate_data_key(gdk(&key.key_id)).await.unwrap();
+}
+
 /// A request may be 512 KiB. Values from it that an error message quotes are cut short, and no
 /// message is long enough to be refused as a header: the caller gets its exception, and its
 /// connection goes on serving (HTTP/2 clients refuse header lists over 16 KiB, and drop the
