@@ -15,6 +15,8 @@ use crate::error::{KmsError, Result};
 
 /// The largest policy document accepted, in bytes (AWS KMS: 32 KB).
 pub const MAX_POLICY_BYTES: usize = 32 * 1024;
+/// The `Policy` parameter's length constraint, in characters (a ValidationException past it).
+pub const MAX_POLICY_CHARS: usize = 131_072;
 
 /// The policy language versions IAM defines.
 pub const VERSIONS: [&str; 2] = ["2012-10-17", "2008-10-17"];
@@ -128,20 +130,23 @@ impl Policy {
         Ok(policy)
     }
 
-    /// The checks of a new key policy's text that AWS makes as parameter validation, before it
-    /// looks the key up or authorizes anything: at most 32 KB (LimitExceededException), at least one
-    /// character, and only tab, LF, CR and U+0020..U+00FF (ValidationException).
+    /// The checks of a new key policy's text that AWS makes before it looks the key up or
+    /// authorizes anything. First the parameter's own constraints (ValidationException): 1 to
+    /// 131072 characters, only tab, LF, CR and U+0020..U+00FF. Then the key policy quota: at most
+    /// 32 KB (LimitExceededException), so a text that is both too large and malformed is told it
+    /// is malformed.
     pub fn check_new_key_policy_text(text: &str) -> Result<()> {
+        const CONSTRAINT: &str =
+            "1 validation error detected: Value at 'policy' failed to satisfy constraint: Member must";
         if text.is_empty() {
-            return Err(KmsError::validation(
-                "1 validation error detected: Value at 'policy' failed to satisfy constraint: Member must \
-                 have length greater than or equal to 1",
-            ));
+            return Err(KmsError::validation(format!(
+                "{CONSTRAINT} have length greater than or equal to 1"
+            )));
         }
-        if text.len() > MAX_POLICY_BYTES {
-            return Err(KmsError::LimitExceeded(format!(
-                "The key policy is {} bytes; a key policy may be at most {MAX_POLICY_BYTES} bytes",
-                text.len()
+        let chars = text.chars().count();
+        if chars > MAX_POLICY_CHARS {
+            return Err(KmsError::validation(format!(
+                "{CONSTRAINT} have length less than or equal to {MAX_POLICY_CHARS} (it has {chars} characters)"
             )));
         }
         if let Some((at, c)) = text
@@ -150,10 +155,15 @@ impl Policy {
             .find(|(_, c)| !matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{ff}'))
         {
             return Err(KmsError::validation(format!(
-                "1 validation error detected: Value at 'policy' failed to satisfy constraint: Member must \
-                 satisfy regular expression pattern: [\\u0009\\u000A\\u000D\\u0020-\\u00FF]+ (character {at} is \
-                 U+{:04X})",
+                "{CONSTRAINT} satisfy regular expression pattern: [\\u0009\\u000A\\u000D\\u0020-\\u00FF]+ \
+                 (character {at} is U+{:04X})",
                 c as u32
+            )));
+        }
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(KmsError::LimitExceeded(format!(
+                "The key policy is {} bytes; a key policy may be at most {MAX_POLICY_BYTES} bytes",
+                text.len()
             )));
         }
         Ok(())

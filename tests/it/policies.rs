@@ -455,6 +455,19 @@ async fn put_get_list_key_policies_and_the_lockout_check() {
     let msg = expect_err(put_policy(&mut app, &key, &euro, false).await, "ValidationException");
     assert!(msg.contains("U+20AC"), "{msg}");
     assert_eq!(get_policy(&mut app, &key).await, latin1);
+    // The parameter's constraints come before the quota, as in AWS: a text over 32 KB with a
+    // character it may not have, or over the parameter's 131072 characters, is malformed
+    // (ValidationException), not merely too large.
+    let large_euro = format!("{euro}{}", " ".repeat(40 * 1024));
+    let msg = expect_err(
+        put_policy(&mut app, &key, &large_euro, false).await,
+        "ValidationException",
+    );
+    assert!(msg.contains("U+20AC"), "{msg}");
+    let huge = format!("{admin}{}", " ".repeat(131_073 - admin.len()));
+    let msg = expect_err(put_policy(&mut app, &key, &huge, false).await, "ValidationException");
+    assert!(msg.contains("less than or equal to 131072"), "{msg}");
+    assert_eq!(get_policy(&mut app, &key).await, latin1);
 }
 
 #[tokio::test]
