@@ -18,7 +18,7 @@ use ring::rand::SecureRandom;
 use super::authorize::conclude;
 use super::crypto::check_grant_tokens;
 use super::paging::{self, Page};
-use super::{refuse_pending_deletion, Access, Kms};
+use super::{Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::context::EncryptionContext;
@@ -178,7 +178,9 @@ impl Kms {
         let key = self
             .resolve(access, "keyId", &input.key_id, Accept::KeyOnly, ev)
             .await?;
-        refuse_pending_deletion(&self.key_arn(&key.key_id), &key)?;
+        // As in AWS's key state table: a disabled key takes no new grant (DisabledException),
+        // though its grants can still be listed, retired and revoked.
+        self.enabled(&key)?;
         let allowed = operations_for(&key);
         if let Some(bad) = scope.operations.iter().find(|o| !allowed.contains(&o.as_str())) {
             return Err(KmsError::validation(format!(

@@ -786,6 +786,70 @@ async fn create_grant_validation() {
     );
 }
 
+/// As AWS's key state table says: a disabled key takes no new grant (DisabledException), one
+/// pending deletion neither (KMSInvalidStateException); the grants it has can still be listed,
+/// retired and revoked.
+#[tokio::test]
+async fn create_grant_follows_the_key_state() {
+    let server = Server::start_with(&config()).await;
+    let mut root = server.client().await;
+    let key = create_key(&mut root).await;
+    let k = key.key_id.as_str();
+    let kept = create_grant(&mut root, grant_req(k, BOB, &["Encrypt"])).await;
+    let revoked = create_grant(&mut root, grant_req(k, CAROL, &["Decrypt"])).await;
+    let listed = |root: &mut Client| {
+        let mut root = root.clone();
+        async move {
+            let r = root.list_grants(pb::ListGrantsRequest {
+                key_id: k.into(),
+                ..Default::default()
+            });
+            r.await.unwrap().into_inner().grants.len()
+        }
+    };
+
+    root.disable_key(pb::DisableKeyRequest { key_id: k.into() })
+        .await
+        .unwrap();
+    let msg = expect_err(
+        root.create_grant(grant_req(k, BOB, &["Decrypt"])).await,
+        "DisabledException",
+    );
+    assert!(msg.ends_with("is disabled."), "{msg}");
+    assert_eq!(listed(&mut root).await, 2);
+    root.revoke_grant(pb::RevokeGrantRequest {
+        key_id: k.into(),
+        grant_id: revoked.grant_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(listed(&mut root).await, 1);
+
+    root.enable_key(pb::EnableKeyRequest { key_id: k.into() })
+        .await
+        .unwrap();
+    create_grant(&mut root, grant_req(k, BOB, &["Decrypt"])).await;
+    root.schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
+        key_id: k.into(),
+        pending_window_in_days: Some(7),
+    })
+    .await
+    .unwrap();
+    expect_err(
+        root.create_grant(grant_req(k, BOB, &["Encrypt"])).await,
+        "KMSInvalidStateException",
+    );
+    root.retire_grant(pb::RetireGrantRequest {
+        key_id: Some(k.into()),
+        grant_id: Some(kept.grant_id.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(listed(&mut root).await, 1);
+}
+
 /// Every cryptographic operation honours GrantTokens: an unknown token is refused, and a grant's
 /// token lets its grantee act in the same request.
 #[tokio::test]
