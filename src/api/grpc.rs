@@ -94,6 +94,7 @@ fn answer<T: WipeSecrets>(result: Result<T>, audited: Result<()>, request_id: &s
 }
 
 fn context(field: &str, map: std::collections::HashMap<String, String>) -> Result<EncryptionContext> {
+    EncryptionContext::check_size(field, map.iter())?;
     EncryptionContext::new(field, map)
 }
 
