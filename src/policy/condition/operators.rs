@@ -200,6 +200,18 @@ pub(crate) enum Values {
     Null(Vec<bool>),
 }
 
+/// Lists of string values longer than this are searched (sorted at compile time) rather than
+/// scanned: a policy may list thousands of values and a request carry thousands of context keys,
+/// and each pair compared would cost a request that many string comparisons.
+const SCAN_AT_MOST: usize = 16;
+
+/// String values sorted and without repeats, for `Values::any_matches`' binary search.
+fn sorted(mut values: Vec<String>) -> Vec<String> {
+    values.sort_unstable();
+    values.dedup();
+    values
+}
+
 /// What is wrong with one policy value of a typed operator.
 pub(crate) fn expected(family: Family) -> &'static str {
     match family {
@@ -228,8 +240,8 @@ impl Values {
             }
         };
         Ok(match family {
-            Family::String | Family::Binary => Values::Exact(raw.to_vec()),
-            Family::StringIgnoreCase => Values::IgnoreCase(raw.iter().map(|s| s.to_lowercase()).collect()),
+            Family::String | Family::Binary => Values::Exact(sorted(raw.to_vec())),
+            Family::StringIgnoreCase => Values::IgnoreCase(sorted(raw.iter().map(|s| s.to_lowercase()).collect())),
             Family::StringLike => Values::Like(raw.iter().map(|s| Pattern::compile(s)).collect()),
             Family::Arn => Values::Arn(raw.iter().map(|s| ArnPattern::compile(s)).collect()),
             Family::Numeric(_) => Values::Numeric(each(raw, parse_number)?),
@@ -245,14 +257,20 @@ impl Values {
     /// matches nothing.
     pub(crate) fn any_matches(&self, family: Family, request: &str) -> bool {
         match self {
+            Values::Exact(vs) if vs.len() > SCAN_AT_MOST => vs.binary_search_by(|v| v.as_str().cmp(request)).is_ok(),
             Values::Exact(vs) => vs.iter().any(|v| v == request),
+            // The policy's values are lowercased already: an ASCII request value need only be
+            // compared ignoring ASCII case.
+            Values::IgnoreCase(vs) if request.is_ascii() && vs.len() <= SCAN_AT_MOST => {
+                vs.iter().any(|v| v.eq_ignore_ascii_case(request))
+            }
             Values::IgnoreCase(vs) => {
-                if request.is_ascii() {
-                    vs.iter().any(|v| v.eq_ignore_ascii_case(request))
+                let folded = if request.is_ascii() {
+                    request.to_ascii_lowercase()
                 } else {
-                    let folded = request.to_lowercase();
-                    vs.contains(&folded)
-                }
+                    request.to_lowercase()
+                };
+                vs.binary_search(&folded).is_ok()
             }
             Values::Like(ps) => ps.iter().any(|p| p.matches(request)),
             Values::Arn(ps) => ps.iter().any(|p| p.matches(request)),
@@ -316,6 +334,44 @@ fn parse_number(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Long lists are searched, short ones scanned: both answer as a comparison with each value
+    /// would, whatever the values' order, repeats or case.
+    #[test]
+    fn long_and_short_value_lists_match_the_same() {
+        for n in [3, SCAN_AT_MOST + 1, 500] {
+            let mut raw: Vec<String> = (0..n).rev().map(|i| format!("Value-{i}")).collect();
+            raw.push("Value-0".into());
+            raw.push("ÉTÉ".into());
+            raw.push("\u{212a}elvin".into()); // the Kelvin sign lowercases to an ASCII k
+            let exact = Values::compile(Family::String, &raw).unwrap();
+            let ignore = Values::compile(Family::StringIgnoreCase, &raw).unwrap();
+            for (request, equal, ignoring_case) in [
+                ("Value-0", true, true),
+                (format!("Value-{}", n - 1).as_str(), true, true),
+                ("value-0", false, true),
+                ("VALUE-0", false, true),
+                (format!("Value-{n}").as_str(), false, false),
+                ("ÉTÉ", true, true),
+                ("été", false, true),
+                ("ete", false, false),
+                ("kelvin", false, true),
+                ("Value", false, false),
+                ("", false, false),
+            ] {
+                assert_eq!(
+                    exact.any_matches(Family::String, request),
+                    equal,
+                    "{n} values, {request}"
+                );
+                assert_eq!(
+                    ignore.any_matches(Family::StringIgnoreCase, request),
+                    ignoring_case,
+                    "{n} values, {request} ignoring case"
+                );
+            }
+        }
+    }
 
     #[test]
     fn operator_names() {
