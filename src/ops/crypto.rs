@@ -468,7 +468,7 @@ impl Kms {
             let record = self.wrapped_material(&cache_key, key.current_material).await?;
             let aad = wrap_aad(&key.key_id, material_id);
             let plain = self.hsm.call(move |h| h.unwrap(&record.wrapped, &aad)).await?;
-            Ok(Arc::new(Material::from_plain(key.key_spec, &plain)?))
+            Ok(Arc::new(self.material_from_plain(key.key_spec, plain).await?))
         };
         let material = self.materials.get_or_load(&cache_key, unwrap).await?;
         // With the cache off nothing was kept, so there is nothing to drop.
@@ -476,6 +476,16 @@ impl Kms {
             self.drop_material_unless_enabled(&key.key_id).await;
         }
         Ok(material)
+    }
+
+    /// The key `plain` encodes. A private key's PKCS#8 is parsed and checked (recomputing an EC
+    /// public key, RSA's precomputation: up to milliseconds for P-384 and RSA 4096) on the
+    /// private-key pool, not a runtime worker: with the material cache off, every Sign does it.
+    pub(super) async fn material_from_plain(&self, spec: KeySpec, plain: Zeroizing<Vec<u8>>) -> Result<Material> {
+        if spec == KeySpec::SymmetricDefault || spec.is_hmac() {
+            return Material::from_plain(spec, &plain);
+        }
+        self.cpu(move || Material::from_plain(spec, &plain)).await
     }
 
     /// The stored (wrapped) material, from memory when it was read before.

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha20Rng;
 use zeroize::Zeroizing;
 
 use super::authorize::KeyUnderCheck;
-use super::material::{wrap_aad, Material, MATERIAL_LEN};
+use super::material::{wrap_aad, MATERIAL_LEN};
 use super::paging::{self, Page};
 use super::private_key::generate;
 use super::{refuse_pending_deletion, Access, Kms};
@@ -130,9 +130,12 @@ impl Kms {
         self.store(move |s| s.create_key(&record, &material, &tags, &policy_text))
             .await?;
         self.policies.insert_if_unchanged(key_id, seen, key_policy);
-        // The first use of a new key need not go back to the HSM.
-        self.materials
-            .insert_if_unchanged(cache_key, material_seen, Arc::new(Material::from_plain(spec, &plain)?));
+        // The first use of a new key need not go back to the HSM. (Only a warm-up: the key is
+        // created either way, and a first use that found no material would unwrap it.)
+        if let Ok(material) = self.material_from_plain(spec, plain).await {
+            self.materials
+                .insert_if_unchanged(cache_key, material_seen, Arc::new(material));
+        }
         Ok(key)
     }
 
