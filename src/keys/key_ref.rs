@@ -64,19 +64,7 @@ impl ArnScope {
     /// Parses a `KeyId` parameter. Malformed ids and ARNs of other accounts or regions are
     /// NotFoundException, as AWS answers them.
     pub fn parse(&self, field: &str, input: &str, accept: Accept) -> Result<KeyRef> {
-        if input.is_empty() {
-            return Err(KmsError::validation(format!(
-                "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
-                 Member must have length greater than or equal to 1"
-            )));
-        }
-        // AWS counts characters, not bytes (the byte count is the cheap first test).
-        if input.len() > 2048 && input.chars().count() > 2048 {
-            return Err(KmsError::validation(format!(
-                "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
-                 Member must have length less than or equal to 2048"
-            )));
-        }
+        check_key_id_length(field, input)?;
         let parsed = if let Some(resource) = input.strip_prefix("arn:") {
             self.parse_arn(input, resource)?
         } else if input.starts_with("alias/") {
@@ -125,6 +113,26 @@ impl ArnScope {
 /// A key id is a lowercase hyphenated UUID.
 pub fn is_key_id(s: &str) -> bool {
     s.len() == 36 && uuid::Uuid::parse_str(s).is_ok() && !s.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+/// A `KeyId` parameter's length constraint (1 to 2048 characters, a ValidationException): checked
+/// by `parse`, and up front where an operation looks something else up first, since AWS checks
+/// every parameter's constraints before any lookup.
+pub fn check_key_id_length(field: &str, input: &str) -> Result<()> {
+    if input.is_empty() {
+        return Err(KmsError::validation(format!(
+            "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
+             Member must have length greater than or equal to 1"
+        )));
+    }
+    // AWS counts characters, not bytes (the byte count is the cheap first test).
+    if input.len() > 2048 && input.chars().count() > 2048 {
+        return Err(KmsError::validation(format!(
+            "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
+             Member must have length less than or equal to 2048"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::keys::algorithms::EncryptionAlgorithm;
 use crate::keys::ciphertext::{self, MAX_BLOB, NONCE_LEN};
 use crate::keys::context::EncryptionContext;
 use crate::keys::dry_run::DryRun;
-use crate::keys::key_ref::Accept;
+use crate::keys::key_ref::{check_key_id_length, Accept};
 use crate::keys::names;
 use crate::keys::{enum_error, KeyRecord, KeySpec, KeyState, KeyUsage, MaterialRecord};
 use crate::policy::keys as ck;
@@ -155,6 +155,10 @@ impl Kms {
         // Before any key is looked up, as AWS checks it (a dry run that ignores it may be empty).
         let min_blob = usize::from(dry_run != DryRun::IgnoreCiphertext);
         names::length("ciphertextBlob", blob.len(), min_blob, MAX_BLOB)?;
+        check_key_id_length("destinationKeyId", destination_key_id)?;
+        if let Some(source) = source_key_id {
+            check_key_id_length("sourceKeyId", source)?;
+        }
         // The destination key, looked up once before anything is decided: kms:ReEncryptOnSameKey
         // is part of both decisions (ReEncryptFrom and ReEncryptTo), which must see the same key.
         let destination = self

@@ -23,7 +23,7 @@ use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
 use crate::keys::context::EncryptionContext;
 use crate::keys::dry_run::DryRun;
-use crate::keys::key_ref::Accept;
+use crate::keys::key_ref::{check_key_id_length, Accept};
 use crate::keys::{now_secs, KeyRecord, KeySpec, KeyUsage};
 use crate::policy::{self, keys as ck, Decision, Policy, RequestContext};
 use crate::store::GrantRecord;
@@ -339,9 +339,18 @@ impl Kms {
         dry_run: DryRun,
         ev: &mut AuditEvent,
     ) -> Result<()> {
+        // Every parameter's constraints before any lookup, as AWS checks them.
+        if let Some(token) = token {
+            check_grant_tokens(std::slice::from_ref(&token.to_string()))?;
+        }
+        if let Some(k) = key_id {
+            check_key_id_length("keyId", k)?;
+        }
+        if let Some(id) = grant_id {
+            check_grant_id(id)?;
+        }
         let grant = match (token, key_id, grant_id) {
             (Some(token), _, _) => {
-                check_grant_tokens(std::slice::from_ref(&token.to_string()))?;
                 let grant = self.grant_for_token(token).await?;
                 if let Some(k) = key_id {
                     let key = self.lookup("keyId", k, Accept::KeyOnly, ev).await?;
@@ -355,7 +364,6 @@ impl Kms {
                 grant
             }
             (None, Some(k), Some(id)) => {
-                check_grant_id(id)?;
                 let key = self.lookup("keyId", k, Accept::KeyOnly, ev).await?;
                 let owned = id.to_string();
                 self.store(move |s| s.get_grant(&owned))

@@ -784,6 +784,25 @@ async fn create_grant_validation() {
         .await,
         "NotFoundException",
     );
+
+    // RetireGrant checks every parameter's constraints before it looks the token up, as AWS.
+    let retire = |key_id: Option<String>, grant_id: Option<String>| pb::RetireGrantRequest {
+        grant_token: Some("0".repeat(128)),
+        key_id,
+        grant_id,
+        ..Default::default()
+    };
+    for (key_id, grant_id) in [
+        (None, Some("g".repeat(129))),
+        (Some(String::new()), None),
+        (Some("k".repeat(2049)), None),
+    ] {
+        expect_err(root.retire_grant(retire(key_id, grant_id)).await, "ValidationException");
+    }
+    expect_err(
+        root.retire_grant(retire(Some(k.into()), Some("g".repeat(128)))).await,
+        "InvalidGrantTokenException",
+    );
 }
 
 /// As AWS's key state table says: a disabled key takes no new grant (DisabledException), one

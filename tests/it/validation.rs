@@ -429,6 +429,22 @@ async fn sizes_and_counts_of_crypto_parameters() {
         expect_err(c.decrypt(decrypt(blob.clone())).await, "InvalidCiphertextException");
         expect_err(c.re_encrypt(re_encrypt(blob)).await, "InvalidCiphertextException");
     }
+    // ReEncrypt's key ids: 1-2048 characters, checked before either key is looked up (so before
+    // a destination that doesn't exist is NotFoundException).
+    let missing = "11111111-2222-3333-4444-555555555555";
+    for (source, destination) in [
+        (Some(String::new()), missing.to_string()),
+        (Some("k".repeat(2049)), missing.to_string()),
+        (None, String::new()),
+    ] {
+        let r = pb::ReEncryptRequest {
+            ciphertext_blob: max.ciphertext_blob.clone(),
+            source_key_id: source,
+            destination_key_id: destination,
+            ..Default::default()
+        };
+        expect_err(c.re_encrypt(r).await, v);
+    }
     let d = c
         .decrypt(decrypt(max.ciphertext_blob.clone()))
         .await
