@@ -66,29 +66,36 @@ pub fn alias_name(s: &str) -> Result<()> {
     Ok(())
 }
 
-/// Tag keys 1-128 characters, values 0-256; keys starting with `aws:` are reserved.
+/// Tag keys 1-128 characters and values 0-256 (ValidationException: the parameters' constraints,
+/// checked first, as AWS does); then at most 50 tags, no `aws:` key, no key twice (TagException).
 pub fn tags(tags: &[Tag]) -> Result<()> {
-    // The count first: every check below is linear in it, and a request may carry thousands.
+    tag_lengths(tags)?;
     if tags.len() > MAX_TAGS_PER_KEY {
         return Err(KmsError::Tag(format!(
             "Too many tags: {} given, a key can have at most {MAX_TAGS_PER_KEY}",
             tags.len()
         )));
     }
+    let mut seen = std::collections::HashSet::with_capacity(tags.len());
     for t in tags {
-        tag_key(&t.key)?;
+        not_reserved(&t.key)?;
+        if !seen.insert(t.key.as_str()) {
+            return Err(KmsError::Tag(format!("Duplicate tag key '{}' in the request", t.key)));
+        }
+    }
+    Ok(())
+}
+
+/// Tag keys 1-128 characters and values 0-256 (ValidationException), the part of `tags` that is the
+/// parameters' constraints.
+pub fn tag_lengths(tags: &[Tag]) -> Result<()> {
+    for t in tags {
+        tag_key_length(&t.key)?;
         if t.value.chars().count() > MAX_TAG_VALUE {
-            // A length is a parameter constraint: ValidationException, as AWS.
             return Err(KmsError::validation(format!(
                 "Tag value of tag key '{}' is longer than {MAX_TAG_VALUE} characters",
                 t.key
             )));
-        }
-    }
-    let mut seen = std::collections::HashSet::with_capacity(tags.len());
-    for t in tags {
-        if !seen.insert(t.key.as_str()) {
-            return Err(KmsError::Tag(format!("Duplicate tag key '{}' in the request", t.key)));
         }
     }
     Ok(())
@@ -99,7 +106,8 @@ pub fn tags(tags: &[Tag]) -> Result<()> {
 /// every `aws:TagKeys` value of the policies in play (~170,000 names fit in a request).
 pub const MAX_UNTAG_KEYS: usize = 1000;
 
-/// UntagResource's TagKeys: at most [`MAX_UNTAG_KEYS`], each a valid tag key.
+/// UntagResource's TagKeys: at most [`MAX_UNTAG_KEYS`] (checked first: the checks after are linear
+/// in them), each 1-128 characters, then none with the reserved `aws:` prefix.
 pub fn untag_keys(keys: &[String]) -> Result<()> {
     if keys.len() > MAX_UNTAG_KEYS {
         return Err(KmsError::validation(format!(
@@ -108,16 +116,21 @@ pub fn untag_keys(keys: &[String]) -> Result<()> {
             keys.len()
         )));
     }
-    keys.iter().try_for_each(|k| tag_key(k))
+    keys.iter().try_for_each(|k| tag_key_length(k))?;
+    keys.iter().try_for_each(|k| not_reserved(k))
 }
 
-pub fn tag_key(k: &str) -> Result<()> {
+fn tag_key_length(k: &str) -> Result<()> {
     let n = k.chars().count();
     if n == 0 || n > MAX_TAG_KEY {
         return Err(KmsError::validation(format!(
             "Tag key must be 1 to {MAX_TAG_KEY} characters long, got {n}"
         )));
     }
+    Ok(())
+}
+
+fn not_reserved(k: &str) -> Result<()> {
     // Reserved in any case: AWS:, Aws:, ...
     if k.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {
         return Err(KmsError::Tag(format!(

@@ -6,7 +6,7 @@ use super::paging::{self, Page};
 use super::{refuse_pending_deletion, Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
-use crate::keys::key_ref::Accept;
+use crate::keys::key_ref::{check_key_id_length, Accept};
 use crate::keys::names::{self, MAX_ALIASES_PER_KEY};
 use crate::keys::{now_secs, AliasRecord};
 
@@ -26,8 +26,10 @@ fn stale_alias<const N: usize>(name: &str, keys: [String; N]) -> impl FnOnce(&Km
 
 impl Kms {
     pub async fn create_alias(&self, name: &str, target: &str, ev: &mut AuditEvent) -> Result<()> {
+        // Input first, as AWS checks it: a malformed TargetKeyId is refused before any lookup,
+        // and its length (a parameter constraint) before the reserved alias names (a rule).
+        check_key_id_length("targetKeyId", target)?;
         names::alias_name(name)?;
-        // Input first, as AWS checks it: a malformed TargetKeyId is refused before any lookup.
         self.scope.parse("targetKeyId", target, Accept::KeyOnly)?;
         self.authorize_alias(ev, &Access::new("kms:CreateAlias"), name)?;
         let key = self
@@ -58,8 +60,10 @@ impl Kms {
     /// Moves an alias to another key of the same type (symmetric, asymmetric or HMAC) and usage,
     /// as AWS requires.
     pub async fn update_alias(&self, name: &str, target: &str, ev: &mut AuditEvent) -> Result<()> {
+        // Input first, as AWS checks it: a malformed TargetKeyId is refused before any lookup,
+        // and its length (a parameter constraint) before the reserved alias names (a rule).
+        check_key_id_length("targetKeyId", target)?;
         names::alias_name(name)?;
-        // Input first, as AWS checks it: a malformed TargetKeyId is refused before any lookup.
         self.scope.parse("targetKeyId", target, Accept::KeyOnly)?;
         self.authorize_alias(ev, &Access::new("kms:UpdateAlias"), name)?;
         let mut current = self.stored_alias_target(name).await?;
@@ -186,6 +190,9 @@ impl Kms {
         // AWS ListAliases: Limit 1-100, default 50 (ListKeys allows up to 1000).
         // Input first, as AWS checks it: a bad Limit or Marker is refused whoever asks.
         let limit = paging::limit(limit, 50, 100)?;
+        if let Some(k) = key_id {
+            check_key_id_length("keyId", k)?;
+        }
         let listed_key = key_id.map(|k| self.scope.listed_key(k));
         let listing = paging::Listing::new("ListAliases", &[listed_key.as_deref()]);
         let after = paging::decode_marker(&listing, marker)?;

@@ -6,7 +6,7 @@ use super::paging::{self, Page};
 use super::{Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::{KmsError, Result};
-use crate::keys::key_ref::Accept;
+use crate::keys::key_ref::{check_key_id_length, Accept};
 use crate::policy::{self, keys as ck, Policy};
 
 const DEFAULT_NAME: &str = "default";
@@ -20,8 +20,12 @@ impl Kms {
         bypass_lockout_check: bool,
         ev: &mut AuditEvent,
     ) -> Result<()> {
-        check_policy_name(policy_name)?;
+        // The parameters' constraints (ValidationException) before the rules of the service: a
+        // policy name other than `default` (NotFoundException), the 32 KB quota.
+        check_policy_name_syntax(policy_name)?;
+        check_key_id_length("keyId", key_id)?;
         Policy::check_new_key_policy_text(&text)?;
+        check_policy_name(policy_name)?;
         let access = Access::new("kms:PutKeyPolicy")
             .with(ck::BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, bypass_lockout_check.to_string());
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
@@ -39,6 +43,8 @@ impl Kms {
     }
 
     pub async fn get_key_policy(&self, key_id: &str, policy_name: Option<&str>, ev: &mut AuditEvent) -> Result<String> {
+        check_policy_name_syntax(policy_name)?;
+        check_key_id_length("keyId", key_id)?;
         check_policy_name(policy_name)?;
         let key = self
             .resolve(Access::new("kms:GetKeyPolicy"), "keyId", key_id, Accept::KeyOnly, ev)
@@ -57,6 +63,7 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Page<String>> {
         let limit = paging::limit(limit, 100, 1000)?;
+        check_key_id_length("keyId", key_id)?;
         let listing = paging::Listing::new("ListKeyPolicies", &[Some(&self.scope.listed_key(key_id))]);
         let after = paging::decode_marker(&listing, marker)?;
         self.resolve(Access::new("kms:ListKeyPolicies"), "keyId", key_id, Accept::KeyOnly, ev)
@@ -70,10 +77,9 @@ impl Kms {
     }
 }
 
-/// PolicyName is optional; the only policy is "default".
-fn check_policy_name(name: Option<&str>) -> Result<()> {
+/// PolicyName's constraint: `[\w]+`, 1-128 characters (optional).
+fn check_policy_name_syntax(name: Option<&str>) -> Result<()> {
     match name {
-        None | Some(DEFAULT_NAME) => Ok(()),
         Some(n) if n.is_empty() || n.len() > 128 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
             Err(KmsError::validation(format!(
                 "1 validation error detected: Value '{}' at 'policyName' failed to satisfy constraint: \
@@ -81,6 +87,14 @@ fn check_policy_name(name: Option<&str>) -> Result<()> {
                 crate::error::quoted(n)
             )))
         }
+        _ => Ok(()),
+    }
+}
+
+/// The only policy is "default" (a name of the right form, checked by `check_policy_name_syntax`).
+fn check_policy_name(name: Option<&str>) -> Result<()> {
+    match name {
+        None | Some(DEFAULT_NAME) => Ok(()),
         Some(n) => Err(KmsError::NotFound(format!(
             "No key policy named '{n}': the only key policy is 'default'"
         ))),

@@ -38,10 +38,13 @@ const DAY: i64 = 86_400;
 
 impl Kms {
     pub async fn create_key(&self, input: CreateKeyInput, ev: &mut AuditEvent) -> Result<KeyRecord> {
+        // The parameters' constraints (ValidationException) first, as AWS checks them; the
+        // service's rules (unsupported specs, tag rules, the policy quota) after.
         names::description(&input.description)?;
         if let Some(text) = &input.policy {
-            Policy::check_new_key_policy_text(text)?;
+            Policy::check_key_policy_constraints(text)?;
         }
+        names::tag_lengths(&input.tags)?;
         let spec = match (&input.key_spec, &input.customer_master_key_spec) {
             // As AWS, even when the two agree.
             (Some(_), Some(_)) => {
@@ -67,6 +70,9 @@ impl Kms {
             ));
         }
         names::tags(&input.tags)?;
+        if let Some(text) = &input.policy {
+            Policy::check_key_policy_quota(text)?;
+        }
         let bypass = input.bypass_policy_lockout_safety_check;
         let access = Access::new("kms:CreateKey")
             .request_tags(&input.tags)

@@ -6,12 +6,13 @@ use super::paging::{self, Page};
 use super::{refuse_pending_deletion, Access, Kms};
 use crate::audit::AuditEvent;
 use crate::error::Result;
-use crate::keys::key_ref::Accept;
+use crate::keys::key_ref::{check_key_id_length, Accept};
 use crate::keys::names::{self, MAX_TAGS_PER_KEY};
 use crate::keys::Tag;
 
 impl Kms {
     pub async fn tag_resource(&self, key_id: &str, tags: Vec<Tag>, ev: &mut AuditEvent) -> Result<()> {
+        check_key_id_length("keyId", key_id)?;
         names::tags(&tags)?;
         let access = Access::new("kms:TagResource").request_tags(&tags);
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
@@ -25,6 +26,7 @@ impl Kms {
     }
 
     pub async fn untag_resource(&self, key_id: &str, tag_keys: Vec<String>, ev: &mut AuditEvent) -> Result<()> {
+        check_key_id_length("keyId", key_id)?;
         names::untag_keys(&tag_keys)?;
         let access = Access::new("kms:UntagResource").tag_keys(&tag_keys);
         let key = self.resolve(access, "keyId", key_id, Accept::KeyOnly, ev).await?;
@@ -58,6 +60,7 @@ impl Kms {
         ev: &mut AuditEvent,
     ) -> Result<Page<Tag>> {
         let limit = paging::limit(limit, 50, 50)?;
+        check_key_id_length("keyId", key_id)?;
         let listing = paging::Listing::new("ListResourceTags", &[Some(&self.scope.listed_key(key_id))]);
         let after = paging::decode_marker(&listing, marker)?;
         let key = self

@@ -131,11 +131,16 @@ impl Policy {
     }
 
     /// The checks of a new key policy's text that AWS makes before it looks the key up or
-    /// authorizes anything. First the parameter's own constraints (ValidationException): 1 to
-    /// 131072 characters, only tab, LF, CR and U+0020..U+00FF. Then the key policy quota: at most
-    /// 32 KB (LimitExceededException), so a text that is both too large and malformed is told it
-    /// is malformed.
+    /// authorizes anything. First the parameter's own constraints, then the key policy quota, so
+    /// a text that is both too large and malformed is told it is malformed.
     pub fn check_new_key_policy_text(text: &str) -> Result<()> {
+        Policy::check_key_policy_constraints(text)?;
+        Policy::check_key_policy_quota(text)
+    }
+
+    /// The `Policy` parameter's constraints (ValidationException): 1 to 131072 characters, only
+    /// tab, LF, CR and U+0020..U+00FF.
+    pub fn check_key_policy_constraints(text: &str) -> Result<()> {
         const CONSTRAINT: &str =
             "1 validation error detected: Value at 'policy' failed to satisfy constraint: Member must";
         if text.is_empty() {
@@ -160,6 +165,11 @@ impl Policy {
                 c as u32
             )));
         }
+        Ok(())
+    }
+
+    /// The key policy quota, 32 KB (LimitExceededException).
+    pub fn check_key_policy_quota(text: &str) -> Result<()> {
         if text.len() > MAX_POLICY_BYTES {
             return Err(KmsError::LimitExceeded(format!(
                 "The key policy is {} bytes; a key policy may be at most {MAX_POLICY_BYTES} bytes",

@@ -1401,6 +1401,133 @@ async fn malformed_input_is_refused_before_authorization() {
     };
     let msg = expect_err(app.verify(short_digest).await, "ValidationException");
     assert!(msg.contains("must be 64 bytes, got 5"), "{msg}");
+    // A KeyId's length is a parameter constraint too, checked before the listing is authorized.
+    let empty_key = pb::ListAliasesRequest {
+        key_id: Some(String::new()),
+        ..Default::default()
+    };
+    expect_err(app.list_aliases(empty_key).await, "ValidationException");
+}
+
+/// With several things wrong, the parameters' constraints (ValidationException) are reported
+/// before the service's rules, as AWS checks them: a marker not ours, a policy name other than
+/// `default`, reserved tag keys and too many tags, the 32 KB policy quota, reserved alias names.
+#[tokio::test]
+async fn constraints_come_before_the_services_rules() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let k = crate::common::create_key(&mut c).await.key_id;
+    let v = "ValidationException";
+    let foreign_marker = Some("x".to_string());
+    expect_err(
+        c.list_aliases(pb::ListAliasesRequest {
+            key_id: Some(String::new()),
+            marker: foreign_marker.clone(),
+            ..Default::default()
+        })
+        .await,
+        v,
+    );
+    expect_err(
+        c.list_resource_tags(pb::ListResourceTagsRequest {
+            key_id: String::new(),
+            marker: foreign_marker.clone(),
+            ..Default::default()
+        })
+        .await,
+        v,
+    );
+    expect_err(
+        c.list_key_policies(pb::ListKeyPoliciesRequest {
+            key_id: String::new(),
+            marker: foreign_marker.clone(),
+            ..Default::default()
+        })
+        .await,
+        v,
+    );
+    expect_err(
+        c.put_key_policy(pb::PutKeyPolicyRequest {
+            key_id: k.clone(),
+            policy_name: Some("foo".into()),
+            policy: String::new(),
+            ..Default::default()
+        })
+        .await,
+        v,
+    );
+    expect_err(
+        c.get_key_policy(pb::GetKeyPolicyRequest {
+            key_id: String::new(),
+            policy_name: Some("foo".into()),
+        })
+        .await,
+        v,
+    );
+    let tag = |key: &str, value: &str| pb::Tag {
+        tag_key: key.into(),
+        tag_value: value.into(),
+    };
+    let mut fifty_one: Vec<pb::Tag> = (0..50).map(|i| tag(&format!("t{i}"), "v")).collect();
+    fifty_one.push(tag(&"k".repeat(129), "v"));
+    for (key_id, tags) in [
+        (k.clone(), vec![tag("aws:x", "v"), tag("k", &"v".repeat(257))]),
+        (k.clone(), fifty_one.clone()),
+        (String::new(), vec![tag("aws:x", "v")]),
+    ] {
+        expect_err(c.tag_resource(pb::TagResourceRequest { key_id, tags }).await, v);
+    }
+    expect_err(
+        c.untag_resource(pb::UntagResourceRequest {
+            key_id: k.clone(),
+            tag_keys: vec!["aws:x".into(), String::new()],
+        })
+        .await,
+        v,
+    );
+    let large_policy = format!("{{\"Version\": \"2012-10-17\"}}{}", " ".repeat(40 * 1024));
+    expect_err(
+        c.create_key(pb::CreateKeyRequest {
+            policy: Some(large_policy),
+            tags: vec![tag(&"k".repeat(129), "v")],
+            ..Default::default()
+        })
+        .await,
+        v,
+    );
+    expect_err(
+        c.create_alias(pb::CreateAliasRequest {
+            alias_name: "alias/aws/x".into(),
+            target_key_id: String::new(),
+        })
+        .await,
+        v,
+    );
+    // Each rule alone still gets its own exception.
+    expect_err(
+        c.tag_resource(pb::TagResourceRequest {
+            key_id: k.clone(),
+            tags: vec![tag("aws:x", "v")],
+        })
+        .await,
+        "TagException",
+    );
+    expect_err(
+        c.get_key_policy(pb::GetKeyPolicyRequest {
+            key_id: k.clone(),
+            policy_name: Some("foo".into()),
+        })
+        .await,
+        "NotFoundException",
+    );
+    expect_err(
+        c.create_alias(pb::CreateAliasRequest {
+            alias_name: "alias/aws/x".into(),
+            target_key_id: k.clone(),
+        })
+        .await,
+        "InvalidAliasNameException",
+    );
 }
 
 /// Condition keys AWS sets on every request from an IAM user (`aws:PrincipalType`,
