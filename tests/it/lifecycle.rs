@@ -195,16 +195,7 @@ async fn a_sigterm_during_a_slow_start_stops_the_server_cleanly() {
 
 /// The key's state, and whether the audit log has a successful DisableKey.
 async fn disabled_and_audited(server: &Server, c: &mut Client, key_id: &str) -> (String, bool) {
-    let state = c
-        .describe_key(pb::DescribeKeyRequest {
-            key_id: key_id.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .key_metadata
-        .unwrap()
-        .key_state;
+    let state = describe(c, key_id).await.key_state;
     let audited = server
         .audit_records()
         .1

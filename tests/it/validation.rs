@@ -1420,17 +1420,7 @@ async fn badly_framed_requests_are_validation_errors() {
             (Some(method), Some("ValidationException"))
         );
     }
-    let state = c
-        .describe_key(pb::DescribeKeyRequest {
-            key_id: key.key_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .key_metadata
-        .unwrap()
-        .key_state;
-    assert_eq!(state, "Enabled");
+    assert_eq!(describe(&mut c, &key.key_id).await.key_state, "Enabled");
     c.generate_data_key(gdk(&key.key_id)).await.unwrap();
 }
 
