@@ -158,17 +158,11 @@ where
             let refusal = match answer.poll(cx) {
                 // Refused before the operation began (so before `begin`): answered, as every
                 // refusal, with a request id and once its audit record is written.
-                Poll::Ready(Ok(response)) if is_too_large(&response) => match caller.take() {
-                    Some(caller) => too_large(caller),
-                    None => return Poll::Ready(Ok(response)),
-                },
-                Poll::Ready(Ok(response)) if is_bad_framing(&response) => match caller.take() {
-                    Some(caller) => bad_framing(caller, &response),
-                    None => return Poll::Ready(Ok(response)),
-                },
-                Poll::Ready(Ok(response)) => match answered_outside_operation(&response).zip(caller.take()) {
-                    Some((outcome, caller)) => refused(caller, outcome, response),
-                    None => return Poll::Ready(Ok(response)),
+                Poll::Ready(Ok(response)) => match (answered(&response), caller.take()) {
+                    (Answered::TooLarge, Some(caller)) => too_large(caller),
+                    (Answered::BadFraming, Some(caller)) => bad_framing(caller, &response),
+                    (Answered::Refused(outcome), Some(caller)) => refused(caller, outcome, response),
+                    _ => return Poll::Ready(Ok(response)),
                 },
                 Poll::Ready(Err(never)) => match never {},
                 Poll::Pending => match deadline.poll(cx).map(|()| caller.take()) {
@@ -182,43 +176,65 @@ where
     }
 }
 
-/// tonic's answer to a message over `max_decoding_message_size`: OUT_OF_RANGE in the headers of
-/// a trailers-only response (a successful answer has no `grpc-status` header, only a trailer).
-fn is_too_large(response: &Response<Body>) -> bool {
-    response
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|s| s.as_bytes() == b"11")
+/// Who gave an answer, as far as this wrapper is concerned.
+enum Answered {
+    /// The operation (its answers carry their request id), or a success: passed on as it is.
+    Operation,
+    /// tonic, to a message over `max_decoding_message_size`: OUT_OF_RANGE.
+    TooLarge,
+    /// Something else before the operation began, with an exception name but no request id: the
+    /// codec to a message that doesn't decode (`status::undecodable`, ValidationException), the
+    /// budget to a body that doesn't fit (ThrottlingException), the answer to a handler that
+    /// panicked (`panics.rs`, KMSInternalException), or `run_to_end`'s to a change that would
+    /// start after the server began to stop (ServiceUnavailable).
+    Refused(&'static str),
+    /// tonic, to a request whose gRPC framing is wrong: no message, a message cut short, a bad
+    /// compressed flag, a compressed message. It is INTERNAL or UNIMPLEMENTED, as if the server had
+    /// failed, with neither a request id nor an exception name (`framing_error`).
+    BadFraming,
 }
 
-/// The exception of an answer given outside the operation (so with no request id): the codec's
-/// to a message that doesn't decode (`status::undecodable`, ValidationException), the budget's to
-/// a body that doesn't fit (ThrottlingException), the one to a handler that panicked
-/// (`panics.rs`, KMSInternalException), or `run_to_end`'s to a change that would start after the
-/// server began to stop (ServiceUnavailable).
-fn answered_outside_operation(response: &Response<Body>) -> Option<&'static str> {
+fn answered(response: &Response<Body>) -> Answered {
     let headers = response.headers();
-    if !headers.contains_key("grpc-status") || headers.contains_key(REQUEST_ID) {
-        return None;
+    // A success has its grpc-status in the trailers, not the headers: one lookup on the hot path.
+    let Some(status) = headers.get("grpc-status") else {
+        return Answered::Operation;
+    };
+    if status.as_bytes() == b"11" {
+        return Answered::TooLarge;
     }
-    match headers.get(ERROR_TYPE)?.as_bytes() {
-        b"ValidationException" => Some("ValidationException"),
-        b"ThrottlingException" => Some("ThrottlingException"),
-        b"KMSInternalException" => Some("KMSInternalException"),
-        b"ServiceUnavailable" => Some("ServiceUnavailable"),
-        _ => None,
+    if headers.contains_key(REQUEST_ID) {
+        return Answered::Operation;
+    }
+    match headers.get(ERROR_TYPE).map(|t| t.as_bytes()) {
+        Some(b"ValidationException") => Answered::Refused("ValidationException"),
+        Some(b"ThrottlingException") => Answered::Refused("ThrottlingException"),
+        Some(b"KMSInternalException") => Answered::Refused("KMSInternalException"),
+        Some(b"ServiceUnavailable") => Answered::Refused("ServiceUnavailable"),
+        Some(_) => Answered::Operation,
+        None if framing_error(headers) => Answered::BadFraming,
+        None => Answered::Operation,
     }
 }
 
-/// tonic's own answer to a request whose gRPC framing is wrong: no message, a message cut short,
-/// a bad compressed flag, a compressed message. It is INTERNAL or UNIMPLEMENTED, as if the server
-/// had failed, with no AWS name: an error and no request id, nor an exception name, as every other
-/// answer has (the operation's, and `answered_outside_operation`'s).
-fn is_bad_framing(response: &Response<Body>) -> bool {
-    let headers = response.headers();
-    headers.get("grpc-status").is_some_and(|s| s.as_bytes() != b"0")
-        && !headers.contains_key(REQUEST_ID)
-        && !headers.contains_key(ERROR_TYPE)
+/// Whether an answer with neither a request id nor an exception name is tonic's to a request
+/// framed wrong, by its code and message (tonic 0.14's `server/grpc.rs`, `codec/decode.rs` and
+/// `codec/compression.rs`). Matched, not assumed: a body that stopped arriving (a client's reset,
+/// a dropped connection) is answered in the same shape, and is no malformed request.
+fn framing_error(headers: &tonic::codegen::http::HeaderMap) -> bool {
+    let Some(status) = tonic::Status::from_header_map(headers) else {
+        return false;
+    };
+    let m = status.message();
+    match status.code() {
+        tonic::Code::Internal => {
+            m.starts_with("Missing request message")
+                || m.starts_with("Unexpected EOF decoding stream")
+                || m.starts_with("protocol error: received message with")
+        }
+        tonic::Code::Unimplemented => m.starts_with("Content is compressed with"),
+        _ => false,
+    }
 }
 
 /// The answer to a request framed wrong: the client's mistake, a ValidationException that says
@@ -435,6 +451,39 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only tonic's answers to a request framed wrong are the client's malformed request: a body
+    /// that stopped arriving (reset, dropped connection, RunToEnd's failed read) is answered in the
+    /// same shape and passed on as it is, unaudited, like any request its client gave up on.
+    #[test]
+    fn only_framing_errors_are_taken_for_bad_framing() {
+        let answer = |s: tonic::Status| answered(&s.into_http());
+        for framing in [
+            tonic::Status::internal("Missing request message."),
+            tonic::Status::internal("Unexpected EOF decoding stream."),
+            tonic::Status::internal("protocol error: received message with invalid compression flag: 2"),
+            tonic::Status::unimplemented("Content is compressed with `gzip` which isn't supported"),
+        ] {
+            assert!(matches!(answer(framing.clone()), Answered::BadFraming), "{framing:?}");
+        }
+        for other in [
+            tonic::Status::cancelled("h2 protocol error: stream no longer needed"),
+            tonic::Status::internal("h2 protocol error: error reading a body from connection"),
+            tonic::Status::cancelled("the request body failed: connection reset"),
+            tonic::Status::unknown("anything else"),
+        ] {
+            assert!(matches!(answer(other.clone()), Answered::Operation), "{other:?}");
+        }
+        let mut named = tonic::Status::internal("Missing request message.");
+        named
+            .metadata_mut()
+            .insert(ERROR_TYPE, "ValidationException".parse().unwrap());
+        assert!(matches!(answer(named), Answered::Refused("ValidationException")));
+        assert!(matches!(
+            answer(tonic::Status::out_of_range("too large")),
+            Answered::TooLarge
+        ));
+    }
 
     /// A refusal waits for its record, but not past the limit: a hung disk can't hold it.
     #[tokio::test]

@@ -1392,10 +1392,11 @@ async fn badly_framed_requests_are_validation_errors() {
         v.extend_from_slice(body);
         v
     };
-    let cases: [(&str, Vec<u8>, bool, &str); 5] = [
+    let cases: [(&str, Vec<u8>, bool, &str); 6] = [
         ("GenerateDataKey", vec![], false, "Missing request message"),
         ("GenerateDataKey", framed(0, 10, &message), false, "Unexpected EOF"),
         ("GenerateDataKey", framed(2, 3, &message), false, "compression flag"),
+        ("GenerateDataKey", framed(1, 3, &message), false, "compressed-flag"),
         ("GenerateDataKey", framed(1, 3, &message), true, "gzip"),
         ("DisableKey", vec![], false, "Missing request message"),
     ];
