@@ -1,10 +1,10 @@
 //! Precompiled IAM wildcard patterns: `*` matches any run of characters (including none) and `?`
 //! matches exactly one character. Compiled once when a policy is parsed. A short match
 //! backtracks (no allocation). A longer one runs a bit-parallel automaton, 64 pattern positions
-//! per machine word, so a policy's author can't make a match cost pattern x input steps. The
-//! automaton's tables are built on its first use and kept with the pattern: a request can match
-//! one pattern against thousands of context keys, and building them each time (up to a megabyte
-//! of masks for a 32 KB pattern) would cost that many times the match.
+//! per machine word, so a policy's author can't make a match cost pattern x input steps. A long
+//! pattern's automaton tables are built on its first use and kept with the pattern: a request can
+//! match one pattern against thousands of context keys, and building them each time (up to a
+//! megabyte of masks for a 32 KB pattern) would cost that many times the match.
 //! Case folding is the caller's business: case-insensitive users lowercase both sides up front.
 
 use std::sync::OnceLock;
@@ -52,6 +52,9 @@ impl Glob {
     fn matches(&self, input: &[u8]) -> bool {
         if self.toks.len().saturating_mul(input.len()) <= BACKTRACK_LIMIT {
             backtrack(&self.toks, input)
+        } else if self.toks.len() <= KEEP_AUTOMATON_PAST {
+            // Building costs no more than this match does: nothing to keep.
+            Automaton::new(&self.toks).run(input)
         } else {
             self.automaton
                 .get_or_init(|| Box::new(Automaton::new(&self.toks)))
@@ -123,6 +126,12 @@ fn char_width(lead: u8) -> usize {
         _ => 1,
     }
 }
+
+/// Patterns of more tokens than this keep their automaton once built. Building one for a shorter
+/// pattern costs about what a match that needs it does; keeping them all would let a policy of
+/// thousands of short patterns hold a 512-byte class table each. So a policy keeps at most about
+/// 30 times its size in automata (1 MB for 32 KB).
+const KEEP_AUTOMATON_PAST: usize = 64;
 
 /// Backtracking costs up to pattern x input steps; below this many it is the faster way.
 const BACKTRACK_LIMIT: usize = 1 << 12;
@@ -379,6 +388,12 @@ mod tests {
             let built = glob.automaton.get().expect("built by the long match").masks.as_ptr();
             assert!(!glob.matches(&input.as_bytes()[3..]));
             assert_eq!(glob.automaton.get().unwrap().masks.as_ptr(), built, "rebuilt");
+            // A short pattern builds one for each match that needs it, and keeps none.
+            let Pattern::Glob(short) = Pattern::compile("*a?b*") else {
+                panic!("not a glob")
+            };
+            assert!(short.matches(format!("{}a-b", "x".repeat(8192)).as_bytes()));
+            assert!(short.automaton.get().is_none());
         }
 
         /// The case backtracking is slow at (each start of the input tried against the whole
