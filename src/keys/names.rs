@@ -70,6 +70,12 @@ pub fn alias_name(s: &str) -> Result<()> {
 /// checked first, as AWS does); then at most 50 tags, no `aws:` key, no key twice (TagException).
 pub fn tags(tags: &[Tag]) -> Result<()> {
     tag_lengths(tags)?;
+    tag_rules(tags)
+}
+
+/// At most 50 tags, no `aws:` key, no key twice (TagException): the part of `tags` that is the
+/// service's rules, for an operation that checked `tag_lengths` among its other constraints.
+pub fn tag_rules(tags: &[Tag]) -> Result<()> {
     if tags.len() > MAX_TAGS_PER_KEY {
         return Err(KmsError::Tag(format!(
             "Too many tags: {} given, a key can have at most {MAX_TAGS_PER_KEY}",

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha20Rng;
 use zeroize::Zeroizing;
 
 use super::authorize::KeyUnderCheck;
-use super::material::{wrap_aad, MATERIAL_LEN};
+use super::material::{wrap_aad, Material, MATERIAL_LEN};
 use super::paging::{self, Page};
 use super::private_key::generate;
 use super::{refuse_pending_deletion, Access, Kms};
@@ -69,7 +69,7 @@ impl Kms {
                 "Multi-Region keys are not supported by this server yet".into(),
             ));
         }
-        names::tags(&input.tags)?;
+        names::tag_rules(&input.tags)?;
         if let Some(text) = &input.policy {
             Policy::check_key_policy_quota(text)?;
         }
@@ -100,10 +100,9 @@ impl Kms {
             let key = KeyUnderCheck::New { spec, usage, origin };
             self.lockout_check(ev, &key_policy, &key_id, key).await?;
         }
-        let (plain, public_key) = self.new_material(spec).await?;
+        let (plain, public_key, unwrapped) = self.new_material(spec).await?;
         let aad = wrap_aad(&key_id, FIRST_MATERIAL);
-        let to_wrap = plain.clone();
-        let wrapped = self.hsm.call(move |h| h.wrap_verified(&to_wrap, &aad)).await?;
+        let wrapped = self.hsm.call(move |h| h.wrap_verified(&plain, &aad)).await?;
         let now = now_secs();
         let key = KeyRecord {
             key_id: key_id.clone(),
@@ -136,18 +135,17 @@ impl Kms {
         self.store(move |s| s.create_key(&record, &material, &tags, &policy_text))
             .await?;
         self.policies.insert_if_unchanged(key_id, seen, key_policy);
-        // The first use of a new key need not go back to the HSM. (Only a warm-up: the key is
-        // created either way, and a first use that found no material would unwrap it.)
-        if let Ok(material) = self.material_from_plain(spec, plain).await {
-            self.materials
-                .insert_if_unchanged(cache_key, material_seen, Arc::new(material));
-        }
+        // The first use of a new key need not go back to the HSM.
+        self.materials
+            .insert_if_unchanged(cache_key, material_seen, Arc::new(unwrapped));
         Ok(key)
     }
 
     /// New key material from the HSM's RNG: raw AES and HMAC keys directly; RSA and EC key pairs
     /// from a ChaCha20 generator seeded with 256 bits of HSM randomness (PKCS#8, with the DER public key).
-    async fn new_material(&self, spec: KeySpec) -> Result<(Zeroizing<Vec<u8>>, Option<Vec<u8>>)> {
+    /// Also the material as operations use it: a key pair's private key parsed (and checked) on
+    /// the generation pool with the generation, not on a runtime worker after the key is stored.
+    async fn new_material(&self, spec: KeySpec) -> Result<(Zeroizing<Vec<u8>>, Option<Vec<u8>>, Material)> {
         let raw_len = match spec {
             KeySpec::SymmetricDefault => Some(MATERIAL_LEN),
             KeySpec::Hmac224 => Some(28),
@@ -157,17 +155,21 @@ impl Kms {
             _ => None,
         };
         if let Some(len) = raw_len {
-            return Ok((self.hsm.call(move |h| h.random(len)).await?, None));
+            let plain = self.hsm.call(move |h| h.random(len)).await?;
+            let material = Material::from_plain(spec, &plain)?;
+            return Ok((plain, None, material));
         }
         let seed = self.hsm.call(|h| h.random(32)).await?;
         let pair = self
             .generation(move || {
                 let mut seed_bytes = Zeroizing::new([0u8; 32]);
                 seed_bytes.copy_from_slice(&seed);
-                generate(spec, &mut ChaCha20Rng::from_seed(*seed_bytes))
+                let pair = generate(spec, &mut ChaCha20Rng::from_seed(*seed_bytes))?;
+                let material = Material::from_plain(spec, &pair.pkcs8)?;
+                Ok((pair, material))
             })
             .await?;
-        Ok((pair.pkcs8, Some(pair.public_key)))
+        Ok((pair.0.pkcs8, Some(pair.0.public_key), pair.1))
     }
 
     pub async fn describe_key(&self, key_id: &str, ev: &mut AuditEvent) -> Result<KeyRecord> {
