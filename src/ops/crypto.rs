@@ -485,7 +485,7 @@ impl Kms {
     /// The key `plain` encodes. A private key's PKCS#8 is parsed and checked (recomputing an EC
     /// public key, RSA's precomputation: up to milliseconds for P-384 and RSA 4096) on the
     /// private-key pool, not a runtime worker: with the material cache off, every Sign does it.
-    pub(super) async fn material_from_plain(&self, spec: KeySpec, plain: Zeroizing<Vec<u8>>) -> Result<Material> {
+    async fn material_from_plain(&self, spec: KeySpec, plain: Zeroizing<Vec<u8>>) -> Result<Material> {
         if spec == KeySpec::SymmetricDefault || spec.is_hmac() {
             return Material::from_plain(spec, &plain);
         }
