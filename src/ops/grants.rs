@@ -9,7 +9,7 @@
 //! retried CreateGrant issued; what the lookup's timing could tell is how a SHA-256 of a 256-bit
 //! secret sorts, which helps no one find the secret).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ring::digest::{digest, SHA256};
@@ -17,6 +17,7 @@ use ring::rand::SecureRandom;
 
 use super::authorize::conclude;
 use super::crypto::check_grant_tokens;
+use super::grant_check::{lowercased, operation_bit, CheckedGrant, ConstraintContext};
 use super::paging::{self, Page};
 use super::{Access, Kms};
 use crate::audit::AuditEvent;
@@ -51,6 +52,9 @@ const ALL_OPERATIONS: &[&str] = &[
     "VerifyMac",
     "DeriveSharedSecret",
 ];
+
+// A grant's operations are kept as bits of a u32 (`grant_check::operation_bit`).
+const _: () = assert!(ALL_OPERATIONS.len() <= 32);
 
 const SYMMETRIC_OPERATIONS: &[&str] = &[
     "Decrypt",
@@ -473,14 +477,13 @@ impl Kms {
 
     /// The key's grants to `grantee`, through the cache. Single-flight: after a grant change
     /// drops the entry, concurrent requests share one store read instead of one each.
-    async fn grantee_grants(&self, key_id: &str, grantee: &str) -> Result<Arc<Vec<GrantRecord>>> {
+    async fn grantee_grants(&self, key_id: &str, grantee: &str) -> Result<Arc<Vec<CheckedGrant>>> {
         let cached = (key_id.to_string(), grantee.to_string());
         self.grants
             .get_or_load(&cached, async {
                 let (key_id, grantee) = cached.clone();
-                Ok(Arc::new(
-                    self.store(move |s| s.grantee_grants(&key_id, &grantee)).await?,
-                ))
+                let grants = self.store(move |s| s.grantee_grants(&key_id, &grantee)).await?;
+                Ok(Arc::new(grants.into_iter().map(checked).collect()))
             })
             .await
     }
@@ -502,10 +505,10 @@ impl Kms {
     }
 
     /// The grants named by a request's GrantTokens; each must be valid.
-    pub(super) async fn grants_for_tokens(&self, tokens: &[String]) -> Result<Vec<GrantRecord>> {
+    pub(super) async fn grants_for_tokens(&self, tokens: &[String]) -> Result<Vec<CheckedGrant>> {
         let mut grants = Vec::with_capacity(tokens.len());
         for t in tokens {
-            grants.push(self.grant_for_token(t).await?);
+            grants.push(checked(self.grant_for_token(t).await?));
         }
         Ok(grants)
     }
@@ -518,9 +521,12 @@ impl Kms {
         ctx: &RequestContext,
         access: &Access<'_>,
         key: &KeyRecord,
-        token_grants: &[GrantRecord],
+        token_grants: &[CheckedGrant],
     ) -> Result<bool> {
         let Some(operation) = access.action.strip_prefix("kms:") else {
+            return Ok(false);
+        };
+        let Some(bit) = operation_bit(ALL_OPERATIONS, operation) else {
             return Ok(false);
         };
         let role = ctx.caller.principal_arn();
@@ -534,91 +540,38 @@ impl Kms {
             Some(role) if *role != caller.arn => Some(self.grantee_grants(&key.key_id, role).await?),
             _ => None,
         };
+        let constraints_apply = key.key_spec == KeySpec::SymmetricDefault && CONTEXT_OPERATIONS.contains(&operation);
+        let creating_grant = operation == "CreateGrant";
+        let permits = |g: &CheckedGrant| {
+            g.includes(bit)
+                && if creating_grant {
+                    permits_grant(g.record(), access)
+                } else {
+                    !constraints_apply || g.constraints_hold(&request)
+                }
+        };
+        // The cached grants were loaded by grantee: the caller's or its role's, all of them.
         Ok(to_caller
             .iter()
             .chain(to_role.iter().flat_map(|g| g.iter()))
-            .chain(token_grants.iter().filter(|g| g.key_id == key.key_id))
-            .any(|g| caller.is(&g.grantee_principal) && grant_permits(g, operation, access, key, &request)))
+            .any(permits)
+            || token_grants
+                .iter()
+                .filter(|g| g.record().key_id == key.key_id && caller.is(&g.record().grantee_principal))
+                .any(permits))
     }
 }
 
-/// Whether grant `g` permits `operation` with the request's context (and, for CreateGrant, the
-/// grant asked for: a subset of `g`'s operations, with constraints at least as strict).
-fn grant_permits(
-    g: &GrantRecord,
-    operation: &str,
-    access: &Access<'_>,
-    key: &KeyRecord,
-    request: &ConstraintContext<'_>,
-) -> bool {
-    if !g.operations.iter().any(|o| o == operation) {
-        return false;
-    }
-    if operation == "CreateGrant" {
-        let Some(new) = access.new_grant else { return false };
-        return new.operations.iter().all(|o| g.operations.contains(o)) && at_least_as_strict(new, g);
-    }
-    if key.key_spec != KeySpec::SymmetricDefault || !CONTEXT_OPERATIONS.contains(&operation) {
-        return true;
-    }
-    if g.context_equals.is_none() && g.context_subset.is_none() {
-        return true;
-    }
-    constraints_hold(
-        g.context_equals.as_ref(),
-        g.context_subset.as_ref(),
-        request.lowercased(),
-    )
+/// A grant as the cache keeps it, prepared for authorization.
+fn checked(record: GrantRecord) -> CheckedGrant {
+    CheckedGrant::new(record, ALL_OPERATIONS)
 }
 
-/// The request's encryption context with lowercased keys, as constraints match it: made once per
-/// request, when the first grant with constraints is checked, not once per grant (a key may have
-/// 50,000 grants and a context 4,000 pairs).
-struct ConstraintContext<'a> {
-    context: Option<&'a EncryptionContext>,
-    lowercased: std::cell::OnceCell<Option<BTreeMap<String, &'a String>>>,
-}
-
-impl<'a> ConstraintContext<'a> {
-    fn new(context: Option<&'a EncryptionContext>) -> Self {
-        ConstraintContext {
-            context,
-            lowercased: std::cell::OnceCell::new(),
-        }
-    }
-
-    /// None when two keys differ only in case.
-    fn lowercased(&self) -> Option<&BTreeMap<String, &'a String>> {
-        self.lowercased
-            .get_or_init(|| lowercased(self.context.into_iter().flat_map(EncryptionContext::pairs)))
-            .as_ref()
-    }
-}
-
-/// Constraint keys match case-insensitively, values case-sensitively (as AWS). A request context
-/// with two keys differing only in case meets no constraint: which of them a constraint means is
-/// ambiguous, and either answer could let a pair the grant never allowed through.
-fn constraints_hold(
-    equals: Option<&BTreeMap<String, String>>,
-    subset: Option<&BTreeMap<String, String>>,
-    context: Option<&BTreeMap<String, &String>>,
-) -> bool {
-    if equals.is_none() && subset.is_none() {
-        return true;
-    }
-    let Some(context) = context else {
-        return false;
-    };
-    let contains_all =
-        |pairs: &BTreeMap<String, String>| pairs.iter().all(|(k, v)| context.get(&k.to_lowercase()) == Some(&v));
-    // Equals: the same (lowercased) keys as the request, each with its value. Comparing key sets,
-    // not counts, keeps a stored grant with colliding keys (refused now) from admitting an extra key.
-    // The grant's keys (8 at most) all in the request's and as many: the same set.
-    let same_keys = |pairs: &BTreeMap<String, String>| {
-        let keys: BTreeSet<String> = pairs.keys().map(|k| k.to_lowercase()).collect();
-        keys.len() == context.len() && keys.iter().all(|k| context.contains_key(k))
-    };
-    equals.is_none_or(|e| same_keys(e) && contains_all(e)) && subset.is_none_or(contains_all)
+/// Whether grant `g`, which includes CreateGrant, permits the grant asked for: a subset of `g`'s
+/// operations, with constraints at least as strict.
+fn permits_grant(g: &GrantRecord, access: &Access<'_>) -> bool {
+    let Some(new) = access.new_grant else { return false };
+    new.operations.iter().all(|o| g.operations.contains(o)) && at_least_as_strict(new, g)
 }
 
 /// Equals and Subset naming one key (case-insensitively, as constraints match) with two values: no
@@ -640,17 +593,6 @@ fn refuse_contradicting_constraints(scope: &GrantScope) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The pairs with lowercased keys, or None when two keys differ only in case.
-fn lowercased<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> Option<BTreeMap<String, &'a String>> {
-    let mut out = BTreeMap::new();
-    for (k, v) in pairs {
-        if out.insert(k.to_lowercase(), v).is_some() {
-            return None;
-        }
-    }
-    Some(out)
 }
 
 /// A grant created under a constrained grant must be constrained at least as strictly.
@@ -908,12 +850,17 @@ mod tests {
         m.iter().collect()
     }
 
+    /// Whether a grant with these constraints, as the cache keeps it, admits `context`.
     fn holds(
         equals: Option<&BTreeMap<String, String>>,
         subset: Option<&BTreeMap<String, String>>,
         context: &[(&String, &String)],
     ) -> bool {
-        constraints_hold(equals, subset, lowercased(context.iter().copied()).as_ref())
+        let mut grant = constrained_grant();
+        grant.context_equals = equals.cloned();
+        grant.context_subset = subset.cloned();
+        let context = EncryptionContext::new("c", context.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        checked(grant).constraints_hold(&ConstraintContext::new(Some(&context)))
     }
 
     #[test]

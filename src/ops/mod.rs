@@ -8,6 +8,7 @@ mod crypto;
 pub mod data_dir;
 mod data_key_pair;
 mod deletion;
+mod grant_check;
 mod grants;
 mod key_policy;
 mod keys;
@@ -83,7 +84,7 @@ pub struct Kms {
     /// A key's grants to one grantee, by (key id, grantee principal): a request authorized by a
     /// grant reads only its caller's, however many grants the key has. A grant's creation, retiring
     /// or revocation invalidates only its own grantee's entry.
-    grants: ShardedCache<(String, String), Arc<Vec<crate::store::GrantRecord>>>,
+    grants: ShardedCache<(String, String), Arc<Vec<grant_check::CheckedGrant>>>,
     /// Turns for key pair generation (`generation`, up to seconds each): as many as there are
     /// cores, so a burst of RSA-4096 generations waits here instead of filling the blocking pool
     /// that every store call needs. Sign, Verify and RSA decryption don't wait behind them.
