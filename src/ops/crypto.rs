@@ -373,7 +373,22 @@ impl Kms {
         if let Some(key) = &named {
             self.authorize(ev, &access(&key.key_id), key).await?;
         }
+        let incorrect_key = |named: &KeyRecord| {
+            KmsError::IncorrectKey(format!(
+                "The ciphertext was not encrypted under {}",
+                self.key_arn(&named.key_id)
+            ))
+        };
         if let Some(key) = named.as_ref().filter(|k| k.key_spec != KeySpec::SymmetricDefault) {
+            // A symmetric blob (no algorithm or SYMMETRIC_DEFAULT) names its key: decrypted with
+            // KeyId naming a key of another kind, it is the wrong key before the named key's usage
+            // or algorithms are looked at, as AWS answers for an HMAC key.
+            let symmetric = source
+                .algorithm
+                .is_none_or(|a| a == EncryptionAlgorithm::SymmetricDefault.as_str());
+            if symmetric && ciphertext::parse(blob).is_ok_and(|parsed| parsed.key_id != key.key_id) {
+                return Err(incorrect_key(key));
+            }
             self.usable(key, KeyUsage::EncryptDecrypt)?;
             let algorithm = encryption_algorithm(key, source.algorithm_field, source.algorithm)?;
             refuse_context_for_asymmetric(context, source.context_field)?;
@@ -399,10 +414,7 @@ impl Kms {
         let parsed = ciphertext::parse(blob)?;
         if let Some(named) = &named {
             if named.key_id != parsed.key_id {
-                return Err(KmsError::IncorrectKey(format!(
-                    "The ciphertext was not encrypted under {}",
-                    self.key_arn(&named.key_id)
-                )));
+                return Err(incorrect_key(named));
             }
         }
         // A blob naming an unknown key or material was not made here (or was changed): the caller
