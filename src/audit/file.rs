@@ -7,8 +7,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use super::stat;
 
 /// How far ahead the file is preallocated: a few thousand records per step, so growing (one write of
 /// zeros and one journal commit) is rare, and the padding is small.
@@ -80,7 +82,7 @@ impl AuditFile {
     /// Writes `data` after the last record; durable only after `sync`. What a failed batch left
     /// past it is zeroed in the same write.
     pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.shrunk |= self.file.metadata()?.len() < self.allocated;
+        self.shrunk |= stat::of_file(&self.file)?.len < self.allocated;
         let needed = self.end + data.len() as u64;
         self.attempted = needed.max(self.stale_until);
         if needed > self.allocated {
@@ -137,15 +139,15 @@ impl AuditFile {
     /// `create`) while this writer kept its descriptor: a sync then succeeds on a file that is gone,
     /// or after a hole that the next start takes for a torn batch.
     pub fn place(&self) -> io::Result<Place> {
-        let meta = self.file.metadata()?;
-        if meta.nlink() == 0 {
+        let meta = stat::of_file(&self.file)?;
+        if meta.links == 0 {
             return Ok(Place::Lost("deleted"));
         }
-        if self.shrunk || meta.len() < self.allocated {
+        if self.shrunk || meta.len < self.allocated {
             return Ok(Place::Lost("truncated"));
         }
-        Ok(match std::fs::metadata(&self.path) {
-            Ok(now) if (now.dev(), now.ino()) == (meta.dev(), meta.ino()) => Place::Kept,
+        Ok(match stat::of_path(&self.path) {
+            Ok(now) if now.identity == meta.identity => Place::Kept,
             Ok(_) => Place::Renamed,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Place::Renamed,
             // Can't tell (a permission changed on the directory): the descriptor still works.

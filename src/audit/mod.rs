@@ -5,6 +5,7 @@
 mod backlog;
 mod file;
 mod request_id;
+mod stat;
 mod time;
 
 use std::path::Path;
