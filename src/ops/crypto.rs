@@ -381,12 +381,17 @@ impl Kms {
         };
         if let Some(key) = named.as_ref().filter(|k| k.key_spec != KeySpec::SymmetricDefault) {
             // A symmetric blob (no algorithm or SYMMETRIC_DEFAULT) names its key: decrypted with
-            // KeyId naming a key of another kind, it is the wrong key before the named key's usage
-            // or algorithms are looked at, as AWS answers for an HMAC key.
+            // KeyId naming a key that doesn't encrypt (HMAC, signing, key agreement), it is the
+            // wrong key before that key's usage is looked at, as AWS answers for an HMAC key. Not
+            // for an RSA encryption key: one OAEP ciphertext in ~128 parses as a symmetric blob,
+            // and its answer must not depend on that.
             let symmetric = source
                 .algorithm
                 .is_none_or(|a| a == EncryptionAlgorithm::SymmetricDefault.as_str());
-            if symmetric && ciphertext::parse(blob).is_ok_and(|parsed| parsed.key_id != key.key_id) {
+            if symmetric
+                && key.key_usage != KeyUsage::EncryptDecrypt
+                && ciphertext::parse(blob).is_ok_and(|parsed| parsed.key_id != key.key_id)
+            {
                 return Err(incorrect_key(key));
             }
             self.usable(key, KeyUsage::EncryptDecrypt)?;

@@ -651,10 +651,11 @@ async fn a_blob_changed_to_name_a_non_encryption_key_is_an_invalid_ciphertext() 
     }
 }
 
-/// A symmetric blob decrypted with KeyId naming a key of another kind (HMAC, signing, RSA
-/// encryption) is IncorrectKeyException: the blob names its key, and it is another. AWS answers
-/// so for an HMAC key (LocalStack's test_error_messaging_for_invalid_keys, recorded against AWS),
-/// before looking at the named key's usage. ReEncrypt's SourceKeyId is checked the same way.
+/// A symmetric blob decrypted with KeyId naming a key that doesn't encrypt (HMAC, signing) is
+/// IncorrectKeyException: the blob names its key, and it is another. AWS answers so for an HMAC key
+/// (LocalStack's test_error_messaging_for_invalid_keys, recorded against AWS), before looking at
+/// the named key's usage. ReEncrypt's SourceKeyId is checked the same way. An RSA encryption key
+/// takes the blob for an RSA ciphertext, whatever it looks like.
 #[tokio::test]
 async fn a_symmetric_blob_with_key_id_naming_a_key_of_another_kind_is_the_incorrect_key() {
     let server = Server::start().await;
@@ -663,11 +664,7 @@ async fn a_symmetric_blob_with_key_id_naming_a_key_of_another_kind_is_the_incorr
     let blob = encrypt(&mut c, &sym.key_id, b"secret", &HashMap::new())
         .await
         .ciphertext_blob;
-    for (spec, usage) in [
-        ("HMAC_256", "GENERATE_VERIFY_MAC"),
-        ("ECC_NIST_P256", "SIGN_VERIFY"),
-        ("RSA_2048", "ENCRYPT_DECRYPT"),
-    ] {
+    for (spec, usage) in [("HMAC_256", "GENERATE_VERIFY_MAC"), ("ECC_NIST_P256", "SIGN_VERIFY")] {
         let other = create_key_of(&mut c, spec, usage).await;
         for algorithm in [None, Some("SYMMETRIC_DEFAULT")] {
             let answer = c
@@ -692,15 +689,19 @@ async fn a_symmetric_blob_with_key_id_naming_a_key_of_another_kind_is_the_incorr
             expect_err(answer, "IncorrectKeyException");
         }
     }
-    // With an RSA algorithm the blob is taken for an RSA ciphertext, which names no key.
     let rsa = create_key_of(&mut c, "RSA_2048", "ENCRYPT_DECRYPT").await;
-    let answer = c
-        .decrypt(pb::DecryptRequest {
-            ciphertext_blob: blob.clone(),
-            key_id: Some(rsa.key_id.clone()),
-            encryption_algorithm: Some("RSAES_OAEP_SHA_256".into()),
-            ..Default::default()
-        })
-        .await;
-    expect_err(answer, "InvalidCiphertextException");
+    for (algorithm, expected) in [
+        (None, "InvalidKeyUsageException"),
+        (Some("RSAES_OAEP_SHA_256"), "InvalidCiphertextException"),
+    ] {
+        let answer = c
+            .decrypt(pb::DecryptRequest {
+                ciphertext_blob: blob.clone(),
+                key_id: Some(rsa.key_id.clone()),
+                encryption_algorithm: algorithm.map(String::from),
+                ..Default::default()
+            })
+            .await;
+        expect_err(answer, expected);
+    }
 }
