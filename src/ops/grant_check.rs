@@ -222,6 +222,27 @@ pub(super) fn lowercased<'a>(
     Some(out)
 }
 
+/// A grant record with these operations and constraints, for tests.
+#[cfg(test)]
+pub(super) fn grant_for_test(
+    operations: &[&str],
+    equals: Option<BTreeMap<String, String>>,
+    subset: Option<BTreeMap<String, String>>,
+) -> GrantRecord {
+    GrantRecord {
+        grant_id: "g".into(),
+        key_id: "k".into(),
+        name: None,
+        creation_date: 0,
+        grantee_principal: "p".into(),
+        retiring_principal: None,
+        issuing_account: "a".into(),
+        operations: operations.iter().map(|o| o.to_string()).collect(),
+        context_equals: equals,
+        context_subset: subset,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -229,18 +250,7 @@ mod tests {
     use super::*;
 
     fn grant(equals: Option<BTreeMap<String, String>>, subset: Option<BTreeMap<String, String>>) -> CheckedGrant {
-        let record = GrantRecord {
-            grant_id: "g".into(),
-            key_id: "k".into(),
-            name: None,
-            creation_date: 0,
-            grantee_principal: "p".into(),
-            retiring_principal: None,
-            issuing_account: "a".into(),
-            operations: vec!["Decrypt".into(), "Unknown".into()],
-            context_equals: equals,
-            context_subset: subset,
-        };
+        let record = grant_for_test(&["Decrypt", "Unknown"], equals, subset);
         CheckedGrant::new(record, &["Encrypt", "Decrypt"])
     }
 

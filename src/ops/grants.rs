@@ -959,18 +959,7 @@ mod tests {
     }
 
     fn constrained_grant() -> GrantRecord {
-        GrantRecord {
-            grant_id: "g".into(),
-            key_id: "k".into(),
-            name: None,
-            creation_date: 0,
-            grantee_principal: "p".into(),
-            retiring_principal: None,
-            issuing_account: "a".into(),
-            operations: vec!["Encrypt".into(), "CreateGrant".into()],
-            context_equals: None,
-            context_subset: Some(map(&[("a", "1")])),
-        }
+        super::super::grant_check::grant_for_test(&["Encrypt", "CreateGrant"], None, Some(map(&[("a", "1")])))
     }
 
     #[test]

@@ -623,16 +623,22 @@ async fn a_header_lookalike_naming_no_key_is_an_invalid_ciphertext() {
     }
 }
 
+/// A new symmetric key and a blob it made.
+async fn symmetric_blob(c: &mut Client) -> (pb::KeyMetadata, Vec<u8>) {
+    let sym = create_key(c).await;
+    let blob = encrypt(c, &sym.key_id, b"secret", &HashMap::new())
+        .await
+        .ciphertext_blob;
+    (sym, blob)
+}
+
 /// A symmetric blob whose key id was changed to name an existing HMAC or signing key is an
 /// invalid ciphertext, as any other changed byte: the answer doesn't reveal that key's usage.
 #[tokio::test]
 async fn a_blob_changed_to_name_a_non_encryption_key_is_an_invalid_ciphertext() {
     let server = Server::start().await;
     let mut c = server.client().await;
-    let sym = create_key(&mut c).await;
-    let blob = encrypt(&mut c, &sym.key_id, b"secret", &HashMap::new())
-        .await
-        .ciphertext_blob;
+    let (_, blob) = symmetric_blob(&mut c).await;
     for (spec, usage) in [("HMAC_256", "GENERATE_VERIFY_MAC"), ("ECC_NIST_P256", "SIGN_VERIFY")] {
         let other = create_key_of(&mut c, spec, usage).await;
         let mut changed = blob.clone();
@@ -660,10 +666,7 @@ async fn a_blob_changed_to_name_a_non_encryption_key_is_an_invalid_ciphertext() 
 async fn a_symmetric_blob_with_key_id_naming_a_key_of_another_kind_is_the_incorrect_key() {
     let server = Server::start().await;
     let mut c = server.client().await;
-    let sym = create_key(&mut c).await;
-    let blob = encrypt(&mut c, &sym.key_id, b"secret", &HashMap::new())
-        .await
-        .ciphertext_blob;
+    let (sym, blob) = symmetric_blob(&mut c).await;
     for (spec, usage) in [("HMAC_256", "GENERATE_VERIFY_MAC"), ("ECC_NIST_P256", "SIGN_VERIFY")] {
         let other = create_key_of(&mut c, spec, usage).await;
         for algorithm in [None, Some("SYMMETRIC_DEFAULT")] {
