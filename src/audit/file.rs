@@ -3,15 +3,13 @@
 //! size, block map) to commit through the file system's journal, only the data and a device flush.
 //! On ext4 with both cores busy this halved what durable auditing costs GenerateDataKey (BENCHMARKS.md,
 //! item 12). The price: after the last record the file holds NUL bytes up to the next step boundary,
-//! and readers stop at the first NUL. Opening finds the end of the records again. Where the file
-//! system takes them, writes bypass the page cache (`direct.rs`).
+//! and readers stop at the first NUL. Opening finds the end of the records again.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::direct::{Direct, BLOCK};
 use super::stat;
 
 /// How far ahead the file is preallocated: a few thousand records per step, so growing (one write of
@@ -34,8 +32,6 @@ pub struct AuditFile {
     /// The file was found shorter than `allocated` before an append (truncated while the writer
     /// was idle): that append may grow it back past `allocated`, hiding the truncation from `place`.
     shrunk: bool,
-    /// Writes go through O_DIRECT (`direct.rs`) where the file system takes them.
-    direct: Option<Direct>,
 }
 
 impl AuditFile {
@@ -68,18 +64,12 @@ impl AuditFile {
             stale_until: 0,
             attempted: end,
             shrunk: false,
-            direct: None,
         };
         // A line longer than any record (not ours) ends without a newline: the next record
         // starts on a line of its own.
         let mut last = [0u8; 1];
         if end > 0 && log.file.read_exact_at(&mut last, end - 1).is_ok() && last[0] != b'\n' {
             log.append(b"\n")?;
-        }
-        // Direct writes are whole blocks within what was allocated: the file and each step must
-        // end on block boundaries (this build's logs do; a log from before preallocation may not).
-        if log.allocated.is_multiple_of(BLOCK) && log.step.is_multiple_of(BLOCK) {
-            log.direct = Direct::enable(&log.file);
         }
         Ok(log)
     }
@@ -92,52 +82,21 @@ impl AuditFile {
     /// Writes `data` after the last record; durable only after `sync`. What a failed batch left
     /// past it is zeroed in the same write.
     pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        if stat::of_file(&self.file)?.len < self.allocated {
-            self.shrunk = true;
-            if let Some(direct) = &mut self.direct {
-                direct.forget_tail();
-            }
-        }
+        self.shrunk |= stat::of_file(&self.file)?.len < self.allocated;
         let needed = self.end + data.len() as u64;
         self.attempted = needed.max(self.stale_until);
         if needed > self.allocated {
             self.grow(needed)?;
         }
-        self.write_at_end(data)?;
-        self.end = needed;
-        Ok(())
-    }
-
-    /// Writes `data` at the end, and zeros after it over what a failed batch left.
-    fn write_at_end(&mut self, data: &[u8]) -> io::Result<()> {
-        if let Some(direct) = &mut self.direct {
-            let written = direct.write(&self.file, self.end, data, self.stale_until);
-            if !self.direct_refused(&written) {
-                return written;
-            }
-        }
-        if self.stale_until > self.end + data.len() as u64 {
+        if self.stale_until > needed {
             let mut cleaned = data.to_vec();
             cleaned.resize((self.stale_until - self.end) as usize, 0);
-            self.file.write_all_at(&cleaned, self.end)
+            self.file.write_all_at(&cleaned, self.end)?;
         } else {
-            self.file.write_all_at(data, self.end)
+            self.file.write_all_at(data, self.end)?;
         }
-    }
-
-    /// Whether a direct write failed as one the file system doesn't take (EINVAL: a file system
-    /// that claimed direct writes and refuses these): the file goes back to buffered writes for
-    /// good, and the caller writes again that way.
-    fn direct_refused(&mut self, written: &io::Result<()>) -> bool {
-        let refused = matches!(written, Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()));
-        if refused {
-            tracing::warn!(path = %self.path.display(), "the file system refused a direct write to the audit log: writing it through the page cache from now on");
-            self.direct = None;
-            if let Err(e) = Direct::disable(&self.file) {
-                tracing::error!(error = %e, "cannot turn O_DIRECT off on the audit log");
-            }
-        }
-        refused
+        self.end = needed;
+        Ok(())
     }
 
     /// After a failed append or sync: what was written from `from` on is not durable, and its
@@ -162,7 +121,8 @@ impl AuditFile {
         if self.stale_until <= self.end {
             return Ok(());
         }
-        self.write_at_end(&[])?;
+        let zeros = vec![0u8; (self.stale_until - self.end) as usize];
+        self.file.write_all_at(&zeros, self.end)?;
         self.sync()
     }
 
@@ -208,14 +168,6 @@ impl AuditFile {
     /// unwritten extents: either would turn later appends back into metadata changes).
     fn grow(&mut self, needed: u64) -> io::Result<()> {
         let target = needed.div_ceil(self.step) * self.step;
-        if let Some(direct) = &mut self.direct {
-            let written = direct.zeros(&self.file, self.allocated, target);
-            if !self.direct_refused(&written) {
-                written?;
-                self.allocated = target;
-                return Ok(());
-            }
-        }
         let zeros = vec![0u8; (1 << 20).min(target - self.allocated) as usize];
         while self.allocated < target {
             let n = zeros.len().min((target - self.allocated) as usize);
@@ -543,63 +495,6 @@ mod tests {
         assert_eq!(text(&path).trim_end_matches('\0'), "{\"a\":1}\n");
         let log = AuditFile::open(&path, 1000).unwrap();
         assert_eq!(log.end() as usize, "{\"a\":1}\n".len());
-    }
-
-    /// The same appends, failed batches and reopenings, through O_DIRECT and through the page
-    /// cache: the files come out byte for byte the same.
-    #[test]
-    fn direct_writes_leave_the_file_buffered_writes_do() {
-        let dir = tempfile::tempdir().unwrap();
-        let step = 2 * BLOCK;
-        let run = |name: &str, direct: bool| {
-            let path = dir.path().join(name);
-            let open = || {
-                let mut log = AuditFile::open(&path, step).unwrap();
-                if !direct && log.direct.take().is_some() {
-                    Direct::disable(&log.file).unwrap();
-                }
-                log
-            };
-            let mut log = open();
-            let supported = rustix::fs::statx(
-                &log.file,
-                "",
-                rustix::fs::AtFlags::EMPTY_PATH,
-                rustix::fs::StatxFlags::DIOALIGN,
-            )
-            .is_ok_and(|s| s.stx_dio_offset_align != 0);
-            assert_eq!(
-                log.direct.is_some(),
-                direct && supported,
-                "O_DIRECT where the file system takes it"
-            );
-            for i in 0..40 {
-                // Records of 100-3000 bytes: some within a block, some across one or two.
-                let record = format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "p".repeat(100 + i * 73));
-                log.append(record.as_bytes()).unwrap();
-                log.sync().unwrap();
-                if i % 7 == 3 {
-                    let start = log.end();
-                    log.append(format!("{{\"refused\":\"{}\"}}\n", "r".repeat(5000)).as_bytes())
-                        .unwrap();
-                    log.rewind(start);
-                    if i % 2 == 0 {
-                        log.clean().unwrap();
-                    }
-                }
-                if i % 11 == 5 {
-                    drop(log);
-                    log = open();
-                }
-            }
-            drop(log);
-            std::fs::read(&path).unwrap()
-        };
-        let direct = run("direct.log", true);
-        let buffered = run("buffered.log", false);
-        assert!(!String::from_utf8_lossy(&direct).contains("refused"));
-        assert_eq!(direct.len(), buffered.len());
-        assert!(direct == buffered, "the two files differ");
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! its record is on disk. Records carry names and outcomes, never plaintext, data keys or material.
 
 mod backlog;
-mod direct;
 mod file;
 mod request_id;
 mod stat;
