@@ -95,7 +95,7 @@ impl Caller {
         let (kind, role_name) = match (service, resource) {
             ("iam", "root") => (CallerKind::Root, None),
             ("iam", r) if r.starts_with("user/") => (CallerKind::User, None),
-            ("iam", r) if r.starts_with("role/") => (CallerKind::Role, r.rsplit('/').next().map(str::to_string)),
+            ("iam", r) if r.starts_with("role/") => (CallerKind::Role, Some(last_segment(r).to_string())),
             ("sts", r) if r.starts_with("assumed-role/") => {
                 let mut parts = r.splitn(3, '/').skip(1);
                 (CallerKind::AssumedRole, parts.next().map(str::to_string))
@@ -134,7 +134,7 @@ impl Caller {
     /// it for IAM users only.
     pub(crate) fn user_name(&self) -> Option<&str> {
         match self.kind {
-            CallerKind::User => self.arn.rsplit('/').next(),
+            CallerKind::User => Some(last_segment(&self.arn)),
             _ => None,
         }
     }
@@ -159,10 +159,15 @@ pub(crate) enum Entry {
     /// `arn:aws:iam::<account>:root` or a bare account ID: the account, which delegates to its
     /// IAM policies.
     Account(String),
-    /// An IAM user, an STS session or a federated user: the exact ARN.
+    /// An STS session or a federated user: the exact ARN.
     Exact(String),
-    /// An IAM role: matches the role and its assumed-role sessions.
-    Role { account: String, name: String, arn: String },
+    /// An IAM user, by account and name: IAM names a user once in an account whatever its path,
+    /// so `user/Bob` and `user/ops/Bob` are the same user (AWS would refuse a policy naming a
+    /// path the user doesn't have; with no IAM to ask, the name decides).
+    User { account: String, name: String },
+    /// An IAM role, by account and name (as for users): matches the role and its assumed-role
+    /// sessions, whose ARNs carry no path.
+    Role { account: String, name: String },
     /// A service principal, lowercased.
     Service(String),
     /// `Federated` / `CanonicalUser`: the exact string.
@@ -249,13 +254,10 @@ impl Principals {
                 };
             }
             Entry::Exact(arn) | Entry::Other(arn) => *arn == c.arn,
-            Entry::Role { account, name, arn } => match c.kind {
-                CallerKind::Role => *arn == c.arn,
-                CallerKind::AssumedRole => {
-                    c.account.as_deref() == Some(account.as_str()) && c.role_name.as_deref() == Some(name.as_str())
-                }
-                _ => false,
-            },
+            Entry::User { account, name } => is_user(c, account, name),
+            Entry::Role { account, name } => {
+                matches!(c.kind, CallerKind::Role | CallerKind::AssumedRole) && has_role(c, account, name)
+            }
             Entry::Service(s) => c.kind == CallerKind::Service && *s == c.arn,
         };
         if hit {
@@ -293,13 +295,27 @@ fn covers(e: &Entry, facet: Facet, c: &Caller) -> bool {
         (Entry::Any, _) => true,
         (Entry::Account(a), Facet::Account) => c.account.as_deref() == Some(a.as_str()),
         (Entry::Exact(arn) | Entry::Other(arn), Facet::Itself) => *arn == c.arn,
-        (Entry::Role { arn, .. }, Facet::Itself) => c.kind == CallerKind::Role && *arn == c.arn,
-        (Entry::Role { account, name, .. }, Facet::RoleOfSession) => {
-            c.account.as_deref() == Some(account.as_str()) && c.role_name.as_deref() == Some(name.as_str())
-        }
+        (Entry::User { account, name }, Facet::Itself) => is_user(c, account, name),
+        (Entry::Role { account, name }, Facet::Itself) => c.kind == CallerKind::Role && has_role(c, account, name),
+        (Entry::Role { account, name }, Facet::RoleOfSession) => has_role(c, account, name),
         (Entry::Service(s), Facet::Itself) => c.kind == CallerKind::Service && *s == c.arn,
         _ => false,
     }
+}
+
+/// A user's or role's name: the last segment of its path.
+fn last_segment(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The caller is the IAM user `name` of `account` (whatever the path of either ARN).
+fn is_user(c: &Caller, account: &str, name: &str) -> bool {
+    c.kind == CallerKind::User && c.account.as_deref() == Some(account) && c.user_name() == Some(name)
+}
+
+/// The caller is the role `name` of `account`, or a session of it.
+fn has_role(c: &Caller, account: &str, name: &str) -> bool {
+    c.account.as_deref() == Some(account) && c.role_name.as_deref() == Some(name)
 }
 
 const INVALID_PRINCIPAL: &str = "Policy contains a statement with one or more invalid principals";
@@ -373,14 +389,16 @@ fn parse_aws(s: &str, loc: &str) -> Result<Entry> {
     };
     match service {
         "iam" if resource == "root" => Ok(Entry::Account(account.to_string())),
-        "iam" if named("user/").is_some() => Ok(Entry::Exact(s.to_string())),
-        "iam" => match named("role/") {
-            Some(rest) => Ok(Entry::Role {
+        "iam" => match (named("user/"), named("role/")) {
+            (Some(rest), _) => Ok(Entry::User {
                 account: account.to_string(),
-                name: rest.rsplit('/').next().unwrap_or(rest).to_string(),
-                arn: s.to_string(),
+                name: last_segment(rest).to_string(),
             }),
-            None => Err(bad("an IAM principal must be root, user/<name> or role/<name>")),
+            (_, Some(rest)) => Ok(Entry::Role {
+                account: account.to_string(),
+                name: last_segment(rest).to_string(),
+            }),
+            _ => Err(bad("an IAM principal must be root, user/<name> or role/<name>")),
         },
         "sts" => {
             let session_ok = named("assumed-role/").is_some_and(|r| r.split('/').count() == 2);
@@ -452,6 +470,73 @@ mod tests {
         let session = Caller::parse("arn:aws:sts::111122223333:assumed-role/Admin/s1");
         assert_eq!(role.match_caller(&session), Match::Direct);
         assert_eq!(p(json!("*")).unwrap().match_caller(&other), Match::Direct);
+    }
+
+    /// IAM names a user or role once in an account, whatever its path: a policy naming it with
+    /// another path (or none) still names it, for Allow, Deny and NotPrincipal alike, and the
+    /// same name in another account or of another kind does not.
+    #[test]
+    fn users_and_roles_are_named_by_account_and_name_whatever_the_path() {
+        let cases = [
+            (
+                "arn:aws:iam::111122223333:role/Admin",
+                "arn:aws:iam::111122223333:role/ops/Admin",
+            ),
+            (
+                "arn:aws:iam::111122223333:role/ops/Admin",
+                "arn:aws:iam::111122223333:role/Admin",
+            ),
+            (
+                "arn:aws:iam::111122223333:user/Bob",
+                "arn:aws:iam::111122223333:user/div/Bob",
+            ),
+            (
+                "arn:aws:iam::111122223333:user/div/Bob",
+                "arn:aws:iam::111122223333:user/Bob",
+            ),
+        ];
+        for (named, caller) in cases {
+            let entry = p(json!({"AWS": named})).unwrap();
+            let c = Caller::parse(caller);
+            assert_eq!(entry.match_caller(&c), Match::Direct, "{named} names {caller}");
+            let exempt = p(json!({"AWS": [named, "111122223333"]})).unwrap();
+            assert!(!exempt.excludes_caller(&c), "NotPrincipal {named} exempts {caller}");
+        }
+        for (named, caller) in [
+            (
+                "arn:aws:iam::111122223333:role/Admin",
+                "arn:aws:iam::444455556666:role/Admin",
+            ),
+            (
+                "arn:aws:iam::111122223333:role/Admin",
+                "arn:aws:iam::111122223333:user/Admin",
+            ),
+            (
+                "arn:aws:iam::111122223333:user/Bob",
+                "arn:aws:iam::111122223333:role/Bob",
+            ),
+            (
+                "arn:aws:iam::111122223333:user/Bob",
+                "arn:aws:sts::111122223333:assumed-role/Bob/s",
+            ),
+            (
+                "arn:aws:iam::111122223333:user/ops/Bob",
+                "arn:aws:iam::111122223333:user/ops/Bobby",
+            ),
+            (
+                "arn:aws:iam::111122223333:role/Admin",
+                "arn:aws:iam::111122223333:role/admin",
+            ),
+        ] {
+            let entry = p(json!({"AWS": named})).unwrap();
+            let c = Caller::parse(caller);
+            assert_eq!(entry.match_caller(&c), Match::No, "{named} does not name {caller}");
+            let listed = p(json!({"AWS": [named, "111122223333", "444455556666"]})).unwrap();
+            assert!(
+                listed.excludes_caller(&c),
+                "NotPrincipal {named} does not exempt {caller}"
+            );
+        }
     }
 
     #[test]
