@@ -178,8 +178,20 @@ impl Kms {
         let ctx = self.request_context(ev, &access, &self.key_arn(key_id), None);
         let ctx = match key {
             KeyUnderCheck::Existing(key) => self.with_key_values(ctx, key, policy.condition_keys()).await?,
-            // No aliases or tags yet: only what CreateKey itself says of the key.
-            KeyUnderCheck::New { spec, usage, origin } => with_key_description(ctx, spec, usage, origin),
+            // No aliases yet: what CreateKey itself says of the key, its tags included (a later
+            // PutKeyPolicy sees them as aws:ResourceTag/<k>).
+            KeyUnderCheck::New {
+                spec,
+                usage,
+                origin,
+                tags,
+            } => {
+                let mut ctx = with_key_description(ctx, spec, usage, origin);
+                for t in tags {
+                    ctx.add(&format!("{}{}", ck::RESOURCE_TAG_PREFIX, t.key), t.value.as_str());
+                }
+                ctx
+            }
         };
         policy::lockout_check(policy, &ctx)
     }
@@ -282,11 +294,12 @@ impl Kms {
 /// The key a lockout safety check is for.
 pub(super) enum KeyUnderCheck<'a> {
     Existing(&'a KeyRecord),
-    /// A key CreateKey is making.
+    /// A key CreateKey is making, with the tags it is created with.
     New {
         spec: KeySpec,
         usage: KeyUsage,
         origin: Origin,
+        tags: &'a [Tag],
     },
 }
 

@@ -97,7 +97,12 @@ impl Kms {
             .unwrap_or_else(|| policy::default_key_policy_in(&self.scope.partition, &self.scope.account));
         let key_policy = Arc::new(Policy::parse_new_key_policy(&policy_text)?);
         if !bypass {
-            let key = KeyUnderCheck::New { spec, usage, origin };
+            let key = KeyUnderCheck::New {
+                spec,
+                usage,
+                origin,
+                tags: &input.tags,
+            };
             self.lockout_check(ev, &key_policy, &key_id, key).await?;
         }
         let (plain, public_key, unwrapped) = self.new_material(spec).await?;

@@ -1217,7 +1217,8 @@ async fn condition_keys_for_data_keys_re_encrypt_tags_and_grants() {
 }
 
 /// The lockout safety check decides with the key's own condition values: a policy that denies
-/// PutKeyPolicy on keys tagged locked=true is a lockout for a key so tagged, and not for another.
+/// PutKeyPolicy on keys tagged locked=true is a lockout for a key so tagged, or created so, and
+/// not for another.
 #[tokio::test]
 async fn the_lockout_check_sees_the_keys_tags() {
     let server = Server::start_with(&token_config(false, &[ROOT], None)).await;
@@ -1244,6 +1245,21 @@ async fn the_lockout_check_sees_the_keys_tags() {
         "MalformedPolicyDocumentException",
     );
     put_policy(&mut root, &open, &locks_tagged, false).await.unwrap();
+    // CreateKey decides with the tags the key is created with (before, it saw none, and made a
+    // key tagged locked=true whose policy could never be changed again).
+    let create = |locked: &str| pb::CreateKeyRequest {
+        policy: Some(locks_tagged.clone()),
+        tags: vec![pb::Tag {
+            tag_key: "locked".into(),
+            tag_value: locked.into(),
+        }],
+        ..Default::default()
+    };
+    expect_err(
+        root.create_key(create("true")).await,
+        "MalformedPolicyDocumentException",
+    );
+    root.create_key(create("false")).await.unwrap();
     // With the check bypassed the policy goes in, and then it does what it says.
     put_policy(&mut root, &locked, &locks_tagged, true).await.unwrap();
     expect_denied(
