@@ -159,8 +159,11 @@ impl Kms {
         KmsError::NotFound(format!("Alias {} is not found.", self.scope.alias_arn(name)))
     }
 
+    /// ThrottlingException, which AWS SDKs retry with back-off: the request lost to concurrent
+    /// changes of the alias, and a later try finds it settled. (KMSInvalidStateException, which
+    /// the SDKs don't retry, would have passed the contention on to the caller's code.)
     fn alias_contended(&self, name: &str) -> KmsError {
-        KmsError::InvalidState(format!(
+        KmsError::Throttling(format!(
             "Alias {} kept changing while this request changed it; retry the request",
             self.scope.alias_arn(name)
         ))
