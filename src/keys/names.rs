@@ -182,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn tag_count_is_checked_before_the_per_tag_checks() {
+    fn tag_count_is_checked_before_duplicate_and_reserved_keys() {
         let tag = |k: String| Tag {
             key: k,
             value: "v".into(),
