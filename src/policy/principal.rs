@@ -161,13 +161,13 @@ pub(crate) enum Entry {
     Account(String),
     /// An STS session or a federated user: the exact ARN.
     Exact(String),
-    /// An IAM user, by account and name: IAM names a user once in an account whatever its path,
+    /// An IAM user, by partition, account and name: IAM names a user once in an account whatever its path,
     /// so `user/Bob` and `user/ops/Bob` are the same user (AWS would refuse a policy naming a
     /// path the user doesn't have; with no IAM to ask, the name decides).
-    User { account: String, name: String },
+    User(Named),
     /// An IAM role, by account and name (as for users): matches the role and its assumed-role
     /// sessions, whose ARNs carry no path.
-    Role { account: String, name: String },
+    Role(Named),
     /// A service principal, lowercased.
     Service(String),
     /// `Federated` / `CanonicalUser`: the exact string.
@@ -254,9 +254,9 @@ impl Principals {
                 };
             }
             Entry::Exact(arn) | Entry::Other(arn) => *arn == c.arn,
-            Entry::User { account, name } => is_user(c, account, name),
-            Entry::Role { account, name } => {
-                matches!(c.kind, CallerKind::Role | CallerKind::AssumedRole) && has_role(c, account, name)
+            Entry::User(user) => c.kind == CallerKind::User && user.is(c, c.user_name()),
+            Entry::Role(role) => {
+                matches!(c.kind, CallerKind::Role | CallerKind::AssumedRole) && role.is(c, c.role_name.as_deref())
             }
             Entry::Service(s) => c.kind == CallerKind::Service && *s == c.arn,
         };
@@ -295,9 +295,9 @@ fn covers(e: &Entry, facet: Facet, c: &Caller) -> bool {
         (Entry::Any, _) => true,
         (Entry::Account(a), Facet::Account) => c.account.as_deref() == Some(a.as_str()),
         (Entry::Exact(arn) | Entry::Other(arn), Facet::Itself) => *arn == c.arn,
-        (Entry::User { account, name }, Facet::Itself) => is_user(c, account, name),
-        (Entry::Role { account, name }, Facet::Itself) => c.kind == CallerKind::Role && has_role(c, account, name),
-        (Entry::Role { account, name }, Facet::RoleOfSession) => has_role(c, account, name),
+        (Entry::User(user), Facet::Itself) => c.kind == CallerKind::User && user.is(c, c.user_name()),
+        (Entry::Role(role), Facet::Itself) => c.kind == CallerKind::Role && role.is(c, c.role_name.as_deref()),
+        (Entry::Role(role), Facet::RoleOfSession) => role.is(c, c.role_name.as_deref()),
         (Entry::Service(s), Facet::Itself) => c.kind == CallerKind::Service && *s == c.arn,
         _ => false,
     }
@@ -308,14 +308,27 @@ fn last_segment(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// The caller is the IAM user `name` of `account` (whatever the path of either ARN).
-fn is_user(c: &Caller, account: &str, name: &str) -> bool {
-    c.kind == CallerKind::User && c.account.as_deref() == Some(account) && c.user_name() == Some(name)
+/// An IAM user or role as a policy names it: partition, account and name (the path left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Named {
+    partition: String,
+    account: String,
+    name: String,
 }
 
-/// The caller is the role `name` of `account`, or a session of it.
-fn has_role(c: &Caller, account: &str, name: &str) -> bool {
-    c.account.as_deref() == Some(account) && c.role_name.as_deref() == Some(name)
+impl Named {
+    fn new(partition: &str, account: &str, path_and_name: &str) -> Named {
+        Named {
+            partition: partition.to_string(),
+            account: account.to_string(),
+            name: last_segment(path_and_name).to_string(),
+        }
+    }
+
+    /// Whether the caller, known in its account by `name`, is this one.
+    fn is(&self, c: &Caller, name: Option<&str>) -> bool {
+        c.partition == self.partition && c.account.as_deref() == Some(self.account.as_str()) && name == Some(&self.name)
+    }
 }
 
 const INVALID_PRINCIPAL: &str = "Policy contains a statement with one or more invalid principals";
@@ -390,14 +403,8 @@ fn parse_aws(s: &str, loc: &str) -> Result<Entry> {
     match service {
         "iam" if resource == "root" => Ok(Entry::Account(account.to_string())),
         "iam" => match (named("user/"), named("role/")) {
-            (Some(rest), _) => Ok(Entry::User {
-                account: account.to_string(),
-                name: last_segment(rest).to_string(),
-            }),
-            (_, Some(rest)) => Ok(Entry::Role {
-                account: account.to_string(),
-                name: last_segment(rest).to_string(),
-            }),
+            (Some(rest), _) => Ok(Entry::User(Named::new(partition, account, rest))),
+            (_, Some(rest)) => Ok(Entry::Role(Named::new(partition, account, rest))),
             _ => Err(bad("an IAM principal must be root, user/<name> or role/<name>")),
         },
         "sts" => {
@@ -526,6 +533,14 @@ mod tests {
             (
                 "arn:aws:iam::111122223333:role/Admin",
                 "arn:aws:iam::111122223333:role/admin",
+            ),
+            (
+                "arn:aws-cn:iam::111122223333:role/Admin",
+                "arn:aws:iam::111122223333:role/Admin",
+            ),
+            (
+                "arn:aws-cn:iam::111122223333:user/Bob",
+                "arn:aws:iam::111122223333:user/Bob",
             ),
         ] {
             let entry = p(json!({"AWS": named})).unwrap();
