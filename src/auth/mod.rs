@@ -124,6 +124,8 @@ impl Credentials {
             .iter()
             .map(CertRule::new)
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        let principals = cfg.tokens.iter().map(|t| t.principal.as_str());
+        one_principal_per_name(principals.chain(cfg.certificates.iter().map(|c| c.principal.as_str())))?;
         Ok(Credentials {
             tokens,
             certs,
@@ -273,11 +275,18 @@ impl Authenticator {
 /// Checks that a principal is an IAM ARN this server understands; returns its account.
 pub fn principal_account(arn: &str) -> std::result::Result<String, String> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    // A user's or role's path and name: no empty segment (so the name, the last one, is there).
+    let named = |resource: &str| {
+        let path = resource
+            .strip_prefix("user/")
+            .or_else(|| resource.strip_prefix("role/"));
+        path.is_some_and(|p| p.split('/').all(|segment| !segment.is_empty()))
+    };
     match parts.as_slice() {
         ["arn", _, "iam", "", account, resource]
             if account.len() == 12
                 && account.bytes().all(|b| b.is_ascii_digit())
-                && (*resource == "root" || resource.starts_with("user/") || resource.starts_with("role/")) =>
+                && (*resource == "root" || named(resource)) =>
         {
             Ok(account.to_string())
         }
@@ -285,6 +294,34 @@ pub fn principal_account(arn: &str) -> std::result::Result<String, String> {
             "{arn:?} is not an IAM principal ARN (arn:aws:iam::<account>:root|user/<name>|role/<name>)"
         )),
     }
+}
+
+/// Refuses two configured principals that are one IAM user or role under two paths
+/// (`user/a/Bob`, `user/b/Bob`): IAM names a user or role once in an account, ignoring case, and a
+/// key policy names it by partition, account and name (`policy::principal`), so the two would
+/// share every key policy's Allow and Deny.
+fn one_principal_per_name<'a>(principals: impl Iterator<Item = &'a str>) -> std::result::Result<(), String> {
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for arn in principals {
+        let Some((prefix, resource)) = arn.rsplit_once(':') else {
+            continue;
+        };
+        let Some((kind, path)) = resource.split_once('/') else {
+            continue; // root
+        };
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let identity = format!("{prefix}:{kind}/{}", name.to_lowercase());
+        match seen.insert(identity, arn) {
+            Some(other) if other != arn => {
+                return Err(format!(
+                    "{other:?} and {arn:?} are the same IAM {kind} (names are unique in an account, whatever \
+                     the path or case); give each principal its own name"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -472,6 +509,80 @@ mod tests {
         assert!(principal_account("arn:aws:iam::111122223333:root").is_ok());
         assert!(principal_account("arn:aws:iam::1:user/a").is_err());
         assert!(principal_account("arn:aws:s3:::bucket").is_err());
+        assert!(principal_account("arn:aws:iam::111122223333:role/ops/Admin").is_ok());
+        // A user or role with no name, or an empty path segment, is no IAM principal.
+        for bad in [
+            "user/",
+            "role/",
+            "user/ops/",
+            "user//Bob",
+            "role/ops//Admin",
+            "group/devs",
+        ] {
+            let arn = format!("arn:aws:iam::111122223333:{bad}");
+            assert!(principal_account(&arn).is_err(), "{arn} accepted");
+        }
+    }
+
+    /// Key policies name users and roles by account and name, whatever the path, so two
+    /// configured principals that are one IAM user (or role) under two paths or cases are refused.
+    #[test]
+    fn one_user_or_role_under_two_paths_is_refused() {
+        let config = |principals: &[&str]| AuthConfig {
+            tokens: principals
+                .iter()
+                .enumerate()
+                .map(|(i, p)| TokenConfig {
+                    sha256: token_digest(&format!("token-{i}")),
+                    principal: p.to_string(),
+                })
+                .collect(),
+            certificates: vec![CertRuleConfig {
+                matches: "cn:dave".into(),
+                principal: "arn:aws:iam::111122223333:user/dave".into(),
+            }],
+            ..AuthConfig::default()
+        };
+        for fine in [
+            &[
+                "arn:aws:iam::111122223333:user/a/Bob",
+                "arn:aws:iam::111122223333:user/a/Bob",
+            ][..],
+            &[
+                "arn:aws:iam::111122223333:user/Bob",
+                "arn:aws:iam::111122223333:role/Bob",
+            ],
+            &[
+                "arn:aws:iam::111122223333:user/Bob",
+                "arn:aws:iam::444455556666:user/Bob",
+            ],
+            &[
+                "arn:aws:iam::111122223333:user/Bob",
+                "arn:aws-cn:iam::111122223333:user/Bob",
+            ],
+            &["arn:aws:iam::111122223333:root", "arn:aws:iam::111122223333:user/root"],
+            &["arn:aws:iam::111122223333:user/dave"],
+        ] {
+            assert!(Credentials::new(&config(fine), None).is_ok(), "{fine:?} refused");
+        }
+        for twice in [
+            &[
+                "arn:aws:iam::111122223333:user/a/Bob",
+                "arn:aws:iam::111122223333:user/b/Bob",
+            ][..],
+            &[
+                "arn:aws:iam::111122223333:role/Admin",
+                "arn:aws:iam::111122223333:role/ops/Admin",
+            ],
+            &[
+                "arn:aws:iam::111122223333:user/Bob",
+                "arn:aws:iam::111122223333:user/bob",
+            ],
+            &["arn:aws:iam::111122223333:user/ops/dave"],
+        ] {
+            let err = Credentials::new(&config(twice), None).err().expect("accepted");
+            assert!(err.contains("are the same IAM"), "{twice:?}: {err}");
+        }
     }
 }
 
