@@ -165,7 +165,7 @@ pub(crate) enum Entry {
     /// so `user/Bob` and `user/ops/Bob` are the same user (AWS would refuse a policy naming a
     /// path the user doesn't have; with no IAM to ask, the name decides).
     User(Named),
-    /// An IAM role, by account and name (as for users): matches the role and its assumed-role
+    /// An IAM role, by partition, account and name (as for users): matches the role and its assumed-role
     /// sessions, whose ARNs carry no path.
     Role(Named),
     /// A service principal, lowercased.
@@ -541,6 +541,10 @@ mod tests {
             (
                 "arn:aws-cn:iam::111122223333:user/Bob",
                 "arn:aws:iam::111122223333:user/Bob",
+            ),
+            (
+                "arn:aws:iam::111122223333:role/Admin",
+                "arn:aws-cn:sts::111122223333:assumed-role/Admin/s",
             ),
         ] {
             let entry = p(json!({"AWS": named})).unwrap();

@@ -1246,7 +1246,7 @@ async fn the_lockout_check_sees_the_keys_tags() {
     );
     put_policy(&mut root, &open, &locks_tagged, false).await.unwrap();
     // CreateKey decides with the tags the key is created with (before, it saw none, and made a
-    // key tagged locked=true whose policy could never be changed again).
+    // key tagged locked=true whose policy could not be changed until the tag was taken off).
     let create = |locked: &str| pb::CreateKeyRequest {
         policy: Some(locks_tagged.clone()),
         tags: vec![pb::Tag {
