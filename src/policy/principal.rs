@@ -509,6 +509,13 @@ mod tests {
             let exempt = p(json!({"AWS": [named, "111122223333"]})).unwrap();
             assert!(!exempt.excludes_caller(&c), "NotPrincipal {named} exempts {caller}");
         }
+        // A session is exempt when its role is listed under any path, with the session and account.
+        let session = Caller::parse("arn:aws:sts::111122223333:assumed-role/Admin/s");
+        let listed = |role: &str| {
+            p(json!({"AWS": [role, "arn:aws:sts::111122223333:assumed-role/Admin/s", "111122223333"]})).unwrap()
+        };
+        assert!(!listed("arn:aws:iam::111122223333:role/ops/Admin").excludes_caller(&session));
+        assert!(listed("arn:aws:iam::111122223333:role/ops/Other").excludes_caller(&session));
         for (named, caller) in [
             (
                 "arn:aws:iam::111122223333:role/Admin",
