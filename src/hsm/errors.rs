@@ -96,9 +96,10 @@ pub fn rejected(what: &str, e: &Error) -> KmsError {
 }
 
 /// The root key is gone from the token (or is there more than once) since the server started:
-/// nothing can be wrapped or unwrapped until an operator restores it.
+/// nothing can be wrapped or unwrapped until an operator restores it. KeyUnavailableException, as
+/// for a root key that is there but unusable: the same HSM condition, for the operator to fix.
 pub fn root_missing() -> KmsError {
-    KmsError::Internal(
+    KmsError::KeyUnavailable(
         "The root key is no longer on the HSM token, or is there more than once (see the server log)".to_string(),
     )
 }
