@@ -609,8 +609,15 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
         refuse_unless_changeable(&tx, &g.key_id)?;
+        // Checked when the request began; a DisableKey may have committed since.
+        if read_key(&tx, &g.key_id)?.is_some_and(|k| k.state == KeyState::Disabled) {
+            return Err(KmsError::Disabled(format!("Key '{}' is disabled.", g.key_id)));
+        }
         let grant = match named_retry(&tx, g)? {
-            Some(found) => found,
+            Some(found) => {
+                refuse_over_token_quota(&tx, &found.grant_id)?;
+                found
+            }
             None => {
                 refuse_over_quota(&tx, &g.key_id, max_grants)?;
                 tx.execute(
@@ -761,6 +768,25 @@ fn named_retry(conn: &rusqlite::Connection, g: &GrantRecord) -> Result<Option<Gr
         }
     }
     Ok(None)
+}
+
+/// Grant tokens one grant may have: each retry of a named CreateGrant adds one (as AWS answers a
+/// retry with a new token), and without a bound one caller could add rows without end.
+pub const MAX_TOKENS_PER_GRANT: i64 = 100;
+
+/// LimitExceededException when the grant already has `MAX_TOKENS_PER_GRANT` tokens.
+fn refuse_over_token_quota(conn: &rusqlite::Connection, grant_id: &str) -> Result<()> {
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM grant_tokens WHERE grant_id = ?1")
+        .and_then(|mut st| st.query_row([grant_id], |r| r.get(0)))
+        .map_err(db)?;
+    if n >= MAX_TOKENS_PER_GRANT {
+        return Err(KmsError::LimitExceeded(format!(
+            "Grant {grant_id} was already created with this name {n} times, and has a grant token from each; \
+             use one of those"
+        )));
+    }
+    Ok(())
 }
 
 /// LimitExceededException when the key already has `max_grants` grants. The count walks the key's
@@ -1334,6 +1360,55 @@ pub(super) mod tests {
         assert_eq!(s.create_grant(&grant("g4", "two"), &[4; 32], 2).unwrap().grant_id, "g2");
         assert!(s.delete_grant("a", "g1").unwrap().is_some());
         s.create_grant(&grant("g3", "three"), &[3; 32], 2).unwrap();
+    }
+
+    /// A DisableKey that commits after CreateGrant checked the key's state still stops the grant
+    /// (DisabledException, as on a key disabled before).
+    #[test]
+    fn grants_do_not_land_on_a_key_disabled_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
+        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
+        s.update_key("a", &mut |k| {
+            k.state = KeyState::Disabled;
+            Ok(())
+        })
+        .unwrap();
+        let grant = s.create_grant(&decrypt_grant("g1", "a", None), &[1; 32], 50);
+        assert!(
+            matches!(&grant, Err(KmsError::Disabled(m)) if m.contains("disabled")),
+            "{grant:?}"
+        );
+        assert!(s.get_grant("g1").unwrap().is_none());
+    }
+
+    /// Each retry of a named CreateGrant adds a token to the one grant, up to
+    /// `MAX_TOKENS_PER_GRANT`; past it the retry is refused and adds nothing, and every token
+    /// given out still works.
+    #[test]
+    fn retries_of_a_named_grant_add_tokens_up_to_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
+        s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
+        let token = |i: i64| {
+            let mut t = [0u8; 32];
+            t[..8].copy_from_slice(&i.to_be_bytes());
+            t
+        };
+        for i in 0..MAX_TOKENS_PER_GRANT {
+            let retry = decrypt_grant(&format!("g{i}"), "a", Some("one"));
+            assert_eq!(s.create_grant(&retry, &token(i), 50).unwrap().grant_id, "g0");
+        }
+        let past = decrypt_grant("gx", "a", Some("one"));
+        let refused = s.create_grant(&past, &token(MAX_TOKENS_PER_GRANT), 50);
+        assert!(
+            matches!(&refused, Err(KmsError::LimitExceeded(m)) if m.contains("g0")),
+            "{refused:?}"
+        );
+        assert!(!s.grant_has_token("g0", &token(MAX_TOKENS_PER_GRANT)).unwrap());
+        for i in 0..MAX_TOKENS_PER_GRANT {
+            assert!(s.grant_has_token("g0", &token(i)).unwrap(), "token {i}");
+        }
     }
 
     /// The quota reads a count kept by triggers: it follows creations, revocations, idempotent
