@@ -121,6 +121,19 @@ impl Hsm {
             }
             Err(e) => tracing::warn!(error = %errors::short(&e), "cannot read the root key's history attributes"),
         }
+        match root_attrs::extra_uses(&session, handle) {
+            Ok(notes) => {
+                for note in notes {
+                    tracing::warn!(
+                        "the root key with CKA_ID {} on token {:?} is usable for more than kms needs: {note}. \
+                         kms only encrypts and decrypts with it; set the attribute FALSE on the token",
+                        cfg.root_key_id,
+                        cfg.token_label
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %errors::short(&e), "cannot read the root key's usage attributes"),
+        }
         drop(session);
         let hsm = Hsm {
             pool,

@@ -86,6 +86,31 @@ fn history_notes(attrs: &[Attribute]) -> Vec<&'static str> {
         .collect()
 }
 
+/// What else `key` may be used for besides encrypting and decrypting kms's material, as its usage
+/// attributes tell: CKA_WRAP, CKA_UNWRAP or CKA_DERIVE TRUE. None exposes the root key's value, but
+/// each lets a holder of the PIN do more with it than kms does (wrap another key on the token under
+/// it and then C_Decrypt the result, import keys under it, derive keys from it), so the operator is
+/// told at start; refusing would stop servers started with such a key. Unreadable: nothing known.
+pub fn extra_uses(session: &Session, key: ObjectHandle) -> Result<Vec<&'static str>, Error> {
+    let attrs = session.get_attributes(
+        key,
+        &[AttributeType::Wrap, AttributeType::Unwrap, AttributeType::Derive],
+    )?;
+    Ok(extra_use_notes(&attrs))
+}
+
+fn extra_use_notes(attrs: &[Attribute]) -> Vec<&'static str> {
+    attrs
+        .iter()
+        .filter_map(|a| match a {
+            Attribute::Wrap(true) => Some("CKA_WRAP is TRUE: it can wrap other keys on the token"),
+            Attribute::Unwrap(true) => Some("CKA_UNWRAP is TRUE: it can unwrap keys into the token"),
+            Attribute::Derive(true) => Some("CKA_DERIVE is TRUE: keys can be derived from it"),
+            _ => None,
+        })
+        .collect()
+}
+
 fn name(t: AttributeType) -> &'static str {
     match t {
         AttributeType::KeyType => "CKA_KEY_TYPE",
@@ -156,6 +181,22 @@ mod tests {
         assert_eq!(notes.len(), 2);
         assert!(notes[0].starts_with("CKA_NEVER_EXTRACTABLE is FALSE"));
         assert!(notes[1].starts_with("CKA_ALWAYS_SENSITIVE is FALSE"));
+    }
+
+    #[test]
+    fn uses_beyond_encrypt_and_decrypt_are_noted() {
+        let none = [
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+        ];
+        assert!(extra_use_notes(&none).is_empty());
+        assert!(extra_use_notes(&[]).is_empty(), "unreadable: nothing known");
+        let notes = extra_use_notes(&[Attribute::Wrap(true), Attribute::Unwrap(true), Attribute::Derive(true)]);
+        assert_eq!(notes.len(), 3);
+        assert!(notes[0].starts_with("CKA_WRAP is TRUE"));
+        assert!(notes[1].starts_with("CKA_UNWRAP is TRUE"));
+        assert!(notes[2].starts_with("CKA_DERIVE is TRUE"));
     }
 
     #[test]

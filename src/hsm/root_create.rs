@@ -103,6 +103,7 @@ fn create_root(session: &Session, id: &[u8], read_only: bool) -> Result<ObjectHa
         Attribute::Decrypt(true),
         Attribute::Wrap(false),
         Attribute::Unwrap(false),
+        Attribute::Derive(false),
         // Token defaults (TRUE on SoftHSM2) would make it an HMAC key too.
         Attribute::Sign(false),
         Attribute::Verify(false),
