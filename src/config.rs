@@ -66,7 +66,9 @@ pub struct HsmConfig {
     pub root_key_id: String,
     /// Create the root key when it is absent and the store holds no keys yet. With keys in the
     /// store a missing root key always stops the server: making a new one would orphan them.
-    pub create_root_key: bool,
+    /// Unset: yes on software tokens (SoftHSM2, hsm-sim), no on CloudHSM and other hardware HSMs,
+    /// where a production root key is created once, on purpose.
+    pub create_root_key: Option<bool>,
     /// Upper bound on PKCS#11 sessions open at once.
     pub max_sessions: usize,
     /// Give up on one HSM call after this long (DependencyTimeoutException).
@@ -177,7 +179,7 @@ impl Default for HsmConfig {
             pin_file: None,
             pin_env: "KMS_HSM_PIN".into(),
             root_key_id: "6b6d732d726f6f742d7631".into(), // "kms-root-v1"
-            create_root_key: true,
+            create_root_key: None,
             max_sessions: 32,
             timeout_ms: 5000,
             retry_attempts: 3,

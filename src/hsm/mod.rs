@@ -77,7 +77,7 @@ impl Hsm {
                     cfg.token_label, cfg.root_key_id
                 ))
             }
-            RootLookup::None if may_create && cfg.create_root_key => {
+            RootLookup::None if may_create && cfg.create_root_key.unwrap_or(quirks.software_token()) => {
                 root_create::create_sole_root(&session, &root_id, !quirks.root_session_copy)?
             }
             RootLookup::None => {
@@ -85,7 +85,9 @@ impl Hsm {
                     "no root key with CKA_ID {} on token {:?}, and it may not be created here{}",
                     cfg.root_key_id,
                     cfg.token_label,
-                    if may_create {
+                    if may_create && cfg.create_root_key.is_none() {
+                        " (a hardware HSM's root key is created only with hsm.create_root_key = true)"
+                    } else if may_create {
                         " (hsm.create_root_key = false)"
                     } else {
                         ": the store already holds keys wrapped under a root key"

@@ -20,6 +20,12 @@ pub struct Quirks {
 pub const VENDORS: [&str; 5] = ["auto", "softhsm2", "cloudhsm", "hsm-sim", "generic"];
 
 impl Quirks {
+    /// A software token (SoftHSM2, hsm-sim): development and tests, where creating a missing root
+    /// key at start is the convenient default.
+    pub fn software_token(&self) -> bool {
+        matches!(self.vendor, "softhsm2" | "hsm-sim")
+    }
+
     /// Picks the quirks by name, or from the module's manufacturer id when `name` is "auto".
     pub fn select(name: &str, module: &Pkcs11) -> Result<Quirks, String> {
         let name = if name == "auto" {

@@ -339,6 +339,34 @@ async fn a_missing_root_key_with_keys_in_the_store_refuses_to_start() {
     assert!(!stderr.contains(PIN), "the PIN must never be printed");
 }
 
+/// On a hardware HSM (CloudHSM, or any other than SoftHSM2 and hsm-sim) a missing root key is not
+/// created unless `hsm.create_root_key = true` says so, even with an empty store: a new node with a
+/// mistyped `root_key_id` must not make a second root key on the production HSM.
+#[tokio::test]
+async fn a_hardware_hsm_root_key_is_created_only_when_asked() {
+    let mut server = Server::start().await;
+    server.stop();
+    let config = std::fs::read_to_string(server.config_path()).unwrap();
+    for vendor in ["generic", "cloudhsm"] {
+        server.hsm = TestHsm::new();
+        let with_vendor = config.replacen("[hsm]\n", &format!("[hsm]\nvendor = {vendor:?}\n"), 1);
+        assert_ne!(with_vendor, config);
+        std::fs::write(server.config_path(), with_vendor).unwrap();
+        let out = server.output_of_start_with(&[]);
+        assert!(!out.status.success(), "{vendor}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("no root key") && stderr.contains("hsm.create_root_key = true"),
+            "{vendor}: {stderr}"
+        );
+    }
+    server.hsm = TestHsm::new();
+    server.extra_hsm = "vendor = \"generic\"\ncreate_root_key = true".into();
+    server.start_again().await;
+    let mut c = server.client().await;
+    create_key(&mut c).await;
+}
+
 #[tokio::test]
 async fn an_ambiguous_root_key_refuses_to_start() {
     let mut server = Server::start().await;

@@ -266,7 +266,7 @@ async fn an_unusable_replacement_root_key_is_refused_as_unavailable() {
 /// (SoftHSM2 refuses to copy a non-modifiable key, so there it stays modifiable.)
 #[tokio::test]
 async fn a_created_root_key_is_read_only_where_sessions_do_not_copy_it() {
-    let mut server = Server::start_on(TestHsm::new(), "", "vendor = \"generic\"").await;
+    let mut server = Server::start_on(TestHsm::new(), "", "vendor = \"generic\"\ncreate_root_key = true").await;
     let mut c = server.client().await;
     create_key(&mut c).await;
     server.stop();
@@ -307,7 +307,7 @@ async fn a_created_root_key_can_only_encrypt_and_decrypt() {
 /// seal every material under one IV. The wrap is refused and nothing is stored.
 #[tokio::test]
 async fn material_is_never_sealed_under_an_iv_the_hsm_did_not_generate() {
-    let server = Server::start_on(TestHsm::new(), "", "vendor = \"cloudhsm\"").await;
+    let server = Server::start_on(TestHsm::new(), "", "vendor = \"cloudhsm\"\ncreate_root_key = true").await;
     let mut c = server.client().await;
     expect_err(
         c.create_key(pb::CreateKeyRequest::default()).await,
