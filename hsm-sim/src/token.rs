@@ -345,6 +345,9 @@ impl Token {
                 _ => return Err(CKR_USER_TYPE_INVALID),
             }
         }
+        // A length no PIN can have (a NULL PIN, a buffer's whole size) is refused before it is
+        // counted, as SoftHSM2 does: a client's mistake must not lock the user out.
+        check_pin_len(pin)?;
         let so = user == CKU_SO;
         let (key, _) = self.unlock(so, pin)?;
         let mut inner = self.write();

@@ -25,7 +25,7 @@ fn module() -> &'static (Pkcs11, PathBuf) {
         let dir = temp_dir("concurrency");
         let conf = dir.join("hsm-sim.toml");
         let toml = format!(
-            "token_dir = {:?}\nslots = 7\npbkdf2_iterations = 20000\nmax_pin_attempts = {MAX_PIN_ATTEMPTS}\n",
+            "token_dir = {:?}\nslots = 8\npbkdf2_iterations = 20000\nmax_pin_attempts = {MAX_PIN_ATTEMPTS}\n",
             dir.join("tokens").display().to_string()
         );
         std::fs::write(&conf, toml).unwrap();
@@ -184,6 +184,26 @@ fn a_right_pin_resets_the_count() {
         sess.logout().unwrap();
     }
     assert!(!p.get_token_info(s).unwrap().user_pin_count_low());
+}
+
+/// A PIN no PIN can be (empty, NULL, shorter than 4 or longer than 255 bytes) is refused with
+/// CKR_PIN_LEN_RANGE before it is counted: a client passing a wrong length must not lock the
+/// user out.
+#[test]
+fn a_pin_of_impossible_length_is_not_counted() {
+    let p = pkcs11();
+    let s = init(7);
+    let sess = p.open_ro_session(s).unwrap();
+    let long = "x".repeat(256);
+    for _ in 0..MAX_PIN_ATTEMPTS + 1 {
+        for bad in [Some("abc"), Some(""), Some(long.as_str()), None] {
+            match sess.login(UserType::User, bad.map(pin).as_ref()) {
+                Err(Error::Pkcs11(RvError::PinLenRange, _)) => {}
+                other => panic!("a PIN of {} bytes gave {other:?}", bad.map_or(0, str::len)),
+            }
+        }
+    }
+    sess.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
 }
 
 /// C_CreateObject slowed down (fault latency, before the session lock) while
