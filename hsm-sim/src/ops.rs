@@ -52,6 +52,20 @@ impl MultiPart for DigestOp {
 /// Appends to a buffer of secrets. When it must grow, the bytes move to a
 /// new buffer and the old one is wiped (Vec's own growth would free it
 /// unwiped); capacity doubles, as Vec's does.
+/// The most multi-part input one operation buffers (C_EncryptUpdate, C_SignUpdate, ...): the
+/// token keeps it in the caller's memory, so without a bound a caller could exhaust it. Beyond it
+/// the update is CKR_DATA_LEN_RANGE and the operation ends.
+pub const MAX_BUFFERED: usize = 16 << 20;
+
+/// `append`, refused past `MAX_BUFFERED`.
+fn append_bounded(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) -> Rv<()> {
+    if buf.len().saturating_add(data.len()) > MAX_BUFFERED {
+        return Err(CKR_DATA_LEN_RANGE);
+    }
+    append(buf, data);
+    Ok(())
+}
+
 fn append(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
     let need = buf.len() + data.len();
     if need > buf.capacity() {
@@ -128,9 +142,9 @@ impl CipherOp {
         }
     }
 
-    pub fn update(&mut self, data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) -> Rv<()> {
         self.updated = true;
-        append(&mut self.buf, data);
+        append_bounded(&mut self.buf, data)
     }
 
     /// Processes buffered input plus `data`, leaving the state untouched so
@@ -162,7 +176,8 @@ impl CipherOp {
 #[derive(Clone)]
 enum Accum {
     Digest(digest::Context),
-    Raw(Vec<u8>),
+    /// Wiped: the message (or the HMAC input) may be secret.
+    Raw(Zeroizing<Vec<u8>>),
 }
 
 #[derive(Clone, Copy)]
@@ -221,7 +236,7 @@ impl SignOp {
         let prehash = hashed(m.mech);
         let acc = match prehash {
             Some(h) => Accum::Digest(digest::Context::new(h.ring())),
-            None => Accum::Raw(Vec::new()),
+            None => Accum::Raw(Zeroizing::new(Vec::new())),
         };
         let (signer, acc) = match m.mech {
             CKM_SHA256_HMAC | CKM_SHA384_HMAC | CKM_SHA512_HMAC => {
@@ -255,12 +270,13 @@ impl SignOp {
         })
     }
 
-    pub fn update(&mut self, data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) -> Rv<()> {
         self.updated = true;
         match &mut self.acc {
             Accum::Digest(c) => c.update(data),
-            Accum::Raw(v) => v.extend_from_slice(data),
+            Accum::Raw(v) => append_bounded(v, data)?,
         }
+        Ok(())
     }
 
     /// Signature length.
@@ -280,22 +296,24 @@ impl SignOp {
     }
 
     /// The bytes the signature covers: HMAC tag, digest or raw input.
-    fn input(&self, data: &[u8]) -> Rv<Vec<u8>> {
-        let mut acc = self.acc.clone();
-        let input = match &mut acc {
+    fn input(&self, data: &[u8]) -> Rv<Zeroizing<Vec<u8>>> {
+        let input = match &self.acc {
             Accum::Digest(c) => {
+                let mut c = c.clone();
                 c.update(data);
-                c.clone().finish().as_ref().to_vec()
+                Zeroizing::new(c.finish().as_ref().to_vec())
             }
             Accum::Raw(v) => {
-                v.extend_from_slice(data);
-                std::mem::take(v)
+                let mut joined = Zeroizing::new(Vec::with_capacity(v.len() + data.len()));
+                joined.extend_from_slice(v);
+                joined.extend_from_slice(data);
+                joined
             }
         };
         match self.signer {
             Signer::Hmac(alg) => {
                 let k = hmac::Key::new(alg, hmac_raw(&self.key)?);
-                Ok(hmac::sign(&k, &input).as_ref().to_vec())
+                Ok(Zeroizing::new(hmac::sign(&k, &input).as_ref().to_vec()))
             }
             _ => Ok(input),
         }
@@ -304,7 +322,7 @@ impl SignOp {
     pub fn sign(&self, data: &[u8]) -> Rv<Vec<u8>> {
         let input = self.input(data)?;
         match (self.signer, &*self.key) {
-            (Signer::Hmac(_), _) => Ok(input),
+            (Signer::Hmac(_), _) => Ok(input.to_vec()),
             (Signer::Rsa(s), Material::RsaPrivate(k)) => rsa::sign(k, s, &input),
             (Signer::Ecdsa, Material::EcPrivate(k)) => k.sign_prehash(&input),
             _ => Err(CKR_GENERAL_ERROR),

@@ -53,6 +53,49 @@ fn aes_gcm_all_key_sizes_single_and_multi_part() {
     }
 }
 
+/// Multi-part input is buffered up to 16 MiB per operation: one byte more is CKR_DATA_LEN_RANGE
+/// and ends the operation (the next update finds none), for ciphers and for signatures alike.
+#[test]
+fn multi_part_input_is_bounded_and_past_the_bound_ends_the_operation() {
+    let sess = user_session(init_token(8, "bounded"));
+    let k = aes_key(&sess, 32, false);
+    let mac_key = sess
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Value(vec![7; 32]),
+            Attribute::Sign(true),
+        ])
+        .unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    let mut iv = [9u8; 12];
+    let gcm = Mechanism::AesGcm(GcmParams::new(&mut iv, b"", 128.into()).unwrap());
+    sess.encrypt_init(&gcm, k).unwrap();
+    for _ in 0..16 {
+        sess.encrypt_update(&chunk).unwrap();
+    }
+    match sess.encrypt_update(&[0]) {
+        Err(Error::Pkcs11(RvError::DataLenRange, _)) => {}
+        other => panic!("the byte past 16 MiB gave {other:?}"),
+    }
+    match sess.encrypt_update(&[0]) {
+        Err(Error::Pkcs11(RvError::OperationNotInitialized, _)) => {}
+        other => panic!("the operation went on: {other:?}"),
+    }
+    sess.sign_init(&Mechanism::Sha256Hmac, mac_key).unwrap();
+    for _ in 0..16 {
+        sess.sign_update(&chunk).unwrap();
+    }
+    match sess.sign_update(&[0]) {
+        Err(Error::Pkcs11(RvError::DataLenRange, _)) => {}
+        other => panic!("the byte past 16 MiB gave {other:?}"),
+    }
+    match sess.sign_final() {
+        Err(Error::Pkcs11(RvError::OperationNotInitialized, _)) => {}
+        other => panic!("the operation went on: {other:?}"),
+    }
+}
+
 #[test]
 fn hmac_rfc4231_and_generic_secret_keygen() {
     let sess = user_session(init_token(1, "hmac"));

@@ -20,7 +20,10 @@ fn key(t: &Token, h: CK_OBJECT_HANDLE) -> Rv<Arc<Object>> {
 fn cipher_update(op: &mut Option<CipherOp>, data: &[u8], capacity: Option<usize>) -> Rv<Out> {
     let o = op.as_mut().ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
     if capacity.is_some() {
-        o.update(data);
+        if let Err(rv) = o.update(data) {
+            *op = None; // an error ends the operation
+            return Err(rv);
+        }
         Ok(Out::Data(Default::default()))
     } else {
         Ok(Out::Len(0))
@@ -96,8 +99,11 @@ impl Module {
         let func = if sign { "C_SignUpdate" } else { "C_VerifyUpdate" };
         self.with_session(h, func, |_, s| {
             let slot = if sign { &mut s.sign } else { &mut s.verify };
-            slot.as_mut().ok_or(CKR_OPERATION_NOT_INITIALIZED)?.update(data);
-            Ok(())
+            let updated = slot.as_mut().ok_or(CKR_OPERATION_NOT_INITIALIZED)?.update(data);
+            if updated.is_err() {
+                *slot = None; // an error ends the operation
+            }
+            updated
         })
     }
 
