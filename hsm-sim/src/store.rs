@@ -186,9 +186,21 @@ impl ObjectFile {
 
     /// Returns the attributes that can be recovered with `key`, and whether
     /// some stayed sealed.
+    /// A file not shaped as `encode` writes one (a private object with attributes outside the
+    /// seal or no seal, key material in the clear part, a CKA_PRIVATE that disagrees with the
+    /// file) was not written here: it is refused as a damaged one (CKR_DEVICE_ERROR), so a file
+    /// planted in the token directory can't pass key material or a private object off as the
+    /// token's. (The clear part of a public object is not authenticated: its attributes other
+    /// than key material are as the directory's writers left them.)
     pub fn decode(&self, id: &str, key: Option<&Key32>) -> Rv<(Attrs, bool)> {
+        if self.private && (!self.public.is_empty() || self.sealed.is_none()) {
+            return Err(CKR_DEVICE_ERROR);
+        }
         let mut a = Attrs::default();
         decode(&self.public, &mut a)?;
+        if a.0.keys().any(|t| is_secret(a.class(), *t)) {
+            return Err(CKR_DEVICE_ERROR);
+        }
         let mut locked = false;
         if let Some(sealed) = &self.sealed {
             match key {
@@ -199,6 +211,9 @@ impl ObjectFile {
                 }
                 None => locked = true,
             }
+        }
+        if !locked && a.bool(CKA_PRIVATE) != self.private {
+            return Err(CKR_DEVICE_ERROR);
         }
         Ok((a, locked))
     }
@@ -553,6 +568,46 @@ mod tests {
         assert_eq!(synced, vec![root.join("slot-3"), root.clone()]);
         assert!(create_dirs(&objects).unwrap().is_empty(), "nothing new to sync");
         fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Files shaped otherwise than `encode` writes them are refused: key material in the clear
+    /// part, a private object with clear attributes or no seal, a private flag that disagrees
+    /// with CKA_PRIVATE. What `encode` writes decodes to what it was given.
+    #[test]
+    fn object_files_not_shaped_as_written_are_refused() {
+        let key = new_key().unwrap();
+        let secret = |private: bool| {
+            let mut a = Attrs::default();
+            a.set_ulong(CKA_CLASS, CKO_SECRET_KEY);
+            a.set_bool(CKA_PRIVATE, private);
+            a.set(CKA_VALUE, vec![7u8; 32]);
+            a.set(CKA_LABEL, b"k".to_vec());
+            a
+        };
+        for private in [false, true] {
+            let file = ObjectFile::encode("o1", &secret(private), Some(&key)).unwrap();
+            let (a, locked) = file.decode("o1", Some(&key)).unwrap();
+            assert!(!locked);
+            assert_eq!(a.0, secret(private).0);
+            assert!(file.decode("o2", Some(&key)).is_err(), "sealed for another id");
+        }
+        let public = ObjectFile::encode("o1", &secret(false), Some(&key)).unwrap();
+        let private = ObjectFile::encode("o1", &secret(true), Some(&key)).unwrap();
+        let mut planted = public.clone();
+        planted.public.insert(format!("{CKA_VALUE:x}"), "00".repeat(32));
+        assert_eq!(planted.decode("o1", Some(&key)).err(), Some(CKR_DEVICE_ERROR));
+        let mut unsealed = private.clone();
+        unsealed.sealed = None;
+        assert_eq!(unsealed.decode("o1", Some(&key)).err(), Some(CKR_DEVICE_ERROR));
+        let mut clear = private.clone();
+        clear.public.insert(format!("{CKA_LABEL:x}"), "6b".into());
+        assert_eq!(clear.decode("o1", Some(&key)).err(), Some(CKR_DEVICE_ERROR));
+        let mut flipped = private.clone();
+        flipped.private = false;
+        assert_eq!(flipped.decode("o1", Some(&key)).err(), Some(CKR_DEVICE_ERROR));
+        let mut flipped = public.clone();
+        flipped.private = true;
+        assert_eq!(flipped.decode("o1", Some(&key)).err(), Some(CKR_DEVICE_ERROR));
     }
 
     /// A pair's record names file ids only: a damaged one that names another path deletes
