@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -68,9 +68,10 @@ fn io_err(_: std::io::Error) -> cryptoki_sys::CK_RV {
     CKR_DEVICE_ERROR
 }
 
-/// Creates `dir` and its missing ancestors, then fsyncs the parent of each
-/// one created, so a new directory's entry survives a power loss (the
-/// files written into it are synced, their directory entry would not be).
+/// Creates `dir` and its missing ancestors, owner-only (0700: object ids and
+/// PIN records are no one else's), then fsyncs the parent of each one
+/// created, so a new directory's entry survives a power loss (the files
+/// written into it are synced, their directory entry would not be).
 /// Returns the directories it synced.
 fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut missing = Vec::new();
@@ -85,7 +86,7 @@ fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     if missing.is_empty() {
         return Ok(Vec::new());
     }
-    fs::create_dir_all(dir)?;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let mut synced = Vec::new();
     for d in missing {
         let parent = match d.parent() {
@@ -99,18 +100,19 @@ fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the
-/// new content, never a torn file.
+/// new content, never a torn file. The temporary file is made new (a stale
+/// one, left by a crash, is removed first), so it is this process's, 0600,
+/// and never a link someone left there to be written through.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp"));
     {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -567,6 +569,33 @@ mod tests {
         assert!(objects.is_dir());
         assert_eq!(synced, vec![root.join("slot-3"), root.clone()]);
         assert!(create_dirs(&objects).unwrap().is_empty(), "nothing new to sync");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// New directories are owner-only; a stale temporary file, even a link to a file elsewhere,
+    /// is replaced, not written through.
+    #[test]
+    fn directories_are_owner_only_and_temporary_files_are_made_new() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = fresh_dir("modes");
+        let objects = root.join("slot-0").join("objects");
+        create_dirs(&objects).unwrap();
+        for d in [&root, &root.join("slot-0"), &objects] {
+            assert_eq!(
+                fs::metadata(d).unwrap().permissions().mode() & 0o777,
+                0o700,
+                "{}",
+                d.display()
+            );
+        }
+        let elsewhere = root.join("elsewhere");
+        fs::write(&elsewhere, "untouched").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, objects.join(".o1.json.tmp")).unwrap();
+        write_atomic(&objects.join("o1.json"), b"new").unwrap();
+        assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "untouched");
+        assert_eq!(fs::read(objects.join("o1.json")).unwrap(), b"new");
+        let mode = fs::metadata(objects.join("o1.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         fs::remove_dir_all(&root).unwrap();
     }
 
