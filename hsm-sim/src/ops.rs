@@ -49,23 +49,24 @@ impl MultiPart for DigestOp {
     }
 }
 
-/// Appends to a buffer of secrets. When it must grow, the bytes move to a
-/// new buffer and the old one is wiped (Vec's own growth would free it
-/// unwiped); capacity doubles, as Vec's does.
 /// The most multi-part input one operation buffers (C_EncryptUpdate, C_SignUpdate, ...): the
 /// token keeps it in the caller's memory, so without a bound a caller could exhaust it. Beyond it
-/// the update is CKR_DATA_LEN_RANGE and the operation ends.
+/// the update is refused (CKR_DATA_LEN_RANGE; CKR_ENCRYPTED_DATA_LEN_RANGE when decrypting, which
+/// also takes the GCM tag of 16 MiB encrypted) and the operation ends.
 pub const MAX_BUFFERED: usize = 16 << 20;
 
-/// `append`, refused past `MAX_BUFFERED`.
-fn append_bounded(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) -> Rv<()> {
-    if buf.len().saturating_add(data.len()) > MAX_BUFFERED {
-        return Err(CKR_DATA_LEN_RANGE);
+/// `append`, refused (with `rv`) past `max`.
+fn append_bounded(buf: &mut Zeroizing<Vec<u8>>, data: &[u8], max: usize, rv: CK_RV) -> Rv<()> {
+    if buf.len().saturating_add(data.len()) > max {
+        return Err(rv);
     }
     append(buf, data);
     Ok(())
 }
 
+/// Appends to a buffer of secrets. When it must grow, the bytes move to a
+/// new buffer and the old one is wiped (Vec's own growth would free it
+/// unwiped); capacity doubles, as Vec's does.
 fn append(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
     let need = buf.len() + data.len();
     if need > buf.capacity() {
@@ -144,7 +145,12 @@ impl CipherOp {
 
     pub fn update(&mut self, data: &[u8]) -> Rv<()> {
         self.updated = true;
-        append_bounded(&mut self.buf, data)
+        let (max, rv) = if self.encrypt {
+            (MAX_BUFFERED, CKR_DATA_LEN_RANGE)
+        } else {
+            (MAX_BUFFERED + aes::TAG_LEN, CKR_ENCRYPTED_DATA_LEN_RANGE)
+        };
+        append_bounded(&mut self.buf, data, max, rv)
     }
 
     /// Processes buffered input plus `data`, leaving the state untouched so
@@ -274,7 +280,7 @@ impl SignOp {
         self.updated = true;
         match &mut self.acc {
             Accum::Digest(c) => c.update(data),
-            Accum::Raw(v) => append_bounded(v, data)?,
+            Accum::Raw(v) => append_bounded(v, data, MAX_BUFFERED, CKR_DATA_LEN_RANGE)?,
         }
         Ok(())
     }

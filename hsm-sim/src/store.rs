@@ -200,7 +200,9 @@ impl ObjectFile {
         }
         let mut a = Attrs::default();
         decode(&self.public, &mut a)?;
-        if a.0.keys().any(|t| is_secret(a.class(), *t)) {
+        // Key material in the clear part, or a public object whose clear CKA_PRIVATE says
+        // otherwise (checked before login too, not only once the seal opens).
+        if a.0.keys().any(|t| is_secret(a.class(), *t)) || (!self.private && a.bool(CKA_PRIVATE)) {
             return Err(CKR_DEVICE_ERROR);
         }
         let mut locked = false;
@@ -637,6 +639,10 @@ mod tests {
         let mut flipped = public.clone();
         flipped.private = true;
         assert_eq!(flipped.decode("o1", Some(&key)).err(), Some(CKR_DEVICE_ERROR));
+        // A public object's clear CKA_PRIVATE made TRUE is refused before login as well.
+        let mut claims_private = public.clone();
+        claims_private.public.insert(format!("{CKA_PRIVATE:x}"), "01".into());
+        assert_eq!(claims_private.decode("o1", None).err(), Some(CKR_DEVICE_ERROR));
     }
 
     /// A pair's record names file ids only: a damaged one that names another path deletes

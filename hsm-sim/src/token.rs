@@ -345,9 +345,12 @@ impl Token {
                 _ => return Err(CKR_USER_TYPE_INVALID),
             }
         }
-        // A length no PIN can have (a NULL PIN, a buffer's whole size) is refused before it is
-        // counted, as SoftHSM2 does: a client's mistake must not lock the user out.
-        check_pin_len(pin)?;
+        // A length no PIN can have (empty, a buffer's whole size) is wrong without being checked:
+        // CKR_PIN_INCORRECT (C_Login has no CKR_PIN_LEN_RANGE), not counted, so a client's
+        // mistake can't lock the user out.
+        if check_pin_len(pin).is_err() {
+            return Err(CKR_PIN_INCORRECT);
+        }
         let so = user == CKU_SO;
         let (key, _) = self.unlock(so, pin)?;
         let mut inner = self.write();

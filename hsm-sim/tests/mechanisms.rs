@@ -53,8 +53,9 @@ fn aes_gcm_all_key_sizes_single_and_multi_part() {
     }
 }
 
-/// Multi-part input is buffered up to 16 MiB per operation: one byte more is CKR_DATA_LEN_RANGE
-/// and ends the operation (the next update finds none), for ciphers and for signatures alike.
+/// Multi-part input is buffered up to 16 MiB per operation (and a GCM tag when decrypting): one
+/// byte more is CKR_DATA_LEN_RANGE (CKR_ENCRYPTED_DATA_LEN_RANGE when decrypting) and ends the
+/// operation (the next update finds none), for ciphers and for signatures alike.
 #[test]
 fn multi_part_input_is_bounded_and_past_the_bound_ends_the_operation() {
     let sess = user_session(init_token(8, "bounded"));
@@ -81,6 +82,25 @@ fn multi_part_input_is_bounded_and_past_the_bound_ends_the_operation() {
     match sess.encrypt_update(&[0]) {
         Err(Error::Pkcs11(RvError::OperationNotInitialized, _)) => {}
         other => panic!("the operation went on: {other:?}"),
+    }
+    // 16 MiB encrypted multi-part (16 MiB and its tag) decrypts multi-part; a byte more is
+    // CKR_ENCRYPTED_DATA_LEN_RANGE.
+    sess.encrypt_init(&gcm, k).unwrap();
+    for _ in 0..16 {
+        sess.encrypt_update(&chunk).unwrap();
+    }
+    let ct = sess.encrypt_final().unwrap();
+    assert_eq!(ct.len(), (16 << 20) + 16);
+    sess.decrypt_init(&gcm, k).unwrap();
+    for part in ct.chunks(1 << 20) {
+        sess.decrypt_update(part).unwrap();
+    }
+    assert_eq!(sess.decrypt_final().unwrap().len(), 16 << 20);
+    sess.decrypt_init(&gcm, k).unwrap();
+    sess.decrypt_update(&ct).unwrap();
+    match sess.decrypt_update(&[0]) {
+        Err(Error::Pkcs11(RvError::EncryptedDataLenRange, _)) => {}
+        other => panic!("the byte past 16 MiB and a tag gave {other:?}"),
     }
     sess.sign_init(&Mechanism::Sha256Hmac, mac_key).unwrap();
     for _ in 0..16 {

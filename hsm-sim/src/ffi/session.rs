@@ -77,6 +77,10 @@ pub unsafe extern "C" fn C_Login(
 ) -> CK_RV {
     guard(|| {
         let m = module::get()?;
+        // NULL is for a protected authentication path (a PIN pad), which no slot here has.
+        if pin.is_null() {
+            return Err(CKR_ARGUMENTS_BAD);
+        }
         // SAFETY: the caller passes len readable bytes.
         let pin = unsafe { bytes(pin, len) }?;
         m.login(h, user, pin)
