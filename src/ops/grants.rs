@@ -245,7 +245,12 @@ impl Kms {
                 let cached = (key.key_id.clone(), grantee);
                 move |k| k.grants.invalidate(&cached)
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // Disabled since the request checked it: answered as a key disabled before.
+                KmsError::Disabled(_) => KmsError::Disabled(format!("{} is disabled.", self.key_arn(&key.key_id))),
+                e => e,
+            })?;
         // An idempotent retry answers with the existing grant's id and a new token for it.
         let grant_token = format!("{}{}", stored.grant_id, hex(&secret));
         Ok(CreatedGrant {

@@ -615,7 +615,7 @@ impl Store for SqliteStore {
         }
         let grant = match named_retry(&tx, g)? {
             Some(found) => {
-                refuse_over_token_quota(&tx, &found.grant_id)?;
+                make_room_for_a_token(&tx, &found.grant_id)?;
                 found
             }
             None => {
@@ -770,21 +770,26 @@ fn named_retry(conn: &rusqlite::Connection, g: &GrantRecord) -> Result<Option<Gr
     Ok(None)
 }
 
-/// Grant tokens one grant may have: each retry of a named CreateGrant adds one (as AWS answers a
+/// Grant tokens one grant keeps: each retry of a named CreateGrant adds one (as AWS answers a
 /// retry with a new token), and without a bound one caller could add rows without end.
 pub const MAX_TOKENS_PER_GRANT: i64 = 100;
 
-/// LimitExceededException when the grant already has `MAX_TOKENS_PER_GRANT` tokens.
-fn refuse_over_token_quota(conn: &rusqlite::Connection, grant_id: &str) -> Result<()> {
+/// With `MAX_TOKENS_PER_GRANT` tokens already, one of them (the smallest digest: in effect a
+/// random one) stops working to make room for the retry's. Refusing the retry instead would break
+/// a client that creates its grant by name at every start, for good; a grant token is for the
+/// moments after CreateGrant, and an evicted one only fails with InvalidGrantTokenException.
+fn make_room_for_a_token(conn: &rusqlite::Connection, grant_id: &str) -> Result<()> {
     let n: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM grant_tokens WHERE grant_id = ?1")
         .and_then(|mut st| st.query_row([grant_id], |r| r.get(0)))
         .map_err(db)?;
     if n >= MAX_TOKENS_PER_GRANT {
-        return Err(KmsError::LimitExceeded(format!(
-            "Grant {grant_id} was already created with this name {n} times, and has a grant token from each; \
-             use one of those"
-        )));
+        conn.prepare_cached(
+            "DELETE FROM grant_tokens WHERE grant_id = ?1 AND token_sha256 IN \
+             (SELECT token_sha256 FROM grant_tokens WHERE grant_id = ?1 ORDER BY token_sha256 LIMIT ?2)",
+        )
+        .and_then(|mut st| st.execute(params![grant_id, n - MAX_TOKENS_PER_GRANT + 1]))
+        .map_err(db)?;
     }
     Ok(())
 }
@@ -1382,11 +1387,11 @@ pub(super) mod tests {
         assert!(s.get_grant("g1").unwrap().is_none());
     }
 
-    /// Each retry of a named CreateGrant adds a token to the one grant, up to
-    /// `MAX_TOKENS_PER_GRANT`; past it the retry is refused and adds nothing, and every token
-    /// given out still works.
+    /// Each retry of a named CreateGrant adds a token to the one grant; past
+    /// `MAX_TOKENS_PER_GRANT` the retry still succeeds and its token works, and one older token
+    /// stops working, so the grant keeps that many.
     #[test]
-    fn retries_of_a_named_grant_add_tokens_up_to_a_bound() {
+    fn retries_of_a_named_grant_keep_a_bounded_number_of_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
         s.create_key(&key("a"), &material("a"), &[], "{}").unwrap();
@@ -1399,15 +1404,13 @@ pub(super) mod tests {
             let retry = decrypt_grant(&format!("g{i}"), "a", Some("one"));
             assert_eq!(s.create_grant(&retry, &token(i), 50).unwrap().grant_id, "g0");
         }
-        let past = decrypt_grant("gx", "a", Some("one"));
-        let refused = s.create_grant(&past, &token(MAX_TOKENS_PER_GRANT), 50);
-        assert!(
-            matches!(&refused, Err(KmsError::LimitExceeded(m)) if m.contains("g0")),
-            "{refused:?}"
-        );
-        assert!(!s.grant_has_token("g0", &token(MAX_TOKENS_PER_GRANT)).unwrap());
-        for i in 0..MAX_TOKENS_PER_GRANT {
-            assert!(s.grant_has_token("g0", &token(i)).unwrap(), "token {i}");
+        for extra in 0..3 {
+            let i = MAX_TOKENS_PER_GRANT + extra;
+            let past = decrypt_grant("gx", "a", Some("one"));
+            assert_eq!(s.create_grant(&past, &token(i), 50).unwrap().grant_id, "g0");
+            assert!(s.grant_has_token("g0", &token(i)).unwrap(), "the retry's token");
+            let working = (0..=i).filter(|j| s.grant_has_token("g0", &token(*j)).unwrap()).count();
+            assert_eq!(working as i64, MAX_TOKENS_PER_GRANT, "after retry {i}");
         }
     }
 
