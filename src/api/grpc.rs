@@ -128,7 +128,7 @@ impl KeyManagementService for GrpcService {
         request: Request<pb::DescribeKeyRequest>,
     ) -> Result<Response<pb::DescribeKeyResponse>, Status> {
         let (mut ev, r) = begin("DescribeKey", request)?;
-        let result = self.kms.describe_key(&r.key_id, &mut ev).await;
+        let result = self.kms.describe_key(&r.key_id, &r.grant_tokens, &mut ev).await;
         let result = result.map(|k| pb::DescribeKeyResponse {
             key_metadata: Some(key_metadata(self.kms.scope(), &k)),
         });

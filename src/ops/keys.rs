@@ -8,6 +8,7 @@ use rand_chacha::ChaCha20Rng;
 use zeroize::Zeroizing;
 
 use super::authorize::KeyUnderCheck;
+use super::crypto::check_grant_tokens;
 use super::material::{wrap_aad, Material, MATERIAL_LEN};
 use super::paging::{self, Page};
 use super::private_key::generate;
@@ -177,9 +178,16 @@ impl Kms {
         Ok((pair.0.pkcs8, Some(pair.0.public_key), pair.1))
     }
 
-    pub async fn describe_key(&self, key_id: &str, ev: &mut AuditEvent) -> Result<KeyRecord> {
+    pub async fn describe_key(&self, key_id: &str, grant_tokens: &[String], ev: &mut AuditEvent) -> Result<KeyRecord> {
+        check_grant_tokens(grant_tokens)?;
         Ok(self
-            .resolve(Access::new("kms:DescribeKey"), "keyId", key_id, Accept::KeyOrAlias, ev)
+            .resolve(
+                Access::new("kms:DescribeKey").grant_tokens(grant_tokens),
+                "keyId",
+                key_id,
+                Accept::KeyOrAlias,
+                ev,
+            )
             .await?
             .as_ref()
             .clone())

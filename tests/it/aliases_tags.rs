@@ -144,7 +144,8 @@ async fn aliases_move_between_keys_and_disappear_when_deleted() {
     }
     assert_eq!(
         c.describe_key(pb::DescribeKeyRequest {
-            key_id: "alias/app".into()
+            key_id: "alias/app".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -238,6 +239,7 @@ async fn aliases_move_between_keys_and_disappear_when_deleted() {
     expect_err(
         c.describe_key(pb::DescribeKeyRequest {
             key_id: "alias/app".into(),
+            ..Default::default()
         })
         .await,
         "NotFoundException",
@@ -245,6 +247,7 @@ async fn aliases_move_between_keys_and_disappear_when_deleted() {
     expect_err(
         c.describe_key(pb::DescribeKeyRequest {
             key_id: "arn:aws:kms:us-east-1:111122223333:alias/app".into(),
+            ..Default::default()
         })
         .await,
         "NotFoundException",

@@ -222,7 +222,13 @@ async fn call(c: &mut AuthClient, op: &str, fx: &Fixture) -> Result<(), Status> 
             })
             .await
             .map(drop),
-        "DescribeKey" => c.describe_key(pb::DescribeKeyRequest { key_id: sym }).await.map(drop),
+        "DescribeKey" => c
+            .describe_key(pb::DescribeKeyRequest {
+                key_id: sym,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
         "ListKeys" => c.list_keys(pb::ListKeysRequest::default()).await.map(drop),
         "UpdateKeyDescription" => c
             .update_key_description(pb::UpdateKeyDescriptionRequest {
@@ -687,6 +693,7 @@ async fn authorization_matrix_over_mtls_and_tokens() {
     // By alias too.
     bob.describe_key(pb::DescribeKeyRequest {
         key_id: FIXED_ALIAS.into(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -695,6 +702,7 @@ async fn authorization_matrix_over_mtls_and_tokens() {
     let victim = alice
         .describe_key(pb::DescribeKeyRequest {
             key_id: fx.victim.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -703,7 +711,10 @@ async fn authorization_matrix_over_mtls_and_tokens() {
         .unwrap();
     assert_eq!(victim.key_state, "Enabled");
     let sym = alice
-        .describe_key(pb::DescribeKeyRequest { key_id: fx.sym.clone() })
+        .describe_key(pb::DescribeKeyRequest {
+            key_id: fx.sym.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -730,6 +741,7 @@ async fn authorization_matrix_over_mtls_and_tokens() {
     let victim = alice
         .describe_key(pb::DescribeKeyRequest {
             key_id: fx.victim.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -843,7 +855,11 @@ async fn authentication_outside_dev_mode() {
         c.list_keys(pb::ListKeysRequest::default()).await.unwrap();
         // Nobody but the account (through identity policies) is named by the default key policy.
         expect_denied(
-            c.describe_key(pb::DescribeKeyRequest { key_id: key.clone() }).await,
+            c.describe_key(pb::DescribeKeyRequest {
+                key_id: key.clone(),
+                ..Default::default()
+            })
+            .await,
             principal,
             "kms:DescribeKey",
             Some(&key),
@@ -877,7 +893,13 @@ async fn authentication_outside_dev_mode() {
         let mut c = connect(&server, &pki, pem, bearer).await.unwrap();
         let msg = expect_unrecognized(c.list_keys(pb::ListKeysRequest::default()).await);
         assert!(!msg.contains(BOB_TOKEN) && !msg.contains(WRONG_TOKEN), "{msg}");
-        expect_unrecognized(c.describe_key(pb::DescribeKeyRequest { key_id: key.clone() }).await);
+        expect_unrecognized(
+            c.describe_key(pb::DescribeKeyRequest {
+                key_id: key.clone(),
+                ..Default::default()
+            })
+            .await,
+        );
     }
 
     // A certificate from a CA the server doesn't trust (with alice's SAN URI) fails the TLS
@@ -1313,7 +1335,14 @@ async fn dev_mode_is_the_account_root_but_refuses_bad_tokens() {
     let mut not_ascii = plain_client(&server, Bearer::bytes("Bearer tök".as_bytes())).await;
     let msg = expect_unrecognized(not_ascii.create_key(pb::CreateKeyRequest::default()).await);
     assert!(msg.contains("must be 'Bearer <token>'"), "{msg}");
-    expect_unrecognized(wrong.describe_key(pb::DescribeKeyRequest { key_id: key.clone() }).await);
+    expect_unrecognized(
+        wrong
+            .describe_key(pb::DescribeKeyRequest {
+                key_id: key.clone(),
+                ..Default::default()
+            })
+            .await,
+    );
     // Two credentials, even both good: which one counts would be up to their order.
     let twice = |mut request: tonic::Request<()>| {
         for _ in 0..2 {

@@ -629,12 +629,15 @@ impl Server {
 
 /// A key's metadata (DescribeKey).
 pub async fn describe(c: &mut Client, key_id: &str) -> pb::KeyMetadata {
-    c.describe_key(pb::DescribeKeyRequest { key_id: key_id.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .key_metadata
-        .unwrap()
+    c.describe_key(pb::DescribeKeyRequest {
+        key_id: key_id.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .key_metadata
+    .unwrap()
 }
 
 /// How many keys ListKeys lists (up to 1000).

@@ -163,6 +163,7 @@ async fn failed_requests_are_audited_with_their_exception_name() {
     let mut c = server.client().await;
     let bogus = pb::DescribeKeyRequest {
         key_id: "00000000-0000-4000-8000-000000000000".into(),
+        ..Default::default()
     };
     expect_err(c.describe_key(bogus).await, "NotFoundException");
     drop(c);

@@ -157,8 +157,14 @@ async fn a_grant_allows_its_operations_with_matching_context() {
         "AccessDeniedException",
     );
     expect_err(
-        root.describe_key(as_user(BOB_TOKEN, pb::DescribeKeyRequest { key_id: k.into() }))
-            .await,
+        root.describe_key(as_user(
+            BOB_TOKEN,
+            pb::DescribeKeyRequest {
+                key_id: k.into(),
+                ..Default::default()
+            },
+        ))
+        .await,
         "AccessDeniedException",
     );
     // Carol is not the grantee.
@@ -669,9 +675,15 @@ async fn a_grant_with_create_grant_passes_on_a_subset() {
         "AccessDeniedException",
     );
     root.encrypt(as_user(CAROL_TOKEN, encrypt_req(k, &[]))).await.unwrap();
-    root.describe_key(as_user(BOB_TOKEN, pb::DescribeKeyRequest { key_id: k.into() }))
-        .await
-        .unwrap();
+    root.describe_key(as_user(
+        BOB_TOKEN,
+        pb::DescribeKeyRequest {
+            key_id: k.into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -899,6 +911,38 @@ async fn grant_tokens_on_cryptographic_operations() {
         c.decrypt(as_user(BOB_TOKEN, dec)).await.unwrap().into_inner().plaintext,
         b"secret"
     );
+}
+
+/// DescribeKey takes GrantTokens too, as in AWS: an unknown token is refused, more than ten are a
+/// ValidationException, and a grant's token lets its grantee describe the key.
+#[tokio::test]
+async fn describe_key_takes_grant_tokens() {
+    let server = Server::start_with(&config()).await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    let describe = |tokens: Vec<String>| pb::DescribeKeyRequest {
+        key_id: key.key_id.clone(),
+        grant_tokens: tokens,
+    };
+    expect_err(
+        c.describe_key(describe(vec!["not-a-grant-token".into()])).await,
+        "InvalidGrantTokenException",
+    );
+    expect_err(
+        c.describe_key(describe(vec!["t".into(); 11])).await,
+        "ValidationException",
+    );
+    expect_err(
+        c.describe_key(as_user(BOB_TOKEN, describe(vec![]))).await,
+        "AccessDeniedException",
+    );
+    let grant = create_grant(&mut c, grant_req(&key.key_id, BOB, &["DescribeKey"])).await;
+    let described = c
+        .describe_key(as_user(BOB_TOKEN, describe(vec![grant.grant_token])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(described.key_metadata.unwrap().key_id, key.key_id);
 }
 
 /// Grants are looked up by grantee: others' grants, before and after the caller's, don't count

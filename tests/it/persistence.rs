@@ -68,6 +68,7 @@ async fn acknowledged_writes_survive_kill_9() {
         let d = c
             .describe_key(pb::DescribeKeyRequest {
                 key_id: format!("alias/k{i}"),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -143,6 +144,7 @@ async fn deletion_destroys_material_when_the_window_ends_even_across_restarts() 
         let d = c
             .describe_key(pb::DescribeKeyRequest {
                 key_id: doomed.key_id.clone(),
+                ..Default::default()
             })
             .await;
         if d.is_err() {
@@ -157,12 +159,14 @@ async fn deletion_destroys_material_when_the_window_ends_even_across_restarts() 
     expect_err(
         c.describe_key(pb::DescribeKeyRequest {
             key_id: "alias/doomed".into(),
+            ..Default::default()
         })
         .await,
         "NotFoundException",
     );
     c.describe_key(pb::DescribeKeyRequest {
         key_id: kept.key_id.clone(),
+        ..Default::default()
     })
     .await
     .unwrap();

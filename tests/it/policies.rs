@@ -146,9 +146,12 @@ async fn identity_policies_reload_on_sighup() {
         .key_metadata
         .unwrap()
         .arn;
-    app.describe_key(pb::DescribeKeyRequest { key_id: key.clone() })
-        .await
-        .unwrap();
+    app.describe_key(pb::DescribeKeyRequest {
+        key_id: key.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let msg = expect_denied(encrypt(&mut app, &key, &[]).await, APP, "kms:Encrypt", Some(&key));
     assert!(
         msg.ends_with("because no identity-based policy allows the kms:Encrypt action"),
@@ -214,9 +217,12 @@ async fn identity_policies_reload_on_sighup() {
         "the revoking identity policies did not take effect after SIGHUP"
     );
     expect_denied(encrypt(&mut app, &key, &[]).await, APP, "kms:Encrypt", Some(&key));
-    app.describe_key(pb::DescribeKeyRequest { key_id: key.clone() })
-        .await
-        .unwrap();
+    app.describe_key(pb::DescribeKeyRequest {
+        key_id: key.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -364,6 +370,7 @@ async fn put_get_list_key_policies_and_the_lockout_check() {
     expect_denied(
         root.describe_key(pb::DescribeKeyRequest {
             key_id: key_created_bypassing.clone(),
+            ..Default::default()
         })
         .await,
         ROOT,
@@ -714,6 +721,7 @@ async fn key_policy_conditions_from_the_aws_examples() {
         .unwrap();
     app.describe_key(pb::DescribeKeyRequest {
         key_id: "alias/x".into(),
+        ..Default::default()
     })
     .await
     .unwrap();

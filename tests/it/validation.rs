@@ -90,7 +90,13 @@ impl Op {
     async fn call(self, c: &mut Client, key_id: &str, blob: &[u8]) -> Unit {
         let id = key_id.to_string();
         match self {
-            Op::DescribeKey => unit(c.describe_key(pb::DescribeKeyRequest { key_id: id }).await),
+            Op::DescribeKey => unit(
+                c.describe_key(pb::DescribeKeyRequest {
+                    key_id: id,
+                    ..Default::default()
+                })
+                .await,
+            ),
             Op::EnableKey => unit(c.enable_key(pb::EnableKeyRequest { key_id: id }).await),
             Op::DisableKey => unit(c.disable_key(pb::DisableKeyRequest { key_id: id }).await),
             Op::UpdateKeyDescription => unit(
@@ -1470,6 +1476,7 @@ async fn long_values_get_short_errors_and_the_connection_survives() {
     let msg = expect_err(
         c.describe_key(pb::DescribeKeyRequest {
             key_id: "𝄞".repeat(2048),
+            ..Default::default()
         })
         .await,
         "NotFoundException",

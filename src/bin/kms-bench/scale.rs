@@ -120,6 +120,7 @@ pub async fn main(args: &ScaleArgs, report: &mut Report) -> Result<(), String> {
     let mut c = conns[0].client.clone();
     c.describe_key(pb::DescribeKeyRequest {
         key_id: keys[0].clone(),
+        ..Default::default()
     })
     .await
     .map_err(|s| format!("DescribeKey after restart: {}", ops::describe(&s)))?;
