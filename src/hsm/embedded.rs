@@ -124,12 +124,13 @@ fn init_token(
         ));
     }
     let slot = free.ok_or("the embedded hsm-sim has no free slot for a new token")?;
-    let so_pin = random_pin()?;
-    let user_pin = random_pin()?;
-    // PINs first: a crash after C_InitToken must not leave a token nobody can log in to.
-    write_secret(so_pin_file, &so_pin)?;
-    write_secret(user_pin_file, &user_pin)?;
-    let (so, user) = (AuthPin::from(so_pin), AuthPin::from(user_pin));
+    // PINs first: a crash after C_InitToken must not leave a token nobody can log in to. PIN files
+    // already there are used, never overwritten: they are left by a crash before C_InitToken, or
+    // belong to a token whose directory is missing (a partial restore), which then stays
+    // restorable; the store, which holds keys wrapped under that token's root key, stops the
+    // start-up once the root key is not found.
+    let so = AuthPin::from(existing_or_new_pin(so_pin_file)?);
+    let user = AuthPin::from(existing_or_new_pin(user_pin_file)?);
     m.init_token(slot, &so, label)
         .map_err(|e| format!("C_InitToken failed: {}", errors::code_name(&e)))?;
     set_user_pin(&m, slot, &so, &user)?;
@@ -168,6 +169,17 @@ fn read_secret(path: &Path) -> Result<String, String> {
     );
     // The only copy left goes into an AuthPin (a SecretString, wiped on drop).
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// The PIN in `path`, or a new random one written there.
+fn existing_or_new_pin(path: &Path) -> Result<String, String> {
+    if path.exists() {
+        tracing::warn!(file = %path.display(), "a new embedded hsm-sim token takes the PIN already in its PIN file");
+        return read_secret(path);
+    }
+    let pin = random_pin()?;
+    write_secret(path, &pin)?;
+    Ok(pin)
 }
 
 fn random_pin() -> Result<String, String> {

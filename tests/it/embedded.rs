@@ -192,6 +192,64 @@ async fn a_damaged_embedded_token_stops_the_start_up_and_keeps_its_keys() {
     assert_eq!(after, pins, "the PIN files changed");
 }
 
+/// A token directory that is missing (a partial restore, an unmounted volume) does not cost the
+/// PIN files: the new token made in its place takes the PINs already there, the start-up stops
+/// (the store's keys are wrapped under a root key that token doesn't have), and once the old
+/// directory is put back the keys work again. Before, new PINs overwrote the files, and the
+/// restored token could no longer be logged in to.
+#[tokio::test]
+async fn a_missing_embedded_token_keeps_its_pin_files_and_can_be_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, mut c) = start_and_connect(&data).await;
+    let key = c
+        .create_key(pb::CreateKeyRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let key_id = key.key_metadata.unwrap().key_id;
+    let blob = c
+        .encrypt(pb::EncryptRequest {
+            key_id: key_id.clone(),
+            plaintext: b"kept".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext_blob;
+    drop(c);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let pin_files = [data.join("hsm-user.pin"), data.join("hsm-so.pin")];
+    let pins = pin_files.clone().map(|p| std::fs::read(p).unwrap());
+    let (slot, aside) = (data.join("hsm").join("slot-0"), dir.path().join("slot-0.saved"));
+    std::fs::rename(&slot, &aside).unwrap();
+
+    let out = refused_start(&data, &[]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("no root key"), "{stderr}");
+    let after = pin_files.clone().map(|p| std::fs::read(p).unwrap());
+    assert_eq!(after, pins, "the PIN files changed");
+
+    std::fs::remove_dir_all(&slot).unwrap();
+    std::fs::rename(&aside, &slot).unwrap();
+    let (mut child, mut c) = start_and_connect(&data).await;
+    let out = c
+        .decrypt(pb::DecryptRequest {
+            ciphertext_blob: blob,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.plaintext, b"kept");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// A token whose C_InitToken ran but whose C_InitPIN did not (a crash between the two) is
 /// finished at the next start with the PINs kms wrote before it began, instead of refusing every
 /// start with a login failure. The half-made token is made here with pkcs11-tool.
