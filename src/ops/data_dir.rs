@@ -7,7 +7,7 @@
 //! directory, so that two `Kms` in one process (a library user, a test) can't share one either.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -80,11 +80,19 @@ pub fn lock(dir: &Path) -> Result<Lock, String> {
     if let Some(lock) = held.iter().find(|(d, _)| *d == key).and_then(|(_, l)| l.upgrade()) {
         return Ok(lock);
     }
+    if let Some(mode) = shared_mode(&key) {
+        tracing::warn!(
+            "the data directory {} is mode {mode:o}: others can read the store and the audit log \
+             (and, with the embedded HSM, list its token); make it owner-only (chmod 700)",
+            dir.display()
+        );
+    }
     let path = key.join("kms.lock");
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600) // readable by others, it could be flock'ed by them and stop kms starting
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     match file.try_lock() {
@@ -101,6 +109,13 @@ pub fn lock(dir: &Path) -> Result<Lock, String> {
         )),
         Err(TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
     }
+}
+
+/// The directory's permission bits when group or others have any access to it (one kms created
+/// is 0700; an existing one, such as a service manager's state directory, may be 0755).
+fn shared_mode(dir: &Path) -> Option<u32> {
+    let mode = std::fs::metadata(dir).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
 }
 
 #[cfg(test)]
@@ -129,6 +144,22 @@ mod tests {
         create_durably(Path::new(&relative)).unwrap();
         assert!(cwd.join(&relative).is_dir());
         std::fs::remove_dir(cwd.join(&relative)).unwrap();
+    }
+
+    /// A directory others can enter is noticed (kms warns at start); the lock file is owner-only.
+    #[test]
+    fn a_shared_directory_is_noticed_and_the_lock_file_is_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(shared_mode(dir.path()), None);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(shared_mode(dir.path()), Some(0o755));
+        let _lock = lock(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join("kms.lock"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
