@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, hsm-sim's suite, and the kms integration suite against SoftHSM2
-# and against hsm-sim. Installs what the tests need (softhsm2, opensc) when it is missing.
+# and against hsm-sim. Installs what the tests need (softhsm2, opensc, openssl) when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)
 command -v pkcs11-tool >/dev/null || missing+=(opensc)
+command -v openssl >/dev/null || missing+=(openssl) # the TLS tests make their certificates with it
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}"
   sudo=""

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
@@ -71,9 +72,11 @@ pub fn acceptor(cfg: &TlsConfig, crls: Option<&[u8]>) -> Result<TlsAcceptor, Str
             builder.with_client_cert_verifier(verifier)
         }
     };
+    let leaf = chain[0].clone();
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| format!("TLS: the certificate and private key don't make a server identity: {e}"))?;
+    check_validity(&leaf, &cfg.cert_file, SystemTime::now())?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -212,6 +215,46 @@ fn warning_due(last: &Mutex<Option<std::time::Instant>>) -> bool {
     due
 }
 
+/// How long before its expiry a server certificate gets a warning when it is loaded.
+const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The server certificate's validity period against `now`. One that has expired or is not valid
+/// yet is refused, at start and on SIGHUP (where the one in force stays): every handshake would
+/// fail with it while the log said it was loaded. One that expires within a week gets a warning.
+fn check_validity(leaf: &CertificateDer<'_>, file: &Path, now: SystemTime) -> Result<(), String> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(leaf.as_ref())
+        .map_err(|e| format!("TLS: cannot parse the certificate in {}: {e}", file.display()))?;
+    let validity = &cert.tbs_certificate.validity;
+    let (from, until) = (
+        validity.not_before.to_system_time(),
+        validity.not_after.to_system_time(),
+    );
+    let at = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    if now < from {
+        return Err(format!(
+            "TLS: the certificate in {} is not valid before {}",
+            file.display(),
+            at(from)
+        ));
+    }
+    if now > until {
+        return Err(format!(
+            "TLS: the certificate in {} expired at {}",
+            file.display(),
+            at(until)
+        ));
+    }
+    if until.duration_since(now).is_ok_and(|left| left < EXPIRY_WARNING) {
+        tracing::warn!(
+            "TLS: the certificate in {} expires at {}: renew it",
+            file.display(),
+            at(until)
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +276,43 @@ mod tests {
             Ok(_) => panic!("a bad TLS configuration was accepted"),
             Err(e) => e,
         }
+    }
+
+    /// A certificate valid for a day (made with the openssl command line, as the TLS integration
+    /// tests do) is taken now, and refused before its start and after its end.
+    #[test]
+    fn a_server_certificate_outside_its_validity_period_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir.path())
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ])
+            .args([
+                "-keyout", "key.pem", "-out", "cert.pem", "-days", "1", "-subj", "/CN=kms",
+            ])
+            .output()
+            .expect("the openssl command line must be installed");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let pem = std::fs::read(dir.path().join("cert.pem")).unwrap();
+        let leaf = CertificateDer::from_pem_slice(&pem).unwrap();
+        let file = dir.path().join("cert.pem");
+        let now = SystemTime::now();
+        check_validity(&leaf, &file, now).unwrap();
+        let day = Duration::from_secs(24 * 3600);
+        let e = check_validity(&leaf, &file, now + 2 * day).unwrap_err();
+        assert!(e.contains("expired at") && e.contains("cert.pem"), "{e}");
+        let e = check_validity(&leaf, &file, now - day).unwrap_err();
+        assert!(e.contains("is not valid before"), "{e}");
+        // The acceptor takes it whole (today).
+        let key = std::fs::read(dir.path().join("key.pem")).unwrap();
+        acceptor(&config(dir.path(), &pem, &key), None).expect("a valid certificate");
     }
 
     #[test]
