@@ -34,8 +34,25 @@ impl GrpcService {
             Ok(_) => "Success",
             Err(e) => e.name(),
         };
-        answer_once_audited(result, self.kms.audit(&ev), &ev.request_id).await
+        let changed = ev.started && result.is_ok();
+        let audited = self.kms.audit(&ev);
+        let audited = async move { audited.await.map_err(|e| outcome_unrecorded(e, changed)) };
+        answer_once_audited(result, audited, &ev.request_id).await
     }
+}
+
+/// The answer to a change that was made but whose outcome record could not be written: not the
+/// one a change refused for want of its `Started` record gets ("nothing changed"), since a client
+/// retrying it as if nothing happened would make a second key or grant.
+fn outcome_unrecorded(e: KmsError, changed: bool) -> KmsError {
+    if !changed {
+        return e;
+    }
+    KmsError::Internal(
+        "The change was made, but the audit log could not record its outcome (its Started record is \
+         under this request id): check the change before you retry"
+            .into(),
+    )
 }
 
 /// The request's audit record, begun by `PreAuth` when it authenticated the caller, and its
@@ -812,6 +829,31 @@ mod tests {
         );
         assert_eq!(refused.err().map(|s| s.code()), Some(tonic::Code::Internal));
         assert!(wiped.load(Ordering::SeqCst), "the unsent response was wiped");
+    }
+
+    /// A change that was made, whose outcome record failed, says so; a failure before the change
+    /// (its Started record refused, or a read) is answered as it was.
+    #[test]
+    fn a_change_made_without_its_outcome_record_says_it_was_made() {
+        let unwritten = || KmsError::internal("the audit log could not record this request");
+        let made = answer(
+            Ok(Probe(Default::default())),
+            Err(outcome_unrecorded(unwritten(), true)),
+            "r",
+        )
+        .unwrap_err();
+        assert_eq!(made.code(), tonic::Code::Internal);
+        assert!(made.message().contains("The change was made"), "{made:?}");
+        let not_made = answer(
+            Ok(Probe(Default::default())),
+            Err(outcome_unrecorded(unwritten(), false)),
+            "r",
+        )
+        .unwrap_err();
+        assert!(
+            not_made.message().contains("could not record this request"),
+            "{not_made:?}"
+        );
     }
 
     #[test]
