@@ -171,6 +171,10 @@ impl Default for Config {
     }
 }
 
+/// The most PKCS#11 sessions (and so HSM worker threads, twice that while calls hang) a server
+/// opens.
+pub const MAX_HSM_SESSIONS: usize = 1024;
+
 impl Default for HsmConfig {
     fn default() -> Self {
         HsmConfig {
@@ -273,6 +277,14 @@ impl Config {
         }
         if self.hsm.max_sessions == 0 || self.hsm.retry_attempts == 0 {
             return Err("hsm.max_sessions and hsm.retry_attempts must be at least 1".into());
+        }
+        // Each session may get a worker thread, and up to twice as many while calls hang: a typo
+        // (100000) must not become that many threads and sessions.
+        if self.hsm.max_sessions > MAX_HSM_SESSIONS {
+            return Err(format!(
+                "hsm.max_sessions must be 1 to {MAX_HSM_SESSIONS}, got {}",
+                self.hsm.max_sessions
+            ));
         }
         if self.hsm.retry_attempts > 10 {
             return Err(format!(
@@ -552,6 +564,19 @@ mod tests {
             assert_eq!(result.is_ok(), ok, "{attempts} {timeout_ms}: {result:?}");
             if let Err(e) = result {
                 assert!(e.contains("hsm.retry_attempts") || e.contains("hsm.timeout_ms"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn hsm_sessions_are_1_to_1024() {
+        for (sessions, ok) in [(0, false), (1, true), (1024, true), (1025, false), (100_000, false)] {
+            let mut c = Config::default();
+            c.hsm.max_sessions = sessions;
+            let result = c.validate();
+            assert_eq!(result.is_ok(), ok, "{sessions}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.contains("hsm.max_sessions"), "{e}");
             }
         }
     }
