@@ -68,7 +68,7 @@ pub async fn serve(
     }
     let acceptor: Option<tls::Acceptor> = tls
         .as_ref()
-        .map(|t| tls::acceptor(t, crls.as_deref()))
+        .map(|t| tls::acceptor(t, crls.as_deref(), tls::Validity::Required))
         .transpose()?
         .map(|a| Arc::new(ArcSwap::from_pointee(a)));
     let connection_limits = connection_limits(&config)?;
@@ -370,7 +370,7 @@ pub fn check_files(config: &Config) -> Result<(), String> {
     let crls = config.read_client_crls()?;
     Authenticator::prepare(&config.auth, crls.as_deref())?;
     if let Some(t) = &config.tls {
-        tls::acceptor(t, crls.as_deref())?;
+        tls::acceptor(t, crls.as_deref(), tls::Validity::Required)?;
     }
     crate::auth::identity::IdentityStore::open(config.auth.identity_policies_file.clone())?;
     Ok(())
@@ -389,7 +389,9 @@ fn load_credentials_and_tls(config: &Config) -> Result<(Arc<Credentials>, Option
     let tls = config
         .tls
         .as_ref()
-        .map(|t| tls::acceptor(t, crls.as_deref()))
+        // Revocations and credentials must not wait for a renewed certificate: one out of its
+        // validity period is loaded with an error in the log.
+        .map(|t| tls::acceptor(t, crls.as_deref(), tls::Validity::Logged))
         .transpose()?;
     Ok((credentials, tls))
 }

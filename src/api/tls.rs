@@ -33,7 +33,10 @@ pub type TlsConnection = Opening<TlsStream<LimitedConnection>>;
 /// optional unless `require_client_certificate`, so that bearer-token callers need none. HTTP/2
 /// is offered by ALPN.
 /// `crls`: the contents of `cfg.client_crl_file` (read once by the caller, `Config::read_client_crls`).
-pub fn acceptor(cfg: &TlsConfig, crls: Option<&[u8]>) -> Result<TlsAcceptor, String> {
+/// `validity`: what a server certificate outside its validity period does (refused at start;
+/// on SIGHUP only an error in the log, since the reload also carries revocations, which must not
+/// wait for a renewed certificate).
+pub fn acceptor(cfg: &TlsConfig, crls: Option<&[u8]>, validity: Validity) -> Result<TlsAcceptor, String> {
     let chain = CertificateDer::pem_slice_iter(&read(&cfg.cert_file)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("TLS: cannot read the certificates in {}: {e}", cfg.cert_file.display()))?;
@@ -76,7 +79,12 @@ pub fn acceptor(cfg: &TlsConfig, crls: Option<&[u8]>) -> Result<TlsAcceptor, Str
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| format!("TLS: the certificate and private key don't make a server identity: {e}"))?;
-    check_validity(&leaf, &cfg.cert_file, SystemTime::now())?;
+    if let Err(e) = check_validity(&leaf, &cfg.cert_file, SystemTime::now()) {
+        match validity {
+            Validity::Required => return Err(e),
+            Validity::Logged => tracing::error!("{e}: new TLS handshakes will fail until it is replaced"),
+        }
+    }
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -215,12 +223,24 @@ fn warning_due(last: &Mutex<Option<std::time::Instant>>) -> bool {
     due
 }
 
+/// What `acceptor` does with a server certificate outside its validity period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    /// Refused: the server does not start with it.
+    Required,
+    /// Loaded, with an error in the log (a SIGHUP reload).
+    Logged,
+}
+
 /// How long before its expiry a server certificate gets a warning when it is loaded.
 const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The server certificate's validity period against `now`. One that has expired or is not valid
-/// yet is refused, at start and on SIGHUP (where the one in force stays): every handshake would
-/// fail with it while the log said it was loaded. One that expires within a week gets a warning.
+/// How far ahead of this host's clock a certificate's start may be (a CA whose clock runs ahead).
+const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// The server certificate's validity period against `now` (a start up to `CLOCK_SKEW` ahead
+/// allowed). One that has expired or is not valid yet is an error: every handshake would fail
+/// with it. One that expires within a week gets a warning.
 fn check_validity(leaf: &CertificateDer<'_>, file: &Path, now: SystemTime) -> Result<(), String> {
     use x509_cert::der::Decode;
     let cert = x509_cert::Certificate::from_der(leaf.as_ref())
@@ -231,7 +251,7 @@ fn check_validity(leaf: &CertificateDer<'_>, file: &Path, now: SystemTime) -> Re
         validity.not_after.to_system_time(),
     );
     let at = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
-    if now < from {
+    if now + CLOCK_SKEW < from {
         return Err(format!(
             "TLS: the certificate in {} is not valid before {}",
             file.display(),
@@ -272,7 +292,7 @@ mod tests {
     }
 
     fn refused(cfg: &TlsConfig) -> String {
-        match acceptor(cfg, None) {
+        match acceptor(cfg, None, Validity::Required) {
             Ok(_) => panic!("a bad TLS configuration was accepted"),
             Err(e) => e,
         }
@@ -310,9 +330,10 @@ mod tests {
         assert!(e.contains("expired at") && e.contains("cert.pem"), "{e}");
         let e = check_validity(&leaf, &file, now - day).unwrap_err();
         assert!(e.contains("is not valid before"), "{e}");
+        check_validity(&leaf, &file, now - Duration::from_secs(60)).expect("within the clock skew");
         // The acceptor takes it whole (today).
         let key = std::fs::read(dir.path().join("key.pem")).unwrap();
-        acceptor(&config(dir.path(), &pem, &key), None).expect("a valid certificate");
+        acceptor(&config(dir.path(), &pem, &key), None, Validity::Required).expect("a valid certificate");
     }
 
     #[test]
