@@ -96,8 +96,9 @@ fn init_token(
             if !info.user_pin_initialized() {
                 // C_InitToken ran and C_InitPIN did not (a crash or a failure between them): the
                 // PINs were written first, so the initialisation is finished with them.
-                let so = AuthPin::from(read_secret(so_pin_file)?);
-                let user = AuthPin::from(read_secret(user_pin_file)?);
+                let so = AuthPin::from(read_pin(so_pin_file)?);
+                // C_InitPIN never succeeded with it: an empty file (torn by a crash) is replaced.
+                let user = AuthPin::from(existing_or_new_pin(user_pin_file)?);
                 set_user_pin(&m, slot, &so, &user)?;
                 tracing::warn!(
                     token = label,
@@ -171,14 +172,27 @@ fn read_secret(path: &Path) -> Result<String, String> {
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
-/// The PIN in `path`, or a new random one written there.
+/// The PIN in `path`, or a new random one written there when the file is missing or empty (a
+/// crash while it was first written: no token can have been set up with an empty PIN).
 fn existing_or_new_pin(path: &Path) -> Result<String, String> {
-    if path.exists() {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
         tracing::warn!(file = %path.display(), "a new embedded hsm-sim token takes the PIN already in its PIN file");
-        return read_secret(path);
+        return read_pin(path);
     }
     let pin = random_pin()?;
     write_secret(path, &pin)?;
+    Ok(pin)
+}
+
+/// A PIN file's PIN, refused (naming the file) unless it is a PIN hsm-sim takes (4-255 bytes).
+fn read_pin(path: &Path) -> Result<String, String> {
+    let pin = read_secret(path)?;
+    if !(4..=255).contains(&pin.len()) {
+        return Err(format!(
+            "{} does not hold a PIN (4 to 255 bytes): restore it from a backup",
+            path.display()
+        ));
+    }
     Ok(pin)
 }
 
@@ -190,7 +204,7 @@ fn random_pin() -> Result<String, String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Writes a new owner-only file, durably.
+/// Writes a new owner-only file, durably (its directory entry too).
 fn write_secret(path: &Path, secret: &str) -> Result<(), String> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -199,7 +213,12 @@ fn write_secret(path: &Path, secret: &str) -> Result<(), String> {
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     f.write_all(secret.as_bytes())
         .and_then(|_| f.sync_all())
+        .and_then(|_| std::fs::File::open(dir)?.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -82,8 +82,8 @@ pub fn lock(dir: &Path) -> Result<Lock, String> {
     }
     if let Some(mode) = shared_mode(&key) {
         tracing::warn!(
-            "the data directory {} is mode {mode:o}: others can read the store and the audit log \
-             (and, with the embedded HSM, list its token); make it owner-only (chmod 700)",
+            "the data directory {} is mode {mode:o}: others can read the store (and, with the \
+             embedded HSM, list its token); make it owner-only (chmod 700)",
             dir.display()
         );
     }
@@ -95,6 +95,10 @@ pub fn lock(dir: &Path) -> Result<Lock, String> {
         .mode(0o600) // readable by others, it could be flock'ed by them and stop kms starting
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // One an older build made 0644 too.
+    if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!("cannot make {} owner-only: {e}", path.display());
+    }
     match file.try_lock() {
         Ok(()) => {
             let lock = Arc::new(file);
@@ -154,6 +158,10 @@ mod tests {
         assert_eq!(shared_mode(dir.path()), None);
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(shared_mode(dir.path()), Some(0o755));
+        // One left 0644 by an older build is made owner-only too.
+        let path = dir.path().join("kms.lock");
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let _lock = lock(dir.path()).unwrap();
         let mode = std::fs::metadata(dir.path().join("kms.lock"))
             .unwrap()

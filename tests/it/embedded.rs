@@ -250,6 +250,38 @@ async fn a_missing_embedded_token_keeps_its_pin_files_and_can_be_restored() {
     child.wait().unwrap();
 }
 
+/// A PIN file left empty (a crash while it was first written) is written afresh when the token is
+/// made; one holding something no PIN can be stops the start-up with a message naming it.
+#[tokio::test]
+async fn empty_pin_files_are_replaced_and_broken_ones_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let pin_files = [data.join("hsm-user.pin"), data.join("hsm-so.pin")];
+    for f in &pin_files {
+        std::fs::write(f, b"").unwrap();
+    }
+    let (mut child, mut c) = start_and_connect(&data).await;
+    c.create_key(pb::CreateKeyRequest::default()).await.unwrap();
+    drop(c);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for f in &pin_files {
+        assert!(std::fs::read(f).unwrap().len() >= 4, "{} was not written", f.display());
+    }
+
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("hsm-so.pin"), b"ab").unwrap();
+    let out = refused_start(&other, &[]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("hsm-so.pin") && stderr.contains("does not hold a PIN"),
+        "{stderr}"
+    );
+}
+
 /// A token whose C_InitToken ran but whose C_InitPIN did not (a crash between the two) is
 /// finished at the next start with the PINs kms wrote before it began, instead of refusing every
 /// start with a login failure. The half-made token is made here with pkcs11-tool.
