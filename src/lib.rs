@@ -14,6 +14,8 @@ pub mod keys;
 pub mod ops;
 pub mod policy;
 pub mod store;
+#[cfg(test)]
+mod test_certs;
 
 /// The generated gRPC contract (package `kms.v1`).
 pub mod proto {

@@ -378,24 +378,10 @@ mod tests {
     /// A self-signed certificate for CN=dave (SAN URI spiffe://x/y), valid for a day, made with
     /// the openssl command line.
     pub(super) fn dave_certificate() -> CertificateDer<'static> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
         let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("openssl")
-            .current_dir(dir.path())
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-            ])
-            .args(["-keyout", "k.pem", "-outform", "DER", "-out", "c.der", "-days", "1"])
-            .args(["-subj", "/O=kms/CN=dave", "-addext", "subjectAltName=URI:spiffe://x/y"])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        CertificateDer::from(std::fs::read(dir.path().join("c.der")).unwrap())
+        crate::test_certs::self_signed(dir.path(), "/O=kms/CN=dave", &["subjectAltName=URI:spiffe://x/y"]);
+        CertificateDer::from_pem_file(dir.path().join("cert.pem")).unwrap()
     }
 
     /// One rule: the certificate with CN=dave is Dave.
