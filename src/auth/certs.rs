@@ -27,7 +27,8 @@ impl CertRule {
         let p = c.principal.clone();
         match c.matches.split_once(':') {
             Some(("uri", v)) => Ok(CertRule::Uri(v.to_string(), p)),
-            Some(("dns", v)) => Ok(CertRule::Dns(v.to_string(), p)),
+            // DNS names are case-insensitive (RFC 4343): kept lowercased, compared so.
+            Some(("dns", v)) => Ok(CertRule::Dns(v.to_ascii_lowercase(), p)),
             Some(("cn", v)) => Ok(CertRule::Cn(v.to_string(), p)),
             _ => Err(format!(
                 "auth.certificates match {:?} must start with uri:, dns: or cn:",
@@ -62,7 +63,7 @@ pub const LIST_OUT_OF_DATE: &str =
     "The revocation list of the client certificate's issuer is out of date, so its status is unknown";
 
 fn principal_of(rules: &[CertRule], names: &Names) -> Result<Option<String>> {
-    let only = |found: &[String], what: &str, v: &String| {
+    let only = |found: &[String], what: &str, matches: &dyn Fn(&String) -> bool| {
         if found.len() > 1 {
             return Err(KmsError::Unauthenticated(format!(
                 "The client certificate has {} subject alternative name {what}s; a certificate rule \
@@ -70,12 +71,12 @@ fn principal_of(rules: &[CertRule], names: &Names) -> Result<Option<String>> {
                 found.len()
             )));
         }
-        Ok(found.first() == Some(v))
+        Ok(found.first().is_some_and(matches))
     };
     for rule in rules {
         let matched = match rule {
-            CertRule::Uri(v, _) => only(&names.uris, "URI", v)?,
-            CertRule::Dns(v, _) => only(&names.dns, "DNS name", v)?,
+            CertRule::Uri(v, _) => only(&names.uris, "URI", &|f| f == v)?,
+            CertRule::Dns(v, _) => only(&names.dns, "DNS name", &|f| f.eq_ignore_ascii_case(v))?,
             CertRule::Cn(v, _) => {
                 if names.cn_count > 1 {
                     return Err(KmsError::Unauthenticated(
@@ -183,5 +184,16 @@ mod tests {
         // Several names of another kind don't matter to a rule.
         let ok = principal_of(&rules, &names(&["spiffe://a", "spiffe://b"], &["alice.example"])).unwrap();
         assert_eq!(ok.as_deref(), Some("arn:aws:iam::111122223333:user/alice"));
+    }
+
+    /// DNS names match whatever their case, in the rule or the certificate; URIs keep theirs.
+    #[test]
+    fn dns_rules_ignore_case_and_uri_rules_do_not() {
+        let rules = [rule("dns:Alice.Example", "alice"), rule("uri:spiffe://x/Bob", "bob")];
+        for dns in ["alice.example", "ALICE.EXAMPLE", "Alice.Example"] {
+            let found = principal_of(&rules, &names(&[], &[dns])).unwrap();
+            assert_eq!(found.as_deref(), Some("arn:aws:iam::111122223333:user/alice"), "{dns}");
+        }
+        assert_eq!(principal_of(&rules, &names(&["spiffe://x/bob"], &[])).unwrap(), None);
     }
 }

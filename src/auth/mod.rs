@@ -111,9 +111,14 @@ impl Credentials {
     fn new(cfg: &AuthConfig, crls: Option<&[u8]>) -> std::result::Result<Self, String> {
         let tokens = TokenTable::new(&cfg.tokens)?;
         let revoked = Revoked::from_file_contents(crls).map_err(|e| format!("tls.client_crl_file: {e}"))?;
-        // One name, one principal: with two rules for it the first would win in silence.
+        // One name, one principal: with two rules for it the first would win in silence. DNS
+        // names are one name whatever their case.
         let mut seen = std::collections::HashSet::new();
-        if let Some(twice) = cfg.certificates.iter().find(|c| !seen.insert(c.matches.as_str())) {
+        let name = |m: &str| match m.strip_prefix("dns:") {
+            Some(dns) => format!("dns:{}", dns.to_ascii_lowercase()),
+            None => m.to_string(),
+        };
+        if let Some(twice) = cfg.certificates.iter().find(|c| !seen.insert(name(&c.matches))) {
             return Err(format!(
                 "auth.certificates has two rules matching {:?}: each name may map to one principal",
                 twice.matches
@@ -484,6 +489,19 @@ mod tests {
         .err()
         .expect("two rules for cn:dave accepted");
         assert!(err.contains("cn:dave"), "{err}");
+        // One DNS name in two cases is one name.
+        let dns = |matches: &str, user: &str| CertRuleConfig {
+            matches: matches.into(),
+            principal: format!("arn:aws:iam::111122223333:user/{user}"),
+        };
+        let twice = AuthConfig {
+            certificates: vec![dns("dns:Host.Example", "dave"), dns("dns:host.example", "admin")],
+            ..AuthConfig::default()
+        };
+        let err = Credentials::new(&twice, None)
+            .err()
+            .expect("one DNS name in two cases accepted");
+        assert!(err.contains("host.example"), "{err}");
     }
 
     #[test]
