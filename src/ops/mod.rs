@@ -108,9 +108,12 @@ impl Kms {
         data_dir::create_durably(&config.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
         let data_dir_lock = data_dir::claim(&config.data_dir)?;
-        let store = SqliteStore::open(&config.data_dir.join("kms.db"))?;
-        let empty = store.is_empty().map_err(|e| e.to_string())?;
+        // The HSM first, the store's preparation (a migration) after: a start that fails at the
+        // HSM (a wrong PIN, an HSM away) leaves a store an older build can still open.
+        let db = config.data_dir.join("kms.db");
+        let empty = SqliteStore::holds_no_keys(&db)?;
         let (hsm, root) = Hsm::open(&config.hsm, pin, empty)?;
+        let store = SqliteStore::open(&db)?;
         if root == RootKey::Created {
             tracing::warn!(token = %config.hsm.token_label, key_id = %config.hsm.root_key_id, "created a new root key in the HSM");
         }

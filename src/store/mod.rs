@@ -22,9 +22,6 @@ use crate::error::Result;
 use crate::keys::{AliasRecord, KeyRecord, MaterialRecord, Tag};
 
 pub trait Store: Send + Sync + 'static {
-    /// True when no key was ever created (decides whether a missing root key may be created).
-    fn is_empty(&self) -> Result<bool>;
-
     /// Stores a new key with its first material, tags and key policy, atomically and durably.
     /// Concurrent calls may share one transaction (group commit); each still fails or succeeds alone.
     fn create_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[Tag], policy: &str) -> Result<()>;

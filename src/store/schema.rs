@@ -251,6 +251,10 @@ mod tests {
         Connection::open(&path).unwrap().execute_batch(FIRST_BUILD).unwrap();
         assert_eq!(user_version(&path), 0);
 
+        // Asked before the HSM is opened: it has keys, and it is not migrated by the asking.
+        assert!(!SqliteStore::holds_no_keys(&path).unwrap());
+        assert_eq!(user_version(&path), 0);
+
         let store = SqliteStore::open(&path).unwrap();
         let old = store.get_material("old", 1).unwrap().expect("the old key's material");
         assert_eq!((old.wrapped, old.public_key), (vec![7; 5], None));

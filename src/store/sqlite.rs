@@ -117,6 +117,32 @@ impl SqliteStore {
         })
     }
 
+    /// Whether the store at `path` holds no key, read without preparing it (nothing created or
+    /// migrated): `Kms::open` asks before it opens the HSM and prepares the store after, so that
+    /// a start that fails at the HSM leaves a store an older build wrote as it was. A missing
+    /// file, or one without a keys table, holds none.
+    pub fn holds_no_keys(path: &Path) -> std::result::Result<bool, String> {
+        if !path.exists() {
+            return Ok(true);
+        }
+        let cannot = |e: rusqlite::Error| format!("cannot read {}: {e}", path.display());
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(cannot)?;
+        let has_table: bool = conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'keys')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(cannot)?;
+        if !has_table {
+            return Ok(true);
+        }
+        let any: bool = conn
+            .query_row("SELECT EXISTS(SELECT 1 FROM keys)", [], |r| r.get(0))
+            .map_err(cannot)?;
+        Ok(!any)
+    }
+
     /// A free read connection, or (all busy) the next one in turn.
     fn reader(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
         if let Some(free) = self.readers.iter().find_map(|r| super::lock::try_lock(r)) {
@@ -271,14 +297,6 @@ fn alias_from_row(r: &Row<'_>) -> rusqlite::Result<AliasRecord> {
 }
 
 impl Store for SqliteStore {
-    fn is_empty(&self) -> Result<bool> {
-        let conn = self.reader()?;
-        let n: i64 = conn
-            .query_row("SELECT COUNT(*) FROM (SELECT 1 FROM keys LIMIT 1)", [], |r| r.get(0))
-            .map_err(db)?;
-        Ok(n == 0)
-    }
-
     fn create_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[Tag], policy: &str) -> Result<()> {
         self.creates.submit(NewKey {
             key: key.clone(),
@@ -995,8 +1013,10 @@ pub(super) mod tests {
     #[test]
     fn keys_round_trip_and_update_bumps_version() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("kms.db")).unwrap();
-        assert!(s.is_empty().unwrap());
+        let path = dir.path().join("kms.db");
+        assert!(SqliteStore::holds_no_keys(&path).unwrap(), "no file yet");
+        let s = SqliteStore::open(&path).unwrap();
+        assert!(SqliteStore::holds_no_keys(&path).unwrap());
         s.create_key(
             &key("a"),
             &material("a"),
@@ -1007,7 +1027,7 @@ pub(super) mod tests {
             "{\"p\":1}",
         )
         .unwrap();
-        assert!(!s.is_empty().unwrap());
+        assert!(!SqliteStore::holds_no_keys(&path).unwrap());
         assert_eq!(s.get_key_policy("a").unwrap().as_deref(), Some("{\"p\":1}"));
         s.put_key_policy("a", "{\"p\":2}").unwrap();
         assert_eq!(s.get_key_policy("a").unwrap().as_deref(), Some("{\"p\":2}"));

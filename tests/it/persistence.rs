@@ -1,7 +1,7 @@
 //! Durability: restarts, kill -9, the deletion scheduler across restarts, and root key checks.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kms::proto as pb;
 
@@ -341,6 +341,47 @@ async fn a_missing_root_key_with_keys_in_the_store_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no root key"), "stderr: {stderr}");
     assert!(!stderr.contains(PIN), "the PIN must never be printed");
+}
+
+/// A start that fails at the HSM (here a refused PIN) leaves the store as it found it: a store an
+/// older build wrote is migrated only once the HSM is open, so that build can still open it.
+/// Before, the migration was committed first, and rolling back after a failed upgrade was refused.
+#[tokio::test]
+async fn a_start_that_fails_at_the_hsm_leaves_the_store_unmigrated() {
+    let mut server = Server::start().await;
+    let mut c = server.client().await;
+    create_key(&mut c).await;
+    drop(c);
+    server.stop();
+    let db = server.data_dir().join("kms.db");
+    let version = || -> i32 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let older = version() - 1;
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "user_version", older)
+        .unwrap();
+    let mut child = server
+        .serve_command()
+        .env("KMS_TEST_PIN", "not-the-pin")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("refused the configured PIN"), "{stderr}");
+    assert_eq!(version(), older, "the store was migrated by a start that failed");
 }
 
 /// On a hardware HSM (CloudHSM, or any other than SoftHSM2 and hsm-sim) a missing root key is not
