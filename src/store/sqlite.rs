@@ -210,16 +210,16 @@ impl KeyRecordRow {
 const KEY_COLUMNS: &str = "key_id, creation_date, description, state, deletion_date, pending_window_days, \
                            key_spec, key_usage, origin, current_material, version";
 
-/// Inside a write's transaction: the key still exists and is not pending deletion. The request
-/// checked its state when it began, but a ScheduleKeyDeletion (or the deletion itself) may have
-/// committed since; tags, aliases and grants must not land on such a key.
-fn refuse_unless_changeable(tx: &rusqlite::Transaction<'_>, key_id: &str) -> Result<()> {
+/// Inside a write's transaction: the key still exists and is not pending deletion, and as it is
+/// now. The request checked its state when it began, but a ScheduleKeyDeletion (or the deletion
+/// itself) may have committed since; tags, aliases and grants must not land on such a key.
+fn refuse_unless_changeable(tx: &rusqlite::Transaction<'_>, key_id: &str) -> Result<KeyRecord> {
     match read_key(tx, key_id)? {
         None => Err(KmsError::NotFound(format!("Key '{key_id}' does not exist"))),
         Some(k) if k.state == KeyState::PendingDeletion => {
             Err(KmsError::InvalidState(format!("Key '{key_id}' is pending deletion.")))
         }
-        Some(_) => Ok(()),
+        Some(k) => Ok(k),
     }
 }
 
@@ -626,9 +626,8 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        refuse_unless_changeable(&tx, &g.key_id)?;
         // Checked when the request began; a DisableKey may have committed since.
-        if read_key(&tx, &g.key_id)?.is_some_and(|k| k.state == KeyState::Disabled) {
+        if refuse_unless_changeable(&tx, &g.key_id)?.state == KeyState::Disabled {
             return Err(KmsError::Disabled(format!("Key '{}' is disabled.", g.key_id)));
         }
         let grant = match named_retry(&tx, g)? {

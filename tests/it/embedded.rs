@@ -32,6 +32,18 @@ fn start(data_dir: &std::path::Path) -> (std::process::Child, String) {
     (child, addr)
 }
 
+/// The plaintext of `blob`, decrypted by the server `c` talks to.
+async fn decrypted(c: &mut KeyManagementServiceClient<Channel>, blob: Vec<u8>) -> Vec<u8> {
+    c.decrypt(pb::DecryptRequest {
+        ciphertext_blob: blob,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .plaintext
+}
+
 /// Runs `kms serve` as `start` does, for a start-up that must fail: its output once it exited.
 async fn refused_start(data_dir: &std::path::Path, extra_args: &[&str]) -> std::process::Output {
     let data = data_dir.to_path_buf();
@@ -116,15 +128,7 @@ async fn serve_with_no_hsm_configured_uses_the_embedded_hsm_sim_and_survives_res
     assert!(data.join("hsm").is_dir());
 
     let (mut child, mut c) = start_and_connect(&data).await;
-    let out = c
-        .decrypt(pb::DecryptRequest {
-            ciphertext_blob: dk.ciphertext_blob,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(out.plaintext, dk.plaintext);
+    assert_eq!(decrypted(&mut c, dk.ciphertext_blob).await, dk.plaintext);
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -237,15 +241,7 @@ async fn a_missing_embedded_token_keeps_its_pin_files_and_can_be_restored() {
     std::fs::remove_dir_all(&slot).unwrap();
     std::fs::rename(&aside, &slot).unwrap();
     let (mut child, mut c) = start_and_connect(&data).await;
-    let out = c
-        .decrypt(pb::DecryptRequest {
-            ciphertext_blob: blob,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(out.plaintext, b"kept");
+    assert_eq!(decrypted(&mut c, blob).await, b"kept");
     child.kill().unwrap();
     child.wait().unwrap();
 }
