@@ -187,9 +187,7 @@ impl Kms {
                 tags,
             } => {
                 let mut ctx = with_key_description(ctx, spec, usage, origin);
-                for t in tags {
-                    ctx.add(&format!("{}{}", ck::RESOURCE_TAG_PREFIX, t.key), t.value.as_str());
-                }
+                add_resource_tags(&mut ctx, tags);
                 ctx
             }
         };
@@ -211,9 +209,7 @@ impl Kms {
             }
         }
         if read.iter().any(|k| k.starts_with(RESOURCE_TAG_LOWER)) {
-            for t in self.resource_tags(&key.key_id).await?.iter() {
-                ctx.add(&format!("{}{}", ck::RESOURCE_TAG_PREFIX, t.key), t.value.as_str());
-            }
+            add_resource_tags(&mut ctx, &self.resource_tags(&key.key_id).await?);
         }
         Ok(ctx)
     }
@@ -301,6 +297,13 @@ pub(super) enum KeyUnderCheck<'a> {
         origin: Origin,
         tags: &'a [Tag],
     },
+}
+
+/// The key's tags as `aws:ResourceTag/<k>`.
+fn add_resource_tags(ctx: &mut RequestContext, tags: &[Tag]) {
+    for t in tags {
+        ctx.add(&format!("{}{}", ck::RESOURCE_TAG_PREFIX, t.key), t.value.as_str());
+    }
 }
 
 /// The condition keys for a key's spec, usage and origin.
