@@ -381,20 +381,9 @@ impl Config {
             }
         }
         // Tokens, certificate rules and revocation lists, checked before the HSM is opened.
-        let crls = self.read_client_crls()?;
-        crate::auth::Authenticator::new(&self.auth, crls.as_deref(), &self.partition, &self.account_id)?;
+        let trust = crate::auth::ClientTrust::read(self.tls.as_ref())?;
+        crate::auth::Authenticator::new(&self.auth, &trust, &self.partition, &self.account_id)?;
         Ok(())
-    }
-
-    /// The contents of `tls.client_crl_file`, if TLS is on and it is set: read once for both
-    /// the handshake's check and the authenticator's, so that the two see the same lists.
-    pub fn read_client_crls(&self) -> Result<Option<Vec<u8>>, String> {
-        let Some(file) = self.tls.as_ref().and_then(|t| t.client_crl_file.as_deref()) else {
-            return Ok(None);
-        };
-        std::fs::read(file)
-            .map(Some)
-            .map_err(|e| format!("tls.client_crl_file: cannot read {}: {e}", file.display()))
     }
 }
 

@@ -25,7 +25,7 @@ use super::preauth::PreAuth;
 use super::refusals::{self, RefusalRecords};
 use super::run_to_end::{Detached, RunToEnd};
 use super::tls::{self, TlsIncoming};
-use crate::auth::{Authenticator, Credentials};
+use crate::auth::{Authenticator, ClientTrust, Credentials};
 use crate::config::Config;
 use crate::ops::{spawn_deletion_task, spawn_material_sweep, Kms};
 use crate::proto::key_management_service_server::KeyManagementServiceServer;
@@ -50,8 +50,8 @@ pub async fn serve(
         limits::MAX_REQUEST_BYTES,
     );
     // Credentials and TLS first: a mistake there is reported before a slow HSM start-up.
-    let crls = config.read_client_crls()?;
-    let auth = Arc::new(Authenticator::new(&auth_config, crls.as_deref(), &partition, &account)?);
+    let trust = ClientTrust::read(config.tls.as_ref())?;
+    let auth = Arc::new(Authenticator::new(&auth_config, &trust, &partition, &account)?);
     let request_timeout = Duration::from_secs(config.limits.request_timeout_seconds);
     let max_age = Some(Duration::from_secs(config.limits.max_connection_age_seconds)).filter(|age| !age.is_zero());
     // The request timeout is applied per service: `PreAuth` times the KMS service's requests and
@@ -68,7 +68,7 @@ pub async fn serve(
     }
     let acceptor: Option<tls::Acceptor> = tls
         .as_ref()
-        .map(|t| tls::acceptor(t, crls.as_deref(), tls::Validity::Required))
+        .map(|t| tls::acceptor(t, &trust, tls::Validity::Required))
         .transpose()?
         .map(|a| Arc::new(ArcSwap::from_pointee(a)));
     let connection_limits = connection_limits(&config)?;
@@ -367,10 +367,10 @@ fn spawn_reload_on_sighup(
 /// touches the data directory or the HSM, so a mistake in one stops the server before anything is
 /// created (a data directory, a token, a root key). `serve` loads them again to use them.
 pub fn check_files(config: &Config) -> Result<(), String> {
-    let crls = config.read_client_crls()?;
-    Authenticator::prepare(&config.auth, crls.as_deref())?;
+    let trust = ClientTrust::read(config.tls.as_ref())?;
+    Authenticator::prepare(&config.auth, &trust)?;
     if let Some(t) = &config.tls {
-        tls::acceptor(t, crls.as_deref(), tls::Validity::Required)?;
+        tls::acceptor(t, &trust, tls::Validity::Required)?;
     }
     crate::auth::identity::IdentityStore::open(config.auth.identity_policies_file.clone())?;
     Ok(())
@@ -384,14 +384,14 @@ fn load_credentials_and_tls(config: &Config) -> Result<(Arc<Credentials>, Option
         Some(_) => config.with_reread_credentials()?.auth,
         None => config.auth.clone(),
     };
-    let crls = config.read_client_crls()?;
-    let credentials = Authenticator::prepare(&auth_config, crls.as_deref())?;
+    let trust = ClientTrust::read(config.tls.as_ref())?;
+    let credentials = Authenticator::prepare(&auth_config, &trust)?;
     let tls = config
         .tls
         .as_ref()
         // Revocations and credentials must not wait for a renewed certificate: one out of its
         // validity period is loaded with an error in the log.
-        .map(|t| tls::acceptor(t, crls.as_deref(), tls::Validity::Logged))
+        .map(|t| tls::acceptor(t, &trust, tls::Validity::Logged))
         .transpose()?;
     Ok((credentials, tls))
 }

@@ -17,13 +17,14 @@ use tokio::time::Instant;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{self, CertificateError, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::{self, CertificateError, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::Stream;
 
 use super::connections::LimitedConnection;
 use super::opening::{Opening, OPENING_DEADLINE};
+use crate::auth::ClientTrust;
 use crate::config::TlsConfig;
 
 /// A connection through its handshake, until its preface has come.
@@ -32,11 +33,12 @@ pub type TlsConnection = Opening<TlsStream<LimitedConnection>>;
 /// The server's TLS from PEM files. With a client CA, client certificates are verified, and
 /// optional unless `require_client_certificate`, so that bearer-token callers need none. HTTP/2
 /// is offered by ALPN.
-/// `crls`: the contents of `cfg.client_crl_file` (read once by the caller, `Config::read_client_crls`).
+/// `trust`: the client CAs and revocation lists `cfg` names (read once by the caller, for the
+/// authenticator too).
 /// `validity`: what a server certificate outside its validity period does (refused at start;
 /// on SIGHUP only an error in the log, since the reload also carries revocations, which must not
 /// wait for a renewed certificate).
-pub fn acceptor(cfg: &TlsConfig, crls: Option<&[u8]>, validity: Validity) -> Result<TlsAcceptor, String> {
+pub fn acceptor(cfg: &TlsConfig, trust: &ClientTrust, validity: Validity) -> Result<TlsAcceptor, String> {
     let chain = CertificateDer::pem_slice_iter(&read(&cfg.cert_file)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("TLS: cannot read the certificates in {}: {e}", cfg.cert_file.display()))?;
@@ -46,25 +48,16 @@ pub fn acceptor(cfg: &TlsConfig, crls: Option<&[u8]>, validity: Validity) -> Res
     let key = PrivateKeyDer::from_pem_slice(&read(&cfg.key_file)?)
         .map_err(|e| format!("TLS: cannot read a private key in {}: {e}", cfg.key_file.display()))?;
     let builder = ServerConfig::builder();
-    let builder = match &cfg.client_ca_file {
+    let builder = match cfg.client_ca_file.as_ref().zip(trust.cas.as_ref()) {
         None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let cas = CertificateDer::pem_slice_iter(&read(ca)?)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("TLS: cannot read the certificates in {}: {e}", ca.display()))?;
-            let mut roots = RootCertStore::empty();
-            for cert in &cas {
-                roots
-                    .add(cert.clone())
-                    .map_err(|e| format!("TLS: a certificate in {} cannot be a trust anchor: {e}", ca.display()))?;
-            }
-            let mut verifier = WebPkiClientVerifier::builder(roots.into());
+        Some((ca, cas)) => {
+            let mut verifier = WebPkiClientVerifier::builder(cas.roots.clone());
             if !cfg.require_client_certificate {
                 verifier = verifier.allow_unauthenticated();
             }
-            if let Some(pem) = crls {
+            if let Some(pem) = &trust.crls {
                 verifier = verifier
-                    .with_crls(revocation_lists(pem, &cas)?)
+                    .with_crls(revocation_lists(pem, &cas.certs)?)
                     .only_check_end_entity_revocation()
                     // As OpenSSL does: a list past its nextUpdate no longer says who is revoked.
                     .enforce_revocation_expiration();
@@ -292,7 +285,7 @@ mod tests {
     }
 
     fn refused(cfg: &TlsConfig) -> String {
-        match acceptor(cfg, None, Validity::Required) {
+        match acceptor(cfg, &ClientTrust::default(), Validity::Required) {
             Ok(_) => panic!("a bad TLS configuration was accepted"),
             Err(e) => e,
         }
@@ -317,7 +310,12 @@ mod tests {
         check_validity(&leaf, &file, now - Duration::from_secs(60)).expect("within the clock skew");
         // The acceptor takes it whole (today).
         let key = std::fs::read(dir.path().join("key.pem")).unwrap();
-        acceptor(&config(dir.path(), &pem, &key), None, Validity::Required).expect("a valid certificate");
+        acceptor(
+            &config(dir.path(), &pem, &key),
+            &ClientTrust::default(),
+            Validity::Required,
+        )
+        .expect("a valid certificate");
     }
 
     #[test]

@@ -6,8 +6,10 @@ mod certs;
 pub mod identity;
 mod revoked;
 mod tokens;
+mod trust;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -21,6 +23,7 @@ pub use certs::CertRule;
 pub use identity::IdentityStore;
 use revoked::Revoked;
 pub use tokens::{token_digest, TokenTable};
+pub use trust::{ClientCas, ClientTrust};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -68,6 +71,11 @@ pub struct Credentials {
     certs: Vec<CertRule>,
     /// Certificates on the CRLs of `tls.client_crl_file` (read with the rules, on start and SIGHUP).
     revoked: Revoked,
+    /// The client CAs of `tls.client_ca_file`, read with the lists.
+    cas: Option<ClientCas>,
+    /// A CA trusted since start is not among `cas`: a connection's certificate, verified at its
+    /// handshake, must then be anchored again (`replace` sets it before these are in force).
+    ca_dropped: AtomicBool,
     /// What each client certificate (its DER, verified by rustls before it gets here) maps to
     /// under these rules, and when it expires. Parsing a leaf costs ~5 us and every mTLS request
     /// is authenticated, so a connection's certificate is parsed once, not per call. It goes with
@@ -78,20 +86,24 @@ pub struct Credentials {
     cert_fill: Mutex<()>,
 }
 
-/// A certificate's outcome under the rules, when the certificate expires, whether it is on a
-/// revocation list, and when its issuer's list goes out of date.
+/// A certificate's outcome under the rules, when the certificate expires, whether a CA in force
+/// anchors it, whether it is on a revocation list, and when its issuer's list goes out of date.
 struct CertEntry {
     outcome: CertOutcome,
     expires: SystemTime,
+    unanchored: bool,
     revoked: bool,
     list_out_of_date: Option<SystemTime>,
 }
 
 impl CertEntry {
     /// Why a connection this certificate opened serves no one at `now`, whatever the caller
-    /// presents on it: revoked, or its issuer's list is out of date (its status is unknown).
+    /// presents on it: its CA is no longer trusted, it is revoked, or its issuer's list is out of
+    /// date (its status is unknown).
     fn connection_refusal(&self, now: SystemTime) -> Option<&'static str> {
-        if self.revoked {
+        if self.unanchored {
+            Some(UNANCHORED)
+        } else if self.revoked {
             Some(certs::REVOKED)
         } else if self.list_out_of_date.is_some_and(|t| now >= t) {
             Some(certs::LIST_OUT_OF_DATE)
@@ -104,13 +116,19 @@ impl CertEntry {
 /// A certificate's principal (None: no rule matched), or why it is refused.
 type CertOutcome = std::result::Result<Option<Arc<str>>, String>;
 
+/// The refusal of a certificate that no client CA in force anchors (one was removed on SIGHUP).
+const UNANCHORED: &str = "The client certificate's CA is no longer trusted";
+
 /// Certificates remembered at most; the cache starts over when full.
 const CERT_CACHE_CAPACITY: usize = 1024;
 
 impl Credentials {
-    fn new(cfg: &AuthConfig, crls: Option<&[u8]>) -> std::result::Result<Self, String> {
+    /// `trust`: its CAs are kept, to check connections opened under earlier ones (its lists are
+    /// kept as `revoked`).
+    fn new(cfg: &AuthConfig, trust: &ClientTrust) -> std::result::Result<Self, String> {
         let tokens = TokenTable::new(&cfg.tokens)?;
-        let revoked = Revoked::from_file_contents(crls).map_err(|e| format!("tls.client_crl_file: {e}"))?;
+        let revoked =
+            Revoked::from_file_contents(trust.crls.as_deref()).map_err(|e| format!("tls.client_crl_file: {e}"))?;
         // One name, one principal: with two rules for it the first would win in silence. DNS
         // names are one name whatever their case.
         let mut seen = std::collections::HashSet::new();
@@ -135,30 +153,33 @@ impl Credentials {
             tokens,
             certs,
             revoked,
+            cas: trust.cas.clone(),
+            ca_dropped: AtomicBool::new(false),
             cert_cache: ArcSwap::default(),
             cert_fill: Mutex::default(),
         })
     }
 
-    fn certificate_principal(&self, leaf: &CertificateDer<'_>) -> Result<Option<Arc<str>>> {
-        self.certificate_principal_at(leaf, SystemTime::now())
+    /// `chain`: the connection's client certificate, then the intermediates it came with.
+    fn certificate_principal(&self, chain: &[CertificateDer<'_>]) -> Result<Option<Arc<str>>> {
+        self.certificate_principal_at(chain, SystemTime::now())
     }
 
-    /// Refuses a connection whose certificate is revoked, or whose issuer's list went out of
-    /// date: it serves no one, bearer-token callers on it included. Free while no list revokes
-    /// anything and none is out of date.
-    fn check_connection(&self, leaf: &CertificateDer<'_>, now: SystemTime) -> Result<()> {
-        if self.revoked.nothing_to_check(now) {
+    /// Refuses a connection whose certificate no CA in force anchors, is revoked, or whose
+    /// issuer's list went out of date: it serves no one, bearer-token callers on it included.
+    /// Free while no CA was dropped, no list revokes anything and none is out of date.
+    fn check_connection(&self, chain: &[CertificateDer<'_>], now: SystemTime) -> Result<()> {
+        if self.revoked.nothing_to_check(now) && !self.ca_dropped.load(Ordering::Relaxed) {
             return Ok(());
         }
-        match self.cert_entry(leaf)?.connection_refusal(now) {
+        match self.cert_entry(chain)?.connection_refusal(now) {
             Some(refusal) => Err(KmsError::Unauthenticated(refusal.into())),
             None => Ok(()),
         }
     }
 
-    fn certificate_principal_at(&self, leaf: &CertificateDer<'_>, now: SystemTime) -> Result<Option<Arc<str>>> {
-        let entry = self.cert_entry(leaf)?;
+    fn certificate_principal_at(&self, chain: &[CertificateDer<'_>], now: SystemTime) -> Result<Option<Arc<str>>> {
+        let entry = self.cert_entry(chain)?;
         // TLS checked the validity period and the list at the handshake; a connection can
         // outlive both.
         if now > entry.expires {
@@ -170,8 +191,12 @@ impl Credentials {
         entry.outcome.clone().map_err(KmsError::Unauthenticated)
     }
 
-    /// The certificate's entry, from the cache or computed into it.
-    fn cert_entry(&self, leaf: &CertificateDer<'_>) -> Result<Arc<CertEntry>> {
+    /// The certificate's entry, from the cache or computed into it. Keyed by the leaf alone: the
+    /// leaf is anchored if the first chain it came with leads to a CA in force.
+    fn cert_entry(&self, chain: &[CertificateDer<'_>]) -> Result<Arc<CertEntry>> {
+        let leaf = chain
+            .first()
+            .ok_or_else(|| KmsError::Unauthenticated("The connection carries no client certificate".into()))?;
         let known = self.cert_cache.load().get(leaf.as_ref()).cloned();
         let entry = match known {
             Some(known) => known,
@@ -185,9 +210,18 @@ impl Credentials {
                     .map(|p| p.map(Arc::from))
                     .map_err(message);
                 let revoked = matches!(&o, Err(m) if m == certs::REVOKED);
+                let validity = &cert.tbs_certificate.validity;
+                let expires = validity.not_after.to_system_time();
+                // Its chain was verified at the handshake, by CAs that all still are unless one
+                // was dropped. Checked at a time the leaf is valid: expiry is refused as such.
+                let anchored = || {
+                    let at = SystemTime::now().max(validity.not_before.to_system_time()).min(expires);
+                    self.cas.as_ref().is_some_and(|cas| cas.anchor(chain, at))
+                };
                 let entry = Arc::new(CertEntry {
                     outcome: o,
-                    expires: cert.tbs_certificate.validity.not_after.to_system_time(),
+                    expires,
+                    unanchored: self.ca_dropped.load(Ordering::Relaxed) && !anchored(),
                     revoked,
                     list_out_of_date: self.revoked.list_out_of_date(&cert),
                 });
@@ -208,10 +242,10 @@ impl Credentials {
 }
 
 impl Authenticator {
-    /// `crls`: the contents of `tls.client_crl_file`, whose revoked certificates are refused.
+    /// `trust`: the client CAs and the revocation lists, whose revoked certificates are refused.
     pub fn new(
         cfg: &AuthConfig,
-        crls: Option<&[u8]>,
+        trust: &ClientTrust,
         partition: &str,
         account: &str,
     ) -> std::result::Result<Self, String> {
@@ -220,18 +254,26 @@ impl Authenticator {
             .then(|| Arc::from(format!("arn:{partition}:iam::{account}:root")));
         Ok(Authenticator {
             dev_principal,
-            credentials: ArcSwap::from_pointee(Credentials::new(cfg, crls)?),
+            credentials: ArcSwap::from_pointee(Credentials::new(cfg, trust)?),
         })
     }
 
     /// Credentials from `cfg` and the revocation lists, for `replace` once everything else that
     /// reloads with them has loaded too (on an error the current ones stay in force).
-    pub fn prepare(cfg: &AuthConfig, crls: Option<&[u8]>) -> std::result::Result<Arc<Credentials>, String> {
-        Credentials::new(cfg, crls).map(Arc::new)
+    pub fn prepare(cfg: &AuthConfig, trust: &ClientTrust) -> std::result::Result<Arc<Credentials>, String> {
+        Credentials::new(cfg, trust).map(Arc::new)
     }
 
     /// Puts `credentials` in force. Dev mode is not reloaded (it is a start-up decision).
+    /// Connections stay open across a reload: once a client CA is dropped, each one's certificate
+    /// must be anchored by the CAs in force, for as long as the server runs (a connection opened
+    /// under the dropped CA may still be open).
     pub fn replace(&self, credentials: Arc<Credentials>) {
+        let before = self.credentials.load();
+        let kept = |ca: &CertificateDer<'_>| credentials.cas.as_ref().is_some_and(|cas| cas.includes(ca));
+        let dropped = before.ca_dropped.load(Ordering::Relaxed)
+            || before.cas.as_ref().is_some_and(|cas| !cas.certs.iter().all(kept));
+        credentials.ca_dropped.store(dropped, Ordering::Relaxed);
         self.credentials.store(credentials);
     }
 
@@ -259,16 +301,16 @@ impl Authenticator {
                 .principal_for(token)
                 .cloned()
                 .ok_or_else(|| KmsError::Unauthenticated("The bearer token is not recognised".into()))?;
-            if let Some(leaf) = peer_certs.and_then(|c| c.first()) {
-                credentials.check_connection(leaf, SystemTime::now())?;
+            if let Some(chain) = peer_certs.filter(|c| !c.is_empty()) {
+                credentials.check_connection(chain, SystemTime::now())?;
             }
             return Ok(principal);
         }
-        if let Some(leaf) = peer_certs.and_then(|c| c.first()) {
+        if let Some(chain) = peer_certs.filter(|c| !c.is_empty()) {
             return self
                 .credentials
                 .load()
-                .certificate_principal(leaf)?
+                .certificate_principal(chain)?
                 .ok_or_else(|| KmsError::Unauthenticated("The client certificate maps to no principal".into()));
         }
         self.dev_principal
@@ -346,7 +388,7 @@ mod tests {
 
     #[test]
     fn tokens_dev_mode_and_refusals() {
-        let strict = Authenticator::new(&cfg(false), None, "aws", "111122223333").unwrap();
+        let strict = Authenticator::new(&cfg(false), &ClientTrust::default(), "aws", "111122223333").unwrap();
         assert_eq!(
             &*strict.authenticate(Some("Bearer s3cret-token"), None).unwrap(),
             "arn:aws:iam::111122223333:user/svc"
@@ -359,7 +401,7 @@ mod tests {
             strict.authenticate(Some("s3cret-token"), None),
             Err(KmsError::Unauthenticated(_))
         ));
-        let dev = Authenticator::new(&cfg(true), None, "aws", "111122223333").unwrap();
+        let dev = Authenticator::new(&cfg(true), &ClientTrust::default(), "aws", "111122223333").unwrap();
         for empty in ["Bearer ", "Bearer"] {
             assert!(matches!(
                 dev.authenticate(Some(empty), None),
@@ -399,7 +441,7 @@ mod tests {
                 }],
                 ..AuthConfig::default()
             },
-            None,
+            &ClientTrust::default(),
         )
         .unwrap()
     }
@@ -412,15 +454,65 @@ mod tests {
         let rules = dave_rules();
         let now = SystemTime::now();
         let dave: Option<Arc<str>> = Some("arn:aws:iam::111122223333:user/dave".into());
-        assert_eq!(rules.certificate_principal_at(&leaf, now).unwrap(), dave);
+        assert_eq!(
+            rules
+                .certificate_principal_at(std::slice::from_ref(&leaf), now)
+                .unwrap(),
+            dave
+        );
         let in_two_days = now + std::time::Duration::from_secs(2 * 86_400);
-        let refused = rules.certificate_principal_at(&leaf, in_two_days).unwrap_err();
+        let refused = rules
+            .certificate_principal_at(std::slice::from_ref(&leaf), in_two_days)
+            .unwrap_err();
         assert!(refused.to_string().contains("expired"), "{refused}");
         assert_eq!(
-            rules.certificate_principal_at(&leaf, now).unwrap(),
+            rules
+                .certificate_principal_at(std::slice::from_ref(&leaf), now)
+                .unwrap(),
             dave,
             "cached, still valid"
         );
+    }
+
+    /// Once a client CA is dropped on SIGHUP, a connection opened under it serves no one, bearer
+    /// tokens on it included, and stays checked after later reloads. A reload that drops nothing
+    /// checks nothing (every connection was verified at its handshake by CAs still in force).
+    #[test]
+    fn a_connection_whose_ca_was_dropped_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::test_certs::self_signed(dir.path(), "/CN=dave", &[]);
+        let leaf = {
+            use tokio_rustls::rustls::pki_types::pem::PemObject;
+            CertificateDer::from_pem_file(dir.path().join("cert.pem")).unwrap()
+        };
+        let with_ca = ClientTrust {
+            cas: Some(ClientCas::read(&dir.path().join("cert.pem")).unwrap()),
+            crls: None,
+        };
+        let mut cfg = cfg(false);
+        cfg.certificates = vec![CertRuleConfig {
+            matches: "cn:dave".into(),
+            principal: "arn:aws:iam::111122223333:user/dave".into(),
+        }];
+        let auth = Authenticator::new(&cfg, &with_ca, "aws", "111122223333").unwrap();
+        let chain = std::slice::from_ref(&leaf);
+        let served = |auth: &Authenticator| {
+            let by_cert = auth.authenticate(None, Some(chain));
+            let by_token = auth.authenticate(Some("Bearer s3cret-token"), Some(chain));
+            (by_cert.map_err(|e| e.to_string()), by_token.map_err(|e| e.to_string()))
+        };
+        assert!(matches!(served(&auth), (Ok(_), Ok(_))));
+        auth.replace(Authenticator::prepare(&cfg, &with_ca).unwrap());
+        assert!(matches!(served(&auth), (Ok(_), Ok(_))), "refused with no CA dropped");
+
+        auth.replace(Authenticator::prepare(&cfg, &ClientTrust::default()).unwrap());
+        let (by_cert, by_token) = served(&auth);
+        for refused in [by_cert.unwrap_err(), by_token.unwrap_err()] {
+            assert!(refused.contains("no longer trusted"), "{refused}");
+        }
+        auth.replace(Authenticator::prepare(&cfg, &ClientTrust::default()).unwrap());
+        let refused = served(&auth).1.expect_err("the next reload forgot the dropped CA");
+        assert!(refused.contains("no longer trusted"), "{refused}");
     }
 
     /// A subject alternative name extension that doesn't parse refuses the certificate, even for
@@ -437,7 +529,7 @@ mod tests {
         der[at] = 0x1f;
         let broken = CertificateDer::from(der);
         let refused = dave_rules()
-            .certificate_principal_at(&broken, SystemTime::now())
+            .certificate_principal_at(std::slice::from_ref(&broken), SystemTime::now())
             .unwrap_err();
         assert!(
             refused.to_string().contains("subject alternative names cannot be read"),
@@ -454,6 +546,7 @@ mod tests {
                 let entry = CertEntry {
                     outcome: Ok(None),
                     expires: SystemTime::now(),
+                    unanchored: false,
                     revoked: false,
                     list_out_of_date: None,
                 };
@@ -463,7 +556,12 @@ mod tests {
         rules.cert_cache.store(Arc::new(full));
         let leaf = dave_certificate();
         let dave: Option<Arc<str>> = Some("arn:aws:iam::111122223333:user/dave".into());
-        assert_eq!(rules.certificate_principal_at(&leaf, SystemTime::now()).unwrap(), dave);
+        assert_eq!(
+            rules
+                .certificate_principal_at(std::slice::from_ref(&leaf), SystemTime::now())
+                .unwrap(),
+            dave
+        );
         let cache = rules.cert_cache.load();
         assert_eq!(cache.len(), 1, "the full cache was not started over");
         assert!(cache.contains_key(leaf.as_ref()));
@@ -484,7 +582,7 @@ mod tests {
                 ],
                 ..AuthConfig::default()
             },
-            None,
+            &ClientTrust::default(),
         )
         .err()
         .expect("two rules for cn:dave accepted");
@@ -498,7 +596,7 @@ mod tests {
             certificates: vec![dns("dns:Host.Example", "dave"), dns("dns:host.example", "admin")],
             ..AuthConfig::default()
         };
-        let err = Credentials::new(&twice, None)
+        let err = Credentials::new(&twice, &ClientTrust::default())
             .err()
             .expect("one DNS name in two cases accepted");
         assert!(err.contains("host.example"), "{err}");
@@ -567,7 +665,10 @@ mod tests {
             &["arn:aws:iam::111122223333:root", "arn:aws:iam::111122223333:user/root"],
             &["arn:aws:iam::111122223333:user/dave"],
         ] {
-            assert!(Credentials::new(&config(fine), None).is_ok(), "{fine:?} refused");
+            assert!(
+                Credentials::new(&config(fine), &ClientTrust::default()).is_ok(),
+                "{fine:?} refused"
+            );
         }
         for twice in [
             &[
@@ -584,7 +685,9 @@ mod tests {
             ],
             &["arn:aws:iam::111122223333:user/ops/dave"],
         ] {
-            let err = Credentials::new(&config(twice), None).err().expect("accepted");
+            let err = Credentials::new(&config(twice), &ClientTrust::default())
+                .err()
+                .expect("accepted");
             assert!(err.contains("are the same IAM"), "{twice:?}: {err}");
         }
     }
@@ -616,7 +719,7 @@ mod cost {
             }],
             ..AuthConfig::default()
         };
-        let auth = Authenticator::new(&cfg, None, "aws", "111122223333").unwrap();
+        let auth = Authenticator::new(&cfg, &ClientTrust::default(), "aws", "111122223333").unwrap();
         let n = 200_000u32;
         let header = "Bearer token-9-0123456789abcdef";
         let t = std::time::Instant::now();

@@ -1079,6 +1079,67 @@ async fn a_revoked_client_certificate_is_refused_after_a_sighup() {
     dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
 }
 
+/// A client CA removed from `tls.client_ca_file` on SIGHUP no longer serves the connections its
+/// certificates opened, bearer-token callers on them included, and new ones are refused at the
+/// handshake. The CA that stays keeps serving its clients.
+#[tokio::test]
+async fn a_client_ca_removed_on_sighup_no_longer_serves_its_open_connections() {
+    let pki = Pki::new();
+    let cas = pki.path("client-cas.pem");
+    let both = [pki.path("test-ca.pem"), pki.path("rogue-ca.pem")].map(|p| std::fs::read(p).unwrap());
+    std::fs::write(&cas, both.concat()).unwrap();
+    let quoted = |p: std::path::PathBuf| format!("{:?}", p.display().to_string());
+    let tls = pki
+        .tls_config()
+        .replace(&quoted(pki.path("test-ca.pem")), &quoted(cas.clone()));
+    let identity = identity_file(
+        &[("list", &allow(&["kms:ListKeys"], "*"))],
+        &[(ALICE, &["list"]), (DAVE, &["list"]), (BOB, &["list"])],
+    );
+    let identity_path = pki.path("identity.toml");
+    std::fs::write(&identity_path, identity).unwrap();
+    let rules = [
+        (&format!("uri:{ALICE_URI}")[..], ALICE),
+        (&format!("cn:{DAVE_CN}"), DAVE),
+    ];
+    let config = tls + &auth_config(false, &[(BOB_TOKEN, BOB)], &rules, Some(&identity_path));
+    let server = Server::start_with(&config).await;
+    // Mallory's certificate is rogue-ca's, for alice's URI.
+    let connect = |pem: &'static str, bearer: Bearer| {
+        let pem = if pem == "mallory" { &pki.mallory } else { &pki.dave };
+        tls_client(&server, &pki.ca.cert, pem.identity(), bearer)
+    };
+    let mut mallory = connect("mallory", Bearer::default()).await.unwrap();
+    let mut bob = connect("mallory", Bearer::token(Some(BOB_TOKEN))).await.unwrap();
+    let mut dave = connect("dave", Bearer::default()).await.unwrap();
+    for c in [&mut mallory, &mut bob, &mut dave] {
+        c.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+    }
+
+    std::fs::copy(pki.path("test-ca.pem"), &cas).unwrap();
+    server.sighup();
+    let refused = |r: Result<tonic::Response<pb::ListKeysResponse>, Status>| match r {
+        Err(s) if error_type(&s) == "UnrecognizedClientException" => Some(s.message().to_string()),
+        _ => None,
+    };
+    let mut message = None;
+    for _ in 0..200 {
+        message = refused(mallory.list_keys(pb::ListKeysRequest::default()).await);
+        if message.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let message = message.expect("mallory's open connection still served after its CA was removed");
+    assert!(message.contains("no longer trusted"), "{message}");
+    let message = refused(bob.list_keys(pb::ListKeysRequest::default()).await).expect("bob still served");
+    assert!(message.contains("no longer trusted"), "{message}");
+    dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+    refused_by_tls(connect("mallory", Bearer::default()).await).await;
+    let mut dave = connect("dave", Bearer::default()).await.unwrap();
+    dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+}
+
 /// A connection the TLS layer refuses: at the handshake, or (TLS 1.3, where the client's
 /// certificate is checked after the client thinks it is connected) at its first request, which
 /// then never reaches the service.
