@@ -381,7 +381,8 @@ impl Config {
             }
         }
         // Tokens, certificate rules and revocation lists, checked before the HSM is opened.
-        let trust = crate::auth::ClientTrust::read(self.tls.as_ref())?;
+        // The client CAs are read with the TLS files (`check_files`, and at each load).
+        let trust = crate::auth::ClientTrust::lists_only(self.tls.as_ref())?;
         crate::auth::Authenticator::new(&self.auth, &trust, &self.partition, &self.account_id)?;
         Ok(())
     }

@@ -6,6 +6,17 @@ use std::path::Path;
 /// A self-signed P-256 certificate for `subject`, valid for a day, written to `cert.pem` with its
 /// key in `key.pem` in `dir`; `extensions` are `-addext` values (a SAN, ...).
 pub fn self_signed(dir: &Path, subject: &str, extensions: &[&str]) {
+    make(dir, subject, extensions, &[]);
+}
+
+/// The same without openssl's default CA extensions (basicConstraints CA:TRUE): an end-entity
+/// certificate for client authentication that can be its own trust anchor.
+pub fn self_signed_client(dir: &Path, subject: &str) {
+    std::fs::write(dir.join("req.cnf"), "[req]\ndistinguished_name = dn\n[dn]\n").unwrap();
+    make(dir, subject, &["extendedKeyUsage=clientAuth"], &["-config", "req.cnf"]);
+}
+
+fn make(dir: &Path, subject: &str, extensions: &[&str], options: &[&str]) {
     let mut openssl = std::process::Command::new("openssl");
     openssl
         .current_dir(dir)
@@ -19,6 +30,7 @@ pub fn self_signed(dir: &Path, subject: &str, extensions: &[&str]) {
             "-nodes",
         ])
         .args(["-keyout", "key.pem", "-out", "cert.pem", "-days", "1", "-subj", subject]);
+    openssl.args(options);
     for e in extensions {
         openssl.args(["-addext", e]);
     }

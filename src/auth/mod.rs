@@ -92,6 +92,8 @@ struct CertEntry {
     outcome: CertOutcome,
     expires: SystemTime,
     unanchored: bool,
+    /// The intermediates `unanchored` was found with (none before a CA is dropped).
+    anchored_with: Vec<CertificateDer<'static>>,
     revoked: bool,
     list_out_of_date: Option<SystemTime>,
 }
@@ -191,13 +193,20 @@ impl Credentials {
         entry.outcome.clone().map_err(KmsError::Unauthenticated)
     }
 
-    /// The certificate's entry, from the cache or computed into it. Keyed by the leaf alone: the
-    /// leaf is anchored if the first chain it came with leads to a CA in force.
+    /// The certificate's entry, from the cache or computed into it. Keyed by the leaf; once a CA
+    /// is dropped, anchoring depends on the intermediates too, so an entry found with others is
+    /// computed again (and replaced).
     fn cert_entry(&self, chain: &[CertificateDer<'_>]) -> Result<Arc<CertEntry>> {
-        let leaf = chain
-            .first()
+        let (leaf, intermediates) = chain
+            .split_first()
             .ok_or_else(|| KmsError::Unauthenticated("The connection carries no client certificate".into()))?;
-        let known = self.cert_cache.load().get(leaf.as_ref()).cloned();
+        let ca_dropped = self.ca_dropped.load(Ordering::Relaxed);
+        let known = self
+            .cert_cache
+            .load()
+            .get(leaf.as_ref())
+            .filter(|e| !ca_dropped || e.anchored_with.as_slice() == intermediates)
+            .cloned();
         let entry = match known {
             Some(known) => known,
             None => {
@@ -221,7 +230,11 @@ impl Credentials {
                 let entry = Arc::new(CertEntry {
                     outcome: o,
                     expires,
-                    unanchored: self.ca_dropped.load(Ordering::Relaxed) && !anchored(),
+                    unanchored: ca_dropped && !anchored(),
+                    anchored_with: match ca_dropped {
+                        true => intermediates.iter().map(|c| c.clone().into_owned()).collect(),
+                        false => Vec::new(),
+                    },
                     revoked,
                     list_out_of_date: self.revoked.list_out_of_date(&cert),
                 });
@@ -474,19 +487,31 @@ mod tests {
         );
     }
 
+    /// A self-signed client certificate (`cn:dave`), usable as its own CA, and that CA.
+    fn dave_and_his_ca(dir: &std::path::Path) -> (CertificateDer<'static>, ClientCas) {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        crate::test_certs::self_signed_client(dir, "/CN=dave");
+        let cert = dir.join("cert.pem");
+        (
+            CertificateDer::from_pem_file(&cert).unwrap(),
+            ClientCas::read(&cert).unwrap(),
+        )
+    }
+
     /// Once a client CA is dropped on SIGHUP, a connection opened under it serves no one, bearer
     /// tokens on it included, and stays checked after later reloads. A reload that drops nothing
-    /// checks nothing (every connection was verified at its handshake by CAs still in force).
+    /// checks nothing (every connection was verified at its handshake by CAs still in force);
+    /// one that drops another CA leaves the connections of the CAs kept served.
     #[test]
     fn a_connection_whose_ca_was_dropped_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::test_certs::self_signed(dir.path(), "/CN=dave", &[]);
-        let leaf = {
-            use tokio_rustls::rustls::pki_types::pem::PemObject;
-            CertificateDer::from_pem_file(dir.path().join("cert.pem")).unwrap()
-        };
-        let with_ca = ClientTrust {
-            cas: Some(ClientCas::read(&dir.path().join("cert.pem")).unwrap()),
+        let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (leaf, dave_ca) = dave_and_his_ca(dir.path());
+        let (other_leaf, _) = dave_and_his_ca(other.path());
+        let pems = [dir.path(), other.path()].map(|d| std::fs::read(d.join("cert.pem")).unwrap());
+        std::fs::write(dir.path().join("both.pem"), pems.concat()).unwrap();
+        let both = ClientCas::read(&dir.path().join("both.pem")).unwrap();
+        let trust = |cas: Option<&ClientCas>| ClientTrust {
+            cas: cas.cloned(),
             crls: None,
         };
         let mut cfg = cfg(false);
@@ -494,25 +519,48 @@ mod tests {
             matches: "cn:dave".into(),
             principal: "arn:aws:iam::111122223333:user/dave".into(),
         }];
-        let auth = Authenticator::new(&cfg, &with_ca, "aws", "111122223333").unwrap();
+        let auth = Authenticator::new(&cfg, &trust(Some(&both)), "aws", "111122223333").unwrap();
         let chain = std::slice::from_ref(&leaf);
-        let served = |auth: &Authenticator| {
+        let served = |auth: &Authenticator, chain: &[CertificateDer<'_>]| {
             let by_cert = auth.authenticate(None, Some(chain));
             let by_token = auth.authenticate(Some("Bearer s3cret-token"), Some(chain));
             (by_cert.map_err(|e| e.to_string()), by_token.map_err(|e| e.to_string()))
         };
-        assert!(matches!(served(&auth), (Ok(_), Ok(_))));
-        auth.replace(Authenticator::prepare(&cfg, &with_ca).unwrap());
-        assert!(matches!(served(&auth), (Ok(_), Ok(_))), "refused with no CA dropped");
+        assert!(matches!(served(&auth, chain), (Ok(_), Ok(_))));
+        auth.replace(Authenticator::prepare(&cfg, &trust(Some(&both))).unwrap());
+        assert!(!auth.credentials.load().ca_dropped.load(Ordering::Relaxed));
 
-        auth.replace(Authenticator::prepare(&cfg, &ClientTrust::default()).unwrap());
-        let (by_cert, by_token) = served(&auth);
+        // The other CA dropped: dave's own is kept, so he is served, whatever intermediates he
+        // shows; the other CA's certificate is not.
+        auth.replace(Authenticator::prepare(&cfg, &trust(Some(&dave_ca))).unwrap());
+        assert!(
+            matches!(served(&auth, chain), (Ok(_), Ok(_))),
+            "refused with its CA kept"
+        );
+        let longer = [leaf.clone(), other_leaf.clone()];
+        assert!(matches!(served(&auth, &longer), (Ok(_), Ok(_))));
+        let entry = auth.credentials.load().cert_cache.load().get(leaf.as_ref()).cloned();
+        assert_eq!(
+            entry.unwrap().anchored_with.len(),
+            1,
+            "not checked again with other intermediates"
+        );
+        let refused = served(&auth, std::slice::from_ref(&other_leaf)).1.unwrap_err();
+        assert!(refused.contains("no longer trusted"), "{refused}");
+
+        auth.replace(Authenticator::prepare(&cfg, &trust(None)).unwrap());
+        let (by_cert, by_token) = served(&auth, chain);
         for refused in [by_cert.unwrap_err(), by_token.unwrap_err()] {
             assert!(refused.contains("no longer trusted"), "{refused}");
         }
-        auth.replace(Authenticator::prepare(&cfg, &ClientTrust::default()).unwrap());
-        let refused = served(&auth).1.expect_err("the next reload forgot the dropped CA");
-        assert!(refused.contains("no longer trusted"), "{refused}");
+        // Dave's CA back: the check goes on (connections of the other one may still be open).
+        auth.replace(Authenticator::prepare(&cfg, &trust(Some(&dave_ca))).unwrap());
+        assert!(matches!(served(&auth, chain), (Ok(_), Ok(_))));
+        let refused = served(&auth, std::slice::from_ref(&other_leaf)).1.unwrap_err();
+        assert!(
+            refused.contains("no longer trusted"),
+            "the next reload forgot the dropped CA: {refused}"
+        );
     }
 
     /// A subject alternative name extension that doesn't parse refuses the certificate, even for
@@ -547,6 +595,7 @@ mod tests {
                     outcome: Ok(None),
                     expires: SystemTime::now(),
                     unanchored: false,
+                    anchored_with: Vec::new(),
                     revoked: false,
                     list_out_of_date: None,
                 };

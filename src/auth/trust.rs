@@ -25,27 +25,33 @@ pub struct ClientTrust {
 pub struct ClientCas {
     pub certs: Vec<CertificateDer<'static>>,
     pub roots: Arc<RootCertStore>,
-    /// Chains to `roots`, nothing else (validity and revocation are checked apart).
+    /// Chains to `roots` for client authentication, every certificate in date at the time asked
+    /// (revocation is checked apart).
     chains: Arc<dyn ClientCertVerifier>,
 }
 
 impl ClientTrust {
     /// The files `tls` names, with TLS on; nothing without.
     pub fn read(tls: Option<&TlsConfig>) -> Result<ClientTrust, String> {
-        let Some(tls) = tls else {
-            return Ok(ClientTrust::default());
+        let cas = match tls.and_then(|t| t.client_ca_file.as_deref()) {
+            None => None,
+            Some(file) => Some(ClientCas::read(file)?),
         };
-        let crls = match &tls.client_crl_file {
+        Ok(ClientTrust {
+            cas,
+            crls: ClientTrust::lists_only(tls)?.crls,
+        })
+    }
+
+    /// Only the revocation lists: enough to check the credentials that go with them.
+    pub fn lists_only(tls: Option<&TlsConfig>) -> Result<ClientTrust, String> {
+        let crls = match tls.and_then(|t| t.client_crl_file.as_deref()) {
             None => None,
             Some(file) => Some(
                 std::fs::read(file).map_err(|e| format!("tls.client_crl_file: cannot read {}: {e}", file.display()))?,
             ),
         };
-        let cas = match &tls.client_ca_file {
-            None => None,
-            Some(file) => Some(ClientCas::read(file)?),
-        };
-        Ok(ClientTrust { cas, crls })
+        Ok(ClientTrust { cas: None, crls })
     }
 }
 
@@ -63,14 +69,14 @@ impl ClientCas {
         }
         let roots = Arc::new(roots);
         let chains = WebPkiClientVerifier::builder(roots.clone())
-            .allow_unauthenticated()
             .build()
             .map_err(|e| format!("TLS: client CA {}: {e}", file.display()))?;
         Ok(ClientCas { certs, roots, chains })
     }
 
     /// Whether `chain` (leaf first, as the client presented it) leads to one of these CAs, at
-    /// `at` (a time inside the leaf's validity period: its expiry is refused as such elsewhere).
+    /// `at` (a time inside the leaf's validity period: its expiry is refused as such elsewhere;
+    /// an intermediate out of date fails, as it would a new handshake).
     pub fn anchor(&self, chain: &[CertificateDer<'_>], at: SystemTime) -> bool {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return false;
