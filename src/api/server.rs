@@ -74,6 +74,7 @@ pub async fn serve(
     let connection_limits = connection_limits(&config)?;
     let reload_config = config.clone();
     let drain = detached_drain(&config);
+    let grace = shutdown_grace(&config);
     // A slow HSM can take a while to open: a shutdown signal meanwhile stops here, not after.
     let mut shutdown = std::pin::pin!(shutdown);
     let opening = tokio::task::spawn_blocking(move || Kms::open(&config, pin));
@@ -102,6 +103,7 @@ pub async fn serve(
     // Charged against the request budget too: 512 streams of 4 KiB on each of thousands of
     // connections would still add up.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let audit_follower = spawn_health_follows_audit(&kms, health.clone(), stopped.clone());
     // Watch streams end at the connection age limit and when the server stops, so that they
     // don't keep their connections open (`health_watch.rs`).
     let health_service = EndingWatches::new(
@@ -185,7 +187,7 @@ pub async fn serve(
             health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             health.set_not_serving::<KeyManagementServiceServer<GrpcService>>().await;
             let _ = stop.send(true);
-            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+            match tokio::time::timeout(grace, &mut server).await {
                 Ok(r) => r,
                 Err(_) => Ok(()),
             }
@@ -203,6 +205,7 @@ pub async fn serve(
     }
     deletion.abort();
     reload.abort();
+    audit_follower.abort();
     // The refusals counted since the last summary are written before the runtime goes.
     let _ = stop_summaries.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), refusal_summaries).await;
@@ -239,7 +242,16 @@ fn connection_limits(config: &Config) -> Result<Arc<ConnectionLimits>, String> {
     Ok(ConnectionLimits::new(max, config.limits.max_connections_per_ip))
 }
 
+/// How long a stopping server gives open connections, at least: requests in flight get their
+/// answers, unless one waits on the HSM (`shutdown_grace`).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// `SHUTDOWN_GRACE`, or longer with a long `hsm.timeout_ms`: a read waiting on the HSM when the
+/// server stops (the key was used there) still gets its answer and its audit record.
+fn shutdown_grace(config: &Config) -> Duration {
+    SHUTDOWN_GRACE.max(Duration::from_millis(config.hsm.timeout_ms) + Duration::from_secs(1))
+}
+
 /// How long a stopping server waits for state changes under way: the longest one can take from
 /// its start, short of a disk that never answers: its `Started` record and its outcome record
 /// (each refused once the audit writer has stalled for `audit::STALLED`), a store write waiting
@@ -336,6 +348,31 @@ where
             other => other,
         }
     }
+}
+
+/// A server whose audit writer has ended refuses every request (none can be recorded): health
+/// says NOT_SERVING from then on, so that load balancers send requests elsewhere.
+fn spawn_health_follows_audit(
+    kms: &Kms,
+    health: tonic_health::server::HealthReporter,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let writer_ended = kms.audit_writer_ended();
+    let mut stopped = stopped;
+    let stopping = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            () = writer_ended => {
+                tracing::error!("the audit writer has stopped: every request is refused until the server is restarted");
+                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                health.set_not_serving::<KeyManagementServiceServer<GrpcService>>().await;
+            }
+            // At shutdown the writer ends last, with nothing to report.
+            () = stopping => {}
+        }
+    })
 }
 
 /// SIGHUP reloads the identity policies, the TLS files and revocation lists, and (with a config

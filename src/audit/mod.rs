@@ -186,6 +186,8 @@ type Pending = (Vec<u8>, oneshot::Sender<std::result::Result<(), String>>);
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
     backlog: Arc<Backlog>,
+    /// Becomes true when the writer thread ends (a panic; or every sender gone, at shutdown).
+    writer_ended: tokio::sync::watch::Receiver<bool>,
 }
 
 const MAX_BATCH: usize = 4096;
@@ -200,11 +202,29 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel::<Pending>();
         let backlog = Arc::new(Backlog::new());
         let writer_backlog = backlog.clone();
+        let (ended, writer_ended) = tokio::sync::watch::channel(false);
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(file, rx, &writer_backlog))
+            .spawn(move || {
+                let _ended = WhenDropped(ended);
+                write_loop(file, rx, &writer_backlog)
+            })
             .map_err(|e| format!("cannot start the audit writer: {e}"))?;
-        Ok(AuditLog { tx, backlog })
+        Ok(AuditLog {
+            tx,
+            backlog,
+            writer_ended,
+        })
+    }
+
+    /// Resolves when the writer thread has ended: from then on every request is refused (none
+    /// can be recorded), which health checks must say.
+    pub fn writer_ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut ended = self.writer_ended.clone();
+        async move {
+            // An error: the sender is gone, so the thread has ended too.
+            let _ = ended.wait_for(|e| *e).await;
+        }
     }
 
     /// Logs the count of records refused since the last warning (at shutdown: the writer thread,
@@ -231,6 +251,15 @@ impl AuditLog {
             Ok(Err(_)) => Err(KmsError::internal("the audit log could not record this request")),
             Err(_) => Err(KmsError::internal("the audit writer has stopped")),
         }
+    }
+}
+
+/// Says the writer thread has ended when dropped: at its end, by return or by unwinding.
+struct WhenDropped(tokio::sync::watch::Sender<bool>);
+
+impl Drop for WhenDropped {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
     }
 }
 
@@ -525,6 +554,28 @@ mod tests {
         record(&log, "Third").await;
         assert_eq!(records_in(&rotated), ["First", "Second"]);
         assert_eq!(records_in(&path), ["Third"]);
+    }
+
+    /// The writer's end is seen, whether it returns or panics.
+    #[tokio::test]
+    async fn the_end_of_the_writer_thread_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.log")).unwrap();
+        let ended = log.writer_ended();
+        record(&log, "Encrypt").await;
+        drop(log); // its sender gone, the writer returns
+        tokio::time::timeout(std::time::Duration::from_secs(10), ended)
+            .await
+            .expect("the writer's return not seen");
+
+        let (ended, seen) = tokio::sync::watch::channel(false);
+        let unwound = std::thread::spawn(move || {
+            let _ended = WhenDropped(ended);
+            panic!("a writer bug");
+        })
+        .join();
+        assert!(unwound.is_err());
+        assert!(*seen.borrow(), "the writer's panic not seen");
     }
 
     #[test]

@@ -161,6 +161,11 @@ impl Kms {
         self.audit.report_refused_now();
     }
 
+    /// Resolves when the audit writer has ended (see `AuditLog::writer_ended`).
+    pub fn audit_writer_ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.audit.writer_ended()
+    }
+
     /// Appends the request's audit record and waits until it is durable.
     pub async fn audit(&self, event: &AuditEvent) -> Result<()> {
         self.audit.record(event).await

@@ -139,6 +139,48 @@ async fn a_stopping_server_finishes_and_audits_changes_under_way() {
     );
 }
 
+/// SIGTERM while a read waits on a slow HSM, within `hsm.timeout_ms` (5 s) but past the 3 s the
+/// server gives open connections: the server waits for it, so the key's use in the HSM is
+/// answered and audited rather than cut off.
+#[tokio::test]
+async fn a_stopping_server_lets_a_read_waiting_on_the_hsm_finish() {
+    let cache_off = "[cache]\nmaterial_ttl_seconds = 0";
+    let mut server = Server::start_on(TestHsm::hsm_sim(), cache_off, "").await;
+    let mut c = server.client().await;
+    let key = create_key(&mut c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    // The unwrap calls C_Decrypt twice (cryptoki asks for the output length first): 4 s in the
+    // HSM, within its 5 s timeout.
+    let slow = format!(
+        "latency_ms = 2000\nfunctions = [\"C_Decrypt\"]\nrecord = {:?}\n",
+        calls.display().to_string()
+    );
+    server.set_faults(&slow).await;
+    let read = tokio::spawn({
+        let (mut c, key_id) = (c.clone(), key.key_id.clone());
+        async move { c.generate_data_key(gdk(&key_id)).await }
+    });
+    let waited = std::time::Instant::now();
+    while recorded_calls(&calls, "C_Decrypt") == 0 {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(20),
+            "no C_Decrypt in 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.sigterm();
+    let answered = read.await.unwrap();
+    answered.expect("the read waiting on the HSM was cut off at shutdown");
+
+    server.stop();
+    let (_, records) = server.audit_records();
+    let audited = records
+        .iter()
+        .any(|r| r["operation"] == "GenerateDataKey" && r["outcome"] == "Success");
+    assert!(audited, "no record of the read");
+}
+
 /// A stopping server tells health watchers NOT_SERVING, then ends their streams with
 /// UNAVAILABLE, instead of leaving them open until it exits.
 #[tokio::test]
