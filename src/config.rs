@@ -33,6 +33,10 @@ pub struct Config {
     /// certificate rules again.
     #[serde(skip)]
     pub file: Option<PathBuf>,
+    /// The settings SIGHUP doesn't reload, as the file gave them at start (before command-line
+    /// flags): a reload names those edited since, which wait for a restart.
+    #[serde(skip)]
+    file_settings: Vec<(&'static str, String)>,
 }
 
 /// Server TLS. With `client_ca_file`, client certificates are verified (mTLS) and may
@@ -167,6 +171,7 @@ impl Default for Config {
             reflection: false,
             core_dumps: false,
             file: None,
+            file_settings: Vec::new(),
         }
     }
 }
@@ -218,21 +223,78 @@ impl Config {
             std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
         let mut config: Config = toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
         config.file = Some(path.to_path_buf());
+        config.file_settings = config.restart_settings();
         Ok(config)
     }
 
     /// This configuration with the credentials (`auth.tokens`, `auth.certificates`) of its file as
-    /// it is now, checked as at start-up. Everything else stays: it needs a restart.
-    pub fn with_reread_credentials(&self) -> Result<Config, String> {
+    /// it is now, checked as at start-up, and the names of the file's other settings edited since
+    /// the start: those need a restart.
+    pub fn with_reread_credentials(&self) -> Result<(Config, Vec<&'static str>), String> {
         let Some(path) = &self.file else {
             return Err("the server was started without a config file".into());
         };
         let reread = Config::from_file(path)?;
+        let edited = reread
+            .file_settings
+            .iter()
+            .zip(&self.file_settings)
+            .filter(|(now, then)| now != then)
+            .map(|((name, _), _)| *name)
+            .collect();
         let mut next = self.clone();
         next.auth.tokens = reread.auth.tokens;
         next.auth.certificates = reread.auth.certificates;
         next.validate()?;
-        Ok(next)
+        Ok((next, edited))
+    }
+
+    /// Every setting but the reloaded ones (`auth.tokens`, `auth.certificates`; the files named
+    /// are read again, but not their names), by name, with its value in a comparable form.
+    fn restart_settings(&self) -> Vec<(&'static str, String)> {
+        // Every field named: a new setting must be placed here, or among the reloaded ones.
+        let Config {
+            listen,
+            data_dir,
+            region,
+            account_id,
+            partition,
+            hsm,
+            cache,
+            deletion,
+            limits,
+            auth,
+            tls,
+            reflection,
+            core_dumps,
+            file: _,
+            file_settings: _,
+        } = self;
+        let crate::auth::AuthConfig {
+            dev_mode,
+            tokens: _,
+            certificates: _,
+            identity_policies_file,
+            allow_tokens_without_tls,
+        } = auth;
+        let setting = |name, value: &dyn std::fmt::Debug| (name, format!("{value:?}"));
+        vec![
+            setting("listen", listen),
+            setting("data_dir", data_dir),
+            setting("region", region),
+            setting("account_id", account_id),
+            setting("partition", partition),
+            setting("hsm", hsm),
+            setting("cache", cache),
+            setting("deletion", deletion),
+            setting("limits", limits),
+            setting("tls", tls),
+            setting("reflection", reflection),
+            setting("core_dumps", core_dumps),
+            setting("auth.dev_mode", dev_mode),
+            setting("auth.identity_policies_file", identity_policies_file),
+            setting("auth.allow_tokens_without_tls", allow_tokens_without_tls),
+        ]
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -510,6 +572,42 @@ mod tests {
         assert!(
             err.contains("tls.require_client_certificate needs tls.client_ca_file"),
             "{err}"
+        );
+    }
+
+    /// SIGHUP takes the file's credentials and names its other settings edited since the start,
+    /// which wait for a restart; a setting a command-line flag changed is no edit of the file.
+    #[test]
+    fn a_reload_names_the_edits_that_wait_for_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.toml");
+        let token = |name: &str| {
+            format!(
+                "[[auth.tokens]]\nsha256 = {:?}\nprincipal = \"arn:aws:iam::111122223333:user/{name}\"\n",
+                crate::auth::token_digest(name)
+            )
+        };
+        std::fs::write(&path, format!("[limits]\nrequest_timeout_seconds = 30\n{}", token("a"))).unwrap();
+        let mut running = Config::from_file(&path).unwrap();
+        running.listen = "127.0.0.1:7999".parse().unwrap(); // as `--listen` does
+        let (next, edited) = running.with_reread_credentials().unwrap();
+        assert!(edited.is_empty(), "{edited:?}");
+        assert_eq!(next.listen, running.listen);
+
+        let edit = format!(
+            "region = \"eu-west-1\"\n[limits]\nrequest_timeout_seconds = 9\n{}",
+            token("b")
+        );
+        std::fs::write(&path, edit).unwrap();
+        let (next, edited) = running.with_reread_credentials().unwrap();
+        assert_eq!(edited, ["region", "limits"]);
+        assert!(
+            next.auth.tokens[0].principal.ends_with("user/b"),
+            "the tokens not reloaded"
+        );
+        assert_eq!(
+            (next.region.as_str(), next.limits.request_timeout_seconds),
+            ("us-east-1", 30)
         );
     }
 

@@ -418,7 +418,16 @@ pub fn check_files(config: &Config) -> Result<(), String> {
 /// once for both.
 fn load_credentials_and_tls(config: &Config) -> Result<(Arc<Credentials>, Option<TlsAcceptor>), String> {
     let auth_config = match config.file {
-        Some(_) => config.with_reread_credentials()?.auth,
+        Some(_) => {
+            let (reread, edited) = config.with_reread_credentials()?;
+            if !edited.is_empty() {
+                tracing::warn!(
+                    settings = edited.join(", "),
+                    "the config file's edits to these settings take effect at the next restart, not on SIGHUP"
+                );
+            }
+            reread.auth
+        }
         None => config.auth.clone(),
     };
     let trust = ClientTrust::read(config.tls.as_ref())?;
