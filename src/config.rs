@@ -39,6 +39,14 @@ pub struct Config {
     file_settings: Vec<(&'static str, String)>,
 }
 
+/// The config file's settings edited since the start, which SIGHUP doesn't reload.
+#[derive(Debug)]
+pub struct EditedSettings {
+    pub names: Vec<&'static str>,
+    /// Why the file as it is now would not start the server.
+    pub invalid: Option<String>,
+}
+
 /// Server TLS. With `client_ca_file`, client certificates are verified (mTLS) and may
 /// authenticate callers; requests without one may still use bearer tokens.
 #[derive(Debug, Clone, Deserialize)]
@@ -230,18 +238,24 @@ impl Config {
     /// This configuration with the credentials (`auth.tokens`, `auth.certificates`) of its file as
     /// it is now, checked as at start-up, and the names of the file's other settings edited since
     /// the start: those need a restart.
-    pub fn with_reread_credentials(&self) -> Result<(Config, Vec<&'static str>), String> {
+    pub fn with_reread_credentials(&self) -> Result<(Config, EditedSettings), String> {
         let Some(path) = &self.file else {
             return Err("the server was started without a config file".into());
         };
         let reread = Config::from_file(path)?;
-        let edited = reread
+        let names: Vec<_> = reread
             .file_settings
             .iter()
             .zip(&self.file_settings)
             .filter(|(now, then)| now != then)
             .map(|((name, _), _)| *name)
             .collect();
+        // The operator hears now, not at the next start, that an edit is wrong.
+        let invalid = match names.is_empty() {
+            true => None,
+            false => reread.validate().err(),
+        };
+        let edited = EditedSettings { names, invalid };
         let mut next = self.clone();
         next.auth.tokens = reread.auth.tokens;
         next.auth.certificates = reread.auth.certificates;
@@ -591,7 +605,7 @@ mod tests {
         let mut running = Config::from_file(&path).unwrap();
         running.listen = "127.0.0.1:7999".parse().unwrap(); // as `--listen` does
         let (next, edited) = running.with_reread_credentials().unwrap();
-        assert!(edited.is_empty(), "{edited:?}");
+        assert!(edited.names.is_empty(), "{edited:?}");
         assert_eq!(next.listen, running.listen);
 
         let edit = format!(
@@ -600,7 +614,10 @@ mod tests {
         );
         std::fs::write(&path, edit).unwrap();
         let (next, edited) = running.with_reread_credentials().unwrap();
-        assert_eq!(edited, ["region", "limits"]);
+        assert_eq!(
+            (edited.names.as_slice(), &edited.invalid),
+            (&["region", "limits"][..], &None)
+        );
         assert!(
             next.auth.tokens[0].principal.ends_with("user/b"),
             "the tokens not reloaded"
@@ -609,6 +626,13 @@ mod tests {
             (next.region.as_str(), next.limits.request_timeout_seconds),
             ("us-east-1", 30)
         );
+
+        // An edit the next start would refuse is named with the reason.
+        std::fs::write(&path, format!("[limits]\nrequest_timeout_seconds = 0\n{}", token("b"))).unwrap();
+        let (_, edited) = running.with_reread_credentials().unwrap();
+        assert_eq!(edited.names, ["limits"]);
+        let invalid = edited.invalid.expect("an invalid edit not reported");
+        assert!(invalid.contains("request_timeout_seconds"), "{invalid}");
     }
 
     #[test]

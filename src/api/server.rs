@@ -247,9 +247,13 @@ fn connection_limits(config: &Config) -> Result<Arc<ConnectionLimits>, String> {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// `SHUTDOWN_GRACE`, or longer with a long `hsm.timeout_ms`: a read waiting on the HSM when the
-/// server stops (the key was used there) still gets its answer and its audit record.
+/// server stops (the key was used there) still gets its answer and its audit record. Two HSM
+/// calls (ReEncrypt with the cache off), and no longer than the request timeout, by which every
+/// request is answered anyway.
 fn shutdown_grace(config: &Config) -> Duration {
-    SHUTDOWN_GRACE.max(Duration::from_millis(config.hsm.timeout_ms) + Duration::from_secs(1))
+    let hsm_calls = 2 * Duration::from_millis(config.hsm.timeout_ms);
+    let answered_by = Duration::from_secs(config.limits.request_timeout_seconds);
+    SHUTDOWN_GRACE.max(hsm_calls.min(answered_by) + Duration::from_secs(1))
 }
 
 /// How long a stopping server waits for state changes under way: the longest one can take from
@@ -420,11 +424,19 @@ fn load_credentials_and_tls(config: &Config) -> Result<(Arc<Credentials>, Option
     let auth_config = match config.file {
         Some(_) => {
             let (reread, edited) = config.with_reread_credentials()?;
-            if !edited.is_empty() {
-                tracing::warn!(
-                    settings = edited.join(", "),
-                    "the config file's edits to these settings take effect at the next restart, not on SIGHUP"
-                );
+            if !edited.names.is_empty() {
+                let names = edited.names.join(", ");
+                match &edited.invalid {
+                    None => tracing::warn!(
+                        settings = names,
+                        "the config file's edits to these settings take effect at the next restart, not on SIGHUP"
+                    ),
+                    Some(e) => tracing::warn!(
+                        settings = names,
+                        error = %e,
+                        "the config file's edits to these settings wait for a restart, which the file as it is now would fail"
+                    ),
+                }
             }
             reread.auth
         }

@@ -1057,21 +1057,9 @@ async fn a_revoked_client_certificate_is_refused_after_a_sighup() {
 
     pki.write_crl(&["alice"]);
     server.sighup();
-    let refused = |r: Result<tonic::Response<pb::ListKeysResponse>, Status>| match r {
-        Err(s) if error_type(&s) == "UnrecognizedClientException" => Some(s.message().to_string()),
-        _ => None,
-    };
-    let mut message = None;
-    for _ in 0..200 {
-        message = refused(alice.list_keys(pb::ListKeysRequest::default()).await);
-        if message.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let message = message.expect("alice's open connection still served after the new list");
+    let message = refused_after_reload(&mut alice).await;
     assert!(message.contains("revoked"), "{message}");
-    let message = refused(bob.list_keys(pb::ListKeysRequest::default()).await).expect("bob still served");
+    let message = unrecognized(bob.list_keys(pb::ListKeysRequest::default()).await).expect("bob still served");
     assert!(message.contains("revoked"), "{message}");
     // A new connection is refused.
     refused_by_tls(connect("alice", Bearer::default()).await).await;
@@ -1118,26 +1106,33 @@ async fn a_client_ca_removed_on_sighup_no_longer_serves_its_open_connections() {
 
     std::fs::copy(pki.path("test-ca.pem"), &cas).unwrap();
     server.sighup();
-    let refused = |r: Result<tonic::Response<pb::ListKeysResponse>, Status>| match r {
-        Err(s) if error_type(&s) == "UnrecognizedClientException" => Some(s.message().to_string()),
-        _ => None,
-    };
-    let mut message = None;
-    for _ in 0..200 {
-        message = refused(mallory.list_keys(pb::ListKeysRequest::default()).await);
-        if message.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let message = message.expect("mallory's open connection still served after its CA was removed");
+    let message = refused_after_reload(&mut mallory).await;
     assert!(message.contains("no longer trusted"), "{message}");
-    let message = refused(bob.list_keys(pb::ListKeysRequest::default()).await).expect("bob still served");
+    let message = unrecognized(bob.list_keys(pb::ListKeysRequest::default()).await).expect("bob still served");
     assert!(message.contains("no longer trusted"), "{message}");
     dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
     refused_by_tls(connect("mallory", Bearer::default()).await).await;
     let mut dave = connect("dave", Bearer::default()).await.unwrap();
     dave.list_keys(pb::ListKeysRequest::default()).await.unwrap();
+}
+
+/// The message of an `UnrecognizedClientException`; None for any other answer.
+fn unrecognized(r: Result<tonic::Response<pb::ListKeysResponse>, Status>) -> Option<String> {
+    match r {
+        Err(s) if error_type(&s) == "UnrecognizedClientException" => Some(s.message().to_string()),
+        _ => None,
+    }
+}
+
+/// Waits (up to 20 s, after a SIGHUP) for `client`'s open connection to be refused; the message.
+async fn refused_after_reload(client: &mut AuthClient) -> String {
+    for _ in 0..200 {
+        if let Some(message) = unrecognized(client.list_keys(pb::ListKeysRequest::default()).await) {
+            return message;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the open connection is still served 20 s after the reload");
 }
 
 /// A connection the TLS layer refuses: at the handshake, or (TLS 1.3, where the client's
