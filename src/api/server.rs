@@ -187,10 +187,7 @@ pub async fn serve(
             health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             health.set_not_serving::<KeyManagementServiceServer<GrpcService>>().await;
             let _ = stop.send(true);
-            match tokio::time::timeout(grace, &mut server).await {
-                Ok(r) => r,
-                Err(_) => Ok(()),
-            }
+            wind_down(&mut server, &kms, grace).await
         }
     };
     // Changes already under way finish, audit record included, before the runtime goes. Those
@@ -246,14 +243,44 @@ fn connection_limits(config: &Config) -> Result<Arc<ConnectionLimits>, String> {
 /// answers, unless one waits on the HSM (`shutdown_grace`).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// `SHUTDOWN_GRACE`, or longer with a long `hsm.timeout_ms`: a read waiting on the HSM when the
-/// server stops (the key was used there) still gets its answer and its audit record. Two HSM
-/// calls (ReEncrypt with the cache off), and no longer than the request timeout, by which every
-/// request is answered anyway.
+/// The longest a stopping server waits for requests in flight: `SHUTDOWN_GRACE`, or longer with a
+/// long `hsm.timeout_ms`, so that a read waiting on the HSM when the server stops (the key was
+/// used there) still gets its answer and its audit record. Two HSM calls (ReEncrypt with the
+/// cache off), and no longer than the request timeout, by which every request is answered anyway.
 fn shutdown_grace(config: &Config) -> Duration {
     let hsm_calls = 2 * Duration::from_millis(config.hsm.timeout_ms);
     let answered_by = Duration::from_secs(config.limits.request_timeout_seconds);
     SHUTDOWN_GRACE.max(hsm_calls.min(answered_by) + Duration::from_secs(1))
+}
+
+/// After the last HSM call a request waited for, the time left for its audit record and answer.
+const AFTER_LAST_HSM_CALL: Duration = Duration::from_secs(1);
+
+/// Lets the server finish its requests in flight after GOAWAY: `SHUTDOWN_GRACE`, then on while
+/// an HSM call a request waits for is under way (and `AFTER_LAST_HSM_CALL` after it), up to
+/// `longest`. Idle clients may keep their connections open for good, so the server doesn't wait
+/// for them to close: with no HSM call under way the wait ends after `SHUTDOWN_GRACE`.
+async fn wind_down(
+    server: &mut Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>,
+    kms: &Kms,
+    longest: Duration,
+) -> Result<(), tonic::transport::Error> {
+    let started = tokio::time::Instant::now();
+    let mut last_busy: Option<tokio::time::Instant> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        if kms.hsm_calls_under_way() > 0 {
+            last_busy = Some(now);
+        }
+        let quiet = last_busy.is_none_or(|t| now - t >= AFTER_LAST_HSM_CALL);
+        let waited = now - started;
+        if (waited >= SHUTDOWN_GRACE && quiet) || waited >= longest {
+            return Ok(());
+        }
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(50), &mut *server).await {
+            return r;
+        }
+    }
 }
 
 /// How long a stopping server waits for state changes under way: the longest one can take from

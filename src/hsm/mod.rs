@@ -147,6 +147,11 @@ impl Hsm {
         Ok((hsm, root))
     }
 
+    /// HSM calls under way whose callers still wait for them.
+    pub fn calls_under_way(&self) -> usize {
+        self.workers.calls_waited_for()
+    }
+
     pub fn quirks(&self) -> Quirks {
         self.quirks
     }

@@ -143,6 +143,13 @@ impl Workers {
         self.timeout
     }
 
+    /// Calls running or queued whose callers still wait (not past their timeout). Queued jobs
+    /// abandoned since the queue was last pruned count too.
+    pub fn calls_waited_for(&self) -> usize {
+        let st = self.shared.lock();
+        st.running.saturating_sub(st.overdue) + st.queue.len()
+    }
+
     /// Runs `f` on a worker thread; never blocks the caller's thread.
     pub async fn run<T, F>(&self, f: F) -> Result<T, JobError>
     where

@@ -161,6 +161,11 @@ impl Kms {
         self.audit.report_refused_now();
     }
 
+    /// HSM calls under way whose callers still wait for them (a stopping server waits for those).
+    pub fn hsm_calls_under_way(&self) -> usize {
+        self.hsm.calls_under_way()
+    }
+
     /// Resolves when the audit writer has ended (see `AuditLog::writer_ended`).
     pub fn audit_writer_ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.audit.writer_ended()

@@ -264,6 +264,23 @@ impl Server {
         }
     }
 
+    /// SIGTERM, then waits up to `limit` for the exit: its status, or None (the server is then
+    /// killed).
+    pub fn stop_within(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// SIGTERM, without waiting for the server to exit (`stop` waits).
     pub fn sigterm(&self) {
         if let Some(child) = &self.child {
