@@ -253,13 +253,14 @@ fn shutdown_grace(config: &Config) -> Duration {
     SHUTDOWN_GRACE.max(hsm_calls.min(answered_by) + Duration::from_secs(1))
 }
 
-/// After the last HSM call a request waited for, the time left for its audit record and answer.
-const AFTER_LAST_HSM_CALL: Duration = Duration::from_secs(1);
+/// After the last HSM call or audit record a request waited for, the time left for its answer
+/// (and for a request between two HSM calls, as ReEncrypt is).
+const AFTER_LAST_WAIT: Duration = Duration::from_secs(1);
 
 /// Lets the server finish its requests in flight after GOAWAY: `SHUTDOWN_GRACE`, then on while
-/// an HSM call a request waits for is under way (and `AFTER_LAST_HSM_CALL` after it), up to
-/// `longest`. Idle clients may keep their connections open for good, so the server doesn't wait
-/// for them to close: with no HSM call under way the wait ends after `SHUTDOWN_GRACE`.
+/// an HSM call or an audit record a request waits for is under way (and `AFTER_LAST_WAIT` after
+/// it), up to `longest`. Idle clients may keep their connections open for good, so the server
+/// doesn't wait for them to close: with nothing under way the wait ends after `SHUTDOWN_GRACE`.
 async fn wind_down(
     server: &mut Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>,
     kms: &Kms,
@@ -269,10 +270,10 @@ async fn wind_down(
     let mut last_busy: Option<tokio::time::Instant> = None;
     loop {
         let now = tokio::time::Instant::now();
-        if kms.hsm_calls_under_way() > 0 {
+        if kms.requests_waiting_on_hsm_or_audit() {
             last_busy = Some(now);
         }
-        let quiet = last_busy.is_none_or(|t| now - t >= AFTER_LAST_HSM_CALL);
+        let quiet = last_busy.is_none_or(|t| now - t >= AFTER_LAST_WAIT);
         let waited = now - started;
         if (waited >= SHUTDOWN_GRACE && quiet) || waited >= longest {
             return Ok(());

@@ -143,7 +143,7 @@ impl Backlog {
         self.epoch.elapsed().as_millis() as i64
     }
 
-    #[cfg(test)]
+    /// Bytes of records handed to the writer and not yet answered.
     pub fn queued(&self) -> usize {
         self.queued.load(Relaxed)
     }

@@ -217,6 +217,11 @@ impl AuditLog {
         })
     }
 
+    /// Bytes of records waiting to be made durable (their requests wait for them).
+    pub fn bytes_waiting(&self) -> usize {
+        self.backlog.queued()
+    }
+
     /// Resolves when the writer thread has ended: from then on every request is refused (none
     /// can be recorded), which health checks must say.
     pub fn writer_ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {

@@ -161,9 +161,10 @@ impl Kms {
         self.audit.report_refused_now();
     }
 
-    /// HSM calls under way whose callers still wait for them (a stopping server waits for those).
-    pub fn hsm_calls_under_way(&self) -> usize {
-        self.hsm.calls_under_way()
+    /// Whether an HSM call or an audit record that a request waits for is under way (a stopping
+    /// server waits for those).
+    pub fn requests_waiting_on_hsm_or_audit(&self) -> bool {
+        self.hsm.calls_under_way() > 0 || self.audit.bytes_waiting() > 0
     }
 
     /// Resolves when the audit writer has ended (see `AuditLog::writer_ended`).
