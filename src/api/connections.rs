@@ -44,6 +44,20 @@ pub struct ConnectionLimits {
 }
 
 impl ConnectionLimits {
+    /// Connections open at once, at most.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Connections open at once from one source, at most.
+    pub fn per_source(&self) -> usize {
+        if self.per_ip == 0 {
+            self.max
+        } else {
+            self.per_ip.min(self.max)
+        }
+    }
+
     /// `per_ip` 0: no cap per address.
     pub fn new(max: usize, per_ip: usize) -> Arc<Self> {
         Arc::new(ConnectionLimits {
@@ -102,7 +116,7 @@ impl ConnectionLimits {
 /// What counts as one source: an IPv4 address (also when it comes IPv4-mapped), or an IPv6 /64,
 /// the smallest network a host is usually given (it could otherwise take every slot by
 /// rotating its addresses).
-fn source(ip: IpAddr) -> IpAddr {
+pub(super) fn source(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -6,10 +6,20 @@
 //! age limit (then its connection, at least that old, closes; the client watches again on a new
 //! one), or when the server stops. Updates already due are sent first: a watcher sees the
 //! NOT_SERVING that a stopping server sets before its stream ends.
+//!
+//! A Watch needs no credentials and holds a task and tonic's buffers for as long as it lasts, and
+//! its request bytes are given back once it starts: so a source address (an IPv6 /64) may hold
+//! two per connection it may open (a client watches once per connection and service: the
+//! server's and the KMS service's), and the server two per connection in all; past that a Watch
+//! is refused with ThrottlingException (RESOURCE_EXHAUSTED), and the client's health checking
+//! retries.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,9 +32,72 @@ use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::Status;
 
+use super::source_ip::remote_addr;
+use super::status::without_request_id;
 use super::Answer;
+use crate::error::KmsError;
 
 const WATCH_PATH: &str = "/grpc.health.v1.Health/Watch";
+
+/// Watch streams open at once, from one source and in all.
+#[derive(Clone, Copy)]
+pub struct WatchCaps {
+    pub per_source: usize,
+    pub total: usize,
+}
+
+impl WatchCaps {
+    /// Two per connection: one for the server, one for the KMS service.
+    pub fn for_connections(limits: &super::connections::ConnectionLimits) -> WatchCaps {
+        WatchCaps {
+            per_source: limits.per_source().saturating_mul(2),
+            total: limits.max().saturating_mul(2),
+        }
+    }
+}
+
+/// How many Watch streams are open, by source (None: no address known) and in all.
+#[derive(Default)]
+struct OpenWatches {
+    by_source: HashMap<Option<IpAddr>, usize>,
+    total: usize,
+}
+
+/// One open Watch stream, counted until it is dropped.
+struct WatchSlot {
+    open: Arc<Mutex<OpenWatches>>,
+    source: Option<IpAddr>,
+}
+
+impl WatchSlot {
+    fn take(open: &Arc<Mutex<OpenWatches>>, caps: WatchCaps, ip: Option<IpAddr>) -> Option<WatchSlot> {
+        let source = ip.map(super::connections::source);
+        let mut counts = open.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = counts.by_source.get(&source).copied().unwrap_or(0);
+        if mine >= caps.per_source || counts.total >= caps.total {
+            return None;
+        }
+        counts.by_source.insert(source, mine + 1);
+        counts.total += 1;
+        Some(WatchSlot {
+            open: open.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        counts.total -= 1;
+        if let Some(n) = counts.by_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                counts.by_source.remove(&self.source);
+            }
+        }
+    }
+}
 
 /// Wraps the health service: each Watch stream ends after `max_age` (if any) or when `stopped`
 /// turns true.
@@ -33,14 +106,23 @@ pub struct EndingWatches<S> {
     inner: S,
     max_age: Option<Duration>,
     stopped: tokio::sync::watch::Receiver<bool>,
+    caps: WatchCaps,
+    open: Arc<Mutex<OpenWatches>>,
 }
 
 impl<S> EndingWatches<S> {
-    pub fn new(inner: S, max_age: Option<Duration>, stopped: tokio::sync::watch::Receiver<bool>) -> Self {
+    pub fn new(
+        inner: S,
+        max_age: Option<Duration>,
+        stopped: tokio::sync::watch::Receiver<bool>,
+        caps: WatchCaps,
+    ) -> Self {
         EndingWatches {
             inner,
             max_age,
             stopped,
+            caps,
+            open: Arc::default(),
         }
     }
 }
@@ -63,15 +145,29 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let watch = request.uri().path() == WATCH_PATH;
-        let answer = self.inner.call(request);
-        if !watch {
-            return Box::pin(answer);
+        if request.uri().path() != WATCH_PATH {
+            return Box::pin(self.inner.call(request));
         }
-        let end = Box::pin(end_of_watch(self.max_age, self.stopped.clone()));
+        let Some(slot) = WatchSlot::take(&self.open, self.caps, remote_addr(&request).map(|a| a.ip())) else {
+            let refusal = KmsError::Throttling("Too many health Watch streams are open from this address".into());
+            return Box::pin(std::future::ready(Ok(without_request_id(&refusal).into_http())));
+        };
+        let answer = self.inner.call(request);
+        let end: Pin<Box<dyn Future<Output = &'static str> + Send>> =
+            Box::pin(end_of_watch(self.max_age, self.stopped.clone()));
         Box::pin(async move {
             let response = answer.await?;
-            Ok(response.map(|inner| Body::new(Ending { inner, end: Some(end) }.boxed_unsync())))
+            Ok(response.map(move |inner| {
+                let end = Some(end);
+                Body::new(
+                    Ending {
+                        inner,
+                        end,
+                        _slot: slot,
+                    }
+                    .boxed_unsync(),
+                )
+            }))
         })
     }
 }
@@ -96,6 +192,8 @@ async fn end_of_watch(max_age: Option<Duration>, mut stopped: tokio::sync::watch
 struct Ending {
     inner: Body,
     end: Option<Pin<Box<dyn Future<Output = &'static str> + Send>>>,
+    /// Counted until the stream is dropped (ended, or reset by the client).
+    _slot: WatchSlot,
 }
 
 impl HttpBody for Ending {
@@ -152,6 +250,7 @@ mod tests {
         Ending {
             inner,
             end: Some(Box::pin(end_of_watch(max_age, stopped))),
+            _slot: WatchSlot::take(&Arc::default(), CAPS, None).unwrap(),
         }
     }
 
@@ -170,6 +269,45 @@ mod tests {
             }
         }
         (data, None)
+    }
+
+    const CAPS: WatchCaps = WatchCaps {
+        per_source: 4,
+        total: 10,
+    };
+
+    /// Watches are counted by source (an IPv6 /64 is one) and in all, and given back when dropped.
+    #[test]
+    fn watches_are_capped_by_source_and_in_all() {
+        let open = Arc::default();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let mine: Vec<_> = (0..CAPS.per_source)
+            .map(|_| WatchSlot::take(&open, CAPS, ip("2001:db8::1")).unwrap())
+            .collect();
+        assert!(
+            WatchSlot::take(&open, CAPS, ip("2001:db8::2")).is_none(),
+            "one /64 is one source"
+        );
+        let other = WatchSlot::take(&open, CAPS, ip("192.0.2.1")).expect("another source refused");
+        drop(mine);
+        assert!(
+            WatchSlot::take(&open, CAPS, ip("2001:db8::1")).is_some(),
+            "dropped watches not given back"
+        );
+        drop(other);
+        let all: Vec<_> = (0..CAPS.total)
+            .map(|i| WatchSlot::take(&open, CAPS, Some(IpAddr::from((i as u32).to_be_bytes()))).unwrap())
+            .collect();
+        assert!(
+            WatchSlot::take(&open, CAPS, ip("198.51.100.1")).is_none(),
+            "past the total"
+        );
+        drop(all);
+        assert_eq!(open.lock().unwrap().total, 0);
+        assert!(
+            open.lock().unwrap().by_source.is_empty(),
+            "sources with no watch are forgotten"
+        );
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use super::budget::{Charging, RequestBudget};
 use super::connections::{self, ConnectionLimits, Limited};
 use super::deadline::Deadline;
 use super::grpc::GrpcService;
-use super::health_watch::EndingWatches;
+use super::health_watch::{EndingWatches, WatchCaps};
 use super::opening::{Opening, OPENING_DEADLINE};
 use super::panics::CatchPanic;
 use super::preauth::PreAuth;
@@ -116,6 +116,7 @@ pub async fn serve(
         ),
         max_age,
         stopped.clone(),
+        WatchCaps::for_connections(&connection_limits),
     );
     let reflection = if serve_reflection {
         let service = tonic_reflection::server::Builder::configure()

@@ -194,6 +194,39 @@ async fn an_idle_client_does_not_hold_a_stopping_server() {
     drop(c);
 }
 
+/// Health Watch streams need no credentials and last as long as their client keeps them: one
+/// address may hold two per connection it may open (here 4 connections: 8 watches); the next is
+/// refused with ThrottlingException (RESOURCE_EXHAUSTED), and one ended makes room.
+#[tokio::test]
+async fn health_watches_from_one_address_are_capped() {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let server = Server::start_with("[limits]\nmax_connections_per_ip = 4\n").await;
+    let mut health = HealthClient::new(plain_channel(&server).await);
+    let request = || HealthCheckRequest { service: String::new() };
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        open.push(
+            health
+                .watch(request())
+                .await
+                .expect("a watch under the cap refused")
+                .into_inner(),
+        );
+    }
+    let refused = health.watch(request()).await.expect_err("a 9th watch from one address");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(error_type(&refused), "ThrottlingException");
+    drop(open.pop());
+    let waited = std::time::Instant::now();
+    while health.watch(request()).await.is_err() {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(10),
+            "an ended watch's place not given back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A stopping server tells health watchers NOT_SERVING, then ends their streams with
 /// UNAVAILABLE, instead of leaving them open until it exits.
 #[tokio::test]
